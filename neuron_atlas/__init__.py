@@ -1,0 +1,1 @@
+"""Neuron Atlas: the embedded pipeline and the `neuron-atlas` command."""

@@ -1,0 +1,214 @@
+"""`neuron-atlas`: the command line. Results on stdout, progress and errors on stderr.
+
+Exit status: 0 done, 1 unexpected failure, 2 bad input or options, 3 a model could not be
+loaded, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import ValidationError
+
+from shared.errors import InputError, ModelLoadError, NeuronAtlasError
+from shared.options import PipelineOptions
+
+log = logging.getLogger("neuron_atlas")
+
+
+def package_version() -> str:
+    try:
+        return version("neuron-atlas")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    defaults = PipelineOptions()
+    group = parser.add_argument_group("captions and clustering")
+    group.add_argument("--captions", type=Path, metavar="FILE",
+                       help="metadata.csv/.jsonl with file_name and caption columns (default: "
+                       "the folder's own metadata file); images without one are captioned by BLIP")
+    group.add_argument("--caption-model", default=defaults.caption_model, metavar="ID_OR_PATH")
+    group.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
+    group.add_argument("--embed-model", default=defaults.embed_model, metavar="ID_OR_PATH")
+    group.add_argument("--ann-threshold", type=int, default=defaults.ann_threshold,
+                       help="FINCH uses approximate neighbours above this many images")
+    group.add_argument("--seed", type=int, default=defaults.seed)
+    group = parser.add_argument_group("target model and neurons")
+    group.add_argument("--model", default=defaults.model,
+                       help="torchvision classification architecture (default: %(default)s)")
+    group.add_argument("--weights", metavar="FILE.safetensors",
+                       help="state dict for --model (default: ImageNet weights from the torch cache)")
+    group.add_argument("--allow-random-weights", action="store_true",
+                       help="use random weights when no trained weights can be had (demos only)")
+    group.add_argument("--layers", help="comma-separated module names (default: residual stages)")
+    group.add_argument("--top-fraction", type=float, default=defaults.top_fraction)
+    group.add_argument("--ranking", choices=("per_layer", "global"), default=defaults.ranking)
+    group.add_argument("--min-support", type=float, default=defaults.min_support)
+    group.add_argument("--group-rule", choices=("intersect", "direct"), default=defaults.group_rule)
+    group.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    group.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    group.add_argument("--max-image-pixels", type=int, default=defaults.max_image_pixels)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neuron-atlas",
+        description="Explain what the neurons of a vision model have learned: a hierarchy of "
+        "labelled image concepts, each with the neurons its images activate in common.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress, no tree")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the whole pipeline on a folder of images")
+    run.add_argument("image_dir", type=Path, metavar="IMAGE_DIR")
+    run.add_argument("--out", type=Path, required=True, metavar="OUT_DIR",
+                     help="folder for hierarchy.json and the stage artifacts")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing result in OUT_DIR")
+    run.add_argument("--tree-levels", type=int, default=2, metavar="N",
+                     help="levels of the tree printed at the end (default: %(default)s)")
+    _add_run_options(run)
+
+    sample = commands.add_parser("sample", help="write the generated sample collection")
+    sample.add_argument("folder", type=Path)
+    sample.add_argument("--per-concept", type=int, default=8)
+
+    demo = commands.add_parser("demo", help="generate the sample and run the pipeline on it")
+    demo.add_argument("--out", type=Path, default=Path("demo-out"))
+    demo.add_argument("--tree-levels", type=int, default=2, metavar="N")
+    return parser
+
+
+def options_from_args(args: argparse.Namespace) -> PipelineOptions:
+    fields = PipelineOptions.model_fields
+    values: dict[str, Any] = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    try:
+        return PipelineOptions(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{'-'.join(str(p) for p in err['loc']).replace('_', '-')}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise InputError(f"Invalid options: {problems}.", "See neuron-atlas run --help.") from None
+
+
+def _replace_dir(staging: Path, out_dir: Path) -> None:
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    staging.replace(out_dir)
+
+
+def run_to_folder(
+    image_dir: Path, out_dir: Path, options: PipelineOptions, captions: Path | None,
+    overwrite: bool, show_progress: bool,
+) -> dict[str, Any]:
+    """Run into a staging folder beside OUT_DIR; only a finished result replaces it."""
+    from neuron_atlas.pipeline import run
+    from neuron_atlas.terminal import TerminalProgress
+
+    if (out_dir / "hierarchy.json").exists() and not overwrite:
+        raise InputError(f"{out_dir} already holds a result.", "Pass --overwrite or choose another --out.")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir} exists and is not a folder.", "Choose another --out.")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        with TerminalProgress(enabled=show_progress) as progress:
+            result = run(image_dir, staging, options, captions, progress, package_version())
+        _replace_dir(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return result.hierarchy
+
+
+def _say_what_was_used(hierarchy: dict[str, Any], out_dir: Path, stream: TextIO) -> None:
+    models = hierarchy["models"]
+    captioned = models["captioner"]["images_captioned"]
+    n = len(hierarchy["images"])
+    print(f"images: {n} used, {len(hierarchy['skipped'])} skipped", file=stream)
+    print(f"captions: {n - captioned} provided, {captioned} by {models['captioner']['id']}", file=stream)
+    print(f"embedder: {models['embedder']['id']} ({models['embedder']['source']})", file=stream)
+    print(f"target: {models['target']['architecture']}, weights: {models['target']['weights']}", file=stream)
+    for skipped in hierarchy["skipped"]:
+        print(f"skipped {skipped['file_name']}: {skipped['reason']}", file=stream)
+    print(f"result: {out_dir / 'hierarchy.json'}", file=stream)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    interactive = sys.stderr.isatty() and not args.quiet
+    try:
+        if args.command == "sample":
+            from neuron_atlas.sample import make_sample
+
+            folder = make_sample(args.folder, args.per_concept)
+            print(folder)
+            return 0
+        if args.command == "demo":
+            return _demo(args, interactive)
+        options = options_from_args(args)
+        hierarchy = run_to_folder(args.image_dir, args.out, options, args.captions, args.overwrite, interactive)
+        if not args.quiet:
+            from neuron_atlas.terminal import print_tree
+
+            _say_what_was_used(hierarchy, args.out, sys.stderr)
+            print_tree(hierarchy, args.tree_levels, sys.stdout)
+        return 0
+    except InputError as exc:
+        _print_error(exc)
+        return 2
+    except ModelLoadError as exc:
+        _print_error(exc)
+        return 3
+    except KeyboardInterrupt:
+        print("neuron-atlas: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+def _print_error(exc: NeuronAtlasError) -> None:
+    print(f"neuron-atlas: error: {exc.problem}", file=sys.stderr)
+    if exc.fix:
+        print(f"  what to do: {exc.fix}", file=sys.stderr)
+
+
+def _demo(args: argparse.Namespace, interactive: bool) -> int:
+    """The sample, run with ImageNet weights when cached, else random weights, said plainly."""
+    from neuron_atlas.sample import make_sample
+    from neuron_atlas.terminal import print_tree
+
+    with tempfile.TemporaryDirectory(prefix="neuron-atlas-sample-") as tmp:
+        sample = make_sample(Path(tmp) / "sample")
+        print(f"demo: generated {sum(1 for _ in sample.glob('*.png'))} images with captions "
+              f"(metadata.csv), so no captioning model is needed", file=sys.stderr)
+        options = PipelineOptions(allow_random_weights=True)
+        os.environ.setdefault("NEURON_ATLAS_OFFLINE", "1")  # the demo never reaches for a hub
+        hierarchy = run_to_folder(sample, args.out, options, None, True, interactive)
+    _say_what_was_used(hierarchy, args.out, sys.stderr)
+    if "random" in hierarchy["models"]["target"]["weights"]:
+        print("demo: NOTE the target model has RANDOM weights (no ImageNet weights in the torch "
+              "cache), so its neuron groups show the method, not what a trained ResNet18 learned.",
+              file=sys.stderr)
+    if not args.quiet:
+        print_tree(hierarchy, args.tree_levels, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

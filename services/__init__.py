@@ -1,0 +1,1 @@
+"""Neuron Atlas services: one folder per service, stage logic in plain modules."""

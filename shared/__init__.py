@@ -1,0 +1,1 @@
+"""Neuron Atlas shared library: options, errors, storage, schemas; imported by every service."""

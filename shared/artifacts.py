@@ -1,0 +1,29 @@
+"""Artifact keys of one job (design §3). The embedded run uses them relative to its output folder."""
+
+from __future__ import annotations
+
+SPEC = "spec.json"
+MANIFEST = "manifest.json"
+EMBEDDINGS = "embeddings.npy"
+PARTITIONS = "partitions.npy"
+GROUPS = "groups.json"
+LABELS = "labels.json"
+UNCERTAINTY = "uncertainty.json"
+HIERARCHY = "hierarchy.json"
+
+
+def image_key(sha256: str, ext: str) -> str:
+    return f"images/{sha256}.{ext.lstrip('.').lower()}"
+
+
+def captions_key(shard: int) -> str:
+    return f"captions/{shard:05d}.json"
+
+
+def activations_key(shard: int) -> str:
+    return f"activations/{shard:05d}.npz"
+
+
+def job_prefix(job_id: str) -> str:
+    """Where a job's artifacts live in a shared bucket."""
+    return f"jobs/{job_id}/"

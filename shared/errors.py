@@ -1,0 +1,27 @@
+"""Errors a user can act on: each says what was wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class NeuronAtlasError(Exception):
+    """Base class; `problem` names what went wrong, `fix` tells the user what to do."""
+
+    #: Short machine-readable kind, used as the problem+json `type` suffix by the API.
+    kind = "error"
+
+    def __init__(self, problem: str, fix: str = "") -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{problem} {fix}".strip())
+
+
+class InputError(NeuronAtlasError):
+    """The images, captions or options the user gave cannot be used."""
+
+    kind = "invalid-input"
+
+
+class ModelLoadError(NeuronAtlasError):
+    """A model or its weights could not be found or loaded."""
+
+    kind = "model-unavailable"

@@ -1,0 +1,177 @@
+"""Ingest: find the images of a submission, identify them by content, read captions it brings.
+
+Bad files among good ones are never fatal: each is listed as skipped with the reason, so the
+user sees exactly what was left out and why.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from shared.errors import InputError
+
+METADATA_NAMES = ("metadata.csv", "metadata.jsonl")
+CAPTION_COLUMNS = ("caption", "text")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One accepted image: `id` is the sha256 of its bytes."""
+
+    id: str
+    file_name: str
+    path: Path
+    format: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    file_name: str
+    reason: str
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def inspect_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
+    """Read the header only; return (format, width, height) or raise ValueError with a reason."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                fmt, (width, height) = (image.format or "unknown"), image.size
+    except UnidentifiedImageError:
+        raise ValueError("not an image (no known image format in its bytes)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ValueError(f"image too large to decode safely (over {max_pixels} pixels)") from None
+    except OSError as exc:
+        raise ValueError(f"unreadable image header: {exc}") from None
+    if width * height > max_pixels:
+        raise ValueError(
+            f"image is {width}x{height} = {width * height:,} pixels, above the limit of "
+            f"{max_pixels:,}; downscale it or raise max_image_pixels"
+        )
+    return fmt.lower(), width, height
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Fully decode to RGB; raises ValueError naming the problem for truncated or corrupt files."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return image.convert("RGB")
+    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"image could not be decoded ({exc}); re-export or remove it") from None
+
+
+def scan_image_folder(
+    folder: Path, max_pixels: int
+) -> tuple[list[ImageRecord], list[SkippedFile]]:
+    """All files below `folder` (sorted, recursive): images accepted, everything else skipped."""
+    if not folder.exists():
+        raise InputError(f"Image folder {folder} does not exist.", "Check the path and try again.")
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder.", "Pass a folder that holds the images.")
+    records: list[ImageRecord] = []
+    skipped: list[SkippedFile] = []
+    seen: dict[str, str] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = path.relative_to(folder).as_posix()
+        if name in METADATA_NAMES:
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            skipped.append(SkippedFile(name, f"cannot read file: {exc.strerror or exc}"))
+            continue
+        try:
+            fmt, width, height = inspect_image(data, max_pixels)
+        except ValueError as exc:
+            skipped.append(SkippedFile(name, str(exc)))
+            continue
+        digest = sha256_bytes(data)
+        if digest in seen:
+            skipped.append(SkippedFile(name, f"same bytes as {seen[digest]} (duplicate)"))
+            continue
+        seen[digest] = name
+        records.append(ImageRecord(digest, name, path, fmt, width, height))
+    if not records:
+        what = f"{len(skipped)} files, none of them a usable image" if skipped else "no files"
+        detail = "".join(f"\n  {s.file_name}: {s.reason}" for s in skipped[:10])
+        raise InputError(
+            f"Image folder {folder} holds {what}.{detail}",
+            "Add JPEG, PNG, WebP, BMP or GIF images to it (subfolders are searched too).",
+        )
+    return records, skipped
+
+
+def _rows_from_csv(text: str) -> Iterable[dict[str, str]]:
+    return csv.DictReader(io.StringIO(text))
+
+
+def _rows_from_jsonl(text: str, source: Path) -> Iterable[dict[str, str]]:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"{source} line {number} is not valid JSON ({exc.msg}).",
+                "Each line must be one JSON object with file_name and caption.",
+            ) from None
+        if not isinstance(row, dict):
+            raise InputError(f"{source} line {number} is not a JSON object.", "Fix that line.")
+        yield row
+
+
+def read_captions(source: Path) -> dict[str, str]:
+    """Captions from an imagefolder-style metadata file: `file_name` plus `caption` or `text`."""
+    try:
+        text = source.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError(f"Cannot read captions file {source}: {exc.strerror or exc}.") from None
+    except UnicodeDecodeError:
+        raise InputError(f"Captions file {source} is not UTF-8 text.", "Save it as UTF-8.") from None
+    if source.suffix == ".jsonl":
+        rows: Iterable[dict[str, str]] = _rows_from_jsonl(text, source)
+    elif source.suffix == ".csv":
+        rows = _rows_from_csv(text)
+    else:
+        raise InputError(
+            f"Captions file {source} is neither .csv nor .jsonl.",
+            "Use metadata.csv or metadata.jsonl with file_name and caption columns.",
+        )
+    captions: dict[str, str] = {}
+    for row in rows:
+        column = next((c for c in CAPTION_COLUMNS if c in row), None)
+        if "file_name" not in row or column is None:
+            raise InputError(
+                f"Captions file {source} needs a file_name column and a caption (or text) column; "
+                f"found {sorted(row)}.",
+                "Rename the columns to file_name and caption.",
+            )
+        caption = str(row[column] or "").strip()
+        if caption:
+            captions[str(row["file_name"]).strip().lstrip("./")] = caption
+    return captions
+
+
+def find_caption_file(folder: Path) -> Path | None:
+    """The imagefolder convention: metadata.csv or metadata.jsonl at the folder's top."""
+    for name in METADATA_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    return None

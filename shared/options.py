@@ -1,0 +1,64 @@
+"""The options of one job: the same model for the CLI, the embedded runner and (later) the API spec."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
+DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_TARGET_MODEL = "resnet18"
+
+Ranking = Literal["per_layer", "global"]
+GroupRule = Literal["intersect", "direct"]
+
+
+class PipelineOptions(BaseModel):
+    """Every option that changes a job's result; recorded, resolved, in `hierarchy.json`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # 1. Caption
+    caption_model: str = Field(DEFAULT_CAPTION_MODEL, description="BLIP model id or local path.")
+    caption_batch_size: int = Field(16, ge=1, le=1024)
+    max_new_tokens: int = Field(30, ge=1, le=128, description="Upper bound on caption length.")
+    # 2. Embed
+    embed_model: str = Field(DEFAULT_EMBED_MODEL, description="sentence-transformers id or path.")
+    embed_batch_size: int = Field(256, ge=1, le=8192)
+    # 3. Cluster
+    ann_threshold: int = Field(
+        20_000, ge=2, description="Above this many captions FINCH uses approximate neighbours."
+    )
+    seed: int = Field(0, ge=0, description="Seeds every random choice so a job repeats exactly.")
+    # 4. Activations
+    model: str = Field(DEFAULT_TARGET_MODEL, description="torchvision classification architecture.")
+    weights: str | None = Field(
+        None, description="A .safetensors state dict for `model`; default: ImageNet weights."
+    )
+    allow_random_weights: bool = Field(
+        False, description="Use random weights when no trained weights can be had (demos, tests)."
+    )
+    layers: tuple[str, ...] | None = Field(
+        None, description="Module names to read; default: the output of each residual stage."
+    )
+    top_fraction: float = Field(0.1, gt=0.0, le=1.0)
+    ranking: Ranking = "per_layer"
+    batch_size: int = Field(64, ge=1, le=4096, description="Images per forward pass.")
+    device: str | None = Field(None, description="torch device; default: cuda when present.")
+    # 5./6. Groups
+    min_support: float = Field(0.5, gt=0.0, le=1.0)
+    group_rule: GroupRule = "intersect"
+    # Input limits
+    max_image_pixels: int = Field(
+        50_000_000, ge=1, description="Larger images are skipped (decompression bombs)."
+    )
+    shard_size: int = Field(256, ge=1, le=65_536, description="Images per artifact shard.")
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _split_layers(cls, value: object) -> object:
+        if isinstance(value, str):
+            names = tuple(part.strip() for part in value.split(",") if part.strip())
+            return names or None
+        return value
