@@ -35,22 +35,39 @@ def package_version() -> str:
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     defaults = PipelineOptions()
     group = parser.add_argument_group("captions and clustering")
-    group.add_argument("--captions", type=Path, metavar="FILE",
-                       help="metadata.csv/.jsonl with file_name and caption columns (default: "
-                       "the folder's own metadata file); images without one are captioned by BLIP")
+    group.add_argument(
+        "--captions",
+        type=Path,
+        metavar="FILE",
+        help="metadata.csv/.jsonl with file_name and caption columns (default: "
+        "the folder's own metadata file); images without one are captioned by BLIP",
+    )
     group.add_argument("--caption-model", default=defaults.caption_model, metavar="ID_OR_PATH")
     group.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
     group.add_argument("--embed-model", default=defaults.embed_model, metavar="ID_OR_PATH")
-    group.add_argument("--ann-threshold", type=int, default=defaults.ann_threshold,
-                       help="FINCH uses approximate neighbours above this many images")
+    group.add_argument(
+        "--ann-threshold",
+        type=int,
+        default=defaults.ann_threshold,
+        help="FINCH uses approximate neighbours above this many images",
+    )
     group.add_argument("--seed", type=int, default=defaults.seed)
     group = parser.add_argument_group("target model and neurons")
-    group.add_argument("--model", default=defaults.model,
-                       help="torchvision classification architecture (default: %(default)s)")
-    group.add_argument("--weights", metavar="FILE.safetensors",
-                       help="state dict for --model (default: ImageNet weights from the torch cache)")
-    group.add_argument("--allow-random-weights", action="store_true",
-                       help="use random weights when no trained weights can be had (demos only)")
+    group.add_argument(
+        "--model",
+        default=defaults.model,
+        help="torchvision classification architecture (default: %(default)s)",
+    )
+    group.add_argument(
+        "--weights",
+        metavar="FILE.safetensors",
+        help="state dict for --model (default: ImageNet weights from the torch cache)",
+    )
+    group.add_argument(
+        "--allow-random-weights",
+        action="store_true",
+        help="use random weights when no trained weights can be had (demos only)",
+    )
     group.add_argument("--layers", help="comma-separated module names (default: residual stages)")
     group.add_argument("--top-fraction", type=float, default=defaults.top_fraction)
     group.add_argument("--ranking", choices=("per_layer", "global"), default=defaults.ranking)
@@ -74,11 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the whole pipeline on a folder of images")
     run.add_argument("image_dir", type=Path, metavar="IMAGE_DIR")
-    run.add_argument("--out", type=Path, required=True, metavar="OUT_DIR",
-                     help="folder for hierarchy.json and the stage artifacts")
+    run.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="OUT_DIR",
+        help="folder for hierarchy.json and the stage artifacts",
+    )
     run.add_argument("--overwrite", action="store_true", help="replace an existing result in OUT_DIR")
-    run.add_argument("--tree-levels", type=int, default=2, metavar="N",
-                     help="levels of the tree printed at the end (default: %(default)s)")
+    run.add_argument(
+        "--tree-levels",
+        type=int,
+        default=2,
+        metavar="N",
+        help="levels of the tree printed at the end (default: %(default)s)",
+    )
     _add_run_options(run)
 
     sample = commands.add_parser("sample", help="write the generated sample collection")
@@ -111,8 +138,12 @@ def _replace_dir(staging: Path, out_dir: Path) -> None:
 
 
 def run_to_folder(
-    image_dir: Path, out_dir: Path, options: PipelineOptions, captions: Path | None,
-    overwrite: bool, show_progress: bool,
+    image_dir: Path,
+    out_dir: Path,
+    options: PipelineOptions,
+    captions: Path | None,
+    overwrite: bool,
+    show_progress: bool,
 ) -> dict[str, Any]:
     """Run into a staging folder beside OUT_DIR; only a finished result replaces it."""
     from neuron_atlas.pipeline import run
@@ -126,11 +157,11 @@ def run_to_folder(
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         with TerminalProgress(enabled=show_progress) as progress:
-            result = run(image_dir, staging, options, captions, progress, package_version())
+            hierarchy = run(image_dir, staging, options, captions, progress, package_version())
         _replace_dir(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return result.hierarchy
+    return hierarchy
 
 
 def _say_what_was_used(hierarchy: dict[str, Any], out_dir: Path, stream: TextIO) -> None:
@@ -164,7 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return _demo(args, interactive)
         options = options_from_args(args)
-        hierarchy = run_to_folder(args.image_dir, args.out, options, args.captions, args.overwrite, interactive)
+        hierarchy = run_to_folder(
+            args.image_dir, args.out, options, args.captions, args.overwrite, interactive
+        )
         if not args.quiet:
             from neuron_atlas.terminal import print_tree
 
@@ -195,16 +228,21 @@ def _demo(args: argparse.Namespace, interactive: bool) -> int:
 
     with tempfile.TemporaryDirectory(prefix="neuron-atlas-sample-") as tmp:
         sample = make_sample(Path(tmp) / "sample")
-        print(f"demo: generated {sum(1 for _ in sample.glob('*.png'))} images with captions "
-              f"(metadata.csv), so no captioning model is needed", file=sys.stderr)
+        print(
+            f"demo: generated {sum(1 for _ in sample.glob('*.png'))} images with captions "
+            f"(metadata.csv), so no captioning model is needed",
+            file=sys.stderr,
+        )
         options = PipelineOptions(allow_random_weights=True)
         os.environ.setdefault("NEURON_ATLAS_OFFLINE", "1")  # the demo never reaches for a hub
         hierarchy = run_to_folder(sample, args.out, options, None, True, interactive)
     _say_what_was_used(hierarchy, args.out, sys.stderr)
     if "random" in hierarchy["models"]["target"]["weights"]:
-        print("demo: NOTE the target model has RANDOM weights (no ImageNet weights in the torch "
-              "cache), so its neuron groups show the method, not what a trained ResNet18 learned.",
-              file=sys.stderr)
+        print(
+            "demo: NOTE the target model has RANDOM weights (no ImageNet weights in the torch "
+            "cache), so its neuron groups show the method, not what a trained ResNet18 learned.",
+            file=sys.stderr,
+        )
     if not args.quiet:
         print_tree(hierarchy, args.tree_levels, sys.stdout)
     return 0

@@ -23,8 +23,13 @@ CONCEPTS = (
 PHRASES = ("a {c} {s} on {b}", "a photo of a {c} {s} over {b}", "one {c} {s} with {b} behind it")
 
 
-def _draw(shape: str, colour: tuple[int, int, int], background: tuple[int, int, int],
-          rng: np.random.Generator, size: int) -> Image.Image:
+def _draw(
+    shape: str,
+    colour: tuple[int, int, int],
+    background: tuple[int, int, int],
+    rng: np.random.Generator,
+    size: int,
+) -> Image.Image:
     base = np.clip(np.array(background) + rng.normal(0, 12, (size, size, 3)), 0, 255)
     image = Image.fromarray(base.astype(np.uint8))
     draw = ImageDraw.Draw(image)

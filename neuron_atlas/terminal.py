@@ -15,8 +15,12 @@ class TerminalProgress:
     def __init__(self, enabled: bool) -> None:
         self._bars = (
             Progress(
-                TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), transient=False, console=None,
+                TextColumn("{task.description:<12}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                transient=False,
+                console=None,
             )
             if enabled
             else None
@@ -28,8 +32,9 @@ class TerminalProgress:
             self._bars.start()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._bars:
             self._bars.stop()
 
@@ -47,8 +52,9 @@ class TerminalProgress:
             self._bars.update(task, completed=self._bars.tasks[task].total)
 
 
-def print_tree(hierarchy: dict[str, Any], levels: int, stream: TextIO = sys.stdout,
-               max_children: int = 8) -> None:
+def print_tree(
+    hierarchy: dict[str, Any], levels: int, stream: TextIO = sys.stdout, max_children: int = 8
+) -> None:
     """The top `levels` levels: label, images, group size and what sets each child apart."""
     clusters = {c["id"]: c for c in hierarchy["clusters"]}
     top = max(c["level"] for c in clusters.values())
@@ -57,8 +63,11 @@ def print_tree(hierarchy: dict[str, Any], levels: int, stream: TextIO = sys.stdo
     def show(cluster: dict[str, Any], depth: int) -> None:
         diff = cluster["difference_description"]
         extra = f"  [+{len(cluster['difference_neurons'])} neurons: {diff}]" if diff else ""
-        print(f"{'  ' * depth}{cluster['id']}  {cluster['label']!r}  "
-              f"({cluster['size']} images, {len(cluster['neurons'])} neurons){extra}", file=stream)
+        print(
+            f"{'  ' * depth}{cluster['id']}  {cluster['label']!r}  "
+            f"({cluster['size']} images, {len(cluster['neurons'])} neurons){extra}",
+            file=stream,
+        )
         if cluster["level"] > lowest:
             children = sorted(cluster["children"], key=lambda c: -clusters[c]["size"])
             for child in children[:max_children]:

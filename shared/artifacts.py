@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from shared.storage import Store, get_json
+
 SPEC = "spec.json"
 MANIFEST = "manifest.json"
 EMBEDDINGS = "embeddings.npy"
+EMBEDDER = "embedder.json"  # which sentence embedder made embeddings.npy
 PARTITIONS = "partitions.npy"
 GROUPS = "groups.json"
 LABELS = "labels.json"
@@ -27,3 +32,15 @@ def activations_key(shard: int) -> str:
 def job_prefix(job_id: str) -> str:
     """Where a job's artifacts live in a shared bucket."""
     return f"jobs/{job_id}/"
+
+
+def read_caption_shards(store: Store) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Every caption row of the job in shard order (= manifest order), and the images the
+    caption shards could not decode."""
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    for key in sorted(store.list("captions/")):
+        shard = get_json(store, key)
+        rows.extend(shard["captions"])
+        skipped.extend(shard["skipped"])
+    return rows, skipped

@@ -6,21 +6,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-import numpy as np
-
-from shared.tree import ClusterNode
+from shared import artifacts
+from shared.storage import Store, get_json, get_npy, put_json
+from shared.tree import ClusterNode, build_tree
 
 SCHEMA_VERSION = "1.0"
-
-
-@dataclass(frozen=True)
-class Neuron:
-    layer: str
-    channel: int
 
 
 @dataclass(frozen=True)
@@ -30,43 +25,35 @@ class ClusterLabel:
     difference_description: str | None
 
 
-@dataclass(frozen=True)
-class LevelNeurons:
-    """Per level: the group and difference masks and the support counts behind them."""
-
-    sizes: np.ndarray
-    counts: np.ndarray
-    members: np.ndarray
-    difference: np.ndarray
+def neuron_names(layers: Sequence[Mapping[str, Any]]) -> list[tuple[str, int]]:
+    """(layer, channel) of every neuron, in global index order."""
+    return [(layer["name"], c) for layer in layers for c in range(layer["channels"])]
 
 
 def neuron_list(
-    mask_row: np.ndarray, counts_row: np.ndarray, size: int, neurons: Sequence[Neuron]
+    indices: Sequence[int], counts: Mapping[int, int], size: int, names: Sequence[tuple[str, int]]
 ) -> list[dict[str, Any]]:
-    """Neuron objects for one cluster, strongest support first (ties in neuron order)."""
-    index = np.flatnonzero(mask_row)
-    order = index[np.argsort(-counts_row[index], kind="stable")]
+    """Neuron objects, strongest support first (ties in neuron order)."""
+    ordered = sorted(indices, key=lambda i: (-counts[i], i))
     return [
-        {
-            "layer": neurons[i].layer,
-            "channel": neurons[i].channel,
-            "support": round(float(counts_row[i]) / size, 6),
-        }
-        for i in order
+        {"layer": names[i][0], "channel": names[i][1], "support": round(counts[i] / size, 6)} for i in ordered
     ]
 
 
 def cluster_documents(
     tree: Sequence[Sequence[ClusterNode]],
-    level_neurons: Sequence[LevelNeurons],
-    neurons: Sequence[Neuron],
-    labels: Mapping[str, ClusterLabel],
+    groups: Mapping[str, Any],
+    labels: Mapping[str, Mapping[str, Any]],
     image_ids: Sequence[str],
 ) -> list[dict[str, Any]]:
+    """The `clusters` of hierarchy.json from the tree, groups.json and labels.json."""
+    names = neuron_names(groups["layers"])
     clusters = []
-    for level_nodes, groups in zip(tree, level_neurons, strict=True):
+    for level_nodes, level in zip(tree, groups["levels"], strict=True):
         for node in level_nodes:
-            k, size = node.index, int(groups.sizes[node.index])
+            size = int(level["sizes"][node.index])
+            group = level["clusters"][node.index]
+            counts = dict(zip(group["group"], group["counts"], strict=True))
             label = labels[node.id]
             clusters.append(
                 {
@@ -76,16 +63,57 @@ def cluster_documents(
                     "children": list(node.children),
                     "size": size,
                     "images": [image_ids[i] for i in node.images],
-                    "label": label.label,
-                    "label_source": label.source,
-                    "neurons": neuron_list(groups.members[k], groups.counts[k], size, neurons),
-                    "difference_neurons": neuron_list(
-                        groups.difference[k], groups.counts[k], size, neurons
-                    ),
-                    "difference_description": label.difference_description,
+                    "label": label["label"],
+                    "label_source": label["source"],
+                    "neurons": neuron_list(group["group"], counts, size, names),
+                    "difference_neurons": neuron_list(group["difference"], counts, size, names),
+                    "difference_description": label["difference_description"],
                 }
             )
     return clusters
+
+
+def assemble_hierarchy(store: Store, version: str) -> dict[str, Any]:
+    """hierarchy.json from the job's artifacts, validated, written, and returned."""
+    spec = get_json(store, artifacts.SPEC)
+    manifest = get_json(store, artifacts.MANIFEST)
+    rows, shard_skipped = artifacts.read_caption_shards(store)
+    groups = get_json(store, artifacts.GROUPS)
+    labels = get_json(store, artifacts.LABELS)
+    embedder = get_json(store, artifacts.EMBEDDER)
+    tree = build_tree(get_npy(store, artifacts.PARTITIONS))
+    file_names = {image["id"]: image["file_name"] for image in manifest["images"]}
+    options = spec["options"]
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "generator": {"name": "neuron-atlas", "version": version},
+        "options": options,
+        "models": {
+            "captioner": {
+                "id": options["caption_model"],
+                "images_captioned": sum(1 for row in rows if row["source"] == "model"),
+            },
+            "embedder": embedder,
+            "target": {"architecture": options["model"], "weights": groups["weights"]},
+        },
+        "layers": groups["layers"],
+        "images": [
+            {
+                "id": row["image_id"],
+                "file_name": file_names[row["image_id"]],
+                "caption": row["caption"],
+                "caption_source": row["source"],
+            }
+            for row in rows
+        ],
+        "skipped": [*manifest["skipped"], *shard_skipped],
+        "levels": [{"level": i + 1, "clusters": len(nodes)} for i, nodes in enumerate(tree)],
+        "clusters": cluster_documents(tree, groups, labels, [row["image_id"] for row in rows]),
+    }
+    validate_hierarchy(document)
+    put_json(store, artifacts.HIERARCHY, document)
+    return document
 
 
 @lru_cache(maxsize=1)

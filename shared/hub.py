@@ -8,6 +8,4 @@ OFFLINE_VARIABLES = ("NEURON_ATLAS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFF
 
 
 def downloads_allowed() -> bool:
-    return not any(
-        os.environ.get(var, "").lower() in ("1", "true", "yes") for var in OFFLINE_VARIABLES
-    )
+    return not any(os.environ.get(var, "").lower() in ("1", "true", "yes") for var in OFFLINE_VARIABLES)

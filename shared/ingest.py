@@ -11,9 +11,10 @@ import hashlib
 import io
 import json
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
@@ -76,9 +77,7 @@ def decode_image(data: bytes) -> Image.Image:
         raise ValueError(f"image could not be decoded ({exc}); re-export or remove it") from None
 
 
-def scan_image_folder(
-    folder: Path, max_pixels: int
-) -> tuple[list[ImageRecord], list[SkippedFile]]:
+def scan_image_folder(folder: Path, max_pixels: int) -> tuple[list[ImageRecord], list[SkippedFile]]:
     """All files below `folder` (sorted, recursive): images accepted, everything else skipped."""
     if not folder.exists():
         raise InputError(f"Image folder {folder} does not exist.", "Check the path and try again.")
@@ -175,3 +174,37 @@ def find_caption_file(folder: Path) -> Path | None:
         if (folder / name).is_file():
             return folder / name
     return None
+
+
+def manifest_document(
+    records: Iterable[ImageRecord], skipped: Iterable[SkippedFile], provided: dict[str, str]
+) -> dict[str, object]:
+    """manifest.json: accepted images in order (with any caption they brought) and skipped files."""
+    return {
+        "images": [
+            {
+                "id": r.id,
+                "file_name": r.file_name,
+                "format": r.format,
+                "width": r.width,
+                "height": r.height,
+                "caption": provided.get(r.file_name),
+            }
+            for r in records
+        ],
+        "skipped": [{"file_name": s.file_name, "reason": s.reason} for s in skipped],
+    }
+
+
+def decode_entries(
+    entries: Iterable[dict[str, Any]], read_bytes: Callable[[dict[str, Any]], bytes]
+) -> tuple[list[dict[str, Any]], list[Image.Image], list[dict[str, str]]]:
+    """Decode a shard's manifest entries: (entries kept, their images, skipped with reasons)."""
+    kept, images, skipped = [], [], []
+    for entry in entries:
+        try:
+            images.append(decode_image(read_bytes(entry)))
+            kept.append(entry)
+        except (ValueError, OSError) as exc:
+            skipped.append({"file_name": str(entry["file_name"]), "reason": str(exc)})
+    return kept, images, skipped

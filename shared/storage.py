@@ -87,7 +87,7 @@ def get_npy(store: Store, key: str) -> np.ndarray:
 
 def put_npz(store: Store, key: str, **arrays: np.ndarray) -> None:
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    np.savez_compressed(buffer, allow_pickle=False, **arrays)
     store.put_bytes(key, buffer.getvalue())
 
 

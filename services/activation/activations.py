@@ -7,7 +7,7 @@ its feature map, taken inside a forward hook so only one float per channel is ke
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,11 +81,9 @@ class ActivationReader:
         self.layers = list(layers)
         self._pooled: dict[str, torch.Tensor] = {}
         modules = dict(module.named_modules())
-        self._handles = [
-            modules[name].register_forward_hook(self._hook_for(name)) for name in self.layers
-        ]
+        self._handles = [modules[name].register_forward_hook(self._hook_for(name)) for name in self.layers]
 
-    def _hook_for(self, name: str):  # type: ignore[no-untyped-def]
+    def _hook_for(self, name: str) -> Callable[[nn.Module, object, object], None]:
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:
             if name in self._pooled:
                 # A module that runs twice per pass (torchvision's shared in-place ReLU) would be

@@ -80,7 +80,9 @@ def build_groups(
         if lv == 0 or rule == "direct":
             members = direct
         else:
-            members = intersect_children(levels[-1].members, parents[lv - 1], len(sizes))
+            parent_of_child = parents[lv - 1]
+            assert parent_of_child is not None  # every level below the top has parents
+            members = intersect_children(levels[-1].members, parent_of_child, len(sizes))
         levels.append(LevelGroups(sizes, counts, members, parents[lv]))
     return levels
 

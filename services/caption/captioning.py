@@ -32,10 +32,8 @@ def load_blip(model_id: str, cache_dir: Path | None, device: torch.device) -> Ca
     hf_logging.disable_progress_bar()  # our own progress display is the only one
     local_only = not downloads_allowed() or Path(model_id).is_dir()
     try:
-        processor = BlipProcessor.from_pretrained(
-            model_id, cache_dir=cache_dir, local_files_only=local_only
-        )
-        model = BlipForConditionalGeneration.from_pretrained(
+        processor = BlipProcessor.from_pretrained(model_id, cache_dir=cache_dir, local_files_only=local_only)
+        model: Any = BlipForConditionalGeneration.from_pretrained(
             model_id, cache_dir=cache_dir, local_files_only=local_only
         )
     except Exception as exc:  # OSError, hub and HTTP errors: all mean the model is not here
@@ -46,7 +44,8 @@ def load_blip(model_id: str, cache_dir: Path | None, device: torch.device) -> Ca
             "Run once with hub access to cache it, pass --caption-model with a local BLIP folder, "
             "or bring captions (metadata.csv / metadata.jsonl, or --captions FILE).",
         ) from None
-    return CaptionModel(processor, model.to(device).eval())
+    model.to(device)
+    return CaptionModel(processor, model.eval())
 
 
 class Captioner:

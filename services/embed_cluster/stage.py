@@ -1,0 +1,33 @@
+"""Embed-and-cluster stage over a job's store: `embeddings.npy`, `partitions.npy`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from services.embed_cluster.clustering import finch_partitions
+from services.embed_cluster.embedding import Embedder
+from shared import artifacts
+from shared.options import PipelineOptions
+from shared.storage import Store, put_json, put_npy
+
+
+def embed_cluster_step(
+    store: Store, options: PipelineOptions, embedder: Embedder, captions: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embed the captions (in image order) and cluster them; returns (embeddings, partitions)."""
+    embeddings = embedder.embed(captions, options.embed_batch_size)
+    put_npy(store, artifacts.EMBEDDINGS, embeddings)
+    put_json(
+        store,
+        artifacts.EMBEDDER,
+        {
+            "id": embedder.name,
+            "source": embedder.source,
+            "dimension": int(embeddings.shape[1]),
+        },
+    )
+    partitions = finch_partitions(embeddings, options.ann_threshold, options.seed)
+    put_npy(store, artifacts.PARTITIONS, partitions)
+    return embeddings, partitions
