@@ -23,7 +23,7 @@ from services.embed_cluster.embedding import Embedder
 from services.embed_cluster.stage import embed_cluster_step
 from services.labelling.stage import label_step
 from shared import artifacts
-from shared.errors import InputError
+from shared.errors import InputError, ModelLoadError
 from shared.hierarchy import assemble_hierarchy
 from shared.ingest import (
     decode_entries,
@@ -75,7 +75,8 @@ def ingest(
     return manifest
 
 
-def load_models(options: PipelineOptions, needs_captioner: bool) -> Models:
+def load_models(options: PipelineOptions, uncaptioned: list[str]) -> Models:
+    """Load every model the job needs; `uncaptioned` names the images that need the captioner."""
     device = act.pick_device(options.device)
     target = load_target_model(
         options.model, options.weights, options.allow_random_weights, seed=options.seed
@@ -83,9 +84,15 @@ def load_models(options: PipelineOptions, needs_captioner: bool) -> Models:
     target.module.to(device)
     reader = act.ActivationReader(target.module, act.resolve_layers(target.module, options.layers))
     layers = reader.layer_infos(device)
-    captioner = Captioner(options.caption_model, device) if needs_captioner else None
+    captioner = Captioner(options.caption_model, device) if uncaptioned else None
     if captioner:
-        captioner.load()
+        try:
+            captioner.load()
+        except ModelLoadError as exc:
+            shown = ", ".join(uncaptioned[:3]) + (", …" if len(uncaptioned) > 3 else "")
+            raise ModelLoadError(
+                f"{len(uncaptioned)} images have no caption ({shown}). {exc.problem}", exc.fix
+            ) from None
     embedder = Embedder(options.embed_model, options.device)
     embedder.load()
     return Models(target, layers, reader, captioner, embedder, device)
@@ -141,7 +148,7 @@ def run(
     progress = progress or NoProgress()
     store = LocalStore(out_dir)
     manifest = ingest(store, image_dir, options, captions_file)
-    models = load_models(options, any(e["caption"] is None for e in manifest["images"]))
+    models = load_models(options, [e["file_name"] for e in manifest["images"] if e["caption"] is None])
     try:
         image_stages(store, image_dir, manifest, options, models, progress)
     finally:

@@ -28,7 +28,7 @@ class PipelineOptions(BaseModel):
     embed_batch_size: int = Field(256, ge=1, le=8192)
     # 3. Cluster
     ann_threshold: int = Field(
-        20_000, ge=2, description="Above this many captions FINCH uses approximate neighbours."
+        50_000, ge=2, description="Above this many captions FINCH uses approximate neighbours."
     )
     seed: int = Field(0, ge=0, description="Seeds every random choice so a job repeats exactly.")
     # 4. Activations

