@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("folder", type=Path)
     sample.add_argument("--per-concept", type=int, default=8)
 
+    fetch = commands.add_parser("fetch-models", help="download the default models into their caches")
+    fetch.add_argument("--caption-model", default=PipelineOptions().caption_model, metavar="ID_OR_PATH")
+    fetch.add_argument("--model", default=PipelineOptions().model, help="torchvision architecture")
+    fetch.add_argument("--embed-model", default=PipelineOptions().embed_model, metavar="ID_OR_PATH")
+
     demo = commands.add_parser("demo", help="generate the sample and run the pipeline on it")
     demo.add_argument("--out", type=Path, default=Path("demo-out"))
     demo.add_argument("--tree-levels", type=int, default=2, metavar="N")
@@ -191,6 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             folder = make_sample(args.folder, args.per_concept)
             print(folder)
+            return 0
+        if args.command == "fetch-models":
+            from neuron_atlas.fetch import fetch_models
+
+            for line in fetch_models(args.caption_model, args.model, args.embed_model):
+                print(line)
             return 0
         if args.command == "demo":
             return _demo(args, interactive)

@@ -182,3 +182,9 @@ def test_an_existing_result_is_kept_unless_overwrite_is_given(cli_run, messy_sam
     assert main(["run", str(messy_sample), "--out", str(out), *FAST]) == 2
     assert "already holds a result" in capsys.readouterr().err
     assert (out / "hierarchy.json").read_text() == before
+
+
+def test_fetch_models_refuses_clearly_when_downloads_are_off(capsys):
+    assert main(["fetch-models"]) == 3
+    err = capsys.readouterr().err
+    assert "Downloads are off" in err and "Unset them on a machine with hub access" in err
