@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
 from services.embed_cluster.embedding import Embedder
 from services.labelling.cache import ResponseCache
 from services.labelling.client import Accounting, LLMClient, public_endpoint
@@ -91,9 +93,7 @@ def label_step(
         accounting = Accounting().as_dict(settings)
     progress.finish("labels")
     embedder = embedder or Embedder(get_json(store, artifacts.SPEC)["options"]["embed_model"])
-    ids = list(labels)
-    vectors = embedder.embed([labels[i].label for i in ids])
-    scores = label_quality(tree, dict(zip(ids, vectors, strict=True)), embeddings)
+    scores = label_quality(tree, label_vectors(labels, captions, embeddings, embedder), embeddings)
     labels = {i: replace(label, quality=scores[i]) for i, label in labels.items()}
     for warning in warnings:
         log.warning("labelling: %s", warning)
@@ -106,6 +106,20 @@ def label_step(
     put_json(store, artifacts.LABELS, {cid: vars(label) for cid, label in labels.items()})
     put_json(store, artifacts.LABELLING, summary)
     return labels
+
+
+def label_vectors(
+    labels: dict[str, ClusterLabel], captions: Sequence[str], embeddings: np.ndarray, embedder: Embedder
+) -> dict[str, np.ndarray]:
+    """Each label's sentence embedding; a label that is a caption (offline level 1) reuses the
+    caption's, and each distinct text is embedded once."""
+    row_of = {caption: i for i, caption in enumerate(captions)}
+    fresh = sorted({label.label for label in labels.values()} - row_of.keys())
+    vectors = dict(zip(fresh, embedder.embed(fresh), strict=True)) if fresh else {}
+    return {
+        cid: embeddings[row_of[label.label]] if label.label in row_of else vectors[label.label]
+        for cid, label in labels.items()
+    }
 
 
 def labelling_summary(store: Store) -> dict[str, Any]:

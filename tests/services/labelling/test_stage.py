@@ -233,3 +233,12 @@ def test_quality_is_scored_per_cluster_and_summarised(
     assert quality["mean"] == pytest.approx(sum(scores.values()) / 6, abs=1e-4)
     assert [level["clusters_scored"] for level in quality["per_level"]] == [4, 2]
     json.dumps(result)  # the summary is plain JSON for the job status
+
+
+def test_json_object_mode_puts_the_schema_in_the_prompt(
+    job_store: LocalStore, embedder: Embedder, llm_settings: LabelSettings, fake_llm: FakeLLM
+) -> None:
+    result = run(job_store, embedder, settings_with(llm_settings, response_format="json_object"))
+    assert {s.body["response_format"]["type"] for s in fake_llm.seen} == {"json_object"}
+    assert all("JSON Schema" in s.body["messages"][1]["content"] for s in fake_llm.seen)
+    assert result["labels"] == {LLM: 6}
