@@ -8,6 +8,7 @@ import email.utils
 import json
 import logging
 import math
+import os
 import random
 import threading
 import time
@@ -115,11 +116,18 @@ def public_endpoint(base_url: str | None) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def api_key(settings: LabelSettings) -> str:
+    """The configured key, else the client's own OPENAI_API_KEY, else a dummy: local servers
+    (vLLM, Ollama, LM Studio) take any key, and the client insists on one."""
+    if settings.api_key:
+        return settings.api_key.get_secret_value()
+    return os.environ.get("OPENAI_API_KEY") or "not-needed"
+
+
 def make_openai_client(settings: LabelSettings) -> openai.OpenAI:
     return openai.OpenAI(
         base_url=settings.base_url,
-        # Local servers (vLLM, Ollama, LM Studio) take any key; the client insists on one.
-        api_key=settings.api_key.get_secret_value() if settings.api_key else "not-needed",
+        api_key=api_key(settings),
         organization=settings.organization,
         timeout=settings.timeout,
         max_retries=0,  # retries are ours: counted, capped and logged per job

@@ -65,7 +65,7 @@ class TreeLabeller:
         self.settings = client.settings
         self.source = self.settings.source_name
         self.progress = progress or NoProgress()
-        self.warnings: list[str] = []
+        self._halted: LabellingError | None = None  # strict mode failed: queued clusters stop
 
     def label(
         self, tree: Sequence[Sequence[ClusterNode]], captions: Sequence[str], embeddings: np.ndarray
@@ -109,6 +109,8 @@ class TreeLabeller:
                 raise
 
     def _level1(self, node: ClusterNode, captions: Sequence[str], embeddings: np.ndarray) -> Written:
+        if self._halted:
+            raise self._halted
         members = [captions[i] for i in node.images]
         vectors = embeddings[node.images]
         sample = sample_captions(members, vectors, self.settings.caption_token_budget)
@@ -126,6 +128,8 @@ class TreeLabeller:
     def _parent(
         self, node: ClusterNode, written: dict[str, Written], sizes: dict[str, int]
     ) -> tuple[Written, dict[str, tuple[str | None, str]]]:
+        if self._halted:
+            raise self._halted
         children = node.children
         lines = "\n".join(
             f"{number}. {written[child].text} ({sizes[child]} images)"
@@ -151,10 +155,11 @@ class TreeLabeller:
     def _fallback(self, node: ClusterNode, text: str, exc: Exception) -> Written:
         reason = exc.reason if isinstance(exc, EndpointError) else str(exc)
         if self.settings.strict:
-            raise LabellingError(
+            self._halted = LabellingError(
                 f"The labelling endpoint gave no label for cluster {node.id}: {reason}.",
                 "Check the endpoint settings (NEURON_ATLAS_LLM__*), or run without strict mode "
                 "to finish with offline labels marked as such.",
             )
+            raise self._halted
         self.client.accounting.add(fallbacks=1)
         return Written(text, OFFLINE_FALLBACK, f"offline label: {reason}")

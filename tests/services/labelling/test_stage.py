@@ -242,3 +242,16 @@ def test_json_object_mode_puts_the_schema_in_the_prompt(
     assert {s.body["response_format"]["type"] for s in fake_llm.seen} == {"json_object"}
     assert all("JSON Schema" in s.body["messages"][1]["content"] for s in fake_llm.seen)
     assert result["labels"] == {LLM: 6}
+
+
+def test_rerun_after_a_crash_pays_only_for_the_answers_it_lacked(
+    job_store: LocalStore, embedder: Embedder, llm_settings: LabelSettings, fake_llm: FakeLLM
+) -> None:
+    fake_llm.script.extend([("ok",)] * 4 + [("500",)])  # level 1 answered, then the job dies
+    crashing = settings_with(llm_settings, concurrency=1, max_retries=0, strict=True)
+    with pytest.raises(LabellingError):
+        run(job_store, embedder, crashing)
+    assert fake_llm.requests == 5
+    result = run(job_store, embedder, settings_with(llm_settings, concurrency=1))
+    assert fake_llm.requests == 7  # only the two parents are asked again
+    assert result["accounting"]["cache_hits"] == 4 and result["accounting"]["requests"] == 2
