@@ -1,7 +1,7 @@
 """`neuron-atlas`: the command line. Results on stdout, progress and errors on stderr.
 
 Exit status: 0 done, 1 unexpected failure, 2 bad input or options, 3 a model could not be
-loaded, 130 interrupted.
+loaded, 4 the labelling endpoint failed in strict mode, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ import tempfile
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import ValidationError
 
-from shared.errors import InputError, ModelLoadError, NeuronAtlasError
+from shared.errors import InputError, LabellingError, ModelLoadError, NeuronAtlasError
 from shared.options import PipelineOptions
+
+if TYPE_CHECKING:
+    from services.labelling.settings import LabelSettings
 
 log = logging.getLogger("neuron_atlas")
 
@@ -78,6 +81,48 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-image-pixels", type=int, default=defaults.max_image_pixels)
 
 
+def _add_label_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "labels",
+        "The endpoint and its key come from NEURON_ATLAS_LLM__BASE_URL, __API_KEY, __MODEL, ... "
+        "(never put a key on the command line); these flags override them. With no endpoint "
+        "the offline labeller writes the labels.",
+    )
+    group.add_argument(
+        "--llm-base-url", metavar="URL", help="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1"
+    )
+    group.add_argument("--llm-model", metavar="NAME", help="model name at the endpoint")
+    group.add_argument("--prompt-version", metavar="V", help="prompt set (default: v1)")
+    group.add_argument("--offline-labels", action="store_true", help="offline labels even with an endpoint")
+    group.add_argument(
+        "--strict-labels", action="store_true", help="fail when the endpoint fails, not fall back"
+    )
+    group.add_argument("--label-cache", type=Path, metavar="DIR", help="response cache folder")
+    group.add_argument("--no-label-cache", action="store_true", help="neither read nor write the cache")
+
+
+def label_settings_from_args(args: argparse.Namespace) -> LabelSettings:
+    """The environment's labelling settings with the command line's flags on top."""
+    from services.labelling.settings import LabelSettings
+
+    flags = {
+        "base_url": args.llm_base_url,
+        "model": args.llm_model,
+        "prompt_version": args.prompt_version,
+        "cache_dir": args.label_cache,
+        "offline": True if args.offline_labels else None,
+        "strict": True if args.strict_labels else None,
+        "cache": False if args.no_label_cache else None,
+    }
+    try:
+        return LabelSettings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise InputError(
+            f"Invalid labelling settings: {problems}.", "Check the NEURON_ATLAS_LLM__* variables and flags."
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neuron-atlas",
@@ -107,6 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="levels of the tree printed at the end (default: %(default)s)",
     )
     _add_run_options(run)
+    _add_label_options(run)
+
+    relabel = commands.add_parser(
+        "relabel",
+        help="label a finished result again (other endpoint, model or prompts); "
+        "captions, clusters and activations are reused",
+    )
+    relabel.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    relabel.add_argument("--tree-levels", type=int, default=2, metavar="N")
+    _add_label_options(relabel)
 
     sample = commands.add_parser("sample", help="write the generated sample collection")
     sample.add_argument("folder", type=Path)
@@ -149,6 +204,7 @@ def run_to_folder(
     captions: Path | None,
     overwrite: bool,
     show_progress: bool,
+    label_settings: LabelSettings | None = None,
 ) -> dict[str, Any]:
     """Run into a staging folder beside OUT_DIR; only a finished result replaces it."""
     from neuron_atlas.pipeline import run
@@ -162,7 +218,9 @@ def run_to_folder(
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         with TerminalProgress(enabled=show_progress) as progress:
-            hierarchy = run(image_dir, staging, options, captions, progress, package_version())
+            hierarchy = run(
+                image_dir, staging, options, captions, progress, package_version(), label_settings
+            )
         _replace_dir(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -179,7 +237,32 @@ def _say_what_was_used(hierarchy: dict[str, Any], out_dir: Path, stream: TextIO)
     print(f"target: {models['target']['architecture']}, weights: {models['target']['weights']}", file=stream)
     for skipped in hierarchy["skipped"]:
         print(f"skipped {skipped['file_name']}: {skipped['reason']}", file=stream)
+    _say_how_labelled(hierarchy, stream)
     print(f"result: {out_dir / 'hierarchy.json'}", file=stream)
+
+
+def _say_how_labelled(hierarchy: dict[str, Any], stream: TextIO) -> None:
+    labelling = hierarchy["labelling"]
+    counts = ", ".join(f"{n} {source}" for source, n in sorted(labelling["labels"].items()))
+    print(f"labels: {counts}", file=stream)
+    if labelling["source"] == "llm":
+        spent = labelling["accounting"]
+        cost = f", ${spent['cost_usd']:.4f}" if spent["cost_usd"] is not None else ""
+        print(
+            f"labelling: {labelling['model']} at {labelling['endpoint']}, prompts "
+            f"{labelling['prompt_version']}: {spent['requests']} requests, {spent['cache_hits']} "
+            f"cached, {spent['prompt_tokens']}+{spent['completion_tokens']} tokens{cost}",
+            file=stream,
+        )
+    quality = labelling["quality"]
+    if quality and quality["mean"] is not None:
+        print(
+            f"label quality (AUROC vs sibling captions): mean {quality['mean']:.3f}, "
+            f"min {quality['min']:.3f} over {quality['clusters_scored']} clusters",
+            file=stream,
+        )
+    for warning in labelling["warnings"]:
+        print(f"warning: {warning}", file=stream)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -205,9 +288,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return _demo(args, interactive)
+        if args.command == "relabel":
+            return _relabel(args, interactive)
         options = options_from_args(args)
         hierarchy = run_to_folder(
-            args.image_dir, args.out, options, args.captions, args.overwrite, interactive
+            args.image_dir,
+            args.out,
+            options,
+            args.captions,
+            args.overwrite,
+            interactive,
+            label_settings_from_args(args),
         )
         if not args.quiet:
             from neuron_atlas.terminal import print_tree
@@ -221,6 +312,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelLoadError as exc:
         _print_error(exc)
         return 3
+    except LabellingError as exc:
+        _print_error(exc)
+        return 4
     except KeyboardInterrupt:
         print("neuron-atlas: interrupted; nothing was written", file=sys.stderr)
         return 130
@@ -230,6 +324,26 @@ def _print_error(exc: NeuronAtlasError) -> None:
     print(f"neuron-atlas: error: {exc.problem}", file=sys.stderr)
     if exc.fix:
         print(f"  what to do: {exc.fix}", file=sys.stderr)
+
+
+def _relabel(args: argparse.Namespace, interactive: bool) -> int:
+    """New labels for a finished result, in place; the rest of the result is reused."""
+    from neuron_atlas.terminal import TerminalProgress, print_tree
+    from services.labelling.stage import relabel
+    from shared.storage import LocalStore
+
+    settings = label_settings_from_args(args)
+    if not (args.out_dir / "hierarchy.json").is_file():
+        raise InputError(
+            f"{args.out_dir} holds no hierarchy.json.", "Point relabel at the OUT_DIR of a finished run."
+        )
+    with TerminalProgress(enabled=interactive) as progress:
+        hierarchy = relabel(LocalStore(args.out_dir), package_version(), settings, progress=progress)
+    if not args.quiet:
+        _say_how_labelled(hierarchy, sys.stderr)
+        print(f"result: {args.out_dir / 'hierarchy.json'}", file=sys.stderr)
+        print_tree(hierarchy, args.tree_levels, sys.stdout)
+    return 0
 
 
 def _demo(args: argparse.Namespace, interactive: bool) -> int:

@@ -21,7 +21,8 @@ from services.caption.captioning import Captioner
 from services.caption.stage import caption_rows, write_caption_shard
 from services.embed_cluster.embedding import Embedder
 from services.embed_cluster.stage import embed_cluster_step
-from services.labelling.stage import label_step
+from services.labelling.settings import LabelSettings, get_settings
+from services.labelling.stage import check_label_settings, label_step
 from shared import artifacts
 from shared.errors import InputError, ModelLoadError
 from shared.hierarchy import assemble_hierarchy
@@ -143,9 +144,15 @@ def run(
     captions_file: Path | None = None,
     progress: Progress | None = None,
     version: str = "0",
+    label_settings: LabelSettings | None = None,
 ) -> dict[str, Any]:
-    """The whole method on one folder of images; writes the artifacts and returns hierarchy.json."""
+    """The whole method on one folder of images; writes the artifacts and returns hierarchy.json.
+
+    `label_settings` default to the environment's (`NEURON_ATLAS_LLM__*`): no endpoint there
+    means offline labels."""
     progress = progress or NoProgress()
+    label_settings = label_settings or get_settings()
+    check_label_settings(label_settings)
     store = LocalStore(out_dir)
     manifest = ingest(store, image_dir, options, captions_file)
     models = load_models(options, [e["file_name"] for e in manifest["images"] if e["caption"] is None])
@@ -169,7 +176,5 @@ def run(
     progress.start("groups", 1)
     groups_step(store, options, image_ids)
     progress.finish("groups")
-    progress.start("labels", 1)
-    label_step(store, captions)
-    progress.finish("labels")
+    label_step(store, captions, models.embedder, label_settings, progress=progress)
     return assemble_hierarchy(store, version)

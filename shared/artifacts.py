@@ -13,6 +13,7 @@ EMBEDDER = "embedder.json"  # which sentence embedder made embeddings.npy
 PARTITIONS = "partitions.npy"
 GROUPS = "groups.json"
 LABELS = "labels.json"
+LABELLING = "labelling.json"  # how the labels were written: source, accounting, quality
 UNCERTAINTY = "uncertainty.json"
 HIERARCHY = "hierarchy.json"
 

@@ -25,3 +25,9 @@ class ModelLoadError(NeuronAtlasError):
     """A model or its weights could not be found or loaded."""
 
     kind = "model-unavailable"
+
+
+class LabellingError(NeuronAtlasError):
+    """The labelling endpoint failed and strict mode forbids falling back to offline labels."""
+
+    kind = "labelling-failed"

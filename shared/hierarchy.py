@@ -15,14 +15,44 @@ from shared import artifacts
 from shared.storage import Store, get_json, get_npy, put_json
 from shared.tree import ClusterNode, build_tree
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 
 @dataclass(frozen=True)
 class ClusterLabel:
     label: str
-    source: str  # "offline", or the labeller that wrote it
+    source: str  # "offline", "offline-fallback" or "llm:<model>@<prompt version>"
     difference_description: str | None
+    model: str | None = None  # the language model that wrote the label, if one did
+    prompt_version: str | None = None
+    warning: str | None = None  # why an offline label stands in for the model's
+    difference_source: str | None = None  # who wrote difference_description
+    quality: float | None = None  # labelling.quality's METRIC; None without siblings
+
+
+def offline_labelling_summary() -> dict[str, Any]:
+    """`labelling` of a job whose labels.json predates labelling.json: offline, nothing spent."""
+    return {
+        "source": "offline",
+        "endpoint": None,
+        "model": None,
+        "prompt_version": None,
+        "strict": False,
+        "labels": {},
+        "accounting": {
+            "requests": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "total_tokens": 0,
+            "cache_hits": 0,
+            "retries": 0,
+            "malformed_answers": 0,
+            "fallbacks": 0,
+            "cost_usd": None,
+        },
+        "quality": None,
+        "warnings": [],
+    }
 
 
 def neuron_names(layers: Sequence[Mapping[str, Any]]) -> list[tuple[str, int]]:
@@ -65,9 +95,16 @@ def cluster_documents(
                     "images": [image_ids[i] for i in node.images],
                     "label": label["label"],
                     "label_source": label["source"],
+                    "label_model": label.get("model"),
+                    "label_prompt_version": label.get("prompt_version"),
+                    "label_warning": label.get("warning"),
+                    "label_quality": label.get("quality"),
                     "neurons": neuron_list(group["group"], counts, size, names),
                     "difference_neurons": neuron_list(group["difference"], counts, size, names),
                     "difference_description": label["difference_description"],
+                    "difference_source": label.get(
+                        "difference_source", label["source"] if node.parent else None
+                    ),
                 }
             )
     return clusters
@@ -80,6 +117,11 @@ def assemble_hierarchy(store: Store, version: str) -> dict[str, Any]:
     rows, shard_skipped = artifacts.read_caption_shards(store)
     groups = get_json(store, artifacts.GROUPS)
     labels = get_json(store, artifacts.LABELS)
+    labelling = (
+        get_json(store, artifacts.LABELLING)
+        if store.exists(artifacts.LABELLING)
+        else offline_labelling_summary()
+    )
     embedder = get_json(store, artifacts.EMBEDDER)
     tree = build_tree(get_npy(store, artifacts.PARTITIONS))
     file_names = {image["id"]: image["file_name"] for image in manifest["images"]}
@@ -108,6 +150,7 @@ def assemble_hierarchy(store: Store, version: str) -> dict[str, Any]:
             for row in rows
         ],
         "skipped": [*manifest["skipped"], *shard_skipped],
+        "labelling": labelling,
         "levels": [{"level": i + 1, "clusters": len(nodes)} for i, nodes in enumerate(tree)],
         "clusters": cluster_documents(tree, groups, labels, [row["image_id"] for row in rows]),
     }

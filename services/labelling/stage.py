@@ -1,20 +1,159 @@
-"""Labelling stage over a job's store: `labels.json` for every cluster."""
+"""Labelling stage over a job's store: `labels.json` for every cluster and `labelling.json`
+(source, accounting, quality). The embedded runner, `neuron-atlas relabel` and the suite's
+labelling task all call `label_step`."""
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
+import numpy as np
+
+from services.embed_cluster.embedding import Embedder
+from services.labelling.cache import ResponseCache
+from services.labelling.client import Accounting, LLMClient, public_endpoint
+from services.labelling.llm import TreeLabeller
 from services.labelling.offline import label_tree
+from services.labelling.prompt_set import load_prompts
+from services.labelling.quality import label_quality, quality_summary
+from services.labelling.settings import LabelSettings, default_cache_dir, get_settings
 from shared import artifacts
-from shared.hierarchy import ClusterLabel
-from shared.storage import Store, get_npy, put_json
+from shared.errors import InputError
+from shared.hierarchy import ClusterLabel, assemble_hierarchy
+from shared.progress import NoProgress, Progress
+from shared.storage import LocalStore, Store, get_json, get_npy, put_json
 from shared.tree import build_tree
 
+log = logging.getLogger(__name__)
 
-def label_step(store: Store, captions: Sequence[str]) -> dict[str, ClusterLabel]:
-    """Offline labels from the captions, embeddings and partitions already in the store."""
+
+def default_cache(settings: LabelSettings) -> ResponseCache | None:
+    """The embedded response cache: a local folder (the suite passes its object-storage one)."""
+    if not settings.cache:
+        return None
+    return ResponseCache(LocalStore(settings.cache_dir or default_cache_dir()))
+
+
+def check_label_settings(settings: LabelSettings) -> None:
+    """Fail in seconds, before the long stages, on labelling settings that cannot work."""
+    if settings.uses_llm:
+        load_prompts(settings.prompt_version)
+
+
+def label_step(
+    store: Store,
+    captions: Sequence[str],
+    embedder: Embedder | None = None,
+    settings: LabelSettings | None = None,
+    cache: ResponseCache | None = None,
+    progress: Progress | None = None,
+) -> dict[str, ClusterLabel]:
+    """Labels from the captions, embeddings and partitions already in the store, scored.
+
+    `settings` default to the environment's (`NEURON_ATLAS_LLM__*`); with no endpoint the
+    offline labeller writes every label. `embedder` must be the job's sentence embedder
+    (default: loaded from the job's spec) so the quality scores compare like with like.
+    Raises `LabellingError` when the endpoint fails in strict mode."""
+    settings = settings or get_settings()
+    progress = progress or NoProgress()
     embeddings = get_npy(store, artifacts.EMBEDDINGS)
     tree = build_tree(get_npy(store, artifacts.PARTITIONS))
-    labels = label_tree(tree, captions, embeddings)
+    summary: dict[str, Any] = {
+        "source": "offline",
+        "endpoint": None,
+        "model": None,
+        "prompt_version": None,
+        "strict": settings.strict,
+    }
+    warnings: list[str] = []
+    progress.start("labels", sum(len(level) for level in tree))
+    if settings.uses_llm:
+        prompts = load_prompts(settings.prompt_version)  # an unknown version fails before any work
+        client = LLMClient(settings, prompts, cache if cache is not None else default_cache(settings))
+        labels = TreeLabeller(client, progress).label(tree, captions, embeddings)
+        summary.update(
+            source="llm",
+            endpoint=public_endpoint(settings.base_url),
+            model=settings.model,
+            prompt_version=prompts.version,
+        )
+        accounting = client.accounting.as_dict(settings)
+        if client.gave_up:
+            warnings.append(client.gave_up)
+        if accounting["fallbacks"]:
+            warnings.append(
+                f"{accounting['fallbacks']} of {len(labels)} labels are offline labels because "
+                "the endpoint gave no usable answer (label_source offline-fallback)"
+            )
+    else:
+        labels = label_tree(tree, captions, embeddings)
+        accounting = Accounting().as_dict(settings)
+    progress.finish("labels")
+    embedder = embedder or Embedder(get_json(store, artifacts.SPEC)["options"]["embed_model"])
+    scores = label_quality(tree, label_vectors(labels, captions, embeddings, embedder), embeddings)
+    labels = {i: replace(label, quality=scores[i]) for i, label in labels.items()}
+    for warning in warnings:
+        log.warning("labelling: %s", warning)
+    summary.update(
+        labels=dict(Counter(label.source for label in labels.values())),
+        accounting=accounting,
+        quality=quality_summary(tree, scores),
+        warnings=warnings,
+    )
     put_json(store, artifacts.LABELS, {cid: vars(label) for cid, label in labels.items()})
+    put_json(store, artifacts.LABELLING, summary)
     return labels
+
+
+def label_vectors(
+    labels: dict[str, ClusterLabel], captions: Sequence[str], embeddings: np.ndarray, embedder: Embedder
+) -> dict[str, np.ndarray]:
+    """Each label's sentence embedding; a label that is a caption (offline level 1) reuses the
+    caption's, and each distinct text is embedded once."""
+    row_of = {caption: i for i, caption in enumerate(captions)}
+    fresh = sorted({label.label for label in labels.values()} - row_of.keys())
+    vectors = dict(zip(fresh, embedder.embed(fresh), strict=True)) if fresh else {}
+    return {
+        cid: embeddings[row_of[label.label]] if label.label in row_of else vectors[label.label]
+        for cid, label in labels.items()
+    }
+
+
+def labelling_summary(store: Store) -> dict[str, Any]:
+    """The job's `labelling.json`: source, accounting (for job status) and quality."""
+    summary: dict[str, Any] = get_json(store, artifacts.LABELLING)
+    return summary
+
+
+def relabel(
+    store: Store,
+    version: str,
+    settings: LabelSettings | None = None,
+    embedder: Embedder | None = None,
+    cache: ResponseCache | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Label a finished job again (other endpoint, model or prompt version) from its stored
+    captions, embeddings, partitions and groups; rewrites labels and hierarchy.json."""
+    missing = [
+        key
+        for key in (
+            artifacts.SPEC,
+            artifacts.MANIFEST,
+            artifacts.EMBEDDINGS,
+            artifacts.PARTITIONS,
+            artifacts.GROUPS,
+        )
+        if not store.exists(key)
+    ]
+    if missing or not any(True for _ in store.list("captions/")):
+        raise InputError(
+            f"This is not a finished Neuron Atlas result: {', '.join(missing) or 'captions/'} missing.",
+            "Point relabel at the OUT_DIR of a finished `neuron-atlas run`.",
+        )
+    rows, _ = artifacts.read_caption_shards(store)
+    label_step(store, [row["caption"] for row in rows], embedder, settings, cache, progress)
+    return assemble_hierarchy(store, version)
