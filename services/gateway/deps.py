@@ -67,7 +67,7 @@ def get_tenant(request: Request, settings: SettingsDep) -> str:
             401,
             "unauthorized",
             "A valid API key is required.",
-            "Send `Authorization: Bearer <key>`.",
+            fix="Send `Authorization: Bearer <key>`.",
             headers={"WWW-Authenticate": "Bearer"},
         )
     return tenant
