@@ -1,4 +1,5 @@
-"""Dependencies of the routes, as `Annotated` aliases; tests override them on `app.state`."""
+"""Dependencies of the routes, as `Annotated` aliases. The pure ones are `async` so they run on
+the event loop; `get_job` reads Redis, so FastAPI runs it in the thread pool."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class Services:
     jobs: JobStore
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -32,15 +33,15 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings(services: ServicesDep) -> GatewaySettings:
+async def get_settings(services: ServicesDep) -> GatewaySettings:
     return services.settings
 
 
-def get_store(services: ServicesDep) -> S3Store:
+async def get_store(services: ServicesDep) -> S3Store:
     return services.store
 
 
-def get_jobs(services: ServicesDep) -> JobStore:
+async def get_jobs(services: ServicesDep) -> JobStore:
     return services.jobs
 
 
@@ -56,7 +57,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def get_tenant(request: Request, settings: SettingsDep) -> str:
+async def get_tenant(request: Request, settings: SettingsDep) -> str:
     """The caller's tenant, from `Authorization: Bearer KEY`; 401 without a known key."""
     if settings.auth_disabled:
         return LOCAL_TENANT

@@ -208,7 +208,7 @@ def _decode_token(token: str) -> str:
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def get_job(job: JobDep) -> JobPublic:
+async def get_job(job: JobDep) -> JobPublic:
     """Status, current stage, per-stage progress, timestamps and error."""
     return JobPublic.of(job)
 
