@@ -198,14 +198,12 @@ def main() -> None:
     )
     print(f"suite job, first (models load)   {cold_s:7.2f} s   ratio {cold_s / embedded_s:5.2f}x")
     print(f"{args.pollers} concurrent pollers, {total} requests each endpoint:")
-    print(
-        f"  GET /v1/jobs/{{id}}  p50 {percentile(status, 0.5) * ms:6.1f} ms   p99 {percentile(status, 0.99) * ms:6.1f} ms"
-        f"   {status_rps:6.0f} req/s"
-    )
-    print(
-        f"  GET /healthz       p50 {percentile(health, 0.5) * ms:6.1f} ms   p99 {percentile(health, 0.99) * ms:6.1f} ms"
-        "   (baseline)"
-    )
+    for name, values, extra in (
+        ("GET /v1/jobs/{id}", status, f"{status_rps:6.0f} req/s"),
+        ("GET /healthz     ", health, "(baseline)"),
+    ):
+        p50, p99 = percentile(values, 0.5) * ms, percentile(values, 0.99) * ms
+        print(f"  {name}  p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   {extra}")
     print(f"  status/baseline p50 ratio {percentile(status, 0.5) / percentile(health, 0.5):.2f}x")
 
 

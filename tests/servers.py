@@ -102,7 +102,8 @@ class S3Server:
             client.make_bucket(bucket)
 
     def stop(self) -> None:
-        _stop(self.process)
+        # weed takes its time over a graceful stop; its data is a temp folder, so don't wait long.
+        _stop(self.process, grace=1.0)
 
 
 def start_seaweedfs(folder: Path, access_key: str, secret_key: str, timeout: float = 60) -> S3Server:
