@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.gateway.problems import TYPE_PREFIX
 from shared.jobstore import JobRecord, Status
 from shared.options import PipelineOptions
 
@@ -76,7 +77,7 @@ class JobPublic(BaseModel):
             updated_at=record.updated_at,
             started_at=record.started_at,
             finished_at=record.finished_at,
-            error=record.error,
+            error=_problem(record.error),
             links=JobLinks(
                 self=base,
                 hierarchy=f"{base}/hierarchy",
@@ -84,6 +85,13 @@ class JobPublic(BaseModel):
                 cancel=f"{base}:cancel",
             ),
         )
+
+
+def _problem(error: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Workers record the error's kind; the API answers with the same problem types as its own."""
+    if error is None:
+        return None
+    return {**error, "type": TYPE_PREFIX + str(error.get("type", "internal"))}
 
 
 class JobsPublic(BaseModel):
