@@ -49,7 +49,6 @@ def configure(app: Celery, settings: InfraSettings) -> None:
         result_serializer="json",
         accept_content=["json"],
         task_routes=ROUTES,
-        task_default_queue="labelling",
         # A task is acknowledged when it has finished, so a worker that dies mid-shard leaves it
         # for another; with prefetch 1 a busy worker holds no idle messages hostage.
         task_acks_late=True,

@@ -9,8 +9,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from services.gateway.uploads import Collector, LimitExceeded, Limits, UnsafeArchive, archive_kind, safe_name
+from shared.errors import InputError
 from shared.ingest import find_caption_file, manifest_document, read_captions, scan_image_folder
 
 LIMITS = Limits(max_images=100, max_image_pixels=10**8, max_archive_entries=100, max_expanded_bytes=10**8)
@@ -95,3 +97,28 @@ def test_archives_are_recognised_by_content_not_name(sample_dir: Path) -> None:
         info.size = len(png)
         tf.addfile(info, io.BytesIO(png))
     assert archive_kind(buffer.getvalue()[:512]) == "tar"
+
+
+def test_images_above_the_pixel_limit_are_skipped_with_the_reason(sample_dir: Path) -> None:
+    pngs = sorted(sample_dir.glob("*.png"))[:2]
+    small = Limits(max_images=10, max_image_pixels=50 * 50, max_archive_entries=10, max_expanded_bytes=10**8)
+    stored: dict[str, bytes] = {}
+    c = collector(stored, small)
+    c.add_file("metadata.csv", b"file_name,caption\n")
+    for png in pngs:
+        c.add_file(png.name, png.read_bytes())  # 96 x 96 sample images
+    c.wait()
+    with pytest.raises(InputError, match="above the limit"):
+        c.manifest({})
+    assert stored == {}
+
+
+def test_too_many_images_are_refused() -> None:
+    tiny = Limits(max_images=1, max_image_pixels=10**8, max_archive_entries=10, max_expanded_bytes=10**8)
+    c = collector({}, tiny)
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, "PNG")
+    c.add_file("a.png", png.getvalue())
+    with pytest.raises(LimitExceeded, match="more than 1 images"):
+        c.add_file("b.png", png.getvalue())
+    c.wait()
