@@ -7,8 +7,9 @@ all on 127.0.0.1. Reports:
   - a job on N generated images (captions brought, ResNet18 with random weights): embedded wall
     time vs. suite time from POST to `succeeded` (after a warm-up job, so workers hold their
     models, as a running deployment does); ratio and per-image overhead in ms;
-  - gateway latency of GET /v1/jobs/{id} under 100 concurrent pollers (p50, p99), with
-    GET /healthz under the same load as the baseline (what the server costs with no work).
+  - gateway latency of GET /v1/jobs/{id} under 100 concurrent pollers on kept-alive connections
+    (p50, p99), with GET /healthz under the same load as the baseline (the server's cost with no
+    work). The load generator shares the machine with the gateway.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ async def poll_latencies(url: str, path: str, pollers: int, requests_each: int) 
     ) as client:
 
         async def poller() -> None:
+            (await client.get(path)).raise_for_status()  # connect first: pollers keep their connection
             for _ in range(requests_each):
                 start = time.perf_counter()
                 answer = await client.get(path)
