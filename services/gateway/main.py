@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -17,6 +18,9 @@ from shared.jobstore import JobStore
 from shared.settings import check_auth_setting, get_gateway_settings, get_infra_settings
 from shared.storage import S3Store, make_s3_client
 
+if TYPE_CHECKING:
+    from minio import Minio
+
 log = logging.getLogger(__name__)
 
 
@@ -27,7 +31,7 @@ def build_services() -> Services:
     if settings.auth_disabled:
         log.warning("authentication is OFF: every caller is tenant 'local' (development only)")
 
-    def client(endpoint: str) -> object:
+    def client(endpoint: str) -> Minio:
         return make_s3_client(
             endpoint,
             infra.s3_access_key,
@@ -38,7 +42,7 @@ def build_services() -> Services:
             infra.s3_retries,
         )
 
-    store = S3Store(client(infra.s3_endpoint), infra.s3_bucket, presigner=client(infra.public_endpoint))  # type: ignore[arg-type]
+    store = S3Store(client(infra.s3_endpoint), infra.s3_bucket, presigner=client(infra.public_endpoint))
     return Services(infra, settings, store, JobStore.from_url(infra.redis_url))
 
 
