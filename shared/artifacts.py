@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.options import PipelineOptions
 from shared.storage import Store, get_json
 
 SPEC = "spec.json"
@@ -22,6 +23,20 @@ def image_key(sha256: str, ext: str) -> str:
     return f"images/{sha256}.{ext.lstrip('.').lower()}"
 
 
+def manifest_image_key(entry: dict[str, Any]) -> str:
+    """Where the suite keeps a manifest entry's image (the embedded run reads the user's folder)."""
+    return image_key(entry["id"], entry["format"])
+
+
+def shard_entries(manifest: dict[str, Any], shard: int, shard_size: int) -> list[dict[str, Any]]:
+    """The manifest entries of image shard `shard`, the same slices for every stage."""
+    return list(manifest["images"][shard * shard_size : (shard + 1) * shard_size])
+
+
+def shard_count(images: int, shard_size: int) -> int:
+    return -(-images // shard_size)
+
+
 def captions_key(shard: int) -> str:
     return f"captions/{shard:05d}.json"
 
@@ -33,6 +48,10 @@ def activations_key(shard: int) -> str:
 def job_prefix(job_id: str) -> str:
     """Where a job's artifacts live in a shared bucket."""
     return f"jobs/{job_id}/"
+
+
+def read_options(store: Store) -> PipelineOptions:
+    return PipelineOptions.model_validate(get_json(store, SPEC)["options"])
 
 
 def read_caption_shards(store: Store) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:

@@ -144,6 +144,11 @@ def read_captions(source: Path) -> dict[str, str]:
         raise InputError(f"Cannot read captions file {source}: {exc.strerror or exc}.") from None
     except UnicodeDecodeError:
         raise InputError(f"Captions file {source} is not UTF-8 text.", "Save it as UTF-8.") from None
+    return captions_from_text(text, source)
+
+
+def captions_from_text(text: str, source: Path) -> dict[str, str]:
+    """Captions from the text of a metadata file named `source` (.csv or .jsonl)."""
     if source.suffix == ".jsonl":
         rows: Iterable[dict[str, str]] = _rows_from_jsonl(text, source)
     elif source.suffix == ".csv":

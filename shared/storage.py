@@ -1,4 +1,6 @@
-"""Artifact storage: one interface, a local-directory store here (the S3 one joins it later)."""
+"""Artifact storage: one interface; a local-directory store (embedded mode) and an S3 store on the
+`minio` client (the suite). Stage steps see a job's keys relative to `jobs/{job_id}/` through
+`PrefixedStore`."""
 
 from __future__ import annotations
 
@@ -7,17 +9,25 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 import numpy as np
+
+if TYPE_CHECKING:  # the minio client is only needed by the suite
+    from minio import Minio
 
 
 class Store(Protocol):
     """Keys are `/`-separated paths relative to the store's root (design §3 names)."""
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
-    def get_bytes(self, key: str) -> bytes: ...
+    def get_bytes(self, key: str) -> bytes:
+        """The object's bytes; `FileNotFoundError` when there is none."""
+        ...
+
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> Iterator[str]: ...
     def delete_prefix(self, prefix: str) -> None: ...
@@ -65,6 +75,138 @@ class LocalStore:
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+
+
+def make_s3_client(
+    endpoint: str,
+    access_key: str,
+    secret_key: str,
+    region: str,
+    connect_timeout_s: float = 5.0,
+    read_timeout_s: float = 60.0,
+    retries: int = 3,
+) -> Minio:
+    """A `minio` client with explicit timeouts and retries (with backoff, on connection errors and
+    5xx answers), so a stalled server fails a task instead of hanging it."""
+    import urllib3
+    from minio import Minio
+
+    url = urlsplit(endpoint)
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s),
+        retries=urllib3.Retry(
+            total=retries, backoff_factor=0.3, status_forcelist=(500, 502, 503, 504), allowed_methods=None
+        ),
+        maxsize=16,
+    )
+    # A fixed region means presigning is a local computation: no request to the server.
+    return Minio(
+        url.netloc,
+        access_key=access_key,
+        secret_key=secret_key,
+        secure=url.scheme == "https",
+        region=region,
+        http_client=http,
+    )
+
+
+_MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"})
+
+
+class S3Store:
+    """A bucket of any S3 server (MinIO, SeaweedFS, AWS). `presigner` is a client configured with
+    the public endpoint, so links handed to users point where users can reach."""
+
+    def __init__(self, client: Minio, bucket: str, presigner: Minio | None = None) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.presigner = presigner or client
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(self.bucket, key, io.BytesIO(data), len(data))
+
+    def get_bytes(self, key: str) -> bytes:
+        from minio.error import S3Error
+
+        try:
+            response = self.client.get_object(self.bucket, key)
+        except S3Error as exc:
+            if exc.code in _MISSING_CODES:
+                raise FileNotFoundError(f"no object {key!r} in bucket {self.bucket}") from None
+            raise
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    def exists(self, key: str) -> bool:
+        from minio.error import S3Error
+
+        try:
+            self.client.stat_object(self.bucket, key)
+        except S3Error as exc:
+            if exc.code in _MISSING_CODES:
+                return False
+            raise
+        return True
+
+    def list(self, prefix: str) -> Iterator[str]:
+        for item in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+            if item.object_name is not None and not item.is_dir:
+                yield item.object_name
+
+    def delete_prefix(self, prefix: str) -> None:
+        from minio.deleteobjects import DeleteObject
+
+        errors = list(
+            self.client.remove_objects(self.bucket, (DeleteObject(key) for key in self.list(prefix)))
+        )
+        if errors:
+            raise OSError(f"could not delete {len(errors)} objects under {prefix!r}: {errors[0]}")
+
+    def presigned_url(self, key: str, expires_s: int) -> str:
+        return self.presigner.presigned_get_object(self.bucket, key, expires=timedelta(seconds=expires_s))
+
+    def ping(self) -> None:
+        """Raise unless the bucket can be reached."""
+        if not self.client.bucket_exists(self.bucket):
+            raise OSError(f"bucket {self.bucket} does not exist")
+
+    def ensure_bucket(self) -> None:
+        if not self.client.bucket_exists(self.bucket):
+            self.client.make_bucket(self.bucket)
+
+
+class PrefixedStore:
+    """A view of `inner` under `prefix` (e.g. `jobs/{job_id}/`): stage steps use relative keys."""
+
+    def __init__(self, inner: Store, prefix: str) -> None:
+        if prefix and not prefix.endswith("/"):
+            raise ValueError(f"prefix must end with '/': {prefix!r}")
+        self.inner = inner
+        self.prefix = prefix
+
+    def _key(self, key: str) -> str:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"storage key escapes the store: {key!r}")
+        return self.prefix + key
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.inner.put_bytes(self._key(key), data)
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.inner.get_bytes(self._key(key))
+
+    def exists(self, key: str) -> bool:
+        return self.inner.exists(self._key(key))
+
+    def list(self, prefix: str) -> Iterator[str]:
+        for key in self.inner.list(self._key(prefix)):
+            yield key[len(self.prefix) :]
+
+    def delete_prefix(self, prefix: str) -> None:
+        self.inner.delete_prefix(self._key(prefix))
 
 
 def put_json(store: Store, key: str, value: Any) -> None:

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from servers import ProcessGroup, RedisServer, S3Server, start_redis, start_seaweedfs, wait_http
 
 # Tests never reach for a model hub: every model they use is built here or shipped by a package.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -19,3 +28,119 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from neuron_atlas.sample import make_sample
 
     return make_sample(tmp_path_factory.mktemp("sample") / "images", per_concept=4, size=96)
+
+
+# --- The service suite on 127.0.0.1: real redis-server, SeaweedFS S3, Celery workers, uvicorn ---
+
+S3_ACCESS_KEY, S3_SECRET_KEY = "suite-test-key", "suite-test-secret-123"
+TENANT_KEYS = {"tenant-a": "key-for-tenant-a", "tenant-b": "key-for-tenant-b"}
+SUITE_WORKERS = ("caption", "embed_cluster", "activation", "labelling")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:  # fail, not skip: the suite's tests must not vanish
+        pytest.fail("The service tests need redis-server: apt-get install redis-server")
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"), S3_ACCESS_KEY, S3_SECRET_KEY)
+    yield server
+    server.stop()
+
+
+@dataclass
+class Suite:
+    url: str
+    env: dict[str, str]
+    bucket: str
+    logs: Path
+    keys: dict[str, str] = field(default_factory=lambda: dict(TENANT_KEYS))
+
+    def headers(self, tenant: str = "tenant-a") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[tenant]}"}
+
+
+@pytest.fixture(scope="session")
+def suite(
+    redis_server: RedisServer, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Suite]:
+    """The whole suite, started once: the gateway under uvicorn and one Celery worker per
+    service, each a subprocess listening on its own queue."""
+    logs = tmp_path_factory.mktemp("suite-logs")
+    bucket = "suite-test"
+    s3_server.make_bucket(bucket)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "ENVIRONMENT": "development",
+        "REDIS_URL": redis_server.url,
+        "S3_ENDPOINT": s3_server.endpoint,
+        "S3_PUBLIC_ENDPOINT": s3_server.endpoint,
+        "S3_BUCKET": bucket,
+        "S3_ACCESS_KEY": S3_ACCESS_KEY,
+        "S3_SECRET_KEY": S3_SECRET_KEY,
+        "GATEWAY_API_KEYS": json.dumps(
+            {hashlib.sha256(k.encode()).hexdigest(): t for t, k in TENANT_KEYS.items()}
+        ),
+        "GATEWAY_MAX_REQUEST_BYTES": str(4 * 1024 * 1024),
+        "GATEWAY_MAX_IMAGES_PER_JOB": "40",
+        "GATEWAY_MAX_ARCHIVE_ENTRIES": "50",
+        "GATEWAY_MAX_EXPANDED_BYTES": str(8 * 1024 * 1024),
+        "OMP_NUM_THREADS": "1",
+    }
+    group = ProcessGroup(logs)
+    try:
+        for service in SUITE_WORKERS:
+            group.start(
+                service,
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    f"services.{service}.worker",
+                    "worker",
+                    "-Q",
+                    service,
+                    "--pool",
+                    "solo",
+                    "-n",
+                    f"{service}@%h",
+                    "--loglevel",
+                    "INFO",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                ],
+                env,
+            )
+        port = group.free_port()
+        group.start(
+            "gateway",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "services.gateway.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            env,
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/readyz", group, timeout=60)
+        yield Suite(url, env, bucket, logs)
+    finally:
+        group.stop()
+        time.sleep(0.1)
+        if os.environ.get("SUITE_LOGS"):
+            subprocess.run(["tail", "-n", "40", *map(str, sorted(logs.glob("*.log")))], check=False)

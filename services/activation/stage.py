@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,9 @@ from PIL import Image
 
 from services.activation import activations as act
 from services.activation.groups import LevelGroups, build_groups, difference_neurons
+from services.activation.target_model import LoadedModel, load_target_model
 from shared import artifacts
+from shared.ingest import decode_entries
 from shared.options import PipelineOptions
 from shared.storage import Store, get_npy, get_npz, put_json, put_npz
 
@@ -25,6 +28,41 @@ class ActiveSets:
     mask: np.ndarray  # bool (images, neurons)
     layers: list[act.LayerInfo]
     weights: str
+
+
+@dataclass
+class TargetReader:
+    """A target model ready to read: hooks on the selected layers, on its device."""
+
+    target: LoadedModel
+    reader: act.ActivationReader
+    layers: list[act.LayerInfo]
+    device: torch.device
+
+
+def load_target_reader(options: PipelineOptions, cache_dir: Path | None, device: str | None) -> TargetReader:
+    """Load the job's target model and hook its layers (the same steps as the embedded run)."""
+    torch_device = act.pick_device(options.device or device)
+    target = load_target_model(
+        options.model, options.weights, options.allow_random_weights, cache_dir=cache_dir, seed=options.seed
+    )
+    target.module.to(torch_device)
+    reader = act.ActivationReader(target.module, act.resolve_layers(target.module, options.layers))
+    return TargetReader(target, reader, reader.layer_infos(torch_device), torch_device)
+
+
+def activation_shard_step(
+    store: Store, manifest: dict[str, Any], shard: int, options: PipelineOptions, model: TargetReader
+) -> int:
+    """The suite's activation task: decode the shard's stored images, write
+    `activations/{shard}.npz`. Returns the number of images the shard held."""
+    entries = artifacts.shard_entries(manifest, shard, options.shard_size)
+    kept, images, _ = decode_entries(entries, lambda e: store.get_bytes(artifacts.manifest_image_key(e)))
+    if kept:
+        pooled, mask = shard_activations(images, model.reader, model.layers, options, model.device)
+        ids = [e["id"] for e in kept]
+        write_activation_shard(store, shard, ids, pooled, mask, model.layers, model.target.weights)
+    return len(entries)
 
 
 def shard_activations(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from PIL import Image
 
 from services.caption.captioning import Captioner
 from shared import artifacts
+from shared.ingest import decode_entries
+from shared.options import PipelineOptions
 from shared.storage import Store, put_json
 
 
@@ -45,3 +48,34 @@ def write_caption_shard(
 ) -> None:
     """`skipped` lists the shard's images that failed to decode; they are in no later stage."""
     put_json(store, artifacts.captions_key(shard), {"model": model_id, "captions": rows, "skipped": skipped})
+
+
+def caption_shard_step(
+    store: Store,
+    manifest: dict[str, Any],
+    shard: int,
+    options: PipelineOptions,
+    captioner: Callable[[], Captioner],
+) -> int:
+    """The suite's caption task: decode the shard's stored images, caption those without a
+    caption, write `captions/{shard}.json`. `captioner` is called only when one is needed.
+    Returns the number of images the shard held."""
+    entries = artifacts.shard_entries(manifest, shard, options.shard_size)
+    kept, images, skipped = decode_entries(
+        entries, lambda e: store.get_bytes(artifacts.manifest_image_key(e))
+    )
+    provided = {e["file_name"]: e["caption"] for e in entries if e["caption"] is not None}
+    needs_model = any(e["caption"] is None for e in kept)
+    rows = caption_rows(
+        [e["id"] for e in kept],
+        [e["file_name"] for e in kept],
+        images,
+        provided,
+        captioner() if needs_model else None,
+        options.caption_batch_size,
+        options.max_new_tokens,
+    )
+    # Same record as the embedded run: the captioner is named when any image of the job needed it.
+    job_needs_model = any(e["caption"] is None for e in manifest["images"])
+    write_caption_shard(store, shard, options.caption_model if job_needs_model else None, rows, skipped)
+    return len(entries)

@@ -1,0 +1,213 @@
+"""Orchestration overhead of the service suite, against the embedded run on the same machine.
+
+    PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/orchestration.py --images 240
+
+Starts a real redis-server, SeaweedFS, one Celery worker per service and the gateway (uvicorn),
+all on 127.0.0.1. Reports:
+  - a job on N generated images (captions brought, ResNet18 with random weights): embedded wall
+    time vs. suite time from POST to `succeeded` (after a warm-up job, so workers hold their
+    models, as a running deployment does); ratio and per-image overhead in ms;
+  - gateway latency of GET /v1/jobs/{id} under 100 concurrent pollers on kept-alive connections
+    (p50, p99), with GET /healthz under the same load as the baseline (the server's cost with no
+    work). The load generator shares the machine with the gateway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the test suite's server helpers
+sys.path.insert(0, str(ROOT))
+
+from servers import ProcessGroup, start_redis, start_seaweedfs, wait_http  # noqa: E402
+
+KEY = "benchmark-key"
+WORKERS = ("caption", "embed_cluster", "activation", "labelling")
+
+
+def zip_folder(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            zf.write(path, path.relative_to(folder).as_posix())
+    return buffer.getvalue()
+
+
+def run_suite_job(client: httpx.Client, archive: bytes, options: dict[str, Any]) -> tuple[float, str]:
+    start = time.perf_counter()
+    answer = client.post(
+        "/v1/jobs",
+        files=[("files", ("images.zip", archive, "application/zip"))],
+        data={"spec": json.dumps({"options": options})},
+    )
+    answer.raise_for_status()
+    url = answer.headers["location"]
+    while True:
+        job = client.get(url).json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(0.05)
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"job ended {job['status']}: {job['error']}")
+    return time.perf_counter() - start, job["id"]
+
+
+async def poll_latencies(url: str, path: str, pollers: int, requests_each: int) -> list[float]:
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=pollers, max_keepalive_connections=pollers)
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {KEY}"}, limits=limits
+    ) as client:
+
+        async def poller() -> None:
+            (await client.get(path)).raise_for_status()  # connect first: pollers keep their connection
+            for _ in range(requests_each):
+                start = time.perf_counter()
+                answer = await client.get(path)
+                latencies.append(time.perf_counter() - start)
+                answer.raise_for_status()
+
+        await asyncio.gather(*(poller() for _ in range(pollers)))
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 1000) - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--images", type=int, default=240)
+    parser.add_argument("--shard-size", type=int, default=64)
+    parser.add_argument("--pollers", type=int, default=100)
+    parser.add_argument("--requests-each", type=int, default=20)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("NEURON_ATLAS_OFFLINE", "1")
+
+    from neuron_atlas import pipeline
+    from neuron_atlas.sample import make_sample
+    from shared.options import PipelineOptions
+
+    options = {"allow_random_weights": True, "shard_size": args.shard_size, "device": "cpu"}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        images = make_sample(work / "images", per_concept=max(1, args.images // 6), size=128)
+        n = len(list(images.glob("*.png")))
+        archive = zip_folder(images)
+
+        pipeline.run(images, work / "warm", PipelineOptions(**options))  # page cache, imports
+        start = time.perf_counter()
+        pipeline.run(images, work / "embedded", PipelineOptions(**options))
+        embedded_s = time.perf_counter() - start
+
+        (work / "redis").mkdir()
+        (work / "s3").mkdir()
+        (work / "logs").mkdir()
+        redis = start_redis(work / "redis")
+        s3 = start_seaweedfs(work / "s3", "bench-access", "bench-secret-123")
+        s3.make_bucket("bench")
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "ENVIRONMENT": "development",
+            "REDIS_URL": redis.url,
+            "S3_ENDPOINT": s3.endpoint,
+            "S3_BUCKET": "bench",
+            "S3_ACCESS_KEY": "bench-access",
+            "S3_SECRET_KEY": "bench-secret-123",
+            "GATEWAY_API_KEYS": json.dumps({hashlib.sha256(KEY.encode()).hexdigest(): "bench"}),
+        }
+        group = ProcessGroup(work / "logs")
+        try:
+            for service in WORKERS:
+                group.start(
+                    service,
+                    [
+                        sys.executable,
+                        "-m",
+                        "celery",
+                        "-A",
+                        f"services.{service}.worker",
+                        "worker",
+                        "-Q",
+                        service,
+                        "--pool",
+                        "solo",
+                        "-n",
+                        f"{service}@%h",
+                        "--without-gossip",
+                        "--without-mingle",
+                    ],
+                    env,
+                )
+            port = group.free_port()
+            group.start(
+                "gateway",
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "services.gateway.main:app",
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                ],
+                env,
+            )
+            url = f"http://127.0.0.1:{port}"
+            wait_http(f"{url}/readyz", group, timeout=60)
+            with httpx.Client(
+                base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120
+            ) as client:
+                cold_s, _ = run_suite_job(client, archive, options)
+                suite_s, job_id = run_suite_job(client, archive, options)
+
+            total = args.pollers * args.requests_each
+            health = asyncio.run(poll_latencies(url, "/healthz", args.pollers, args.requests_each))
+            start = time.perf_counter()
+            status = asyncio.run(poll_latencies(url, f"/v1/jobs/{job_id}", args.pollers, args.requests_each))
+            status_rps = total / (time.perf_counter() - start)
+        finally:
+            group.stop()
+            s3.stop()
+            redis.stop()
+
+    ms = 1000
+    print(f"machine: {os.cpu_count()} cores; {n} images, shard size {args.shard_size}")
+    print(f"embedded run                     {embedded_s:7.2f} s")
+    print(
+        f"suite job, workers warm          {suite_s:7.2f} s   ratio {suite_s / embedded_s:5.2f}x   "
+        f"overhead {(suite_s - embedded_s) / n * ms:6.1f} ms/image"
+    )
+    print(f"suite job, first (models load)   {cold_s:7.2f} s   ratio {cold_s / embedded_s:5.2f}x")
+    print(f"{args.pollers} concurrent pollers, {total} requests each endpoint:")
+    for name, values, extra in (
+        ("GET /v1/jobs/{id}", status, f"{status_rps:6.0f} req/s"),
+        ("GET /healthz     ", health, "(baseline)"),
+    ):
+        p50, p99 = percentile(values, 0.5) * ms, percentile(values, 0.99) * ms
+        print(f"  {name}  p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   {extra}")
+    print(f"  status/baseline p50 ratio {percentile(status, 0.5) / percentile(health, 0.5):.2f}x")
+
+
+if __name__ == "__main__":
+    main()

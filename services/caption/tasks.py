@@ -1,0 +1,30 @@
+"""Celery tasks of the caption service: thin shells over `services.caption.stage`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from services.caption.captioning import Captioner
+from services.caption.stage import caption_shard_step
+from shared.queue import CAPTION_SHARD
+from shared.settings import CaptionSettings
+from shared.tasks import JobContext, job_inputs, job_task
+
+
+@lru_cache(maxsize=2)
+def captioner(model_id: str, device: str | None) -> Captioner:
+    """One captioner per model in this worker process; it loads its weights on first use."""
+    settings = CaptionSettings()
+    chosen = device or settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return Captioner(model_id, torch.device(chosen), cache_dir=settings.model_cache_dir)
+
+
+@job_task(CAPTION_SHARD, stage="caption")
+def caption_shard(job: JobContext, shard: int) -> None:
+    manifest, options = job_inputs(job)
+    done = caption_shard_step(
+        job.store, manifest, shard, options, lambda: captioner(options.caption_model, options.device)
+    )
+    job.jobs.shard_done(job.job_id, "caption", shard, done)

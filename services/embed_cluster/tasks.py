@@ -1,0 +1,24 @@
+"""Celery tasks of the embed_cluster service: thin shells over `services.embed_cluster.stage`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from services.embed_cluster.embedding import Embedder
+from services.embed_cluster.stage import embed_cluster_job_step
+from shared.queue import EMBED_CLUSTER_RUN
+from shared.settings import EmbedClusterSettings
+from shared.tasks import JobContext, job_inputs, job_task
+
+
+@lru_cache(maxsize=2)
+def embedder(name: str, device: str | None) -> Embedder:
+    """One embedder per model in this worker process; it loads on first use."""
+    return Embedder(name, device or EmbedClusterSettings().device)
+
+
+@job_task(EMBED_CLUSTER_RUN, stage="embed_cluster")
+def embed_cluster_run(job: JobContext) -> None:
+    _, options = job_inputs(job)
+    embed_cluster_job_step(job.store, options, embedder(options.embed_model, options.device))
+    job.jobs.shard_done(job.job_id, "embed_cluster", 0, 1)

@@ -1,0 +1,70 @@
+"""The REST gateway: `uvicorn services.gateway.main:app`. No torch and no worker code here; the
+gateway names tasks by string (`shared.queue`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from services.gateway import problems
+from services.gateway.deps import Services
+from services.gateway.limits import BodySizeLimit
+from services.gateway.routers import health, jobs
+from shared.jobstore import JobStore
+from shared.settings import check_auth_setting, get_gateway_settings, get_infra_settings
+from shared.storage import S3Store, make_s3_client
+
+if TYPE_CHECKING:
+    from minio import Minio
+
+log = logging.getLogger(__name__)
+
+
+def build_services() -> Services:
+    """Settings are checked here, so a misconfigured gateway refuses to start."""
+    infra, settings = get_infra_settings(), get_gateway_settings()
+    check_auth_setting(infra, settings)
+    if settings.auth_disabled:
+        log.warning("authentication is OFF: every caller is tenant 'local' (development only)")
+
+    def client(endpoint: str) -> Minio:
+        return make_s3_client(
+            endpoint,
+            infra.s3_access_key,
+            infra.s3_secret_key,
+            infra.s3_region,
+            infra.s3_connect_timeout_s,
+            infra.s3_read_timeout_s,
+            infra.s3_retries,
+        )
+
+    store = S3Store(client(infra.s3_endpoint), infra.s3_bucket, presigner=client(infra.public_endpoint))
+    return Services(infra, settings, store, JobStore.from_url(infra.redis_url))
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    if not hasattr(app.state, "services"):  # tests may put their own
+        app.state.services = build_services()
+    yield
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="Neuron Atlas",
+        version="1",
+        summary="Which neurons of a vision model respond to which concepts of your images.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.add_middleware(BodySizeLimit, max_bytes=get_gateway_settings().max_request_bytes)
+    return app
+
+
+app = create_app()

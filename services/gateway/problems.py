@@ -1,0 +1,106 @@
+"""Errors as `application/problem+json` (RFC 9457): `type`, `title`, `status`, `detail`,
+`instance`, plus `fix` (what the caller can do) and, for invalid input, `errors`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.errors import NeuronAtlasError
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:neuron-atlas:problem:"
+
+
+class Problem(Exception):
+    """Raise from a route to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        title: str,
+        detail: str = "",
+        fix: str = "",
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(title)
+        self.status, self.kind, self.title, self.detail, self.fix = status, kind, title, detail, fix
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def problem_response(request: Request, problem: Problem) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": TYPE_PREFIX + problem.kind,
+        "title": problem.title,
+        "status": problem.status,
+        "instance": request.url.path,
+    }
+    if problem.detail:
+        body["detail"] = problem.detail
+    if problem.fix:
+        body["fix"] = problem.fix
+    body.update(problem.extra)
+    return JSONResponse(body, status_code=problem.status, headers=problem.headers, media_type=MEDIA_TYPE)
+
+
+_STATUS_KINDS = {
+    400: "bad-request",
+    401: "unauthorized",
+    404: "not-found",
+    405: "method-not-allowed",
+    409: "conflict",
+    413: "content-too-large",
+    415: "unsupported-media-type",
+}
+
+
+def install(app: FastAPI) -> None:
+    """Every error the app can raise answers as problem+json."""
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(request, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = _STATUS_KINDS.get(exc.status_code, "http-error")
+        return problem_response(
+            request, Problem(exc.status_code, kind, str(exc.detail), headers=dict(exc.headers or {}))
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        return problem_response(
+            request, Problem(422, "invalid-request", "The request is invalid.", errors=errors)
+        )
+
+    @app.exception_handler(ValidationError)
+    async def _spec(request: Request, exc: ValidationError) -> JSONResponse:
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
+        return problem_response(
+            request, Problem(422, "invalid-spec", "The job spec is invalid.", detail, errors=errors)
+        )
+
+    @app.exception_handler(NeuronAtlasError)
+    async def _input(request: Request, exc: NeuronAtlasError) -> JSONResponse:
+        return problem_response(
+            request, Problem(422, exc.kind, "The submission cannot be used.", exc.problem, exc.fix)
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(request, Problem(500, "internal", "Internal server error."))

@@ -1,0 +1,123 @@
+"""Request and response bodies of the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.gateway.problems import TYPE_PREFIX
+from shared.jobstore import JobRecord, Status
+from shared.options import PipelineOptions
+
+
+class JobSpec(BaseModel):
+    """The `spec` part of a multipart submission: the CLI's options, and captions it brings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    options: PipelineOptions = Field(default_factory=PipelineOptions)
+    captions: dict[str, str] = Field(
+        default_factory=dict, description="file_name -> caption; wins over a metadata.csv/jsonl."
+    )
+
+
+class PrefixSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prefix: str = Field(
+        description="Bucket prefix holding the images, under `imports/{tenant}/` "
+        "(e.g. imports/acme/batch-1/). A metadata.csv/jsonl directly under it brings captions."
+    )
+
+
+class JobFromBucket(JobSpec):
+    """JSON submission of images already in the bucket."""
+
+    source: PrefixSource
+
+
+class StageProgress(BaseModel):
+    done: int
+    total: int
+
+
+class JobLinks(BaseModel):
+    self: str
+    hierarchy: str
+    artifacts: str
+    cancel: str
+
+
+class JobPublic(BaseModel):
+    id: str
+    status: Status
+    stage: str
+    progress: dict[str, StageProgress]
+    images: int
+    skipped: int
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    finished_at: str | None
+    error: dict[str, Any] | None = Field(None, description="problem+json fields when the job failed")
+    links: JobLinks
+
+    @classmethod
+    def of(cls, record: JobRecord) -> JobPublic:
+        base = f"/v1/jobs/{record.id}"
+        return cls(
+            id=record.id,
+            status=record.status,
+            stage=record.stage,
+            progress={k: StageProgress(**v) for k, v in record.progress.items()},
+            images=record.images,
+            skipped=record.skipped,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+            error=_problem(record.error),
+            links=JobLinks(
+                self=base,
+                hierarchy=f"{base}/hierarchy",
+                artifacts=f"{base}/artifacts",
+                cancel=f"{base}:cancel",
+            ),
+        )
+
+
+def _problem(error: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Workers record the error's kind; the API answers with the same problem types as its own."""
+    if error is None:
+        return None
+    return {**error, "type": TYPE_PREFIX + str(error.get("type", "internal"))}
+
+
+class JobsPublic(BaseModel):
+    jobs: list[JobPublic]
+    next_page_token: str | None
+
+
+class ArtifactPublic(BaseModel):
+    name: str
+    url: str
+
+
+class ArtifactsPublic(BaseModel):
+    expires_in_s: int
+    artifacts: list[ArtifactPublic]
+
+
+class NeuronClusterPublic(BaseModel):
+    id: str
+    level: int
+    label: str
+    support: float
+    difference: bool = Field(description="In the cluster's group but not in its parent's.")
+
+
+class NeuronPublic(BaseModel):
+    layer: str
+    channel: int
+    clusters: list[NeuronClusterPublic]

@@ -1,0 +1,128 @@
+"""Job submission: images into object storage, spec and manifest beside them, the job record,
+and only then the canvas on the queue. Blocking code: the router runs it in a worker thread."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from typing import IO, Any
+
+from services.gateway.schemas import JobFromBucket, JobSpec
+from services.gateway.uploads import Collector, Limits
+from shared import artifacts
+from shared.errors import InputError
+from shared.jobstore import STAGES, JobRecord, JobStore
+from shared.options import PipelineOptions
+from shared.settings import GatewaySettings
+from shared.storage import PrefixedStore, Store, put_json
+
+log = logging.getLogger(__name__)
+
+Upload = tuple[str, IO[bytes]]  # (file name, seekable file)
+
+
+class EnqueueFailed(Exception):
+    pass
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def limits_of(settings: GatewaySettings) -> Limits:
+    return Limits(
+        settings.max_images_per_job,
+        settings.max_image_pixels,
+        settings.max_archive_entries,
+        settings.max_expanded_bytes,
+    )
+
+
+def fingerprint(document: Any, uploads: Sequence[Upload] = ()) -> str:
+    """What a submission *means*: its spec and the names and bytes of its files, so the same
+    request sent again (with another multipart boundary) has the same fingerprint."""
+    digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode())
+    for name, handle in uploads:
+        part = hashlib.sha256()
+        handle.seek(0)
+        while chunk := handle.read(1 << 20):
+            part.update(chunk)
+        handle.seek(0)
+        digest.update(f"\n{name}\n{part.hexdigest()}".encode())
+    return digest.hexdigest()
+
+
+def collect_uploads(
+    view: Store, uploads: Sequence[Upload], options: PipelineOptions, limits: Limits
+) -> Collector:
+    collector = Collector(view.put_bytes, limits, options.max_image_pixels)
+    try:
+        for name, handle in uploads:
+            collector.add_upload(name, handle)
+    finally:
+        collector.wait()
+    return collector
+
+
+def import_prefix(store: Store, view: Store, tenant: str, spec: JobFromBucket, limits: Limits) -> Collector:
+    """Images already in the bucket, under the tenant's own `imports/{tenant}/` prefix."""
+    allowed = f"imports/{tenant}/"
+    prefix = spec.source.prefix if spec.source.prefix.endswith("/") else spec.source.prefix + "/"
+    if not prefix.startswith(allowed) or ".." in prefix.split("/"):
+        raise InputError(
+            f"Prefix {spec.source.prefix!r} is outside {allowed}.", f"Put the images under {allowed}."
+        )
+    collector = Collector(view.put_bytes, limits, spec.options.max_image_pixels)
+    try:
+        for key in store.list(prefix):
+            collector.add_file(key[len(prefix) :], store.get_bytes(key))
+    finally:
+        collector.wait()
+    return collector
+
+
+def submit(
+    store: Store,
+    jobs: JobStore,
+    tenant: str,
+    spec: JobSpec,
+    collect: Callable[[Store], Collector],
+    enqueue: Callable[[str, int], None],
+) -> JobRecord:
+    """Ingest, record, enqueue; a refused submission leaves no objects behind."""
+    job_id = new_job_id()
+    view = PrefixedStore(store, artifacts.job_prefix(job_id))
+    options = spec.options
+    try:
+        collector = collect(view)
+        manifest = collector.manifest(spec.captions)
+        # The same two documents the embedded ingest writes, so both runs give one hierarchy.
+        put_json(view, artifacts.SPEC, {"options": options.model_dump(mode="json")})
+        put_json(view, artifacts.MANIFEST, manifest)
+    except BaseException:
+        store.delete_prefix(artifacts.job_prefix(job_id))
+        raise
+    images = len(manifest["images"])
+    shards = artifacts.shard_count(images, options.shard_size)
+    totals = {stage: 1 for stage in STAGES if stage != "ingest"}
+    totals.update(ingest=images, caption=images, activation=images)
+    record = jobs.create(job_id, tenant, images, len(manifest["skipped"]), shards, totals)
+    jobs.shard_done(job_id, "ingest", 0, images)
+    try:
+        enqueue(job_id, shards)
+    except Exception as exc:
+        log.exception("could not enqueue job %s", job_id)
+        jobs.fail(
+            job_id,
+            {
+                "type": "queue-unavailable",
+                "title": "The job could not be queued",
+                "detail": f"{type(exc).__name__}: {exc}",
+                "fix": "Submit again when the queue is back.",
+            },
+        )
+        raise EnqueueFailed(str(exc)) from exc
+    return jobs.get(job_id) or record

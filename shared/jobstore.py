@@ -1,0 +1,268 @@
+"""Job records in Redis: status, current stage, per-stage progress, timestamps, error.
+
+The suite's only source of job state (Celery's result backend is never read for it). Keys:
+
+- `job:{id}` (hash): id, tenant, status, stage, timestamps, error (JSON), images, skipped, shards
+- `job:{id}:progress:{stage}` (hash): shard -> items done, so a task that runs twice counts once;
+  `job:{id}:totals` (hash): stage -> total items
+- `tenant:{tenant}:jobs` (sorted set, all scores 0): `{created_us}:{id}`, newest last, for
+  keyset pagination by lexical range
+- `idempotency:{tenant}:{key}` (string, JSON, with a TTL): the first answer for a key
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, cast
+
+import redis
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
+ACTIVE: tuple[Status, ...] = ("queued", "running", "cancelling")
+TERMINAL: tuple[Status, ...] = ("succeeded", "failed", "cancelled")
+
+# Stages in the order a job reaches them; `caption` and `activation` run side by side. Later
+# stages (uncertainty, ...) go before `assemble`.
+STAGES: tuple[str, ...] = (
+    "ingest",
+    "caption",
+    "activation",
+    "embed_cluster",
+    "groups",
+    "labelling",
+    "assemble",
+)
+
+# Set `status` to ARGV[2] when it is one of the space-separated ARGV[1]; then set the fields in
+# ARGV[3..]. Returns the status found. Atomic, so two workers cannot both win a transition.
+_TRANSITION = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return false end
+for allowed in string.gmatch(ARGV[1], '%S+') do
+  if allowed == current then
+    redis.call('HSET', KEYS[1], 'status', ARGV[2])
+    for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+    return current
+  end
+end
+return current
+"""
+
+# Advance `stage` only forwards (parallel branches report in any order).
+_ADVANCE_STAGE = """
+local current = redis.call('HGET', KEYS[1], 'stage')
+local order = cjson.decode(ARGV[2])
+local rank = {}
+for i, name in ipairs(order) do rank[name] = i end
+if (rank[ARGV[1]] or 0) > (rank[current] or 0) then
+  redis.call('HSET', KEYS[1], 'stage', ARGV[1])
+end
+return redis.call('HGET', KEYS[1], 'stage')
+"""
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class JobRecord:
+    id: str
+    tenant: str
+    status: Status
+    stage: str
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    finished_at: str | None
+    error: dict[str, Any] | None
+    images: int
+    skipped: int
+    shards: int
+    progress: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+class JobStore:
+    """Job records over one Redis client (decode_responses=True)."""
+
+    def __init__(self, client: redis.Redis, stages: Sequence[str] = STAGES) -> None:
+        self.redis = client
+        self.stages = tuple(stages)
+        self._transition = client.register_script(_TRANSITION)
+        self._advance = client.register_script(_ADVANCE_STAGE)
+
+    @classmethod
+    def from_url(cls, url: str) -> JobStore:
+        client = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+        )
+        return cls(client)
+
+    # --- records -------------------------------------------------------------------------------
+
+    def create(
+        self, job_id: str, tenant: str, images: int, skipped: int, shards: int, totals: Mapping[str, int]
+    ) -> JobRecord:
+        created = now()
+        member = f"{time.time_ns() // 1000:020d}:{job_id}"
+        with self.redis.pipeline() as pipe:
+            pipe.hset(
+                f"job:{job_id}",
+                mapping={
+                    "id": job_id,
+                    "tenant": tenant,
+                    "status": "queued",
+                    "stage": "ingest",
+                    "created_at": created,
+                    "updated_at": created,
+                    "images": images,
+                    "skipped": skipped,
+                    "shards": shards,
+                    "member": member,
+                },
+            )
+            if totals:
+                pipe.hset(f"job:{job_id}:totals", mapping=cast(Any, dict(totals)))
+            pipe.zadd(f"tenant:{tenant}:jobs", {member: 0})
+            pipe.execute()
+        record = self.get(job_id)
+        assert record is not None
+        return record
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self.redis.pipeline() as pipe:
+            pipe.hgetall(f"job:{job_id}")
+            pipe.hgetall(f"job:{job_id}:totals")
+            for stage in self.stages:
+                pipe.hvals(f"job:{job_id}:progress:{stage}")
+            raw, totals, *done = pipe.execute()
+        if not raw:
+            return None
+        progress = {
+            stage: {"done": sum(int(v) for v in values), "total": int(totals.get(stage, 0))}
+            for stage, values in zip(self.stages, done, strict=True)
+            if stage in totals or values
+        }
+        return JobRecord(
+            id=raw["id"],
+            tenant=raw["tenant"],
+            status=cast(Status, raw["status"]),
+            stage=raw["stage"],
+            created_at=raw["created_at"],
+            updated_at=raw["updated_at"],
+            started_at=raw.get("started_at"),
+            finished_at=raw.get("finished_at"),
+            error=json.loads(raw["error"]) if raw.get("error") else None,
+            images=int(raw.get("images", 0)),
+            skipped=int(raw.get("skipped", 0)),
+            shards=int(raw.get("shards", 0)),
+            progress=progress,
+        )
+
+    def page(self, tenant: str, size: int, after: str | None = None) -> tuple[list[JobRecord], str | None]:
+        """Newest first; `after` is the cursor the previous page returned."""
+        upper = f"({after}" if after else "+"
+        found = self.redis.zrevrangebylex(f"tenant:{tenant}:jobs", upper, "-", start=0, num=size + 1)
+        members = [m.decode() if isinstance(m, bytes) else str(m) for m in found]
+        more = len(members) > size
+        members = members[:size]
+        records = [r for m in members if (r := self.get(m.split(":", 1)[1])) is not None]
+        return records, (members[-1] if more and members else None)
+
+    def delete(self, job_id: str) -> None:
+        raw = cast(dict[str, str], self.redis.hgetall(f"job:{job_id}"))
+        if not raw:
+            return
+        keys = [f"job:{job_id}", f"job:{job_id}:totals", *(f"job:{job_id}:progress:{s}" for s in self.stages)]
+        with self.redis.pipeline() as pipe:
+            pipe.zrem(f"tenant:{raw['tenant']}:jobs", raw.get("member", ""))
+            pipe.delete(*keys)
+            pipe.execute()
+
+    # --- transitions ---------------------------------------------------------------------------
+
+    def transition(self, job_id: str, allowed: Sequence[Status], to: Status, **fields: str) -> str | None:
+        """Move to `to` if the status is one of `allowed`; return the status found (None: no job)."""
+        args: list[str] = [" ".join(allowed), to, "updated_at", now()]
+        for name, value in fields.items():
+            args += [name, value]
+        found = self._transition(keys=[f"job:{job_id}"], args=args)
+        return cast(str | None, found)
+
+    def begin(self, job_id: str, stage: str) -> bool:
+        """A task of `stage` starts: True to go on; False when the job is cancelled, cancelling
+        (it becomes cancelled: work stops at the next shard), failed, or gone."""
+        found = self.transition(job_id, ["queued"], "running", started_at=now())
+        if found in ("queued", "running"):
+            self._advance(keys=[f"job:{job_id}"], args=[stage, json.dumps(self.stages)])
+            return True
+        if found == "cancelling":
+            self.transition(job_id, ["cancelling"], "cancelled", finished_at=now())
+        return False
+
+    def set_total(self, job_id: str, stage: str, total: int) -> None:
+        self.redis.hset(f"job:{job_id}:totals", stage, total)
+
+    def shard_done(self, job_id: str, stage: str, shard: int, count: int) -> None:
+        """Record a finished shard (idempotent: a shard that runs twice counts once)."""
+        with self.redis.pipeline() as pipe:
+            pipe.hset(f"job:{job_id}:progress:{stage}", str(shard), count)
+            pipe.hset(f"job:{job_id}", "updated_at", now())
+            pipe.execute()
+
+    def succeed(self, job_id: str) -> str | None:
+        found = self.transition(job_id, ["queued", "running"], "succeeded", finished_at=now())
+        if found == "cancelling":  # the user asked to stop; honour it even though it finished
+            self.transition(job_id, ["cancelling"], "cancelled", finished_at=now())
+        return found
+
+    def fail(self, job_id: str, error: Mapping[str, Any]) -> str | None:
+        """Failed with `error` (problem-details fields), unless already terminal."""
+        found = self.transition(
+            job_id, ["queued", "running"], "failed", finished_at=now(), error=json.dumps(dict(error))
+        )
+        if found == "cancelling":
+            self.transition(job_id, ["cancelling"], "cancelled", finished_at=now())
+        return found
+
+    def request_cancel(self, job_id: str) -> str | None:
+        """Queued jobs are cancelled at once; running ones become cancelling until a task notices."""
+        found = self.transition(job_id, ["queued"], "cancelled", finished_at=now())
+        if found == "running":
+            found = self.transition(job_id, ["running"], "cancelling")
+        return found
+
+    def status(self, job_id: str) -> str | None:
+        return cast(str | None, self.redis.hget(f"job:{job_id}", "status"))
+
+    # --- idempotency ---------------------------------------------------------------------------
+
+    def reserve_idempotency(
+        self, tenant: str, key: str, fingerprint: str, ttl_s: int
+    ) -> dict[str, Any] | None:
+        """Claim `key` for this request; None when claimed, else what the first request left:
+        {"fingerprint", "state": "pending"|"done", "response"?}."""
+        name = f"idempotency:{tenant}:{key}"
+        claim = json.dumps({"fingerprint": fingerprint, "state": "pending"})
+        if self.redis.set(name, claim, nx=True, ex=ttl_s):
+            return None
+        found = self.redis.get(name)
+        if found is None:  # expired between the two calls: claim again
+            return self.reserve_idempotency(tenant, key, fingerprint, ttl_s)
+        return cast(dict[str, Any], json.loads(found))
+
+    def complete_idempotency(
+        self, tenant: str, key: str, fingerprint: str, response: Mapping[str, Any], ttl_s: int
+    ) -> None:
+        value = {"fingerprint": fingerprint, "state": "done", "response": dict(response)}
+        self.redis.set(f"idempotency:{tenant}:{key}", json.dumps(value), ex=ttl_s)
+
+    def release_idempotency(self, tenant: str, key: str) -> None:
+        self.redis.delete(f"idempotency:{tenant}:{key}")
+
+    def ping(self) -> None:
+        self.redis.ping()

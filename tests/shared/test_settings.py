@@ -1,0 +1,46 @@
+"""Suite settings refuse what would make a deployment unsafe."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from pydantic import ValidationError
+
+from shared.settings import GatewaySettings, InfraSettings, check_auth_setting
+
+
+def test_placeholder_secrets_are_refused_outside_development(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S3_SECRET_KEY", "changeme")
+    monkeypatch.setenv("S3_ACCESS_KEY", "real-access-key")
+    with pytest.raises(ValidationError, match="S3_SECRET_KEY is a placeholder"):
+        InfraSettings(environment="production")
+    assert InfraSettings(environment="development").s3_secret_key == "changeme"
+
+
+def test_time_limits_must_stay_below_the_visibility_timeout() -> None:
+    with pytest.raises(ValidationError, match="VISIBILITY"):
+        InfraSettings(environment="development", task_time_limit_s=8000, queue_visibility_timeout_s=7200)
+
+
+def test_api_keys_are_stored_as_hashes_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    digest = hashlib.sha256(b"key").hexdigest()
+    monkeypatch.setenv("GATEWAY_API_KEYS", f'{{"{digest}": "acme"}}')
+    assert GatewaySettings().api_keys == {digest: "acme"}
+    monkeypatch.setenv("GATEWAY_API_KEYS", '{"plain-key": "acme"}')
+    with pytest.raises(ValidationError, match="sha256"):
+        GatewaySettings()
+
+
+def test_auth_can_be_off_only_in_development() -> None:
+    off = GatewaySettings(auth_disabled=True)
+    check_auth_setting(InfraSettings(environment="development"), off)
+    with pytest.raises(ValueError, match="development"):
+        check_auth_setting(
+            InfraSettings(
+                environment="development", s3_access_key="a-real", s3_secret_key="b-real"
+            ).model_copy(update={"environment": "production"}),
+            off,
+        )
+    with pytest.raises(ValueError, match="No API keys"):
+        check_auth_setting(InfraSettings(environment="development"), GatewaySettings())
