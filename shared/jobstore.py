@@ -65,6 +65,9 @@ return redis.call('HGET', KEYS[1], 'stage')
 """
 
 
+REPORT = "report:"  # prefix of the job hash's fields that hold stage summaries
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -84,6 +87,7 @@ class JobRecord:
     skipped: int
     shards: int
     progress: dict[str, dict[str, int]] = field(default_factory=dict)
+    reports: dict[str, Any] = field(default_factory=dict)  # per-stage summaries, e.g. labelling
 
 
 class JobStore:
@@ -155,12 +159,17 @@ class JobStore:
             created_at=raw["created_at"],
             updated_at=raw["updated_at"],
             started_at=raw.get("started_at"),
-            finished_at=raw.get("finished_at"),
+            finished_at=raw.get("finished_at") or None,
             error=json.loads(raw["error"]) if raw.get("error") else None,
             images=int(raw.get("images", 0)),
             skipped=int(raw.get("skipped", 0)),
             shards=int(raw.get("shards", 0)),
             progress=progress,
+            reports={
+                name.removeprefix(REPORT): json.loads(value)
+                for name, value in raw.items()
+                if name.startswith(REPORT)
+            },
         )
 
     def page(self, tenant: str, size: int, after: str | None = None) -> tuple[list[JobRecord], str | None]:
@@ -203,6 +212,20 @@ class JobStore:
         if found == "cancelling":
             self.transition(job_id, ["cancelling"], "cancelled", finished_at=now())
         return False
+
+    def set_report(self, job_id: str, stage: str, report: Mapping[str, Any]) -> None:
+        """A stage's summary for the job's status (small: accounting, counts, scores)."""
+        self.redis.hset(f"job:{job_id}", f"{REPORT}{stage}", json.dumps(dict(report)))
+
+    def reopen(self, job_id: str, stage: str) -> str | None:
+        """A succeeded job runs `stage` (and what follows) again, e.g. a relabel; returns the
+        status found, and reopens only from `succeeded`."""
+        found = self.transition(job_id, ["succeeded"], "running", stage=stage, finished_at="")
+        if found == "succeeded":
+            self.redis.delete(
+                *(f"job:{job_id}:progress:{s}" for s in self.stages[self.stages.index(stage) :])
+            )
+        return found
 
     def set_total(self, job_id: str, stage: str, total: int) -> None:
         self.redis.hset(f"job:{job_id}:totals", stage, total)

@@ -23,6 +23,7 @@ ACTIVATION_SHARD = "activation.shard"
 EMBED_CLUSTER_RUN = "embed_cluster.run"
 ACTIVATION_GROUPS = "activation.groups"
 LABELLING_LABEL = "labelling.label"
+LABELLING_RELABEL = "labelling.relabel"
 PIPELINE_ASSEMBLE = "pipeline.assemble"
 
 QUEUES = ("caption", "embed_cluster", "activation", "labelling", "uncertainty")

@@ -106,3 +106,25 @@ def job_task(name: str, stage: str) -> Callable[[Callable[..., None]], Any]:
         return get_app().task(name=name)(run)
 
     return register
+
+
+class JobProgress:
+    """`shared.progress.Progress` onto the job store, for stages that report finer steps."""
+
+    def __init__(self, job: JobContext) -> None:
+        self.job = job
+        self._done: dict[str, int] = {}
+        self._total: dict[str, int] = {}
+
+    def start(self, stage: str, total: int) -> None:
+        self._done[stage], self._total[stage] = 0, total
+        self.job.jobs.set_total(self.job.job_id, self.job.stage, total)
+
+    def advance(self, stage: str, amount: int = 1) -> None:
+        self._done[stage] = self._done.get(stage, 0) + amount
+        self.job.jobs.shard_done(self.job.job_id, self.job.stage, 0, self._done[stage])
+
+    def finish(self, stage: str) -> None:
+        """Done: steps that were never reported one by one (e.g. offline labels) count too."""
+        if stage in self._total:
+            self.job.jobs.shard_done(self.job.job_id, self.job.stage, 0, self._total[stage])

@@ -12,9 +12,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
-from servers import ProcessGroup, RedisServer, S3Server, start_redis, start_seaweedfs, wait_http
+
+from tests.servers import ProcessGroup, RedisServer, S3Server, start_redis, start_seaweedfs, wait_http
 
 # Tests never reach for a model hub: every model they use is built here or shipped by a package.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -66,8 +68,19 @@ class Suite:
 
 
 @pytest.fixture(scope="session")
+def suite_llm() -> Iterator[Any]:
+    """An OpenAI-compatible endpoint for the suite's labelling worker, off by default (so suite
+    jobs label offline, like the embedded run); a relabel with offline=false turns it on."""
+    from tests.services.labelling.fake_llm import FakeLLM
+
+    server = FakeLLM().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def suite(
-    redis_server: RedisServer, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
+    redis_server: RedisServer, s3_server: S3Server, suite_llm: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Suite]:
     """The whole suite, started once: the gateway under uvicorn and one Celery worker per
     service, each a subprocess listening on its own queue."""
@@ -92,6 +105,10 @@ def suite(
         "GATEWAY_MAX_ARCHIVE_ENTRIES": "50",
         "GATEWAY_MAX_EXPANDED_BYTES": str(8 * 1024 * 1024),
         "OMP_NUM_THREADS": "1",
+        "NEURON_ATLAS_LLM__BASE_URL": suite_llm.url,
+        "NEURON_ATLAS_LLM__MODEL": "fake-model",
+        "NEURON_ATLAS_LLM__OFFLINE": "true",
+        "NEURON_ATLAS_LLM__CACHE_DIR": str(logs / "unused-local-cache"),
     }
     group = ProcessGroup(logs)
     try:

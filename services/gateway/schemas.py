@@ -61,6 +61,11 @@ class JobPublic(BaseModel):
     started_at: str | None
     finished_at: str | None
     error: dict[str, Any] | None = Field(None, description="problem+json fields when the job failed")
+    labelling: dict[str, Any] | None = Field(
+        None,
+        description="Once labelled: who wrote the labels (source, model, prompt version), the "
+        "accounting (requests, prompt and completion tokens, cache hits, cost) and label quality.",
+    )
     links: JobLinks
 
     @classmethod
@@ -78,6 +83,7 @@ class JobPublic(BaseModel):
             started_at=record.started_at,
             finished_at=record.finished_at,
             error=_problem(record.error),
+            labelling=record.reports.get("labelling"),
             links=JobLinks(
                 self=base,
                 hierarchy=f"{base}/hierarchy",
@@ -92,6 +98,17 @@ def _problem(error: dict[str, Any] | None) -> dict[str, Any] | None:
     if error is None:
         return None
     return {**error, "type": TYPE_PREFIX + str(error.get("type", "internal"))}
+
+
+class RelabelRequest(BaseModel):
+    """Other labelling settings for a finished job; the endpoint and key stay the deployment's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="Model name at the deployment's endpoint.")
+    prompt_version: str | None = Field(None, description="Prompt set, e.g. v1.")
+    offline: bool = Field(False, description="Write offline labels instead.")
+    strict: bool = Field(False, description="Fail instead of falling back to offline labels.")
 
 
 class JobsPublic(BaseModel):

@@ -1,15 +1,23 @@
-"""Celery tasks of the labelling service: labels, and the final assembly of hierarchy.json
-(light JSON work, so it runs here rather than in a service of its own)."""
+"""Celery tasks of the labelling service: labels, relabels, and the final assembly of
+hierarchy.json (light JSON work, so it runs here rather than in a service of its own)."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
-from services.labelling.stage import label_step
+from services.embed_cluster.embedding import Embedder
+from services.labelling.cache import ResponseCache
+from services.labelling.settings import LabelSettings, get_settings
+from services.labelling.stage import label_step, labelling_summary, relabel
 from shared import artifacts
 from shared.hierarchy import assemble_hierarchy
-from shared.queue import LABELLING_LABEL, PIPELINE_ASSEMBLE
-from shared.tasks import JobContext, job_task
+from shared.queue import LABELLING_LABEL, LABELLING_RELABEL, PIPELINE_ASSEMBLE
+from shared.tasks import JobContext, JobProgress, job_inputs, job_task, object_store
+
+# Shared by every job and tenant: an answer depends only on (model, prompt version, input).
+CACHE_PREFIX = "label-cache/"
 
 
 def package_version() -> str:
@@ -19,11 +27,36 @@ def package_version() -> str:
         return "0+unknown"
 
 
+@lru_cache(maxsize=2)
+def embedder(name: str) -> Embedder:
+    """One sentence embedder per worker process (the label quality score needs the job's)."""
+    return Embedder(name)
+
+
+def _label_kwargs(job: JobContext) -> dict[str, Any]:
+    _, options = job_inputs(job)
+    return {
+        "embedder": embedder(options.embed_model),
+        "cache": ResponseCache(object_store(), CACHE_PREFIX),
+        "progress": JobProgress(job),
+    }
+
+
 @job_task(LABELLING_LABEL, stage="labelling")
 def labelling_label(job: JobContext) -> None:
     rows, _ = artifacts.read_caption_shards(job.store)
-    label_step(job.store, [row["caption"] for row in rows])
-    job.jobs.shard_done(job.job_id, "labelling", 0, 1)
+    label_step(job.store, [row["caption"] for row in rows], settings=get_settings(), **_label_kwargs(job))
+    job.jobs.set_report(job.job_id, "labelling", labelling_summary(job.store))
+
+
+@job_task(LABELLING_RELABEL, stage="labelling")
+def labelling_relabel(job: JobContext, overrides: dict[str, Any]) -> None:
+    """Label a finished job again with other settings; captions, clusters and neurons stay."""
+    settings = LabelSettings.model_validate({**get_settings().model_dump(), **overrides})
+    relabel(job.store, package_version(), settings=settings, **_label_kwargs(job))
+    job.jobs.set_report(job.job_id, "labelling", labelling_summary(job.store))
+    job.jobs.shard_done(job.job_id, "assemble", 0, 1)
+    job.jobs.succeed(job.job_id)
 
 
 @job_task(PIPELINE_ASSEMBLE, stage="assemble")

@@ -24,6 +24,7 @@ from services.gateway.schemas import (
     JobsPublic,
     NeuronClusterPublic,
     NeuronPublic,
+    RelabelRequest,
 )
 from services.gateway.submit import (
     EnqueueFailed,
@@ -36,7 +37,7 @@ from services.gateway.submit import (
 )
 from shared import artifacts
 from shared.jobstore import ACTIVE, JobRecord
-from shared.queue import job_canvas
+from shared.queue import LABELLING_RELABEL, get_app, job_canvas
 from shared.storage import PrefixedStore, S3Store, get_json
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -227,6 +228,18 @@ def cancel_job(job: JobDep, jobs: JobsDep) -> JobPublic:
     return JobPublic.of(jobs.get(job.id) or job)
 
 
+@router.post("/{job_id}:relabel", status_code=202, response_model=JobPublic)
+def relabel_job(job: JobDep, jobs: JobsDep, request: RelabelRequest) -> JobPublic:
+    """Label a finished job again with other settings, without recomputing captions, clusters
+    or activations; the job runs (stage `labelling`) and succeeds again with new labels."""
+    found = jobs.reopen(job.id, "labelling")
+    if found != "succeeded":
+        raise Problem(409, "conflict", f"The job is {found}.", fix="Only a succeeded job can be relabelled.")
+    overrides = request.model_dump(exclude_none=True)
+    get_app().send_task(LABELLING_RELABEL, args=[job.id, overrides])
+    return JobPublic.of(jobs.get(job.id) or job)
+
+
 @router.delete("/{job_id}", status_code=204)
 def delete_job(job: JobDep, jobs: JobsDep, store: StoreDep) -> Response:
     """Remove the job's record and all its objects."""
@@ -244,7 +257,8 @@ def delete_job(job: JobDep, jobs: JobsDep, store: StoreDep) -> Response:
 
 
 class _HierarchyCache:
-    """Parsed hierarchies of finished jobs (they never change), a few at a time."""
+    """Parsed hierarchies of finished jobs, a few at a time; keyed by when the job finished,
+    so a relabelled job (finished again) is read afresh by every gateway replica."""
 
     def __init__(self, size: int = 8) -> None:
         self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -259,22 +273,24 @@ class _HierarchyCache:
                 f"The job is {job.status}; its hierarchy is not ready.",
                 fix="Poll the job until it has succeeded.",
             )
+        key = f"{job.id}@{job.finished_at}"
         with self._lock:
-            if job.id in self._items:
-                self._items.move_to_end(job.id)
-                return self._items[job.id]
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
         document: dict[str, Any] = get_json(
             PrefixedStore(store, artifacts.job_prefix(job.id)), artifacts.HIERARCHY
         )
         with self._lock:
-            self._items[job.id] = document
+            self._items[key] = document
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
         return document
 
     def pop(self, job_id: str) -> None:
         with self._lock:
-            self._items.pop(job_id, None)
+            for key in [k for k in self._items if k.startswith(f"{job_id}@")]:
+                del self._items[key]
 
 
 _hierarchies = _HierarchyCache()

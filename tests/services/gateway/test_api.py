@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import wait_for
+
+from tests.services.gateway.helpers import wait_for
 
 PROBLEM = "application/problem+json"
 LIGHT = {"options": {"allow_random_weights": True, "device": "cpu"}}

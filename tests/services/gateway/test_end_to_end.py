@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import wait_for, zip_folder
 
 from neuron_atlas import pipeline
 from shared.options import PipelineOptions
+from tests.services.gateway.helpers import wait_for, zip_folder
 
 OPTIONS = {"allow_random_weights": True, "shard_size": 8, "batch_size": 8, "device": "cpu"}
 
