@@ -24,7 +24,7 @@ from services.embed_cluster.stage import embed_cluster_step
 from services.labelling.settings import LabelSettings, get_settings
 from services.labelling.stage import check_label_settings, label_step
 from shared import artifacts
-from shared.errors import InputError, ModelLoadError
+from shared.errors import ModelLoadError
 from shared.hierarchy import assemble_hierarchy
 from shared.ingest import (
     decode_entries,
@@ -160,13 +160,7 @@ def run(
         image_stages(store, image_dir, manifest, options, models, progress)
     finally:
         models.reader.close()
-    rows, skipped = artifacts.read_caption_shards(store)
-    if not rows:
-        raise InputError(
-            "None of the images could be decoded: "
-            + "; ".join(f"{s['file_name']}: {s['reason']}" for s in skipped[:5]),
-            "Check that the files are intact images.",
-        )
+    rows = artifacts.read_usable_captions(store)
     captions = [row["caption"] for row in rows]
     image_ids = [row["image_id"] for row in rows]
 

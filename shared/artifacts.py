@@ -64,3 +64,17 @@ def read_caption_shards(store: Store) -> tuple[list[dict[str, Any]], list[dict[s
         rows.extend(shard["captions"])
         skipped.extend(shard["skipped"])
     return rows, skipped
+
+
+def read_usable_captions(store: Store) -> list[dict[str, Any]]:
+    """The caption rows of the images that decoded; an error that says why when none did."""
+    from shared.errors import InputError
+
+    rows, skipped = read_caption_shards(store)
+    if not rows:
+        raise InputError(
+            "None of the images could be decoded: "
+            + "; ".join(f"{s['file_name']}: {s['reason']}" for s in skipped[:5]),
+            "Check that the files are intact images.",
+        )
+    return rows

@@ -11,7 +11,7 @@ import hashlib
 import io
 import json
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,13 +107,19 @@ def scan_image_folder(folder: Path, max_pixels: int) -> tuple[list[ImageRecord],
         seen[digest] = name
         records.append(ImageRecord(digest, name, path, fmt, width, height))
     if not records:
-        what = f"{len(skipped)} files, none of them a usable image" if skipped else "no files"
-        detail = "".join(f"\n  {s.file_name}: {s.reason}" for s in skipped[:10])
-        raise InputError(
-            f"Image folder {folder} holds {what}.{detail}",
+        raise no_usable_images(
+            f"Image folder {folder}",
+            skipped,
             "Add JPEG, PNG, WebP, BMP or GIF images to it (subfolders are searched too).",
         )
     return records, skipped
+
+
+def no_usable_images(where: str, skipped: Sequence[SkippedFile], fix: str) -> InputError:
+    """The error for a submission without one usable image, listing why files were refused."""
+    what = f"{len(skipped)} files, none of them a usable image" if skipped else "no files"
+    detail = "".join(f"\n  {s.file_name}: {s.reason}" for s in skipped[:10])
+    return InputError(f"{where} holds {what}.{detail}", fix)
 
 
 def _rows_from_csv(text: str) -> Iterable[dict[str, str]]:

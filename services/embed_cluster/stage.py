@@ -9,7 +9,6 @@ import numpy as np
 from services.embed_cluster.clustering import finch_partitions
 from services.embed_cluster.embedding import Embedder
 from shared import artifacts
-from shared.errors import InputError
 from shared.options import PipelineOptions
 from shared.storage import Store, put_json, put_npy
 
@@ -36,11 +35,5 @@ def embed_cluster_step(
 
 def embed_cluster_job_step(store: Store, options: PipelineOptions, embedder: Embedder) -> None:
     """The suite's embed+cluster task: every caption shard, in order, into embeddings and partitions."""
-    rows, skipped = artifacts.read_caption_shards(store)
-    if not rows:
-        raise InputError(
-            "None of the images could be decoded: "
-            + "; ".join(f"{s['file_name']}: {s['reason']}" for s in skipped[:5]),
-            "Check that the files are intact images.",
-        )
+    rows = artifacts.read_usable_captions(store)
     embed_cluster_step(store, options, embedder, [row["caption"] for row in rows])

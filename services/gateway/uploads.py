@@ -30,6 +30,7 @@ from shared.ingest import (
     captions_from_text,
     inspect_image,
     manifest_document,
+    no_usable_images,
     sha256_bytes,
 )
 
@@ -264,10 +265,9 @@ class Collector:
                     ImageRecord(item.digest, item.name, Path(item.name), item.format, item.width, item.height)
                 )
         if not records:
-            what = f"{len(skipped)} files, none of them a usable image" if skipped else "no files"
-            detail = "".join(f"\n  {s.file_name}: {s.reason}" for s in skipped[:10])
-            raise InputError(
-                f"The submission holds {what}.{detail}",
+            raise no_usable_images(
+                "The submission",
+                skipped,
                 "Send JPEG, PNG, WebP, BMP or GIF images, as files or in zip/tar archives.",
             )
         unmatched = sorted(set(provided) - {i.name for i in self.items})
