@@ -87,7 +87,9 @@ def test_random_sets_have_no_causal_effect(setup: tuple[nn.Module, ChannelAblati
         assert not result.document(0.05)["significant"]
 
 
-def test_ablation_hooks_change_nothing_when_idle(setup: tuple[nn.Module, ChannelAblation, torch.Tensor]) -> None:
+def test_ablation_hooks_change_nothing_when_idle(
+    setup: tuple[nn.Module, ChannelAblation, torch.Tensor],
+) -> None:
     model, _, inputs = setup
     with torch.inference_mode():
         assert model(inputs)[:, 0].min() > 9.5

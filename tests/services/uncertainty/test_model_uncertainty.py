@@ -48,7 +48,9 @@ def test_mc_dropout_gives_probabilities_strictly_between_0_and_1(
     assert not model.training and not model.drop.training  # dropout is off again afterwards
 
 
-def test_without_dropout_noise_mc_passes_agree(read_images: Callable[[Sequence[int]], list[Image.Image]]) -> None:
+def test_without_dropout_noise_mc_passes_agree(
+    read_images: Callable[[Sequence[int]], list[Image.Image]],
+) -> None:
     probability = run(TinyNet(p=0.0), read_images).mean(axis=0)
     assert set(np.unique(probability)) <= {0.0, 1.0}
 

@@ -16,7 +16,9 @@ from services.uncertainty.stats import (
 )
 
 
-@pytest.mark.parametrize(("method", "low", "high"), [("wilson", 0.935, 0.965), ("clopper_pearson", 0.95, 0.99)])
+@pytest.mark.parametrize(
+    ("method", "low", "high"), [("wilson", 0.935, 0.965), ("clopper_pearson", 0.95, 0.99)]
+)
 def test_interval_coverage_is_near_nominal_by_simulation(method: str, low: float, high: float) -> None:
     rng = np.random.default_rng(0)
     coverages = []
