@@ -162,8 +162,10 @@ def main() -> None:
     parser.add_argument("--model-images", type=int, default=200)
     parser.add_argument("--mc-samples", type=int, default=PipelineOptions().mc_samples)
     parser.add_argument("--skip-model", action="store_true")
+    parser.add_argument("--skip-statistics", action="store_true")
     args = parser.parse_args()
-    bench_statistics(args.images, args.resamples)
+    if not args.skip_statistics:
+        bench_statistics(args.images, args.resamples)
     if not args.skip_model:
         bench_model_passes(args.model_images, PipelineOptions(mc_samples=args.mc_samples))
 

@@ -248,7 +248,7 @@ def difference_separation(
         "sibling_carrier_share": round(siblings / sibling_mask.shape[0], 6)
         if sibling_mask.shape[0]
         else None,
-        "p_value": round(p_value, 10),
+        "p_value": float(f"{p_value:.4g}"),
         "significant": bool(p_value <= alpha),
     }
 

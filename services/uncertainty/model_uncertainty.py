@@ -74,21 +74,19 @@ def dropout_on(module: nn.Module) -> Iterator[None]:
 
 def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """A mild test-time augmentation of a normalised batch: flip (p=0.5), a random crop of
-    85-100% of the side resized back, brightness/contrast jitter of +-10%. Seeded by `generator`."""
-    n, _, height, width = batch.shape
+    85-100% of the side resized back, brightness/contrast jitter of +-10%. Seeded by `generator`.
+    Flip, crop and resize are one affine resampling of the whole batch."""
+    n = batch.shape[0]
     device = batch.device
     pixels = batch * _STD.to(device) + _MEAN.to(device)
-    flip = torch.rand(n, generator=generator) < 0.5
-    pixels = torch.where(flip.to(device).view(n, 1, 1, 1), pixels.flip(3), pixels)
+    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
     scale = 0.85 + 0.15 * torch.rand(n, generator=generator)
-    crops = []
-    for i in range(n):  # per image: crop boxes differ; n is one batch
-        ch, cw = max(8, int(height * scale[i])), max(8, int(width * scale[i]))
-        top = int(torch.randint(0, height - ch + 1, (1,), generator=generator))
-        left = int(torch.randint(0, width - cw + 1, (1,), generator=generator))
-        crop = pixels[i : i + 1, :, top : top + ch, left : left + cw]
-        crops.append(F.interpolate(crop, size=(height, width), mode="bilinear", align_corners=False))
-    pixels = torch.cat(crops)
+    shift = (1.0 - scale) * (2.0 * torch.rand(2, n, generator=generator) - 1.0)  # stays inside
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = scale * flip, scale
+    theta[:, 0, 2], theta[:, 1, 2] = shift[0], shift[1]
+    grid = F.affine_grid(theta.to(device), list(batch.shape), align_corners=False)
+    pixels = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
     brightness = (1.0 + 0.2 * (torch.rand(n, generator=generator) - 0.5)).to(device).view(n, 1, 1, 1)
     contrast = (1.0 + 0.2 * (torch.rand(n, generator=generator) - 0.5)).to(device).view(n, 1, 1, 1)
     mean = pixels.mean(dim=(1, 2, 3), keepdim=True)

@@ -44,6 +44,11 @@ def _r(values: np.ndarray, digits: int = 6) -> list[Any]:
     return [round(float(v), digits) for v in values]
 
 
+def _sig(values: np.ndarray) -> list[float]:
+    """Four significant digits: p-values far below 1e-6 stay readable instead of rounding to 0."""
+    return [float(f"{float(v):.4g}") for v in values]
+
+
 def uncertainty_step(
     store: Store,
     options: PipelineOptions,
@@ -158,8 +163,8 @@ def _cluster_document(
             "count": level.counts[k, members].tolist(),
             "lower": _r(st.lower[k, members]),
             "upper": _r(st.upper[k, members]),
-            "p_value": _r(st.p_value[k, members], 10),
-            "q_value": _r(st.q_value[k, members], 10),
+            "p_value": _sig(st.p_value[k, members]),
+            "q_value": _sig(st.q_value[k, members]),
             "significant": st.significant[k, members].tolist(),
             "reliable": st.reliable[k, members].tolist(),
             "inclusion_probability": _r(boot.inclusion[lv][k, members], 4) if boot else None,

@@ -10,7 +10,12 @@ from PIL import Image
 from torch import nn
 
 from services.activation.activations import LayerInfo
-from services.uncertainty.model_uncertainty import expected_support, pick_method, stochastic_active_sets
+from services.uncertainty.model_uncertainty import (
+    augment,
+    expected_support,
+    pick_method,
+    stochastic_active_sets,
+)
 
 LAYERS = [LayerInfo("layer1", 16, 0), LayerInfo("layer2", 8, 16)]
 CPU = torch.device("cpu")
@@ -79,3 +84,12 @@ def test_expected_support_is_the_mean_support_over_passes() -> None:
     mean, sd = expected_support(passes, np.array([0, 0, 1, 1]), 2)
     assert mean[0, 0] == 0.75 and sd[0, 0] == 0.25
     assert mean[1, 0] == 0 and sd[1, 0] == 0
+
+
+def test_augmentation_is_mild_and_keeps_the_batch_shape() -> None:
+    batch = torch.randn(4, 3, 32, 32)
+    views = augment(batch, torch.Generator().manual_seed(0))
+    assert views.shape == batch.shape
+    assert not torch.equal(views, batch)
+    # pixels stay in range: normalised values of [0, 1] pixels
+    assert views.min() >= (0 - 0.485) / 0.229 - 1e-4 and views.max() <= (1 - 0.406) / 0.225 + 1e-4
