@@ -8,13 +8,11 @@ captioner and the target model, where the suite's parallel branches decode it ea
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from services.activation import activations as act
 from services.activation.stage import groups_step, shard_activations, write_activation_shard
@@ -24,13 +22,12 @@ from services.caption.stage import caption_rows, write_caption_shard
 from services.embed_cluster.embedding import Embedder
 from services.embed_cluster.stage import embed_cluster_step
 from services.labelling.stage import label_step
-from services.uncertainty.stage import uncertainty_step
+from services.uncertainty.stage import manifest_image_reader, uncertainty_step
 from shared import artifacts
 from shared.errors import InputError
 from shared.hierarchy import assemble_hierarchy
 from shared.ingest import (
     decode_entries,
-    decode_image,
     find_caption_file,
     manifest_document,
     read_captions,
@@ -133,19 +130,6 @@ def image_stages(
     progress.finish("activations")
 
 
-def image_reader(
-    image_dir: Path, manifest: dict[str, Any], image_ids: Sequence[str]
-) -> Callable[[Sequence[int]], list[Image.Image]]:
-    """Decoded images for row indices of the job (the uncertainty stage's model passes); these
-    images decoded once already, so a failure now is a real error, not a skip."""
-    names = {entry["id"]: entry["file_name"] for entry in manifest["images"]}
-
-    def read(rows: Sequence[int]) -> list[Image.Image]:
-        return [decode_image((image_dir / names[image_ids[i]]).read_bytes()) for i in rows]
-
-    return read
-
-
 def run(
     image_dir: Path,
     out_dir: Path,
@@ -188,7 +172,9 @@ def run(
         options,
         image_ids,
         models.target.module,
-        image_reader(image_dir, manifest, image_ids),
+        manifest_image_reader(
+            manifest, image_ids, lambda entry: (image_dir / entry["file_name"]).read_bytes()
+        ),
         models.device,
     )
     progress.finish("uncertainty")

@@ -11,11 +11,12 @@ Two entry points, both plain functions a Celery task can call:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from services.activation import activations as act
@@ -31,6 +32,7 @@ from services.uncertainty.model_uncertainty import (
 )
 from services.uncertainty.stats import MembershipStats, chance_rates, membership_stats
 from shared import artifacts
+from shared.ingest import decode_image
 from shared.options import PipelineOptions
 from shared.storage import Store, get_npy, put_json
 from shared.tree import cluster_id
@@ -47,6 +49,20 @@ def _r(values: np.ndarray, digits: int = 6) -> list[Any]:
 def _sig(values: np.ndarray) -> list[float]:
     """Four significant digits: p-values far below 1e-6 stay readable instead of rounding to 0."""
     return [float(f"{float(v):.4g}") for v in values]
+
+
+def manifest_image_reader(
+    manifest: Mapping[str, Any], image_ids: Sequence[str], read_bytes: Callable[[dict[str, Any]], bytes]
+) -> ImageSource:
+    """Decoded images for row indices of the job, from manifest entries and a byte reader
+    (a file in the embedded run, `images/{sha256}.{ext}` in object storage in the suite). These
+    images were decoded once already, so a failure now is an error, not a skip."""
+    entries = {entry["id"]: entry for entry in manifest["images"]}
+
+    def read(rows: Sequence[int]) -> list[Image.Image]:
+        return [decode_image(read_bytes(entries[image_ids[i]])) for i in rows]
+
+    return read
 
 
 def uncertainty_step(
