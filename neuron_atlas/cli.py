@@ -24,8 +24,9 @@ from shared.options import PipelineOptions
 
 log = logging.getLogger("neuron_atlas")
 
-# The demo runs on a CPU in about a minute: fewer model passes for the uncertainty stage than a
-# real job's defaults (every cluster still gets its causal check; the options record the choice).
+# The demo runs on a CPU in about a minute and a half: fewer model passes for the uncertainty
+# stage than a real job's defaults (every cluster still gets its causal check; the options
+# record the choice).
 DEMO_UNCERTAINTY: dict[str, Any] = {
     "mc_samples": 4,
     "ablation_random_sets": 4,
