@@ -8,8 +8,10 @@ import pytest
 
 from neuron_atlas.cli import build_parser, options_from_args
 from neuron_atlas.pipeline import run
-from shared.hierarchy import SCHEMA_VERSION, validate_hierarchy
+from shared import artifacts
+from shared.hierarchy import SCHEMA_VERSION, assemble_hierarchy, validate_hierarchy
 from shared.options import PipelineOptions
+from shared.storage import LocalStore
 
 
 def test_uncertainty_flags_reach_the_options() -> None:
@@ -49,3 +51,8 @@ def test_embedded_run_puts_uncertainty_into_the_hierarchy(sample_dir: Path, tmp_
         assert (cluster["uncertainty"]["difference_test"] is None) == (
             cluster["parent"] is None or not cluster["difference_neurons"]
         )
+    # a job assembled without the uncertainty stage (a suite still wiring it) stays valid
+    store = LocalStore(tmp_path / "out")
+    store.delete_prefix(artifacts.UNCERTAINTY)
+    plain = assemble_hierarchy(store, "0")
+    assert "uncertainty" not in plain and "evidence" not in plain["clusters"][0]["neurons"][0]
