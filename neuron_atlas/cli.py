@@ -27,6 +27,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("neuron_atlas")
 
+# The demo runs on a CPU in about a minute and a half: fewer model passes for the uncertainty
+# stage than a real job's defaults (every cluster still gets its causal check; the options
+# record the choice).
+DEMO_UNCERTAINTY: dict[str, Any] = {
+    "mc_samples": 4,
+    "ablation_random_sets": 4,
+    "ablation_max_images": 4,
+    "pruning_random_sets": 1,
+}
+
 
 def package_version() -> str:
     try:
@@ -79,6 +89,37 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, default=defaults.batch_size)
     group.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
     group.add_argument("--max-image-pixels", type=int, default=defaults.max_image_pixels)
+    group = parser.add_argument_group("uncertainty (seeded by --seed)")
+    group.add_argument(
+        "--alpha", type=float, default=defaults.alpha, help="intervals at 1 - alpha, tests at alpha"
+    )
+    group.add_argument("--interval", choices=("wilson", "clopper_pearson"), default=defaults.interval)
+    group.add_argument(
+        "--bootstrap-resamples",
+        type=int,
+        default=defaults.bootstrap_resamples,
+        help="resamples for group stability (0: none; default: %(default)s)",
+    )
+    group.add_argument(
+        "--mc-samples",
+        type=int,
+        default=defaults.mc_samples,
+        help="stochastic passes: MC dropout, or test-time augmentation for models without "
+        "dropout (0: none; default: %(default)s)",
+    )
+    group.add_argument(
+        "--ablation-random-sets",
+        type=int,
+        default=defaults.ablation_random_sets,
+        help="random neuron sets per causal check (0: no causal checks or pruning report)",
+    )
+    group.add_argument(
+        "--ablation-max-images",
+        type=int,
+        default=defaults.ablation_max_images,
+        help="at most this many of a cluster's images per causal check (default: %(default)s)",
+    )
+    group.add_argument("--pruning-random-sets", type=int, default=defaults.pruning_random_sets)
 
 
 def _add_label_options(parser: argparse.ArgumentParser) -> None:
@@ -358,7 +399,7 @@ def _demo(args: argparse.Namespace, interactive: bool) -> int:
             f"(metadata.csv), so no captioning model is needed",
             file=sys.stderr,
         )
-        options = PipelineOptions(allow_random_weights=True)
+        options = PipelineOptions(allow_random_weights=True, **DEMO_UNCERTAINTY)
         os.environ.setdefault("NEURON_ATLAS_OFFLINE", "1")  # the demo never reaches for a hub
         hierarchy = run_to_folder(sample, args.out, options, None, True, interactive)
     _say_what_was_used(hierarchy, args.out, sys.stderr)

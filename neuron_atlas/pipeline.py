@@ -23,6 +23,7 @@ from services.embed_cluster.embedding import Embedder
 from services.embed_cluster.stage import embed_cluster_step
 from services.labelling.settings import LabelSettings, get_settings
 from services.labelling.stage import check_label_settings, label_step
+from services.uncertainty.stage import manifest_image_reader, uncertainty_step
 from shared import artifacts
 from shared.errors import ModelLoadError
 from shared.hierarchy import assemble_hierarchy
@@ -171,4 +172,16 @@ def run(
     groups_step(store, options, image_ids)
     progress.finish("groups")
     label_step(store, captions, models.embedder, label_settings, progress=progress)
+    progress.start("uncertainty", 1)
+    uncertainty_step(
+        store,
+        options,
+        image_ids,
+        models.target.module,
+        manifest_image_reader(
+            manifest, image_ids, lambda entry: (image_dir / entry["file_name"]).read_bytes()
+        ),
+        models.device,
+    )
+    progress.finish("uncertainty")
     return assemble_hierarchy(store, version)

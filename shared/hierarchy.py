@@ -61,13 +61,48 @@ def neuron_names(layers: Sequence[Mapping[str, Any]]) -> list[tuple[str, int]]:
 
 
 def neuron_list(
-    indices: Sequence[int], counts: Mapping[int, int], size: int, names: Sequence[tuple[str, int]]
+    indices: Sequence[int],
+    counts: Mapping[int, int],
+    size: int,
+    names: Sequence[tuple[str, int]],
+    evidence: Mapping[int, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Neuron objects, strongest support first (ties in neuron order)."""
+    """Neuron objects, strongest support first (ties in neuron order), each with the evidence
+    for its membership when the uncertainty stage ran."""
     ordered = sorted(indices, key=lambda i: (-counts[i], i))
-    return [
-        {"layer": names[i][0], "channel": names[i][1], "support": round(counts[i] / size, 6)} for i in ordered
-    ]
+    neurons = []
+    for i in ordered:
+        neuron: dict[str, Any] = {
+            "layer": names[i][0],
+            "channel": names[i][1],
+            "support": round(counts[i] / size, 6),
+        }
+        if evidence is not None:
+            neuron["evidence"] = evidence[i]
+        neurons.append(neuron)
+    return neurons
+
+
+def membership_evidence(members: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+    """Per neuron index, its membership's evidence from a cluster of uncertainty.json."""
+    evidence = {}
+    for j, neuron in enumerate(members["neuron"]):
+        evidence[int(neuron)] = {
+            "count": members["count"][j],
+            "interval": [members["lower"][j], members["upper"][j]],
+            "p_value": members["p_value"][j],
+            "q_value": members["q_value"][j],
+            "significant": members["significant"][j],
+            "reliable": members["reliable"][j],
+            "inclusion_probability": _at(members["inclusion_probability"], j),
+            "expected_support": _at(members["expected_support"], j),
+            "expected_support_sd": _at(members["expected_support_sd"], j),
+        }
+    return evidence
+
+
+def _at(values: Sequence[Any] | None, j: int) -> Any:
+    return None if values is None else values[j]
 
 
 def cluster_documents(
@@ -75,8 +110,10 @@ def cluster_documents(
     groups: Mapping[str, Any],
     labels: Mapping[str, Mapping[str, Any]],
     image_ids: Sequence[str],
+    uncertainty: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """The `clusters` of hierarchy.json from the tree, groups.json and labels.json."""
+    """The `clusters` of hierarchy.json from the tree, groups.json, labels.json and, when the
+    uncertainty stage ran, uncertainty.json."""
     names = neuron_names(groups["layers"])
     clusters = []
     for level_nodes, level in zip(tree, groups["levels"], strict=True):
@@ -85,28 +122,33 @@ def cluster_documents(
             group = level["clusters"][node.index]
             counts = dict(zip(group["group"], group["counts"], strict=True))
             label = labels[node.id]
-            clusters.append(
-                {
-                    "id": node.id,
-                    "level": node.level,
-                    "parent": node.parent,
-                    "children": list(node.children),
-                    "size": size,
-                    "images": [image_ids[i] for i in node.images],
-                    "label": label["label"],
-                    "label_source": label["source"],
-                    "label_model": label.get("model"),
-                    "label_prompt_version": label.get("prompt_version"),
-                    "label_warning": label.get("warning"),
-                    "label_quality": label.get("quality"),
-                    "neurons": neuron_list(group["group"], counts, size, names),
-                    "difference_neurons": neuron_list(group["difference"], counts, size, names),
-                    "difference_description": label["difference_description"],
-                    "difference_source": label.get(
-                        "difference_source", label["source"] if node.parent else None
-                    ),
+            stats = uncertainty["clusters"][node.id] if uncertainty else None
+            evidence = membership_evidence(stats["members"]) if stats else None
+            document = {
+                "id": node.id,
+                "level": node.level,
+                "parent": node.parent,
+                "children": list(node.children),
+                "size": size,
+                "images": [image_ids[i] for i in node.images],
+                "label": label["label"],
+                "label_source": label["source"],
+                "label_model": label.get("model"),
+                "label_prompt_version": label.get("prompt_version"),
+                "label_warning": label.get("warning"),
+                "label_quality": label.get("quality"),
+                "neurons": neuron_list(group["group"], counts, size, names, evidence),
+                "difference_neurons": neuron_list(group["difference"], counts, size, names, evidence),
+                "difference_description": label["difference_description"],
+                "difference_source": label.get("difference_source", label["source"] if node.parent else None),
+            }
+            if stats:
+                document["uncertainty"] = {
+                    "stability": stats["stability"],
+                    "causal": stats["causal"],
+                    "difference_test": stats["difference_test"],
                 }
-            )
+            clusters.append(document)
     return clusters
 
 
@@ -124,6 +166,7 @@ def assemble_hierarchy(store: Store, version: str) -> dict[str, Any]:
     )
     embedder = get_json(store, artifacts.EMBEDDER)
     tree = build_tree(get_npy(store, artifacts.PARTITIONS))
+    uncertainty = get_json(store, artifacts.UNCERTAINTY) if store.exists(artifacts.UNCERTAINTY) else None
     file_names = {image["id"]: image["file_name"] for image in manifest["images"]}
     options = spec["options"]
     document = {
@@ -152,8 +195,10 @@ def assemble_hierarchy(store: Store, version: str) -> dict[str, Any]:
         "skipped": [*manifest["skipped"], *shard_skipped],
         "labelling": labelling,
         "levels": [{"level": i + 1, "clusters": len(nodes)} for i, nodes in enumerate(tree)],
-        "clusters": cluster_documents(tree, groups, labels, [row["image_id"] for row in rows]),
+        "clusters": cluster_documents(tree, groups, labels, [row["image_id"] for row in rows], uncertainty),
     }
+    if uncertainty:
+        document["uncertainty"] = {key: uncertainty[key] for key in ("method", "summary", "pruning")}
     validate_hierarchy(document)
     put_json(store, artifacts.HIERARCHY, document)
     return document

@@ -12,6 +12,7 @@ DEFAULT_TARGET_MODEL = "resnet18"
 
 Ranking = Literal["per_layer", "global"]
 GroupRule = Literal["intersect", "direct"]
+IntervalMethod = Literal["wilson", "clopper_pearson"]
 
 
 class PipelineOptions(BaseModel):
@@ -49,6 +50,24 @@ class PipelineOptions(BaseModel):
     # 5./6. Groups
     min_support: float = Field(0.5, gt=0.0, le=1.0)
     group_rule: GroupRule = "intersect"
+    # 8. Uncertainty (seeded by `seed`)
+    alpha: float = Field(0.05, gt=0.0, lt=1.0, description="Intervals at 1 - alpha; tests at alpha.")
+    interval: IntervalMethod = Field("wilson", description="Support interval: wilson or clopper_pearson.")
+    bootstrap_resamples: int = Field(
+        200, ge=0, le=100_000, description="Bootstrap resamples for group stability; 0: none."
+    )
+    mc_samples: int = Field(
+        8, ge=0, le=1000, description="Stochastic passes (MC dropout, else test-time augmentation); 0: none."
+    )
+    ablation_random_sets: int = Field(
+        8, ge=0, le=1000, description="Random neuron sets per causal check; 0: no causal checks or pruning."
+    )
+    ablation_max_images: int = Field(
+        8, ge=1, le=100_000, description="At most this many of a cluster's images per causal check."
+    )
+    pruning_random_sets: int = Field(
+        3, ge=0, le=100, description="Random pruning sets beside significance pruning."
+    )
     # Input limits
     max_image_pixels: int = Field(
         50_000_000, ge=1, description="Larger images are skipped (decompression bombs)."

@@ -1,0 +1,1 @@
+"""Uncertainty service: intervals, tests, bootstrap stability, model uncertainty, causal checks."""

@@ -1,0 +1,263 @@
+"""Causal checks by ablation: zero neurons with forward hooks and watch the model's output.
+
+- A cluster's group is zeroed on the cluster's images; the drop of the logit of each image's
+  unablated top class is compared with the drop that size-matched random neuron sets (same
+  count per layer, drawn from the layer's other channels) cause on the same images. The keep-only
+  variant zeroes every selected neuron except the group, against keeping only random sets.
+- Significance pruning zeroes every neuron that is in no significant membership and compares the
+  model's outputs on the whole collection with the unpruned model, next to pruning the same
+  number of neurons (per layer) at random.
+- Difference neurons: a hypergeometric test that the child's images carry its difference
+  neurons more often than its siblings' images do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import nn
+
+from services.activation.activations import LayerInfo
+
+
+class ChannelAblation:
+    """Forward hooks that multiply each selected layer's output by a per-image keep mask.
+
+    `keep` is a float tensor (batch, neurons) over all selected neurons, or None (no change)."""
+
+    def __init__(self, module: nn.Module, layers: Sequence[LayerInfo]) -> None:
+        self.layers = list(layers)
+        self.keep: torch.Tensor | None = None
+        modules = dict(module.named_modules())
+        self._handles = [
+            modules[layer.name].register_forward_hook(self._hook_for(layer)) for layer in self.layers
+        ]
+
+    def _hook_for(self, layer: LayerInfo) -> Any:
+        def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor | None:
+            if self.keep is None:
+                return None
+            cols = self.keep[:, layer.offset : layer.offset + layer.channels]
+            return output * cols.view(*cols.shape, *([1] * (output.ndim - 2))).to(output.dtype)
+
+        return hook
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+@torch.inference_mode()
+def masked_logits(
+    module: nn.Module,
+    ablation: ChannelAblation,
+    inputs: torch.Tensor,
+    keeps: np.ndarray,
+    image_index: np.ndarray,
+    variant_index: np.ndarray,
+    batch_size: int,
+) -> torch.Tensor:
+    """Logits for (image, variant) pairs: image `inputs[image_index[j]]` with the neurons of
+    `keeps[variant_index[j]]` (bool, variants x neurons) kept and the rest zeroed."""
+    device = inputs.device
+    keep_tensor = torch.from_numpy(keeps.astype(np.float32)).to(device)
+    outputs = []
+    try:
+        for start in range(0, len(image_index), batch_size):
+            rows = slice(start, start + batch_size)
+            ablation.keep = keep_tensor[torch.from_numpy(variant_index[rows]).to(device)]
+            outputs.append(module(inputs[torch.from_numpy(image_index[rows]).to(device)]).float().cpu())
+    finally:
+        ablation.keep = None
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+def top_class_drop(base: torch.Tensor, ablated: torch.Tensor, top: torch.Tensor) -> np.ndarray:
+    """Per row, how far the logit of the unablated top class fell."""
+    index = top.view(-1, 1)
+    return (base.gather(1, index) - ablated.gather(1, index)).view(-1).numpy().astype(np.float64)
+
+
+def matched_random_sets(
+    group: np.ndarray, layers: Sequence[LayerInfo], count: int, rng: np.random.Generator
+) -> np.ndarray:
+    """`count` random neuron sets (bool, count x neurons) with the group's number of neurons in
+    each layer, drawn from the layer's channels outside the group (all channels if too few)."""
+    n_neurons = sum(layer.channels for layer in layers)
+    sets = np.zeros((count, n_neurons), dtype=bool)
+    for layer in layers:
+        cols = np.arange(layer.offset, layer.offset + layer.channels)
+        size = int(group[cols].sum())
+        if size == 0:
+            continue
+        pool = cols[~group[cols]] if (~group[cols]).sum() >= size else cols
+        keys = rng.random((count, pool.shape[0]))
+        chosen = pool[np.argpartition(keys, size - 1, axis=1)[:, :size]]
+        np.put_along_axis(sets, chosen, True, axis=1)
+    return sets
+
+
+def set_permutation_pvalue(
+    drops: np.ndarray, rng: np.random.Generator, permutations: int = 9999, greater: bool = True
+) -> float:
+    """Permutation p-value that set 0 (the group) differs from sets 1.. (random) in one direction.
+
+    `drops` is (images, sets). Under the null the group is one more random set, exchangeable with
+    them on every image, so each permutation picks per image which set plays the group; the
+    statistic is the mean over images of that set's drop minus the mean of the others."""
+    m, n_sets = drops.shape
+    totals = drops.sum(axis=1, keepdims=True)
+    others = n_sets - 1
+
+    def statistic(chosen: np.ndarray) -> np.ndarray:
+        return np.mean(chosen - (totals - chosen) / others, axis=0)
+
+    observed = float(statistic(drops[:, :1])[0])
+    picks = rng.integers(0, n_sets, size=(m, permutations))
+    null = statistic(np.take_along_axis(drops, picks, axis=1))
+    extreme = null >= observed - 1e-12 if greater else null <= observed + 1e-12
+    return float((1 + np.count_nonzero(extreme)) / (permutations + 1))
+
+
+def mean_interval(values: np.ndarray, alpha: float) -> tuple[float, float] | None:
+    """Student-t interval of a mean at confidence 1 - alpha; None for fewer than two values."""
+    if values.shape[0] < 2:
+        return None
+    mean = float(values.mean())
+    half = float(
+        stats.t.ppf(1 - alpha / 2, values.shape[0] - 1) * values.std(ddof=1) / np.sqrt(values.shape[0])
+    )
+    return mean - half, mean + half
+
+
+@dataclass(frozen=True)
+class CausalResult:
+    images: int
+    random_sets: int
+    group_drop: float
+    random_drop_mean: float
+    random_drop_sd: float
+    effect: float  # group drop minus mean random drop
+    interval: tuple[float, float] | None
+    p_value: float
+    keep_only_drop: float
+    keep_only_random_drop_mean: float
+    keep_only_effect: float  # mean random keep-only drop minus group keep-only drop
+    keep_only_interval: tuple[float, float] | None
+    keep_only_p_value: float
+
+    def document(self, alpha: float) -> dict[str, Any]:
+        def r(x: float) -> float:
+            return round(float(x), 6)
+
+        return {
+            "images": self.images,
+            "random_sets": self.random_sets,
+            "group_drop": r(self.group_drop),
+            "random_drop_mean": r(self.random_drop_mean),
+            "random_drop_sd": r(self.random_drop_sd),
+            "effect": r(self.effect),
+            "interval": [r(v) for v in self.interval] if self.interval else None,
+            "p_value": r(self.p_value),
+            "significant": bool(self.p_value <= alpha),
+            "keep_only": {
+                "group_drop": r(self.keep_only_drop),
+                "random_drop_mean": r(self.keep_only_random_drop_mean),
+                "effect": r(self.keep_only_effect),
+                "interval": [r(v) for v in self.keep_only_interval] if self.keep_only_interval else None,
+                "p_value": r(self.keep_only_p_value),
+                "significant": bool(self.keep_only_p_value <= alpha),
+            },
+        }
+
+
+def causal_check(
+    module: nn.Module,
+    ablation: ChannelAblation,
+    inputs: torch.Tensor,
+    group: np.ndarray,
+    layers: Sequence[LayerInfo],
+    random_sets: int,
+    alpha: float,
+    rng: np.random.Generator,
+    batch_size: int = 64,
+) -> CausalResult:
+    """Ablate `group` (bool over neurons) and keep only it, each against `random_sets` matched
+    random sets, on `inputs` (a cluster's preprocessed images)."""
+    m = inputs.shape[0]
+    randoms = matched_random_sets(group, layers, random_sets, rng)
+    ablate = ~np.vstack([group[None], randoms])  # variant 0: the group
+    keep_only = np.vstack([group[None], randoms])
+    # row 0 keeps everything: the unablated logits, in the same batches as the variants
+    keeps = np.vstack([np.ones((1, group.shape[0]), dtype=bool), ablate, keep_only])
+    n_variants = keeps.shape[0]
+    image_index = np.tile(np.arange(m), n_variants)
+    variant_index = np.repeat(np.arange(n_variants), m)
+    logits = masked_logits(module, ablation, inputs, keeps, image_index, variant_index, batch_size)
+    base, logits = logits[:m], logits[m:]
+    top = base.argmax(dim=1)
+    rows = image_index[m:]
+    drops = top_class_drop(base[rows], logits, top[rows]).reshape(n_variants - 1, m).T
+    ablate_drops, keep_drops = drops[:, : random_sets + 1], drops[:, random_sets + 1 :]
+    random_means = ablate_drops[:, 1:].mean(axis=0)
+    paired = ablate_drops[:, 0] - ablate_drops[:, 1:].mean(axis=1)
+    keep_paired = keep_drops[:, 1:].mean(axis=1) - keep_drops[:, 0]
+    return CausalResult(
+        images=m,
+        random_sets=random_sets,
+        group_drop=float(ablate_drops[:, 0].mean()),
+        random_drop_mean=float(random_means.mean()),
+        random_drop_sd=float(random_means.std(ddof=1)) if random_sets > 1 else 0.0,
+        effect=float(paired.mean()),
+        interval=mean_interval(paired, alpha),
+        p_value=set_permutation_pvalue(ablate_drops, rng, greater=True),
+        keep_only_drop=float(keep_drops[:, 0].mean()),
+        keep_only_random_drop_mean=float(keep_drops[:, 1:].mean()),
+        keep_only_effect=float(keep_paired.mean()),
+        keep_only_interval=mean_interval(keep_paired, alpha),
+        keep_only_p_value=set_permutation_pvalue(keep_drops, rng, greater=False),
+    )
+
+
+def difference_separation(
+    child_mask: np.ndarray,
+    sibling_mask: np.ndarray,
+    difference: np.ndarray,
+    min_support: float,
+    alpha: float,
+) -> dict[str, Any] | None:
+    """Hypergeometric test that the child's images carry its difference neurons more often than
+    its siblings' images. An image *carries* them when at least `min_support` of the difference
+    neurons are active in it (the group rule, turned per image). Masks are (images, neurons) of
+    the child's and of its siblings' images; None when there is nothing to test."""
+    if not difference.any():
+        return None
+    need = min_support * difference.sum()
+    child = int(np.count_nonzero(child_mask[:, difference].sum(axis=1) >= need))
+    siblings = int(np.count_nonzero(sibling_mask[:, difference].sum(axis=1) >= need))
+    n_child, n_parent = child_mask.shape[0], child_mask.shape[0] + sibling_mask.shape[0]
+    # P(X >= child) for X ~ Hypergeom(parent images, carriers among them, child images)
+    p_value = float(stats.hypergeom.sf(child - 1, n_parent, child + siblings, n_child))
+    return {
+        "child_carrier_share": round(child / n_child, 6),
+        "sibling_carrier_share": round(siblings / sibling_mask.shape[0], 6)
+        if sibling_mask.shape[0]
+        else None,
+        "p_value": float(f"{p_value:.4g}"),
+        "significant": bool(p_value <= alpha),
+    }
+
+
+def output_change(base: torch.Tensor, changed: torch.Tensor) -> dict[str, float]:
+    """How far outputs moved: top-1 agreement, mean |logit change|, mean drop of the top logit."""
+    top = base.argmax(dim=1)
+    return {
+        "top1_agreement": round(float((changed.argmax(dim=1) == top).float().mean()), 6),
+        "mean_abs_logit_change": round(float((changed - base).abs().mean()), 6),
+        "top_logit_drop": round(float(top_class_drop(base, changed, top).mean()), 6),
+    }

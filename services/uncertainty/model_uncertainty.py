@@ -1,0 +1,162 @@
+"""Model uncertainty of the active sets: Monte Carlo dropout, or test-time augmentation.
+
+Monte Carlo dropout (Gal & Ghahramani 2016) keeps the model's dropout on at inference and runs
+T stochastic passes; it only says something when a dropout module runs before some selected
+layer (torchvision's VGG/AlexNet drop out in the classifier, after every conv feature). Other
+models get test-time augmentation instead: a seeded horizontal flip, crop and small colour jitter
+per pass. Either way each pass yields active sets, and their mean is each image's probability that
+a neuron is active.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from services.activation import activations as act
+from services.activation.groups import one_hot
+
+Method = Literal["mc_dropout", "tta"]
+ImageSource = Callable[[Sequence[int]], list[Image.Image]]
+"""Decoded images for row indices of the job (the order of its image ids)."""
+
+_MEAN = torch.tensor(act.IMAGENET_MEAN).view(1, 3, 1, 1)
+_STD = torch.tensor(act.IMAGENET_STD).view(1, 3, 1, 1)
+
+
+def dropout_modules(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+
+
+def dropout_reaches_layers(module: nn.Module, layers: Sequence[str], device: torch.device) -> bool:
+    """Whether some dropout module runs before the last selected layer finishes (one probe pass)."""
+    dropouts = dropout_modules(module)
+    if not dropouts:
+        return False
+    calls: list[str] = []
+    named = dict(module.named_modules())
+    handles = [d.register_forward_hook(lambda *_: calls.append("dropout")) for d in dropouts]
+    handles += [named[name].register_forward_hook(lambda *_: calls.append("layer")) for name in layers]
+    try:
+        with torch.inference_mode():
+            module(torch.zeros(1, 3, act.CROP, act.CROP, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    last_layer = len(calls) - 1 - calls[::-1].index("layer")
+    return "dropout" in calls[:last_layer]
+
+
+def pick_method(module: nn.Module, layers: Sequence[str], device: torch.device) -> Method:
+    return "mc_dropout" if dropout_reaches_layers(module, layers, device) else "tta"
+
+
+@contextmanager
+def dropout_on(module: nn.Module) -> Iterator[None]:
+    """Dropout modules in training mode, everything else (batch norm) in eval mode."""
+    was_training = module.training
+    module.eval()
+    for dropout in dropout_modules(module):
+        dropout.train()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A mild test-time augmentation of a normalised batch: flip (p=0.5), a random crop of
+    85-100% of the side resized back, brightness/contrast jitter of +-10%. Seeded by `generator`.
+    Flip, crop and resize are one affine resampling of the whole batch."""
+    n = batch.shape[0]
+    device = batch.device
+    pixels = batch * _STD.to(device) + _MEAN.to(device)
+    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    scale = 0.85 + 0.15 * torch.rand(n, generator=generator)
+    shift = (1.0 - scale) * (2.0 * torch.rand(2, n, generator=generator) - 1.0)  # stays inside
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = scale * flip, scale
+    theta[:, 0, 2], theta[:, 1, 2] = shift[0], shift[1]
+    grid = F.affine_grid(theta.to(device), list(batch.shape), align_corners=False)
+    pixels = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    brightness = (1.0 + 0.2 * (torch.rand(n, generator=generator) - 0.5)).to(device).view(n, 1, 1, 1)
+    contrast = (1.0 + 0.2 * (torch.rand(n, generator=generator) - 0.5)).to(device).view(n, 1, 1, 1)
+    mean = pixels.mean(dim=(1, 2, 3), keepdim=True)
+    pixels = ((pixels * brightness - mean) * contrast + mean).clamp(0.0, 1.0)
+    return (pixels - _MEAN.to(device)) / _STD.to(device)
+
+
+@dataclass(frozen=True)
+class StochasticActivity:
+    """Active sets of T stochastic passes, bool (T, images, neurons)."""
+
+    method: Method
+    passes: np.ndarray
+
+    @property
+    def probability(self) -> np.ndarray:
+        """Per image and neuron, the share of passes in which the neuron was active."""
+        return self.passes.mean(axis=0, dtype=np.float32)
+
+
+def stochastic_active_sets(
+    module: nn.Module,
+    layers: Sequence[act.LayerInfo],
+    read_images: ImageSource,
+    n_images: int,
+    top_fraction: float,
+    ranking: str,
+    samples: int,
+    seed: int,
+    device: torch.device,
+    batch_size: int = 64,
+    method: Method | None = None,
+) -> StochasticActivity:
+    """T = `samples` stochastic passes over all images (decoded once per batch)."""
+    names = [layer.name for layer in layers]
+    method = method or pick_method(module, names, device)
+    n_neurons = sum(layer.channels for layer in layers)
+    passes = np.empty((samples, n_images, n_neurons), dtype=bool)
+    reader = act.ActivationReader(module, names)
+    generator = torch.Generator().manual_seed(seed)
+    fork_devices = [device] if device.type == "cuda" else []
+    try:
+        with (
+            torch.random.fork_rng(devices=fork_devices),
+            dropout_on(module) if method == "mc_dropout" else _noop(),
+        ):
+            torch.manual_seed(seed)  # dropout draws from the global generator; fork_rng restores it
+            for start in range(0, n_images, batch_size):
+                rows = list(range(start, min(start + batch_size, n_images)))
+                batch = act.preprocess(read_images(rows)).to(device)
+                for t in range(samples):
+                    view = augment(batch, generator) if method == "tta" else batch
+                    pooled = reader.read(view).cpu().numpy()
+                    passes[t, rows[0] : rows[-1] + 1] = act.active_mask(pooled, layers, top_fraction, ranking)
+    finally:
+        reader.close()
+    return StochasticActivity(method, passes)
+
+
+@contextmanager
+def _noop() -> Iterator[None]:
+    yield
+
+
+def expected_support(
+    passes: np.ndarray, labels: np.ndarray, n_clusters: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per cluster and neuron: the mean over passes of the support (= the mean activity
+    probability of the cluster's images) and its standard deviation across passes."""
+    membership = one_hot(labels, n_clusters)
+    sizes = np.asarray(membership.sum(axis=1)).ravel()[:, None]
+    supports = np.stack([(membership @ p.astype(np.float32)) / sizes for p in passes])
+    return supports.mean(axis=0), supports.std(axis=0)

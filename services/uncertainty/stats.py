@@ -1,0 +1,120 @@
+"""Per-membership statistics: support intervals, one-sided binomial tests, Benjamini–Hochberg.
+
+Everything is vectorised over (clusters x neurons) arrays, so a 25,000-image job's few million
+(cluster, neuron) pairs take seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy import stats
+
+from services.activation.activations import LayerInfo, active_count
+
+IntervalMethod = Literal["wilson", "clopper_pearson"]
+
+
+def wilson_interval(k: np.ndarray, n: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval for k successes in n trials at confidence 1 - alpha."""
+    k, n = np.asarray(k, dtype=np.float64), np.asarray(n, dtype=np.float64)
+    z = stats.norm.ppf(1.0 - alpha / 2.0)
+    p = k / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2.0 * n)) / denom
+    half = z * np.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / denom
+    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+
+
+def clopper_pearson_interval(k: np.ndarray, n: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Exact (Clopper–Pearson) interval: never below nominal coverage, often above."""
+    k, n = np.asarray(k, dtype=np.float64), np.asarray(n, dtype=np.float64)
+    with np.errstate(invalid="ignore"):  # beta(0, .) at the edges is replaced below
+        lower = np.where(k > 0, stats.beta.ppf(alpha / 2.0, k, n - k + 1.0), 0.0)
+        upper = np.where(k < n, stats.beta.ppf(1.0 - alpha / 2.0, k + 1.0, n - k), 1.0)
+    return lower, upper
+
+
+def proportion_interval(
+    k: np.ndarray, n: np.ndarray, alpha: float, method: IntervalMethod = "wilson"
+) -> tuple[np.ndarray, np.ndarray]:
+    if method == "wilson":
+        return wilson_interval(k, n, alpha)
+    if method == "clopper_pearson":
+        return clopper_pearson_interval(k, n, alpha)
+    raise ValueError(f"unknown interval method {method!r}")
+
+
+def binomial_greater_pvalue(k: np.ndarray, n: np.ndarray, chance: np.ndarray) -> np.ndarray:
+    """One-sided exact binomial test P(X >= k) for X ~ Binomial(n, chance)."""
+    return np.asarray(stats.binom.sf(np.asarray(k) - 1, n, chance), dtype=np.float64)
+
+
+def benjamini_hochberg(p_values: np.ndarray, axis: int = -1) -> np.ndarray:
+    """BH-adjusted p-values (q-values), each slice along `axis` a family of its own."""
+    p = np.moveaxis(np.asarray(p_values, dtype=np.float64), axis, -1)
+    m = p.shape[-1]
+    order = np.argsort(p, axis=-1, kind="stable")
+    ranked = np.take_along_axis(p, order, axis=-1) * m / np.arange(1, m + 1)
+    # q at rank i is the smallest adjusted value at rank >= i (step-up procedure)
+    ranked = np.minimum.accumulate(ranked[..., ::-1], axis=-1)[..., ::-1]
+    q = np.empty_like(ranked)
+    np.put_along_axis(q, order, np.minimum(ranked, 1.0), axis=-1)
+    return np.moveaxis(q, -1, axis)
+
+
+def chance_rates(layers: Sequence[LayerInfo], top_fraction: float, ranking: str) -> np.ndarray:
+    """Per neuron, the share of images in which it would be active by chance: exactly the
+    share of its ranking pool that the activation stage marks active (k of channels)."""
+    total = sum(layer.channels for layer in layers)
+    if ranking == "global":
+        return np.full(total, active_count(total, top_fraction) / total)
+    return np.concatenate(
+        [
+            np.full(layer.channels, active_count(layer.channels, top_fraction) / layer.channels)
+            for layer in layers
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class MembershipStats:
+    """One level's statistics, (clusters, neurons) arrays; intervals are NaN off the groups."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    p_value: np.ndarray
+    q_value: np.ndarray  # BH across all selected neurons of a cluster
+    significant: np.ndarray  # q <= alpha
+    reliable: np.ndarray  # interval lower bound >= min_support
+
+
+def membership_stats(
+    counts: np.ndarray,
+    sizes: np.ndarray,
+    members: np.ndarray,
+    chance: np.ndarray,
+    alpha: float,
+    min_support: float,
+    method: IntervalMethod = "wilson",
+) -> MembershipStats:
+    """Intervals for the group members; tests and q-values for every (cluster, neuron), because
+    the family a cluster's group was chosen from is all neurons, not only the chosen ones."""
+    n = np.broadcast_to(np.asarray(sizes, dtype=np.int64)[:, None], counts.shape)
+    p_value = binomial_greater_pvalue(counts, n, np.broadcast_to(chance, counts.shape))
+    q_value = benjamini_hochberg(p_value, axis=1)
+    lower = np.full(counts.shape, np.nan)
+    upper = np.full(counts.shape, np.nan)
+    lo, hi = proportion_interval(counts[members], n[members], alpha, method)
+    lower[members], upper[members] = lo, hi
+    return MembershipStats(
+        lower=lower,
+        upper=upper,
+        p_value=p_value,
+        q_value=q_value,
+        significant=q_value <= alpha,
+        reliable=np.nan_to_num(lower, nan=0.0) >= min_support,
+    )

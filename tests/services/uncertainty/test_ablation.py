@@ -1,0 +1,121 @@
+"""Causal checks on a model whose channels are built by hand to drive a class."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from services.activation.activations import LayerInfo, preprocess
+from services.uncertainty.ablation import (
+    ChannelAblation,
+    causal_check,
+    difference_separation,
+    matched_random_sets,
+    set_permutation_pvalue,
+)
+
+LAYERS = [LayerInfo("layer1", 8, 0), LayerInfo("layer2", 8, 8)]
+
+
+class HandBuilt(nn.Module):
+    """layer1 channels are ~1 everywhere and layer2 copies them channel by channel; class 0's logit
+    reads only layer2 channels 0 and 1 (weight 5 each), class 1 reads every channel weakly. So
+    the path layer1 {0, 1} -> layer2 {0, 1} (neurons 0, 1, 8, 9) drives class 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer1 = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU())
+        self.layer2 = nn.Sequential(nn.Conv2d(8, 8, 1), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+        with torch.no_grad():
+            self.layer1[0].weight.fill_(0.01)
+            self.layer1[0].bias.fill_(1.0)
+            self.layer2[0].weight.copy_(torch.eye(8)[:, :, None, None])
+            self.layer2[0].bias.zero_()
+            head = self.head[2]
+            head.weight.zero_()
+            head.weight[0, :2] = 5.0
+            head.weight[1, :] = 0.1
+            head.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.layer2(self.layer1(x)))
+
+
+def group_of(*neurons: int) -> np.ndarray:
+    group = np.zeros(16, dtype=bool)
+    group[list(neurons)] = True
+    return group
+
+
+@pytest.fixture(scope="module")
+def setup(
+    read_images: Callable[[Sequence[int]], list[Image.Image]],
+) -> tuple[nn.Module, ChannelAblation, torch.Tensor]:
+    model = HandBuilt().eval()
+    # the model is resolution-free: small crops of the preprocessed images keep the test fast
+    return model, ChannelAblation(model, LAYERS), preprocess(read_images(range(6)))[:, :, :32, :32]
+
+
+def test_planted_group_has_a_large_significant_causal_effect(
+    setup: tuple[nn.Module, ChannelAblation, torch.Tensor],
+) -> None:
+    model, ablation, inputs = setup
+    result = causal_check(
+        model, ablation, inputs, group_of(0, 1, 8, 9), LAYERS, 8, 0.05, np.random.default_rng(0)
+    )
+    assert result.group_drop == pytest.approx(10.0, rel=0.05)  # class 0's whole logit
+    assert result.random_drop_mean == pytest.approx(0.0, abs=1e-4)
+    assert result.effect > 9 and result.p_value < 0.01
+    assert result.interval is not None and result.interval[0] > 9
+    # keeping only the group keeps class 0's logit; keeping random pairs loses it
+    assert result.keep_only_drop == pytest.approx(0.0, abs=1e-4)
+    assert result.keep_only_effect > 9 and result.keep_only_p_value < 0.01
+
+
+def test_random_sets_have_no_causal_effect(setup: tuple[nn.Module, ChannelAblation, torch.Tensor]) -> None:
+    model, ablation, inputs = setup
+    for seed, group in enumerate([group_of(13, 14), group_of(2, 12), group_of(4, 5)]):
+        result = causal_check(model, ablation, inputs, group, LAYERS, 8, 0.05, np.random.default_rng(seed))
+        assert result.group_drop == pytest.approx(0.0, abs=1e-4)
+        assert result.p_value > 0.05
+        assert not result.document(0.05)["significant"]
+
+
+def test_ablation_hooks_change_nothing_when_idle(
+    setup: tuple[nn.Module, ChannelAblation, torch.Tensor],
+) -> None:
+    model, _, inputs = setup
+    with torch.inference_mode():
+        assert model(inputs)[:, 0].min() > 9.5
+
+
+def test_random_sets_match_the_group_per_layer_and_avoid_it() -> None:
+    group = group_of(1, 2, 9)
+    sets = matched_random_sets(group, LAYERS, 50, np.random.default_rng(0))
+    assert np.all(sets[:, :8].sum(axis=1) == 2) and np.all(sets[:, 8:].sum(axis=1) == 1)
+    assert not (sets & group).any()
+    assert len({row.tobytes() for row in sets}) > 10
+
+
+def test_set_permutation_pvalue_is_uniformish_under_the_null() -> None:
+    rng = np.random.default_rng(0)
+    p = [set_permutation_pvalue(rng.normal(size=(6, 9)), rng, permutations=999) for _ in range(300)]
+    assert 0.03 < np.mean(np.array(p) <= 0.1) < 0.17
+
+
+def test_difference_neurons_that_mark_the_child_separate_it_from_siblings() -> None:
+    rng = np.random.default_rng(0)
+    child = rng.random((30, 16)) < 0.1
+    siblings = rng.random((60, 16)) < 0.1
+    child[:, [3, 4]] = rng.random((30, 2)) < 0.9
+    marked = difference_separation(child, siblings, group_of(3, 4), 0.5, 0.05)
+    assert marked is not None and marked["significant"] and marked["p_value"] < 1e-10
+    unmarked = difference_separation(child, siblings, group_of(10, 11), 0.5, 0.05)
+    assert unmarked is not None and not unmarked["significant"]
+    assert difference_separation(child, siblings, np.zeros(16, dtype=bool), 0.5, 0.05) is None

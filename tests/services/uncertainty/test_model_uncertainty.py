@@ -1,0 +1,95 @@
+"""Monte Carlo dropout and test-time augmentation on tiny models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from services.activation.activations import LayerInfo
+from services.uncertainty.model_uncertainty import (
+    augment,
+    expected_support,
+    pick_method,
+    stochastic_active_sets,
+)
+
+LAYERS = [LayerInfo("layer1", 16, 0), LayerInfo("layer2", 8, 16)]
+CPU = torch.device("cpu")
+
+
+class TinyNet(nn.Module):
+    """Stem, dropout (before the read layers, or only in the classifier), two read layers."""
+
+    def __init__(self, p: float, dropout_in_features: bool = True) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 5, stride=8), nn.ReLU())
+        self.drop = nn.Dropout(p) if dropout_in_features else nn.Identity()
+        self.layer1 = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2), nn.ReLU())
+        self.layer2 = nn.Sequential(nn.Conv2d(16, 8, 3), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(p), nn.Linear(8, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.layer2(self.layer1(self.drop(self.stem(x)))))
+
+
+def run(model: nn.Module, read: Callable[[Sequence[int]], list[Image.Image]], seed: int = 0) -> np.ndarray:
+    activity = stochastic_active_sets(model.eval(), LAYERS, read, 12, 0.25, "per_layer", 16, seed, CPU, 5)
+    return activity.passes
+
+
+def test_mc_dropout_gives_probabilities_strictly_between_0_and_1(
+    read_images: Callable[[Sequence[int]], list[Image.Image]],
+) -> None:
+    model = TinyNet(p=0.3)
+    assert pick_method(model, ["layer1", "layer2"], CPU) == "mc_dropout"
+    probability = run(model, read_images).mean(axis=0)
+    uncertain = (probability > 0) & (probability < 1)
+    assert uncertain.mean() > 0.1
+    assert not model.training and not model.drop.training  # dropout is off again afterwards
+
+
+def test_without_dropout_noise_mc_passes_agree(
+    read_images: Callable[[Sequence[int]], list[Image.Image]],
+) -> None:
+    probability = run(TinyNet(p=0.0), read_images).mean(axis=0)
+    assert set(np.unique(probability)) <= {0.0, 1.0}
+
+
+def test_dropout_only_after_the_read_layers_falls_back_to_augmentation(
+    read_images: Callable[[Sequence[int]], list[Image.Image]],
+) -> None:
+    model = TinyNet(p=0.3, dropout_in_features=False)
+    assert pick_method(model, ["layer1", "layer2"], CPU) == "tta"
+    passes = run(model, read_images)
+    assert ((passes.mean(axis=0) > 0) & (passes.mean(axis=0) < 1)).any()
+
+
+def test_stochastic_passes_repeat_exactly_with_the_seed(
+    read_images: Callable[[Sequence[int]], list[Image.Image]],
+) -> None:
+    model = TinyNet(p=0.3)
+    assert np.array_equal(run(model, read_images, seed=4), run(model, read_images, seed=4))
+    assert not np.array_equal(run(model, read_images, seed=4), run(model, read_images, seed=5))
+
+
+def test_expected_support_is_the_mean_support_over_passes() -> None:
+    passes = np.zeros((2, 4, 3), dtype=bool)
+    passes[0, :2, 0] = True  # pass 0: neuron 0 active in both images of cluster 0
+    passes[1, 0, 0] = True  # pass 1: in one of them
+    mean, sd = expected_support(passes, np.array([0, 0, 1, 1]), 2)
+    assert mean[0, 0] == 0.75 and sd[0, 0] == 0.25
+    assert mean[1, 0] == 0 and sd[1, 0] == 0
+
+
+def test_augmentation_is_mild_and_keeps_the_batch_shape() -> None:
+    batch = torch.randn(4, 3, 32, 32)
+    views = augment(batch, torch.Generator().manual_seed(0))
+    assert views.shape == batch.shape
+    assert not torch.equal(views, batch)
+    # pixels stay in range: normalised values of [0, 1] pixels
+    assert views.min() >= (0 - 0.485) / 0.229 - 1e-4 and views.max() <= (1 - 0.406) / 0.225 + 1e-4

@@ -1,0 +1,76 @@
+"""Membership statistics against ground truth: simulated coverage, scipy's BH, exact tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from services.activation.activations import LayerInfo
+from services.uncertainty.stats import (
+    benjamini_hochberg,
+    binomial_greater_pvalue,
+    chance_rates,
+    membership_stats,
+    proportion_interval,
+)
+
+
+@pytest.mark.parametrize(
+    ("method", "low", "high"), [("wilson", 0.935, 0.965), ("clopper_pearson", 0.95, 0.99)]
+)
+def test_interval_coverage_is_near_nominal_by_simulation(method: str, low: float, high: float) -> None:
+    rng = np.random.default_rng(0)
+    coverages = []
+    for n in (15, 40, 120):
+        for p in (0.1, 0.3, 0.5, 0.75):
+            k = rng.binomial(n, p, size=4000)
+            lo, hi = proportion_interval(k, np.full_like(k, n), 0.05, method)  # type: ignore[arg-type]
+            coverages.append(np.mean((lo <= p) & (p <= hi)))
+    # Wilson is close to nominal on average; Clopper–Pearson never falls below it
+    assert low <= np.mean(coverages) <= high
+    if method == "clopper_pearson":
+        assert min(coverages) >= 0.94  # simulation noise only
+
+
+def test_interval_narrows_with_more_images_and_contains_the_estimate() -> None:
+    lo_small, hi_small = proportion_interval(np.array([6]), np.array([10]), 0.05)
+    lo_big, hi_big = proportion_interval(np.array([600]), np.array([1000]), 0.05)
+    assert hi_big - lo_big < (hi_small - lo_small) / 5
+    assert lo_big[0] < 0.6 < hi_big[0]
+
+
+def test_benjamini_hochberg_matches_scipy_false_discovery_control() -> None:
+    rng = np.random.default_rng(1)
+    p = np.concatenate([rng.uniform(size=(20, 150)), rng.uniform(0, 1e-3, size=(20, 30))], axis=1)
+    p[3, 5] = p[3, 6]  # ties
+    ours = benjamini_hochberg(p, axis=1)
+    np.testing.assert_allclose(ours, stats.false_discovery_control(p, axis=1, method="bh"), rtol=1e-12)
+    np.testing.assert_allclose(
+        benjamini_hochberg(p.T, axis=0), stats.false_discovery_control(p.T, axis=0), rtol=1e-12
+    )
+
+
+def test_binomial_test_is_the_exact_one_sided_test() -> None:
+    for k, n, p0 in [(7, 10, 0.1), (0, 5, 0.3), (30, 30, 0.5)]:
+        expected = stats.binomtest(k, n, p0, alternative="greater").pvalue
+        assert binomial_greater_pvalue(np.array(k), np.array(n), np.array(p0)) == pytest.approx(expected)
+
+
+def test_chance_rate_is_the_active_share_of_each_ranking_pool() -> None:
+    layers = [LayerInfo("a", 64, 0), LayerInfo("b", 5, 64)]
+    per_layer = chance_rates(layers, 0.1, "per_layer")
+    assert per_layer[0] == pytest.approx(6 / 64) and per_layer[-1] == pytest.approx(1 / 5)
+    assert np.all(chance_rates(layers, 0.1, "global") == pytest.approx(7 / 69))
+
+
+def test_reliable_needs_the_lower_bound_to_clear_min_support() -> None:
+    counts = np.array([[6, 9, 3], [100, 2, 0]])
+    sizes = np.array([10, 100])
+    members = counts >= 0.5 * sizes[:, None]
+    st = membership_stats(counts, sizes, members, np.full(3, 0.1), 0.05, 0.5)
+    # 6/10 is in the group but its interval reaches far below 0.5; 100/100 is safely above
+    assert members[0, 0] and not st.reliable[0, 0]
+    assert st.reliable[1, 0] and not st.reliable[1, 1]
+    assert st.significant[1, 0] and not st.significant[1, 2]
+    assert np.isnan(st.lower[0, 2]) and not np.isnan(st.lower[0, 1])
