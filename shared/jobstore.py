@@ -34,6 +34,7 @@ STAGES: tuple[str, ...] = (
     "embed_cluster",
     "groups",
     "labelling",
+    "uncertainty",
     "assemble",
 )
 

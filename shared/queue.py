@@ -24,6 +24,7 @@ EMBED_CLUSTER_RUN = "embed_cluster.run"
 ACTIVATION_GROUPS = "activation.groups"
 LABELLING_LABEL = "labelling.label"
 LABELLING_RELABEL = "labelling.relabel"
+UNCERTAINTY_RUN = "uncertainty.run"
 PIPELINE_ASSEMBLE = "pipeline.assemble"
 
 QUEUES = ("caption", "embed_cluster", "activation", "labelling", "uncertainty")
@@ -36,9 +37,8 @@ ROUTES = {
     "pipeline.*": {"queue": "labelling"},
 }
 
-# Steps after the neuron groups, in order. Later stages (uncertainty.run, ...) are appended here,
-# before the assembly of hierarchy.json.
-STEPS_AFTER_GROUPS: list[str] = [LABELLING_LABEL]
+# Steps after the neuron groups, in order, before the assembly of hierarchy.json (design §2).
+STEPS_AFTER_GROUPS: list[str] = [LABELLING_LABEL, UNCERTAINTY_RUN]
 
 
 def configure(app: Celery, settings: InfraSettings) -> None:

@@ -129,6 +129,15 @@ class ActivationSettings(BaseSettings):
     device: str | None = Field(None, description="torch device when the job names none.")
 
 
+class UncertaintySettings(BaseSettings):
+    """The uncertainty workers load the job's target model too (MC dropout, ablations)."""
+
+    model_config = SettingsConfigDict(env_prefix="UNCERTAINTY_", env_nested_delimiter="__", extra="ignore")
+
+    model_cache_dir: Path | None = Field(None, description="Folder of torchvision checkpoints.")
+    device: str | None = Field(None, description="torch device when the job names none.")
+
+
 class EmbedClusterSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EMBED_CLUSTER_", env_nested_delimiter="__", extra="ignore")
 

@@ -36,7 +36,7 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 S3_ACCESS_KEY, S3_SECRET_KEY = "suite-test-key", "suite-test-secret-123"
 TENANT_KEYS = {"tenant-a": "key-for-tenant-a", "tenant-b": "key-for-tenant-b"}
-SUITE_WORKERS = ("caption", "embed_cluster", "activation", "labelling")
+SUITE_WORKERS = ("caption", "embed_cluster", "activation", "labelling", "uncertainty")
 
 
 @pytest.fixture(scope="session")

@@ -66,6 +66,11 @@ class JobPublic(BaseModel):
         description="Once labelled: who wrote the labels (source, model, prompt version), the "
         "accounting (requests, prompt and completion tokens, cache hits, cost) and label quality.",
     )
+    uncertainty: dict[str, Any] | None = Field(
+        None,
+        description="Once the uncertainty stage ran: share of reliable and of significant "
+        "memberships, mean bootstrap stability, clusters with a significant causal effect.",
+    )
     links: JobLinks
 
     @classmethod
@@ -84,6 +89,7 @@ class JobPublic(BaseModel):
             finished_at=record.finished_at,
             error=_problem(record.error),
             labelling=record.reports.get("labelling"),
+            uncertainty=record.reports.get("uncertainty"),
             links=JobLinks(
                 self=base,
                 hierarchy=f"{base}/hierarchy",
@@ -132,6 +138,12 @@ class NeuronClusterPublic(BaseModel):
     label: str
     support: float
     difference: bool = Field(description="In the cluster's group but not in its parent's.")
+    evidence: dict[str, Any] | None = Field(
+        None,
+        description="How far to trust this membership: count, confidence interval, p- and q-value, "
+        "significant, reliable, bootstrap inclusion probability, expected support under model "
+        "uncertainty (hierarchy.json schema, $defs/evidence).",
+    )
 
 
 class NeuronPublic(BaseModel):

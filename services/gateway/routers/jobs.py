@@ -335,6 +335,7 @@ def get_neuron(job: JobDep, store: StoreDep, layer: str, channel: int) -> Neuron
                         label=cluster["label"],
                         support=neuron["support"],
                         difference=(layer, channel) in difference,
+                        evidence=neuron.get("evidence"),
                     )
                 )
     return NeuronPublic(layer=layer, channel=channel, clusters=found)

@@ -16,7 +16,17 @@ import pytest
 from tests.services.gateway.helpers import wait_for
 
 PROBLEM = "application/problem+json"
-LIGHT = {"options": {"allow_random_weights": True, "device": "cpu"}}
+LIGHT = {
+    "options": {
+        "allow_random_weights": True,
+        "device": "cpu",
+        "layers": ["layer4"],
+        "bootstrap_resamples": 20,
+        "mc_samples": 0,
+        "ablation_random_sets": 0,
+        "pruning_random_sets": 0,
+    }
+}
 
 
 @pytest.fixture

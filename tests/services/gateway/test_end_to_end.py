@@ -14,7 +14,18 @@ from neuron_atlas import pipeline
 from shared.options import PipelineOptions
 from tests.services.gateway.helpers import wait_for, zip_folder
 
-OPTIONS = {"allow_random_weights": True, "shard_size": 8, "batch_size": 8, "device": "cpu"}
+OPTIONS = {
+    "allow_random_weights": True,
+    "shard_size": 8,
+    "batch_size": 8,
+    "device": "cpu",
+    # every uncertainty part on, lightly, so the equality covers it too
+    "bootstrap_resamples": 50,
+    "mc_samples": 2,
+    "ablation_random_sets": 2,
+    "ablation_max_images": 2,
+    "pruning_random_sets": 1,
+}
 
 
 def _comparable(hierarchy: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +65,9 @@ def test_finished_job_reports_every_stage_done(suite_job: dict[str, Any]) -> Non
     assert job["progress"]["activation"] == {"done": 24, "total": 24}
     assert all(p["done"] == p["total"] for p in job["progress"].values()), job["progress"]
     assert job["started_at"] and job["finished_at"] and job["error"] is None
+    assert job["progress"]["uncertainty"] == {"done": 1, "total": 1}
+    assert job["uncertainty"] == suite_job["hierarchy"]["uncertainty"]["summary"]
+    assert job["labelling"]["source"] == "offline"
 
 
 def test_cluster_endpoint_returns_that_cluster(suite: Any, suite_job: dict[str, Any]) -> None:
@@ -78,6 +92,8 @@ def test_neuron_endpoint_lists_the_clusters_whose_group_holds_it(
         found = client.get(url).json()
         assert [c["id"] for c in found["clusters"]] == expected
         assert found["clusters"][0]["support"] == neuron["support"]
+        assert found["clusters"][0]["evidence"] == neuron["evidence"]
+        assert neuron["evidence"]["interval"][0] <= neuron["support"] <= neuron["evidence"]["interval"][1]
         assert client.get(f"/v1/jobs/{suite_job['job']['id']}/neurons/layer1/99999").status_code == 404
 
 

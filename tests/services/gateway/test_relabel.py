@@ -17,6 +17,10 @@ OPTIONS = {
     "batch_size": 12,
     "device": "cpu",
     "layers": ["layer4"],
+    "bootstrap_resamples": 20,
+    "mc_samples": 0,
+    "ablation_random_sets": 0,
+    "pruning_random_sets": 0,
 }
 DONE = {"succeeded", "failed", "cancelled"}
 

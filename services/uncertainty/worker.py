@@ -1,0 +1,6 @@
+"""Uncertainty worker: `celery -A services.uncertainty.worker worker -Q uncertainty`."""
+
+from services.uncertainty import tasks as tasks
+from shared.queue import get_app
+
+app = get_app()
