@@ -279,7 +279,34 @@ def _say_what_was_used(hierarchy: dict[str, Any], out_dir: Path, stream: TextIO)
     for skipped in hierarchy["skipped"]:
         print(f"skipped {skipped['file_name']}: {skipped['reason']}", file=stream)
     _say_how_labelled(hierarchy, stream)
+    _say_how_far_to_trust(hierarchy, stream)
     print(f"result: {out_dir / 'hierarchy.json'}", file=stream)
+
+
+def _say_how_far_to_trust(hierarchy: dict[str, Any], stream: TextIO) -> None:
+    if "uncertainty" not in hierarchy:
+        return
+    summary, pruning = hierarchy["uncertainty"]["summary"], hierarchy["uncertainty"]["pruning"]
+
+    def share(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.0%}"
+
+    stability = summary["mean_stability"]
+    print(
+        f"uncertainty: {summary['memberships']} memberships, {share(summary['reliable_share'])} reliable, "
+        f"{share(summary['significant_share'])} significant; bootstrap stability "
+        f"{'n/a' if stability is None else f'{stability:.2f}'}; causal effect in "
+        f"{summary['clusters_with_causal_effect']} of {summary['clusters_checked']} clusters checked",
+        file=stream,
+    )
+    if pruning and pruning["pruned"]:
+        random = pruning["random"]
+        versus = f" (random pruning: {random[0]['top1_agreement']:.0%})" if random else ""
+        print(
+            f"pruning {pruning['neurons_pruned']} neurons in no significant membership keeps top-1 "
+            f"agreement at {pruning['pruned']['top1_agreement']:.0%}{versus}",
+            file=stream,
+        )
 
 
 def _say_how_labelled(hierarchy: dict[str, Any], stream: TextIO) -> None:
