@@ -218,9 +218,8 @@ def bench_caption(device: str, n: int = 16, batch: int = 8) -> dict[str, float]:
             self.image = BlipImageProcessor()
 
         def __call__(self, images: list, return_tensors: str) -> object:
-            inputs = self.image(images=images, return_tensors=return_tensors)
-            inputs["input_ids"] = torch.full((len(images), 1), model.config.text_config.bos_token_id)
-            return inputs
+            # as BlipProcessor for captioning: pixels only; BLIP starts each caption itself
+            return self.image(images=images, return_tensors=return_tensors)
 
         def batch_decode(self, tokens: torch.Tensor, skip_special_tokens: bool) -> list[str]:
             return [" ".join(map(str, row.tolist())) for row in tokens]
@@ -246,17 +245,22 @@ def main() -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     wanted = set(args.only.split(","))
     results: dict[str, object] = {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+
+    def record(name: str, value: object) -> None:  # each result as it comes, in case a later one fails
+        results[name] = value
+        print(json.dumps({name: value}), file=sys.stderr, flush=True)
+
     for device in devices:
         if "activations" in wanted:
-            results[f"activations_{device}"] = bench_activations(device, args.activation_images, args.batch)
+            record(f"activations_{device}", bench_activations(device, args.activation_images, args.batch))
         if "embed" in wanted:
-            results[f"embed_{device}"] = bench_embed(device)
+            record(f"embed_{device}", bench_embed(device))
         if "caption" in wanted:
-            results[f"caption_{device}"] = bench_caption(device, 64 if device == "cuda" else 16)
+            record(f"caption_{device}", bench_caption(device, 64 if device == "cuda" else 16))
     if "groups" in wanted:
-        results["groups"] = bench_groups()
+        record("groups", bench_groups())
     if "finch" in wanted:
-        results["finch"] = bench_finch()
+        record("finch", bench_finch())
     json.dump(results, sys.stdout, indent=1)
     print()
 

@@ -106,7 +106,16 @@ def main() -> None:
     from neuron_atlas.sample import make_sample
     from shared.options import PipelineOptions
 
-    options = {"allow_random_weights": True, "shard_size": args.shard_size, "device": "cpu"}
+    # Uncertainty statistics run in both modes; its model passes (MC/TTA, ablations, pruning) are
+    # off: they cost the same in both and would only dilute the orchestration overhead measured.
+    options = {
+        "allow_random_weights": True,
+        "shard_size": args.shard_size,
+        "device": "cpu",
+        "mc_samples": 0,
+        "ablation_random_sets": 0,
+        "pruning_random_sets": 0,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         images = make_sample(work / "images", per_concept=max(1, args.images // 6), size=128)
