@@ -211,7 +211,9 @@ def bench_caption(device: str, n: int = 16, batch: int = 8) -> dict[str, float]:
     dev = torch.device(device)
     torch.manual_seed(0)
     model = BlipForConditionalGeneration(BlipConfig()).eval()  # BLIP-base shapes, random weights
-    model.config.text_config.eos_token_id = None  # run every caption to the bound (worst case)
+    # never stop early: every caption runs to the token bound (the worst case)
+    model.text_decoder.generation_config.eos_token_id = None
+    model.generation_config.eos_token_id = None
 
     class Decoder:  # ids -> text without a vocabulary file (none reachable here)
         def __init__(self) -> None:
