@@ -115,27 +115,28 @@ class GatewaySettings(BaseSettings):
         return value
 
 
-class CaptionSettings(BaseSettings):
+class ModelWorkerSettings(BaseSettings):
+    """A worker that loads models: where their weights are cached, and its default device.
+    Each service reads these under its own prefix (`CAPTION_`, `ACTIVATION_`, `UNCERTAINTY_`)."""
+
+    model_cache_dir: Path | None = Field(
+        None, description="Model cache (HF cache, or torchvision checkpoints)."
+    )
+    device: str | None = Field(None, description="torch device when the job names none.")
+
+
+class CaptionSettings(ModelWorkerSettings):
     model_config = SettingsConfigDict(env_prefix="CAPTION_", env_nested_delimiter="__", extra="ignore")
 
-    model_cache_dir: Path | None = Field(None, description="Hugging Face cache for BLIP.")
-    device: str | None = Field(None, description="torch device when the job names none.")
 
-
-class ActivationSettings(BaseSettings):
+class ActivationSettings(ModelWorkerSettings):
     model_config = SettingsConfigDict(env_prefix="ACTIVATION_", env_nested_delimiter="__", extra="ignore")
 
-    model_cache_dir: Path | None = Field(None, description="Folder of torchvision checkpoints.")
-    device: str | None = Field(None, description="torch device when the job names none.")
 
-
-class UncertaintySettings(BaseSettings):
+class UncertaintySettings(ModelWorkerSettings):
     """The uncertainty workers load the job's target model too (MC dropout, ablations)."""
 
     model_config = SettingsConfigDict(env_prefix="UNCERTAINTY_", env_nested_delimiter="__", extra="ignore")
-
-    model_cache_dir: Path | None = Field(None, description="Folder of torchvision checkpoints.")
-    device: str | None = Field(None, description="torch device when the job names none.")
 
 
 class EmbedClusterSettings(BaseSettings):
