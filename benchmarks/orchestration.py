@@ -17,35 +17,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import io
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the test suite's server helpers
 sys.path.insert(0, str(ROOT))
 
-from servers import ProcessGroup, start_redis, start_seaweedfs, wait_http  # noqa: E402
+# the test suite's real servers, started the same way here
+from tests.servers import ProcessGroup, start_redis, start_seaweedfs, start_suite, zip_folder  # noqa: E402
 
 KEY = "benchmark-key"
-WORKERS = ("caption", "embed_cluster", "activation", "labelling")
-
-
-def zip_folder(folder: Path) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            zf.write(path, path.relative_to(folder).as_posix())
-    return buffer.getvalue()
 
 
 def run_suite_job(client: httpx.Client, archive: bytes, options: dict[str, Any]) -> tuple[float, str]:
@@ -146,44 +135,7 @@ def main() -> None:
         }
         group = ProcessGroup(work / "logs")
         try:
-            for service in WORKERS:
-                group.start(
-                    service,
-                    [
-                        sys.executable,
-                        "-m",
-                        "celery",
-                        "-A",
-                        f"services.{service}.worker",
-                        "worker",
-                        "-Q",
-                        service,
-                        "--pool",
-                        "solo",
-                        "-n",
-                        f"{service}@%h",
-                        "--without-gossip",
-                        "--without-mingle",
-                    ],
-                    env,
-                )
-            port = group.free_port()
-            group.start(
-                "gateway",
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "services.gateway.main:app",
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                ],
-                env,
-            )
-            url = f"http://127.0.0.1:{port}"
-            wait_http(f"{url}/readyz", group, timeout=60)
+            url = start_suite(group, env)
             with httpx.Client(
                 base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120
             ) as client:

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import ProcessGroup, RedisServer, S3Server, start_redis, start_seaweedfs, wait_http
+from tests.servers import ProcessGroup, RedisServer, S3Server, start_redis, start_seaweedfs, start_suite
 
 # Tests never reach for a model hub: every model they use is built here or shipped by a package.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,7 +35,6 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 S3_ACCESS_KEY, S3_SECRET_KEY = "suite-test-key", "suite-test-secret-123"
 TENANT_KEYS = {"tenant-a": "key-for-tenant-a", "tenant-b": "key-for-tenant-b"}
-SUITE_WORKERS = ("caption", "embed_cluster", "activation", "labelling", "uncertainty")
 
 
 @pytest.fixture(scope="session")
@@ -112,49 +110,7 @@ def suite(
     }
     group = ProcessGroup(logs)
     try:
-        for service in SUITE_WORKERS:
-            group.start(
-                service,
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    f"services.{service}.worker",
-                    "worker",
-                    "-Q",
-                    service,
-                    "--pool",
-                    "solo",
-                    "-n",
-                    f"{service}@%h",
-                    "--loglevel",
-                    "INFO",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--without-heartbeat",
-                ],
-                env,
-            )
-        port = group.free_port()
-        group.start(
-            "gateway",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "services.gateway.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            env,
-        )
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/readyz", group, timeout=60)
+        url = start_suite(group, env)
         yield Suite(url, env, bucket, logs)
     finally:
         group.stop()

@@ -3,6 +3,7 @@ SeaweedFS (S3), and any subprocess; every process is stopped by the one who star
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,13 +211,78 @@ def wait_http(url: str, group: ProcessGroup, timeout: float) -> None:
     raise RuntimeError(f"{url} not ready after {timeout}s: {last}")
 
 
+# Every worker service of the suite, each on its own queue (the compose file runs the same).
+SUITE_WORKERS = ("caption", "embed_cluster", "activation", "labelling", "uncertainty")
+
+
+def start_suite(group: ProcessGroup, env: dict[str, str]) -> str:
+    """One Celery worker per service and the gateway under uvicorn; returns the gateway's URL
+    once it is ready. The caller stops them with `group.stop()`."""
+    for service in SUITE_WORKERS:
+        group.start(
+            service,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                f"services.{service}.worker",
+                "worker",
+                "-Q",
+                service,
+                "--pool",
+                "solo",
+                "-n",
+                f"{service}@%h",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            env,
+        )
+    port = group.free_port()
+    group.start(
+        "gateway",
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "services.gateway.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/readyz", group, timeout=60)
+    return url
+
+
+def zip_folder(folder: Path) -> bytes:
+    """Every file below `folder` in a zip archive, as a submission would upload it."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            archive.write(path, path.relative_to(folder).as_posix())
+    return buffer.getvalue()
+
+
 __all__ = [
+    "SUITE_WORKERS",
     "ProcessGroup",
     "RedisServer",
     "S3Server",
     "free_port",
     "start_redis",
     "start_seaweedfs",
+    "start_suite",
     "wait_http",
+    "zip_folder",
 ]
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -106,3 +106,9 @@ def test_compose_file_is_valid_and_refuses_to_start_without_secrets():
         ["docker-compose", "config", "-q"], cwd=ROOT, env=bare, capture_output=True, text=True
     )
     assert run.returncode != 0 and "set S3_ACCESS_KEY" in run.stderr
+
+
+def test_the_test_suite_starts_every_worker_service():
+    from tests.servers import SUITE_WORKERS
+
+    assert set(SUITE_WORKERS) == {p.parent.name for p in ROOT.glob("services/*/worker.py")}

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import time
-import zipfile
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-
-def zip_folder(folder: Path) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            zf.write(path, path.relative_to(folder).as_posix())
-    return buffer.getvalue()
+from tests.servers import zip_folder as zip_folder
 
 
 def wait_for(client: httpx.Client, job_url: str, statuses: set[str], timeout: float = 240) -> dict[str, Any]:
