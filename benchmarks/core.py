@@ -55,14 +55,15 @@ def bench_activations(device: str, n_images: int, batch: int) -> dict[str, float
     import torch
     import torchvision
 
-    from services.activation import activations as act
+    from neuron_core import active_sets, hooks
+    from neuron_core import layers as layer_names
     from services.activation.stage import shard_activations
     from shared.options import PipelineOptions
 
     dev = torch.device(device)
     model = torchvision.models.resnet18().eval().to(dev)
     images = synthetic_images(n_images)
-    tensors = [act.preprocess(images[i : i + batch]) for i in range(0, n_images, batch)]
+    tensors = [hooks.preprocess(images[i : i + batch]) for i in range(0, n_images, batch)]
     options = PipelineOptions(batch_size=batch)
 
     @torch.inference_mode()
@@ -75,17 +76,17 @@ def bench_activations(device: str, n_images: int, batch: int) -> dict[str, float
     @torch.inference_mode()
     def bare_with_preprocess() -> None:
         for i in range(0, n_images, batch):
-            model(act.preprocess(images[i : i + batch]).to(dev))
+            model(hooks.preprocess(images[i : i + batch]).to(dev))
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    reader = act.ActivationReader(model, act.resolve_layers(model, None))
+    reader = hooks.ActivationReader(model, layer_names.resolve_layers(model, None))
     layers = reader.layer_infos(dev)
 
     def stage_on_tensors() -> None:
         for x in tensors:
             pooled = reader.read(x.to(dev)).cpu().numpy()
-            act.active_mask(pooled, layers, options.top_fraction, options.ranking)
+            active_sets.active_mask(pooled, layers, options.top_fraction, options.ranking)
 
     def stage() -> None:
         shard_activations(images, reader, layers, options, dev)
@@ -127,17 +128,18 @@ def nested_partitions(n: int, levels: int, seed: int = 0) -> np.ndarray:
 def bench_groups(n: int = 25_000, levels: int = 6) -> dict[str, float]:
     import scipy.sparse as sp
 
-    from services.activation import activations as act
-    from services.activation.groups import active_matrix, build_groups, one_hot
-    from services.activation.stage import ActiveSets, groups_document
+    from neuron_core import active_sets
+    from neuron_core import layers as layer_names
+    from neuron_core.active_sets import ActiveSets
+    from neuron_core.groups import active_matrix, build_groups, groups_document, one_hot
     from shared.tree import build_tree
 
     infos, offset = [], 0
     for name, channels in [("layer1", 64), ("layer2", 128), ("layer3", 256), ("layer4", 512)]:
-        infos.append(act.LayerInfo(name, channels, offset))
+        infos.append(layer_names.LayerInfo(name, channels, offset))
         offset += channels
     rng = np.random.default_rng(1)
-    mask = act.active_mask(rng.random((n, offset), dtype=np.float32), infos, 0.1, "per_layer")
+    mask = active_sets.active_mask(rng.random((n, offset), dtype=np.float32), infos, 0.1, "per_layer")
     partitions = nested_partitions(n, levels)
     active = ActiveSets([str(i) for i in range(n)], mask, infos, "random")
 
@@ -190,7 +192,7 @@ def bench_finch(n: int = 25_000) -> dict[str, object]:
 
 def bench_embed(device: str | None, n: int = 2000) -> dict[str, float]:
     from neuron_atlas.sample import CONCEPTS, PHRASES
-    from services.embed_cluster.embedding import Embedder
+    from shared.sentence_embedder import Embedder
 
     captions = [
         PHRASES[i % 3].format(c=CONCEPTS[i % 6][1], s=CONCEPTS[i % 6][0], b=f"{CONCEPTS[i % 6][3]} {i}")

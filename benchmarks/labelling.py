@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 
 from services.embed_cluster.clustering import finch_partitions
-from services.embed_cluster.embedding import Embedder
 from services.labelling.quality import label_quality
 from services.labelling.settings import LabelSettings
-from services.labelling.stage import label_step, label_vectors, labelling_summary
+from services.labelling.stage import label_clusters, label_vectors, labelling_summary
 from shared import artifacts
-from shared.hierarchy import ClusterLabel
+from shared.contracts.labels import ClusterLabel
 from shared.options import PipelineOptions
+from shared.sentence_embedder import Embedder
 from shared.storage import LocalStore, get_json, get_npy, put_json, put_npy
 from shared.tree import build_tree
 from tests.services.labelling.fake_llm import FakeLLM
@@ -69,14 +69,14 @@ def timed_label(
     """(seconds spent writing labels, summary): the run's time less the time its quality
     scoring takes (embedding every label on CPU), measured again on the same labels."""
     start = time.perf_counter()
-    label_step(store, captions, embedder, settings)
+    label_clusters(store, captions, embedder, settings)
     total = time.perf_counter() - start
     labels = {cid: ClusterLabel(**fields) for cid, fields in get_json(store, artifacts.LABELS).items()}
     start = time.perf_counter()
     embeddings = get_npy(store, artifacts.EMBEDDINGS)
     tree = build_tree(get_npy(store, artifacts.PARTITIONS))
     label_quality(tree, label_vectors(labels, captions, embeddings, embedder), embeddings)
-    summary = labelling_summary(store)
+    summary = labelling_summary(store).document()
     summary["quality_seconds"] = round(time.perf_counter() - start, 3)
     return max(total - summary["quality_seconds"], 1e-3), summary
 

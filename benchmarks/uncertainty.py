@@ -22,8 +22,9 @@ import torch
 import torchvision
 from PIL import Image
 
-from services.activation import activations as act
-from services.activation.groups import build_groups
+from neuron_core import active_sets, hooks
+from neuron_core.groups import build_groups
+from neuron_core.layers import LayerInfo
 from services.uncertainty import ablation as abl
 from services.uncertainty.model_uncertainty import stochastic_active_sets
 from services.uncertainty.stage import _causal_checks, compute_uncertainty, pruning_report
@@ -32,10 +33,10 @@ from shared.options import PipelineOptions
 RESNET18_LAYERS = [("layer1", 64), ("layer2", 128), ("layer3", 256), ("layer4", 512)]
 
 
-def layer_infos() -> list[act.LayerInfo]:
+def layer_infos() -> list[LayerInfo]:
     infos, offset = [], 0
     for name, channels in RESNET18_LAYERS:
-        infos.append(act.LayerInfo(name, channels, offset))
+        infos.append(LayerInfo(name, channels, offset))
         offset += channels
     return infos
 
@@ -53,7 +54,7 @@ def nested_partitions(n: int, sizes: Sequence[int], rng: np.random.Generator) ->
     return np.stack(columns, axis=1).astype(np.int32)
 
 
-def synthetic_job(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[act.LayerInfo]]:
+def synthetic_job(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[LayerInfo]]:
     """Partitions and active sets where every level-1 cluster prefers some neurons."""
     layers = layer_infos()
     partitions = nested_partitions(n, [2500, 700, 200, 50, 12, 3], rng)
@@ -64,7 +65,7 @@ def synthetic_job(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
         k = int(partitions[:, level].max()) + 1
         prefs.append((rng.random((k, n_neurons)) < 0.04).astype(np.float32)[partitions[:, level]])
     pooled = rng.normal(size=(n, n_neurons)).astype(np.float32) + 2.5 * prefs[0] + 1.5 * prefs[1]
-    return partitions, act.active_mask(pooled, layers, 0.1, "per_layer"), layers
+    return partitions, active_sets.active_mask(pooled, layers, 0.1, "per_layer"), layers
 
 
 def bench_statistics(n: int, resamples: int) -> None:
@@ -75,10 +76,10 @@ def bench_statistics(n: int, resamples: int) -> None:
     levels = build_groups(partitions, mask, options.min_support)
     baseline = time.perf_counter() - start
     start = time.perf_counter()
-    document = compute_uncertainty(partitions, mask, layers, options)
+    document = compute_uncertainty(partitions, mask, levels, layers, options)
     elapsed = time.perf_counter() - start
     sizes = [int(partitions[:, lv].max()) + 1 for lv in range(partitions.shape[1])]
-    summary = document["summary"]
+    summary = document.document()["summary"]
     print(
         f"statistics: {n} images, levels {sizes}, {mask.shape[1]} neurons, {resamples} resamples, "
         f"{summary['memberships']} memberships"
@@ -106,11 +107,11 @@ def bench_model_passes(n_images: int, options: PipelineOptions) -> None:
     device = torch.device("cpu")
     layers = layer_infos()
     with torch.inference_mode():  # warm-up: first-call allocations are not the baseline's cost
-        model(act.preprocess(read(range(min(8, n_images)))))
+        model(hooks.preprocess(read(range(min(8, n_images)))))
     start = time.perf_counter()
     with torch.inference_mode():
         for s in range(0, n_images, options.batch_size):
-            model(act.preprocess(read(range(s, min(s + options.batch_size, n_images)))))
+            model(hooks.preprocess(read(range(s, min(s + options.batch_size, n_images)))))
     plain = time.perf_counter() - start
     start = time.perf_counter()
     activity = stochastic_active_sets(

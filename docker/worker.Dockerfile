@@ -17,6 +17,7 @@ RUN case "$DEVICE" in \
 COPY pyproject.toml README.md ./
 COPY shared shared
 COPY services services
+COPY neuron_core neuron_core
 COPY neuron_atlas neuron_atlas
 RUN pip install .
 # Bake the default models (BLIP base, ResNet18 ImageNet weights; the embedder ships in its

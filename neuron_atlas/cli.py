@@ -15,15 +15,17 @@ import tempfile
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from neuron_atlas.option_flags import add_option_flags, options_from_args
 from shared.errors import InputError, LabellingError, ModelLoadError, NeuronAtlasError
 from shared.options import PipelineOptions
 
 if TYPE_CHECKING:
     from services.labelling.settings import LabelSettings
+    from shared.contracts.hierarchy import Hierarchy
 
 log = logging.getLogger("neuron_atlas")
 
@@ -43,83 +45,6 @@ def package_version() -> str:
         return version("neuron-atlas")
     except PackageNotFoundError:
         return "0+unknown"
-
-
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    defaults = PipelineOptions()
-    group = parser.add_argument_group("captions and clustering")
-    group.add_argument(
-        "--captions",
-        type=Path,
-        metavar="FILE",
-        help="metadata.csv/.jsonl with file_name and caption columns (default: "
-        "the folder's own metadata file); images without one are captioned by BLIP",
-    )
-    group.add_argument("--caption-model", default=defaults.caption_model, metavar="ID_OR_PATH")
-    group.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
-    group.add_argument("--embed-model", default=defaults.embed_model, metavar="ID_OR_PATH")
-    group.add_argument(
-        "--ann-threshold",
-        type=int,
-        default=defaults.ann_threshold,
-        help="FINCH uses approximate neighbours above this many images",
-    )
-    group.add_argument("--seed", type=int, default=defaults.seed)
-    group = parser.add_argument_group("target model and neurons")
-    group.add_argument(
-        "--model",
-        default=defaults.model,
-        help="torchvision classification architecture (default: %(default)s)",
-    )
-    group.add_argument(
-        "--weights",
-        metavar="FILE.safetensors",
-        help="state dict for --model (default: ImageNet weights from the torch cache)",
-    )
-    group.add_argument(
-        "--allow-random-weights",
-        action="store_true",
-        help="use random weights when no trained weights can be had (demos only)",
-    )
-    group.add_argument("--layers", help="comma-separated module names (default: residual stages)")
-    group.add_argument("--top-fraction", type=float, default=defaults.top_fraction)
-    group.add_argument("--ranking", choices=("per_layer", "global"), default=defaults.ranking)
-    group.add_argument("--min-support", type=float, default=defaults.min_support)
-    group.add_argument("--group-rule", choices=("intersect", "direct"), default=defaults.group_rule)
-    group.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    group.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
-    group.add_argument("--max-image-pixels", type=int, default=defaults.max_image_pixels)
-    group = parser.add_argument_group("uncertainty (seeded by --seed)")
-    group.add_argument(
-        "--alpha", type=float, default=defaults.alpha, help="intervals at 1 - alpha, tests at alpha"
-    )
-    group.add_argument("--interval", choices=("wilson", "clopper_pearson"), default=defaults.interval)
-    group.add_argument(
-        "--bootstrap-resamples",
-        type=int,
-        default=defaults.bootstrap_resamples,
-        help="resamples for group stability (0: none; default: %(default)s)",
-    )
-    group.add_argument(
-        "--mc-samples",
-        type=int,
-        default=defaults.mc_samples,
-        help="stochastic passes: MC dropout, or test-time augmentation for models without "
-        "dropout (0: none; default: %(default)s)",
-    )
-    group.add_argument(
-        "--ablation-random-sets",
-        type=int,
-        default=defaults.ablation_random_sets,
-        help="random neuron sets per causal check (0: no causal checks or pruning report)",
-    )
-    group.add_argument(
-        "--ablation-max-images",
-        type=int,
-        default=defaults.ablation_max_images,
-        help="at most this many of a cluster's images per causal check (default: %(default)s)",
-    )
-    group.add_argument("--pruning-random-sets", type=int, default=defaults.pruning_random_sets)
 
 
 def _add_label_options(parser: argparse.ArgumentParser) -> None:
@@ -192,7 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="levels of the tree printed at the end (default: %(default)s)",
     )
-    _add_run_options(run)
+    run.add_argument(
+        "--captions",
+        type=Path,
+        metavar="FILE",
+        help="metadata.csv/.jsonl with file_name and caption columns (default: "
+        "the folder's own metadata file); images without one are captioned by BLIP",
+    )
+    add_option_flags(run)
     _add_label_options(run)
 
     relabel = commands.add_parser(
@@ -219,19 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def options_from_args(args: argparse.Namespace) -> PipelineOptions:
-    fields = PipelineOptions.model_fields
-    values: dict[str, Any] = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    try:
-        return PipelineOptions(**values)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"--{'-'.join(str(p) for p in err['loc']).replace('_', '-')}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise InputError(f"Invalid options: {problems}.", "See neuron-atlas run --help.") from None
-
-
 def _replace_dir(staging: Path, out_dir: Path) -> None:
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -246,7 +165,7 @@ def run_to_folder(
     overwrite: bool,
     show_progress: bool,
     label_settings: LabelSettings | None = None,
-) -> dict[str, Any]:
+) -> Hierarchy:
     """Run into a staging folder beside OUT_DIR; only a finished result replaces it."""
     from neuron_atlas.pipeline import run
     from neuron_atlas.terminal import TerminalProgress
@@ -266,71 +185,6 @@ def run_to_folder(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return hierarchy
-
-
-def _say_what_was_used(hierarchy: dict[str, Any], out_dir: Path, stream: TextIO) -> None:
-    models = hierarchy["models"]
-    captioned = models["captioner"]["images_captioned"]
-    n = len(hierarchy["images"])
-    print(f"images: {n} used, {len(hierarchy['skipped'])} skipped", file=stream)
-    print(f"captions: {n - captioned} provided, {captioned} by {models['captioner']['id']}", file=stream)
-    print(f"embedder: {models['embedder']['id']} ({models['embedder']['source']})", file=stream)
-    print(f"target: {models['target']['architecture']}, weights: {models['target']['weights']}", file=stream)
-    for skipped in hierarchy["skipped"]:
-        print(f"skipped {skipped['file_name']}: {skipped['reason']}", file=stream)
-    _say_how_labelled(hierarchy, stream)
-    _say_how_far_to_trust(hierarchy, stream)
-    print(f"result: {out_dir / 'hierarchy.json'}", file=stream)
-
-
-def _say_how_far_to_trust(hierarchy: dict[str, Any], stream: TextIO) -> None:
-    if "uncertainty" not in hierarchy:
-        return
-    summary, pruning = hierarchy["uncertainty"]["summary"], hierarchy["uncertainty"]["pruning"]
-
-    def share(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.0%}"
-
-    stability = summary["mean_stability"]
-    print(
-        f"uncertainty: {summary['memberships']} memberships, {share(summary['reliable_share'])} reliable, "
-        f"{share(summary['significant_share'])} significant; bootstrap stability "
-        f"{'n/a' if stability is None else f'{stability:.2f}'}; causal effect in "
-        f"{summary['clusters_with_causal_effect']} of {summary['clusters_checked']} clusters checked",
-        file=stream,
-    )
-    if pruning and pruning["pruned"]:
-        random = pruning["random"]
-        versus = f" (random pruning: {random[0]['top1_agreement']:.0%})" if random else ""
-        print(
-            f"pruning {pruning['neurons_pruned']} neurons in no significant membership keeps top-1 "
-            f"agreement at {pruning['pruned']['top1_agreement']:.0%}{versus}",
-            file=stream,
-        )
-
-
-def _say_how_labelled(hierarchy: dict[str, Any], stream: TextIO) -> None:
-    labelling = hierarchy["labelling"]
-    counts = ", ".join(f"{n} {source}" for source, n in sorted(labelling["labels"].items()))
-    print(f"labels: {counts}", file=stream)
-    if labelling["source"] == "llm":
-        spent = labelling["accounting"]
-        cost = f", ${spent['cost_usd']:.4f}" if spent["cost_usd"] is not None else ""
-        print(
-            f"labelling: {labelling['model']} at {labelling['endpoint']}, prompts "
-            f"{labelling['prompt_version']}: {spent['requests']} requests, {spent['cache_hits']} "
-            f"cached, {spent['prompt_tokens']}+{spent['completion_tokens']} tokens{cost}",
-            file=stream,
-        )
-    quality = labelling["quality"]
-    if quality and quality["mean"] is not None:
-        print(
-            f"label quality (AUROC vs sibling captions): mean {quality['mean']:.3f}, "
-            f"min {quality['min']:.3f} over {quality['clusters_scored']} clusters",
-            file=stream,
-        )
-    for warning in labelling["warnings"]:
-        print(f"warning: {warning}", file=stream)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -369,9 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             label_settings_from_args(args),
         )
         if not args.quiet:
-            from neuron_atlas.terminal import print_tree
+            from neuron_atlas.terminal import print_run_report, print_tree
 
-            _say_what_was_used(hierarchy, args.out, sys.stderr)
+            print_run_report(hierarchy, args.out, sys.stderr)
             print_tree(hierarchy, args.tree_levels, sys.stdout)
         return 0
     except InputError as exc:
@@ -396,8 +250,8 @@ def _print_error(exc: NeuronAtlasError) -> None:
 
 def _relabel(args: argparse.Namespace, interactive: bool) -> int:
     """New labels for a finished result, in place; the rest of the result is reused."""
-    from neuron_atlas.terminal import TerminalProgress, print_tree
-    from services.labelling.stage import relabel
+    from neuron_atlas.terminal import TerminalProgress, print_labelling_report, print_tree
+    from services.labelling.stage import run_relabel
     from shared.storage import LocalStore
 
     settings = label_settings_from_args(args)
@@ -406,9 +260,9 @@ def _relabel(args: argparse.Namespace, interactive: bool) -> int:
             f"{args.out_dir} holds no hierarchy.json.", "Point relabel at the OUT_DIR of a finished run."
         )
     with TerminalProgress(enabled=interactive) as progress:
-        hierarchy = relabel(LocalStore(args.out_dir), package_version(), settings, progress=progress)
+        hierarchy = run_relabel(LocalStore(args.out_dir), package_version(), settings, progress=progress)
     if not args.quiet:
-        _say_how_labelled(hierarchy, sys.stderr)
+        print_labelling_report(hierarchy.labelling, sys.stderr)
         print(f"result: {args.out_dir / 'hierarchy.json'}", file=sys.stderr)
         print_tree(hierarchy, args.tree_levels, sys.stdout)
     return 0
@@ -417,7 +271,7 @@ def _relabel(args: argparse.Namespace, interactive: bool) -> int:
 def _demo(args: argparse.Namespace, interactive: bool) -> int:
     """The sample, run with ImageNet weights when cached, else random weights, said plainly."""
     from neuron_atlas.sample import make_sample
-    from neuron_atlas.terminal import print_tree
+    from neuron_atlas.terminal import print_run_report, print_tree
 
     with tempfile.TemporaryDirectory(prefix="neuron-atlas-sample-") as tmp:
         sample = make_sample(Path(tmp) / "sample")
@@ -429,8 +283,8 @@ def _demo(args: argparse.Namespace, interactive: bool) -> int:
         options = PipelineOptions(allow_random_weights=True, **DEMO_UNCERTAINTY)
         os.environ.setdefault("NEURON_ATLAS_OFFLINE", "1")  # the demo never reaches for a hub
         hierarchy = run_to_folder(sample, args.out, options, None, True, interactive)
-    _say_what_was_used(hierarchy, args.out, sys.stderr)
-    if "random" in hierarchy["models"]["target"]["weights"]:
+    print_run_report(hierarchy, args.out, sys.stderr)
+    if "random" in hierarchy.models.target.weights:
         print(
             "demo: NOTE the target model has RANDOM weights (no ImageNet weights in the torch "
             "cache), so its neuron groups show the method, not what a trained ResNet18 learned.",

@@ -12,9 +12,9 @@ import torch
 
 from services.activation.target_model import load_target_model
 from services.caption.captioning import load_blip
-from services.embed_cluster.embedding import Embedder
 from shared.errors import ModelLoadError
 from shared.hub import downloads_allowed
+from shared.sentence_embedder import Embedder
 
 log = logging.getLogger(__name__)
 

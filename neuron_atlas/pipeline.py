@@ -1,34 +1,32 @@
 """The embedded run: every stage in this process, artifacts in a local folder (design §5).
 
-It sequences the services' store steps, the same ones the suite's workers run, over a
-`LocalStore`. One difference, on purpose: each shard is decoded once and fed to both the
-captioner and the target model, where the suite's parallel branches decode it each.
+It calls each stage's one entry (`run_<stage>`), the same ones the suite's Celery tasks call,
+over a `LocalStore`, so the two cannot drift. One difference, on purpose: each shard is decoded
+once and given to both per-shard entries, where the suite's parallel branches decode it each.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from services.activation import activations as act
-from services.activation.stage import groups_step, shard_activations, write_activation_shard
-from services.activation.target_model import LoadedModel, load_target_model
+from neuron_core.target_model import LoadedModel, TargetSpec, target_model
+from services.activation.stage import hook_layers, run_activation_shard, run_groups
 from services.caption.captioning import Captioner
-from services.caption.stage import caption_rows, write_caption_shard
-from services.embed_cluster.embedding import Embedder
-from services.embed_cluster.stage import embed_cluster_step
+from services.caption.stage import run_caption_shard
+from services.embed_cluster.stage import run_embed_cluster
 from services.labelling.settings import LabelSettings, get_settings
-from services.labelling.stage import check_label_settings, label_step
-from services.uncertainty.stage import manifest_image_reader, uncertainty_step
+from services.labelling.stage import check_label_settings, run_labelling
+from services.uncertainty.stage import run_uncertainty
 from shared import artifacts
+from shared.contracts.hierarchy import Hierarchy
 from shared.errors import ModelLoadError
 from shared.hierarchy import assemble_hierarchy
 from shared.ingest import (
-    decode_entries,
+    decode_shard,
     find_caption_file,
     manifest_document,
     read_captions,
@@ -36,6 +34,7 @@ from shared.ingest import (
 )
 from shared.options import PipelineOptions
 from shared.progress import NoProgress, Progress
+from shared.sentence_embedder import Embedder
 from shared.storage import LocalStore, Store, put_json
 
 log = logging.getLogger(__name__)
@@ -46,11 +45,8 @@ class Models:
     """Everything loaded and checked before the long work starts, so a typo fails in seconds."""
 
     target: LoadedModel
-    layers: list[act.LayerInfo]
-    reader: act.ActivationReader
     captioner: Captioner | None
     embedder: Embedder
-    device: torch.device
 
 
 def ingest(
@@ -79,14 +75,10 @@ def ingest(
 
 def load_models(options: PipelineOptions, uncaptioned: list[str]) -> Models:
     """Load every model the job needs; `uncaptioned` names the images that need the captioner."""
-    device = act.pick_device(options.device)
-    target = load_target_model(
-        options.model, options.weights, options.allow_random_weights, seed=options.seed
-    )
-    target.module.to(device)
-    reader = act.ActivationReader(target.module, act.resolve_layers(target.module, options.layers))
-    layers = reader.layer_infos(device)
-    captioner = Captioner(options.caption_model, device) if uncaptioned else None
+    target = target_model(TargetSpec.of(options))
+    with hook_layers(target, options) as reader:
+        reader.layer_infos(target.device)  # a layer that does not run fails now, not after captioning
+    captioner = Captioner(options.caption_model, target.device) if uncaptioned else None
     if captioner:
         try:
             captioner.load()
@@ -97,7 +89,7 @@ def load_models(options: PipelineOptions, uncaptioned: list[str]) -> Models:
             ) from None
     embedder = Embedder(options.embed_model, options.device)
     embedder.load()
-    return Models(target, layers, reader, captioner, embedder, device)
+    return Models(target, captioner, embedder)
 
 
 def image_stages(
@@ -108,34 +100,29 @@ def image_stages(
     models: Models,
     progress: Progress,
 ) -> None:
-    """Per shard: decode once, caption what has no caption, read activations; write both."""
+    """Per shard: decode once, then the caption and activation entries on it."""
     entries = manifest["images"]
-    provided = {e["file_name"]: e["caption"] for e in entries if e["caption"] is not None}
     progress.start("caption", sum(1 for e in entries if e["caption"] is None))
     progress.start("activations", len(entries))
-    for shard, start in enumerate(range(0, len(entries), options.shard_size)):
-        kept, images, skipped = decode_entries(
-            entries[start : start + options.shard_size],
-            lambda entry: (image_dir / entry["file_name"]).read_bytes(),
-        )
-        ids = [e["id"] for e in kept]
-        rows = caption_rows(
-            ids,
-            [e["file_name"] for e in kept],
-            images,
-            provided,
-            models.captioner,
-            options.caption_batch_size,
-            options.max_new_tokens,
-        )
-        write_caption_shard(store, shard, options.caption_model if models.captioner else None, rows, skipped)
-        progress.advance("caption", sum(1 for r in rows if r["source"] == "model"))
-        if kept:
-            pooled, mask = shard_activations(images, models.reader, models.layers, options, models.device)
-            write_activation_shard(store, shard, ids, pooled, mask, models.layers, models.target.weights)
-        progress.advance("activations", len(entries[start : start + options.shard_size]))
+    for index in range(artifacts.shard_count(len(entries), options.shard_size)):
+        shard = decode_shard(manifest, index, options.shard_size, folder_image_reader(image_dir))
+        run_caption_shard(store, manifest, shard, options, lambda: _loaded(models.captioner))
+        progress.advance("caption", sum(1 for e in shard.kept if e["caption"] is None))
+        done = run_activation_shard(store, shard, options, models.target)
+        progress.advance("activations", done)
     progress.finish("caption")
     progress.finish("activations")
+
+
+def folder_image_reader(image_dir: Path) -> Callable[[dict[str, Any]], bytes]:
+    """Bytes of a manifest entry's image in the user's folder (the suite reads the bucket)."""
+    return lambda entry: (image_dir / entry["file_name"]).read_bytes()
+
+
+def _loaded(captioner: Captioner | None) -> Captioner:
+    if captioner is None:  # load_models loads one whenever an image has no caption
+        raise ValueError("images without captions need a captioner")
+    return captioner
 
 
 def run(
@@ -146,7 +133,7 @@ def run(
     progress: Progress | None = None,
     version: str = "0",
     label_settings: LabelSettings | None = None,
-) -> dict[str, Any]:
+) -> Hierarchy:
     """The whole method on one folder of images; writes the artifacts and returns hierarchy.json.
 
     `label_settings` default to the environment's (`NEURON_ATLAS_LLM__*`): no endpoint there
@@ -157,31 +144,17 @@ def run(
     store = LocalStore(out_dir)
     manifest = ingest(store, image_dir, options, captions_file)
     models = load_models(options, [e["file_name"] for e in manifest["images"] if e["caption"] is None])
-    try:
-        image_stages(store, image_dir, manifest, options, models, progress)
-    finally:
-        models.reader.close()
-    rows = artifacts.read_usable_captions(store)
-    captions = [row["caption"] for row in rows]
-    image_ids = [row["image_id"] for row in rows]
-
+    image_stages(store, image_dir, manifest, options, models, progress)
     progress.start("embed+cluster", 1)
-    embed_cluster_step(store, options, models.embedder, captions)
+    run_embed_cluster(store, options, models.embedder)
     progress.finish("embed+cluster")
     progress.start("groups", 1)
-    groups_step(store, options, image_ids)
+    run_groups(store, options)
     progress.finish("groups")
-    label_step(store, captions, models.embedder, label_settings, progress=progress)
+    run_labelling(store, models.embedder, label_settings, progress=progress)
     progress.start("uncertainty", 1)
-    uncertainty_step(
-        store,
-        options,
-        image_ids,
-        models.target.module,
-        manifest_image_reader(
-            manifest, image_ids, lambda entry: (image_dir / entry["file_name"]).read_bytes()
-        ),
-        models.device,
+    run_uncertainty(
+        store, options, models.target, lambda entry: (image_dir / entry["file_name"]).read_bytes()
     )
     progress.finish("uncertainty")
     return assemble_hierarchy(store, version)

@@ -1,12 +1,17 @@
-"""What the CLI shows on a terminal: per-stage progress bars and a short tree of the result."""
+"""What the CLI shows on a terminal: per-stage progress bars, a short tree of the result, and
+the reports of what a run used, how it labelled and how far to trust it."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from types import TracebackType
-from typing import Any, TextIO
+from typing import TextIO
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from shared.contracts.hierarchy import Cluster, Hierarchy
+from shared.contracts.labels import Labelling
 
 
 class TerminalProgress:
@@ -52,42 +57,105 @@ class TerminalProgress:
             self._bars.update(task, completed=self._bars.tasks[task].total)
 
 
-def evidence(cluster: dict[str, Any]) -> str:
+def evidence(cluster: Cluster) -> str:
     """', 12 reliable, stable 0.97, ablation +2.8 p=0.001' when the uncertainty stage ran."""
-    if "uncertainty" not in cluster:
+    if cluster.uncertainty is None:
         return ""
-    reliable = sum(1 for n in cluster["neurons"] if n.get("evidence", {}).get("reliable"))
+    reliable = sum(1 for n in cluster.neurons if n.evidence and n.evidence.reliable)
     parts = [f"{reliable} reliable"]
-    if cluster["uncertainty"]["stability"] is not None:
-        parts.append(f"stable {cluster['uncertainty']['stability']:.2f}")
-    causal = cluster["uncertainty"]["causal"]
+    if cluster.uncertainty.stability is not None:
+        parts.append(f"stable {cluster.uncertainty.stability:.2f}")
+    causal = cluster.uncertainty.causal
     if causal:
-        parts.append(f"ablation {causal['effect']:+.1f} p={causal['p_value']:.2g}")
+        parts.append(f"ablation {causal.effect:+.1f} p={causal.p_value:.2g}")
     return ", " + ", ".join(parts)
 
 
-def print_tree(
-    hierarchy: dict[str, Any], levels: int, stream: TextIO = sys.stdout, max_children: int = 8
-) -> None:
+def print_tree(hierarchy: Hierarchy, levels: int, stream: TextIO = sys.stdout, max_children: int = 8) -> None:
     """The top `levels` levels: label, images, group size and what sets each child apart."""
-    clusters = {c["id"]: c for c in hierarchy["clusters"]}
-    top = max(c["level"] for c in clusters.values())
+    clusters = {c.id: c for c in hierarchy.clusters}
+    top = max(c.level for c in clusters.values())
     lowest = max(1, top - levels + 1)
 
-    def show(cluster: dict[str, Any], depth: int) -> None:
-        diff = cluster["difference_description"]
-        extra = f"  [+{len(cluster['difference_neurons'])} neurons: {diff}]" if diff else ""
+    def show(cluster: Cluster, depth: int) -> None:
+        diff = cluster.difference_description
+        extra = f"  [+{len(cluster.difference_neurons)} neurons: {diff}]" if diff else ""
         print(
-            f"{'  ' * depth}{cluster['id']}  {cluster['label']!r}  "
-            f"({cluster['size']} images, {len(cluster['neurons'])} neurons{evidence(cluster)}){extra}",
+            f"{'  ' * depth}{cluster.id}  {cluster.label!r}  "
+            f"({cluster.size} images, {len(cluster.neurons)} neurons{evidence(cluster)}){extra}",
             file=stream,
         )
-        if cluster["level"] > lowest:
-            children = sorted(cluster["children"], key=lambda c: -clusters[c]["size"])
+        if cluster.level > lowest:
+            children = sorted(cluster.children, key=lambda c: -clusters[c].size)
             for child in children[:max_children]:
                 show(clusters[child], depth + 1)
             if len(children) > max_children:
                 print(f"{'  ' * (depth + 1)}… {len(children) - max_children} more", file=stream)
 
-    for root in sorted((c for c in clusters.values() if c["level"] == top), key=lambda c: -c["size"]):
+    for root in sorted((c for c in clusters.values() if c.level == top), key=lambda c: -c.size):
         show(root, 0)
+
+
+def print_run_report(hierarchy: Hierarchy, out_dir: Path, stream: TextIO) -> None:
+    """What a run used and skipped, how it labelled, how far to trust it, and where it is."""
+    models = hierarchy.models
+    captioned = models.captioner.images_captioned
+    n = len(hierarchy.images)
+    print(f"images: {n} used, {len(hierarchy.skipped)} skipped", file=stream)
+    print(f"captions: {n - captioned} provided, {captioned} by {models.captioner.id}", file=stream)
+    print(f"embedder: {models.embedder.id} ({models.embedder.source})", file=stream)
+    print(f"target: {models.target.architecture}, weights: {models.target.weights}", file=stream)
+    for skipped in hierarchy.skipped:
+        print(f"skipped {skipped.file_name}: {skipped.reason}", file=stream)
+    print_labelling_report(hierarchy.labelling, stream)
+    print_uncertainty_report(hierarchy, stream)
+    print(f"result: {out_dir / 'hierarchy.json'}", file=stream)
+
+
+def print_uncertainty_report(hierarchy: Hierarchy, stream: TextIO) -> None:
+    if hierarchy.uncertainty is None:
+        return
+    summary, pruning = hierarchy.uncertainty.summary, hierarchy.uncertainty.pruning
+
+    def share(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.0%}"
+
+    stability = summary.mean_stability
+    print(
+        f"uncertainty: {summary.memberships} memberships, {share(summary.reliable_share)} reliable, "
+        f"{share(summary.significant_share)} significant; bootstrap stability "
+        f"{'n/a' if stability is None else f'{stability:.2f}'}; causal effect in "
+        f"{summary.clusters_with_causal_effect} of {summary.clusters_checked} clusters checked",
+        file=stream,
+    )
+    if pruning and pruning.pruned:
+        random = pruning.random
+        versus = f" (random pruning: {random[0].top1_agreement:.0%})" if random else ""
+        print(
+            f"pruning {pruning.neurons_pruned} neurons in no significant membership keeps top-1 "
+            f"agreement at {pruning.pruned.top1_agreement:.0%}{versus}",
+            file=stream,
+        )
+
+
+def print_labelling_report(labelling: Labelling, stream: TextIO) -> None:
+    counts = ", ".join(f"{n} {source}" for source, n in sorted(labelling.labels.items()))
+    print(f"labels: {counts}", file=stream)
+    if labelling.source == "llm":
+        spent = labelling.accounting
+        cost = f", ${spent.cost_usd:.4f}" if spent.cost_usd is not None else ""
+        print(
+            f"labelling: {labelling.model} at {labelling.endpoint}, prompts "
+            f"{labelling.prompt_version}: {spent.requests} requests, {spent.cache_hits} "
+            f"cached, {spent.prompt_tokens}+{spent.completion_tokens} tokens{cost}",
+            file=stream,
+        )
+    quality = labelling.quality
+    if quality and quality.mean is not None and quality.min is not None:
+        print(
+            f"label quality (AUROC vs sibling captions): mean {quality.mean:.3f}, "
+            f"min {quality.min:.3f} over {quality.clusters_scored} clusters",
+            file=stream,
+        )
+    for warning in labelling.warnings:
+        print(f"warning: {warning}", file=stream)

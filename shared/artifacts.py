@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from shared.options import PipelineOptions
-from shared.storage import Store, get_json
+from shared.storage import Store, get_json, put_json
 
 SPEC = "spec.json"
 MANIFEST = "manifest.json"
@@ -28,6 +31,11 @@ def manifest_image_key(entry: dict[str, Any]) -> str:
     return image_key(entry["id"], entry["format"])
 
 
+def stored_image_reader(store: Store) -> Callable[[dict[str, Any]], bytes]:
+    """Bytes of a manifest entry's image as the suite stores it."""
+    return lambda entry: store.get_bytes(manifest_image_key(entry))
+
+
 def shard_entries(manifest: dict[str, Any], shard: int, shard_size: int) -> list[dict[str, Any]]:
     """The manifest entries of image shard `shard`, the same slices for every stage."""
     return list(manifest["images"][shard * shard_size : (shard + 1) * shard_size])
@@ -48,6 +56,19 @@ def activations_key(shard: int) -> str:
 def job_prefix(job_id: str) -> str:
     """Where a job's artifacts live in a shared bucket."""
     return f"jobs/{job_id}/"
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def write_model(store: Store, key: str, model: BaseModel) -> None:
+    """Write an artifact through its contract (`shared.contracts`)."""
+    put_json(store, key, model.model_dump(mode="json"))
+
+
+def read_model(store: Store, key: str, model: type[Model]) -> Model:
+    """Read an artifact through its contract: a document that breaks it fails here, by name."""
+    return model.model_validate_json(store.get_bytes(key))
 
 
 def read_options(store: Store) -> PipelineOptions:

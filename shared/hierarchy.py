@@ -1,63 +1,41 @@
-"""`hierarchy.json`: the result of a job, assembled from stage outputs and checked against its
-published JSON Schema (`shared/schemas/hierarchy.schema.json`)."""
+"""`hierarchy.json`: the result of a job, assembled from the stage artifacts through their
+typed contracts (`shared.contracts`) and checked against its published JSON Schema
+(`shared/schemas/hierarchy.schema.json`, generated from `Hierarchy`)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
 from shared import artifacts
-from shared.storage import Store, get_json, get_npy, put_json
+from shared.contracts.groups import Groups
+from shared.contracts.hierarchy import (
+    SCHEMA_VERSION,
+    CaptionerRecord,
+    Cluster,
+    ClusterUncertainty,
+    EmbedderRecord,
+    Evidence,
+    Generator,
+    Hierarchy,
+    ImageRecord,
+    LevelSize,
+    ModelsUsed,
+    Neuron,
+    SkippedFile,
+    TargetRecord,
+)
+from shared.contracts.labels import ClusterLabel, Labelling, Labels
+from shared.contracts.uncertainty import MemberStats, Uncertainty
+from shared.options import PipelineOptions
+from shared.storage import Store, get_json, get_npy
 from shared.tree import ClusterNode, build_tree
 
-SCHEMA_VERSION = "1.1"
-
-
-@dataclass(frozen=True)
-class ClusterLabel:
-    label: str
-    source: str  # "offline", "offline-fallback" or "llm:<model>@<prompt version>"
-    difference_description: str | None
-    model: str | None = None  # the language model that wrote the label, if one did
-    prompt_version: str | None = None
-    warning: str | None = None  # why an offline label stands in for the model's
-    difference_source: str | None = None  # who wrote difference_description
-    quality: float | None = None  # labelling.quality's METRIC; None without siblings
-
-
-def offline_labelling_summary() -> dict[str, Any]:
-    """`labelling` of a job whose labels.json predates labelling.json: offline, nothing spent."""
-    return {
-        "source": "offline",
-        "endpoint": None,
-        "model": None,
-        "prompt_version": None,
-        "strict": False,
-        "labels": {},
-        "accounting": {
-            "requests": 0,
-            "prompt_tokens": 0,
-            "completion_tokens": 0,
-            "total_tokens": 0,
-            "cache_hits": 0,
-            "retries": 0,
-            "malformed_answers": 0,
-            "fallbacks": 0,
-            "cost_usd": None,
-        },
-        "quality": None,
-        "warnings": [],
-    }
-
-
-def neuron_names(layers: Sequence[Mapping[str, Any]]) -> list[tuple[str, int]]:
-    """(layer, channel) of every neuron, in global index order."""
-    return [(layer["name"], c) for layer in layers for c in range(layer["channels"])]
+__all__ = ["SCHEMA_VERSION", "ClusterLabel", "assemble_hierarchy", "validate_hierarchy"]
 
 
 def neuron_list(
@@ -65,143 +43,152 @@ def neuron_list(
     counts: Mapping[int, int],
     size: int,
     names: Sequence[tuple[str, int]],
-    evidence: Mapping[int, dict[str, Any]] | None = None,
-) -> list[dict[str, Any]]:
-    """Neuron objects, strongest support first (ties in neuron order), each with the evidence
-    for its membership when the uncertainty stage ran."""
+    evidence: Mapping[int, Evidence] | None = None,
+) -> list[Neuron]:
+    """Neurons, strongest support first (ties in neuron order), each with the evidence for its
+    membership when the uncertainty stage ran."""
     ordered = sorted(indices, key=lambda i: (-counts[i], i))
-    neurons = []
-    for i in ordered:
-        neuron: dict[str, Any] = {
-            "layer": names[i][0],
-            "channel": names[i][1],
-            "support": round(counts[i] / size, 6),
-        }
-        if evidence is not None:
-            neuron["evidence"] = evidence[i]
-        neurons.append(neuron)
-    return neurons
+    return [
+        Neuron(
+            layer=names[i][0],
+            channel=names[i][1],
+            support=round(counts[i] / size, 6),
+            evidence=evidence[i] if evidence is not None else None,
+        )
+        for i in ordered
+    ]
 
 
-def membership_evidence(members: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+def membership_evidence(members: MemberStats) -> dict[int, Evidence]:
     """Per neuron index, its membership's evidence from a cluster of uncertainty.json."""
-    evidence = {}
-    for j, neuron in enumerate(members["neuron"]):
-        evidence[int(neuron)] = {
-            "count": members["count"][j],
-            "interval": [members["lower"][j], members["upper"][j]],
-            "p_value": members["p_value"][j],
-            "q_value": members["q_value"][j],
-            "significant": members["significant"][j],
-            "reliable": members["reliable"][j],
-            "inclusion_probability": _at(members["inclusion_probability"], j),
-            "expected_support": _at(members["expected_support"], j),
-            "expected_support_sd": _at(members["expected_support_sd"], j),
-        }
-    return evidence
+    return {
+        int(neuron): Evidence(
+            count=members.count[j],
+            interval=[members.lower[j], members.upper[j]],
+            p_value=members.p_value[j],
+            q_value=members.q_value[j],
+            significant=members.significant[j],
+            reliable=members.reliable[j],
+            inclusion_probability=_at(members.inclusion_probability, j),
+            expected_support=_at(members.expected_support, j),
+            expected_support_sd=_at(members.expected_support_sd, j),
+        )
+        for j, neuron in enumerate(members.neuron)
+    }
 
 
-def _at(values: Sequence[Any] | None, j: int) -> Any:
+def _at(values: Sequence[float] | None, j: int) -> float | None:
     return None if values is None else values[j]
 
 
 def cluster_documents(
     tree: Sequence[Sequence[ClusterNode]],
-    groups: Mapping[str, Any],
-    labels: Mapping[str, Mapping[str, Any]],
+    groups: Groups,
+    labels: Labels,
     image_ids: Sequence[str],
-    uncertainty: Mapping[str, Any] | None = None,
-) -> list[dict[str, Any]]:
+    uncertainty: Uncertainty | None = None,
+) -> list[Cluster]:
     """The `clusters` of hierarchy.json from the tree, groups.json, labels.json and, when the
     uncertainty stage ran, uncertainty.json."""
-    names = neuron_names(groups["layers"])
+    names = groups.neuron_names()
     clusters = []
-    for level_nodes, level in zip(tree, groups["levels"], strict=True):
+    for level_nodes, level in zip(tree, groups.levels, strict=True):
         for node in level_nodes:
-            size = int(level["sizes"][node.index])
-            group = level["clusters"][node.index]
-            counts = dict(zip(group["group"], group["counts"], strict=True))
-            label = labels[node.id]
-            stats = uncertainty["clusters"][node.id] if uncertainty else None
-            evidence = membership_evidence(stats["members"]) if stats else None
-            document = {
-                "id": node.id,
-                "level": node.level,
-                "parent": node.parent,
-                "children": list(node.children),
-                "size": size,
-                "images": [image_ids[i] for i in node.images],
-                "label": label["label"],
-                "label_source": label["source"],
-                "label_model": label.get("model"),
-                "label_prompt_version": label.get("prompt_version"),
-                "label_warning": label.get("warning"),
-                "label_quality": label.get("quality"),
-                "neurons": neuron_list(group["group"], counts, size, names, evidence),
-                "difference_neurons": neuron_list(group["difference"], counts, size, names, evidence),
-                "difference_description": label["difference_description"],
-                "difference_source": label.get("difference_source", label["source"] if node.parent else None),
-            }
-            if stats:
-                document["uncertainty"] = {
-                    "stability": stats["stability"],
-                    "causal": stats["causal"],
-                    "difference_test": stats["difference_test"],
-                }
-            clusters.append(document)
+            size = int(level.sizes[node.index])
+            group = level.clusters[node.index]
+            counts = dict(zip(group.group, group.counts, strict=True))
+            label = labels.root[node.id]
+            stats = uncertainty.clusters[node.id] if uncertainty else None
+            evidence = membership_evidence(stats.members) if stats else None
+            clusters.append(
+                Cluster(
+                    id=node.id,
+                    level=node.level,
+                    parent=node.parent,
+                    children=list(node.children),
+                    size=size,
+                    images=[image_ids[i] for i in node.images],
+                    label=label.label,
+                    label_source=label.source,
+                    label_model=label.model,
+                    label_prompt_version=label.prompt_version,
+                    label_warning=label.warning,
+                    label_quality=label.quality,
+                    neurons=neuron_list(group.group, counts, size, names, evidence),
+                    difference_neurons=neuron_list(group.difference, counts, size, names, evidence),
+                    difference_description=label.difference_description,
+                    difference_source=label.difference_source,
+                    uncertainty=(
+                        ClusterUncertainty(
+                            stability=stats.stability,
+                            causal=stats.causal,
+                            difference_test=stats.difference_test,
+                        )
+                        if stats
+                        else None
+                    ),
+                )
+            )
     return clusters
 
 
-def assemble_hierarchy(store: Store, version: str) -> dict[str, Any]:
+def assemble_hierarchy(store: Store, version: str) -> Hierarchy:
     """hierarchy.json from the job's artifacts, validated, written, and returned."""
-    spec = get_json(store, artifacts.SPEC)
+    options = artifacts.read_options(store)
     manifest = get_json(store, artifacts.MANIFEST)
     rows, shard_skipped = artifacts.read_caption_shards(store)
-    groups = get_json(store, artifacts.GROUPS)
-    labels = get_json(store, artifacts.LABELS)
+    groups = artifacts.read_model(store, artifacts.GROUPS, Groups)
+    labels = artifacts.read_model(store, artifacts.LABELS, Labels)
     labelling = (
-        get_json(store, artifacts.LABELLING)
+        artifacts.read_model(store, artifacts.LABELLING, Labelling)
         if store.exists(artifacts.LABELLING)
-        else offline_labelling_summary()
+        else Labelling.offline()  # a job from before labelling.json: offline, nothing spent
     )
-    embedder = get_json(store, artifacts.EMBEDDER)
     tree = build_tree(get_npy(store, artifacts.PARTITIONS))
-    uncertainty = get_json(store, artifacts.UNCERTAINTY) if store.exists(artifacts.UNCERTAINTY) else None
+    uncertainty = (
+        artifacts.read_model(store, artifacts.UNCERTAINTY, Uncertainty)
+        if store.exists(artifacts.UNCERTAINTY)
+        else None
+    )
     file_names = {image["id"]: image["file_name"] for image in manifest["images"]}
-    options = spec["options"]
-    document = {
-        "schema_version": SCHEMA_VERSION,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "generator": {"name": "neuron-atlas", "version": version},
-        "options": options,
-        "models": {
-            "captioner": {
-                "id": options["caption_model"],
-                "images_captioned": sum(1 for row in rows if row["source"] == "model"),
-            },
-            "embedder": embedder,
-            "target": {"architecture": options["model"], "weights": groups["weights"]},
-        },
-        "layers": groups["layers"],
-        "images": [
-            {
-                "id": row["image_id"],
-                "file_name": file_names[row["image_id"]],
-                "caption": row["caption"],
-                "caption_source": row["source"],
-            }
+    hierarchy = Hierarchy(
+        schema_version=SCHEMA_VERSION,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        generator=Generator(name="neuron-atlas", version=version),
+        options=options,
+        models=_models_used(store, options, rows, groups),
+        layers=groups.layers,
+        images=[
+            ImageRecord(
+                id=row["image_id"],
+                file_name=file_names[row["image_id"]],
+                caption=row["caption"],
+                caption_source=row["source"],
+            )
             for row in rows
         ],
-        "skipped": [*manifest["skipped"], *shard_skipped],
-        "labelling": labelling,
-        "levels": [{"level": i + 1, "clusters": len(nodes)} for i, nodes in enumerate(tree)],
-        "clusters": cluster_documents(tree, groups, labels, [row["image_id"] for row in rows], uncertainty),
-    }
-    if uncertainty:
-        document["uncertainty"] = {key: uncertainty[key] for key in ("method", "summary", "pruning")}
-    validate_hierarchy(document)
-    put_json(store, artifacts.HIERARCHY, document)
-    return document
+        skipped=[SkippedFile.model_validate(s) for s in [*manifest["skipped"], *shard_skipped]],
+        labelling=labelling,
+        levels=[LevelSize(level=i + 1, clusters=len(nodes)) for i, nodes in enumerate(tree)],
+        clusters=cluster_documents(tree, groups, labels, [row["image_id"] for row in rows], uncertainty),
+        uncertainty=uncertainty.job() if uncertainty else None,
+    )
+    validate_hierarchy(hierarchy.document())
+    artifacts.write_model(store, artifacts.HIERARCHY, hierarchy)
+    return hierarchy
+
+
+def _models_used(
+    store: Store, options: PipelineOptions, rows: Sequence[Mapping[str, Any]], groups: Groups
+) -> ModelsUsed:
+    return ModelsUsed(
+        captioner=CaptionerRecord(
+            id=options.caption_model,
+            images_captioned=sum(1 for row in rows if row["source"] == "model"),
+        ),
+        embedder=artifacts.read_model(store, artifacts.EMBEDDER, EmbedderRecord),
+        target=TargetRecord(architecture=options.model, weights=groups.weights),
+    )
 
 
 @lru_cache(maxsize=1)

@@ -219,3 +219,23 @@ def decode_entries(
         except (ValueError, OSError) as exc:
             skipped.append({"file_name": str(entry["file_name"]), "reason": str(exc)})
     return kept, images, skipped
+
+
+@dataclass(frozen=True)
+class DecodedShard:
+    """One shard of the job's images, decoded once: what every per-shard stage starts from."""
+
+    index: int
+    entries: list[dict[str, Any]]  # the shard's manifest entries, decodable or not
+    kept: list[dict[str, Any]]  # the entries that decoded, in order
+    images: list[Image.Image]  # their images
+    skipped: list[dict[str, str]]  # the entries that did not decode, with the reason
+
+
+def decode_shard(
+    manifest: dict[str, Any], shard: int, shard_size: int, read_bytes: Callable[[dict[str, Any]], bytes]
+) -> DecodedShard:
+    """Shard `shard` of the manifest (the same slices for every stage), decoded."""
+    entries = list(manifest["images"][shard * shard_size : (shard + 1) * shard_size])
+    kept, images, skipped = decode_entries(entries, read_bytes)
+    return DecodedShard(shard, entries, kept, images, skipped)

@@ -22,11 +22,11 @@ class PipelineOptions(BaseModel):
 
     # 1. Caption
     caption_model: str = Field(DEFAULT_CAPTION_MODEL, description="BLIP model id or local path.")
-    caption_batch_size: int = Field(16, ge=1, le=1024)
+    caption_batch_size: int = Field(16, ge=1, le=1024, description="Images per captioning batch.")
     max_new_tokens: int = Field(30, ge=1, le=128, description="Upper bound on caption length.")
     # 2. Embed
     embed_model: str = Field(DEFAULT_EMBED_MODEL, description="sentence-transformers id or path.")
-    embed_batch_size: int = Field(256, ge=1, le=8192)
+    embed_batch_size: int = Field(256, ge=1, le=8192, description="Captions per embedding batch.")
     # 3. Cluster
     ann_threshold: int = Field(
         50_000, ge=2, description="Above this many captions FINCH uses approximate neighbours."
@@ -43,13 +43,24 @@ class PipelineOptions(BaseModel):
     layers: tuple[str, ...] | None = Field(
         None, description="Module names to read; default: the output of each residual stage."
     )
-    top_fraction: float = Field(0.1, gt=0.0, le=1.0)
-    ranking: Ranking = "per_layer"
+    top_fraction: float = Field(
+        0.1, gt=0.0, le=1.0, description="Share of each layer's channels active per image."
+    )
+    ranking: Ranking = Field(
+        "per_layer", description="Rank channels per layer, or all selected neurons together."
+    )
     batch_size: int = Field(64, ge=1, le=4096, description="Images per forward pass.")
     device: str | None = Field(None, description="torch device; default: cuda when present.")
     # 5./6. Groups
-    min_support: float = Field(0.5, gt=0.0, le=1.0)
-    group_rule: GroupRule = "intersect"
+    min_support: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="A neuron is in a level-1 group when active in this share of its images.",
+    )
+    group_rule: GroupRule = Field(
+        "intersect", description="A parent's group: the intersection of its children's, or recounted."
+    )
     # 8. Uncertainty (seeded by `seed`)
     alpha: float = Field(0.05, gt=0.0, lt=1.0, description="Intervals at 1 - alpha; tests at alpha.")
     interval: IntervalMethod = Field("wilson", description="Support interval: wilson or clopper_pearson.")

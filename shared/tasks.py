@@ -17,6 +17,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from shared import artifacts
+from shared.contracts.problem import ProblemDetails
 from shared.errors import NeuronAtlasError
 from shared.jobstore import JobStore
 from shared.options import PipelineOptions
@@ -67,22 +68,24 @@ def job_inputs(job: JobContext) -> tuple[dict[str, Any], PipelineOptions]:
 
 
 def describe_error(stage: str, exc: BaseException) -> dict[str, Any]:
-    """The job's `error`, in problem-details fields; users see it on GET /v1/jobs/{id}."""
+    """The job's `error`, as problem details; users see it on GET /v1/jobs/{id}."""
     if isinstance(exc, NeuronAtlasError):
-        return {"type": exc.kind, "title": f"The {stage} stage failed", "detail": exc.problem, "fix": exc.fix}
-    if isinstance(exc, SoftTimeLimitExceeded):
-        return {
-            "type": "timeout",
-            "title": f"The {stage} stage ran out of time",
-            "detail": "A task passed the time limit; what was computed before it is kept.",
-            "fix": "Submit fewer images per job or raise TASK_TIME_LIMIT_S.",
-        }
-    return {
-        "type": "internal",
-        "title": f"The {stage} stage failed",
-        "detail": f"{type(exc).__name__}: {str(exc)[:500]}",
-        "fix": "Artifacts computed so far are kept; see the worker logs for details.",
-    }
+        problem = ProblemDetails.of(exc.kind, f"The {stage} stage failed", exc.problem, exc.fix)
+    elif isinstance(exc, SoftTimeLimitExceeded):
+        problem = ProblemDetails.of(
+            "timeout",
+            f"The {stage} stage ran out of time",
+            "A task passed the time limit; what was computed before it is kept.",
+            "Submit fewer images per job or raise TASK_TIME_LIMIT_S.",
+        )
+    else:
+        problem = ProblemDetails.of(
+            "internal",
+            f"The {stage} stage failed",
+            f"{type(exc).__name__}: {str(exc)[:500]}",
+            "Artifacts computed so far are kept; see the worker logs for details.",
+        )
+    return problem.body()
 
 
 def job_task(name: str, stage: str) -> Callable[[Callable[..., None]], Any]:

@@ -1,4 +1,5 @@
-"""Caption stage over a job's store: one `captions/{shard}.json` per shard of images."""
+"""Caption stage over a job's store: one `captions/{shard}.json` per shard of images.
+`run_caption_shard` is the one entry, for the Celery task and the embedded runner alike."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from PIL import Image
 
 from services.caption.captioning import Captioner
 from shared import artifacts
-from shared.ingest import decode_entries
+from shared.ingest import DecodedShard
 from shared.options import PipelineOptions
 from shared.storage import Store, put_json
 
@@ -50,32 +51,30 @@ def write_caption_shard(
     put_json(store, artifacts.captions_key(shard), {"model": model_id, "captions": rows, "skipped": skipped})
 
 
-def caption_shard_step(
+def run_caption_shard(
     store: Store,
     manifest: dict[str, Any],
-    shard: int,
+    shard: DecodedShard,
     options: PipelineOptions,
     captioner: Callable[[], Captioner],
 ) -> int:
-    """The suite's caption task: decode the shard's stored images, caption those without a
-    caption, write `captions/{shard}.json`. `captioner` is called only when one is needed.
-    Returns the number of images the shard held."""
-    entries = artifacts.shard_entries(manifest, shard, options.shard_size)
-    kept, images, skipped = decode_entries(
-        entries, lambda e: store.get_bytes(artifacts.manifest_image_key(e))
-    )
-    provided = {e["file_name"]: e["caption"] for e in entries if e["caption"] is not None}
-    needs_model = any(e["caption"] is None for e in kept)
+    """Caption the shard's decodable images that brought no caption and write
+    `captions/{shard}.json`; `captioner` is called only when one is needed. Returns how many
+    images the shard held (decodable or not), for progress."""
+    provided = {e["file_name"]: e["caption"] for e in shard.entries if e["caption"] is not None}
+    needs_model = any(e["caption"] is None for e in shard.kept)
     rows = caption_rows(
-        [e["id"] for e in kept],
-        [e["file_name"] for e in kept],
-        images,
+        [e["id"] for e in shard.kept],
+        [e["file_name"] for e in shard.kept],
+        shard.images,
         provided,
         captioner() if needs_model else None,
         options.caption_batch_size,
         options.max_new_tokens,
     )
-    # Same record as the embedded run: the captioner is named when any image of the job needed it.
+    # The captioner is named when any image of the job needed it, whichever shard this is.
     job_needs_model = any(e["caption"] is None for e in manifest["images"])
-    write_caption_shard(store, shard, options.caption_model if job_needs_model else None, rows, skipped)
-    return len(entries)
+    write_caption_shard(
+        store, shard.index, options.caption_model if job_needs_model else None, rows, shard.skipped
+    )
+    return len(shard.entries)

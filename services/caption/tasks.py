@@ -7,9 +7,11 @@ from functools import lru_cache
 import torch
 
 from services.caption.captioning import Captioner
-from services.caption.stage import caption_shard_step
+from services.caption.settings import CaptionSettings
+from services.caption.stage import run_caption_shard
+from shared import artifacts
+from shared.ingest import decode_shard
 from shared.queue import CAPTION_SHARD
-from shared.settings import CaptionSettings
 from shared.tasks import JobContext, job_inputs, job_task
 
 
@@ -24,7 +26,8 @@ def captioner(model_id: str, device: str | None) -> Captioner:
 @job_task(CAPTION_SHARD, stage="caption")
 def caption_shard(job: JobContext, shard: int) -> None:
     manifest, options = job_inputs(job)
-    done = caption_shard_step(
-        job.store, manifest, shard, options, lambda: captioner(options.caption_model, options.device)
+    images = decode_shard(manifest, shard, options.shard_size, artifacts.stored_image_reader(job.store))
+    done = run_caption_shard(
+        job.store, manifest, images, options, lambda: captioner(options.caption_model, options.device)
     )
     job.jobs.shard_done(job.job_id, "caption", shard, done)

@@ -1,4 +1,5 @@
-"""Embed-and-cluster stage over a job's store: `embeddings.npy`, `partitions.npy`."""
+"""Embed-and-cluster stage over a job's store: `embeddings.npy`, `partitions.npy`.
+`run_embed_cluster` is the one entry, for the Celery task and the embedded runner alike."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from services.embed_cluster.clustering import finch_partitions
-from services.embed_cluster.embedding import Embedder
 from shared import artifacts
 from shared.options import PipelineOptions
+from shared.sentence_embedder import Embedder
 from shared.storage import Store, put_json, put_npy
 
 
-def embed_cluster_step(
+def embed_and_cluster(
     store: Store, options: PipelineOptions, embedder: Embedder, captions: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embed the captions (in image order) and cluster them; returns (embeddings, partitions)."""
@@ -33,7 +34,9 @@ def embed_cluster_step(
     return embeddings, partitions
 
 
-def embed_cluster_job_step(store: Store, options: PipelineOptions, embedder: Embedder) -> None:
-    """The suite's embed+cluster task: every caption shard, in order, into embeddings and partitions."""
+def run_embed_cluster(
+    store: Store, options: PipelineOptions, embedder: Embedder
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every usable caption, in image order, into embeddings and partitions."""
     rows = artifacts.read_usable_captions(store)
-    embed_cluster_step(store, options, embedder, [row["caption"] for row in rows])
+    return embed_and_cluster(store, options, embedder, [row["caption"] for row in rows])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from services.embed_cluster.embedding import Embedder
-from services.embed_cluster.stage import embed_cluster_job_step
+from services.embed_cluster.settings import EmbedClusterSettings
+from services.embed_cluster.stage import run_embed_cluster
 from shared.queue import EMBED_CLUSTER_RUN
-from shared.settings import EmbedClusterSettings
+from shared.sentence_embedder import Embedder
 from shared.tasks import JobContext, job_inputs, job_task
 
 
@@ -20,5 +20,5 @@ def embedder(name: str, device: str | None) -> Embedder:
 @job_task(EMBED_CLUSTER_RUN, stage="embed_cluster")
 def embed_cluster_run(job: JobContext) -> None:
     _, options = job_inputs(job)
-    embed_cluster_job_step(job.store, options, embedder(options.embed_model, options.device))
+    run_embed_cluster(job.store, options, embedder(options.embed_model, options.device))
     job.jobs.shard_done(job.job_id, "embed_cluster", 0, 1)

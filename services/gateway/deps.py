@@ -10,8 +10,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from services.gateway.problems import Problem
+from services.gateway.settings import GatewaySettings
 from shared.jobstore import JobRecord, JobStore
-from shared.settings import GatewaySettings, InfraSettings
+from shared.settings import InfraSettings
 from shared.storage import S3Store
 
 

@@ -7,7 +7,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.gateway.problems import MEDIA_TYPE, TYPE_PREFIX
+from services.gateway.problems import MEDIA_TYPE, Problem
 
 
 class BodyTooLarge(Exception):
@@ -54,16 +54,14 @@ class BodySizeLimit:
                 await self._refuse(scope, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        body = json.dumps(
-            {
-                "type": TYPE_PREFIX + "content-too-large",
-                "title": "The request body is too large.",
-                "status": 413,
-                "detail": f"Bodies are limited to {self.max_bytes:,} bytes.",
-                "fix": "Split the images over several jobs, or put them in the bucket and submit a prefix.",
-                "instance": scope.get("path", ""),
-            }
-        ).encode()
+        problem = Problem(
+            413,
+            "content-too-large",
+            "The request body is too large.",
+            f"Bodies are limited to {self.max_bytes:,} bytes.",
+            "Split the images over several jobs, or put them in the bucket and submit a prefix.",
+        )
+        body = json.dumps(problem.details(scope.get("path", "")).body()).encode()
         await send(
             {
                 "type": "http.response.start",

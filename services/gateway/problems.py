@@ -12,12 +12,12 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.contracts.problem import ProblemDetails
 from shared.errors import NeuronAtlasError
 
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
-TYPE_PREFIX = "urn:neuron-atlas:problem:"
 
 
 class Problem(Exception):
@@ -38,19 +38,14 @@ class Problem(Exception):
         self.headers = headers or {}
         self.extra = extra
 
+    def details(self, instance: str | None = None) -> ProblemDetails:
+        return ProblemDetails.of(
+            self.kind, self.title, self.detail, self.fix, status=self.status, instance=instance, **self.extra
+        )
+
 
 def problem_response(request: Request, problem: Problem) -> JSONResponse:
-    body: dict[str, Any] = {
-        "type": TYPE_PREFIX + problem.kind,
-        "title": problem.title,
-        "status": problem.status,
-        "instance": request.url.path,
-    }
-    if problem.detail:
-        body["detail"] = problem.detail
-    if problem.fix:
-        body["fix"] = problem.fix
-    body.update(problem.extra)
+    body = problem.details(request.url.path).body()
     return JSONResponse(body, status_code=problem.status, headers=problem.headers, media_type=MEDIA_TYPE)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.gateway.problems import TYPE_PREFIX
+from shared.contracts.hierarchy import Evidence
+from shared.contracts.labels import Labelling
+from shared.contracts.problem import TYPE_PREFIX, ProblemDetails
+from shared.contracts.uncertainty import UncertaintySummary
 from shared.jobstore import JobRecord, Status
 from shared.options import PipelineOptions
 
@@ -60,13 +63,13 @@ class JobPublic(BaseModel):
     updated_at: str
     started_at: str | None
     finished_at: str | None
-    error: dict[str, Any] | None = Field(None, description="problem+json fields when the job failed")
-    labelling: dict[str, Any] | None = Field(
+    error: ProblemDetails | None = Field(None, description="problem+json fields when the job failed")
+    labelling: Labelling | None = Field(
         None,
         description="Once labelled: who wrote the labels (source, model, prompt version), the "
         "accounting (requests, prompt and completion tokens, cache hits, cost) and label quality.",
     )
-    uncertainty: dict[str, Any] | None = Field(
+    uncertainty: UncertaintySummary | None = Field(
         None,
         description="Once the uncertainty stage ran: share of reliable and of significant "
         "memberships, mean bootstrap stability, clusters with a significant causal effect.",
@@ -88,8 +91,8 @@ class JobPublic(BaseModel):
             started_at=record.started_at,
             finished_at=record.finished_at,
             error=_problem(record.error),
-            labelling=record.reports.get("labelling"),
-            uncertainty=record.reports.get("uncertainty"),
+            labelling=_report(Labelling, record.reports.get("labelling")),
+            uncertainty=_report(UncertaintySummary, record.reports.get("uncertainty")),
             links=JobLinks(
                 self=base,
                 hierarchy=f"{base}/hierarchy",
@@ -99,11 +102,19 @@ class JobPublic(BaseModel):
         )
 
 
-def _problem(error: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Workers record the error's kind; the API answers with the same problem types as its own."""
+def _problem(error: dict[str, Any] | None) -> ProblemDetails | None:
+    """Workers record problem details; records from before carry the bare kind as `type`."""
     if error is None:
         return None
-    return {**error, "type": TYPE_PREFIX + str(error.get("type", "internal"))}
+    kind = str(error.get("type", "internal"))
+    return ProblemDetails.model_validate({**error, "type": kind if ":" in kind else TYPE_PREFIX + kind})
+
+
+Report = TypeVar("Report", bound=BaseModel)
+
+
+def _report(model: type[Report], report: dict[str, Any] | None) -> Report | None:
+    return None if report is None else model.model_validate(report)
 
 
 class RelabelRequest(BaseModel):
@@ -138,7 +149,7 @@ class NeuronClusterPublic(BaseModel):
     label: str
     support: float
     difference: bool = Field(description="In the cluster's group but not in its parent's.")
-    evidence: dict[str, Any] | None = Field(
+    evidence: Evidence | None = Field(
         None,
         description="How far to trust this membership: count, confidence interval, p- and q-value, "
         "significant, reliable, bootstrap inclusion probability, expected support under model "

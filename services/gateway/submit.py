@@ -11,12 +11,12 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from services.gateway.schemas import JobFromBucket, JobSpec
+from services.gateway.settings import GatewaySettings
 from services.gateway.uploads import Collector, Limits
 from shared import artifacts
 from shared.errors import InputError
 from shared.jobstore import STAGES, JobRecord, JobStore
 from shared.options import PipelineOptions
-from shared.settings import GatewaySettings
 from shared.storage import PrefixedStore, Store, put_json
 
 log = logging.getLogger(__name__)

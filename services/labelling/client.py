@@ -255,6 +255,9 @@ class LLMClient:
         with self._lock:
             if self._gave_up:
                 raise EndpointError(f"not asked: {self._gave_up}")
+        # Hand-written on purpose: the openai client's own retries (and tenacity's) cannot count
+        # each retry into this job's accounting, give up for the whole job after
+        # MAX_CONSECUTIVE_FAILURES, or refuse a Retry-After beyond MAX_RETRY_WAIT.
         for attempt in range(self.settings.max_retries + 1):
             wait: float | None = None
             try:

@@ -16,8 +16,8 @@ import numpy as np
 from services.labelling.client import EndpointError, LLMClient, MalformedAnswer
 from services.labelling.offline import describe_difference, generalise, representative_caption
 from services.labelling.sampling import format_captions, sample_captions
+from shared.contracts.labels import ClusterLabel
 from shared.errors import LabellingError
-from shared.hierarchy import ClusterLabel
 from shared.progress import NoProgress, Progress
 from shared.tree import ClusterNode
 

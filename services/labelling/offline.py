@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from shared.hierarchy import ClusterLabel
+from shared.contracts.labels import ClusterLabel
 from shared.tree import ClusterNode
 
 STOPWORDS = frozenset(
@@ -135,10 +135,12 @@ def label_tree(
             sizes[node.id] = len(node.images)
     return {
         node.id: ClusterLabel(
-            text[node.id],
-            "offline",
-            describe_difference(text[node.id], text[node.parent]) if node.parent else None,
+            label=text[node.id],
+            source="offline",
+            difference_description=difference,
+            difference_source="offline" if difference is not None else None,
         )
         for level in tree
         for node in level
+        for difference in [describe_difference(text[node.id], text[node.parent]) if node.parent else None]
     }

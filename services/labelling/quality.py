@@ -11,7 +11,7 @@ from statistics import median
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
+from sklearn.metrics import roc_auc_score
 
 from shared.tree import ClusterNode
 
@@ -19,11 +19,9 @@ METRIC = "auroc_label_vs_sibling_captions"
 
 
 def auroc(positives: np.ndarray, negatives: np.ndarray) -> float:
-    """P(a positive scores above a negative), ties counting half (Mann–Whitney U / n_pos n_neg)."""
-    ranks = rankdata(np.concatenate([positives, negatives]))
-    n_pos, n_neg = len(positives), len(negatives)
-    u = ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2
-    return float(u / (n_pos * n_neg))
+    """P(a positive scores above a negative), ties counting half."""
+    truth = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))])
+    return float(roc_auc_score(truth, np.concatenate([positives, negatives])))
 
 
 def siblings(tree: Sequence[Sequence[ClusterNode]]) -> dict[str, list[ClusterNode]]:

@@ -1,18 +1,15 @@
 """Labelling stage over a job's store: `labels.json` for every cluster and `labelling.json`
-(source, accounting, quality). The embedded runner, `neuron-atlas relabel` and the suite's
-labelling task all call `label_step`."""
+(source, accounting, quality). `run_labelling` is the one entry for the Celery task and the
+embedded runner; `run_relabel` the one for `neuron-atlas relabel` and the relabel task."""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
-from typing import Any
 
 import numpy as np
 
-from services.embed_cluster.embedding import Embedder
 from services.labelling.cache import ResponseCache
 from services.labelling.client import Accounting, LLMClient, public_endpoint
 from services.labelling.llm import TreeLabeller
@@ -21,10 +18,13 @@ from services.labelling.prompt_set import load_prompts
 from services.labelling.quality import label_quality, quality_summary
 from services.labelling.settings import LabelSettings, default_cache_dir, get_settings
 from shared import artifacts
+from shared.contracts.hierarchy import Hierarchy
+from shared.contracts.labels import ClusterLabel, Labelling, Labels
 from shared.errors import InputError
-from shared.hierarchy import ClusterLabel, assemble_hierarchy
+from shared.hierarchy import assemble_hierarchy
 from shared.progress import NoProgress, Progress
-from shared.storage import LocalStore, Store, get_json, get_npy, put_json
+from shared.sentence_embedder import Embedder
+from shared.storage import LocalStore, Store, get_npy
 from shared.tree import build_tree
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def check_label_settings(settings: LabelSettings) -> None:
         load_prompts(settings.prompt_version)
 
 
-def label_step(
+def label_clusters(
     store: Store,
     captions: Sequence[str],
     embedder: Embedder | None = None,
@@ -61,24 +61,20 @@ def label_step(
     progress = progress or NoProgress()
     embeddings = get_npy(store, artifacts.EMBEDDINGS)
     tree = build_tree(get_npy(store, artifacts.PARTITIONS))
-    summary: dict[str, Any] = {
-        "source": "offline",
-        "endpoint": None,
-        "model": None,
-        "prompt_version": None,
-        "strict": settings.strict,
-    }
+    labelling = Labelling.offline(settings.strict)
     warnings: list[str] = []
     progress.start("labels", sum(len(level) for level in tree))
     if settings.uses_llm:
         prompts = load_prompts(settings.prompt_version)  # an unknown version fails before any work
         client = LLMClient(settings, prompts, cache if cache is not None else default_cache(settings))
         labels = TreeLabeller(client, progress).label(tree, captions, embeddings)
-        summary.update(
-            source="llm",
-            endpoint=public_endpoint(settings.base_url),
-            model=settings.model,
-            prompt_version=prompts.version,
+        labelling = labelling.model_copy(
+            update={
+                "source": "llm",
+                "endpoint": public_endpoint(settings.base_url),
+                "model": settings.model,
+                "prompt_version": prompts.version,
+            }
         )
         accounting = client.accounting.as_dict(settings)
         if client.gave_up:
@@ -92,19 +88,22 @@ def label_step(
         labels = label_tree(tree, captions, embeddings)
         accounting = Accounting().as_dict(settings)
     progress.finish("labels")
-    embedder = embedder or Embedder(get_json(store, artifacts.SPEC)["options"]["embed_model"])
+    embedder = embedder or Embedder(artifacts.read_options(store).embed_model)
     scores = label_quality(tree, label_vectors(labels, captions, embeddings, embedder), embeddings)
-    labels = {i: replace(label, quality=scores[i]) for i, label in labels.items()}
+    labels = {i: label.model_copy(update={"quality": scores[i]}) for i, label in labels.items()}
     for warning in warnings:
         log.warning("labelling: %s", warning)
-    summary.update(
-        labels=dict(Counter(label.source for label in labels.values())),
-        accounting=accounting,
-        quality=quality_summary(tree, scores),
-        warnings=warnings,
+    labelling = Labelling.model_validate(
+        {
+            **labelling.model_dump(),
+            "labels": dict(Counter(label.source for label in labels.values())),
+            "accounting": accounting,
+            "quality": quality_summary(tree, scores),
+            "warnings": warnings,
+        }
     )
-    put_json(store, artifacts.LABELS, {cid: vars(label) for cid, label in labels.items()})
-    put_json(store, artifacts.LABELLING, summary)
+    artifacts.write_model(store, artifacts.LABELS, Labels(labels))
+    artifacts.write_model(store, artifacts.LABELLING, labelling)
     return labels
 
 
@@ -122,20 +121,31 @@ def label_vectors(
     }
 
 
-def labelling_summary(store: Store) -> dict[str, Any]:
+def run_labelling(
+    store: Store,
+    embedder: Embedder | None = None,
+    settings: LabelSettings | None = None,
+    cache: ResponseCache | None = None,
+    progress: Progress | None = None,
+) -> dict[str, ClusterLabel]:
+    """Label every cluster from the job's stored captions (see `label_clusters`)."""
+    captions = [row["caption"] for row in artifacts.read_usable_captions(store)]
+    return label_clusters(store, captions, embedder, settings, cache, progress)
+
+
+def labelling_summary(store: Store) -> Labelling:
     """The job's `labelling.json`: source, accounting (for job status) and quality."""
-    summary: dict[str, Any] = get_json(store, artifacts.LABELLING)
-    return summary
+    return artifacts.read_model(store, artifacts.LABELLING, Labelling)
 
 
-def relabel(
+def run_relabel(
     store: Store,
     version: str,
     settings: LabelSettings | None = None,
     embedder: Embedder | None = None,
     cache: ResponseCache | None = None,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> Hierarchy:
     """Label a finished job again (other endpoint, model or prompt version) from its stored
     captions, embeddings, partitions and groups; rewrites labels and hierarchy.json."""
     missing = [
@@ -154,6 +164,5 @@ def relabel(
             f"This is not a finished Neuron Atlas result: {', '.join(missing) or 'captions/'} missing.",
             "Point relabel at the OUT_DIR of a finished `neuron-atlas run`.",
         )
-    rows, _ = artifacts.read_caption_shards(store)
-    label_step(store, [row["caption"] for row in rows], embedder, settings, cache, progress)
+    run_labelling(store, embedder, settings, cache, progress)
     return assemble_hierarchy(store, version)

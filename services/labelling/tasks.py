@@ -7,13 +7,12 @@ from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from services.embed_cluster.embedding import Embedder
 from services.labelling.cache import ResponseCache
 from services.labelling.settings import LabelSettings, get_settings
-from services.labelling.stage import label_step, labelling_summary, relabel
-from shared import artifacts
+from services.labelling.stage import labelling_summary, run_labelling, run_relabel
 from shared.hierarchy import assemble_hierarchy
 from shared.queue import LABELLING_LABEL, LABELLING_RELABEL, PIPELINE_ASSEMBLE
+from shared.sentence_embedder import Embedder
 from shared.tasks import JobContext, JobProgress, job_inputs, job_task, object_store
 
 # Shared by every job and tenant: an answer depends only on (model, prompt version, input).
@@ -44,17 +43,16 @@ def _label_kwargs(job: JobContext) -> dict[str, Any]:
 
 @job_task(LABELLING_LABEL, stage="labelling")
 def labelling_label(job: JobContext) -> None:
-    rows, _ = artifacts.read_caption_shards(job.store)
-    label_step(job.store, [row["caption"] for row in rows], settings=get_settings(), **_label_kwargs(job))
-    job.jobs.set_report(job.job_id, "labelling", labelling_summary(job.store))
+    run_labelling(job.store, settings=get_settings(), **_label_kwargs(job))
+    job.jobs.set_report(job.job_id, "labelling", labelling_summary(job.store).document())
 
 
 @job_task(LABELLING_RELABEL, stage="labelling")
 def labelling_relabel(job: JobContext, overrides: dict[str, Any]) -> None:
     """Label a finished job again with other settings; captions, clusters and neurons stay."""
     settings = LabelSettings.model_validate({**get_settings().model_dump(), **overrides})
-    relabel(job.store, package_version(), settings=settings, **_label_kwargs(job))
-    job.jobs.set_report(job.job_id, "labelling", labelling_summary(job.store))
+    run_relabel(job.store, package_version(), settings=settings, **_label_kwargs(job))
+    job.jobs.set_report(job.job_id, "labelling", labelling_summary(job.store).document())
     job.jobs.shard_done(job.job_id, "assemble", 0, 1)
     job.jobs.succeed(job.job_id)
 

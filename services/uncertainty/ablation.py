@@ -22,7 +22,7 @@ import torch
 from scipy import stats
 from torch import nn
 
-from services.activation.activations import LayerInfo
+from neuron_core.layers import LayerInfo
 
 
 class ChannelAblation:

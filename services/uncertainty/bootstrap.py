@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from services.activation.groups import LevelGroups, active_matrix, intersect_children, one_hot
+from neuron_core.groups import LevelGroups, active_matrix, intersect_children, one_hot
 
 
 @dataclass(frozen=True)

@@ -21,15 +21,17 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from services.activation import activations as act
-from services.activation.groups import one_hot
+from neuron_core import hooks
+from neuron_core.active_sets import active_mask
+from neuron_core.groups import one_hot
+from neuron_core.layers import LayerInfo
 
 Method = Literal["mc_dropout", "tta"]
 ImageSource = Callable[[Sequence[int]], list[Image.Image]]
 """Decoded images for row indices of the job (the order of its image ids)."""
 
-_MEAN = torch.tensor(act.IMAGENET_MEAN).view(1, 3, 1, 1)
-_STD = torch.tensor(act.IMAGENET_STD).view(1, 3, 1, 1)
+_MEAN = torch.tensor(hooks.IMAGENET_MEAN).view(1, 3, 1, 1)
+_STD = torch.tensor(hooks.IMAGENET_STD).view(1, 3, 1, 1)
 
 
 def dropout_modules(module: nn.Module) -> list[nn.Module]:
@@ -47,7 +49,7 @@ def dropout_reaches_layers(module: nn.Module, layers: Sequence[str], device: tor
     handles += [named[name].register_forward_hook(lambda *_: calls.append("layer")) for name in layers]
     try:
         with torch.inference_mode():
-            module(torch.zeros(1, 3, act.CROP, act.CROP, device=device))
+            module(torch.zeros(1, 3, hooks.CROP, hooks.CROP, device=device))
     finally:
         for handle in handles:
             handle.remove()
@@ -109,7 +111,7 @@ class StochasticActivity:
 
 def stochastic_active_sets(
     module: nn.Module,
-    layers: Sequence[act.LayerInfo],
+    layers: Sequence[LayerInfo],
     read_images: ImageSource,
     n_images: int,
     top_fraction: float,
@@ -125,7 +127,7 @@ def stochastic_active_sets(
     method = method or pick_method(module, names, device)
     n_neurons = sum(layer.channels for layer in layers)
     passes = np.empty((samples, n_images, n_neurons), dtype=bool)
-    reader = act.ActivationReader(module, names)
+    reader = hooks.ActivationReader(module, names)
     generator = torch.Generator().manual_seed(seed)
     fork_devices = [device] if device.type == "cuda" else []
     try:
@@ -136,11 +138,11 @@ def stochastic_active_sets(
             torch.manual_seed(seed)  # dropout draws from the global generator; fork_rng restores it
             for start in range(0, n_images, batch_size):
                 rows = list(range(start, min(start + batch_size, n_images)))
-                batch = act.preprocess(read_images(rows)).to(device)
+                batch = hooks.preprocess(read_images(rows)).to(device)
                 for t in range(samples):
                     view = augment(batch, generator) if method == "tta" else batch
                     pooled = reader.read(view).cpu().numpy()
-                    passes[t, rows[0] : rows[-1] + 1] = act.active_mask(pooled, layers, top_fraction, ranking)
+                    passes[t, rows[0] : rows[-1] + 1] = active_mask(pooled, layers, top_fraction, ranking)
     finally:
         reader.close()
     return StochasticActivity(method, passes)

@@ -1,10 +1,11 @@
-"""Uncertainty stage over a job's store: reads partitions.npy and the activation shards, writes
-`uncertainty.json` (what `assemble_hierarchy` merges into hierarchy.json).
+"""Uncertainty stage over a job's store: reads partitions.npy, the activation shards and the
+stored groups (`groups.json`), writes `uncertainty.json` (what `assemble_hierarchy` merges into
+hierarchy.json).
 
-Two entry points, both plain functions a Celery task can call:
-- `uncertainty_step(store, options, image_ids, model=None, read_images=None, device=None)`:
-  everything; the model passes (Monte Carlo dropout / test-time augmentation, causal checks,
-  pruning report) run when a loaded target model and an image reader are given.
+- `run_uncertainty(store, options, target=None, read_bytes=None)`: the one entry, called by the
+  Celery task and the embedded runner; the model passes (Monte Carlo dropout / test-time
+  augmentation, causal checks, pruning report) run when a target model and an image reader
+  are given.
 - `compute_uncertainty(...)`: the same on arrays, for callers that hold them already.
 """
 
@@ -19,9 +20,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from services.activation import activations as act
-from services.activation.groups import LevelGroups, build_groups, difference_neurons
-from services.activation.stage import read_active_sets
+from neuron_core.active_sets import read_active_sets
+from neuron_core.groups import LevelGroups, difference_neurons, stored_groups
+from neuron_core.hooks import preprocess
+from neuron_core.layers import LayerInfo
+from neuron_core.target_model import LoadedModel
 from services.uncertainty import ablation as abl
 from services.uncertainty.bootstrap import BootstrapResult, bootstrap_groups
 from services.uncertainty.model_uncertainty import (
@@ -32,9 +35,11 @@ from services.uncertainty.model_uncertainty import (
 )
 from services.uncertainty.stats import MembershipStats, chance_rates, membership_stats
 from shared import artifacts
+from shared.contracts.groups import Groups
+from shared.contracts.uncertainty import Uncertainty
 from shared.ingest import decode_image
 from shared.options import PipelineOptions
-from shared.storage import Store, get_npy, put_json
+from shared.storage import Store, get_json, get_npy
 from shared.tree import cluster_id
 
 log = logging.getLogger(__name__)
@@ -65,35 +70,47 @@ def manifest_image_reader(
     return read
 
 
-def uncertainty_step(
+def run_uncertainty(
     store: Store,
     options: PipelineOptions,
-    image_ids: Sequence[str],
-    model: nn.Module | None = None,
-    read_images: ImageSource | None = None,
-    device: torch.device | None = None,
-) -> dict[str, Any]:
-    """Statistics for every membership, cluster and the job into `uncertainty.json`."""
+    target: LoadedModel | None = None,
+    read_bytes: Callable[[dict[str, Any]], bytes] | None = None,
+) -> Uncertainty:
+    """Statistics for every membership, cluster and the job into `uncertainty.json`; with a
+    target model and `read_bytes` (a manifest entry's image bytes), the model passes too."""
+    image_ids = [row["image_id"] for row in artifacts.read_usable_captions(store)]
     active = read_active_sets(store, image_ids)
     partitions = get_npy(store, artifacts.PARTITIONS)
-    document = compute_uncertainty(
-        partitions, active.mask, active.layers, options, model, read_images, device
+    levels = stored_groups(artifacts.read_model(store, artifacts.GROUPS, Groups), partitions, active.mask)
+    read_images = None
+    if target is not None and read_bytes is not None:
+        read_images = manifest_image_reader(get_json(store, artifacts.MANIFEST), image_ids, read_bytes)
+    uncertainty = compute_uncertainty(
+        partitions,
+        active.mask,
+        levels,
+        active.layers,
+        options,
+        target.module if target else None,
+        read_images,
+        target.device if target else None,
     )
-    put_json(store, artifacts.UNCERTAINTY, document)
-    return document
+    artifacts.write_model(store, artifacts.UNCERTAINTY, uncertainty)
+    return uncertainty
 
 
 def compute_uncertainty(
     partitions: np.ndarray,
     mask: np.ndarray,
-    layers: Sequence[act.LayerInfo],
+    levels: Sequence[LevelGroups],
+    layers: Sequence[LayerInfo],
     options: PipelineOptions,
     model: nn.Module | None = None,
     read_images: ImageSource | None = None,
     device: torch.device | None = None,
-) -> dict[str, Any]:
-    """The uncertainty.json document from partitions (images x levels) and active sets."""
-    levels = build_groups(partitions, mask, options.min_support, options.group_rule)
+) -> Uncertainty:
+    """The uncertainty.json document from partitions (images x levels), active sets and the
+    groups of every level."""
     chance = chance_rates(layers, options.top_fraction, options.ranking)
     level_stats = [
         membership_stats(
@@ -155,12 +172,14 @@ def compute_uncertainty(
             )
         finally:
             ablation.close()
-    return {
-        "method": _method(options, layers, chance, activity, passes_model),
-        "clusters": clusters,
-        "summary": _summary(clusters, levels, level_stats, boot),
-        "pruning": pruning,
-    }
+    return Uncertainty.model_validate(
+        {
+            "method": _method(options, layers, chance, activity, passes_model),
+            "clusters": clusters,
+            "summary": _summary(clusters, levels, level_stats, boot),
+            "pruning": pruning,
+        }
+    )
 
 
 def _cluster_document(
@@ -215,7 +234,7 @@ def _causal_checks(
     clusters: dict[str, dict[str, Any]],
     partitions: np.ndarray,
     levels: Sequence[LevelGroups],
-    layers: Sequence[act.LayerInfo],
+    layers: Sequence[LayerInfo],
     options: PipelineOptions,
     model: nn.Module,
     ablation: abl.ChannelAblation,
@@ -233,7 +252,7 @@ def _causal_checks(
             images = np.flatnonzero(partitions[:, lv] == k)
             if images.shape[0] > options.ablation_max_images:
                 images = np.sort(rng.choice(images, options.ablation_max_images, replace=False))
-            inputs = act.preprocess(read_images(images.tolist())).to(device)
+            inputs = preprocess(read_images(images.tolist())).to(device)
             result = abl.causal_check(
                 model,
                 ablation,
@@ -254,7 +273,7 @@ def pruning_report(
     read_images: ImageSource,
     n_images: int,
     prune: np.ndarray,
-    layers: Sequence[act.LayerInfo],
+    layers: Sequence[LayerInfo],
     options: PipelineOptions,
     device: torch.device,
 ) -> dict[str, Any]:
@@ -267,7 +286,7 @@ def pruning_report(
     if prune.any():
         for start in range(0, n_images, options.batch_size):
             rows = list(range(start, min(start + options.batch_size, n_images)))
-            inputs = act.preprocess(read_images(rows)).to(device)
+            inputs = preprocess(read_images(rows)).to(device)
             m = len(rows)
             logits = abl.masked_logits(
                 model,
@@ -296,7 +315,7 @@ def pruning_report(
 
 def _method(
     options: PipelineOptions,
-    layers: Sequence[act.LayerInfo],
+    layers: Sequence[LayerInfo],
     chance: np.ndarray,
     activity: StochasticActivity | None,
     passes_model: bool,

@@ -1,4 +1,5 @@
-"""Per-membership statistics: support intervals, one-sided binomial tests, Benjamini–Hochberg.
+"""Per-membership statistics: support intervals, one-sided binomial tests, Benjamini–Hochberg
+(scipy's `false_discovery_control`).
 
 Everything is vectorised over (clusters x neurons) arrays, so a 25,000-image job's few million
 (cluster, neuron) pairs take seconds.
@@ -13,7 +14,8 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
-from services.activation.activations import LayerInfo, active_count
+from neuron_core.active_sets import active_count
+from neuron_core.layers import LayerInfo
 
 IntervalMethod = Literal["wilson", "clopper_pearson"]
 
@@ -55,15 +57,7 @@ def binomial_greater_pvalue(k: np.ndarray, n: np.ndarray, chance: np.ndarray) ->
 
 def benjamini_hochberg(p_values: np.ndarray, axis: int = -1) -> np.ndarray:
     """BH-adjusted p-values (q-values), each slice along `axis` a family of its own."""
-    p = np.moveaxis(np.asarray(p_values, dtype=np.float64), axis, -1)
-    m = p.shape[-1]
-    order = np.argsort(p, axis=-1, kind="stable")
-    ranked = np.take_along_axis(p, order, axis=-1) * m / np.arange(1, m + 1)
-    # q at rank i is the smallest adjusted value at rank >= i (step-up procedure)
-    ranked = np.minimum.accumulate(ranked[..., ::-1], axis=-1)[..., ::-1]
-    q = np.empty_like(ranked)
-    np.put_along_axis(q, order, np.minimum(ranked, 1.0), axis=-1)
-    return np.moveaxis(q, -1, axis)
+    return np.asarray(stats.false_discovery_control(p_values, axis=axis, method="bh"), dtype=np.float64)
 
 
 def chance_rates(layers: Sequence[LayerInfo], top_fraction: float, ranking: str) -> np.ndarray:

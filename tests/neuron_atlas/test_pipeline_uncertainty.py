@@ -33,7 +33,7 @@ def test_embedded_run_puts_uncertainty_into_the_hierarchy(sample_dir: Path, tmp_
         ablation_max_images=2,
         pruning_random_sets=1,
     )
-    hierarchy = run(sample_dir, tmp_path / "out", options)
+    hierarchy = run(sample_dir, tmp_path / "out", options).document()
     validate_hierarchy(hierarchy)
     assert hierarchy["schema_version"] == SCHEMA_VERSION == "1.1"
     assert hierarchy["uncertainty"]["method"]["model_uncertainty"] == {"method": "tta", "samples": 2}
@@ -54,5 +54,5 @@ def test_embedded_run_puts_uncertainty_into_the_hierarchy(sample_dir: Path, tmp_
     # a job assembled without the uncertainty stage (a suite still wiring it) stays valid
     store = LocalStore(tmp_path / "out")
     store.delete_prefix(artifacts.UNCERTAINTY)
-    plain = assemble_hierarchy(store, "0")
+    plain = assemble_hierarchy(store, "0").document()
     assert "uncertainty" not in plain and "evidence" not in plain["clusters"][0]["neurons"][0]

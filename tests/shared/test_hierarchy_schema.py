@@ -1,6 +1,12 @@
+import json
+
 import jsonschema
 import pytest
+from pydantic import ValidationError
 
+from shared.contracts.hierarchy import Cluster
+from shared.contracts.labels import ClusterLabel
+from shared.contracts.schema import PUBLISHED, hierarchy_json_schema, schema_text
 from shared.hierarchy import SCHEMA_VERSION, hierarchy_schema, validate_hierarchy
 
 
@@ -10,6 +16,45 @@ def test_published_schema_is_a_valid_json_schema_for_this_version():
     assert schema["properties"]["schema_version"]["const"] == SCHEMA_VERSION
 
 
+def test_published_schema_is_the_one_generated_from_the_models():
+    assert PUBLISHED.read_text() == schema_text(), "run: python -m shared.contracts.schema"
+    assert hierarchy_schema() == json.loads(schema_text())
+
+
 def test_documents_that_break_the_schema_are_refused():
     with pytest.raises(jsonschema.ValidationError):
         validate_hierarchy({"schema_version": SCHEMA_VERSION, "clusters": []})
+
+
+CLUSTER = {
+    "id": "L1-0",
+    "level": 1,
+    "parent": "L2-0",
+    "children": [],
+    "size": 1,
+    "images": ["a"],
+    "label": "snow",
+    "label_source": "offline",
+    "label_model": None,
+    "label_prompt_version": None,
+    "label_warning": None,
+    "label_quality": None,
+    "neurons": [],
+    "difference_neurons": [],
+    "difference_description": "snowy forest",
+    "difference_source": None,
+}
+
+
+def test_a_difference_description_needs_its_source_in_schema_and_models():
+    schema = hierarchy_json_schema()
+    cluster_schema = {**schema["$defs"]["Cluster"], "$defs": schema["$defs"]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(CLUSTER, cluster_schema)
+    jsonschema.validate({**CLUSTER, "difference_source": "offline"}, cluster_schema)
+    jsonschema.validate({**CLUSTER, "difference_description": None}, cluster_schema)
+    with pytest.raises(ValidationError):
+        ClusterLabel(label="snow", source="offline", difference_description="snowy forest")
+    assert Cluster.model_validate({**CLUSTER, "difference_source": "offline"}).difference_source == "offline"
+    with pytest.raises(ValidationError):
+        Cluster.model_validate(CLUSTER)

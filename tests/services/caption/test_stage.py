@@ -1,4 +1,4 @@
-"""The suite's caption shard step over a store."""
+"""The caption shard entry over a store."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from services.caption.captioning import Captioner
-from services.caption.stage import caption_shard_step
+from services.caption.stage import run_caption_shard
 from shared import artifacts
+from shared.ingest import decode_shard
 from shared.options import PipelineOptions
 from shared.storage import LocalStore, get_json
 
@@ -32,7 +33,8 @@ def test_shard_step_uses_brought_captions_and_lists_undecodable_images(
         raise AssertionError("every image brought a caption: no captioner may be loaded")
 
     options = PipelineOptions(shard_size=2)
-    assert caption_shard_step(store, manifest, 1, options, no_captioner) == 2
+    images = decode_shard(manifest, 1, options.shard_size, artifacts.stored_image_reader(store))
+    assert run_caption_shard(store, manifest, images, options, no_captioner) == 2
     shard = get_json(store, artifacts.captions_key(1))
     assert shard["captions"] == [{"image_id": entries[2]["id"], "caption": "caption 2", "source": "provided"}]
     assert [s["file_name"] for s in shard["skipped"]] == ["broken.png"]

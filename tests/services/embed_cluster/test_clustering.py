@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from services.embed_cluster.clustering import canonical_labels, finch_partitions
-from services.embed_cluster.embedding import Embedder
+from shared.sentence_embedder import Embedder
 
 
 def blobs(n_per: int, centres: int, dim: int = 16, seed: int = 0) -> np.ndarray:

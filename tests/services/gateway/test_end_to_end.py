@@ -50,7 +50,7 @@ def test_suite_hierarchy_equals_the_embedded_run(
     suite_job: dict[str, Any], sample_dir: Path, tmp_path: Path
 ) -> None:
     assert suite_job["job"]["status"] == "succeeded", suite_job["job"]["error"]
-    embedded = pipeline.run(sample_dir, tmp_path / "out", PipelineOptions(**OPTIONS))
+    embedded = pipeline.run(sample_dir, tmp_path / "out", PipelineOptions(**OPTIONS)).document()
     suite = suite_job["hierarchy"]
     assert [c["id"] for c in suite["clusters"]] == [c["id"] for c in embedded["clusters"]]
     for ours, theirs in zip(suite["clusters"], embedded["clusters"], strict=True):

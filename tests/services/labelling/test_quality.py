@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.embed_cluster.embedding import Embedder
 from services.labelling.quality import auroc, label_quality, quality_summary, siblings
+from shared.sentence_embedder import Embedder
 from shared.tree import build_tree
 from tests.services.labelling.conftest import PARTITIONS
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.embed_cluster.embedding import Embedder
 from services.labelling.sampling import estimate_tokens, format_captions, sample_captions
+from shared.sentence_embedder import Embedder
 
 
 def unit(rows: list[list[float]]) -> np.ndarray:

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from services.embed_cluster.embedding import Embedder
 from services.labelling.settings import LabelSettings
-from services.labelling.stage import label_step, labelling_summary
+from services.labelling.stage import label_clusters, labelling_summary
 from shared.errors import LabellingError
+from shared.sentence_embedder import Embedder
 from shared.storage import LocalStore, get_json
 from tests.services.labelling.conftest import CAPTIONS
 from tests.services.labelling.fake_llm import FakeLLM
@@ -19,8 +19,8 @@ LLM = "llm:fake-model@v1"
 
 
 def run(store: LocalStore, embedder: Embedder, settings: LabelSettings) -> dict[str, Any]:
-    label_step(store, CAPTIONS, embedder, settings)
-    return {"clusters": get_json(store, "labels.json"), **labelling_summary(store)}
+    label_clusters(store, CAPTIONS, embedder, settings)
+    return {"clusters": get_json(store, "labels.json"), **labelling_summary(store).document()}
 
 
 def settings_with(base: LabelSettings, **changes: Any) -> LabelSettings:

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from services.activation.activations import LayerInfo, preprocess
+from neuron_core.hooks import preprocess
+from neuron_core.layers import LayerInfo
 from services.uncertainty.ablation import (
     ChannelAblation,
     causal_check,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.activation.groups import build_groups
+from neuron_core.groups import build_groups
 from services.uncertainty.bootstrap import bootstrap_groups, jaccard_rows
 
 

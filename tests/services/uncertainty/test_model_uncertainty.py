@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from services.activation.activations import LayerInfo
+from neuron_core.layers import LayerInfo
 from services.uncertainty.model_uncertainty import (
     augment,
     expected_support,

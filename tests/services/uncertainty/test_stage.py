@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from services.activation.activations import LayerInfo, active_mask
-from services.activation.stage import write_activation_shard
-from services.uncertainty.stage import uncertainty_step
+from neuron_core.active_sets import active_mask, write_activation_shard
+from neuron_core.layers import LayerInfo
+from neuron_core.target_model import LoadedModel
+from services.activation.stage import run_groups
+from services.caption.stage import write_caption_shard
+from services.uncertainty.stage import run_uncertainty
 from shared import artifacts
 from shared.options import PipelineOptions
-from shared.storage import LocalStore, get_json, put_npy
+from shared.storage import LocalStore, get_json, put_json, put_npy
 
 from .test_model_uncertainty import TinyNet
 
@@ -24,8 +27,10 @@ OPTIONS = PipelineOptions(
 )
 
 
-def write_job(root: Path) -> tuple[LocalStore, list[str]]:
-    """12 images in 4 level-1 clusters, 2 parents; each level-1 cluster lifts its own neurons."""
+def write_job(root: Path, images: list[Image.Image]) -> LocalStore:
+    """12 images in 4 level-1 clusters, 2 parents; each level-1 cluster lifts its own neurons.
+    Everything the uncertainty stage reads: manifest and images, captions, partitions,
+    activation shards and groups.json."""
     store = LocalStore(root)
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(4), 3)
@@ -35,20 +40,29 @@ def write_job(root: Path) -> tuple[LocalStore, list[str]]:
         pooled[labels == c, c * 3 : c * 3 + 3] += 5  # layer1 neurons
         pooled[labels == c, 16 + c] += 5  # a layer2 neuron
     ids = [f"{i:064x}" for i in range(12)]
+    entries = []
+    for image_id, image in zip(ids, images, strict=True):
+        data = io.BytesIO()
+        image.save(data, format="PNG")
+        store.put_bytes(artifacts.image_key(image_id, "png"), data.getvalue())
+        entries.append({"id": image_id, "file_name": f"{image_id[-2:]}.png", "format": "png", "caption": "c"})
+    put_json(store, artifacts.MANIFEST, {"images": entries, "skipped": []})
+    rows = [{"image_id": i, "caption": "c", "source": "provided"} for i in ids]
+    write_caption_shard(store, 0, None, rows, [])
     mask = active_mask(pooled, LAYERS, 0.25, "per_layer")
     write_activation_shard(store, 0, ids, pooled, mask, LAYERS, "random")
-    return store, ids
+    run_groups(store, OPTIONS)
+    return store
 
 
-def run_step(root: Path, read: Callable[[Sequence[int]], list[Image.Image]]) -> dict[str, Any]:
-    store, ids = write_job(root)
-    return uncertainty_step(store, OPTIONS, ids, TinyNet(p=0.2).eval(), read)
+def run_step(root: Path, images: list[Image.Image]) -> dict[str, Any]:
+    store = write_job(root, images)
+    target = LoadedModel("tiny", TinyNet(p=0.2).eval(), "random")
+    return run_uncertainty(store, OPTIONS, target, artifacts.stored_image_reader(store)).document()
 
 
-def test_step_writes_evidence_for_every_membership(
-    tmp_path: Path, read_images: Callable[[Sequence[int]], list[Image.Image]]
-) -> None:
-    document = run_step(tmp_path, read_images)
+def test_step_writes_evidence_for_every_membership(tmp_path: Path, images: list[Image.Image]) -> None:
+    document = run_step(tmp_path, images)
     assert get_json(LocalStore(tmp_path), artifacts.UNCERTAINTY) == document
     level1 = document["clusters"]["L1-2"]
     members = level1["members"]
@@ -75,15 +89,12 @@ def test_step_writes_evidence_for_every_membership(
     )
 
 
-def test_step_repeats_exactly(
-    tmp_path: Path, read_images: Callable[[Sequence[int]], list[Image.Image]]
-) -> None:
-    assert run_step(tmp_path / "a", read_images) == run_step(tmp_path / "b", read_images)
+def test_step_repeats_exactly(tmp_path: Path, images: list[Image.Image]) -> None:
+    assert run_step(tmp_path / "a", images) == run_step(tmp_path / "b", images)
 
 
-def test_step_without_a_model_skips_the_model_passes(tmp_path: Path) -> None:
-    store, ids = write_job(tmp_path)
-    document = uncertainty_step(store, OPTIONS, ids)
+def test_step_without_a_model_skips_the_model_passes(tmp_path: Path, images: list[Image.Image]) -> None:
+    document = run_uncertainty(write_job(tmp_path, images), OPTIONS).document()
     assert document["pruning"] is None and document["method"]["model_uncertainty"] is None
     assert all(c["causal"] is None for c in document["clusters"].values())
     members = document["clusters"]["L1-0"]["members"]
@@ -93,3 +104,18 @@ def test_step_without_a_model_skips_the_model_passes(tmp_path: Path) -> None:
         if n in {0, 1, 2, 16}
     ]
     assert planted == [1.0, 1.0, 1.0, 1.0]  # active in all 3 images: in every resample's group
+
+
+def test_the_stage_reads_the_stored_groups_and_does_not_apply_the_group_rule_again(
+    tmp_path: Path, images: list[Image.Image]
+) -> None:
+    store = write_job(tmp_path, images)
+    groups = get_json(store, artifacts.GROUPS)
+    # Take one neuron out of a level-1 group in groups.json: the rule would put it back.
+    cluster = groups["levels"][0]["clusters"][2]
+    dropped = cluster["group"].pop(0)
+    cluster["counts"].pop(0)
+    put_json(store, artifacts.GROUPS, groups)
+    members = run_uncertainty(store, OPTIONS).clusters["L1-2"].members
+    assert dropped not in members.neuron
+    assert members.neuron == cluster["group"]

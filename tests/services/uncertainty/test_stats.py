@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from services.activation.activations import LayerInfo
+from neuron_core.layers import LayerInfo
 from services.uncertainty.stats import (
     benjamini_hochberg,
     binomial_greater_pvalue,

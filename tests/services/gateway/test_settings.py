@@ -7,7 +7,8 @@ import hashlib
 import pytest
 from pydantic import ValidationError
 
-from shared.settings import GatewaySettings, InfraSettings, check_auth_setting
+from services.gateway.settings import GatewaySettings, check_auth_setting
+from shared.settings import InfraSettings
 
 
 def test_placeholder_secrets_are_refused_outside_development(monkeypatch: pytest.MonkeyPatch) -> None:

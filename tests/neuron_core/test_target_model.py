@@ -6,7 +6,7 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from services.activation.target_model import load_target_model
+from neuron_core.target_model import load_target_model
 from shared.errors import InputError, ModelLoadError
 
 

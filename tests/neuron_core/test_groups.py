@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from services.activation.groups import active_matrix, build_groups, cluster_counts, difference_neurons
+from neuron_core.groups import active_matrix, build_groups, cluster_counts, difference_neurons
 from shared.errors import InputError
 
 # 8 images x 6 neurons. Level 1: clusters {0,1,2}, {3,4}, {5,6,7}; level 2: {0..4}, {5,6,7}.

@@ -1,4 +1,5 @@
-"""Neuron groups of every cluster, up the hierarchy, and the difference neurons of each child.
+"""Neuron groups of every cluster, up the hierarchy, and the difference neurons of each child;
+and `groups.json`, where the groups stage keeps them for every later stage.
 
 All counting is sparse linear algebra: a (clusters x images) one-hot membership matrix times the
 (images x neurons) active sets gives every cluster's per-neuron counts in one product.
@@ -6,11 +7,14 @@ All counting is sparse linear algebra: a (clusters x images) one-hot membership 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
+from neuron_core.active_sets import ActiveSets
+from shared.contracts.groups import ClusterGroup, Groups, GroupsLevel, Layer
 from shared.errors import InputError
 
 
@@ -101,3 +105,55 @@ def difference_neurons(levels: list[LevelGroups], level: int) -> np.ndarray:
     if current.parent is None:
         return np.zeros_like(current.members)
     return current.members & ~levels[level + 1].members[current.parent]
+
+
+def groups_document(levels: Sequence[LevelGroups], active: ActiveSets) -> Groups:
+    """groups.json: layers, then per level and cluster: group and difference (global neuron
+    indices) and the group neurons' active counts, in the order of `group`."""
+    return Groups(
+        weights=active.weights,
+        layers=[Layer(name=layer.name, channels=layer.channels) for layer in active.layers],
+        levels=[
+            GroupsLevel(
+                sizes=level.sizes.tolist(),
+                clusters=[
+                    ClusterGroup(
+                        group=np.flatnonzero(level.members[k]).tolist(),
+                        difference=np.flatnonzero(diff[k]).tolist(),
+                        counts=level.counts[k][level.members[k]].tolist(),
+                    )
+                    for k in range(len(level.sizes))
+                ],
+            )
+            for lv, level in enumerate(levels)
+            for diff in [difference_neurons(list(levels), lv)]
+        ],
+    )
+
+
+def stored_groups(document: Groups, partitions: np.ndarray, mask: np.ndarray) -> list[LevelGroups]:
+    """The groups that groups.json holds (the group rule is applied once, by the groups stage),
+    with every neuron's active counts: groups.json keeps the members' counts only, and a test
+    over all neurons needs the rest. Counts that disagree with groups.json mean the active sets
+    changed after the groups were written."""
+    active = active_matrix(mask)
+    n_levels = partitions.shape[1]
+    if len(document.levels) != n_levels:
+        raise InputError(
+            f"groups.json has {len(document.levels)} levels and partitions.npy {n_levels}.",
+            "Run the groups stage again on this job's partitions.",
+        )
+    levels: list[LevelGroups] = []
+    for lv, stored in enumerate(document.levels):
+        sizes, counts = cluster_counts(partitions[:, lv], active)
+        members = np.zeros(counts.shape, dtype=bool)
+        for k, cluster in enumerate(stored.clusters):
+            members[k, cluster.group] = True
+            if counts[k, cluster.group].tolist() != cluster.counts:
+                raise InputError(
+                    f"groups.json disagrees with the activation shards (cluster {k} of level {lv + 1}).",
+                    "Run the groups stage again after the activation stage.",
+                )
+        parent = parent_index(partitions, lv) if lv + 1 < n_levels else None
+        levels.append(LevelGroups(sizes, counts, members, parent))
+    return levels

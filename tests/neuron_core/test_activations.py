@@ -4,14 +4,16 @@ import torch
 from PIL import Image
 from torch import nn
 
-from services.activation import activations as act
+from neuron_core import hooks
+from neuron_core.active_sets import active_count, active_mask, pack_mask, unpack_mask
+from neuron_core.layers import LayerInfo, resolve_layers
 from shared.errors import InputError
 
 
-def layers(*channels: int) -> list[act.LayerInfo]:
+def layers(*channels: int) -> list[LayerInfo]:
     out, offset = [], 0
     for i, c in enumerate(channels):
-        out.append(act.LayerInfo(f"l{i}", c, offset))
+        out.append(LayerInfo(f"l{i}", c, offset))
         offset += c
     return out
 
@@ -19,19 +21,19 @@ def layers(*channels: int) -> list[act.LayerInfo]:
 def test_top_fraction_per_layer_marks_the_highest_channels_of_each_layer():
     pooled = np.array([[0.1, 0.9, 0.5, 0.3, 7.0, 1.0, 2.0, 3.0, 4.0, 5.0]])
     # layer 0 has 4 channels, layer 1 has 6: top 0.5 -> 2 and 3 active
-    mask = act.active_mask(pooled, layers(4, 6), top_fraction=0.5, ranking="per_layer")
+    mask = active_mask(pooled, layers(4, 6), top_fraction=0.5, ranking="per_layer")
     assert np.flatnonzero(mask[0]).tolist() == [1, 2, 4, 8, 9]
 
 
 def test_global_ranking_ranks_all_selected_neurons_together():
     pooled = np.array([[0.1, 0.9, 0.5, 0.3, 7.0, 1.0, 2.0, 3.0, 4.0, 5.0]])
-    mask = act.active_mask(pooled, layers(4, 6), top_fraction=0.3, ranking="global")
+    mask = active_mask(pooled, layers(4, 6), top_fraction=0.3, ranking="global")
     assert np.flatnonzero(mask[0]).tolist() == [4, 8, 9]
 
 
 def test_ties_at_the_threshold_go_to_the_lowest_channel_index():
     pooled = np.array([[1.0, 2.0, 2.0, 2.0, 0.0], [5.0, 5.0, 5.0, 5.0, 5.0]])
-    mask = act.active_mask(pooled, layers(5), top_fraction=0.4, ranking="per_layer")
+    mask = active_mask(pooled, layers(5), top_fraction=0.4, ranking="per_layer")
     assert np.flatnonzero(mask[0]).tolist() == [1, 2]
     assert np.flatnonzero(mask[1]).tolist() == [0, 1]
 
@@ -39,21 +41,21 @@ def test_ties_at_the_threshold_go_to_the_lowest_channel_index():
 def test_every_image_gets_exactly_k_active_neurons_per_layer():
     rng = np.random.default_rng(0)
     pooled = rng.integers(0, 4, size=(300, 64 + 128)).astype(np.float32)  # many ties
-    mask = act.active_mask(pooled, layers(64, 128), 0.1, "per_layer")
+    mask = active_mask(pooled, layers(64, 128), 0.1, "per_layer")
     assert (mask[:, :64].sum(axis=1) == 6).all()
     assert (mask[:, 64:].sum(axis=1) == 13).all()
 
 
 def test_active_count_rounds_and_keeps_at_least_one():
-    assert act.active_count(64, 0.1) == 6
-    assert act.active_count(512, 0.1) == 51
-    assert act.active_count(5, 0.01) == 1
-    assert act.active_count(10, 1.0) == 10
+    assert active_count(64, 0.1) == 6
+    assert active_count(512, 0.1) == 51
+    assert active_count(5, 0.01) == 1
+    assert active_count(10, 1.0) == 10
 
 
 def test_bitsets_round_trip():
     mask = np.random.default_rng(1).random((7, 13)) < 0.3
-    assert (act.unpack_mask(act.pack_mask(mask), 13) == mask).all()
+    assert (unpack_mask(pack_mask(mask), 13) == mask).all()
 
 
 class TwoConv(nn.Module):
@@ -72,34 +74,34 @@ class TwoConv(nn.Module):
 def test_reader_pools_the_spatial_mean_of_each_channel():
     model = TwoConv().eval()
     x = torch.randn(2, 3, 16, 16)
-    reader = act.ActivationReader(model, ["conv"])
+    reader = hooks.ActivationReader(model, ["conv"])
     pooled = reader.read(x)
     assert torch.allclose(pooled, model.conv(x).mean(dim=(2, 3)), atol=1e-6)
-    assert reader.layer_infos(torch.device("cpu")) == [act.LayerInfo("conv", 4, 0)]
+    assert reader.layer_infos(torch.device("cpu")) == [LayerInfo("conv", 4, 0)]
     reader.close()
 
 
 def test_a_module_that_runs_twice_per_pass_is_refused():
-    reader = act.ActivationReader(TwoConv().eval(), ["relu"])
+    reader = hooks.ActivationReader(TwoConv().eval(), ["relu"])
     with pytest.raises(InputError, match="more than once"):
         reader.read(torch.randn(1, 3, 8, 8))
 
 
 def test_unknown_layers_get_an_error_listing_valid_names():
     with pytest.raises(InputError) as err:
-        act.resolve_layers(TwoConv(), ["conv", "nope"])
+        resolve_layers(TwoConv(), ["conv", "nope"])
     assert "'nope'" in err.value.problem and "conv" in err.value.fix and "head" in err.value.fix
 
 
 def test_resnet_default_layers_are_the_residual_stages():
     import torchvision
 
-    assert act.resolve_layers(torchvision.models.resnet18(), None) == ["layer1", "layer2", "layer3", "layer4"]
+    assert resolve_layers(torchvision.models.resnet18(), None) == ["layer1", "layer2", "layer3", "layer4"]
 
 
 def test_preprocess_resizes_crops_and_normalises():
     images = [Image.new("RGB", (300, 200), (255, 0, 0)), Image.new("RGB", (50, 90), (0, 0, 0))]
-    batch = act.preprocess(images)
+    batch = hooks.preprocess(images)
     assert batch.shape == (2, 3, 224, 224)
-    red = (1.0 - act.IMAGENET_MEAN[0]) / act.IMAGENET_STD[0]
+    red = (1.0 - hooks.IMAGENET_MEAN[0]) / hooks.IMAGENET_STD[0]
     assert torch.allclose(batch[0, 0], torch.full((224, 224), red), atol=1e-5)

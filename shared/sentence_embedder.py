@@ -1,4 +1,6 @@
-"""Caption embeddings: sentence-transformers, L2-normalised rows."""
+"""Sentence embeddings of captions and labels (sentence-transformers, L2-normalised rows): the
+embed_cluster service clusters them, the labelling service scores labels with them. The model
+loads on first use, so importing this module costs nothing (the gateway never does)."""
 
 from __future__ import annotations
 

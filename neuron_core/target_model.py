@@ -3,6 +3,9 @@
 Weights come from, in order: a user's safetensors state dict (never a pickle from a user), the
 ImageNet weights in the torch cache (downloaded only when downloads are allowed), or random
 weights, and random only when the caller explicitly allows it.
+
+`target_model(TargetSpec.of(options, ...))` is the one way a stage gets a target model: one
+bounded cache per process, keyed by everything that changes the loaded module.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -20,6 +24,7 @@ from torch import nn
 
 from shared.errors import InputError, ModelLoadError
 from shared.hub import downloads_allowed
+from shared.options import PipelineOptions
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,10 @@ class LoadedModel:
     architecture: str
     module: nn.Module
     weights: str
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
 
 
 def classification_architectures() -> list[str]:
@@ -122,3 +131,48 @@ def load_target_model(
             log.warning("using RANDOM weights for %s: %s", architecture, exc.problem)
             source = f"random (seed {seed}; no trained weights: {exc.problem})"
     return LoadedModel(architecture, module.eval(), source)
+
+
+def pick_device(requested: str | None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """Everything that decides the loaded target module, and nothing else: the cache key."""
+
+    architecture: str
+    weights: str | None
+    allow_random_weights: bool
+    seed: int
+    device: str
+    cache_dir: Path | None
+
+    @classmethod
+    def of(
+        cls, options: PipelineOptions, cache_dir: Path | None = None, default_device: str | None = None
+    ) -> TargetSpec:
+        """The job's target model; `cache_dir` and `default_device` come from the worker's settings
+        (the job's own `device` option wins)."""
+        return cls(
+            architecture=options.model,
+            weights=options.weights,
+            allow_random_weights=options.allow_random_weights,
+            seed=options.seed,
+            device=str(pick_device(options.device or default_device)),
+            cache_dir=cache_dir,
+        )
+
+
+# One model kept per process: consecutive jobs and shards of one job usually share it, and a
+# second would double the memory a worker needs.
+@lru_cache(maxsize=1)
+def target_model(spec: TargetSpec) -> LoadedModel:
+    """The target model in eval mode on its device, loaded once per spec."""
+    loaded = load_target_model(
+        spec.architecture, spec.weights, spec.allow_random_weights, spec.cache_dir, spec.seed
+    )
+    loaded.module.to(torch.device(spec.device))
+    return loaded

@@ -1,4 +1,4 @@
-"""Pooled layer activations and per-image active sets.
+"""Forward hooks that pool inside the hook, and the ImageNet evaluation transform.
 
 A neuron is one channel of a selected layer; its activation for an image is the spatial mean of
 its feature map, taken inside a forward hook so only one float per channel is kept.
@@ -6,60 +6,20 @@ its feature map, taken inside a forward hook so only one float per channel is ke
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from types import TracebackType
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
+from neuron_core.layers import LayerInfo, stack_layers
 from shared.errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE, CROP = 256, 224
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    name: str
-    channels: int
-    offset: int  # first column of this layer in the neuron axis
-
-
-def default_layers(module: nn.Module) -> list[str]:
-    """The output of each residual stage (ResNet-style `layer1`..`layerN`)."""
-    names = [name for name, _ in module.named_children() if name.startswith("layer")]
-    if not names:
-        raise InputError(
-            f"{type(module).__name__} has no residual stages to read by default.",
-            "Choose layers with --layers; valid names: " + _some_module_names(module),
-        )
-    return names
-
-
-def _some_module_names(module: nn.Module, limit: int = 40) -> str:
-    names = [name for name, _ in module.named_modules() if name]
-    shown = ", ".join(names[:limit])
-    return shown + (f", … ({len(names) - limit} more)" if len(names) > limit else "")
-
-
-def resolve_layers(module: nn.Module, layers: Sequence[str] | None) -> list[str]:
-    """Check module names against the model; unknown ones get an error listing the valid ones."""
-    if not layers:
-        return default_layers(module)
-    known = dict(module.named_modules())
-    unknown = [name for name in layers if name not in known or not name]
-    if unknown:
-        raise InputError(
-            f"Unknown layer(s) {', '.join(map(repr, unknown))}.",
-            "Valid module names: " + _some_module_names(module, limit=200),
-        )
-    if len(set(layers)) != len(layers):
-        raise InputError("A layer is named twice in --layers.", "Name each layer once.")
-    return list(layers)
 
 
 def _pool(output: torch.Tensor) -> torch.Tensor:
@@ -125,12 +85,7 @@ class ActivationReader:
     def layer_infos(self, device: torch.device) -> list[LayerInfo]:
         """Channel counts from one pass over a blank image."""
         pooled_by_layer = self._probe(device)
-        infos, offset = [], 0
-        for name in self.layers:
-            channels = int(pooled_by_layer[name].shape[1])
-            infos.append(LayerInfo(name, channels, offset))
-            offset += channels
-        return infos
+        return stack_layers(self.layers, [int(pooled_by_layer[name].shape[1]) for name in self.layers])
 
     @torch.inference_mode()
     def _probe(self, device: torch.device) -> dict[str, torch.Tensor]:
@@ -139,6 +94,14 @@ class ActivationReader:
     def close(self) -> None:
         for handle in self._handles:
             handle.remove()
+
+    def __enter__(self) -> ActivationReader:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()  # the model may be cached and reused: leave no hook behind
 
 
 def preprocess(images: Sequence[Image.Image]) -> torch.Tensor:
@@ -155,51 +118,3 @@ def preprocess(images: Sequence[Image.Image]) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return batch.sub_(mean).div_(std).contiguous()
-
-
-def active_count(channels: int, top_fraction: float) -> int:
-    """How many of `channels` neurons are active: round(fraction * channels), at least 1."""
-    return max(1, min(channels, math.floor(top_fraction * channels + 0.5)))
-
-
-def _top_k_mask(values: np.ndarray, k: int) -> np.ndarray:
-    """Row-wise top-k as a mask; ties at the threshold go to the lowest channel index."""
-    n, width = values.shape
-    if k >= width:
-        return np.ones((n, width), dtype=bool)
-    kth = np.partition(values, width - k, axis=1)[:, width - k][:, None]
-    above = values > kth
-    needed = k - above.sum(axis=1, keepdims=True)
-    tied = values == kth
-    return above | (tied & (np.cumsum(tied, axis=1) <= needed))
-
-
-def active_mask(
-    pooled: np.ndarray, layers: Sequence[LayerInfo], top_fraction: float, ranking: str
-) -> np.ndarray:
-    """Bool (images, neurons): each image's top `top_fraction` per layer, or over all layers."""
-    values = np.asarray(pooled, dtype=np.float32)
-    if ranking == "global":
-        return _top_k_mask(values, active_count(values.shape[1], top_fraction))
-    if ranking != "per_layer":
-        raise InputError(f"Unknown ranking {ranking!r}.", "Use per_layer or global.")
-    mask = np.empty(values.shape, dtype=bool)
-    for layer in layers:
-        cols = slice(layer.offset, layer.offset + layer.channels)
-        mask[:, cols] = _top_k_mask(values[:, cols], active_count(layer.channels, top_fraction))
-    return mask
-
-
-def pack_mask(mask: np.ndarray) -> np.ndarray:
-    """Active sets as bitsets, 8 neurons a byte (design §3 `active bitsets`)."""
-    return np.packbits(mask, axis=1)
-
-
-def unpack_mask(bits: np.ndarray, n_neurons: int) -> np.ndarray:
-    return np.unpackbits(bits, axis=1, count=n_neurons).astype(bool)
-
-
-def pick_device(requested: str | None) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,87 @@
+"""The `run` command's flags, generated from `PipelineOptions`: one source for every option's
+name, default, bounds and help (its Field description), so the CLI cannot drift from the model
+that the API and the runner use."""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from typing import Any, Literal
+
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
+
+from shared.errors import InputError
+from shared.options import PipelineOptions
+
+# Where each group of flags begins, in the model's field order.
+GROUP_STARTS = {
+    "caption_model": "captions and clustering",
+    "model": "target model and neurons",
+    "alpha": "uncertainty (seeded by --seed)",
+    "max_image_pixels": "input limits",
+}
+BOUND_SIGNS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per option. Values are checked by the model (`options_from_args`), so a bad
+    value gets the same message here as in an API spec."""
+    group = parser.add_argument_group("options")
+    for name, field in PipelineOptions.model_fields.items():
+        if name in GROUP_STARTS:
+            group = parser.add_argument_group(GROUP_STARTS[name])
+        group.add_argument(flag(name), dest=name, default=None, help=_help(field), **_kind(field))
+
+
+def _kind(field: FieldInfo) -> dict[str, Any]:
+    annotation = _without_none(field.annotation)
+    if annotation is bool:
+        return {"action": "store_true"}
+    if typing.get_origin(annotation) is Literal:
+        return {"choices": typing.get_args(annotation)}
+    if annotation in (int, float):
+        return {"type": annotation, "metavar": annotation.__name__.upper()}
+    if typing.get_origin(annotation) is tuple:
+        return {"metavar": "A,B,..."}  # the model splits the comma-separated names
+    return {"metavar": "VALUE"}
+
+
+def _without_none(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        rest = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return rest[0] if len(rest) == 1 else annotation
+    return annotation
+
+
+def _help(field: FieldInfo) -> str:
+    parts = [field.description or ""]
+    bounds = [
+        f"{sign} {getattr(bound, attribute)}"
+        for bound in field.metadata
+        for attribute, sign in BOUND_SIGNS.items()
+        if getattr(bound, attribute, None) is not None
+    ]
+    if bounds:
+        parts.append(f"({', '.join(bounds)})")
+    if field.default is not None and field.default is not False:
+        parts.append(f"(default: {field.default})".replace("%", "%%"))
+    return " ".join(p for p in parts if p)
+
+
+def options_from_args(args: argparse.Namespace) -> PipelineOptions:
+    """The options the flags give, defaults for the rest; a bad value is an InputError naming its flag."""
+    fields = PipelineOptions.model_fields
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    try:
+        return PipelineOptions(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{flag('_'.join(str(p) for p in err['loc']))}: {err['msg']}" for err in exc.errors()
+        )
+        raise InputError(f"Invalid options: {problems}.", "See neuron-atlas run --help.") from None

@@ -1,0 +1,108 @@
+"""Per-image active sets: each image's top `top_fraction` neurons, and the stored activation
+shards (`activations/{shard}.npz`) that the groups and uncertainty stages read back."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from neuron_core.layers import LayerInfo, stack_layers
+from shared import artifacts
+from shared.errors import InputError
+from shared.storage import Store, get_npz, put_npz
+
+
+def active_count(channels: int, top_fraction: float) -> int:
+    """How many of `channels` neurons are active: round(fraction * channels), at least 1."""
+    return max(1, min(channels, math.floor(top_fraction * channels + 0.5)))
+
+
+def _top_k_mask(values: np.ndarray, k: int) -> np.ndarray:
+    """Row-wise top-k as a mask; ties at the threshold go to the lowest channel index."""
+    n, width = values.shape
+    if k >= width:
+        return np.ones((n, width), dtype=bool)
+    kth = np.partition(values, width - k, axis=1)[:, width - k][:, None]
+    above = values > kth
+    needed = k - above.sum(axis=1, keepdims=True)
+    tied = values == kth
+    return above | (tied & (np.cumsum(tied, axis=1) <= needed))
+
+
+def active_mask(
+    pooled: np.ndarray, layers: Sequence[LayerInfo], top_fraction: float, ranking: str
+) -> np.ndarray:
+    """Bool (images, neurons): each image's top `top_fraction` per layer, or over all layers."""
+    values = np.asarray(pooled, dtype=np.float32)
+    if ranking == "global":
+        return _top_k_mask(values, active_count(values.shape[1], top_fraction))
+    if ranking != "per_layer":
+        raise InputError(f"Unknown ranking {ranking!r}.", "Use per_layer or global.")
+    mask = np.empty(values.shape, dtype=bool)
+    for layer in layers:
+        cols = slice(layer.offset, layer.offset + layer.channels)
+        mask[:, cols] = _top_k_mask(values[:, cols], active_count(layer.channels, top_fraction))
+    return mask
+
+
+def pack_mask(mask: np.ndarray) -> np.ndarray:
+    """Active sets as bitsets, 8 neurons a byte (design §3 `active bitsets`)."""
+    return np.packbits(mask, axis=1)
+
+
+def unpack_mask(bits: np.ndarray, n_neurons: int) -> np.ndarray:
+    """Bitsets back to a bool (images, neurons) mask."""
+    return np.unpackbits(bits, axis=1, count=n_neurons).astype(bool)
+
+
+@dataclass(frozen=True)
+class ActiveSets:
+    """The job's active sets, rows in the order of `image_ids`."""
+
+    image_ids: list[str]
+    mask: np.ndarray  # bool (images, neurons)
+    layers: list[LayerInfo]
+    weights: str
+
+
+def write_activation_shard(
+    store: Store,
+    shard: int,
+    image_ids: Sequence[str],
+    pooled: np.ndarray,
+    mask: np.ndarray,
+    layers: Sequence[LayerInfo],
+    weights: str,
+) -> None:
+    put_npz(
+        store,
+        artifacts.activations_key(shard),
+        image_ids=np.array(image_ids, dtype="U64"),
+        pooled=pooled.astype(np.float16),
+        active_bits=pack_mask(mask),
+        layer_names=np.array([layer.name for layer in layers]),
+        layer_channels=np.array([layer.channels for layer in layers], dtype=np.int64),
+        weights=np.array(weights),
+    )
+
+
+def read_active_sets(store: Store, order: Sequence[str] | None = None) -> ActiveSets:
+    """All shards' active sets; with `order`, rows follow those image ids."""
+    ids: list[str] = []
+    masks: list[np.ndarray] = []
+    shards = [get_npz(store, key) for key in sorted(store.list("activations/"))]
+    if not shards:
+        raise FileNotFoundError("no activation shards in the job's store")
+    layers = stack_layers(shards[0]["layer_names"].tolist(), shards[0]["layer_channels"].tolist())
+    n_neurons = sum(layer.channels for layer in layers)
+    for arrays in shards:
+        ids.extend(str(i) for i in arrays["image_ids"])
+        masks.append(unpack_mask(arrays["active_bits"], n_neurons))
+    mask = np.concatenate(masks, axis=0)
+    if order is not None:
+        row = {image_id: i for i, image_id in enumerate(ids)}
+        mask, ids = mask[[row[i] for i in order]], list(order)
+    return ActiveSets(ids, mask, layers, str(shards[0]["weights"]))

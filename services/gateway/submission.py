@@ -1,0 +1,89 @@
+"""Read a job submission from the request: a multipart form (a `spec` part and files) or a JSON
+body naming a bucket prefix."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+from starlette.datastructures import UploadFile
+
+from services.gateway.problems import Problem
+from services.gateway.schemas import JobFromBucket, JobSpec
+from services.gateway.submit import Upload
+
+# The multipart parser's own limits; the body size is limited while it streams in (limits.py).
+MAX_FILES, MAX_FIELDS, MAX_PART_BYTES = 10_000, 100, 1024 * 1024
+
+# The OpenAPI request body of POST /v1/jobs: FastAPI cannot infer it from a raw Request.
+SUBMIT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["spec"],
+                    "properties": {
+                        "spec": {"type": "string", "description": "JSON: {options, captions}"},
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "images, zip/tar archives, metadata.csv/jsonl",
+                        },
+                    },
+                }
+            },
+            "application/json": {"schema": JobFromBucket.model_json_schema()},
+        },
+    }
+}
+
+
+@dataclass
+class Submission:
+    document: Any  # the spec as sent, for the idempotency fingerprint
+    spec: JobSpec  # a JobFromBucket for a JSON submission
+    uploads: list[Upload] = field(default_factory=list)
+
+
+async def read_submission(request: Request) -> Submission:
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        return await _read_form(request)
+    if content_type.startswith("application/json"):
+        document = _json((await request.body()).decode())
+        return Submission(document, JobFromBucket.model_validate(document))
+    raise Problem(
+        415,
+        "unsupported-media-type",
+        "Send multipart/form-data or application/json.",
+        headers={"Accept-Post": "multipart/form-data, application/json"},
+    )
+
+
+async def _read_form(request: Request) -> Submission:
+    form = await request.form(max_files=MAX_FILES, max_fields=MAX_FIELDS, max_part_size=MAX_PART_BYTES)
+    spec_field = form.get("spec")
+    if spec_field is None:
+        raise Problem(
+            422, "invalid-spec", "The `spec` part is missing.", fix="Add -F spec='{\"options\": {}}'."
+        )
+    spec_text = spec_field if isinstance(spec_field, str) else (await spec_field.read()).decode()
+    document = _json(spec_text)
+    submission = Submission(document, JobSpec.model_validate(document))
+    for _, value in form.multi_items():
+        if isinstance(value, UploadFile) and value is not spec_field:
+            submission.uploads.append((value.filename or "upload", value.file))
+    if not submission.uploads:
+        raise Problem(422, "invalid-input", "No files were sent.", fix="Add images with -F files=@image.jpg.")
+    return submission
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Problem(422, "invalid-spec", "The spec is not valid JSON.", f"{exc.msg} at {exc.pos}") from None

@@ -1,0 +1,173 @@
+"""`hierarchy.json`, the result of a job, and its parts; the API answers with them too
+(`/hierarchy`, `/clusters/{id}`, `/neurons/...`). Its published JSON Schema is generated from
+`Hierarchy` (`python -m shared.contracts.schema`)."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import ConfigDict, Field, model_validator
+
+from shared.contracts.base import Contract, Count, Probability, omitted_when_none
+from shared.contracts.groups import Layer
+from shared.contracts.labels import (
+    LABEL_SOURCE,
+    Labelling,
+    check_difference_source,
+    require_difference_source,
+)
+from shared.contracts.uncertainty import CausalCheck, DifferenceTest, Interval, JobUncertainty
+from shared.options import PipelineOptions
+
+SCHEMA_VERSION = "1.1"
+
+
+class Generator(Contract):
+    name: str
+    version: str
+
+
+class CaptionerRecord(Contract):
+    id: str
+    images_captioned: Count = Field(
+        description="Images captioned by the model; the rest brought their own captions."
+    )
+
+
+class EmbedderRecord(Contract):
+    """embedder.json: which sentence embedder made embeddings.npy."""
+
+    id: str
+    source: str
+    dimension: int = Field(ge=1)
+
+
+class TargetRecord(Contract):
+    architecture: str
+    weights: str = Field(description="Where the weights came from, in plain words.")
+
+
+class ModelsUsed(Contract):
+    captioner: CaptionerRecord
+    embedder: EmbedderRecord
+    target: TargetRecord
+
+
+class ImageRecord(Contract):
+    id: str = Field(pattern="^[0-9a-f]{64}$", description="sha256 of the file's bytes.")
+    file_name: str
+    caption: str
+    caption_source: Literal["provided", "model"]
+
+
+class SkippedFile(Contract):
+    file_name: str
+    reason: str
+
+
+class LevelSize(Contract):
+    level: int = Field(ge=1)
+    clusters: int = Field(ge=1)
+
+
+class Evidence(Contract):
+    """The statistics of one membership (cluster, layer, channel)."""
+
+    count: Count = Field(description="Images of the cluster in which the neuron is active (k of n = size).")
+    interval: Interval = Field(
+        description="Confidence interval of the support at 1 - alpha (method in uncertainty.method.interval)."
+    )
+    p_value: Probability = Field(
+        description="One-sided exact binomial test of the support against the chance rate."
+    )
+    q_value: Probability = Field(
+        description="Benjamini-Hochberg adjusted p-value across all selected neurons of the cluster."
+    )
+    significant: bool = Field(description="q_value <= alpha.")
+    reliable: bool = Field(description="The interval's lower bound clears min_support.")
+    inclusion_probability: Probability | None = Field(
+        description="Share of bootstrap resamples whose group contains the neuron; null without bootstrap."
+    )
+    expected_support: Probability | None = Field(
+        description="Support expected under model uncertainty (MC dropout or test-time augmentation); "
+        "null without it."
+    )
+    expected_support_sd: float | None = Field(
+        ge=0, description="Its standard deviation across the stochastic passes."
+    )
+
+
+class Neuron(Contract):
+    layer: str
+    channel: int = Field(ge=0)
+    support: Probability = Field(description="Share of the cluster's images in which the neuron is active.")
+    evidence: Evidence | None = omitted_when_none("Present when the uncertainty stage ran.")
+
+
+class ClusterUncertainty(Contract):
+    stability: Probability | None = Field(
+        description="Mean Jaccard index of bootstrap groups with the group."
+    )
+    causal: CausalCheck | None
+    difference_test: DifferenceTest | None
+
+
+class Cluster(Contract):
+    """One cluster of the hierarchy: label, images, neuron group, difference neurons, evidence."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=require_difference_source)
+    id: str
+    level: int = Field(ge=1, description="1 is the finest level.")
+    parent: str | None
+    children: list[str]
+    size: int = Field(ge=1)
+    images: list[str] = Field(min_length=1)
+    label: str
+    label_source: str = Field(description=LABEL_SOURCE)
+    label_model: str | None = Field(description="The language model that wrote the label.")
+    label_prompt_version: str | None
+    label_warning: str | None = Field(description="Why an offline label stands in for the model's.")
+    label_quality: Probability | None = Field(
+        description="AUROC of the label embedding's similarity to member captions against sibling "
+        "clusters' captions; null without siblings."
+    )
+    neurons: list[Neuron]
+    difference_neurons: list[Neuron] = Field(description="In this cluster's group and not in its parent's.")
+    difference_description: str | None
+    difference_source: str | None = Field(
+        description="Who wrote difference_description (as label_source); null at the top level."
+    )
+    uncertainty: ClusterUncertainty | None = omitted_when_none("Present when the uncertainty stage ran.")
+
+    @model_validator(mode="after")
+    def _difference_has_a_source(self) -> Self:
+        check_difference_source(self.difference_description, self.difference_source)
+        return self
+
+
+class Hierarchy(Contract):
+    """A hierarchy of image clusters, each with a label and the group of target-model neurons its
+    images activate in common."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        title="Neuron Atlas hierarchy",
+        json_schema_extra={
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"https://neuron-atlas.dev/schemas/hierarchy-{SCHEMA_VERSION}.json",
+        },
+    )
+    schema_version: Literal["1.1"]
+    created_at: str = Field(json_schema_extra={"format": "date-time"})
+    generator: Generator
+    options: PipelineOptions = Field(description="Every option of the job, defaults resolved.")
+    models: ModelsUsed
+    layers: list[Layer]
+    images: list[ImageRecord]
+    skipped: list[SkippedFile] = Field(description="Files that were not used, each with the reason.")
+    labelling: Labelling
+    levels: list[LevelSize]
+    clusters: list[Cluster]
+    uncertainty: JobUncertainty | None = omitted_when_none(
+        "Present when the uncertainty stage ran (design §1 step 8)."
+    )

@@ -1,0 +1,35 @@
+"""The run command's flags come from PipelineOptions: names, defaults, bounds and help."""
+
+from __future__ import annotations
+
+import pytest
+
+from neuron_atlas.cli import build_parser
+from neuron_atlas.option_flags import flag, options_from_args
+from shared.errors import InputError
+from shared.options import PipelineOptions
+
+
+def run_args(*flags: str) -> PipelineOptions:
+    return options_from_args(build_parser().parse_args(["run", "images", "--out", "out", *flags]))
+
+
+def test_every_option_has_a_flag_with_its_description_and_default() -> None:
+    help_text = build_parser()._subparsers._group_actions[0].choices["run"].format_help()  # type: ignore[union-attr]
+    squashed = " ".join(help_text.split())
+    for name, field in PipelineOptions.model_fields.items():
+        assert flag(name) in help_text
+        assert field.description and " ".join(field.description.split()) in squashed, name
+    assert "(> 0.0, ≤ 1.0) (default: 0.1)" in squashed  # --top-fraction's bounds and default
+
+
+def test_no_flags_give_the_models_defaults_and_flags_override_them() -> None:
+    assert run_args() == PipelineOptions()
+    options = run_args("--mc-samples", "0", "--layers", "layer3,layer4", "--ranking", "global")
+    assert options.mc_samples == 0 and options.layers == ("layer3", "layer4") and options.ranking == "global"
+    assert run_args("--allow-random-weights").allow_random_weights is True
+
+
+def test_a_value_out_of_bounds_names_its_flag() -> None:
+    with pytest.raises(InputError, match="--top-fraction: Input should be less than or equal to 1"):
+        run_args("--top-fraction", "1.5")
