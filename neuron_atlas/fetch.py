@@ -10,7 +10,7 @@ import logging
 
 import torch
 
-from services.activation.target_model import load_target_model
+from neuron_core.target_model import load_target_model
 from services.caption.captioning import load_blip
 from shared.errors import ModelLoadError
 from shared.hub import downloads_allowed

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -23,6 +24,12 @@ GROUP_STARTS = {
     "max_image_pixels": "input limits",
 }
 BOUND_SIGNS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
+
+
+def user_path(text: str) -> Path:
+    """A path as a user typed it: `~` expanded (the shell leaves `--out=~/x` alone), relative
+    paths taken from the working directory. Resolved (symlinks followed) where it is used."""
+    return Path(text).expanduser()
 
 
 def flag(name: str) -> str:
@@ -78,6 +85,8 @@ def options_from_args(args: argparse.Namespace) -> PipelineOptions:
     """The options the flags give, defaults for the rest; a bad value is an InputError naming its flag."""
     fields = PipelineOptions.model_fields
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if "weights" in values:  # recorded as an absolute path, so the result says which file it was
+        values["weights"] = str(user_path(values["weights"]).resolve())
     try:
         return PipelineOptions(**values)
     except ValidationError as exc:

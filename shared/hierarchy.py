@@ -138,7 +138,7 @@ def assemble_hierarchy(store: Store, version: str) -> Hierarchy:
     manifest = get_json(store, artifacts.MANIFEST)
     rows, shard_skipped = artifacts.read_caption_shards(store)
     groups = artifacts.read_model(store, artifacts.GROUPS, Groups)
-    labels = artifacts.read_model(store, artifacts.LABELS, Labels)
+    labels = Labels.stored(get_json(store, artifacts.LABELS))
     labelling = (
         artifacts.read_model(store, artifacts.LABELLING, Labelling)
         if store.exists(artifacts.LABELLING)

@@ -11,6 +11,7 @@ from pydantic import ConfigDict, Field, model_validator
 from shared.contracts.base import Contract, Count, Probability, omitted_when_none
 from shared.contracts.groups import Layer
 from shared.contracts.labels import (
+    DIFFERENCE_SOURCE_PATTERN,
     LABEL_SOURCE,
     Labelling,
     check_difference_source,
@@ -19,7 +20,7 @@ from shared.contracts.labels import (
 from shared.contracts.uncertainty import CausalCheck, DifferenceTest, Interval, JobUncertainty
 from shared.options import PipelineOptions
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 
 class Generator(Contract):
@@ -135,7 +136,9 @@ class Cluster(Contract):
     difference_neurons: list[Neuron] = Field(description="In this cluster's group and not in its parent's.")
     difference_description: str | None
     difference_source: str | None = Field(
-        description="Who wrote difference_description (as label_source); null at the top level."
+        pattern=DIFFERENCE_SOURCE_PATTERN,
+        description="Who wrote difference_description: offline, offline-fallback or "
+        "llm:<model>@<prompt version>. Set exactly when difference_description is.",
     )
     uncertainty: ClusterUncertainty | None = omitted_when_none("Present when the uncertainty stage ran.")
 
@@ -157,7 +160,7 @@ class Hierarchy(Contract):
             "$id": f"https://neuron-atlas.dev/schemas/hierarchy-{SCHEMA_VERSION}.json",
         },
     )
-    schema_version: Literal["1.1"]
+    schema_version: Literal["1.2"]
     created_at: str = Field(json_schema_extra={"format": "date-time"})
     generator: Generator
     options: PipelineOptions = Field(description="Every option of the job, defaults resolved.")

@@ -3,7 +3,7 @@ that cost, and their quality): written by the labelling stage, merged into hiera
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import ConfigDict, Field, RootModel, model_validator
 from pydantic.json_schema import JsonDict
@@ -17,7 +17,7 @@ LABEL_SOURCE = (
 
 
 def require_difference_source(schema: JsonDict) -> None:
-    """JSON Schema: a `difference_description` that is a string needs a string `difference_source`."""
+    """JSON Schema: `difference_source` is a string exactly when `difference_description` is."""
     schema["if"] = {
         "properties": {"difference_description": {"type": "string"}},
         "required": ["difference_description"],
@@ -26,11 +26,19 @@ def require_difference_source(schema: JsonDict) -> None:
         "required": ["difference_source"],
         "properties": {"difference_source": {"type": "string"}},
     }
+    schema["else"] = {"properties": {"difference_source": {"type": "null"}}}
 
 
 def check_difference_source(description: str | None, source: str | None) -> None:
-    if description is not None and source is None:
-        raise ValueError("a difference_description needs its difference_source")
+    # A description without its author would be a claim nobody can weigh (schema rule too).
+    if (description is None) != (source is None):
+        raise ValueError(
+            "difference_source must be set exactly when difference_description is: "
+            f"{description!r} from {source!r}"
+        )
+
+
+DIFFERENCE_SOURCE_PATTERN = "^(offline|offline-fallback|llm:.+@.+)$"
 
 
 class ClusterLabel(Contract):
@@ -47,7 +55,9 @@ class ClusterLabel(Contract):
     prompt_version: str | None = None
     warning: str | None = Field(None, description="Why an offline label stands in for the model's.")
     difference_source: str | None = Field(
-        None, description="Who wrote difference_description (as source); set whenever it is."
+        None,
+        pattern=DIFFERENCE_SOURCE_PATTERN,
+        description="Who wrote difference_description (as source); set exactly when it is.",
     )
     quality: float | None = Field(None, description="labelling.quality's metric; null without siblings.")
 
@@ -59,6 +69,18 @@ class ClusterLabel(Contract):
 
 class Labels(RootModel[dict[str, ClusterLabel]]):
     """labels.json: cluster id -> its label."""
+
+    @classmethod
+    def stored(cls, document: dict[str, dict[str, Any]]) -> Labels:
+        """labels.json as stored; one written before difference sources were recorded for
+        offline descriptions (before schema 1.2) gets the label's own source."""
+        upgraded = {
+            cluster: {**label, "difference_source": label.get("difference_source") or label["source"]}
+            if label.get("difference_description") is not None
+            else label
+            for cluster, label in document.items()
+        }
+        return cls.model_validate(upgraded)
 
 
 class Accounting(Contract):
