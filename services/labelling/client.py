@@ -24,6 +24,7 @@ import openai
 from services.labelling.cache import ResponseCache, cache_key
 from services.labelling.prompt_set import PromptSet
 from services.labelling.settings import LabelSettings
+from shared.contracts.labels import Accounting as AccountingRecord
 
 log = logging.getLogger(__name__)
 
@@ -63,22 +64,23 @@ class Accounting:
             for name, amount in amounts.items():
                 setattr(self, name, getattr(self, name) + amount)
 
-    def as_dict(self, settings: LabelSettings) -> dict[str, Any]:
+    def record(self, settings: LabelSettings) -> AccountingRecord:
+        """The job's accounting as labelling.json records it, with a cost when prices are set."""
         cost: float | None = None
         prices = (settings.prompt_price_per_million, settings.completion_price_per_million)
         if prices[0] is not None and prices[1] is not None:
             cost = round((self.prompt_tokens * prices[0] + self.completion_tokens * prices[1]) / 1e6, 6)
-        return {
-            "requests": self.requests,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "cache_hits": self.cache_hits,
-            "retries": self.retries,
-            "malformed_answers": self.malformed_answers,
-            "fallbacks": self.fallbacks,
-            "cost_usd": cost,
-        }
+        return AccountingRecord(
+            requests=self.requests,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            total_tokens=self.prompt_tokens + self.completion_tokens,
+            cache_hits=self.cache_hits,
+            retries=self.retries,
+            malformed_answers=self.malformed_answers,
+            fallbacks=self.fallbacks,
+            cost_usd=cost,
+        )
 
 
 @cache

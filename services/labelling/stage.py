@@ -19,7 +19,7 @@ from services.labelling.quality import label_quality, quality_summary
 from services.labelling.settings import LabelSettings, default_cache_dir, get_settings
 from shared import artifacts
 from shared.contracts.hierarchy import Hierarchy
-from shared.contracts.labels import ClusterLabel, Labelling, Labels
+from shared.contracts.labels import ClusterLabel, Labelling, LabelQuality, Labels
 from shared.errors import InputError
 from shared.hierarchy import assemble_hierarchy
 from shared.progress import NoProgress, Progress
@@ -76,29 +76,28 @@ def label_clusters(
                 "prompt_version": prompts.version,
             }
         )
-        accounting = client.accounting.as_dict(settings)
+        accounting = client.accounting.record(settings)
         if client.gave_up:
             warnings.append(client.gave_up)
-        if accounting["fallbacks"]:
+        if accounting.fallbacks:
             warnings.append(
-                f"{accounting['fallbacks']} of {len(labels)} labels are offline labels because "
+                f"{accounting.fallbacks} of {len(labels)} labels are offline labels because "
                 "the endpoint gave no usable answer (label_source offline-fallback)"
             )
     else:
         labels = label_tree(tree, captions, embeddings)
-        accounting = Accounting().as_dict(settings)
+        accounting = Accounting().record(settings)
     progress.finish("labels")
     embedder = embedder or Embedder(artifacts.read_options(store).embed_model)
     scores = label_quality(tree, label_vectors(labels, captions, embeddings, embedder), embeddings)
     labels = {i: label.model_copy(update={"quality": scores[i]}) for i, label in labels.items()}
     for warning in warnings:
         log.warning("labelling: %s", warning)
-    labelling = Labelling.model_validate(
-        {
-            **labelling.model_dump(),
+    labelling = labelling.model_copy(
+        update={
             "labels": dict(Counter(label.source for label in labels.values())),
             "accounting": accounting,
-            "quality": quality_summary(tree, scores),
+            "quality": LabelQuality.model_validate(quality_summary(tree, scores)),
             "warnings": warnings,
         }
     )
