@@ -46,13 +46,14 @@ STEPS_AFTER_GROUPS: list[str] = [LABELLING_LABEL, UNCERTAINTY_RUN]
 
 class Heartbeat(bootsteps.StartStopStep):
     """Touches WORKER_HEARTBEAT_FILE from the worker's event loop (the Kubernetes liveness probe
-    reads it). The loop's timer, not a thread, so that a blocked loop stops the heartbeat."""
+    reads it). The loop's timer, not a thread, so that a blocked loop stops the heartbeat. Meant
+    for the prefork pool (Kubernetes runs it): with `--pool solo` a task blocks the loop itself."""
 
     requires = ("celery.worker.components:Hub",)
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
-        self.path: Path | None = worker.app.conf.get("heartbeat_file")
-        self.interval_s: float = worker.app.conf.get("heartbeat_interval_s", 10.0)
+        self.path: Path | None = worker.app.conf.get("neuron_atlas_heartbeat_file")
+        self.interval_s: float = worker.app.conf.get("neuron_atlas_heartbeat_interval_s", 10.0)
         self.timer_entry: Any = None
 
     def start(self, worker: Any) -> None:
@@ -91,8 +92,8 @@ def configure(app: Celery, settings: InfraSettings) -> None:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         # Ours, read by the Heartbeat step (Celery keeps unknown keys).
-        heartbeat_file=settings.worker_heartbeat_file,
-        heartbeat_interval_s=settings.worker_heartbeat_interval_s,
+        neuron_atlas_heartbeat_file=settings.worker_heartbeat_file,
+        neuron_atlas_heartbeat_interval_s=settings.worker_heartbeat_interval_s,
     )
     app.steps["worker"].add(Heartbeat)
 
