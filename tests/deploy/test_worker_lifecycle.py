@@ -128,7 +128,6 @@ def test_sigterm_lets_the_running_task_finish_and_the_probe_stays_green(
     assert [line.split()[0] for line in log.read_text().splitlines()] == ["start", "done"]
 
 
-@pytest.mark.slow
 def test_a_killed_workers_task_runs_again_elsewhere(workers: Workers, client: Celery, tmp_path: Path) -> None:
     """acks_late and the visibility timeout: a pod killed mid-task (OOM, node lost, or the grace
     period spent) leaves its message unacknowledged, and another worker runs it."""
