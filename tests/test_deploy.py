@@ -154,6 +154,8 @@ def test_kubernetes_sets_only_real_settings_and_every_one_compose_sets():
     k8s_names = set(config(render("k8s"))) | set(example_secret())
     for container in k8s_containers("k8s/gpu") + k8s_containers("k8s"):
         k8s_names |= {e["name"] for e in container.get("env", [])}
+    for example in ("k8s/base/config.yaml", "k8s/secret.example.yaml"):  # the optional ones, commented out
+        k8s_names |= set(re.findall(r"^\s*#\s*([A-Z][A-Z0-9_]+):", (ROOT / example).read_text(), re.M))
     unknown = k8s_names - known - THIRD_PARTY_VARIABLES
     assert not unknown, f"not settings of ours: {unknown}"
     compose_names = set()
