@@ -31,7 +31,7 @@ CANNOT_RUN_HERE = {
     "scripts/demo": ".ci/run runs it, exactly as written, on the fresh clone before this suite",
     "scripts/test": "it is this test suite (.ci/run runs it)",
     "docker compose": "needs a Docker engine, and none runs here; tests/test_deploy.py checks the file",
-    "kubectl": "needs a Kubernetes cluster; tests/test_deploy.py checks the manifests",
+    "kubectl": "needs a Kubernetes cluster; tests/deploy renders and checks the manifests",
     ".venv/bin/neuron-atlas fetch-models": "downloads from the model hubs, which this machine cannot "
     "reach; the tests put a stand-in ResNet18 checkpoint into the torch cache instead",
     "neuron-atlas fetch-models": "downloads from the model hubs, which this machine cannot reach",
@@ -42,6 +42,8 @@ SKIP_STARTS = tuple(CANNOT_RUN_HERE)
 COVERED_INLINE = {
     "neuron-atlas run": "the 'Running it on your images' example",
     "neuron-atlas run IMAGE_DIR --out OUT_DIR": "the 'Running it on your images' example",
+    "python -m shared.heartbeat /tmp/heartbeat --max-age 60": "tests/deploy/test_worker_lifecycle.py "
+    "runs the workers' liveness probe, read from the rendered manifests",
 }
 TIMEOUT_S = 600
 
@@ -61,6 +63,7 @@ HANDLED_BLOCKS = (
     "export S3_ACCESS_KEY",
     "export REDIS_URL",
     'curl -s -H "Authorization: Bearer $KEY" -F',
+    "kubectl apply -f k8s/base/namespace.yaml",  # skipped: kubectl (tests/deploy checks k8s/)
 )
 
 
