@@ -31,6 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from services.gateway.explorer.atlas import Atlas  # noqa: E402
 from services.gateway.explorer.report import write_report  # noqa: E402
 from shared.storage import LocalStore  # noqa: E402
 from tests.explorer.browser import chromium, thumbs_loaded, wait_rendered  # noqa: E402
@@ -117,6 +118,10 @@ def main() -> None:
                 gateway(driver, out, concepts, args.repeats, Path(tmp))
 
 
+def concepts_first(concepts: dict[str, str]) -> str:
+    return next(iter(concepts.values()))
+
+
 def gateway(driver: Any, out: Path, concepts: dict[str, str], repeats: int, tmp: Path) -> None:
     from shared.jobstore import JobStore, now
     from shared.storage import S3Store
@@ -134,6 +139,19 @@ def gateway(driver: Any, out: Path, concepts: dict[str, str], repeats: int, tmp:
         count = upload(out, store, f"jobs/{job_id}/")
         print(
             f"gateway: {count} artifacts uploaded to SeaweedFS in {time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
+        start = time.perf_counter()
+        raw = store.get_bytes(f"jobs/{job_id}/hierarchy.json")
+        read = time.perf_counter() - start
+        document = json.loads(raw)
+        parsed = time.perf_counter() - start - read
+        Atlas(document, True).concept(concepts_first(concepts))
+        indexed = time.perf_counter() - start - read - parsed
+        del raw, document
+        print(
+            f"gateway's first open, in process: read hierarchy.json {read:.1f} s, parse {parsed:.1f} s, "
+            f"index + concept {indexed:.1f} s",
             flush=True,
         )
         jobs = JobStore.from_url(redis_server.url)

@@ -159,3 +159,13 @@ def test_report_data_cannot_close_a_script_and_is_split_per_concept(job: tuple[P
     )
     biggest = max((data / "concept").glob("*.js"), key=lambda p: p.stat().st_size).stat().st_size
     assert biggest < (out / "hierarchy.json").stat().st_size / 10
+
+
+def test_report_of_a_folder_without_a_result_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from neuron_atlas.cli import main
+
+    assert main(["report", str(tmp_path)]) == 2
+    assert "holds no hierarchy.json" in capsys.readouterr().err
+    assert not (tmp_path / "explorer").exists()

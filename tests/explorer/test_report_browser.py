@@ -168,6 +168,55 @@ def test_search_finds_a_label(embedded: dict[str, Any], browser: Any) -> None:
     assert console_errors(browser) == []
 
 
+def _tab_to(driver: Any, css: str, limit: int = 300, back: bool = False) -> None:
+    """Press Tab (Shift+Tab with `back`) until the focused element matches `css` (bounded)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    for _ in range(limit):
+        if driver.execute_script("return document.activeElement.matches(arguments[0])", css):
+            return
+        keys = ActionChains(driver)
+        (
+            keys.key_down(Keys.SHIFT).send_keys(Keys.TAB).key_up(Keys.SHIFT)
+            if back
+            else keys.send_keys(Keys.TAB)
+        ).perform()
+    raise AssertionError(f"Tab never reached {css}")
+
+
+def test_keyboard_alone_reaches_a_concept_a_neuron_and_the_tree(
+    embedded: dict[str, Any], browser: Any
+) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    enter = lambda: ActionChains(browser).send_keys(Keys.ENTER).perform()  # noqa: E731
+    hierarchy = embedded["hierarchy"]
+    top = next(c for c in hierarchy["clusters"] if c["parent"] is None and c["children"])
+    _open(browser, embedded["url"] + "#/job/report", "tree")
+    _tab_to(browser, f'li[data-concept="{top["id"]}"] button.toggle')
+    enter()
+    child = top["children"][0]
+    wait_for(browser, f"document.querySelector('li[data-concept=\"{child}\"]')")
+    _tab_to(browser, f'li[data-concept="{child}"] > .row > a')
+    enter()
+    wait_rendered(browser, "concept")
+    # the new page's heading has the focus, so the next Tabs walk this page
+    assert browser.execute_script("return document.activeElement.tagName") == "H1"
+    _tab_to(browser, ".strip a")
+    enter()
+    wait_rendered(browser, "neuron")
+    _tab_to(browser, ".grid .thumb")
+    wait_for(
+        browser, "getComputedStyle(document.activeElement.querySelector('figcaption')).opacity === '1'", 5
+    )
+    _tab_to(browser, "#crumbs a[href$='/job/report']", back=True)
+    enter()
+    wait_rendered(browser, "tree")
+    assert console_errors(browser) == []
+
+
 @pytest.fixture(scope="module")
 def synthetic_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("synthetic") / "out"
@@ -204,13 +253,16 @@ def test_grid_pages_through_every_image_of_a_large_concept(
 @pytest.mark.skipif(
     not os.environ.get("EXPLORER_DOCS_SCREENSHOT"), reason="set to refresh the README picture"
 )
-def test_refresh_the_readme_screenshot(synthetic_report: dict[str, Any], browser: Any) -> None:
-    """EXPLORER_DOCS_SCREENSHOT=docs/explorer.png: the concept page the README shows."""
-    concept = next(c for c in synthetic_report["hierarchy"]["clusters"] if c["level"] == 2)
-    browser.set_window_size(1100, 1300)
+def test_refresh_the_readme_screenshot(embedded: dict[str, Any], browser: Any) -> None:
+    """EXPLORER_DOCS_SCREENSHOT=docs/explorer.png: the concept page that the README shows."""
+    clusters = embedded["hierarchy"]["clusters"]
+    concept = max(clusters, key=lambda c: (c["level"] == 1, len(c["difference_neurons"])))
+    browser.set_window_size(1000, 1400)
     try:
-        _open(browser, synthetic_report["url"] + f"#/job/report/concept/{concept['id']}", "concept")
+        _open(browser, embedded["url"] + f"#/job/report/concept/{concept['id']}", "concept")
         thumbs_loaded(browser)
+        # one thumbnail focused, so its caption shows
+        browser.execute_script("document.querySelector('.grid .thumb').focus({preventScroll: true})")
         screenshot(browser, "readme")
     finally:
         browser.set_window_size(1280, 900)

@@ -4,6 +4,7 @@ and another tenant's job and thumbnails never shown."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,3 +184,18 @@ def test_another_tenant_in_the_browser_gets_not_found(
     wait_for(browser, "document.body.dataset.rendered === 'error'")
     assert "Not found" in browser.find_element("id", "main").text
     browser.execute_script("sessionStorage.clear()")
+
+
+def test_the_bucket_holds_a_webp_thumbnail_per_image(suite: Any, ui_job: dict[str, Any]) -> None:
+    from PIL import Image
+
+    from shared.storage import S3Store, make_s3_client
+
+    env = suite.env
+    client = make_s3_client(env["S3_ENDPOINT"], env["S3_ACCESS_KEY"], env["S3_SECRET_KEY"], "us-east-1")
+    store = S3Store(client, suite.bucket)
+    prefix = f"jobs/{ui_job['id']}/thumbs/"
+    keys = set(store.list(prefix))
+    assert keys == {f"{prefix}{image['id']}.webp" for image in ui_job["hierarchy"]["images"]}
+    thumb = Image.open(io.BytesIO(store.get_bytes(sorted(keys)[0])))
+    assert thumb.format == "WEBP" and max(thumb.size) <= 160

@@ -71,13 +71,14 @@ def _num(value: Any, digits: int = 4) -> float | None:
 
 
 class Atlas:
-    """An index over one job's hierarchy. `thumbs` says which images have a thumbnail;
+    """An index over one job's hierarchy. `thumbs` says which images have a thumbnail (True:
+    all of them);
     `top_images` is read on first use (a neuron page), never for the tree or a concept."""
 
     def __init__(
         self,
         hierarchy: dict[str, Any],
-        thumbs: Iterable[str] = (),
+        thumbs: Iterable[str] | bool = (),
         top_images: Callable[[], TopImages | None] | None = None,
         title: str = "",
     ) -> None:
@@ -85,7 +86,8 @@ class Atlas:
         self.title = title
         self.clusters: dict[str, dict[str, Any]] = {c["id"]: c for c in hierarchy["clusters"]}
         self.images: dict[str, dict[str, Any]] = {i["id"]: i for i in hierarchy["images"]}
-        self.thumbs = set(thumbs)
+        self._all_thumbs = thumbs is True  # the gateway knows only that the job has them
+        self.thumbs = set() if isinstance(thumbs, bool) else set(thumbs)
         self.roots = [c["id"] for c in hierarchy["clusters"] if c["parent"] is None]
         self._top_images_loader = top_images
         self._top_images: TopImages | None = None
@@ -244,7 +246,7 @@ class Atlas:
             "id": image_id,
             "caption": entry.get("caption") or "",
             "file_name": entry.get("file_name") or image_id[:12],
-            "thumb": image_id in self.thumbs,
+            "thumb": self._all_thumbs or image_id in self.thumbs,
             **extra,
         }
 

@@ -59,9 +59,9 @@ class _AtlasCache:
                 self._items.move_to_end(key)
                 return self._items[key]
         view = PrefixedStore(store, artifacts.job_prefix(job.id))
-        thumbs = {
-            key.rsplit("/", 1)[-1].removesuffix(".webp") for key in view.inner.list(view.prefix + "thumbs/")
-        }
+        # one listing request, not one per thousand thumbnails: the shard step writes every
+        # decoded image's thumbnail, so a job has all of them or (made before them) none
+        thumbs = next(iter(store.list(view.prefix + "thumbs/")), None) is not None
         atlas = Atlas(hierarchy, thumbs, lambda: read_top_images(view), title=f"Job {job.id[:12]}")
         with self._lock:
             self._items[key] = atlas

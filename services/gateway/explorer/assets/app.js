@@ -369,13 +369,13 @@
         h("b", {}, "What sets it apart" + (c.parent ? ` from “${c.parent.label}”` : "") + ": "),
         c.difference_description || "(no description)",
         ` — ${c.difference_count} difference neuron${c.difference_count === 1 ? "" : "s"}, marked Δ below.`) : "",
+      h("h2", { id: "images" }, `Images (${count(images.total)}; ${first + 1}–${first + images.items.length} shown)`),
+      pager(), grid(job, images.items, first, gen), images.pages > 1 ? pager() : "",
       h("h2", {}, "Statistics"), statsTable(c.uncertainty),
       h("h2", {}, `Neuron group (${c.neurons})`),
       h("p", { class: "legend" }, "Each cell: channel, a bar with the support (dark line) and its interval (blue), the support. Δ with an orange frame: a difference neuron (in this group, not the parent's). Dashed frame: not reliable."),
       c.layers.length ? c.layers.map((l) => [h("h3", {}, `${l.layer} (${l.neurons.length}${l.channels ? ` of ${l.channels}` : ""})`), strip(job, l)]) : h("p", { class: "meta" }, "No neuron is common to this concept's images."),
-      h("h2", {}, "Related concepts"), relatives(job, c),
-      h("h2", { id: "images" }, `Images (${count(images.total)}; ${first + 1}–${first + images.items.length} shown)`),
-      pager(), grid(job, images.items, first, gen), pager());
+      h("h2", {}, "Related concepts"), relatives(job, c));
     rendered("concept");
   }
 
