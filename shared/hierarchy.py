@@ -15,7 +15,7 @@ from shared import artifacts
 from shared.storage import Store, get_json, get_npy, put_json
 from shared.tree import ClusterNode, build_tree
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,14 @@ class ClusterLabel:
     warning: str | None = None  # why an offline label stands in for the model's
     difference_source: str | None = None  # who wrote difference_description
     quality: float | None = None  # labelling.quality's METRIC; None without siblings
+
+    def __post_init__(self) -> None:
+        # A description without its author would be a claim nobody can weigh (schema rule too).
+        if (self.difference_description is None) != (self.difference_source is None):
+            raise ValueError(
+                f"difference_source must be set exactly when difference_description is: "
+                f"{self.difference_description!r} from {self.difference_source!r}"
+            )
 
 
 def offline_labelling_summary() -> dict[str, Any]:
@@ -53,6 +61,14 @@ def offline_labelling_summary() -> dict[str, Any]:
         "quality": None,
         "warnings": [],
     }
+
+
+def difference_source(label: Mapping[str, Any]) -> str | None:
+    """Who wrote a stored label's difference description; labels.json written before the source
+    was recorded for offline descriptions (before schema 1.2) gets the label's own source."""
+    if label["difference_description"] is None:
+        return None
+    return label.get("difference_source") or label["source"]
 
 
 def neuron_names(layers: Sequence[Mapping[str, Any]]) -> list[tuple[str, int]]:
@@ -140,7 +156,7 @@ def cluster_documents(
                 "neurons": neuron_list(group["group"], counts, size, names, evidence),
                 "difference_neurons": neuron_list(group["difference"], counts, size, names, evidence),
                 "difference_description": label["difference_description"],
-                "difference_source": label.get("difference_source", label["source"] if node.parent else None),
+                "difference_source": difference_source(label),
             }
             if stats:
                 document["uncertainty"] = {

@@ -37,11 +37,13 @@ class LocalStore:
     """A directory on disk; writes are atomic (temp file, then rename) so readers never see halves."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
+        # Absolute and symlink-free once, here: every key is then checked and listed against the
+        # same root, whatever form (relative, `~`, a symlink) the caller gave it in.
+        self.root = Path(root).expanduser().resolve()
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root.resolve()):
+        if not path.is_relative_to(self.root):
             raise ValueError(f"storage key escapes the store: {key!r}")
         return path
 

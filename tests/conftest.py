@@ -31,6 +31,30 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_sample(tmp_path_factory.mktemp("sample") / "images", per_concept=4, size=96)
 
 
+@pytest.fixture(scope="session")
+def embedded_result(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample, run once through the embedded pipeline with light uncertainty settings."""
+    from neuron_atlas.pipeline import run
+    from shared.options import PipelineOptions
+
+    out = tmp_path_factory.mktemp("embedded") / "out"
+    options = PipelineOptions(
+        allow_random_weights=True,
+        layers=("layer3", "layer4"),
+        bootstrap_resamples=20,
+        mc_samples=0,
+        ablation_random_sets=0,
+    )
+    run(sample_dir, out, options)
+    return out
+
+
+@pytest.fixture
+def demo_like_hierarchy(embedded_result: Path) -> dict[str, Any]:
+    """A fresh copy of that run's hierarchy.json, for tests that change it."""
+    return json.loads((embedded_result / "hierarchy.json").read_text())
+
+
 # --- The service suite on 127.0.0.1: real redis-server, SeaweedFS S3, Celery workers, uvicorn ---
 
 S3_ACCESS_KEY, S3_SECRET_KEY = "suite-test-key", "suite-test-secret-123"

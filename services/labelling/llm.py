@@ -91,7 +91,9 @@ class TreeLabeller:
                     self.settings.prompt_version if written[node.id].source == self.source else None
                 ),
                 warning=written[node.id].warning,
-                difference_source=differences[node.id][1] if node.parent else None,
+                difference_source=(
+                    differences[node.id][1] if node.parent and differences[node.id][0] is not None else None
+                ),
             )
             for level in tree
             for node in level

@@ -15,6 +15,8 @@ import numpy as np
 from shared.hierarchy import ClusterLabel
 from shared.tree import ClusterNode
 
+OFFLINE = "offline"  # label_source and difference_source of what this module writes
+
 STOPWORDS = frozenset(
     [
         "a",
@@ -133,12 +135,14 @@ def label_tree(
         for node in level:
             text[node.id] = generalise([text[c] for c in node.children], [sizes[c] for c in node.children])
             sizes[node.id] = len(node.images)
-    return {
-        node.id: ClusterLabel(
-            text[node.id],
-            "offline",
-            describe_difference(text[node.id], text[node.parent]) if node.parent else None,
-        )
-        for level in tree
-        for node in level
-    }
+    labels = {}
+    for level in tree:
+        for node in level:
+            difference = describe_difference(text[node.id], text[node.parent]) if node.parent else None
+            labels[node.id] = ClusterLabel(
+                text[node.id],
+                OFFLINE,
+                difference,
+                difference_source=OFFLINE if difference is not None else None,
+            )
+    return labels

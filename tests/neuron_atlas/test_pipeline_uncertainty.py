@@ -1,4 +1,4 @@
-"""The embedded run with its uncertainty stage: hierarchy.json 1.1 carries the evidence."""
+"""The embedded run with its uncertainty stage: hierarchy.json carries the evidence."""
 
 from __future__ import annotations
 

@@ -13,3 +13,35 @@ def test_published_schema_is_a_valid_json_schema_for_this_version():
 def test_documents_that_break_the_schema_are_refused():
     with pytest.raises(jsonschema.ValidationError):
         validate_hierarchy({"schema_version": SCHEMA_VERSION, "clusters": []})
+
+
+def test_a_difference_description_without_its_source_is_refused(demo_like_hierarchy):
+    child = next(c for c in demo_like_hierarchy["clusters"] if c["difference_description"])
+    assert child["difference_source"] == "offline"
+    validate_hierarchy(demo_like_hierarchy)
+    child["difference_source"] = None
+    with pytest.raises(jsonschema.ValidationError, match="is not of type 'string'"):
+        validate_hierarchy(demo_like_hierarchy)
+
+
+def test_a_source_without_a_description_is_refused(demo_like_hierarchy):
+    top = next(c for c in demo_like_hierarchy["clusters"] if c["parent"] is None)
+    top["difference_source"] = "offline"
+    with pytest.raises(jsonschema.ValidationError, match="is not of type 'null'"):
+        validate_hierarchy(demo_like_hierarchy)
+
+
+def test_offline_labels_name_the_source_of_every_difference_description():
+    import numpy as np
+
+    from services.labelling.offline import label_tree
+    from shared.hierarchy import ClusterLabel
+    from shared.tree import build_tree
+
+    partitions = np.array([[0, 0], [0, 0], [1, 0], [1, 0]], dtype=np.int32)
+    captions = ["a red circle", "a red circle on sand", "a blue circle", "a blue circle on sand"]
+    labels = label_tree(build_tree(partitions), captions, np.eye(4, dtype=np.float32))
+    described = [label for label in labels.values() if label.difference_description]
+    assert described and all(label.difference_source == "offline" for label in described)
+    with pytest.raises(ValueError, match="difference_source must be set"):
+        ClusterLabel("red circle", "offline", "red", difference_source=None)

@@ -62,3 +62,20 @@ def test_presigned_links_point_at_the_public_endpoint() -> None:
     url = S3Store(internal, "bucket", presigner=public).presigned_url("jobs/x/hierarchy.json", 600)
     assert url.startswith("https://files.example.org/bucket/jobs/x/hierarchy.json?")
     assert "X-Amz-Expires=600" in url and "X-Amz-Signature=" in url
+
+
+@pytest.mark.parametrize("form", ["relative", "tilde", "symlink"])
+def test_local_store_lists_keys_whatever_form_its_root_was_given_in(
+    form: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    root = {"relative": "out/run", "tilde": "~/out/run", "symlink": "link/run"}[form]
+    store = LocalStore(root)
+    store.put_bytes("captions/00000.json", b"0")
+    store.put_bytes("spec.json", b"s")
+    assert list(store.list("captions")) == ["captions/00000.json"]
+    assert list(store.list("")) == ["captions/00000.json", "spec.json"]
+    assert not (tmp_path / "~").exists()
