@@ -199,3 +199,6 @@ def test_the_bucket_holds_a_webp_thumbnail_per_image(suite: Any, ui_job: dict[st
     assert keys == {f"{prefix}{image['id']}.webp" for image in ui_job["hierarchy"]["images"]}
     thumb = Image.open(io.BytesIO(store.get_bytes(sorted(keys)[0])))
     assert thumb.format == "WEBP" and max(thumb.size) <= 160
+    with httpx.Client(base_url=suite.url, headers=suite.headers(), timeout=30) as http:
+        names = {a["name"] for a in http.get(f"/v1/jobs/{ui_job['id']}/artifacts").json()["artifacts"]}
+    assert "hierarchy.json" in names and not any(n.startswith("thumbs/") for n in names)  # no link per image
