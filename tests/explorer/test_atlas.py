@@ -169,3 +169,33 @@ def test_report_of_a_folder_without_a_result_is_exit_2(
     assert main(["report", str(tmp_path)]) == 2
     assert "holds no hierarchy.json" in capsys.readouterr().err
     assert not (tmp_path / "explorer").exists()
+
+
+def _luminance(hex_colour: str) -> float:
+    channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def test_text_colours_keep_aa_contrast_on_their_backgrounds() -> None:
+    """WCAG AA (4.5:1) for every text colour of the stylesheet on the backgrounds it is used on."""
+    import re
+
+    from services.gateway.explorer.page import asset
+
+    css = asset("style.css").decode()
+    colours = dict(re.findall(r"--([a-z-]+):\s*(#[0-9a-f]{6})", css))
+    pairs = [
+        ("ink", "paper"),
+        ("muted", "paper"),
+        ("muted", "panel"),
+        ("accent", "paper"),
+        ("accent", "panel"),
+        ("diff", "diff-bg"),
+        ("ok", "paper"),
+        ("ink", "diff-bg"),
+        ("paper", "ink"),
+    ]
+    for text, background in pairs:
+        lighter, darker = sorted((_luminance(colours[text]), _luminance(colours[background])), reverse=True)
+        assert (lighter + 0.05) / (darker + 0.05) >= 4.5, (text, background)
