@@ -37,6 +37,7 @@ from shared.ingest import (
 from shared.options import PipelineOptions
 from shared.progress import NoProgress, Progress
 from shared.storage import LocalStore, Store, put_json
+from shared.thumbnails import write_thumbnails
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ def image_stages(
         if kept:
             pooled, mask = shard_activations(images, models.reader, models.layers, options, models.device)
             write_activation_shard(store, shard, ids, pooled, mask, models.layers, models.target.weights)
+            write_thumbnails(store, ids, images)  # for the explorer, from the images decoded here
         progress.advance("activations", len(entries[start : start + options.shard_size]))
     progress.finish("caption")
     progress.finish("activations")

@@ -18,6 +18,7 @@ from shared import artifacts
 from shared.ingest import decode_entries
 from shared.options import PipelineOptions
 from shared.storage import Store, get_npy, get_npz, put_json, put_npz
+from shared.thumbnails import write_thumbnails
 
 
 @dataclass(frozen=True)
@@ -55,13 +56,14 @@ def activation_shard_step(
     store: Store, manifest: dict[str, Any], shard: int, options: PipelineOptions, model: TargetReader
 ) -> int:
     """The suite's activation task: decode the shard's stored images, write
-    `activations/{shard}.npz`. Returns the number of images the shard held."""
+    `activations/{shard}.npz` and the thumbnails. Returns the number of images the shard held."""
     entries = artifacts.shard_entries(manifest, shard, options.shard_size)
     kept, images, _ = decode_entries(entries, lambda e: store.get_bytes(artifacts.manifest_image_key(e)))
     if kept:
         pooled, mask = shard_activations(images, model.reader, model.layers, options, model.device)
         ids = [e["id"] for e in kept]
         write_activation_shard(store, shard, ids, pooled, mask, model.layers, model.target.weights)
+        write_thumbnails(store, ids, images)  # for the explorer, from the images decoded here
     return len(entries)
 
 

@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from services.gateway import problems
 from services.gateway.deps import Services
 from services.gateway.limits import BodySizeLimit
-from services.gateway.routers import health, jobs
+from services.gateway.routers import explorer, health, jobs
 from shared.jobstore import JobStore
 from shared.settings import check_auth_setting, get_gateway_settings, get_infra_settings
 from shared.storage import S3Store, make_s3_client
@@ -75,6 +75,7 @@ def create_app() -> FastAPI:
     problems.install(app)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(explorer.router)
     app.add_middleware(BodySizeLimit, max_bytes=get_gateway_settings().max_request_bytes)
     return app
 
