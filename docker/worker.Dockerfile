@@ -1,7 +1,7 @@
 # One image for every ML worker service (caption, embed_cluster, activation, labelling,
 # uncertainty); the compose/k8s command picks the service. Build from the repo root:
 #   docker build -f docker/worker.Dockerfile -t neuron-atlas-worker .                     # CPU
-#   docker build -f docker/worker.Dockerfile --build-arg DEVICE=gpu -t neuron-atlas-worker:gpu .
+#   docker build -f docker/worker.Dockerfile --build-arg DEVICE=gpu -t neuron-atlas-worker-gpu .
 FROM python:3.11-slim
 ARG DEVICE=cpu
 ARG CUDA_WHEELS=cu128

@@ -10,10 +10,13 @@ state lives in the job store (`shared.jobstore`) and is never read from Celery's
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
-from celery import Celery, chord, group, signature
+from celery import Celery, bootsteps, chord, group, signature
 from celery.canvas import Signature
 
+from shared import heartbeat
 from shared.settings import InfraSettings, get_infra_settings
 
 # Task names: `domain.action`; the domain is the queue, except the light final step, which runs
@@ -41,6 +44,32 @@ ROUTES = {
 STEPS_AFTER_GROUPS: list[str] = [LABELLING_LABEL, UNCERTAINTY_RUN]
 
 
+class Heartbeat(bootsteps.StartStopStep):
+    """Touches WORKER_HEARTBEAT_FILE from the worker's event loop (the Kubernetes liveness probe
+    reads it). The loop's timer, not a thread, so that a blocked loop stops the heartbeat. Meant
+    for the prefork pool (Kubernetes runs it): with `--pool solo` a task blocks the loop itself."""
+
+    requires = ("celery.worker.components:Hub",)
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        self.path: Path | None = worker.app.conf.get("neuron_atlas_heartbeat_file")
+        self.interval_s: float = worker.app.conf.get("neuron_atlas_heartbeat_interval_s", 10.0)
+        self.timer_entry: Any = None
+
+    def start(self, worker: Any) -> None:
+        if self.path is None:
+            return
+        heartbeat.touch(self.path)
+        self.timer_entry = worker.timer.call_repeatedly(self.interval_s, heartbeat.touch, (self.path,))
+
+    def stop(self, worker: Any) -> None:
+        # Warm shutdown (SIGTERM) stops the loop, then waits for the running task: keep the file
+        # fresh meanwhile, so the probe does not kill a pod that is finishing its work.
+        if self.path is not None and self.timer_entry is not None:
+            self.timer_entry.cancel()
+            heartbeat.keep_touching(self.path, self.interval_s)
+
+
 def configure(app: Celery, settings: InfraSettings) -> None:
     app.conf.update(
         broker_url=settings.redis_url,
@@ -62,7 +91,11 @@ def configure(app: Celery, settings: InfraSettings) -> None:
         result_expires=24 * 3600,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
+        # Ours, read by the Heartbeat step (Celery keeps unknown keys).
+        neuron_atlas_heartbeat_file=settings.worker_heartbeat_file,
+        neuron_atlas_heartbeat_interval_s=settings.worker_heartbeat_interval_s,
     )
+    app.steps["worker"].add(Heartbeat)
 
 
 @lru_cache(maxsize=1)

@@ -47,6 +47,9 @@ class InfraSettings(BaseSettings):
     queue_visibility_timeout_s: int = Field(7200, ge=60)
     task_time_limit_s: int = Field(3600, ge=10)
     task_soft_time_limit_s: int = Field(3540, ge=5)
+    # Liveness (shared/heartbeat.py): a worker touches this file from its event loop; unset, off.
+    worker_heartbeat_file: Path | None = None
+    worker_heartbeat_interval_s: float = Field(10.0, gt=0)
 
     @field_validator("s3_endpoint", "s3_public_endpoint")
     @classmethod

@@ -78,15 +78,117 @@ def test_required_secrets_are_demanded_not_defaulted():
     assert "appendonly" in text and "service_completed_successfully" in text
 
 
-def test_kubernetes_workers_match_the_compose_services():
-    deployments = [
-        doc
-        for path in sorted((ROOT / "k8s").rglob("*.yaml"))
-        for doc in yaml.safe_load_all(path.read_text())
-        if doc and doc["kind"] == "Deployment"
-    ]
-    served = {check_command(d["spec"]["template"]["spec"]["containers"][0]["command"]) for d in deployments}
+def k8s_containers(overlay: str) -> list[dict]:
+    from tests.deploy.manifests import pod_spec, render, workloads
+
+    return [c for w in workloads(render(overlay)) for c in pod_spec(w)["containers"]]
+
+
+def without_node_name(command: list[str]) -> list[str]:
+    """A command less its `-n NAME@%h` (compose and k8s name their nodes each their own way)."""
+    if "-n" not in command:
+        return command
+    at = command.index("-n")
+    return command[:at] + command[at + 2 :]
+
+
+@pytest.mark.parametrize("overlay", ["k8s", "k8s/gpu", "k8s/managed"])
+def test_kubernetes_runs_every_service_as_compose_does(overlay: str):
+    """Same images, same commands (so the same modules and queues) in the rendered overlay."""
+    compose_services = compose()["services"]
+    compose_commands = [without_node_name(s["command"]) for s in compose_services.values() if "command" in s]
+    compose_images = {
+        s["image"].replace("${NEURON_ATLAS_TAG:-latest}", "latest") for s in compose_services.values()
+    }
+    served = set()
+    for container in k8s_containers(overlay):
+        assert container["image"] in compose_images, (
+            f"{container['image']} is not an image of docker-compose.yml"
+        )
+        if container.get("command", [""])[0] in ("celery", "uvicorn"):
+            assert without_node_name(container["command"]) in compose_commands, container["command"]
+            served.add(check_command(container["command"]))
     assert served == service_folders()
+
+
+# Variables the manifests set that are no setting of ours: read by libraries, Redis or MinIO.
+THIRD_PARTY_VARIABLES = {
+    "HF_HOME",
+    "TORCH_HOME",
+    "HF_HUB_OFFLINE",
+    "HOME",
+    "XDG_CACHE_HOME",
+    "NUMBA_CACHE_DIR",
+    "MPLCONFIGDIR",
+    "MINIO_ROOT_USER",
+    "MINIO_ROOT_PASSWORD",
+    "MC_CONFIG_DIR",
+    "REDISCLI_AUTH",
+    "OMP_NUM_THREADS",
+    "REDIS_PASSWORD",  # Redis's requirepass and KEDA's scaler; the services read REDIS_URL
+}
+
+
+def setting_names() -> set[str]:
+    from services.labelling.settings import LabelSettings
+    from shared import settings
+
+    names = {name.upper() for name in settings.InfraSettings.model_fields}
+    for cls in (
+        settings.GatewaySettings,
+        settings.CaptionSettings,
+        settings.ActivationSettings,
+        settings.UncertaintySettings,
+        settings.EmbedClusterSettings,
+        LabelSettings,
+    ):
+        prefix = cls.model_config.get("env_prefix", "")
+        names |= {f"{prefix}{name}".upper() for name in cls.model_fields}
+    return names
+
+
+def test_kubernetes_sets_only_real_settings_and_every_one_compose_sets():
+    from tests.deploy.manifests import config, example_secret, render
+
+    known = setting_names()
+    k8s_names = set(config(render("k8s"))) | set(example_secret())
+    for container in k8s_containers("k8s/gpu") + k8s_containers("k8s"):
+        k8s_names |= {e["name"] for e in container.get("env", [])}
+    for example in ("k8s/base/config.yaml", "k8s/secret.example.yaml"):  # the optional ones, commented out
+        k8s_names |= set(re.findall(r"^\s*#\s*([A-Z][A-Z0-9_]+):", (ROOT / example).read_text(), re.M))
+    unknown = k8s_names - known - THIRD_PARTY_VARIABLES
+    assert not unknown, f"not settings of ours: {unknown}"
+    compose_names = set()
+    for service in compose()["services"].values():
+        environment = service.get("environment", {})
+        compose_names |= set(environment if isinstance(environment, dict) else [])
+    # Compose offers turning auth off for local use; a cluster leaves it on (its default).
+    compose_settings = {n for n in compose_names if n in known} - {"GATEWAY_AUTH_DISABLED"}
+    assert compose_settings <= k8s_names, f"compose sets, k8s does not: {compose_settings - k8s_names}"
+
+
+def test_kubernetes_ports_match_compose_and_the_settings():
+    from urllib.parse import urlsplit
+
+    from tests.deploy.manifests import config, example_secret, named, pod_spec, render
+
+    objects = render("k8s")
+    services = named(objects, "Service")
+    published = {
+        name: {int(str(p).split(":")[-1]) for p in s.get("ports", [])}
+        for name, s in compose()["services"].items()
+    }
+    gateway = pod_spec(named(objects, "Deployment")["gateway"])["containers"][0]
+    port = int(gateway["command"][gateway["command"].index("--port") + 1])
+    assert {p["containerPort"] for p in gateway["ports"]} == {port} and port in published["gateway"]
+    assert [p["targetPort"] for p in services["gateway"]["spec"]["ports"]] == [port]
+    for variable, service in (("S3_ENDPOINT", "minio"), ("REDIS_URL", "redis")):
+        url = urlsplit({**config(objects), **example_secret()}[variable])
+        assert url.hostname == service, variable
+        (service_port,) = services[service]["spec"]["ports"]
+        container = pod_spec(named(objects, "StatefulSet")[service])["containers"][0]
+        assert url.port == service_port["port"] == service_port["targetPort"]
+        assert {p["containerPort"] for p in container["ports"]} == {url.port}
 
 
 @pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose (Debian) not installed")

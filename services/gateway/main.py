@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 
 from services.gateway import problems
 from services.gateway.deps import Services
@@ -50,7 +51,18 @@ def build_services() -> Services:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if not hasattr(app.state, "services"):  # tests may put their own
         app.state.services = build_services()
+        await run_in_threadpool(ensure_bucket, app.state.services.store)
     yield
+
+
+def ensure_bucket(store: S3Store) -> None:
+    """Create the bucket on a fresh S3 server, so no separate setup step is needed. Where it
+    can't be created now (S3 down, no permission), the gateway still starts and `/readyz` says
+    what is wrong until it is fixed."""
+    try:
+        store.ensure_bucket()
+    except Exception as exc:  # any failure: readiness reports it
+        log.warning("could not make sure bucket %s exists: %s", store.bucket, type(exc).__name__)
 
 
 def create_app() -> FastAPI:

@@ -1,0 +1,359 @@
+"""README.md's shell examples, run as written, so the README cannot drift from the code.
+
+Each example runs in a fresh folder laid out like the project folder (`.venv` is the venv
+running these tests), with only what the README itself leaves to the reader filled in: free
+ports for the servers' usual ones, SeaweedFS in MinIO's place, a fake OpenAI-compatible
+endpoint for Ollama, generated secrets for `...`. What cannot run here is reported as a skipped
+test that names the command and why."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.hierarchy import validate_hierarchy
+from tests.readme_examples import Block, bash_blocks, command_matches, inline_commands
+from tests.servers import ProcessGroup, free_port, start_redis, start_seaweedfs, wait_http, zip_folder
+
+# Commands that cannot run on this machine, with the reason; every one is a named skip below.
+CANNOT_RUN_HERE = {
+    "scripts/demo": ".ci/run runs it, exactly as written, on the fresh clone before this suite",
+    "scripts/test": "it is this test suite (.ci/run runs it)",
+    "docker compose": "needs a Docker engine, and none runs here; tests/test_deploy.py checks the file",
+    "kubectl": "needs a Kubernetes cluster; tests/deploy renders and checks the manifests",
+    ".venv/bin/neuron-atlas fetch-models": "downloads from the model hubs, which this machine cannot "
+    "reach; the tests put a stand-in ResNet18 checkpoint into the torch cache instead",
+    "neuron-atlas fetch-models": "downloads from the model hubs, which this machine cannot reach",
+    "python benchmarks/": "a benchmark, minutes long: run by hand; its numbers are in the README",
+}
+SKIP_STARTS = tuple(CANNOT_RUN_HERE)
+# Inline spans that restate a command a fenced example runs.
+COVERED_INLINE = {
+    "neuron-atlas run": "the 'Running it on your images' example",
+    "neuron-atlas run IMAGE_DIR --out OUT_DIR": "the 'Running it on your images' example",
+    "python -m shared.heartbeat /tmp/heartbeat --max-age 60": "tests/deploy/test_worker_lifecycle.py "
+    "runs the workers' liveness probe, read from the rendered manifests",
+}
+TIMEOUT_S = 600
+
+
+def _blocks_named(start: str) -> Block:
+    found = [b for b in bash_blocks() if b.commands[0].lstrip().startswith(start)]
+    assert len(found) == 1, f"expected one README example starting with {start!r}, found {len(found)}"
+    return found[0]
+
+
+# --- Every example is accounted for ---------------------------------------------------------
+
+HANDLED_BLOCKS = (
+    "scripts/demo",  # skipped: CI runs it
+    ".venv/bin/neuron-atlas sample",
+    "export NEURON_ATLAS_LLM__BASE_URL",
+    "export S3_ACCESS_KEY",
+    "export REDIS_URL",
+    'curl -s -H "Authorization: Bearer $KEY" -F',
+    "kubectl apply -f k8s/base/namespace.yaml",  # skipped: kubectl (tests/deploy checks k8s/)
+)
+
+
+def test_every_readme_example_is_run_or_named_as_skipped():
+    for block in bash_blocks():
+        assert command_matches(block.commands[0], HANDLED_BLOCKS), (
+            f"README example at line {block.line} ({block.name}) is run by no test: add it here"
+        )
+    for span in inline_commands():
+        assert command_matches(span, SKIP_STARTS) or span in COVERED_INLINE, (
+            f"README command `{span}` is run by no test and not named as skipped"
+        )
+
+
+def _skipped_commands() -> list[str]:
+    commands = [c for b in bash_blocks() for c in b.commands if command_matches(c, SKIP_STARTS)]
+    commands += [s for s in inline_commands() if command_matches(s, SKIP_STARTS)]
+    return sorted(set(commands))
+
+
+@pytest.mark.parametrize("command", _skipped_commands(), ids=lambda c: c.split("#")[0].strip())
+def test_readme_command_that_cannot_run_here(command: str):
+    reason = next(r for start, r in CANNOT_RUN_HERE.items() if command.lstrip().startswith(start))
+    pytest.skip(f"`{command.splitlines()[0][:70]}`: {reason}")
+
+
+# --- Where the examples run -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def torch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A torch cache holding ResNet18's checkpoint under its ImageNet file name, standing in for
+    what `neuron-atlas fetch-models` downloads (random weights: the hubs can't be reached here)."""
+    import torch
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    home = tmp_path_factory.mktemp("torch-home")
+    checkpoints = home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(resnet18().state_dict(), checkpoints / os.path.basename(ResNet18_Weights.DEFAULT.url))
+    return home
+
+
+def project_folder(root: Path) -> Path:
+    """A folder laid out like the project's, where README commands run as written."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / ".venv").symlink_to(Path(sys.prefix))
+    return root
+
+
+def example_env(torch_home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEURON_ATLAS_LLM__")}
+    return {**env, "TORCH_HOME": str(torch_home), **extra}
+
+
+def run_bash(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert proc.returncode == 0, (
+        f"README example failed ({proc.returncode}):\n{script}\n{proc.stderr[-4000:]}"
+    )
+    return proc
+
+
+def read_result(folder: Path) -> dict:
+    hierarchy = json.loads((folder / "hierarchy.json").read_text())
+    validate_hierarchy(hierarchy)
+    return hierarchy
+
+
+# --- The embedded examples ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_readme_sample_and_run_example(tmp_path: Path, torch_home: Path):
+    cwd = project_folder(tmp_path / "project")
+    proc = run_bash(_blocks_named(".venv/bin/neuron-atlas sample").script(), cwd, example_env(torch_home))
+    hierarchy = read_result(cwd / "my-result")
+    assert len(hierarchy["images"]) == 12
+    assert "resnet18" in hierarchy["models"]["target"]["weights"].lower()
+    assert "random" not in hierarchy["models"]["target"]["weights"]
+    top = [c["id"] for c in hierarchy["clusters"] if c["parent"] is None]
+    assert all(f"{cluster}  '" in proc.stdout for cluster in top)  # the tree, on stdout
+    assert "result: my-result/hierarchy.json" in proc.stderr
+
+
+@pytest.mark.slow
+def test_readme_language_model_example(tmp_path: Path, torch_home: Path):
+    from tests.services.labelling.fake_llm import FakeLLM
+
+    cwd = project_folder(tmp_path / "project")
+    env = example_env(torch_home, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    run_bash(".venv/bin/neuron-atlas sample my-images --per-concept 2\n", cwd, env)
+    llm = FakeLLM().start()
+    try:
+        script = _blocks_named("export NEURON_ATLAS_LLM__BASE_URL").script(
+            substitutions={
+                "http://localhost:11434/v1": llm.url,
+                "API_KEY=...": "API_KEY=test-key",
+                "IMAGE_DIR": "my-images",
+                "OUT_DIR": "my-result",
+            }
+        )
+        run_bash(script, cwd, env)
+    finally:
+        llm.stop()
+    hierarchy = read_result(cwd / "my-result")
+    sources = {c["label_source"] for c in hierarchy["clusters"]}
+    assert sources == {"llm:gpt-4o-mini@v1"}, sources  # relabel's --llm-model won
+    assert {seen.body["model"] for seen in llm.seen} >= {"llama3.2", "gpt-4o-mini"}
+
+
+# --- The suite examples ---------------------------------------------------------------------
+
+
+def test_readme_compose_example_makes_a_working_key(tmp_path: Path, torch_home: Path):
+    block = _blocks_named("export S3_ACCESS_KEY")
+    cwd = project_folder(tmp_path / "project")
+    env = example_env(torch_home)
+    before_entry = block.script(skip=SKIP_STARTS).split("export GATEWAY_API_KEYS")[0]
+    printed = run_bash(before_entry, cwd, env).stdout
+    key = re.search(r"API key \(shown once\): (\S+)", printed)
+    entry = re.search(r"GATEWAY_API_KEYS entry: (\{.*\})", printed)
+    assert key and entry, printed
+    ((sha, tenant),) = json.loads(entry.group(1)).items()
+    assert tenant == "acme" and sha == hashlib.sha256(key.group(1).encode()).hexdigest()
+    check = block.script(skip=SKIP_STARTS, substitutions={"<the entry's sha256>": sha})
+    check += "python3 -c 'import json, os; print(json.loads(os.environ[\"GATEWAY_API_KEYS\"]))'\n"
+    assert f"'{sha}': 'acme'" in run_bash(check, cwd, env).stdout
+
+
+PING_WORKERS = (
+    "import json; from shared.queue import get_app; "
+    "print(json.dumps([n for answer in get_app().control.ping(timeout=3) for n in answer]))"
+)
+
+
+class ByHandSuite:
+    """'Running it by hand', run as written in one bash process group, on free ports."""
+
+    def __init__(self, root: Path, torch_home: Path) -> None:
+        self.root = root
+        self.redis = start_redis(_mkdir(root / "redis-data"))
+        self.s3 = start_seaweedfs(_mkdir(root / "seaweedfs"), "readme-access", "readme-secret-4f1c")
+        self.key = "na_readme-example-key"
+        sha = hashlib.sha256(self.key.encode()).hexdigest()
+        self.port = free_port()
+        redis_port = self.redis.url.rsplit(":", 1)[1].split("/")[0]
+        self.settings = {
+            "REDIS_URL": self.redis.url,
+            "S3_ENDPOINT": self.s3.endpoint,
+            "S3_ACCESS_KEY": self.s3.access_key,
+            "S3_SECRET_KEY": self.s3.secret_key,
+        }
+        script = _blocks_named("export REDIS_URL").script(
+            skip=SKIP_STARTS,
+            substitutions={
+                "127.0.0.1:6379": f"127.0.0.1:{redis_port}",
+                "http://127.0.0.1:9000": self.s3.endpoint,
+                "S3_ACCESS_KEY=...": f"S3_ACCESS_KEY={self.s3.access_key}",
+                "S3_SECRET_KEY=...": f"S3_SECRET_KEY={self.s3.secret_key}",
+                "<sha256>": sha,
+                "--port 8000": f"--port {self.port}",
+            },
+        )
+        self.cwd = project_folder(root / "project")
+        self.log = (root / "by-hand.log").open("wb")
+        self.process = subprocess.Popen(
+            ["bash", "-c", script],
+            cwd=self.cwd,
+            env=example_env(torch_home, OMP_NUM_THREADS="1"),  # five workers share two cores
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # one process group: the workers, their children, uvicorn
+        )
+        self.group = ProcessGroup(root)
+        self.group.processes["by-hand"] = self.process
+        try:
+            wait_http(f"http://127.0.0.1:{self.port}/readyz", self.group, timeout=120)
+        except Exception:
+            self.stop()
+            raise
+
+    def worker_names(self, timeout: float = 120) -> list[str]:
+        """The services of the workers that answer a ping, once all five do (or at the timeout)."""
+        deadline, names = time.monotonic() + timeout, []
+        while time.monotonic() < deadline:
+            proc = subprocess.run(
+                [sys.executable, "-c", PING_WORKERS],
+                env={**os.environ, **self.settings},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            names = sorted({name.split("@")[0] for name in json.loads(proc.stdout or "[]")})
+            if len(names) == 5:
+                break
+            time.sleep(2)
+        return names
+
+    def logs(self) -> str:
+        return (self.root / "by-hand.log").read_text(errors="replace")[-6000:]
+
+    def stop(self) -> None:
+        for sig, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and _group_alive(self.process.pid):
+                time.sleep(0.2)
+        self.process.wait(5)
+        self.log.close()
+        self.s3.stop()
+        self.redis.stop()
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def by_hand_suite(tmp_path_factory: pytest.TempPathFactory, torch_home: Path) -> Iterator[ByHandSuite]:
+    suite = ByHandSuite(tmp_path_factory.mktemp("by-hand"), torch_home)
+    yield suite
+    suite.stop()
+
+
+def test_readme_by_hand_suite_starts_ready_with_its_bucket(by_hand_suite: ByHandSuite):
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{by_hand_suite.port}/readyz", timeout=5) as answer:
+        assert json.loads(answer.read()) == {"status": "ready", "redis": "ok", "storage": "ok"}
+    assert by_hand_suite.s3.client().bucket_exists("neuron-atlas")  # the gateway made it
+    expected = ["activation", "caption", "embed_cluster", "labelling", "uncertainty"]
+    assert by_hand_suite.worker_names() == expected, by_hand_suite.logs()
+
+
+@pytest.mark.slow
+def test_readme_curl_examples_against_the_by_hand_suite(by_hand_suite: ByHandSuite, tmp_path: Path):
+    from neuron_atlas.sample import make_sample
+
+    # The README's spec runs every default statistic: a small collection keeps that short.
+    sample_dir = make_sample(tmp_path / "images", per_concept=2, size=96)
+    cwd = _mkdir(tmp_path / "client")
+    (cwd / "images.zip").write_bytes(zip_folder_images(sample_dir))
+    shutil.copy(sample_dir / "metadata.csv", cwd / "metadata.csv")
+    block = _blocks_named('curl -s -H "Authorization: Bearer $KEY" -F')
+    port = {"localhost:8000": f"localhost:{by_hand_suite.port}"}
+    submit, status, result = (
+        Block(block.heading, block.line, (command,)).script(substitutions=port) for command in block.commands
+    )
+    env = {**os.environ, "KEY": by_hand_suite.key}
+    job = json.loads(run_bash(submit, cwd, env).stdout)
+    assert job["status"] == "queued", job
+    env["ID"] = job["id"]
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        state = json.loads(run_bash(status, cwd, env).stdout)
+        if state["status"] in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert state["status"] == "succeeded", f"{state}\n{by_hand_suite.logs()}"
+    hierarchy = json.loads(run_bash(result, cwd, env).stdout)
+    validate_hierarchy(hierarchy)
+    assert len(hierarchy["images"]) == len(list(sample_dir.glob("*.png")))
+
+
+def zip_folder_images(folder: Path) -> bytes:
+    """The sample's images, without its captions file (sent as its own part, as in the README)."""
+    images = folder.parent / f"{folder.name}-images-only"
+    if not images.exists():
+        images.mkdir()
+        for png in folder.glob("*.png"):
+            shutil.copy(png, images / png.name)
+    return zip_folder(images)
