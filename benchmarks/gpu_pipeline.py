@@ -422,7 +422,8 @@ def run_pipeline(image_dir: Path, out_dir: Path, args: argparse.Namespace, clock
     with clock.stage("embed+FINCH"):
         _, partitions = embed_cluster_step(store, options, timed_embedder, captions)  # type: ignore[arg-type]
     clock.seconds["FINCH"] = clock.seconds.pop("embed+FINCH") - clock.seconds.get("embed", 0.0)
-    clock.peak_gb["FINCH"] = clock.peak_gb.pop("embed+FINCH", 0.0)
+    if "embed+FINCH" in clock.peak_gb:
+        clock.peak_gb["FINCH"] = clock.peak_gb.pop("embed+FINCH")
     notes["clusters_per_level"] = [int(c.max()) + 1 for c in partitions.T]
     clock.show("embed, FINCH")
     with clock.stage("groups"):
