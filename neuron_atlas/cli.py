@@ -137,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     relabel.add_argument("--tree-levels", type=int, default=2, metavar="N")
     _add_label_options(relabel)
 
+    report = commands.add_parser(
+        "report", help="write the explorer (web pages) of a finished result to OUT_DIR/explorer/"
+    )
+    report.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+
     sample = commands.add_parser("sample", help="write the generated sample collection")
     sample.add_argument("folder", type=user_path)
     sample.add_argument("--per-concept", type=int, default=8)
@@ -209,6 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             for line in fetch_models(args.caption_model, args.model, args.embed_model):
                 print(line)
+            return 0
+        if args.command == "report":
+            from services.gateway.explorer.report import write_report
+
+            index = write_report(args.out_dir)
+            print(index.resolve().as_uri())  # open it in a browser; no server needed
             return 0
         if args.command == "demo":
             return _demo(args, interactive)

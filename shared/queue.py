@@ -84,7 +84,14 @@ def configure(app: Celery, settings: InfraSettings) -> None:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": settings.queue_visibility_timeout_s},
+        broker_transport_options={
+            "visibility_timeout": settings.queue_visibility_timeout_s,
+            # kombu sweeps for unacknowledged messages past the visibility timeout every
+            # interval x throttle seconds (10 x 10 by default): a throttle of 1 makes that 10 s,
+            # so a killed worker's task is back on its queue soon after the timeout.
+            "unacked_restore_interval": 10,
+            "unacked_restore_throttle": 1,
+        },
         result_backend_transport_options={"visibility_timeout": settings.queue_visibility_timeout_s},
         task_time_limit=settings.task_time_limit_s,
         task_soft_time_limit=settings.task_soft_time_limit_s,

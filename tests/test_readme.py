@@ -42,6 +42,7 @@ SKIP_STARTS = tuple(CANNOT_RUN_HERE)
 COVERED_INLINE = {
     "neuron-atlas run": "the 'Running it on your images' example",
     "neuron-atlas run IMAGE_DIR --out OUT_DIR": "the 'Running it on your images' example",
+    "neuron-atlas report OUT_DIR": "the 'Running it on your images' example",
     "python -m shared.heartbeat /tmp/heartbeat --max-age 60": "tests/deploy/test_worker_lifecycle.py "
     "runs the workers' liveness probe, read from the rendered manifests",
 }
@@ -155,6 +156,9 @@ def test_readme_sample_and_run_example(tmp_path: Path, torch_home: Path):
     top = [c["id"] for c in hierarchy["clusters"] if c["parent"] is None]
     assert all(f"{cluster}  '" in proc.stdout for cluster in top)  # the tree, on stdout
     assert "result: my-result/hierarchy.json" in proc.stderr
+    explorer = (cwd / "my-result" / "explorer" / "index.html").resolve()
+    assert explorer.as_uri() in proc.stdout  # `report` prints where to open the explorer
+    assert all((cwd / "my-result" / "thumbs" / f"{i['id']}.webp").is_file() for i in hierarchy["images"])
 
 
 @pytest.mark.slow

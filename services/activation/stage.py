@@ -22,6 +22,7 @@ from shared import artifacts
 from shared.ingest import DecodedShard
 from shared.options import PipelineOptions
 from shared.storage import Store, get_npy
+from shared.thumbnails import write_thumbnails
 
 
 def hook_layers(target: LoadedModel, options: PipelineOptions) -> ActivationReader:
@@ -40,6 +41,7 @@ def run_activation_shard(
             pooled, mask = shard_activations(shard.images, reader, layers, options, target.device)
         ids = [entry["id"] for entry in shard.kept]
         write_activation_shard(store, shard.index, ids, pooled, mask, layers, target.weights)
+        write_thumbnails(store, ids, shard.images)  # for the explorer, from the images decoded here
     return len(shard.entries)
 
 

@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from services.gateway import problems
 from services.gateway.deps import Services
 from services.gateway.limits import BodySizeLimit
-from services.gateway.routers import health, jobs, results
+from services.gateway.routers import explorer, health, jobs, results
 from services.gateway.settings import check_auth_setting, get_gateway_settings
 from shared.jobstore import JobStore
 from shared.settings import get_infra_settings
@@ -77,6 +77,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(results.router)
+    app.include_router(explorer.router)
     app.add_middleware(BodySizeLimit, max_bytes=get_gateway_settings().max_request_bytes)
     return app
 

@@ -14,7 +14,7 @@ app = get_app()
 if "TEST_VISIBILITY_TIMEOUT_S" in os.environ:
     # Below the settings' 60 s floor, so that a redelivery shows within seconds.
     seconds = float(os.environ["TEST_VISIBILITY_TIMEOUT_S"])
-    app.conf.broker_transport_options = {"visibility_timeout": seconds}
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options, "visibility_timeout": seconds}
 
 
 @app.task(name="lifecycle.work")

@@ -64,6 +64,6 @@ def get_artifacts(job: JobDep, store: StoreDep, settings: SettingsDep) -> Artifa
     links = [
         ArtifactPublic(name=key[len(prefix) :], url=store.presigned_url(key, expires))
         for key in store.list(prefix)
-        if not key[len(prefix) :].startswith("images/")
+        if not key[len(prefix) :].startswith(("images/", "thumbs/"))  # one link per image: too many
     ]
     return ArtifactsPublic(expires_in_s=expires, artifacts=links)

@@ -1,0 +1,85 @@
+"""`neuron-atlas report OUT_DIR`: the explorer as a static folder, `OUT_DIR/explorer/`, that opens
+from disk. Browsers refuse `fetch` on file:// pages, so each answer the gateway's `/ui/api` would
+give is a small script here (`atlasData(key, value)`), one file per concept, image page and neuron:
+a concept page loads its own file and never the whole hierarchy. Thumbnails stay where the run
+wrote them (`OUT_DIR/thumbs/`) and are linked as `../thumbs/{id}.webp`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from services.gateway.explorer.atlas import Atlas, read_top_images, safe_name
+from services.gateway.explorer.page import ASSETS, asset, index_html
+from shared import artifacts
+from shared.errors import InputError
+from shared.storage import LocalStore, get_json
+
+FOLDER = "explorer"
+
+
+def data_script(key: str, value: Any) -> str:
+    # "</" is escaped so no label can close the script; the file is JavaScript, not HTML, but
+    # the same text is safe either way.
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    return f"atlasData({json.dumps(key)},{text});\n"
+
+
+def _write(folder: Path, relative: str, key: str, value: Any) -> None:
+    path = folder / "data" / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data_script(key, value), encoding="utf-8")
+
+
+def load_atlas(out_dir: Path) -> Atlas:
+    """The result in `out_dir` as an explorer index (thumbnails and activations read lazily)."""
+    if not (out_dir / artifacts.HIERARCHY).is_file():
+        raise InputError(
+            f"{out_dir} holds no hierarchy.json.", "Point report at the OUT_DIR of a finished run."
+        )
+    store = LocalStore(out_dir)
+    hierarchy = get_json(store, artifacts.HIERARCHY)
+    thumbs = {p.stem for p in (out_dir / "thumbs").glob("*.webp")}
+    return Atlas(hierarchy, thumbs, lambda: read_top_images(store), title=out_dir.resolve().name)
+
+
+def write_report(out_dir: Path) -> Path:
+    """Write `out_dir/explorer/` afresh; returns its index.html."""
+    atlas = load_atlas(out_dir)
+    folder = out_dir / FOLDER
+    staging = out_dir / f".{FOLDER}-staging"
+    if staging.exists():
+        shutil.rmtree(staging)
+    (staging / "assets").mkdir(parents=True)
+    (staging / "index.html").write_text(index_html("static"), encoding="utf-8")
+    for name in ASSETS:
+        (staging / "assets" / name).write_bytes(asset(name))
+    _write(staging, "summary.js", "summary", atlas.summary())
+    _write(staging, "labels.js", "labels", atlas.label_index())  # for search, loaded on first use
+    _write(staging, "children/_top.js", "children/_top", atlas.children(None, 0, len(atlas.roots)))
+    for cluster_id, cluster in atlas.clusters.items():
+        name = safe_name(cluster_id)
+        _write(staging, f"concept/{name}.js", f"concept/{cluster_id}", atlas.concept(cluster_id))
+        if cluster["children"]:
+            whole = atlas.children(cluster_id, 0, len(cluster["children"]))
+            _write(staging, f"children/{name}.js", f"children/{cluster_id}", whole)
+        for page in range(1, atlas.images_page(cluster_id, 0)["pages"]):
+            _write(
+                staging,
+                f"images/{name}-{page}.js",
+                f"images/{cluster_id}/{page}",
+                atlas.images_page(cluster_id, page),
+            )
+    for layer, channel in atlas.neuron_keys():
+        _write(
+            staging,
+            f"neuron/{safe_name(layer)}-{channel}.js",
+            f"neuron/{layer}/{channel}",
+            atlas.neuron(layer, channel),
+        )
+    if folder.exists():
+        shutil.rmtree(folder)
+    staging.replace(folder)
+    return folder / "index.html"

@@ -1,0 +1,140 @@
+"""`/ui`: the explorer's page and assets (public: they hold no data), and `/ui/api/jobs/...`, the
+small answers each page draws from, behind the same API keys and tenancy as `/v1` (another
+tenant's job or thumbnail is a 404)."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from threading import Lock
+from typing import Any
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from services.gateway.deps import JobDep, StoreDep
+from services.gateway.explorer.atlas import Atlas, read_top_images
+from services.gateway.explorer.page import ASSETS, asset, index_html
+from services.gateway.problems import Problem
+from services.gateway.results import job_result
+from shared import artifacts
+from shared.jobstore import JobRecord
+from shared.storage import PrefixedStore, S3Store
+from shared.thumbnails import thumbnail_key
+
+router = APIRouter(tags=["explorer"])
+_MEDIA = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+
+
+@router.get("/ui", include_in_schema=False)
+def ui_root() -> RedirectResponse:
+    return RedirectResponse("/ui/", status_code=307)
+
+
+@router.get("/ui/", response_class=HTMLResponse, summary="The explorer (web page)")
+def ui_page() -> HTMLResponse:
+    return HTMLResponse(index_html("api"), headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/ui/assets/{name}", include_in_schema=False)
+def ui_asset(name: str) -> Response:
+    if name not in ASSETS:
+        raise Problem(404, "not-found", f"No asset {name}.")
+    return Response(asset(name), media_type=_MEDIA[name], headers={"Cache-Control": "no-cache"})
+
+
+class _AtlasCache:
+    """Explorer indexes of finished jobs, a few at a time, keyed like the hierarchy cache (by
+    when the job finished), so a relabelled job is indexed afresh."""
+
+    def __init__(self, size: int = 4) -> None:
+        self._items: OrderedDict[str, Atlas] = OrderedDict()
+        self._size = size
+        self._lock = Lock()
+
+    def get(self, job: JobRecord, store: S3Store) -> Atlas:
+        hierarchy = json.loads(job_result(job, store).body)  # 409 unless the job has succeeded
+        key = f"{job.id}@{job.finished_at}"
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        view = PrefixedStore(store, artifacts.job_prefix(job.id))
+        # one listing request, not one per thousand thumbnails: the shard step writes every
+        # decoded image's thumbnail, so a job has all of them or (made before them) none
+        thumbs = next(iter(store.list(view.prefix + "thumbs/")), None) is not None
+        atlas = Atlas(hierarchy, thumbs, lambda: read_top_images(view), title=f"Job {job.id[:12]}")
+        with self._lock:
+            self._items[key] = atlas
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return atlas
+
+
+_atlases = _AtlasCache()
+
+
+@router.get("/ui/api/jobs/{job_id}/summary")
+def ui_summary(job: JobDep, store: StoreDep) -> dict[str, Any]:
+    """Counts, levels, layers and models of a finished job."""
+    return _atlases.get(job, store).summary()
+
+
+@router.get("/ui/api/jobs/{job_id}/children")
+def ui_children(
+    job: JobDep,
+    store: StoreDep,
+    parent: str | None = None,
+    offset: int = Query(0, ge=0),
+    limit: int = Query(100, ge=1, le=500),
+) -> dict[str, Any]:
+    """A page of the concepts under `parent` (the top level without it)."""
+    atlas = _atlases.get(job, store)
+    try:
+        return atlas.children(parent, offset, limit)
+    except KeyError:
+        raise Problem(404, "not-found", f"No concept {parent} in job {job.id}.") from None
+
+
+@router.get("/ui/api/jobs/{job_id}/search")
+def ui_search(job: JobDep, store: StoreDep, q: str = Query("", max_length=200)) -> dict[str, Any]:
+    """Concepts whose label holds every word of `q`."""
+    return _atlases.get(job, store).search(q)
+
+
+@router.get("/ui/api/jobs/{job_id}/concepts/{cluster_id}")
+def ui_concept(job: JobDep, store: StoreDep, cluster_id: str) -> dict[str, Any]:
+    """One concept's page: its first image page, neuron strips, statistics and relatives."""
+    try:
+        return _atlases.get(job, store).concept(cluster_id)
+    except KeyError:
+        raise Problem(404, "not-found", f"No concept {cluster_id} in job {job.id}.") from None
+
+
+@router.get("/ui/api/jobs/{job_id}/concepts/{cluster_id}/images")
+def ui_images(job: JobDep, store: StoreDep, cluster_id: str, page: int = Query(0, ge=0)) -> dict[str, Any]:
+    """A page of a concept's images (ids and captions)."""
+    try:
+        return _atlases.get(job, store).images_page(cluster_id, page)
+    except KeyError:
+        raise Problem(404, "not-found", f"No concept {cluster_id} in job {job.id}.") from None
+
+
+@router.get("/ui/api/jobs/{job_id}/neurons/{layer}/{channel}")
+def ui_neuron(job: JobDep, store: StoreDep, layer: str, channel: int) -> dict[str, Any]:
+    """The concepts holding a neuron and its most strongly activating images."""
+    try:
+        return _atlases.get(job, store).neuron(layer, channel)
+    except KeyError:
+        raise Problem(404, "not-found", f"No neuron {layer}/{channel} in job {job.id}.") from None
+
+
+@router.get("/ui/api/jobs/{job_id}/thumbs/{image_id}")
+def ui_thumbnail(job: JobDep, store: StoreDep, image_id: str) -> Response:
+    """An image's thumbnail (WebP), for the key's own jobs only."""
+    try:
+        key = artifacts.job_prefix(job.id) + thumbnail_key(image_id)
+        data = store.get_bytes(key)
+    except (ValueError, FileNotFoundError):
+        raise Problem(404, "not-found", f"No thumbnail {image_id} in job {job.id}.") from None
+    return Response(data, media_type="image/webp", headers={"Cache-Control": "private, max-age=3600"})

@@ -1,0 +1,44 @@
+"""Small WebP thumbnails for the explorer, `thumbs/{image_id}.webp`, made from an image that a
+shard step has already decoded (so no image is decoded twice for them)."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+
+from PIL import Image
+
+from shared.storage import Store
+
+SIZE = 160  # the longer side, in pixels
+QUALITY = 70
+_IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+def thumbnail_key(image_id: str) -> str:
+    """Where the thumbnail of image `image_id` (its sha256) lives; anything else is refused, so a
+    key built from a request can never leave `thumbs/`."""
+    if not _IMAGE_ID.match(image_id):
+        raise ValueError(f"not an image id: {image_id!r}")
+    return f"thumbs/{image_id}.webp"
+
+
+def thumbnail_bytes(image: Image.Image, size: int = SIZE) -> bytes:
+    """The image shrunk to fit `size` x `size` (never enlarged), as WebP."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    scale = min(1.0, size / max(rgb.size))
+    small = rgb.resize(
+        (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))),
+        Image.Resampling.BILINEAR,
+        reducing_gap=2.0,  # shrink in steps: fast on large photos, still smooth
+    )
+    buffer = io.BytesIO()
+    small.save(buffer, format="WEBP", quality=QUALITY, method=4)
+    return buffer.getvalue()
+
+
+def write_thumbnails(store: Store, image_ids: Sequence[str], images: Sequence[Image.Image]) -> None:
+    """One thumbnail per decoded image; rewriting is harmless, so the step stays idempotent."""
+    for image_id, image in zip(image_ids, images, strict=True):
+        store.put_bytes(thumbnail_key(image_id), thumbnail_bytes(image))

@@ -1,0 +1,201 @@
+"""The explorer's data layer and thumbnails, without a browser."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from services.gateway.explorer.atlas import PAGE_SIZE, Atlas, read_top_images
+from services.gateway.explorer.report import data_script, load_atlas, write_report
+from shared.storage import LocalStore, get_npz
+from shared.thumbnails import thumbnail_bytes, thumbnail_key, write_thumbnails
+from tests.explorer.synthetic import make_job
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("atlas") / "out"
+    return out, make_job(out, images=600, concepts=80)
+
+
+@pytest.fixture(scope="module")
+def atlas(job: tuple[Path, dict[str, Any]]) -> Atlas:
+    return load_atlas(job[0])
+
+
+def test_thumbnail_is_a_small_webp_that_keeps_the_aspect() -> None:
+    data = thumbnail_bytes(Image.new("RGB", (1200, 600), (200, 30, 30)))
+    thumb = Image.open(io.BytesIO(data))
+    assert thumb.format == "WEBP" and thumb.size == (160, 80)
+    small = Image.open(io.BytesIO(thumbnail_bytes(Image.new("L", (40, 30)))))
+    assert small.size == (40, 30)  # never enlarged
+
+
+def test_thumbnail_keys_only_take_image_ids(tmp_path: Path) -> None:
+    image_id = "a" * 64
+    assert thumbnail_key(image_id) == f"thumbs/{image_id}.webp"
+    for bad in ("../spec", "A" * 64, "a" * 63, "a" * 64 + "/x"):
+        with pytest.raises(ValueError):
+            thumbnail_key(bad)
+    write_thumbnails(LocalStore(tmp_path), [image_id], [Image.new("RGB", (300, 300))])
+    assert (tmp_path / "thumbs" / f"{image_id}.webp").is_file()
+
+
+def test_tree_pages_every_level_from_the_top(atlas: Atlas, job: tuple[Path, dict[str, Any]]) -> None:
+    hierarchy = job[1]
+    top = atlas.children(None, 0)
+    assert [n["id"] for n in top["items"]] == [c["id"] for c in hierarchy["clusters"] if c["parent"] is None]
+    seen, stack = set(), [n["id"] for n in top["items"]]
+    while stack:  # every concept is reachable by unfolding, a page at a time
+        cid = stack.pop()
+        seen.add(cid)
+        offset = 0
+        while True:
+            page = atlas.children(cid, offset, 7)
+            stack.extend(n["id"] for n in page["items"])
+            offset += len(page["items"])
+            if offset >= page["total"]:
+                break
+    assert seen == {c["id"] for c in hierarchy["clusters"]}
+    row = top["items"][0]
+    assert set(row) >= {"label", "size", "label_quality", "reliable_share", "level", "children"}
+    cluster = atlas.clusters[row["id"]]
+    reliable = [n["evidence"]["reliable"] for n in cluster["neurons"]]
+    assert row["reliable_share"] == pytest.approx(sum(reliable) / len(reliable), abs=1e-3)
+
+
+def test_search_matches_every_word_and_gives_the_path(atlas: Atlas) -> None:
+    answer = atlas.search("SNOWY scene")
+    assert answer["total"] > 0
+    assert all("snowy" in n["label"] and "scene" in n["label"] for n in answer["items"])
+    deep = next(n for n in answer["items"] if n["level"] == 1)
+    assert [p["id"] for p in deep["path"]][-1] == atlas.clusters[deep["id"]]["parent"]
+    assert atlas.search("")["total"] == 0 and atlas.search("zebra")["total"] == 0
+
+
+def test_concept_pages_hold_every_image_once_and_no_more_than_a_page(atlas: Atlas) -> None:
+    cluster = max(atlas.clusters.values(), key=lambda c: c["size"])
+    first = atlas.concept(cluster["id"])
+    pages = first["images_page"]["pages"]
+    assert pages == -(-cluster["size"] // PAGE_SIZE) > 1
+    ids = [i["id"] for p in range(pages) for i in atlas.images_page(cluster["id"], p)["items"]]
+    assert ids == cluster["images"]
+    assert len(first["images_page"]["items"]) == PAGE_SIZE
+    strip_neurons = sum(len(layer["neurons"]) for layer in first["layers"])
+    assert strip_neurons == len(cluster["neurons"])
+    marked = {
+        (layer["layer"], n["channel"])
+        for layer in first["layers"]
+        for n in layer["neurons"]
+        if n["difference"]
+    }
+    assert marked == {(n["layer"], n["channel"]) for n in cluster["difference_neurons"]}
+
+
+def test_a_concept_never_carries_the_whole_hierarchy(tmp_path: Path) -> None:
+    """A concept page's answer stays small as the job grows (here 20 times more images)."""
+    small = load_atlas_for(tmp_path / "small", 300, 40)
+    large = load_atlas_for(tmp_path / "large", 6000, 800)
+    size = lambda a: max(len(json.dumps(a.concept(c))) for c in list(a.clusters)[:50])  # noqa: E731
+    assert size(large) < 3 * size(small)
+
+
+def load_atlas_for(out: Path, images: int, concepts: int) -> Atlas:
+    make_job(out, images=images, concepts=concepts, thumbs=False)
+    return load_atlas(out)
+
+
+def test_neuron_page_lists_its_concepts_and_its_top_images(
+    atlas: Atlas, job: tuple[Path, dict[str, Any]]
+) -> None:
+    out, hierarchy = job
+    cluster = hierarchy["clusters"][0]
+    neuron = cluster["neurons"][0]
+    answer = atlas.neuron(neuron["layer"], neuron["channel"])
+    holders = {
+        c["id"]
+        for c in hierarchy["clusters"]
+        if any((n["layer"], n["channel"]) == (neuron["layer"], neuron["channel"]) for n in c["neurons"])
+    }
+    assert {c["id"] for c in answer["concepts"]} == holders
+    # the top images are the strongest of the stored pooled activations, strongest first
+    store = LocalStore(out)
+    shards = [get_npz(store, k) for k in sorted(store.list("activations/"))]
+    ids = [str(i) for s in shards for i in s["image_ids"]]
+    pooled = np.concatenate([s["pooled"] for s in shards]).astype(np.float32)
+    column = [name for name, _ in [(layer["name"], 0) for layer in hierarchy["layers"]]].index(
+        neuron["layer"]
+    )
+    offset = sum(layer["channels"] for layer in hierarchy["layers"][:column]) + neuron["channel"]
+    values = [i["activation"] for i in answer["top_images"]]
+    assert values == sorted(values, reverse=True) and len(values) == 24
+    assert answer["top_images"][0]["id"] == ids[int(np.argmax(pooled[:, offset]))]
+    with pytest.raises(KeyError):
+        atlas.neuron("layer1", 64)
+
+
+def test_no_activations_means_no_top_images(job: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    assert read_top_images(LocalStore(tmp_path)) is None
+    atlas = Atlas(job[1])
+    assert atlas.neuron("layer1", 0)["top_images"] == []
+
+
+def test_report_data_cannot_close_a_script_and_is_split_per_concept(job: tuple[Path, dict[str, Any]]) -> None:
+    assert "</script>" not in data_script("k", {"label": "</script><b>"})
+    out, hierarchy = job
+    index = write_report(out)
+    assert index == out / "explorer" / "index.html"
+    assert 'content="static"' in index.read_text()
+    data = out / "explorer" / "data"
+    assert {p.stem for p in (data / "concept").glob("*.js")} == {c["id"] for c in hierarchy["clusters"]}
+    assert len(list((data / "neuron").glob("*.js"))) == sum(
+        layer["channels"] for layer in hierarchy["layers"]
+    )
+    biggest = max((data / "concept").glob("*.js"), key=lambda p: p.stat().st_size).stat().st_size
+    assert biggest < (out / "hierarchy.json").stat().st_size / 10
+
+
+def test_report_of_a_folder_without_a_result_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from neuron_atlas.cli import main
+
+    assert main(["report", str(tmp_path)]) == 2
+    assert "holds no hierarchy.json" in capsys.readouterr().err
+    assert not (tmp_path / "explorer").exists()
+
+
+def _luminance(hex_colour: str) -> float:
+    channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def test_text_colours_keep_aa_contrast_on_their_backgrounds() -> None:
+    """WCAG AA (4.5:1) for every text colour of the stylesheet on the backgrounds it is used on."""
+    import re
+
+    from services.gateway.explorer.page import asset
+
+    css = asset("style.css").decode()
+    colours = dict(re.findall(r"--([a-z-]+):\s*(#[0-9a-f]{6})", css))
+    pairs = [
+        ("ink", "paper"),
+        ("muted", "paper"),
+        ("muted", "panel"),
+        ("accent", "paper"),
+        ("accent", "panel"),
+        ("diff", "diff-bg"),
+        ("ok", "paper"),
+        ("ink", "diff-bg"),
+        ("paper", "ink"),
+    ]
+    for text, background in pairs:
+        lighter, darker = sorted((_luminance(colours[text]), _luminance(colours[background])), reverse=True)
+        assert (lighter + 0.05) / (darker + 0.05) >= 4.5, (text, background)
