@@ -162,7 +162,9 @@ class TargetSpec:
             allow_random_weights=options.allow_random_weights,
             seed=options.seed,
             device=str(pick_device(options.device or default_device)),
-            cache_dir=cache_dir,
+            # Resolved now, so the model cache tells apart loads from different torch caches
+            # (a changed TORCH_HOME or HOME) and never answers with another cache's weights.
+            cache_dir=cache_dir or torch_cache_dir(),
         )
 
 
