@@ -35,7 +35,7 @@ def test_embedded_run_puts_uncertainty_into_the_hierarchy(sample_dir: Path, tmp_
     )
     hierarchy = run(sample_dir, tmp_path / "out", options)
     validate_hierarchy(hierarchy)
-    assert hierarchy["schema_version"] == SCHEMA_VERSION == "1.1"
+    assert hierarchy["schema_version"] == SCHEMA_VERSION == "1.2"
     assert hierarchy["uncertainty"]["method"]["model_uncertainty"] == {"method": "tta", "samples": 2}
     assert hierarchy["uncertainty"]["pruning"]["images"] == len(hierarchy["images"])
     summary = hierarchy["uncertainty"]["summary"]
