@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("neuron_atlas")
 
-# The demo finishes in under a minute on 2 CPU cores (install aside): fewer model passes for
+# The demo keeps the first run short (72 s on 2 CPU cores, install aside): fewer model passes for
 # the uncertainty stage than a real job's defaults. Every cluster still gets its causal check,
 # the demo says what it changed, and the options in hierarchy.json record it.
 DEMO_SETTINGS: dict[str, Any] = {
@@ -317,7 +317,7 @@ def _demo_settings_said() -> str:
         f"--{name.replace('_', '-')} {value} (default {getattr(defaults, name)})"
         for name, value in DEMO_SETTINGS.items()
     )
-    return f"lighter settings than a real run's defaults, to finish in under a minute on a CPU: {changes}"
+    return f"lighter settings than a real run's defaults, to keep the first run short on a CPU: {changes}"
 
 
 if __name__ == "__main__":
