@@ -36,7 +36,7 @@ from services.gateway.explorer.report import write_report  # noqa: E402
 from shared.storage import LocalStore  # noqa: E402
 from tests.explorer.browser import chromium, thumbs_loaded, wait_rendered  # noqa: E402
 from tests.explorer.synthetic import make_job  # noqa: E402
-from tests.servers import ProcessGroup, start_redis, start_seaweedfs, wait_http  # noqa: E402
+from tests.servers import ProcessGroup, start_gateway, start_redis, start_seaweedfs  # noqa: E402
 
 KEY = "benchmark-key"
 
@@ -171,25 +171,7 @@ def gateway(driver: Any, out: Path, concepts: dict[str, str], repeats: int, tmp:
             "S3_SECRET_KEY": "bench-secret-123",
             "GATEWAY_API_KEYS": json.dumps({hashlib.sha256(KEY.encode()).hexdigest(): "bench"}),
         }
-        port = group.free_port()
-        group.start(
-            "gateway",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "services.gateway.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            env,
-        )
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/readyz", group, timeout=60)
+        url = start_gateway(group, env)
         driver.get(url + "/ui/")
         driver.execute_script("sessionStorage.setItem('neuron-atlas-api-key', arguments[0])", KEY)
         print("gateway /ui:", flush=True)

@@ -242,6 +242,11 @@ def start_suite(group: ProcessGroup, env: dict[str, str]) -> str:
             ],
             env,
         )
+    return start_gateway(group, env)
+
+
+def start_gateway(group: ProcessGroup, env: dict[str, str]) -> str:
+    """The gateway under uvicorn on a free port; returns its URL once `/readyz` answers."""
     port = group.free_port()
     group.start(
         "gateway",
@@ -279,6 +284,7 @@ __all__ = [
     "RedisServer",
     "S3Server",
     "free_port",
+    "start_gateway",
     "start_redis",
     "start_seaweedfs",
     "start_suite",
