@@ -3,9 +3,10 @@
 FINCH's first and most expensive step is each caption's nearest neighbour. Up to
 `ann_threshold` captions we compute it exactly ourselves, as blocked matrix products over the
 unit vectors: memory stays bounded (FINCH's own exact path holds several n x n matrices, about
-10 GB at 25,000), and no JIT is involved (pynndescent compiles for ~30 s on 2 cores the first time it
-is imported after install; numba caches the result beside the package). Above the threshold FINCH uses pynndescent, seeded. Either way the neighbours are
-handed to the same FINCH merging, so results differ by neighbour exactness alone.
+10 GB at 25,000), and no JIT is involved (pynndescent compiles for ~30 s on 2 cores the first
+time it is imported after install; numba caches the result beside the package). Above the
+threshold FINCH uses pynndescent, seeded. Either way the neighbours are handed to the same FINCH
+merging, so results differ by neighbour exactness alone.
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ def _finch() -> Any:
 
     `finch` imports pynndescent at its top, and pynndescent JIT-compiles its trees at import:
     29 s of a 69 s first demo on a fresh install (2 cores; numba caches it for later processes,
-    which still pay 2 s), for a library that only runs above `ann_threshold`. So finch is imported against a stand-in module whose `NNDescent` imports
-    the real one on first use; the stand-in leaves `sys.modules` again at once."""
+    which still pay 2 s), for a library that only runs above `ann_threshold`. So finch is
+    imported against a stand-in module whose `NNDescent` imports the real one on first use; the
+    stand-in leaves `sys.modules` again at once."""
     if "finch.finch" not in sys.modules and "pynndescent" not in sys.modules:
         stand_in = types.ModuleType("pynndescent")
         stand_in.NNDescent = _deferred_nndescent  # type: ignore[attr-defined]

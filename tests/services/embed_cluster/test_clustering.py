@@ -43,7 +43,9 @@ def test_exact_neighbours_never_import_pynndescent():
         print("pynndescent" in sys.modules, finch.finch.pynndescent_available)
         """
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
     assert out.stdout.split() == ["False", "True"], out.stderr
 
 
