@@ -18,7 +18,6 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from neuron_core import hooks
@@ -27,8 +26,8 @@ from neuron_core.groups import one_hot
 from neuron_core.layers import LayerInfo
 
 Method = Literal["mc_dropout", "tta"]
-ImageSource = Callable[[Sequence[int]], list[Image.Image]]
-"""Decoded images for row indices of the job (the order of its image ids)."""
+InputSource = Callable[[Sequence[int]], torch.Tensor]
+"""The target model's normalised input batch for row indices of the job (`ModelInputs`)."""
 
 _MEAN = torch.tensor(hooks.IMAGENET_MEAN).view(1, 3, 1, 1)
 _STD = torch.tensor(hooks.IMAGENET_STD).view(1, 3, 1, 1)
@@ -112,7 +111,7 @@ class StochasticActivity:
 def stochastic_active_sets(
     module: nn.Module,
     layers: Sequence[LayerInfo],
-    read_images: ImageSource,
+    inputs: InputSource,
     n_images: int,
     top_fraction: float,
     ranking: str,
@@ -122,7 +121,7 @@ def stochastic_active_sets(
     batch_size: int = 64,
     method: Method | None = None,
 ) -> StochasticActivity:
-    """T = `samples` stochastic passes over all images (decoded once per batch)."""
+    """T = `samples` stochastic passes over all images (read once per batch)."""
     names = [layer.name for layer in layers]
     method = method or pick_method(module, names, device)
     n_neurons = sum(layer.channels for layer in layers)
@@ -138,7 +137,7 @@ def stochastic_active_sets(
             torch.manual_seed(seed)  # dropout draws from the global generator; fork_rng restores it
             for start in range(0, n_images, batch_size):
                 rows = list(range(start, min(start + batch_size, n_images)))
-                batch = hooks.preprocess(read_images(rows)).to(device)
+                batch = inputs(rows).to(device)
                 for t in range(samples):
                     view = augment(batch, generator) if method == "tta" else batch
                     pooled = reader.read(view).cpu().numpy()

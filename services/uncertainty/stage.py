@@ -22,13 +22,12 @@ from torch import nn
 
 from neuron_core.active_sets import read_active_sets
 from neuron_core.groups import LevelGroups, difference_neurons, stored_groups
-from neuron_core.hooks import preprocess
 from neuron_core.layers import LayerInfo
 from neuron_core.target_model import LoadedModel
 from services.uncertainty import ablation as abl
 from services.uncertainty.bootstrap import BootstrapResult, bootstrap_groups
+from services.uncertainty.model_inputs import ImageSource, ModelInputs
 from services.uncertainty.model_uncertainty import (
-    ImageSource,
     StochasticActivity,
     expected_support,
     stochastic_active_sets,
@@ -133,13 +132,14 @@ def compute_uncertainty(
     )
     passes_model = model is not None and read_images is not None
     device = device or torch.device("cpu")
+    inputs = ModelInputs(read_images, device) if read_images is not None else None
     activity: StochasticActivity | None = None
     if passes_model and options.mc_samples > 0:
-        assert model is not None and read_images is not None
+        assert model is not None and inputs is not None
         activity = stochastic_active_sets(
             model,
             layers,
-            read_images,
+            inputs,
             mask.shape[0],
             options.top_fraction,
             options.ranking,
@@ -158,20 +158,16 @@ def compute_uncertainty(
     _difference_tests(clusters, partitions, mask, levels, options)
     pruning = None
     if passes_model and options.ablation_random_sets > 0:
-        assert model is not None and read_images is not None
-        ablation = abl.ChannelAblation(model, layers)
+        assert model is not None and inputs is not None
+        ablated = abl.AblatedModel(model, layers)
         try:
-            _causal_checks(
-                clusters, partitions, levels, layers, options, model, ablation, read_images, device
-            )
+            _causal_checks(clusters, partitions, levels, layers, options, ablated, inputs)
             significant = np.zeros(mask.shape[1], dtype=bool)
             for level, st in zip(levels, level_stats, strict=True):
                 significant |= (level.members & st.significant).any(axis=0)
-            pruning = pruning_report(
-                model, ablation, read_images, mask.shape[0], ~significant, layers, options, device
-            )
+            pruning = pruning_report(ablated, inputs, mask.shape[0], ~significant, layers, options)
         finally:
-            ablation.close()
+            ablated.close()
     return Uncertainty.model_validate(
         {
             "method": _method(options, layers, chance, activity, passes_model),
@@ -236,10 +232,8 @@ def _causal_checks(
     levels: Sequence[LevelGroups],
     layers: Sequence[LayerInfo],
     options: PipelineOptions,
-    model: nn.Module,
-    ablation: abl.ChannelAblation,
-    read_images: ImageSource,
-    device: torch.device,
+    ablated: abl.AblatedModel,
+    inputs: ModelInputs,
 ) -> None:
     """A causal check for every cluster with a non-empty group, on at most
     `ablation_max_images` of its images (a seeded choice)."""
@@ -252,11 +246,9 @@ def _causal_checks(
             images = np.flatnonzero(partitions[:, lv] == k)
             if images.shape[0] > options.ablation_max_images:
                 images = np.sort(rng.choice(images, options.ablation_max_images, replace=False))
-            inputs = preprocess(read_images(images.tolist())).to(device)
             result = abl.causal_check(
-                model,
-                ablation,
-                inputs,
+                ablated,
+                inputs(images.tolist()),
                 level.members[k],
                 layers,
                 options.ablation_random_sets,
@@ -268,14 +260,12 @@ def _causal_checks(
 
 
 def pruning_report(
-    model: nn.Module,
-    ablation: abl.ChannelAblation,
-    read_images: ImageSource,
+    ablated: abl.AblatedModel,
+    inputs: ModelInputs,
     n_images: int,
     prune: np.ndarray,
     layers: Sequence[LayerInfo],
     options: PipelineOptions,
-    device: torch.device,
 ) -> dict[str, Any]:
     """Zero the `prune` neurons on the whole collection, next to as many random ones per layer."""
     rng = np.random.default_rng([options.seed, 0])
@@ -286,12 +276,10 @@ def pruning_report(
     if prune.any():
         for start in range(0, n_images, options.batch_size):
             rows = list(range(start, min(start + options.batch_size, n_images)))
-            inputs = preprocess(read_images(rows)).to(device)
             m = len(rows)
             logits = abl.masked_logits(
-                model,
-                ablation,
-                inputs,
+                ablated,
+                ablated.starts(inputs(rows)),
                 keeps,
                 np.tile(np.arange(m), n_variants),
                 np.repeat(np.arange(n_variants), m),

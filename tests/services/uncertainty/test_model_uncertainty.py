@@ -10,6 +10,7 @@ from PIL import Image
 from torch import nn
 
 from neuron_core.layers import LayerInfo
+from services.uncertainty.model_inputs import ModelInputs
 from services.uncertainty.model_uncertainty import (
     augment,
     expected_support,
@@ -38,7 +39,8 @@ class TinyNet(nn.Module):
 
 
 def run(model: nn.Module, read: Callable[[Sequence[int]], list[Image.Image]], seed: int = 0) -> np.ndarray:
-    activity = stochastic_active_sets(model.eval(), LAYERS, read, 12, 0.25, "per_layer", 16, seed, CPU, 5)
+    inputs = ModelInputs(read, CPU)
+    activity = stochastic_active_sets(model.eval(), LAYERS, inputs, 12, 0.25, "per_layer", 16, seed, CPU, 5)
     return activity.passes
 
 
