@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from shared.devices import resolve_device
 from shared.errors import InputError, ModelLoadError
 from shared.hub import downloads_allowed
 from shared.options import PipelineOptions
@@ -134,9 +135,8 @@ def load_target_model(
 
 
 def pick_device(requested: str | None) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The requested device if this host has it, else an InputError that says so."""
+    return torch.device(resolve_device(requested))
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,12 @@ class PipelineOptions(BaseModel):
     ann_threshold: int = Field(
         50_000, ge=2, description="Above this many captions FINCH uses approximate neighbours."
     )
-    seed: int = Field(0, ge=0, description="Seeds every random choice so a job repeats exactly.")
+    seed: int = Field(
+        0,
+        ge=0,
+        le=2**63 - 1,  # torch's seed takes 64 bits; JSON clients hold a signed 64-bit integer
+        description="Seeds every random choice so a job repeats exactly.",
+    )
     # 4. Activations
     model: str = Field(DEFAULT_TARGET_MODEL, description="torchvision classification architecture.")
     weights: str | None = Field(
@@ -50,7 +55,11 @@ class PipelineOptions(BaseModel):
         "per_layer", description="Rank channels per layer, or all selected neurons together."
     )
     batch_size: int = Field(64, ge=1, le=4096, description="Images per forward pass.")
-    device: str | None = Field(None, description="torch device; default: cuda when present.")
+    device: str | None = Field(
+        None,
+        pattern=r"^(cpu|cuda(:[0-9]+)?|mps)$",
+        description="torch device: cpu, cuda, cuda:N or mps; default: cuda when present.",
+    )
     # 5./6. Groups
     min_support: float = Field(
         0.5,
@@ -91,4 +100,12 @@ class PipelineOptions(BaseModel):
         if isinstance(value, str):
             names = tuple(part.strip() for part in value.split(",") if part.strip())
             return names or None
+        return value
+
+    @field_validator("layers")
+    @classmethod
+    def _some_layers(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        # An empty list would run the default layers and record none: say so instead.
+        if value is not None and (not value or any(not name.strip() for name in value)):
+            raise ValueError("name at least one module (no empty names), or leave layers out for the default")
         return value

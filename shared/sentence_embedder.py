@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from shared.devices import resolve_device
 from shared.errors import ModelLoadError
 from shared.options import DEFAULT_EMBED_MODEL
 
@@ -53,8 +54,9 @@ class Embedder:
 
                 hf_logging.disable_progress_bar()  # our own progress display is the only one
 
+                device = resolve_device(self.device)  # a missing GPU is named as such, not as this model
                 try:
-                    self._model = SentenceTransformer(self.location, device=self.device)
+                    self._model = SentenceTransformer(self.location, device=device)
                 except Exception as exc:  # hub errors come in many types; all mean: no model
                     raise ModelLoadError(
                         f"Could not load sentence embedder {self.name!r} from {self.source} "

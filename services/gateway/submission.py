@@ -16,6 +16,9 @@ from services.gateway.submit import Upload
 
 # The multipart parser's own limits; the body size is limited while it streams in (limits.py).
 MAX_FILES, MAX_FIELDS, MAX_PART_BYTES = 10_000, 100, 1024 * 1024
+# A JSON submission names a bucket prefix and options: a few kB. Far below the uploads' limit,
+# so a huge JSON body is refused while it streams in, before it is held or parsed.
+MAX_JSON_BYTES = 1024 * 1024
 
 # The OpenAPI request body of POST /v1/jobs: FastAPI cannot infer it from a raw Request.
 SUBMIT_BODY = {
@@ -54,7 +57,7 @@ async def read_submission(request: Request) -> Submission:
     if content_type.startswith("multipart/form-data"):
         return await _read_form(request)
     if content_type.startswith("application/json"):
-        document = _json((await request.body()).decode())
+        document = _json(await _bounded_body(request, MAX_JSON_BYTES))
         return Submission(document, JobFromBucket.model_validate(document))
     raise Problem(
         415,
@@ -65,14 +68,19 @@ async def read_submission(request: Request) -> Submission:
 
 
 async def _read_form(request: Request) -> Submission:
-    form = await request.form(max_files=MAX_FILES, max_fields=MAX_FIELDS, max_part_size=MAX_PART_BYTES)
+    try:
+        form = await request.form(max_files=MAX_FILES, max_fields=MAX_FIELDS, max_part_size=MAX_PART_BYTES)
+    except UnicodeDecodeError:
+        raise Problem(
+            422, "invalid-spec", "A form field is not valid UTF-8.", fix="Send the spec part as UTF-8 JSON."
+        ) from None
     spec_field = form.get("spec")
     if spec_field is None:
         raise Problem(
             422, "invalid-spec", "The `spec` part is missing.", fix="Add -F spec='{\"options\": {}}'."
         )
-    spec_text = spec_field if isinstance(spec_field, str) else (await spec_field.read()).decode()
-    document = _json(spec_text)
+    spec_bytes = spec_field.encode() if isinstance(spec_field, str) else await spec_field.read()
+    document = _json(spec_bytes)
     submission = Submission(document, JobSpec.model_validate(document))
     for _, value in form.multi_items():
         if isinstance(value, UploadFile) and value is not spec_field:
@@ -82,8 +90,34 @@ async def _read_form(request: Request) -> Submission:
     return submission
 
 
-def _json(text: str) -> Any:
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise Problem(
+                413,
+                "content-too-large",
+                f"A JSON submission may be at most {limit:,} bytes.",
+                fix="Send images as multipart/form-data files, or name a bucket prefix.",
+            )
+    return bytes(body)
+
+
+def _json(data: bytes) -> Any:
+    """The spec document; a 422 problem for bytes that are not UTF-8 JSON of sane depth."""
     try:
-        return json.loads(text)
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise Problem(
+            422,
+            "invalid-spec",
+            "The spec is not valid UTF-8.",
+            f"Byte {exc.start} is not UTF-8; send UTF-8 JSON.",
+        ) from None
     except json.JSONDecodeError as exc:
         raise Problem(422, "invalid-spec", "The spec is not valid JSON.", f"{exc.msg} at {exc.pos}") from None
+    except RecursionError:
+        raise Problem(
+            422, "invalid-spec", "The spec is nested too deeply.", "A spec is a flat object of options."
+        ) from None

@@ -52,6 +52,10 @@ def submit(client: httpx.Client, files: Any, spec: Any = LIGHT, **kwargs: Any) -
     return client.post("/v1/jobs", files=files, data={"spec": json.dumps(spec)}, **kwargs)
 
 
+def job_ids(client: httpx.Client) -> set[str]:
+    return {j["id"] for j in client.get("/v1/jobs", params={"page_size": 100}).json()["jobs"]}
+
+
 def assert_problem(response: httpx.Response, status: int, kind: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith(PROBLEM)
@@ -337,3 +341,65 @@ def test_images_without_captions_need_the_captioner_and_say_so(
     done = wait_for(client, f"/v1/jobs/{job['id']}", {"failed", "succeeded", "cancelled"}, timeout=120)
     assert done["status"] == "failed" and done["error"]["type"].endswith(":model-unavailable")
     assert "captioning model" in done["error"]["detail"] and "bring captions" in done["error"]["fix"]
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"seed": 2**64}, "seed"),
+        ({"device": "meta"}, "device"),
+        ({"device": "cuda:x"}, "device"),
+        ({"layers": []}, "layers"),
+        ({"layers": ["layer4", " "]}, "layers"),
+    ],
+)
+def test_options_a_worker_would_fail_on_are_refused_at_submission(
+    client: httpx.Client, sample_dir: Path, options: dict[str, Any], field: str
+) -> None:
+    before = job_ids(client)
+    body = assert_problem(
+        submit(client, images(sample_dir, 1), {"options": {**LIGHT["options"], **options}}),
+        422,
+        "invalid-spec",
+    )
+    assert field in body["detail"]
+    assert job_ids(client) == before  # no job left behind
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [b'{"options": {"seed": "\xff\xfe"}}', b"[" * 100_000 + b"]" * 100_000],
+    ids=["invalid-utf8", "nested-100000-deep"],
+)
+def test_hostile_spec_bytes_get_a_422_not_a_500(client: httpx.Client, sample_dir: Path, spec: bytes) -> None:
+    before = job_ids(client)
+    as_file = ("spec", ("spec.json", spec, "application/json"))
+    assert_problem(client.post("/v1/jobs", files=[as_file, *images(sample_dir, 1)]), 422, "invalid-spec")
+    as_field = ("spec", (None, spec, "text/plain"))  # a plain form field holding the raw bytes
+    assert_problem(client.post("/v1/jobs", files=[as_field, *images(sample_dir, 1)]), 422, "invalid-spec")
+    as_json = client.post("/v1/jobs", content=spec, headers={"Content-Type": "application/json"})
+    assert_problem(as_json, 422, "invalid-spec")
+    assert job_ids(client) == before
+
+
+def test_a_device_the_workers_lack_fails_the_job_naming_the_device(
+    client: httpx.Client, sample_dir: Path
+) -> None:
+    spec = {"options": {**LIGHT["options"], "device": "cuda"}}
+    job = submit(client, images(sample_dir, 3), spec).json()
+    done = wait_for(client, f"/v1/jobs/{job['id']}", {"failed", "succeeded", "cancelled"}, timeout=120)
+    assert done["status"] == "failed"
+    message = json.dumps(done["error"])
+    assert "no CUDA GPU" in message and "'cuda'" in message, message
+    assert "embedder" not in message.lower(), message
+
+
+def test_a_huge_json_body_is_refused_while_it_streams_in(client: httpx.Client) -> None:
+    def body() -> Iterator[bytes]:
+        yield b'{"options": {}, "pad": "'
+        for _ in range(64):
+            yield b"x" * 65536
+        yield b'"}'
+
+    answer = client.post("/v1/jobs", content=body(), headers={"Content-Type": "application/json"})
+    assert_problem(answer, 413, "content-too-large")
