@@ -47,10 +47,28 @@ class ImageRecord:
 class SkippedFile:
     file_name: str
     reason: str
+    duplicate_of: str | None = None  # the file name that kept these bytes
+
+
+def duplicate(file_name: str, kept: str) -> SkippedFile:
+    return SkippedFile(file_name, f"same bytes as {kept} (duplicate)", kept)
 
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: the last 8 bytes of every PNG
+
+
+def _is_zip(data: bytes) -> bool:
+    """A zip's end-of-central-directory record that the zip module can read, in the last 64 kB
+    (where zip readers look). Its structure is checked, so photo data rarely looks like one."""
+    if b"PK\x05\x06" not in data[-(65_536 + 22) :]:
+        return False
+    import zipfile
+
+    return zipfile.is_zipfile(io.BytesIO(data))
 
 
 def inspect_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
@@ -66,6 +84,12 @@ def inspect_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
         raise ValueError(f"image too large to decode safely (over {max_pixels} pixels)") from None
     except OSError as exc:
         raise ValueError(f"unreadable image header: {exc}") from None
+    if fmt == "PNG" and PNG_END in data and not data.rstrip(b"\0").endswith(PNG_END):
+        # A PNG ends with its IEND chunk; bytes after it are another file riding along (a zip
+        # appended to an image is the classic way to smuggle one past an image check).
+        raise ValueError("data after the end of the PNG image (another file appended?); re-export it")
+    if fmt != "PNG" and _is_zip(data):
+        raise ValueError("an archive is appended to this image; re-export the image on its own")
     if width * height > max_pixels:
         raise ValueError(
             f"image is {width}x{height} = {width * height:,} pixels, above the limit of "
@@ -113,7 +137,7 @@ def scan_image_folder(folder: Path, max_pixels: int) -> tuple[list[ImageRecord],
             continue
         digest = sha256_bytes(data)
         if digest in seen:
-            skipped.append(SkippedFile(name, f"same bytes as {seen[digest]} (duplicate)"))
+            skipped.append(duplicate(name, seen[digest]))
             continue
         seen[digest] = name
         records.append(ImageRecord(digest, name, path, fmt, width, height))
@@ -201,7 +225,15 @@ def find_caption_file(folder: Path) -> Path | None:
 def manifest_document(
     records: Iterable[ImageRecord], skipped: Iterable[SkippedFile], provided: dict[str, str]
 ) -> dict[str, object]:
-    """manifest.json: accepted images in order (with any caption they brought) and skipped files."""
+    """manifest.json: accepted images in order (with any caption they brought) and skipped files.
+
+    Of files with the same bytes the first in sorted order keeps the image; a caption given
+    only for a later copy goes with it, so a copy that sorts first does not lose it."""
+    skipped = list(skipped)
+    provided = dict(provided)
+    for s in skipped:
+        if s.duplicate_of is not None and s.duplicate_of not in provided and s.file_name in provided:
+            provided[s.duplicate_of] = provided[s.file_name]
     return {
         "images": [
             {

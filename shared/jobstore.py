@@ -142,9 +142,10 @@ class JobStore:
         with self.redis.pipeline() as pipe:
             pipe.hgetall(f"job:{job_id}")
             pipe.hgetall(f"job:{job_id}:totals")
+            pipe.hvals(f"job:{job_id}:undecodable")
             for stage in self.stages:
                 pipe.hvals(f"job:{job_id}:progress:{stage}")
-            raw, totals, *done = pipe.execute()
+            raw, totals, undecodable, *done = pipe.execute()
         if not raw:
             return None
         progress = {
@@ -162,8 +163,10 @@ class JobStore:
             started_at=raw.get("started_at"),
             finished_at=raw.get("finished_at") or None,
             error=json.loads(raw["error"]) if raw.get("error") else None,
-            images=int(raw.get("images", 0)),
-            skipped=int(raw.get("skipped", 0)),
+            # images that passed the header check at submission but failed to decode in a
+            # worker are skipped files too, as the hierarchy lists them
+            images=int(raw.get("images", 0)) - sum(int(v) for v in undecodable),
+            skipped=int(raw.get("skipped", 0)) + sum(int(v) for v in undecodable),
             shards=int(raw.get("shards", 0)),
             progress=progress,
             reports={
@@ -187,7 +190,12 @@ class JobStore:
         raw = cast(dict[str, str], self.redis.hgetall(f"job:{job_id}"))
         if not raw:
             return
-        keys = [f"job:{job_id}", f"job:{job_id}:totals", *(f"job:{job_id}:progress:{s}" for s in self.stages)]
+        keys = [
+            f"job:{job_id}",
+            f"job:{job_id}:totals",
+            f"job:{job_id}:undecodable",
+            *(f"job:{job_id}:progress:{s}" for s in self.stages),
+        ]
         with self.redis.pipeline() as pipe:
             pipe.zrem(f"tenant:{raw['tenant']}:jobs", raw.get("member", ""))
             pipe.delete(*keys)
@@ -237,6 +245,10 @@ class JobStore:
             pipe.hset(f"job:{job_id}:progress:{stage}", str(shard), count)
             pipe.hset(f"job:{job_id}", "updated_at", now())
             pipe.execute()
+
+    def shard_undecodable(self, job_id: str, shard: int, count: int) -> None:
+        """How many of a shard's images failed to decode (idempotent per shard, like progress)."""
+        self.redis.hset(f"job:{job_id}:undecodable", str(shard), count)
 
     def succeed(self, job_id: str) -> str | None:
         found = self.transition(job_id, ["queued", "running"], "succeeded", finished_at=now())

@@ -10,6 +10,7 @@ from services.caption.captioning import Captioner
 from services.caption.settings import CaptionSettings
 from services.caption.stage import run_caption_shard
 from shared import artifacts
+from shared.devices import resolve_device
 from shared.ingest import decode_shard
 from shared.queue import CAPTION_SHARD
 from shared.tasks import JobContext, job_inputs, job_task
@@ -19,7 +20,7 @@ from shared.tasks import JobContext, job_inputs, job_task
 def captioner(model_id: str, device: str | None) -> Captioner:
     """One captioner per model in this worker process; it loads its weights on first use."""
     settings = CaptionSettings()
-    chosen = device or settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    chosen = resolve_device(device or settings.device)  # a missing GPU is named as such
     return Captioner(model_id, torch.device(chosen), cache_dir=settings.model_cache_dir)
 
 
@@ -30,4 +31,6 @@ def caption_shard(job: JobContext, shard: int) -> None:
     done = run_caption_shard(
         job.store, manifest, images, options, lambda: captioner(options.caption_model, options.device)
     )
+    # The caption branch is the one that records undecodable images (activation decodes too).
+    job.jobs.shard_undecodable(job.job_id, shard, len(images.skipped))
     job.jobs.shard_done(job.job_id, "caption", shard, done)

@@ -28,6 +28,7 @@ from shared.ingest import (
     ImageRecord,
     SkippedFile,
     captions_from_text,
+    duplicate,
     inspect_image,
     manifest_document,
     no_usable_images,
@@ -258,7 +259,7 @@ class Collector:
             if item.digest is None:
                 skipped.append(SkippedFile(item.name, item.reason or "not an image"))
             elif item.digest in seen:
-                skipped.append(SkippedFile(item.name, f"same bytes as {seen[item.digest]} (duplicate)"))
+                skipped.append(duplicate(item.name, seen[item.digest]))
             else:
                 seen[item.digest] = item.name
                 records.append(

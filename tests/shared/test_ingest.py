@@ -133,3 +133,33 @@ def test_shards_decode_in_parallel_and_keep_their_order(tmp_path):
     assert [e["file_name"] for e in kept] == sorted(n for n in datas if n != "bad.jpg")
     assert [im.size[0] for im in images] == [64 + i for i in range(40)]
     assert [s["file_name"] for s in skipped] == ["bad.jpg"]
+
+
+def _zip_bytes() -> bytes:
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("payload.txt", "not an image")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["png", "jpeg"])
+def test_an_image_with_an_archive_appended_is_refused(tmp_path, kind):
+    from shared.ingest import inspect_image
+
+    data = png(tmp_path / "a.png") if kind == "png" else jpeg((64, 48))
+    assert inspect_image(data, 10**8)[0] in ("png", "jpeg")
+    with pytest.raises(ValueError, match="appended"):
+        inspect_image(data + _zip_bytes(), 10**8)
+
+
+def test_a_caption_given_for_a_later_copy_goes_with_the_image_its_first_copy_keeps(tmp_path):
+    from shared.ingest import manifest_document
+
+    data = png(tmp_path / "b.png")
+    (tmp_path / "a_copy.png").write_bytes(data)  # sorts first: it keeps the image
+    records, skipped = scan_image_folder(tmp_path, max_pixels=10**6)
+    manifest = manifest_document(records, skipped, {"b.png": "a red square"})
+    assert [(e["file_name"], e["caption"]) for e in manifest["images"]] == [("a_copy.png", "a red square")]
+    assert manifest["skipped"] == [{"file_name": "b.png", "reason": "same bytes as a_copy.png (duplicate)"}]

@@ -403,3 +403,24 @@ def test_a_huge_json_body_is_refused_while_it_streams_in(client: httpx.Client) -
 
     answer = client.post("/v1/jobs", content=body(), headers={"Content-Type": "application/json"})
     assert_problem(answer, 413, "content-too-large")
+
+
+def test_counts_and_captions_agree_between_the_job_and_its_hierarchy(
+    client: httpx.Client, sample_dir: Path
+) -> None:
+    paths = sorted(sample_dir.glob("*.png"))[:4]
+    good = [("files", (p.name, p.read_bytes(), "image/png")) for p in paths[1:]]
+    data = paths[0].read_bytes()
+    truncated = ("files", ("zz_truncated.png", data[: len(data) // 2], "image/png"))  # header fine
+    copy_first = ("files", ("0_copy.png", data, "image/png"))  # sorts first, keeps the image
+    original = ("files", ("original.png", data, "image/png"))
+    spec = {**LIGHT, "captions": {"original.png": "the caption of the original"}}
+    job = submit(client, [*good, truncated, copy_first, original, images(sample_dir, 0)[-1]], spec).json()
+    done = wait_for(client, f"/v1/jobs/{job['id']}", {"failed", "succeeded", "cancelled"}, timeout=180)
+    assert done["status"] == "succeeded", done
+    hierarchy = client.get(f"/v1/jobs/{job['id']}/hierarchy").json()
+    assert (
+        (done["images"], done["skipped"]) == (len(hierarchy["images"]), len(hierarchy["skipped"])) == (4, 2)
+    )
+    kept = next(i for i in hierarchy["images"] if i["file_name"] == "0_copy.png")
+    assert kept["caption"] == "the caption of the original"
