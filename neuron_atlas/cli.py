@@ -1,7 +1,9 @@
 """`neuron-atlas`: the command line. Results on stdout, progress and errors on stderr.
 
 Exit status: 0 done, 1 unexpected failure, 2 bad input or options, 3 a model could not be
-loaded, 4 the labelling endpoint failed in strict mode, 130 interrupted.
+loaded, 4 the labelling endpoint failed in strict mode, 130 interrupted. `remote` adds its own
+(`neuron_atlas.remote_cli`): 5 the job failed, 6 it was cancelled, 7 the wait timed out, 8 the key
+was refused, 9 no such job, 10 conflict (e.g. not finished yet), 11 the gateway is unavailable.
 """
 
 from __future__ import annotations
@@ -151,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--model", default=PipelineOptions().model, help="torchvision architecture")
     fetch.add_argument("--embed-model", default=PipelineOptions().embed_model, metavar="ID_OR_PATH")
 
+    from neuron_atlas.remote_cli import add_remote_parser
+
+    add_remote_parser(commands)
+
     demo = commands.add_parser("demo", help="generate the sample and run the pipeline on it")
     demo.add_argument("--out", type=user_path, default=Path("demo-out"))
     demo.add_argument("--tree-levels", type=int, default=2, metavar="N")
@@ -202,6 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     interactive = sys.stderr.isatty() and not args.quiet
+    if args.command == "remote":
+        from neuron_atlas.remote_cli import run_remote
+
+        return run_remote(args)
     try:
         if args.command == "sample":
             from neuron_atlas.sample import make_sample

@@ -17,11 +17,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import redis
 
-Status = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
+from shared.contracts.api import Status
+
 ACTIVE: tuple[Status, ...] = ("queued", "running", "cancelling")
 TERMINAL: tuple[Status, ...] = ("succeeded", "failed", "cancelled")
 

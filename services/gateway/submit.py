@@ -10,10 +10,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-from services.gateway.schemas import JobFromBucket, JobSpec
 from services.gateway.settings import GatewaySettings
 from services.gateway.uploads import Collector, Limits
 from shared import artifacts
+from shared.contracts.api import JobFromBucket, JobSpec
 from shared.errors import InputError
 from shared.jobstore import STAGES, JobRecord, JobStore
 from shared.options import PipelineOptions

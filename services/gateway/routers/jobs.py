@@ -11,10 +11,10 @@ from services.gateway.deps import JobDep, JobsDep, ServicesDep, StoreDep, Tenant
 from services.gateway.idempotency import IdempotentRequest
 from services.gateway.page_tokens import decode_page_token, encode_page_token
 from services.gateway.problems import Problem
-from services.gateway.schemas import JobFromBucket, JobPublic, JobsPublic, RelabelRequest
 from services.gateway.submission import SUBMIT_BODY, read_submission
 from services.gateway.submit import EnqueueFailed, collect_uploads, import_prefix, limits_of, submit
 from shared import artifacts
+from shared.contracts.api import JobFromBucket, JobPublic, JobsPublic, RelabelRequest
 from shared.jobstore import ACTIVE
 from shared.queue import LABELLING_RELABEL, get_app, job_canvas
 
