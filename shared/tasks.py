@@ -53,7 +53,9 @@ def object_store() -> S3Store:
 
 @lru_cache(maxsize=1)
 def job_store() -> JobStore:
-    return JobStore.from_url(get_infra_settings().redis_url)
+    from shared.webhook_tasks import announce
+
+    return JobStore.from_url(get_infra_settings().redis_url, on_end=announce)
 
 
 @lru_cache(maxsize=4)

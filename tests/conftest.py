@@ -127,6 +127,11 @@ def suite(
         "GATEWAY_MAX_ARCHIVE_ENTRIES": "50",
         "GATEWAY_MAX_EXPANDED_BYTES": str(8 * 1024 * 1024),
         "OMP_NUM_THREADS": "1",
+        # Webhooks: retries that a test can wait for (the defaults back off for up to an hour).
+        "WEBHOOK_SIGNING_KEY": "suite-webhook-signing-key",
+        "WEBHOOK_RETRY_DELAYS_S": "[0.5, 1.0]",
+        "WEBHOOK_MAX_AGE_S": "60",
+        "WEBHOOK_TIMEOUT_S": "5",
         "NEURON_ATLAS_LLM__BASE_URL": suite_llm.url,
         "NEURON_ATLAS_LLM__MODEL": "fake-model",
         "NEURON_ATLAS_LLM__OFFLINE": "true",

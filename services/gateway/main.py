@@ -14,11 +14,12 @@ from fastapi.concurrency import run_in_threadpool
 from services.gateway import problems
 from services.gateway.deps import Services
 from services.gateway.limits import BodySizeLimit
-from services.gateway.routers import explorer, health, jobs, results
+from services.gateway.routers import explorer, health, jobs, results, webhooks
 from services.gateway.settings import check_auth_setting, get_gateway_settings
 from shared.jobstore import JobStore
 from shared.settings import get_infra_settings
 from shared.storage import S3Store, make_s3_client
+from shared.webhooks import get_webhook_settings
 
 if TYPE_CHECKING:
     from minio import Minio
@@ -44,8 +45,11 @@ def build_services() -> Services:
             infra.s3_retries,
         )
 
+    get_webhook_settings()  # refuses a placeholder signing key outside development
+    from shared.webhook_tasks import announce  # registers a Celery task: not at import time
+
     store = S3Store(client(infra.s3_endpoint), infra.s3_bucket, presigner=client(infra.public_endpoint))
-    return Services(infra, settings, store, JobStore.from_url(infra.redis_url))
+    return Services(infra, settings, store, JobStore.from_url(infra.redis_url, on_end=announce))
 
 
 @asynccontextmanager
@@ -77,6 +81,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(results.router)
+    app.include_router(webhooks.router)
     app.include_router(explorer.router)
     app.add_middleware(BodySizeLimit, max_bytes=get_gateway_settings().max_request_bytes)
     return app

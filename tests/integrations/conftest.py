@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from neuron_atlas.client import Client, JobPublic
+from tests.integrations.receiver import Receiver, start_receiver
 
 LIGHT: dict[str, Any] = {
     "allow_random_weights": True,
@@ -30,6 +31,13 @@ def atlas(suite: Any) -> Iterator[Client]:
         yield client
 
 
+@pytest.fixture(scope="session")
+def receiver() -> Iterator[Receiver]:
+    server = start_receiver()
+    yield server
+    server.stop()
+
+
 @dataclass
 class FinishedJob:
     job: JobPublic
@@ -38,9 +46,15 @@ class FinishedJob:
 
 
 @pytest.fixture(scope="session")
-def finished_job(atlas: Client, sample_dir: Path) -> FinishedJob:
-    """The sample folder, submitted by the client (zipped and streamed), waited for."""
+def finished_job(atlas: Client, sample_dir: Path, receiver: Receiver) -> FinishedJob:
+    """The sample folder, submitted by the client (zipped and streamed), waited for; with
+    webhooks to a receiver that fails once, one that is always down, and one for failures only."""
     seen: list[JobPublic] = []
-    submitted = atlas.submit(sample_dir, LIGHT)
+    callbacks = [
+        {"url": f"{receiver.url}/flaky"},
+        {"url": f"{receiver.url}/down", "events": ["job.succeeded"]},
+        {"url": f"{receiver.url}/failed-only", "events": ["job.failed"]},
+    ]
+    submitted = atlas.submit(sample_dir, LIGHT, callbacks=callbacks)
     done = atlas.wait(submitted.id, timeout_s=300, poll_interval_s=0.5, on_progress=seen.append)
     return FinishedJob(done, seen, sample_dir)
