@@ -105,6 +105,9 @@ def configure(app: Celery, settings: InfraSettings) -> None:
         neuron_atlas_heartbeat_interval_s=settings.worker_heartbeat_interval_s,
     )
     app.steps["worker"].add(Heartbeat)
+    from shared import observability
+
+    observability.install(app, settings, QUEUES)
 
 
 @lru_cache(maxsize=1)

@@ -10,6 +10,7 @@ from typing import Any
 
 from shared.contracts.api import JobPublic
 from shared.jobstore import JobStore, now
+from shared.metrics import WEBHOOK_DELIVERIES
 from shared.queue import WEBHOOKS_DELIVER, get_app
 from shared.webhooks import deliver, development, get_webhook_settings, message, new_webhook_id, next_delay
 from shared.webhooks import tenant_secret as derive_secret
@@ -72,6 +73,7 @@ def webhooks_deliver(
             "next_attempt_in_s": delay,
         },
     )
+    WEBHOOK_DELIVERIES.labels(outcome).inc()
     log.info("webhook %s attempt %d to %s: %s", webhook_id, attempt, url, outcome)
     if delay is not None:
         kwargs = {"attempt": attempt + 1, "first_at": first_at}

@@ -84,6 +84,7 @@ class Suite:
     bucket: str
     logs: Path
     keys: dict[str, str] = field(default_factory=lambda: dict(TENANT_KEYS))
+    metrics: dict[str, str] = field(default_factory=dict)  # worker service -> its /metrics URL
 
     def headers(self, tenant: str = "tenant-a") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[tenant]}"}
@@ -139,8 +140,9 @@ def suite(
     }
     group = ProcessGroup(logs)
     try:
-        url = start_suite(group, env)
-        yield Suite(url, env, bucket, logs)
+        metrics: dict[str, str] = {}
+        url = start_suite(group, env, metrics)
+        yield Suite(url, env, bucket, logs, metrics=metrics)
     finally:
         group.stop()
         time.sleep(0.1)
