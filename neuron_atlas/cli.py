@@ -157,6 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_remote_parser(commands)
 
+    mlflow = commands.add_parser(
+        "mlflow-log",
+        help="log a result (OUT_DIR, or a suite JOB_ID) to an MLflow run: hierarchy.json and the "
+        "explorer as artifacts, options as params, summary metrics, model tags",
+    )
+    mlflow.add_argument("target", metavar="OUT_DIR|JOB_ID")
+    mlflow.add_argument("--tracking-uri", metavar="URI", help="default: $MLFLOW_TRACKING_URI")
+    mlflow.add_argument("--experiment", default="neuron-atlas", help="experiment name (%(default)s)")
+    mlflow.add_argument("--run-id", metavar="ID", help="log into this existing run instead of a new one")
+    mlflow.add_argument("--run-name", metavar="NAME")
+    mlflow.add_argument("--model-sha256", metavar="HEX", help="the checkpoint's sha256, as a tag")
+    mlflow.add_argument("--url", help="for a JOB_ID: the gateway (default: $NEURON_ATLAS_URL)")
+
     demo = commands.add_parser("demo", help="generate the sample and run the pipeline on it")
     demo.add_argument("--out", type=user_path, default=Path("demo-out"))
     demo.add_argument("--tree-levels", type=int, default=2, metavar="N")
@@ -233,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return _demo(args, interactive)
+        if args.command == "mlflow-log":
+            return _mlflow_log(args)
         if args.command == "relabel":
             return _relabel(args, interactive)
         options = options_from_args(args)
@@ -263,6 +278,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("neuron-atlas: interrupted; nothing was written", file=sys.stderr)
         return 130
+
+
+def _mlflow_log(args: argparse.Namespace) -> int:
+    from neuron_atlas.mlflow_log import log_job, log_result
+
+    kwargs: dict[str, Any] = {
+        "tracking_uri": args.tracking_uri,
+        "experiment": args.experiment,
+        "run_id": args.run_id,
+        "run_name": args.run_name,
+        "model_sha256": args.model_sha256,
+    }
+    target = Path(args.target).expanduser()
+    if target.is_dir():
+        run_id = log_result(target, **kwargs)
+    elif len(args.target) == 32 and args.target.isalnum():
+        from neuron_atlas.client import Client, ClientError
+
+        try:
+            with Client(args.url) as client:
+                run_id = log_job(client, args.target, **kwargs)
+        except ClientError as exc:
+            raise InputError(
+                f"Job {args.target}: {exc}", "Check the job id, --url and NEURON_ATLAS_API_KEY."
+            ) from None
+    else:
+        raise InputError(f"{args.target} is neither a result folder nor a job id.", "Pass OUT_DIR or JOB_ID.")
+    print(run_id)
+    return 0
 
 
 def _print_error(exc: NeuronAtlasError) -> None:

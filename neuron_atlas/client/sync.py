@@ -213,6 +213,13 @@ class Client:
     def deliveries(self, job_id: str) -> DeliveriesPublic:
         return self._get(f"/v1/jobs/{job_id}/deliveries", DeliveriesPublic)
 
+    def log_to_mlflow(self, job_id: str, **kwargs: Any) -> str:
+        """Log the finished job to an MLflow run (`neuron_atlas.mlflow_log.log_result`'s keyword
+        arguments: tracking_uri, experiment, run_id, run_name, model_sha256, tags); the run id."""
+        from neuron_atlas.mlflow_log import log_job
+
+        return log_job(self, job_id, **kwargs)
+
     def webhook_secret(self) -> str:
         """The tenant's webhook signing secret (`whsec_...`), for verifying deliveries."""
         return self._get("/v1/webhooks/secret", WebhookSecretPublic).secret
