@@ -65,6 +65,7 @@ HANDLED_BLOCKS = (
     "export REDIS_URL",
     'curl -s -H "Authorization: Bearer $KEY" -F',
     "kubectl apply -f k8s/base/namespace.yaml",  # skipped: kubectl (tests/deploy checks k8s/)
+    "export NEURON_ATLAS_URL",  # run by tests/integrations/test_readme_integrations.py
 )
 
 

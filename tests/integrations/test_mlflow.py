@@ -1,68 +1,17 @@
 """`neuron-atlas mlflow-log` and the client's helper, against a real `mlflow server` process with a
-file store (MLflow 3 keeps the file store only behind MLFLOW_ALLOW_FILE_STORE)."""
+file store (the `mlflow_server` fixture)."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from neuron_atlas.client import Client
 from tests.integrations.conftest import FinishedJob
-from tests.servers import ProcessGroup, free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    log = (folder / "mlflow.log").open("wb")
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--backend-store-uri",
-            (folder / "mlruns").as_uri(),
-            "--artifacts-destination",
-            (folder / "artifacts").as_uri(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        env={**os.environ, "MLFLOW_ALLOW_FILE_STORE": "true"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # mlflow starts uvicorn as a child: stop the whole group
-    )
-    group = ProcessGroup(folder)
-    group.processes["mlflow"] = process
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/health", group, timeout=90)
-        yield url
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                process.wait(10)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        log.close()
 
 
 def run_data(url: str, run_id: str) -> tuple[Any, list[str], list[str]]:
