@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from neuron_atlas.remote_cli import EXIT_AUTH, EXIT_JOB_FAILED, EXIT_NOT_FOUND, EXIT_USAGE
+import pytest
+
+from neuron_atlas.remote_cli import EXIT_AUTH, EXIT_CONFLICT, EXIT_JOB_FAILED, EXIT_NOT_FOUND, EXIT_USAGE
 from tests.integrations.conftest import FinishedJob
 
 
@@ -73,7 +77,25 @@ def test_submit_wait_fails_the_step_when_the_job_fails(suite: Any, sample_dir: P
     assert "failed" in result.stderr and "what to do" in result.stderr
 
 
-def test_errors_have_their_own_exit_statuses(suite: Any) -> None:
+def test_on_a_terminal_it_prints_text_not_json(suite: Any, finished_job: FinishedJob) -> None:
+    """Under a pseudo-terminal (util-linux `script`), as a person at a shell sees it."""
+    if shutil.which("script") is None:
+        pytest.skip("util-linux `script` is needed for a pseudo-terminal")
+    command = shlex.join([sys.executable, "-m", "neuron_atlas.cli", "remote", "wait", finished_job.job.id])
+    result = subprocess.run(
+        ["script", "-qec", command, "/dev/null"],
+        env={**os.environ, "NEURON_ATLAS_URL": suite.url, "NEURON_ATLAS_API_KEY": suite.keys["tenant-a"]},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 0, result.stdout
+    assert f"{finished_job.job.id}  succeeded" in result.stdout and not result.stdout.lstrip().startswith("{")
+
+
+def test_errors_have_their_own_exit_statuses(suite: Any, finished_job: FinishedJob) -> None:
+    assert remote(suite, "cancel", finished_job.job.id).returncode == EXIT_CONFLICT  # it has ended
     assert remote(suite, "status", "0" * 32).returncode == EXIT_NOT_FOUND
     refused = remote(suite, "status", "0" * 32, key="wrong-key")
     assert refused.returncode == EXIT_AUTH and "API key" in refused.stderr
