@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpcore
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from standardwebhooks.webhooks import Webhook
 
@@ -63,16 +63,19 @@ class WebhookSettings(BaseSettings):
     max_age_s: float = Field(3600.0, gt=0, description="No retry starts later than this after the event.")
     timeout_s: float = Field(10.0, gt=0, description="Connect and read timeout of one attempt.")
 
-    @model_validator(mode="after")
-    def _check(self) -> WebhookSettings:
-        if self.signing_key in PLACEHOLDER_SECRETS and get_infra_settings().environment != "development":
-            raise ValueError("WEBHOOK_SIGNING_KEY is a placeholder; set a real secret (openssl rand -hex 32)")
-        return self
+
+def check_signing_key(environment: str, settings: WebhookSettings) -> None:
+    """A placeholder key would let anyone who read the docs forge every tenant's webhooks."""
+    if settings.signing_key in PLACEHOLDER_SECRETS and environment != "development":
+        raise ValueError("WEBHOOK_SIGNING_KEY is a placeholder; set a real secret (openssl rand -hex 32)")
 
 
 @lru_cache(maxsize=1)
 def get_webhook_settings() -> WebhookSettings:
-    return WebhookSettings()
+    """The settings, refused with a placeholder key outside development."""
+    settings = WebhookSettings()
+    check_signing_key(get_infra_settings().environment, settings)
+    return settings
 
 
 def development() -> bool:

@@ -13,7 +13,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from neuron_atlas.client import ApiError, Client
-from shared.webhooks import UnsafeTarget, check_url, deliver
+from shared.webhooks import UnsafeTarget, WebhookSettings, check_url, deliver, next_delay
 from tests.integrations.conftest import LIGHT, FinishedJob
 from tests.integrations.receiver import Receiver
 
@@ -115,3 +115,16 @@ def test_redirects_are_not_followed(receiver: Receiver) -> None:
     assert attempt.outcome == "failed" and attempt.status_code == 302
     assert "redirects are not followed" in (attempt.error or "")
     assert not [r for r in receiver.received if r.path == "/ok"]
+
+
+def test_retries_stop_at_the_count_and_at_the_age_bound() -> None:
+    settings = WebhookSettings(retry_delays_s=(5.0, 30.0), max_age_s=20.0)
+    assert next_delay(settings, 1, first_at=0.0, now=1.0) == 5.0
+    assert next_delay(settings, 2, first_at=0.0, now=7.0) is None  # 7 + 30 s is past the 20 s bound
+    assert next_delay(WebhookSettings(retry_delays_s=(5.0,)), 2, first_at=0.0, now=6.0) is None  # count
+
+
+def test_another_tenant_cannot_read_the_delivery_log(suite: Any, finished_job: FinishedJob) -> None:
+    with Client(suite.url, suite.keys["tenant-b"]) as other, pytest.raises(ApiError) as hidden:
+        other.deliveries(finished_job.job.id)
+    assert hidden.value.status == 404
