@@ -135,8 +135,12 @@ def test_options_are_checked_before_anything_is_sent(suite: Any, sample_dir: Pat
 
 
 def test_async_client_submits_a_bucket_prefix_and_wait_raises_when_cancelled(
-    suite: Any, s3_server: Any, sample_dir: Path
+    suite: Any, s3_server: Any, sample_dir: Path, tmp_path: Path
 ) -> None:
+    small = tmp_path / "two"
+    small.mkdir()
+    for path in sorted(sample_dir.glob("*.png"))[:2]:
+        (small / path.name).write_bytes(path.read_bytes())
     client = s3_server.client()
     with (sample_dir / "metadata.csv").open() as handle:
         captions = {row["file_name"]: row["caption"] for row in csv.DictReader(handle)}
@@ -158,5 +162,10 @@ def test_async_client_submits_a_bucket_prefix_and_wait_raises_when_cancelled(
                 await atlas.wait(job.id, timeout_s=120, poll_interval_s=0.3)
             assert ended.value.job.status == "cancelled"
             assert (await atlas.job(job.id)).status == "cancelled"
+            # A folder, zipped and streamed by the async client too (no captions: it fails fast).
+            uploaded = await atlas.submit(small, LIGHT)
+            assert uploaded.images == 2
+            with pytest.raises(JobFailed):
+                await atlas.wait(uploaded.id, timeout_s=120, poll_interval_s=0.3)
 
     asyncio.run(scenario())
