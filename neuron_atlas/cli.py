@@ -1,7 +1,9 @@
 """`neuron-atlas`: the command line. Results on stdout, progress and errors on stderr.
 
 Exit status: 0 done, 1 unexpected failure, 2 bad input or options, 3 a model could not be
-loaded, 4 the labelling endpoint failed in strict mode, 130 interrupted.
+loaded, 4 the labelling endpoint failed in strict mode, 130 interrupted. `remote` adds its own
+(`neuron_atlas.remote_cli`): 5 the job failed, 6 it was cancelled, 7 the wait timed out, 8 the key
+was refused, 9 no such job, 10 conflict (e.g. not finished yet), 11 the gateway is unavailable.
 """
 
 from __future__ import annotations
@@ -151,6 +153,23 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--model", default=PipelineOptions().model, help="torchvision architecture")
     fetch.add_argument("--embed-model", default=PipelineOptions().embed_model, metavar="ID_OR_PATH")
 
+    from neuron_atlas.remote_cli import add_remote_parser
+
+    add_remote_parser(commands)
+
+    mlflow = commands.add_parser(
+        "mlflow-log",
+        help="log a result (OUT_DIR, or a suite JOB_ID) to an MLflow run: hierarchy.json and the "
+        "explorer as artifacts, options as params, summary metrics, model tags",
+    )
+    mlflow.add_argument("target", metavar="OUT_DIR|JOB_ID")
+    mlflow.add_argument("--tracking-uri", metavar="URI", help="default: $MLFLOW_TRACKING_URI")
+    mlflow.add_argument("--experiment", default="neuron-atlas", help="experiment name (%(default)s)")
+    mlflow.add_argument("--run-id", metavar="ID", help="log into this existing run instead of a new one")
+    mlflow.add_argument("--run-name", metavar="NAME")
+    mlflow.add_argument("--model-sha256", metavar="HEX", help="the checkpoint's sha256, as a tag")
+    mlflow.add_argument("--url", help="for a JOB_ID: the gateway (default: $NEURON_ATLAS_URL)")
+
     demo = commands.add_parser("demo", help="generate the sample and run the pipeline on it")
     demo.add_argument("--out", type=user_path, default=Path("demo-out"))
     demo.add_argument("--tree-levels", type=int, default=2, metavar="N")
@@ -202,6 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     interactive = sys.stderr.isatty() and not args.quiet
+    if args.command == "remote":
+        from neuron_atlas.remote_cli import run_remote
+
+        return run_remote(args)
     try:
         if args.command == "sample":
             from neuron_atlas.sample import make_sample
@@ -223,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return _demo(args, interactive)
+        if args.command == "mlflow-log":
+            return _mlflow_log(args)
         if args.command == "relabel":
             return _relabel(args, interactive)
         options = options_from_args(args)
@@ -253,6 +278,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("neuron-atlas: interrupted; nothing was written", file=sys.stderr)
         return 130
+
+
+def _mlflow_log(args: argparse.Namespace) -> int:
+    from neuron_atlas.mlflow_log import log_job, log_result
+
+    kwargs: dict[str, Any] = {
+        "tracking_uri": args.tracking_uri,
+        "experiment": args.experiment,
+        "run_id": args.run_id,
+        "run_name": args.run_name,
+        "model_sha256": args.model_sha256,
+    }
+    target = Path(args.target).expanduser()
+    if target.is_dir():
+        run_id = log_result(target, **kwargs)
+    elif len(args.target) == 32 and args.target.isalnum():
+        from neuron_atlas.client import Client, ClientError
+
+        try:
+            with Client(args.url) as client:
+                run_id = log_job(client, args.target, **kwargs)
+        except ClientError as exc:
+            raise InputError(
+                f"Job {args.target}: {exc}", "Check the job id, --url and NEURON_ATLAS_API_KEY."
+            ) from None
+    else:
+        raise InputError(f"{args.target} is neither a result folder nor a job id.", "Pass OUT_DIR or JOB_ID.")
+    print(run_id)
+    return 0
 
 
 def _print_error(exc: NeuronAtlasError) -> None:

@@ -8,20 +8,23 @@ The suite's only source of job state (Celery's result backend is never read for 
 - `tenant:{tenant}:jobs` (sorted set, all scores 0): `{created_us}:{id}`, newest last, for
   keyset pagination by lexical range
 - `idempotency:{tenant}:{key}` (string, JSON, with a TTL): the first answer for a key
+- `job:{id}:deliveries` (list, JSON): the job's webhook delivery log, one entry per attempt
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import redis
 
-Status = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
+from shared.contracts.api import Status
+
 ACTIVE: tuple[Status, ...] = ("queued", "running", "cancelling")
 TERMINAL: tuple[Status, ...] = ("succeeded", "failed", "cancelled")
 
@@ -66,6 +69,8 @@ return redis.call('HGET', KEYS[1], 'stage')
 """
 
 
+log = logging.getLogger(__name__)
+
 REPORT = "report:"  # prefix of the job hash's fields that hold stage summaries
 
 
@@ -94,27 +99,43 @@ class JobRecord:
 class JobStore:
     """Job records over one Redis client (decode_responses=True)."""
 
-    def __init__(self, client: redis.Redis, stages: Sequence[str] = STAGES) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        stages: Sequence[str] = STAGES,
+        on_end: Callable[[JobStore, str, str], None] | None = None,
+    ) -> None:
         self.redis = client
         self.stages = tuple(stages)
+        # Told (store, job id, end status) after a job reaches an end status: webhooks.
+        self.on_end = on_end
         self._transition = client.register_script(_TRANSITION)
         self._advance = client.register_script(_ADVANCE_STAGE)
 
     @classmethod
-    def from_url(cls, url: str) -> JobStore:
+    def from_url(cls, url: str, on_end: Callable[[JobStore, str, str], None] | None = None) -> JobStore:
         client = redis.Redis.from_url(
             url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
         )
-        return cls(client)
+        return cls(client, on_end=on_end)
 
     # --- records -------------------------------------------------------------------------------
 
     def create(
-        self, job_id: str, tenant: str, images: int, skipped: int, shards: int, totals: Mapping[str, int]
+        self,
+        job_id: str,
+        tenant: str,
+        images: int,
+        skipped: int,
+        shards: int,
+        totals: Mapping[str, int],
+        callbacks: Sequence[Mapping[str, Any]] = (),
     ) -> JobRecord:
         created = now()
         member = f"{time.time_ns() // 1000:020d}:{job_id}"
         with self.redis.pipeline() as pipe:
+            if callbacks:
+                pipe.hset(f"job:{job_id}", "callbacks", json.dumps([dict(c) for c in callbacks]))
             pipe.hset(
                 f"job:{job_id}",
                 mapping={
@@ -194,6 +215,7 @@ class JobStore:
             f"job:{job_id}",
             f"job:{job_id}:totals",
             f"job:{job_id}:undecodable",
+            f"job:{job_id}:deliveries",
             *(f"job:{job_id}:progress:{s}" for s in self.stages),
         ]
         with self.redis.pipeline() as pipe:
@@ -208,8 +230,13 @@ class JobStore:
         args: list[str] = [" ".join(allowed), to, "updated_at", now()]
         for name, value in fields.items():
             args += [name, value]
-        found = self._transition(keys=[f"job:{job_id}"], args=args)
-        return cast(str | None, found)
+        found = cast(str | None, self._transition(keys=[f"job:{job_id}"], args=args))
+        if to in TERMINAL and found in allowed and self.on_end is not None:
+            try:
+                self.on_end(self, job_id, to)
+            except Exception:  # a notification never undoes or blocks the transition
+                log.exception("could not announce the end of job %s", job_id)
+        return found
 
     def begin(self, job_id: str, stage: str) -> bool:
         """A task of `stage` starts: True to go on; False when the job is cancelled, cancelling
@@ -299,6 +326,23 @@ class JobStore:
 
     def release_idempotency(self, tenant: str, key: str) -> None:
         self.redis.delete(f"idempotency:{tenant}:{key}")
+
+    # --- webhooks --------------------------------------------------------------------------------
+
+    def callbacks(self, job_id: str) -> list[dict[str, Any]]:
+        raw = self.redis.hget(f"job:{job_id}", "callbacks")
+        return cast(list[dict[str, Any]], json.loads(raw)) if raw else []
+
+    def add_delivery(self, job_id: str, entry: Mapping[str, Any], keep: int = 200) -> None:
+        """One webhook attempt, appended to the job's delivery log (the newest `keep` are kept)."""
+        name = f"job:{job_id}:deliveries"
+        with self.redis.pipeline() as pipe:
+            pipe.rpush(name, json.dumps(dict(entry)))
+            pipe.ltrim(name, -keep, -1)
+            pipe.execute()
+
+    def deliveries(self, job_id: str) -> list[dict[str, Any]]:
+        return [json.loads(e) for e in cast(list[str], self.redis.lrange(f"job:{job_id}:deliveries", 0, -1))]
 
     def ping(self) -> None:
         self.redis.ping()

@@ -29,6 +29,7 @@ LABELLING_LABEL = "labelling.label"
 LABELLING_RELABEL = "labelling.relabel"
 UNCERTAINTY_RUN = "uncertainty.run"
 PIPELINE_ASSEMBLE = "pipeline.assemble"
+WEBHOOKS_DELIVER = "webhooks.deliver"
 
 QUEUES = ("caption", "embed_cluster", "activation", "labelling", "uncertainty")
 ROUTES = {
@@ -38,6 +39,7 @@ ROUTES = {
     "labelling.*": {"queue": "labelling"},
     "uncertainty.*": {"queue": "uncertainty"},
     "pipeline.*": {"queue": "labelling"},
+    "webhooks.*": {"queue": "labelling"},  # light, and the labelling workers have egress (shared.webhooks)
 }
 
 # Steps after the neuron groups, in order, before the assembly of hierarchy.json (design §2).
@@ -103,6 +105,9 @@ def configure(app: Celery, settings: InfraSettings) -> None:
         neuron_atlas_heartbeat_interval_s=settings.worker_heartbeat_interval_s,
     )
     app.steps["worker"].add(Heartbeat)
+    from shared import observability
+
+    observability.install(app, settings, QUEUES)
 
 
 @lru_cache(maxsize=1)

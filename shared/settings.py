@@ -50,6 +50,9 @@ class InfraSettings(BaseSettings):
     # Liveness (shared/heartbeat.py): a worker touches this file from its event loop; unset, off.
     worker_heartbeat_file: Path | None = None
     worker_heartbeat_interval_s: float = Field(10.0, gt=0)
+    # Prometheus: a worker serves /metrics on this port (unset: off); see shared/metrics.py.
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535)
+    log_format: Literal["json", "text"] = Field("json", description="json: one object a line, with job_id.")
 
     @field_validator("s3_endpoint", "s3_public_endpoint")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,7 +17,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from shared import artifacts
+from shared import artifacts, metrics
 from shared.contracts.problem import ProblemDetails
 from shared.errors import NeuronAtlasError
 from shared.jobstore import JobStore
@@ -53,7 +54,9 @@ def object_store() -> S3Store:
 
 @lru_cache(maxsize=1)
 def job_store() -> JobStore:
-    return JobStore.from_url(get_infra_settings().redis_url)
+    from shared.webhook_tasks import announce
+
+    return JobStore.from_url(get_infra_settings().redis_url, on_end=announce)
 
 
 @lru_cache(maxsize=4)
@@ -99,16 +102,32 @@ def job_task(name: str, stage: str) -> Callable[[Callable[..., None]], Any]:
                 log.info("%s %s: job %s is no longer running; skipped", name, args, job_id)
                 return
             job = JobContext(job_id, PrefixedStore(object_store(), artifacts.job_prefix(job_id)), jobs, stage)
+            started = time.monotonic()
             try:
                 body(job, *args)
             except Exception as exc:
                 log.exception("%s %s failed for job %s", name, args, job_id)
+                metrics.TASK_FAILURES.labels(name).inc()
                 jobs.fail(job_id, describe_error(stage, exc))
                 raise
+            metrics.observe_task(stage, time.monotonic() - started, _images_of(job, stage, args))
 
         return get_app().task(name=name)(run)
 
     return register
+
+
+def _images_of(job: JobContext, stage: str, args: tuple[Any, ...]) -> int:
+    """Images the task covered: its shard's for the shard stages, else the job's."""
+    try:
+        manifest, options = job_inputs(job)
+    except Exception:  # metrics never fail a task
+        return 0
+    total = len(manifest.get("images", []))
+    if stage in ("caption", "activation") and args and isinstance(args[0], int):
+        start = args[0] * options.shard_size
+        return max(0, min(total, start + options.shard_size) - start)
+    return total
 
 
 class JobProgress:

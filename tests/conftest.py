@@ -84,6 +84,7 @@ class Suite:
     bucket: str
     logs: Path
     keys: dict[str, str] = field(default_factory=lambda: dict(TENANT_KEYS))
+    metrics: dict[str, str] = field(default_factory=dict)  # worker service -> its /metrics URL
 
     def headers(self, tenant: str = "tenant-a") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[tenant]}"}
@@ -127,6 +128,11 @@ def suite(
         "GATEWAY_MAX_ARCHIVE_ENTRIES": "50",
         "GATEWAY_MAX_EXPANDED_BYTES": str(8 * 1024 * 1024),
         "OMP_NUM_THREADS": "1",
+        # Webhooks: retries that a test can wait for (the defaults back off for up to an hour).
+        "WEBHOOK_SIGNING_KEY": "suite-webhook-signing-key",
+        "WEBHOOK_RETRY_DELAYS_S": "[0.5, 1.0]",
+        "WEBHOOK_MAX_AGE_S": "60",
+        "WEBHOOK_TIMEOUT_S": "5",
         "NEURON_ATLAS_LLM__BASE_URL": suite_llm.url,
         "NEURON_ATLAS_LLM__MODEL": "fake-model",
         "NEURON_ATLAS_LLM__OFFLINE": "true",
@@ -134,8 +140,9 @@ def suite(
     }
     group = ProcessGroup(logs)
     try:
-        url = start_suite(group, env)
-        yield Suite(url, env, bucket, logs)
+        metrics: dict[str, str] = {}
+        url = start_suite(group, env, metrics)
+        yield Suite(url, env, bucket, logs, metrics=metrics)
     finally:
         group.stop()
         time.sleep(0.1)

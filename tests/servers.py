@@ -215,10 +215,19 @@ def wait_http(url: str, group: ProcessGroup, timeout: float) -> None:
 SUITE_WORKERS = ("caption", "embed_cluster", "activation", "labelling", "uncertainty")
 
 
-def start_suite(group: ProcessGroup, env: dict[str, str]) -> str:
+def start_suite(group: ProcessGroup, env: dict[str, str], metrics: dict[str, str] | None = None) -> str:
     """One Celery worker per service and the gateway under uvicorn; returns the gateway's URL
-    once it is ready. The caller stops them with `group.stop()`."""
+    once it is ready. The caller stops them with `group.stop()`. Each worker serves Prometheus
+    metrics on a free port in multiprocess mode, as deployed; `metrics` gets their URLs."""
     for service in SUITE_WORKERS:
+        port = group.free_port()
+        worker_env = {
+            **env,
+            "WORKER_METRICS_PORT": str(port),
+            "PROMETHEUS_MULTIPROC_DIR": str(group.logs / f"prometheus-{service}"),
+        }
+        if metrics is not None:
+            metrics[service] = f"http://127.0.0.1:{port}/metrics"
         group.start(
             service,
             [
@@ -240,7 +249,7 @@ def start_suite(group: ProcessGroup, env: dict[str, str]) -> str:
                 "--without-mingle",
                 "--without-heartbeat",
             ],
-            env,
+            worker_env,
         )
     return start_gateway(group, env)
 

@@ -12,7 +12,12 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SECRETS = {"S3_ACCESS_KEY": "atlas", "S3_SECRET_KEY": "a-long-test-secret", "GATEWAY_API_KEYS": "{}"}
+SECRETS = {
+    "S3_ACCESS_KEY": "atlas",
+    "S3_SECRET_KEY": "a-long-test-secret",
+    "GATEWAY_API_KEYS": "{}",
+    "WEBHOOK_SIGNING_KEY": "a-long-test-signing-key",
+}
 
 
 def compose() -> dict:
@@ -126,6 +131,7 @@ THIRD_PARTY_VARIABLES = {
     "REDISCLI_AUTH",
     "OMP_NUM_THREADS",
     "REDIS_PASSWORD",  # Redis's requirepass and KEDA's scaler; the services read REDIS_URL
+    "PROMETHEUS_MULTIPROC_DIR",  # prometheus-client's multiprocess mode (shared/metrics.py)
 }
 
 
@@ -137,6 +143,7 @@ def setting_names() -> set[str]:
     from services.labelling.settings import LabelSettings
     from services.uncertainty.settings import UncertaintySettings
     from shared.settings import InfraSettings
+    from shared.webhooks import WebhookSettings
 
     names = {name.upper() for name in InfraSettings.model_fields}
     for cls in (
@@ -146,6 +153,7 @@ def setting_names() -> set[str]:
         UncertaintySettings,
         EmbedClusterSettings,
         LabelSettings,
+        WebhookSettings,
     ):
         prefix = cls.model_config.get("env_prefix", "")
         names |= {f"{prefix}{name}".upper() for name in cls.model_fields}

@@ -32,6 +32,24 @@ def test_gateway_app_imports_without_torch_or_worker_code() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_client_and_remote_cli_import_no_torch_and_no_server_libraries() -> None:
+    """A pipeline step that only talks to a gateway stays light: no torch, no Redis, no Celery."""
+    code = (
+        "import sys, neuron_atlas.client, neuron_atlas.remote_cli; "
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in "
+        "('torch', 'torchvision', 'transformers', 'sentence_transformers', 'redis', 'celery', "
+        "'fastapi', 'minio', 'mlflow', 'numpy')); print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_gateway_requirements_name_no_torch() -> None:
     text = (Path(__file__).resolve().parents[1] / "services/gateway/requirements.txt").read_text()
     assert not any(

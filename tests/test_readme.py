@@ -65,6 +65,7 @@ HANDLED_BLOCKS = (
     "export REDIS_URL",
     'curl -s -H "Authorization: Bearer $KEY" -F',
     "kubectl apply -f k8s/base/namespace.yaml",  # skipped: kubectl (tests/deploy checks k8s/)
+    "export NEURON_ATLAS_URL",  # run by tests/integrations/test_readme_integrations.py
 )
 
 
@@ -236,6 +237,7 @@ class ByHandSuite:
                 "http://127.0.0.1:9000": self.s3.endpoint,
                 "S3_ACCESS_KEY=...": f"S3_ACCESS_KEY={self.s3.access_key}",
                 "S3_SECRET_KEY=...": f"S3_SECRET_KEY={self.s3.secret_key}",
+                "WEBHOOK_SIGNING_KEY=...": "WEBHOOK_SIGNING_KEY=readme-webhook-signing-key-8c2e",
                 "<sha256>": sha,
                 "--port 8000": f"--port {self.port}",
             },

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 
 from services.gateway.problems import Problem
 from services.gateway.settings import GatewaySettings
+from shared import logs
 from shared.jobstore import JobRecord, JobStore
 from shared.settings import InfraSettings
 from shared.storage import S3Store
@@ -61,6 +62,7 @@ def hash_key(key: str) -> str:
 async def get_tenant(request: Request, settings: SettingsDep) -> str:
     """The caller's tenant, from `Authorization: Bearer KEY`; 401 without a known key."""
     if settings.auth_disabled:
+        logs.bind(tenant=LOCAL_TENANT)
         return LOCAL_TENANT
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     tenant = settings.api_keys.get(hash_key(key.strip())) if scheme.lower() == "bearer" and key else None
@@ -72,6 +74,7 @@ async def get_tenant(request: Request, settings: SettingsDep) -> str:
             fix="Send `Authorization: Bearer <key>`.",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    logs.bind(tenant=tenant)
     return tenant
 
 

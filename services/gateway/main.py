@@ -10,15 +10,19 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from prometheus_fastapi_instrumentator import Instrumentator
 
 from services.gateway import problems
 from services.gateway.deps import Services
 from services.gateway.limits import BodySizeLimit
-from services.gateway.routers import explorer, health, jobs, results
+from services.gateway.request_log import RequestLog
+from services.gateway.routers import explorer, health, jobs, results, webhooks
 from services.gateway.settings import check_auth_setting, get_gateway_settings
 from shared.jobstore import JobStore
+from shared.logs import configure_logging
 from shared.settings import get_infra_settings
 from shared.storage import S3Store, make_s3_client
+from shared.webhooks import get_webhook_settings
 
 if TYPE_CHECKING:
     from minio import Minio
@@ -44,13 +48,17 @@ def build_services() -> Services:
             infra.s3_retries,
         )
 
+    get_webhook_settings()  # refuses a placeholder signing key outside development
+    from shared.webhook_tasks import announce  # registers a Celery task: not at import time
+
     store = S3Store(client(infra.s3_endpoint), infra.s3_bucket, presigner=client(infra.public_endpoint))
-    return Services(infra, settings, store, JobStore.from_url(infra.redis_url))
+    return Services(infra, settings, store, JobStore.from_url(infra.redis_url, on_end=announce))
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    if not hasattr(app.state, "services"):  # tests may put their own
+    if not hasattr(app.state, "services"):  # tests may put their own (and keep their logging)
+        configure_logging("gateway", logging.INFO, get_infra_settings().log_format)
         app.state.services = build_services()
         await run_in_threadpool(ensure_bucket, app.state.services.store)
     yield
@@ -74,11 +82,15 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    # Prometheus: requests and latency by route template (`handler`), at /metrics.
+    Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(results.router)
+    app.include_router(webhooks.router)
     app.include_router(explorer.router)
     app.add_middleware(BodySizeLimit, max_bytes=get_gateway_settings().max_request_bytes)
+    app.add_middleware(RequestLog)  # outermost: it logs even the requests the limit refuses
     return app
 
 

@@ -10,10 +10,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-from services.gateway.schemas import JobFromBucket, JobSpec
 from services.gateway.settings import GatewaySettings
 from services.gateway.uploads import Collector, Limits
 from shared import artifacts
+from shared.contracts.api import JobFromBucket, JobSpec
 from shared.errors import InputError
 from shared.jobstore import STAGES, JobRecord, JobStore
 from shared.options import PipelineOptions
@@ -109,7 +109,8 @@ def submit(
     shards = artifacts.shard_count(images, options.shard_size)
     totals = {stage: 1 for stage in STAGES if stage != "ingest"}
     totals.update(ingest=images, caption=images, activation=images)
-    record = jobs.create(job_id, tenant, images, len(manifest["skipped"]), shards, totals)
+    callbacks = [c.model_dump(mode="json") for c in spec.callbacks]
+    record = jobs.create(job_id, tenant, images, len(manifest["skipped"]), shards, totals, callbacks)
     jobs.shard_done(job_id, "ingest", 0, images)
     try:
         enqueue(job_id, shards)

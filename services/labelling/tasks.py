@@ -11,6 +11,7 @@ from services.labelling.cache import ResponseCache
 from services.labelling.settings import LabelSettings, get_settings
 from services.labelling.stage import labelling_summary, run_labelling, run_relabel
 from shared.hierarchy import assemble_hierarchy
+from shared.metrics import observe_llm
 from shared.queue import LABELLING_LABEL, LABELLING_RELABEL, PIPELINE_ASSEMBLE
 from shared.sentence_embedder import Embedder
 from shared.tasks import JobContext, JobProgress, job_inputs, job_task, object_store
@@ -41,10 +42,18 @@ def _label_kwargs(job: JobContext) -> dict[str, Any]:
     }
 
 
+def _report(job: JobContext) -> None:
+    """The job's labelling summary, and its LLM usage counted in the worker's metrics."""
+    summary = labelling_summary(job.store)
+    job.jobs.set_report(job.job_id, "labelling", summary.document())
+    used = summary.accounting
+    observe_llm(summary.model, used.requests, used.prompt_tokens, used.completion_tokens, used.cost_usd)
+
+
 @job_task(LABELLING_LABEL, stage="labelling")
 def labelling_label(job: JobContext) -> None:
     run_labelling(job.store, settings=get_settings(), **_label_kwargs(job))
-    job.jobs.set_report(job.job_id, "labelling", labelling_summary(job.store).document())
+    _report(job)
 
 
 @job_task(LABELLING_RELABEL, stage="labelling")
@@ -52,7 +61,7 @@ def labelling_relabel(job: JobContext, overrides: dict[str, Any]) -> None:
     """Label a finished job again with other settings; captions, clusters and neurons stay."""
     settings = LabelSettings.model_validate({**get_settings().model_dump(), **overrides})
     run_relabel(job.store, package_version(), settings=settings, **_label_kwargs(job))
-    job.jobs.set_report(job.job_id, "labelling", labelling_summary(job.store).document())
+    _report(job)
     job.jobs.shard_done(job.job_id, "assemble", 0, 1)
     job.jobs.succeed(job.job_id)
 

@@ -301,6 +301,11 @@ def test_only_the_gateway_takes_traffic_from_outside(overlay: str) -> None:
                 if in_namespace(peer):
                     # Every in-namespace peer names pods that exist.
                     assert any(selects(peer["podSelector"], other) for other in pods.values()), peer
+                elif peer.get("namespaceSelector", {}).get("matchLabels") == {
+                    "kubernetes.io/metadata.name": "monitoring"
+                }:
+                    # Prometheus scrapes the workers' metrics port, nothing else.
+                    assert labels.get("app.kubernetes.io/component") == "worker" and ports(rule) == {9100}
                 elif name == "redis":
                     # KEDA's operator reads the queue lengths, on the Redis port only.
                     assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "keda"}

@@ -11,14 +11,30 @@ from services.gateway.deps import JobDep, JobsDep, ServicesDep, StoreDep, Tenant
 from services.gateway.idempotency import IdempotentRequest
 from services.gateway.page_tokens import decode_page_token, encode_page_token
 from services.gateway.problems import Problem
-from services.gateway.schemas import JobFromBucket, JobPublic, JobsPublic, RelabelRequest
 from services.gateway.submission import SUBMIT_BODY, read_submission
 from services.gateway.submit import EnqueueFailed, collect_uploads, import_prefix, limits_of, submit
 from shared import artifacts
+from shared.contracts.api import JobFromBucket, JobPublic, JobSpec, JobsPublic, RelabelRequest
 from shared.jobstore import ACTIVE
 from shared.queue import LABELLING_RELABEL, get_app, job_canvas
+from shared.webhooks import UnsafeTarget, check_url
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def check_callbacks(spec: JobSpec, dev: bool) -> None:
+    """Refuse unsafe callback URLs at once (they are checked again on every connection)."""
+    for index, callback in enumerate(spec.callbacks):
+        try:
+            check_url(callback.url, dev)
+        except UnsafeTarget as exc:
+            raise Problem(
+                422,
+                "invalid-callback",
+                f"callbacks[{index}].url cannot be called.",
+                str(exc),
+                fix="Use an https URL on a public address.",
+            ) from None
 
 
 def enqueue(job_id: str, shards: int) -> None:
@@ -32,6 +48,7 @@ async def create_job(
     """Submit images (multipart files and archives, or a bucket prefix) with a spec."""
     settings = services.settings
     submission = await read_submission(request)
+    await run_in_threadpool(check_callbacks, submission.spec, services.infra.environment == "development")
     idempotent: IdempotentRequest | None = None
     key = request.headers.get("idempotency-key")
     if key:

@@ -7,8 +7,8 @@ from fastapi import APIRouter, Response
 from services.gateway.deps import JobDep, SettingsDep, StoreDep
 from services.gateway.problems import Problem
 from services.gateway.results import job_result
-from services.gateway.schemas import ArtifactPublic, ArtifactsPublic, NeuronClusterPublic, NeuronPublic
 from shared import artifacts
+from shared.contracts.api import ArtifactPublic, ArtifactsPublic, NeuronClusterPublic, NeuronPublic
 from shared.contracts.hierarchy import Cluster, Hierarchy
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"])

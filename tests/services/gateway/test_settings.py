@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from services.gateway.settings import GatewaySettings, check_auth_setting
 from shared.settings import InfraSettings
+from shared.webhooks import WebhookSettings, check_signing_key, tenant_secret
 
 
 def test_placeholder_secrets_are_refused_outside_development(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,3 +46,18 @@ def test_auth_can_be_off_only_in_development() -> None:
         )
     with pytest.raises(ValueError, match="No API keys"):
         check_auth_setting(InfraSettings(environment="development"), GatewaySettings())
+
+
+def test_the_webhook_signing_key_must_be_real_outside_development(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WEBHOOK_SIGNING_KEY", raising=False)
+    placeholder = WebhookSettings()
+    check_signing_key("development", placeholder)
+    with pytest.raises(ValueError, match="WEBHOOK_SIGNING_KEY is a placeholder"):
+        check_signing_key("production", placeholder)
+    check_signing_key("production", WebhookSettings(signing_key="a-long-random-key"))
+
+
+def test_each_tenant_has_its_own_webhook_secret() -> None:
+    a, b = tenant_secret("key", "acme"), tenant_secret("key", "globex")
+    assert a.startswith("whsec_") and a != b and a == tenant_secret("key", "acme")
+    assert tenant_secret("other-key", "acme") != a

@@ -1,8 +1,10 @@
-"""Request and response bodies of the API."""
+"""Request and response bodies of the public API (`/v1`): the gateway answers with these and the
+Python client (`neuron_atlas.client`) reads them, so both sides share one definition. Pure
+pydantic: importing them pulls in neither Redis nor torch."""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -10,8 +12,28 @@ from shared.contracts.hierarchy import Evidence
 from shared.contracts.labels import Labelling
 from shared.contracts.problem import TYPE_PREFIX, ProblemDetails
 from shared.contracts.uncertainty import UncertaintySummary
-from shared.jobstore import JobRecord, Status
 from shared.options import PipelineOptions
+
+if TYPE_CHECKING:
+    from shared.jobstore import JobRecord
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
+
+# Webhook events: one per way a job ends.
+WebhookEvent = Literal["job.succeeded", "job.failed", "job.cancelled"]
+WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("job.succeeded", "job.failed", "job.cancelled")
+
+
+class Callback(BaseModel):
+    """A webhook: where to POST which events (Standard Webhooks: signed with the tenant's secret)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        max_length=2048,
+        description="https URL on a public address (http and loopback only in development).",
+    )
+    events: list[WebhookEvent] = Field(default_factory=lambda: list(WEBHOOK_EVENTS), min_length=1)
 
 
 class JobSpec(BaseModel):
@@ -22,6 +44,9 @@ class JobSpec(BaseModel):
     options: PipelineOptions = Field(default_factory=PipelineOptions)
     captions: dict[str, str] = Field(
         default_factory=dict, description="file_name -> caption; wins over a metadata.csv/jsonl."
+    )
+    callbacks: list[Callback] = Field(
+        default_factory=list, max_length=5, description="Webhooks to call when the job ends."
     )
 
 
@@ -161,3 +186,29 @@ class NeuronPublic(BaseModel):
     layer: str
     channel: int
     clusters: list[NeuronClusterPublic]
+
+
+DeliveryOutcome = Literal["delivered", "retrying", "failed", "refused"]
+
+
+class DeliveryAttempt(BaseModel):
+    """One attempt to deliver one webhook message."""
+
+    webhook_id: str = Field(description="`webhook-id`: the same for every attempt of one message.")
+    event: WebhookEvent
+    url: str
+    attempt: int = Field(ge=1)
+    at: str = Field(description="When the attempt started (UTC, ISO 8601).")
+    outcome: DeliveryOutcome
+    status_code: int | None = Field(None, description="The receiver's HTTP status, if it answered.")
+    error: str | None = Field(None, description="Why it failed, when it did.")
+    duration_ms: float | None = None
+    next_attempt_in_s: float | None = Field(None, description="When `retrying`: the back-off.")
+
+
+class DeliveriesPublic(BaseModel):
+    deliveries: list[DeliveryAttempt]
+
+
+class WebhookSecretPublic(BaseModel):
+    secret: str = Field(description="`whsec_...`: verify `webhook-signature` with it.")

@@ -1,0 +1,228 @@
+"""The asynchronous client: the same calls as `Client`, awaited (for asyncio pipelines)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from neuron_atlas.client._core import (
+    ClientConfig,
+    JobFailed,
+    Model,
+    ProgressCallback,
+    RetryPolicy,
+    Submission,
+    TransportError,
+    WaitTimeout,
+    build_submission,
+    error_of,
+    is_terminal,
+    job_spec,
+    parse,
+)
+from shared.contracts.api import (
+    ArtifactsPublic,
+    Callback,
+    DeliveriesPublic,
+    JobPublic,
+    JobsPublic,
+    NeuronPublic,
+    WebhookSecretPublic,
+)
+from shared.contracts.hierarchy import Cluster, Hierarchy
+from shared.options import PipelineOptions
+
+
+class AsyncClient:
+    """Neuron Atlas over HTTP. Every call retries 429/5xx and lost connections (honouring
+    `Retry-After`); errors come back as `ApiError` with the API's problem document."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = ClientConfig.resolve(url, api_key, timeout_s, retry)
+        self._http = httpx.AsyncClient(
+            base_url=self.config.url,
+            headers=self.config.headers(),
+            timeout=httpx.Timeout(timeout_s, connect=10.0),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- the request loop ----------------------------------------------------------------------
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One API call with the retry policy; the answer as is (errors included)."""
+        retry, attempt = self.config.retry, 0
+        while True:
+            try:
+                response = await self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                delay = retry.delay(attempt, None)
+                if delay is None:
+                    raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+            else:
+                delay = retry.delay(attempt, response) if response.is_error else None
+                if delay is None:
+                    return response
+            await asyncio.sleep(delay)
+            attempt += 1
+            if "files" in kwargs:  # rewind the upload for the next attempt
+                kwargs = {**kwargs, "files": _rewound(kwargs["files"])}
+
+    async def _get(self, path: str, model: type[Model], **params: Any) -> Model:
+        return parse(await self.request("GET", path, params=params or None), model)
+
+    # --- jobs ----------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        source: str | os.PathLike[str],
+        options: PipelineOptions | Mapping[str, Any] | None = None,
+        *,
+        captions: Mapping[str, str] | None = None,
+        callbacks: Sequence[Callback | Mapping[str, Any]] | None = None,
+        idempotency_key: str | None = None,
+    ) -> JobPublic:
+        """Submit a folder, an archive or image, or a bucket prefix (`imports/TENANT/...`).
+        One Idempotency-Key per call, reused by its retries: a retry never makes a second job."""
+        with build_submission(source, job_spec(options, captions, callbacks), idempotency_key) as sub:
+            return await self.submit_prepared(sub)
+
+    async def submit_prepared(self, submission: Submission) -> JobPublic:
+        return parse(await self.request("POST", "/v1/jobs", **submission.request_kwargs()), JobPublic)
+
+    async def job(self, job_id: str) -> JobPublic:
+        return await self._get(f"/v1/jobs/{job_id}", JobPublic)
+
+    async def list_page(self, page_size: int = 20, page_token: str | None = None) -> JobsPublic:
+        params: dict[str, Any] = {"page_size": page_size}
+        if page_token:
+            params["page_token"] = page_token
+        return await self._get("/v1/jobs", JobsPublic, **params)
+
+    async def jobs(self, page_size: int = 50, limit: int | None = None) -> AsyncIterator[JobPublic]:
+        """The tenant's jobs, newest first, page after page."""
+        token: str | None = None
+        seen = 0
+        while True:
+            page = await self.list_page(page_size, token)
+            for job in page.jobs:
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
+                yield job
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
+
+    async def cancel(self, job_id: str) -> JobPublic:
+        return parse(await self.request("POST", f"/v1/jobs/{job_id}:cancel"), JobPublic)
+
+    async def delete(self, job_id: str) -> None:
+        response = await self.request("DELETE", f"/v1/jobs/{job_id}")
+        if response.is_error:
+            raise error_of(response)
+
+    async def wait(
+        self,
+        job_id: str,
+        *,
+        timeout_s: float | None = None,
+        poll_interval_s: float = 2.0,
+        on_progress: ProgressCallback | None = None,
+        raise_on_failure: bool = True,
+    ) -> JobPublic:
+        """Poll until the job ends; `on_progress(job)` after every poll. Raises `WaitTimeout`
+        after `timeout_s`, and `JobFailed` when it failed or was cancelled (unless told not to)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            job = await self.job(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if is_terminal(job):
+                if raise_on_failure and job.status != "succeeded":
+                    raise JobFailed(job)
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(job, timeout_s or 0.0)
+            pause = poll_interval_s if deadline is None else min(poll_interval_s, deadline - time.monotonic())
+            await asyncio.sleep(max(0.0, pause))
+
+    # --- results -------------------------------------------------------------------------------
+
+    async def hierarchy(self, job_id: str) -> Hierarchy:
+        return await self._get(f"/v1/jobs/{job_id}/hierarchy", Hierarchy)
+
+    async def concepts(self, job_id: str, level: int | None = None) -> list[Cluster]:
+        """The hierarchy's concepts (clusters), all or one level's."""
+        clusters = (await self.hierarchy(job_id)).clusters
+        return [c for c in clusters if level is None or c.level == level]
+
+    async def concept(self, job_id: str, cluster_id: str) -> Cluster:
+        return await self._get(f"/v1/jobs/{job_id}/clusters/{cluster_id}", Cluster)
+
+    async def neuron(self, job_id: str, layer: str, channel: int) -> NeuronPublic:
+        return await self._get(f"/v1/jobs/{job_id}/neurons/{layer}/{channel}", NeuronPublic)
+
+    async def artifacts(self, job_id: str) -> ArtifactsPublic:
+        return await self._get(f"/v1/jobs/{job_id}/artifacts", ArtifactsPublic)
+
+    async def download_artifacts(
+        self, job_id: str, dest: str | os.PathLike[str], names: list[str] | None = None
+    ) -> list[Path]:
+        """Stream the job's artifacts (all, or those named) into `dest`, under their names."""
+        folder = Path(dest)
+        written = []
+        for artifact in (await self.artifacts(job_id)).artifacts:
+            if names is not None and artifact.name not in names:
+                continue
+            target = folder / artifact.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Presigned: the link is its own authorisation, so the API key is not sent to S3.
+            async with (
+                httpx.AsyncClient(timeout=self.config.timeout_s) as plain,
+                plain.stream("GET", artifact.url) as response,
+            ):
+                if response.is_error:
+                    await response.aread()
+                    raise error_of(response)
+                with target.open("wb") as out:
+                    async for chunk in response.aiter_bytes(1 << 20):
+                        out.write(chunk)
+            written.append(target)
+        return written
+
+    async def deliveries(self, job_id: str) -> DeliveriesPublic:
+        return await self._get(f"/v1/jobs/{job_id}/deliveries", DeliveriesPublic)
+
+    async def webhook_secret(self) -> str:
+        """The tenant's webhook signing secret (`whsec_...`), for verifying deliveries."""
+        return (await self._get("/v1/webhooks/secret", WebhookSecretPublic)).secret
+
+
+def _rewound(files: list[Any]) -> list[Any]:
+    for _, (_, handle, _) in files:
+        handle.seek(0)
+    return files

@@ -1,0 +1,231 @@
+"""The synchronous client: `Client(url, api_key)`, or NEURON_ATLAS_URL / NEURON_ATLAS_API_KEY."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from neuron_atlas.client._core import (
+    ClientConfig,
+    JobFailed,
+    Model,
+    ProgressCallback,
+    RetryPolicy,
+    Submission,
+    TransportError,
+    WaitTimeout,
+    build_submission,
+    error_of,
+    is_terminal,
+    job_spec,
+    parse,
+)
+from shared.contracts.api import (
+    ArtifactsPublic,
+    Callback,
+    DeliveriesPublic,
+    JobPublic,
+    JobsPublic,
+    NeuronPublic,
+    WebhookSecretPublic,
+)
+from shared.contracts.hierarchy import Cluster, Hierarchy
+from shared.options import PipelineOptions
+
+
+class Client:
+    """Neuron Atlas over HTTP. Every call retries 429/5xx and lost connections (honouring
+    `Retry-After`); errors come back as `ApiError` with the API's problem document."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.config = ClientConfig.resolve(url, api_key, timeout_s, retry)
+        self._http = httpx.Client(
+            base_url=self.config.url,
+            headers=self.config.headers(),
+            timeout=httpx.Timeout(timeout_s, connect=10.0),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the request loop ----------------------------------------------------------------------
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One API call with the retry policy; the answer as is (errors included)."""
+        retry, attempt = self.config.retry, 0
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                delay = retry.delay(attempt, None)
+                if delay is None:
+                    raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+            else:
+                delay = retry.delay(attempt, response) if response.is_error else None
+                if delay is None:
+                    return response
+            time.sleep(delay)
+            attempt += 1
+            if "files" in kwargs:  # rewind the upload for the next attempt
+                kwargs = {**kwargs, "files": _rewound(kwargs["files"])}
+
+    def _get(self, path: str, model: type[Model], **params: Any) -> Model:
+        return parse(self.request("GET", path, params=params or None), model)
+
+    # --- jobs ----------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        source: str | os.PathLike[str],
+        options: PipelineOptions | Mapping[str, Any] | None = None,
+        *,
+        captions: Mapping[str, str] | None = None,
+        callbacks: Sequence[Callback | Mapping[str, Any]] | None = None,
+        idempotency_key: str | None = None,
+    ) -> JobPublic:
+        """Submit a folder, an archive or image, or a bucket prefix (`imports/TENANT/...`).
+        One Idempotency-Key per call, reused by its retries: a retry never makes a second job."""
+        with build_submission(source, job_spec(options, captions, callbacks), idempotency_key) as sub:
+            return self.submit_prepared(sub)
+
+    def submit_prepared(self, submission: Submission) -> JobPublic:
+        return parse(self.request("POST", "/v1/jobs", **submission.request_kwargs()), JobPublic)
+
+    def job(self, job_id: str) -> JobPublic:
+        return self._get(f"/v1/jobs/{job_id}", JobPublic)
+
+    def list_page(self, page_size: int = 20, page_token: str | None = None) -> JobsPublic:
+        params: dict[str, Any] = {"page_size": page_size}
+        if page_token:
+            params["page_token"] = page_token
+        return self._get("/v1/jobs", JobsPublic, **params)
+
+    def jobs(self, page_size: int = 50, limit: int | None = None) -> Iterator[JobPublic]:
+        """The tenant's jobs, newest first, page after page."""
+        token: str | None = None
+        seen = 0
+        while True:
+            page = self.list_page(page_size, token)
+            for job in page.jobs:
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
+                yield job
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
+
+    def cancel(self, job_id: str) -> JobPublic:
+        return parse(self.request("POST", f"/v1/jobs/{job_id}:cancel"), JobPublic)
+
+    def delete(self, job_id: str) -> None:
+        response = self.request("DELETE", f"/v1/jobs/{job_id}")
+        if response.is_error:
+            raise error_of(response)
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout_s: float | None = None,
+        poll_interval_s: float = 2.0,
+        on_progress: ProgressCallback | None = None,
+        raise_on_failure: bool = True,
+    ) -> JobPublic:
+        """Poll until the job ends; `on_progress(job)` after every poll. Raises `WaitTimeout`
+        after `timeout_s`, and `JobFailed` when it failed or was cancelled (unless told not to)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            job = self.job(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if is_terminal(job):
+                if raise_on_failure and job.status != "succeeded":
+                    raise JobFailed(job)
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(job, timeout_s or 0.0)
+            pause = poll_interval_s if deadline is None else min(poll_interval_s, deadline - time.monotonic())
+            time.sleep(max(0.0, pause))
+
+    # --- results -------------------------------------------------------------------------------
+
+    def hierarchy(self, job_id: str) -> Hierarchy:
+        return self._get(f"/v1/jobs/{job_id}/hierarchy", Hierarchy)
+
+    def concepts(self, job_id: str, level: int | None = None) -> list[Cluster]:
+        """The hierarchy's concepts (clusters), all or one level's."""
+        clusters = self.hierarchy(job_id).clusters
+        return [c for c in clusters if level is None or c.level == level]
+
+    def concept(self, job_id: str, cluster_id: str) -> Cluster:
+        return self._get(f"/v1/jobs/{job_id}/clusters/{cluster_id}", Cluster)
+
+    def neuron(self, job_id: str, layer: str, channel: int) -> NeuronPublic:
+        return self._get(f"/v1/jobs/{job_id}/neurons/{layer}/{channel}", NeuronPublic)
+
+    def artifacts(self, job_id: str) -> ArtifactsPublic:
+        return self._get(f"/v1/jobs/{job_id}/artifacts", ArtifactsPublic)
+
+    def download_artifacts(
+        self, job_id: str, dest: str | os.PathLike[str], names: list[str] | None = None
+    ) -> list[Path]:
+        """Stream the job's artifacts (all, or those named) into `dest`, under their names."""
+        folder = Path(dest)
+        written = []
+        for artifact in self.artifacts(job_id).artifacts:
+            if names is not None and artifact.name not in names:
+                continue
+            target = folder / artifact.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Presigned: the link is its own authorisation, so the API key is not sent to S3.
+            with httpx.stream("GET", artifact.url, timeout=self.config.timeout_s) as response:
+                if response.is_error:
+                    response.read()
+                    raise error_of(response)
+                with target.open("wb") as out:
+                    for chunk in response.iter_bytes(1 << 20):
+                        out.write(chunk)
+            written.append(target)
+        return written
+
+    def deliveries(self, job_id: str) -> DeliveriesPublic:
+        return self._get(f"/v1/jobs/{job_id}/deliveries", DeliveriesPublic)
+
+    def log_to_mlflow(self, job_id: str, **kwargs: Any) -> str:
+        """Log the finished job to an MLflow run (`neuron_atlas.mlflow_log.log_result`'s keyword
+        arguments: tracking_uri, experiment, run_id, run_name, model_sha256, tags); the run id."""
+        from neuron_atlas.mlflow_log import log_job
+
+        return log_job(self, job_id, **kwargs)
+
+    def webhook_secret(self) -> str:
+        """The tenant's webhook signing secret (`whsec_...`), for verifying deliveries."""
+        return self._get("/v1/webhooks/secret", WebhookSecretPublic).secret
+
+
+def _rewound(files: list[Any]) -> list[Any]:
+    for _, (_, handle, _) in files:
+        handle.seek(0)
+    return files

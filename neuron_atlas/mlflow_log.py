@@ -1,0 +1,151 @@
+"""Put a result next to the model's other records in MLflow: `neuron-atlas mlflow-log OUT_DIR|JOB_ID`,
+or `log_result` / `log_job` from Python.
+
+One MLflow run gets hierarchy.json and the explorer report as artifacts, the job's options as
+params, summary metrics (concepts, reliable and selective shares, label quality, causal share)
+and tags naming the target model and its sha256. The tracking server is `--tracking-uri`, else
+MLFLOW_TRACKING_URI, as MLflow's own tools read it. Needs `mlflow-skinny` (the `mlflow` extra).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shared.contracts.hierarchy import Hierarchy
+from shared.errors import InputError
+
+if TYPE_CHECKING:
+    from neuron_atlas.client import Client
+
+PARAM_MAX = 6000  # MLflow's limit on a param's value
+# What the explorer needs besides hierarchy.json (thumbnails are not among the job's artifacts:
+# the report then shows file names in their place).
+REPORT_ARTIFACTS = ("hierarchy.json", "manifest.json", "spec.json", "groups.json", "labelling.json")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def summary_metrics(hierarchy: Hierarchy) -> dict[str, float]:
+    """The numbers to compare runs by; a share that could not be computed is left out."""
+    metrics: dict[str, float] = {
+        "concepts": float(len(hierarchy.clusters)),
+        "levels": float(len(hierarchy.levels)),
+        "images": float(len(hierarchy.images)),
+        "skipped_files": float(len(hierarchy.skipped)),
+        "memberships": float(sum(len(c.neurons) for c in hierarchy.clusters)),
+    }
+    quality = hierarchy.labelling.quality
+    if quality is not None and quality.mean is not None:
+        metrics["label_quality_mean"] = quality.mean
+    if hierarchy.uncertainty is not None:
+        summary = hierarchy.uncertainty.summary
+        if summary.reliable_share is not None:
+            metrics["reliable_share"] = summary.reliable_share
+        if summary.significant_share is not None:
+            metrics["selective_share"] = summary.significant_share  # selectivity test, BH-controlled
+        if summary.mean_stability is not None:
+            metrics["mean_stability"] = summary.mean_stability
+        if summary.clusters_checked:
+            metrics["causal_share"] = summary.clusters_with_causal_effect / summary.clusters_checked
+    used = hierarchy.labelling.accounting
+    metrics["llm_requests"] = float(used.requests)
+    metrics["llm_tokens"] = float(used.total_tokens)
+    if used.cost_usd is not None:
+        metrics["llm_cost_usd"] = used.cost_usd
+    return metrics
+
+
+def options_params(hierarchy: Hierarchy) -> dict[str, str]:
+    params = {}
+    for name, value in hierarchy.options.model_dump(mode="json").items():
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        params[name] = text[:PARAM_MAX]
+    return params
+
+
+def model_tags(hierarchy: Hierarchy, model_sha256: str | None) -> dict[str, str]:
+    """The target model's id, where its weights came from, and its sha256: given, or read from
+    the `--weights` file when it is on this machine."""
+    weights = hierarchy.options.weights
+    if model_sha256 is None and weights and Path(weights).is_file():
+        model_sha256 = sha256_of(Path(weights))
+    return {
+        "neuron_atlas.model_id": hierarchy.options.model,
+        "neuron_atlas.model_architecture": hierarchy.models.target.architecture,
+        "neuron_atlas.model_weights": hierarchy.models.target.weights[:PARAM_MAX],
+        "neuron_atlas.model_sha256": model_sha256 or "unknown",
+        "neuron_atlas.generator": f"{hierarchy.generator.name} {hierarchy.generator.version}",
+    }
+
+
+def log_result(
+    out_dir: str | os.PathLike[str],
+    *,
+    tracking_uri: str | None = None,
+    experiment: str = "neuron-atlas",
+    run_id: str | None = None,
+    run_name: str | None = None,
+    model_sha256: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Log a finished result folder to an MLflow run (a new one, or `run_id`); returns the run id."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    from services.gateway.explorer.report import write_report
+
+    folder = Path(out_dir)
+    path = folder / "hierarchy.json"
+    if not path.is_file():
+        raise InputError(
+            f"{folder} holds no hierarchy.json.", "Point mlflow-log at a finished OUT_DIR or a job id."
+        )
+    hierarchy = Hierarchy.model_validate_json(path.read_bytes())
+    index = write_report(folder)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if run_id is None:
+        found = client.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+        run_id = client.create_run(experiment_id, run_name=run_name).info.run_id
+    now = int(time.time() * 1000)
+    all_tags = {
+        **model_tags(hierarchy, model_sha256),
+        "neuron_atlas.result_sha256": sha256_of(path),
+        **(tags or {}),
+    }
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, now, 0) for k, v in summary_metrics(hierarchy).items()],
+        params=[Param(k, v) for k, v in options_params(hierarchy).items()],
+        tags=[RunTag(k, v) for k, v in all_tags.items()],
+    )
+    client.log_artifact(run_id, str(path))
+    client.log_artifacts(run_id, str(index.parent), artifact_path="explorer")
+    with contextlib.redirect_stdout(sys.stderr):  # MLflow prints the run's links: not our stdout
+        client.set_terminated(run_id)
+    return run_id
+
+
+def log_job(client: Client, job_id: str, **kwargs: Any) -> str:
+    """Log a finished suite job: its artifacts are downloaded (hierarchy.json and what the
+    explorer report needs), then logged like a result folder, tagged with the job id."""
+    with tempfile.TemporaryDirectory(prefix="neuron-atlas-mlflow-") as tmp:
+        available = {a.name for a in client.artifacts(job_id).artifacts}
+        wanted = [n for n in available if n in REPORT_ARTIFACTS or n.startswith("activations/")]
+        client.download_artifacts(job_id, tmp, wanted)
+        tags = {**(kwargs.pop("tags", None) or {}), "neuron_atlas.job_id": job_id}
+        tags["neuron_atlas.gateway"] = client.config.url
+        return log_result(tmp, tags=tags, **kwargs)

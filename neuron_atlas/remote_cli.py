@@ -1,0 +1,303 @@
+"""`neuron-atlas remote ...`: drive a Neuron Atlas gateway from a shell or a CI step.
+
+The gateway is `--url` or NEURON_ATLAS_URL; the key is NEURON_ATLAS_API_KEY only (a flag would
+leave it in shell history and process lists). Results go to stdout: readable on a terminal, one
+JSON document per line when piped. Progress goes to stderr as a bar on a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import BaseModel
+
+from neuron_atlas.client import (
+    ApiError,
+    Client,
+    ClientError,
+    ConfigError,
+    JobFailed,
+    JobPublic,
+    TransportError,
+    WaitTimeout,
+)
+from neuron_atlas.client._core import URL_ENV
+from neuron_atlas.option_flags import add_option_flags, options_from_args
+from shared.contracts.api import WEBHOOK_EVENTS
+from shared.errors import InputError
+
+# Exit statuses a CI step can branch on (README "Integrations").
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_JOB_FAILED, EXIT_JOB_CANCELLED, EXIT_TIMEOUT = 5, 6, 7
+EXIT_AUTH, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_UNAVAILABLE = 8, 9, 10, 11
+
+
+def add_remote_parser(commands: Any) -> None:
+    remote = commands.add_parser(
+        "remote",
+        help="submit and follow jobs on a Neuron Atlas gateway (key: NEURON_ATLAS_API_KEY)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    remote.add_argument("--url", help=f"the gateway, e.g. http://localhost:8000 (default: ${URL_ENV})")
+    remote.add_argument(
+        "--json", action="store_true", help="JSON lines on stdout even on a terminal (default when piped)"
+    )
+    sub = remote.add_subparsers(dest="remote_command", required=True, metavar="COMMAND")
+
+    submit = sub.add_parser(
+        "submit", help="submit a folder, an archive, or a bucket prefix (imports/TENANT/...)"
+    )
+    submit.add_argument("source", metavar="FOLDER|ARCHIVE|PREFIX")
+    submit.add_argument(
+        "--captions-json", type=Path, metavar="FILE", help="JSON object: file name -> caption"
+    )
+    submit.add_argument(
+        "--callback",
+        action="append",
+        default=[],
+        metavar="URL[=EVENT,...]",
+        help=f"webhook to call when the job ends (events: {', '.join(WEBHOOK_EVENTS)}; default all)",
+    )
+    submit.add_argument("--idempotency-key", metavar="KEY", help="default: a new one per submit")
+    submit.add_argument("--wait", action="store_true", help="then wait for the job (exit status as `wait`)")
+    _add_wait_flags(submit)
+    add_option_flags(submit)
+
+    for name, text in (("status", "the job's status and progress"), ("cancel", "cancel the job")):
+        sub.add_parser(name, help=text).add_argument("job_id")
+
+    wait = sub.add_parser("wait", help="wait until the job ends; non-zero unless it succeeded")
+    wait.add_argument("job_id")
+    _add_wait_flags(wait)
+
+    get = sub.add_parser("get", help="the job's hierarchy.json, one concept, or one neuron")
+    get.add_argument("job_id")
+    what = get.add_mutually_exclusive_group()
+    what.add_argument("--concept", metavar="CLUSTER_ID", help="one concept (cluster)")
+    what.add_argument("--neuron", metavar="LAYER/CHANNEL", help="the concepts whose group holds a neuron")
+    get.add_argument("-o", "--output", type=Path, metavar="FILE", help="write to FILE, not stdout")
+
+    artifacts = sub.add_parser("artifacts", help="list the job's artifacts, or download them")
+    artifacts.add_argument("job_id")
+    artifacts.add_argument("--download", type=Path, metavar="DIR", help="download into DIR")
+    artifacts.add_argument("--name", action="append", metavar="NAME", help="only these (repeatable)")
+
+    listing = sub.add_parser("list", help="the tenant's jobs, newest first")
+    listing.add_argument("--limit", type=int, default=20, metavar="N")
+
+
+def _add_wait_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=float, metavar="SECONDS", help="give up after this long (exit 7)")
+    parser.add_argument("--poll", type=float, default=2.0, metavar="SECONDS", help="poll interval (2)")
+
+
+class Output:
+    """Readable on a terminal; JSON lines when piped (or with --json)."""
+
+    def __init__(self, as_json: bool, out: TextIO = sys.stdout) -> None:
+        self.json, self.out = as_json, out
+
+    def model(self, value: BaseModel, readable: Callable[[], str] | None = None) -> None:
+        if self.json or readable is None:
+            self.out.write(value.model_dump_json(exclude_none=True) + "\n")
+        else:
+            self.out.write(readable() + "\n")
+        self.out.flush()
+
+
+def describe(job: JobPublic) -> str:
+    parts = [f"{job.id}  {job.status}  stage {job.stage}  {job.images} images"]
+    progress = ", ".join(f"{stage} {p.done}/{p.total}" for stage, p in job.progress.items())
+    if progress:
+        parts.append(f"  progress: {progress}")
+    if job.error is not None:
+        parts.append(f"  error: {job.error.title}" + (f": {job.error.detail}" if job.error.detail else ""))
+        if job.error.fix:
+            parts.append(f"  what to do: {job.error.fix}")
+    return "\n".join(parts)
+
+
+def _fraction(job: JobPublic) -> tuple[int, int]:
+    done = sum(min(p.done, p.total) for p in job.progress.values())
+    return done, max(1, sum(p.total for p in job.progress.values()))
+
+
+@contextmanager
+def progress_reporter(output: Output, bar: bool) -> Iterator[Callable[[JobPublic], None]]:
+    """A rich progress bar on stderr (terminal), or a JSON line per change on stdout (piped)."""
+    if bar:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(), console=_stderr_console(), transient=True,
+        ) as progress:  # fmt: skip
+            task = progress.add_task("queued", total=1)
+
+            def update(job: JobPublic) -> None:
+                done, total = _fraction(job)
+                progress.update(task, description=f"{job.status}: {job.stage}", completed=done, total=total)
+
+            yield update
+        return
+    last: list[str] = []
+
+    def emit(job: JobPublic) -> None:
+        line = job.model_dump_json(exclude_none=True)
+        if output.json and (not last or last[0] != line):
+            last[:] = [line]
+            output.out.write(line + "\n")
+            output.out.flush()
+
+    yield emit
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def run_remote(args: argparse.Namespace) -> int:
+    as_json = args.json or not sys.stdout.isatty()
+    output = Output(as_json)
+    try:
+        with Client(args.url) as client:
+            return _dispatch(client, args, output)
+    except JobFailed as exc:
+        _error(str(exc), exc.job.error.fix if exc.job.error else None)
+        return EXIT_JOB_CANCELLED if exc.job.status == "cancelled" else EXIT_JOB_FAILED
+    except WaitTimeout as exc:
+        _error(str(exc), "Wait longer (--timeout), or check the workers.")
+        return EXIT_TIMEOUT
+    except ApiError as exc:
+        _error(str(exc))
+        return exit_status_of(exc.status)
+    except TransportError as exc:
+        _error(f"the gateway could not be reached: {exc}", f"Check --url / ${URL_ENV}.")
+        return EXIT_UNAVAILABLE
+    except (ConfigError, InputError) as exc:
+        _error(str(exc.problem) if isinstance(exc, InputError) else str(exc))
+        return EXIT_USAGE
+    except ClientError as exc:
+        _error(str(exc))
+        return EXIT_ERROR
+
+
+def exit_status_of(status: int) -> int:
+    """An API error's HTTP status, as an exit status."""
+    if status in (401, 403):
+        return EXIT_AUTH
+    if status == 404:
+        return EXIT_NOT_FOUND
+    if status == 409:
+        return EXIT_CONFLICT
+    if status == 429 or status >= 500:
+        return EXIT_UNAVAILABLE
+    return EXIT_USAGE
+
+
+def _error(message: str, fix: str | None = None) -> None:
+    print(f"neuron-atlas remote: error: {message}", file=sys.stderr)
+    if fix:
+        print(f"  what to do: {fix}", file=sys.stderr)
+
+
+def _dispatch(client: Client, args: argparse.Namespace, output: Output) -> int:
+    command = args.remote_command
+    if command == "submit":
+        job = client.submit(
+            args.source,
+            options_from_args(args),
+            captions=json.loads(args.captions_json.read_text()) if args.captions_json else None,
+            callbacks=[_callback(text) for text in args.callback],
+            idempotency_key=args.idempotency_key,
+        )
+        output.model(job, lambda: f"submitted {job.id} ({job.images} images, {job.skipped} skipped)")
+        return _wait(client, job.id, args, output) if args.wait else EXIT_OK
+    if command == "status":
+        job = client.job(args.job_id)
+        output.model(job, lambda: describe(job))
+        return EXIT_OK
+    if command == "wait":
+        return _wait(client, args.job_id, args, output)
+    if command == "cancel":
+        job = client.cancel(args.job_id)
+        output.model(job, lambda: describe(job))
+        return EXIT_OK
+    if command == "get":
+        return _get(client, args, output)
+    if command == "artifacts":
+        if args.download:
+            for path in client.download_artifacts(args.job_id, args.download, args.name):
+                output.out.write((json.dumps({"path": str(path)}) if output.json else str(path)) + "\n")
+            return EXIT_OK
+        found = client.artifacts(args.job_id)
+        output.model(found, lambda: "\n".join(f"{a.name}\t{a.url}" for a in found.artifacts))
+        return EXIT_OK
+    if command == "list":
+        for listed in client.jobs(limit=args.limit):
+            output.model(listed, _row(listed))
+        return EXIT_OK
+    raise ConfigError(f"unknown command {command}")
+
+
+def _row(job: JobPublic) -> Callable[[], str]:
+    return lambda: f"{job.id}  {job.status:<10}  {job.stage:<13}  {job.created_at}"
+
+
+def _callback(text: str) -> dict[str, Any]:
+    url, _, events = text.partition("=")
+    return {"url": url, **({"events": events.split(",")} if events else {})}
+
+
+def _wait(client: Client, job_id: str, args: argparse.Namespace, output: Output) -> int:
+    bar = sys.stderr.isatty() and not output.json
+    with progress_reporter(output, bar) as report:
+        job = client.wait(
+            job_id,
+            timeout_s=args.timeout,
+            poll_interval_s=args.poll,
+            on_progress=report,
+            raise_on_failure=False,
+        )
+    if not output.json:
+        output.model(job, lambda: describe(job))
+    elif bar:
+        output.model(job)
+    if job.status == "failed":
+        _error(f"job {job.id} failed", job.error.fix if job.error else None)
+        return EXIT_JOB_FAILED
+    if job.status == "cancelled":
+        _error(f"job {job.id} was cancelled")
+        return EXIT_JOB_CANCELLED
+    return EXIT_OK
+
+
+def _get(client: Client, args: argparse.Namespace, output: Output) -> int:
+    value: BaseModel
+    if args.concept:
+        value = client.concept(args.job_id, args.concept)
+    elif args.neuron:
+        layer, _, channel = args.neuron.rpartition("/")
+        if not layer or not channel.isdigit():
+            raise ConfigError(f"--neuron takes LAYER/CHANNEL, e.g. layer4/17, not {args.neuron!r}")
+        value = client.neuron(args.job_id, layer, int(channel))
+    else:
+        value = client.hierarchy(args.job_id)
+    text = value.model_dump_json()
+    if args.output:
+        args.output.write_text(text + "\n")
+    else:
+        output.out.write(text + "\n")
+    return EXIT_OK
+
+
+__all__ = ["add_remote_parser", "run_remote"]
