@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from prometheus_fastapi_instrumentator import Instrumentator
 
-from services.gateway import problems
+from services.gateway import openapi, problems
 from services.gateway.deps import Services
 from services.gateway.limits import BodySizeLimit
 from services.gateway.request_log import RequestLog
@@ -82,6 +82,7 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    openapi.install(app)
     # Prometheus: requests and latency by route template (`handler`), at /metrics.
     Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
     app.include_router(health.router)
