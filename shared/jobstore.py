@@ -246,8 +246,15 @@ class JobStore:
             self._advance(keys=[f"job:{job_id}"], args=[stage, json.dumps(self.stages)])
             return True
         if found == "cancelling":
-            self.transition(job_id, ["cancelling"], "cancelled", finished_at=now())
+            self._stop_cancelled(job_id)
         return False
+
+    def _stop_cancelled(self, job_id: str) -> None:
+        """End a cancelling job. A reopened job (a relabel of a succeeded one) goes back to
+        `succeeded`: its result from before still stands, and a cancel must not take it away."""
+        reopened = self.redis.hget(f"job:{job_id}", "reopened")
+        self.transition(job_id, ["cancelling"], "succeeded" if reopened else "cancelled", finished_at=now())
+        self.redis.hdel(f"job:{job_id}", "reopened")
 
     def set_report(self, job_id: str, stage: str, report: Mapping[str, Any]) -> None:
         """A stage's summary for the job's status (small: accounting, counts, scores)."""
@@ -256,7 +263,7 @@ class JobStore:
     def reopen(self, job_id: str, stage: str) -> str | None:
         """A succeeded job runs `stage` (and what follows) again, e.g. a relabel; returns the
         status found, and reopens only from `succeeded`."""
-        found = self.transition(job_id, ["succeeded"], "running", stage=stage, finished_at="")
+        found = self.transition(job_id, ["succeeded"], "running", stage=stage, finished_at="", reopened=stage)
         if found == "succeeded":
             self.redis.delete(
                 *(f"job:{job_id}:progress:{s}" for s in self.stages[self.stages.index(stage) :])
@@ -280,7 +287,8 @@ class JobStore:
     def succeed(self, job_id: str) -> str | None:
         found = self.transition(job_id, ["queued", "running"], "succeeded", finished_at=now())
         if found == "cancelling":  # the user asked to stop; honour it even though it finished
-            self.transition(job_id, ["cancelling"], "cancelled", finished_at=now())
+            self._stop_cancelled(job_id)
+        self.redis.hdel(f"job:{job_id}", "reopened")
         return found
 
     def fail(self, job_id: str, error: Mapping[str, Any]) -> str | None:
@@ -289,7 +297,8 @@ class JobStore:
             job_id, ["queued", "running"], "failed", finished_at=now(), error=json.dumps(dict(error))
         )
         if found == "cancelling":
-            self.transition(job_id, ["cancelling"], "cancelled", finished_at=now())
+            self._stop_cancelled(job_id)
+        self.redis.hdel(f"job:{job_id}", "reopened")
         return found
 
     def request_cancel(self, job_id: str) -> str | None:

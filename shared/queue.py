@@ -16,7 +16,7 @@ from typing import Any
 from celery import Celery, bootsteps, chord, group, signature
 from celery.canvas import Signature
 
-from shared import heartbeat
+from shared import heartbeat, queue_settings_check
 from shared.settings import InfraSettings, get_infra_settings
 
 # Task names: `domain.action`; the domain is the queue, except the light final step, which runs
@@ -72,6 +72,25 @@ class Heartbeat(bootsteps.StartStopStep):
             heartbeat.keep_touching(self.path, self.interval_s)
 
 
+class VisibilityTimeoutCheck(bootsteps.StartStopStep):
+    """Refuses to start a worker whose visibility timeout differs from the running ones'
+    (`shared.queue_settings_check`), and keeps its registration fresh from the event loop."""
+
+    requires = ("celery.worker.components:Hub",)
+
+    def start(self, worker: Any) -> None:
+        import redis
+
+        seconds = int(worker.app.conf.broker_transport_options["visibility_timeout"])
+        client = redis.Redis.from_url(worker.app.conf.broker_url)
+        try:
+            queue_settings_check.register_visibility_timeout(client, seconds)
+        except queue_settings_check.SettingMismatch as exc:
+            raise SystemExit(f"neuron-atlas worker refused to start: {exc}") from None
+        interval = queue_settings_check.REGISTRATION_TTL_S / 5
+        worker.timer.call_repeatedly(interval, queue_settings_check.refresh, (client, seconds))
+
+
 def configure(app: Celery, settings: InfraSettings) -> None:
     app.conf.update(
         broker_url=settings.redis_url,
@@ -105,6 +124,7 @@ def configure(app: Celery, settings: InfraSettings) -> None:
         neuron_atlas_heartbeat_interval_s=settings.worker_heartbeat_interval_s,
     )
     app.steps["worker"].add(Heartbeat)
+    app.steps["worker"].add(VisibilityTimeoutCheck)
     from shared import observability
 
     observability.install(app, settings, QUEUES)

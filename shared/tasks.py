@@ -81,6 +81,15 @@ def describe_error(stage: str, exc: BaseException) -> dict[str, Any]:
             "A task passed the time limit; what was computed before it is kept.",
             "Submit fewer images per job or raise TASK_TIME_LIMIT_S.",
         )
+    elif (dependency := unavailable_dependency(exc)) is not None:
+        # Never the exception's text: it names hosts, ports, buckets and object keys.
+        problem = ProblemDetails.of(
+            f"{dependency.kind}-unavailable",
+            f"The {stage} stage could not reach {dependency.name}",
+            f"{dependency.name.capitalize()} did not answer ({type(exc).__name__}).",
+            f"Check that {dependency.name} is up and reachable from the workers, then submit the "
+            "job again; artifacts computed so far are kept.",
+        )
     else:
         problem = ProblemDetails.of(
             "internal",
@@ -89,6 +98,26 @@ def describe_error(stage: str, exc: BaseException) -> dict[str, Any]:
             "Artifacts computed so far are kept; see the worker logs for details.",
         )
     return problem.body()
+
+
+@dataclass(frozen=True)
+class Dependency:
+    kind: str
+    name: str
+
+
+def unavailable_dependency(exc: BaseException) -> Dependency | None:
+    """The service an error says is down: object storage (urllib3 and minio's server errors)
+    or Redis (connection and timeout errors); None for anything else."""
+    import redis
+    import urllib3
+    from minio.error import ServerError
+
+    if isinstance(exc, urllib3.exceptions.HTTPError | ServerError):
+        return Dependency("object-storage", "object storage")
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return Dependency("redis", "the job store (Redis)")
+    return None
 
 
 def job_task(name: str, stage: str) -> Callable[[Callable[..., None]], Any]:

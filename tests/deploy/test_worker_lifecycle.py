@@ -82,6 +82,16 @@ class Workers:
                 process.wait(10)
 
 
+def forget_registered_visibility_timeout(redis_url: str) -> None:
+    """Earlier tests' workers, now stopped, registered the default timeout; it would expire
+    REGISTRATION_TTL_S after they stopped. A test that needs another value starts clean."""
+    import redis
+
+    from shared.queue_settings_check import KEY
+
+    redis.Redis.from_url(redis_url).delete(KEY)
+
+
 @pytest.fixture
 def workers(redis_server: RedisServer, tmp_path: Path) -> Iterator[Workers]:
     group = Workers(redis_server.url, tmp_path)
@@ -133,6 +143,7 @@ def test_a_killed_workers_task_runs_again_elsewhere(workers: Workers, client: Ce
     period spent) leaves its message unacknowledged, and another worker runs it."""
     log = tmp_path / "work.log"
     short = {"TEST_VISIBILITY_TIMEOUT_S": "2"}
+    forget_registered_visibility_timeout(workers.redis_url)
     first = workers.start("first", tmp_path / "heartbeat-1", **short)
     client.send_task("lifecycle.work", args=(str(log), 600.0))
     wait_for(lambda: log.exists(), 30, "the first delivery to start")
@@ -143,3 +154,28 @@ def test_a_killed_workers_task_runs_again_elsewhere(workers: Workers, client: Ce
     wait_for(lambda: log.read_text().count("done") == 1, 40, "the task to run again and finish")
     starts = [line for line in log.read_text().splitlines() if line.startswith("start")]
     assert len(starts) == 2 and starts[0] != starts[1]
+
+
+def test_a_worker_with_another_visibility_timeout_refuses_to_start(workers: Workers, tmp_path: Path) -> None:
+    """A shorter timeout in one worker would take over tasks still running in the others."""
+    forget_registered_visibility_timeout(workers.redis_url)
+    workers.start("default", tmp_path / "heartbeat-1")
+    log = tmp_path / "odd.log"
+    environment = {
+        **os.environ,
+        "ENVIRONMENT": "development",
+        "REDIS_URL": workers.redis_url,
+        "PYTHONPATH": str(ROOT),
+        "TEST_VISIBILITY_TIMEOUT_S": "2",
+    }
+    command = [sys.executable, "-m", "celery", "-A", "tests.deploy.worker_app", "worker", "-Q", QUEUE]
+    command += ["-n", "odd@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"]
+    with log.open("wb") as out:
+        odd = subprocess.run(
+            command, cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT, timeout=60
+        )
+    assert odd.returncode != 0
+    text = log.read_text()
+    assert "refused to start" in text and "QUEUE_VISIBILITY_TIMEOUT_S is 2 here but 7200" in text, text[
+        -2000:
+    ]

@@ -98,3 +98,23 @@ def test_idempotency_key_is_claimed_once_then_replayed(jobs: JobStore) -> None:
     assert jobs.reserve_idempotency(tenant, key, "other", 60)["response"] == {"status": 202}  # type: ignore[index]
     jobs.release_idempotency(tenant, key)
     assert jobs.reserve_idempotency(tenant, key, "other", 60) is None
+
+
+def test_a_cancelled_relabel_leaves_the_job_succeeded(jobs: JobStore) -> None:
+    job_id = new(jobs)
+    jobs.begin(job_id, "caption")
+    jobs.succeed(job_id)
+    assert jobs.reopen(job_id, "labelling") == "succeeded"
+    assert jobs.request_cancel(job_id) == "running"
+    assert not jobs.begin(job_id, "labelling")  # the relabel task notices the cancel
+    assert jobs.status(job_id) == "succeeded"
+    # a later relabel that finishes, then a cancel of a finished job, changes nothing
+    assert jobs.reopen(job_id, "labelling") == "succeeded"
+    jobs.succeed(job_id)
+    assert jobs.request_cancel(job_id) == "succeeded" and jobs.status(job_id) == "succeeded"
+    # an ordinary job that is cancelled still ends cancelled
+    other = new(jobs)
+    jobs.begin(other, "caption")
+    jobs.request_cancel(other)
+    jobs.succeed(other)
+    assert jobs.status(other) == "cancelled"

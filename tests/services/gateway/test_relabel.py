@@ -69,6 +69,15 @@ def test_relabel_uses_the_endpoint_reports_accounting_and_then_hits_the_cache(
         quality = again["labelling"]["quality"]
         assert 0 < quality["clusters_scored"] <= n_clusters and 0.0 <= quality["mean"] <= 1.0
 
+        # A relabel cancelled at once stops the relabel, not the job: its result still stands.
+        assert client.post(f"/v1/jobs/{job['id']}:relabel", json={"offline": True}).status_code == 202
+        assert client.post(f"/v1/jobs/{job['id']}:cancel").status_code == 202
+        stopped = wait_for(client, f"/v1/jobs/{job['id']}", DONE)
+        assert stopped["status"] == "succeeded", stopped
+        assert client.get(f"/v1/jobs/{job['id']}/hierarchy").status_code == 200
+        assert client.post(f"/v1/jobs/{job['id']}:relabel", json={"offline": True}).status_code == 202
+        assert wait_for(client, f"/v1/jobs/{job['id']}", DONE)["status"] == "succeeded"
+
 
 def test_only_a_succeeded_job_can_be_relabelled(suite: Any) -> None:
     with httpx.Client(base_url=suite.url, headers=suite.headers(), timeout=60) as client:
