@@ -223,6 +223,13 @@ class JobStore:
             pipe.delete(*keys)
             pipe.execute()
 
+    def delete_quietly(self, job_id: str) -> None:
+        """`delete`, where Redis may be down (cleanup after a failed submission)."""
+        try:
+            self.delete(job_id)
+        except Exception:  # Redis unreachable: then the record was never written either
+            log.warning("could not remove the record of job %s", job_id)
+
     # --- transitions ---------------------------------------------------------------------------
 
     def transition(self, job_id: str, allowed: Sequence[Status], to: Status, **fields: str) -> str | None:

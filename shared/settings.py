@@ -42,6 +42,9 @@ class InfraSettings(BaseSettings):
     s3_connect_timeout_s: float = Field(5.0, gt=0)
     s3_read_timeout_s: float = Field(60.0, gt=0)
     s3_retries: int = Field(3, ge=0, le=10)
+    # A task that fails because object storage or Redis stopped answering is tried again, with
+    # growing pauses (5, 10, 20, 30, 30 ... s), for this long before the job fails (shared.tasks).
+    dependency_retry_window_s: int = Field(120, ge=0)
     # A task that outlives the visibility timeout is handed to a second worker while the first
     # still runs; hard limit < visibility timeout rules that out.
     queue_visibility_timeout_s: int = Field(7200, ge=60)

@@ -19,6 +19,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from shared import artifacts, metrics
 from shared.contracts.problem import ProblemDetails
+from shared.dependencies import unavailable_dependency
 from shared.errors import NeuronAtlasError
 from shared.jobstore import JobStore
 from shared.options import PipelineOptions
@@ -100,32 +101,22 @@ def describe_error(stage: str, exc: BaseException) -> dict[str, Any]:
     return problem.body()
 
 
-@dataclass(frozen=True)
-class Dependency:
-    kind: str
-    name: str
-
-
-def unavailable_dependency(exc: BaseException) -> Dependency | None:
-    """The service an error says is down: object storage (urllib3 and minio's server errors)
-    or Redis (connection and timeout errors); None for anything else."""
-    import redis
-    import urllib3
-    from minio.error import ServerError
-
-    if isinstance(exc, urllib3.exceptions.HTTPError | ServerError):
-        return Dependency("object-storage", "object storage")
-    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-        return Dependency("redis", "the job store (Redis)")
-    return None
+def retry_pause(retries: int, window_s: float) -> int | None:
+    """The pause before try `retries + 1` (5, 10, 20, 30, 30 ... s), or None once the pauses
+    so far and this one would pass `window_s`."""
+    pauses = [min(5 * 2**n, 30) for n in range(retries + 1)]
+    return pauses[-1] if sum(pauses) <= window_s else None
 
 
 def job_task(name: str, stage: str) -> Callable[[Callable[..., None]], Any]:
-    """Register `body(job, *args)` as Celery task `name`; the first task argument is the job id."""
+    """Register `body(job, *args)` as Celery task `name`; the first task argument is the job id.
+
+    A failure because object storage or Redis stopped answering is retried with growing pauses
+    for `dependency_retry_window_s`; a job fails only after that, or at once for other errors."""
 
     def register(body: Callable[..., None]) -> Any:
         @functools.wraps(body)
-        def run(job_id: str, *args: Any) -> None:
+        def run(task: Any, job_id: str, *args: Any) -> None:
             jobs = job_store()
             if not jobs.begin(job_id, stage):
                 log.info("%s %s: job %s is no longer running; skipped", name, args, job_id)
@@ -135,13 +126,26 @@ def job_task(name: str, stage: str) -> Callable[[Callable[..., None]], Any]:
             try:
                 body(job, *args)
             except Exception as exc:
+                pause = retry_pause(task.request.retries, get_infra_settings().dependency_retry_window_s)
+                dependency = unavailable_dependency(exc)
+                if pause is not None and dependency is not None:
+                    log.warning(
+                        "%s %s for job %s: %s unavailable; again in %d s",
+                        name,
+                        args,
+                        job_id,
+                        dependency.name,
+                        pause,
+                    )
+                    metrics.TASK_RETRIES.labels(name).inc()
+                    raise task.retry(exc=exc, countdown=pause) from None
                 log.exception("%s %s failed for job %s", name, args, job_id)
                 metrics.TASK_FAILURES.labels(name).inc()
                 jobs.fail(job_id, describe_error(stage, exc))
                 raise
             metrics.observe_task(stage, time.monotonic() - started, _images_of(job, stage, args))
 
-        return get_app().task(name=name)(run)
+        return get_app().task(name=name, bind=True, max_retries=None)(run)
 
     return register
 

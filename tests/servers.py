@@ -92,6 +92,7 @@ class S3Server:
     secret_key: str
     process: subprocess.Popen[bytes]
     folder: Path
+    args: list[str] = field(default_factory=list)
 
     def client(self):  # type: ignore[no-untyped-def]
         from shared.storage import make_s3_client
@@ -106,6 +107,12 @@ class S3Server:
     def stop(self) -> None:
         # weed takes its time over a graceful stop; its data is a temp folder, so don't wait long.
         _stop(self.process, grace=1.0)
+
+    def restart(self, timeout: float = 60) -> None:
+        """Start again on the same ports and data (after `stop`, for outage tests)."""
+        log = (self.folder / "weed.log").open("ab")
+        self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
+        _wait_ready(self, timeout)
 
 
 def start_seaweedfs(folder: Path, access_key: str, secret_key: str, timeout: float = 60) -> S3Server:
@@ -153,18 +160,23 @@ def start_seaweedfs(folder: Path, access_key: str, secret_key: str, timeout: flo
     log = (folder / "weed.log").open("wb")
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{ports['s3']}"
-    server = S3Server(endpoint, access_key, secret_key, process, folder)
+    server = S3Server(endpoint, access_key, secret_key, process, folder, args)
+    _wait_ready(server, timeout)
+    return server
+
+
+def _wait_ready(server: S3Server, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if server.process.poll() is not None:
             break
         try:
             server.make_bucket("probe-ready")
-            return server
+            return
         except Exception:
             time.sleep(0.3)
-    _stop(process)
-    raise RuntimeError(f"SeaweedFS did not start; see {folder / 'weed.log'}")
+    _stop(server.process)
+    raise RuntimeError(f"SeaweedFS did not start; see {server.folder / 'weed.log'}")
 
 
 @dataclass

@@ -13,11 +13,13 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.contracts.problem import ProblemDetails
+from shared.dependencies import unavailable_dependency
 from shared.errors import NeuronAtlasError
 
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
+RETRY_AFTER_S = 10  # what a client waits before trying again when Redis or S3 is down
 
 
 class Problem(Exception):
@@ -97,5 +99,26 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        dependency = unavailable_dependency(exc)
+        if dependency is not None:
+            # A dependency that is down is not our bug: 503 with a time to come back, and never
+            # the exception's text (it names hosts and keys).
+            log.warning(
+                "%s %s: %s unavailable (%s)",
+                request.method,
+                request.url.path,
+                dependency.name,
+                type(exc).__name__,
+            )
+            return problem_response(
+                request,
+                Problem(
+                    503,
+                    f"{dependency.kind}-unavailable",
+                    f"The service cannot reach {dependency.name} right now.",
+                    fix="Try again shortly; nothing was created by this request.",
+                    headers={"Retry-After": str(RETRY_AFTER_S)},
+                ),
+            )
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(request, Problem(500, "internal", "Internal server error."))

@@ -110,20 +110,20 @@ def submit(
     totals = {stage: 1 for stage in STAGES if stage != "ingest"}
     totals.update(ingest=images, caption=images, activation=images)
     callbacks = [c.model_dump(mode="json") for c in spec.callbacks]
-    record = jobs.create(job_id, tenant, images, len(manifest["skipped"]), shards, totals, callbacks)
-    jobs.shard_done(job_id, "ingest", 0, images)
+    try:
+        record = jobs.create(job_id, tenant, images, len(manifest["skipped"]), shards, totals, callbacks)
+        jobs.shard_done(job_id, "ingest", 0, images)
+    except BaseException:
+        # Redis went away: no record, so no objects either (the caller gets a 503 and retries).
+        store.delete_prefix(artifacts.job_prefix(job_id))
+        jobs.delete_quietly(job_id)
+        raise
     try:
         enqueue(job_id, shards)
     except Exception as exc:
-        log.exception("could not enqueue job %s", job_id)
-        jobs.fail(
-            job_id,
-            {
-                "type": "queue-unavailable",
-                "title": "The job could not be queued",
-                "detail": f"{type(exc).__name__}: {exc}",
-                "fix": "Submit again when the queue is back.",
-            },
-        )
-        raise EnqueueFailed(str(exc)) from exc
+        log.warning("could not enqueue job %s: %s", job_id, type(exc).__name__)
+        # Nothing half-made stays behind: the caller is told to submit again.
+        store.delete_prefix(artifacts.job_prefix(job_id))
+        jobs.delete_quietly(job_id)
+        raise EnqueueFailed(type(exc).__name__) from exc
     return jobs.get(job_id) or record

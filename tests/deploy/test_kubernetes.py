@@ -83,14 +83,17 @@ def test_the_scaler_reads_the_redis_the_workers_use(overlay: str) -> None:
         assert int(metadata["databaseIndex"]) == database
 
 
-def test_the_lists_the_scalers_watch_are_the_ones_celery_fills(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_lists_the_scalers_watch_are_the_ones_celery_fills(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Send one task per queue through the suite's real Celery app; each ScaledObject's list
-    then holds exactly one message."""
+    then holds exactly one message. On a Redis of its own: the session's may have workers
+    consuming those queues."""
     import redis
 
     from shared import queue
     from shared.settings import get_infra_settings
+    from tests.servers import start_redis
 
+    redis_server = start_redis(tmp_path)
     monkeypatch.setenv("ENVIRONMENT", "development")
     monkeypatch.setenv("REDIS_URL", redis_server.url)
     get_infra_settings.cache_clear()
@@ -108,8 +111,8 @@ def test_the_lists_the_scalers_watch_are_the_ones_celery_fills(redis_server, mon
                 list_name = scaled["spec"]["triggers"][0]["metadata"]["listName"]
                 assert client.llen(list_name) == 1, f"{scaled['metadata']['name']} watches {list_name}"
     finally:
-        client.flushdb()
         client.close()
+        redis_server.stop()
         get_infra_settings.cache_clear()
         queue.get_app.cache_clear()
 

@@ -35,3 +35,13 @@ def test_redis_down_is_named_without_its_address() -> None:
 
 def test_other_errors_stay_internal() -> None:
     assert describe_error("groups", ValueError("boom"))["type"].endswith(":internal")
+
+
+def test_retry_pauses_grow_and_stop_at_the_window() -> None:
+    from shared.tasks import retry_pause
+
+    pauses = []
+    while (pause := retry_pause(len(pauses), 120)) is not None:
+        pauses.append(pause)
+    assert pauses == [5, 10, 20, 30, 30] and sum(pauses) <= 120
+    assert retry_pause(0, 0) is None  # a window of 0: no retries

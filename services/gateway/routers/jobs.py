@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from services.gateway.deps import JobDep, JobsDep, ServicesDep, StoreDep, TenantDep
 from services.gateway.idempotency import IdempotentRequest
 from services.gateway.page_tokens import decode_page_token, encode_page_token
-from services.gateway.problems import Problem
+from services.gateway.problems import RETRY_AFTER_S, Problem
 from services.gateway.submission import SUBMIT_BODY, read_submission
 from services.gateway.submit import EnqueueFailed, collect_uploads, import_prefix, limits_of, submit
 from shared import artifacts
@@ -73,7 +73,14 @@ async def create_job(
     except EnqueueFailed as exc:
         if idempotent:
             await idempotent.release()
-        raise Problem(503, "queue-unavailable", "The job could not be queued.", str(exc)) from exc
+        raise Problem(
+            503,
+            "queue-unavailable",
+            "The job could not be queued.",
+            f"The queue did not take it ({exc}); nothing was kept.",
+            fix="Submit again shortly.",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        ) from exc
     except BaseException:
         if idempotent:
             await idempotent.release()
