@@ -14,17 +14,31 @@ class Dependency:
     name: str
 
 
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    import urllib3
+    from minio.error import ServerError
+
+    return (urllib3.exceptions.HTTPError, ServerError)
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    import redis
+    from kombu.exceptions import OperationalError
+
+    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError)
+
+
+def dependency_errors() -> tuple[type[BaseException], ...]:
+    """Every exception class that means object storage or Redis is down."""
+    return _storage_errors() + _redis_errors()
+
+
 def unavailable_dependency(exc: BaseException) -> Dependency | None:
     """The service an error says is down: object storage (urllib3 and minio's server errors)
     or Redis (connection and timeout errors, and the queue's when it cannot publish); None for
     anything else."""
-    import redis
-    import urllib3
-    from kombu.exceptions import OperationalError
-    from minio.error import ServerError
-
-    if isinstance(exc, urllib3.exceptions.HTTPError | ServerError):
+    if isinstance(exc, _storage_errors()):
         return Dependency("object-storage", "object storage")
-    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | OperationalError):
+    if isinstance(exc, _redis_errors()):
         return Dependency("redis", "the job store (Redis)")
     return None

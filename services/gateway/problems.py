@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.contracts.problem import ProblemDetails
-from shared.dependencies import unavailable_dependency
+from shared.dependencies import dependency_errors, unavailable_dependency
 from shared.errors import NeuronAtlasError
 
 log = logging.getLogger(__name__)
@@ -97,28 +97,30 @@ def install(app: FastAPI) -> None:
             request, Problem(422, exc.kind, "The submission cannot be used.", exc.problem, exc.fix)
         )
 
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # A dependency that is down is not our bug: 503 with a time to come back, and never the
+        # exception's text (it names hosts and keys).
+        dependency = unavailable_dependency(exc)
+        assert dependency is not None
+        what = (request.method, request.url.path, dependency.name, type(exc).__name__)
+        log.warning("%s %s: %s unavailable (%s)", *what)
+        return problem_response(
+            request,
+            Problem(
+                503,
+                f"{dependency.kind}-unavailable",
+                f"The service cannot reach {dependency.name} right now.",
+                fix="Try again shortly; nothing was created by this request.",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            ),
+        )
+
+    # Registered by class, so they answer inside the app (an `Exception` handler answers from
+    # the outermost middleware, after the request log, and the server then drops the connection).
+    for kind in dependency_errors():
+        app.add_exception_handler(kind, _unavailable)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        dependency = unavailable_dependency(exc)
-        if dependency is not None:
-            # A dependency that is down is not our bug: 503 with a time to come back, and never
-            # the exception's text (it names hosts and keys).
-            log.warning(
-                "%s %s: %s unavailable (%s)",
-                request.method,
-                request.url.path,
-                dependency.name,
-                type(exc).__name__,
-            )
-            return problem_response(
-                request,
-                Problem(
-                    503,
-                    f"{dependency.kind}-unavailable",
-                    f"The service cannot reach {dependency.name} right now.",
-                    fix="Try again shortly; nothing was created by this request.",
-                    headers={"Retry-After": str(RETRY_AFTER_S)},
-                ),
-            )
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(request, Problem(500, "internal", "Internal server error."))

@@ -62,7 +62,7 @@ def test_with_redis_down_the_gateway_answers_503_and_keeps_nothing(
                     headers={"Idempotency-Key": "during-the-outage"},
                 ),
                 client.get("/v1/jobs"),
-                client.get("/v1/jobs/some-job"),
+                client.get("/v1/jobs/" + "0" * 32),
             ):
                 assert response.status_code == 503, response.text
                 assert response.headers["content-type"].startswith("application/problem+json")
