@@ -14,21 +14,21 @@ class Dependency:
     name: str
 
 
-def _storage_errors() -> tuple[type[BaseException], ...]:
+def _storage_errors() -> tuple[type[Exception], ...]:
     import urllib3
     from minio.error import ServerError
 
     return (urllib3.exceptions.HTTPError, ServerError)
 
 
-def _redis_errors() -> tuple[type[BaseException], ...]:
+def _redis_errors() -> tuple[type[Exception], ...]:
     import redis
     from kombu.exceptions import OperationalError
 
     return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError)
 
 
-def dependency_errors() -> tuple[type[BaseException], ...]:
+def dependency_errors() -> tuple[type[Exception], ...]:
     """Every exception class that means object storage or Redis is down."""
     return _storage_errors() + _redis_errors()
 
