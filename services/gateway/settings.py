@@ -29,6 +29,12 @@ class GatewaySettings(BaseSettings):
     max_image_pixels: int = Field(50_000_000, ge=1)
     max_archive_entries: int = Field(200_000, ge=1)
     max_expanded_bytes: int = Field(8 * 1024**3, ge=1, description="Total size of unpacked archives.")
+    max_file_bytes: int = Field(
+        160 * 1024**2,
+        ge=1024,
+        description="Largest single image file, sent or unpacked; larger ones are skipped unread "
+        "(a 50-megapixel BMP is 150 MB).",
+    )
     presign_expiry_s: int = Field(3600, ge=60, le=7 * 24 * 3600)
     idempotency_ttl_s: int = Field(24 * 3600, ge=60)
 

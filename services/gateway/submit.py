@@ -38,6 +38,7 @@ def limits_of(settings: GatewaySettings) -> Limits:
         settings.max_image_pixels,
         settings.max_archive_entries,
         settings.max_expanded_bytes,
+        settings.max_file_bytes,
     )
 
 

@@ -56,6 +56,14 @@ class Limits:
     max_image_pixels: int
     max_archive_entries: int
     max_expanded_bytes: int
+    max_file_bytes: int = 160 * 1024**2
+
+
+# An archive entry over 1 MiB that expands more than this is skipped unread: images are already
+# compressed (a flat-colour BMP may reach 50:1), a zip of zeros reaches 1000:1.
+MAX_COMPRESSION_RATIO = 100
+# Image bytes read but not yet stored, across the upload threads.
+IN_FLIGHT_BYTES = 512 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,24 @@ def archive_kind(head: bytes) -> str | None:
     return None
 
 
+class _ByteBudget:
+    """A semaphore counted in bytes: image bytes waiting for their upload stay under `limit`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+        self._changed = threading.Condition()
+
+    def acquire(self, size: int) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self.used == 0 or self.used + size <= self.limit)
+            self.used += size
+
+    def release(self, size: int) -> None:
+        with self._changed:
+            self.used -= size
+            self._changed.notify_all()
+
+
 class Collector:
     """Takes named files one at a time; stores each image at once (content-addressed, so a file
     sent twice is stored once) and remembers what it saw, so `manifest()` can order it."""
@@ -108,7 +134,7 @@ class Collector:
         self._expanded = 0
         self._images = 0
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ingest-put")
-        self._inflight = threading.BoundedSemaphore(32)  # bounds the image bytes held in memory
+        self._inflight = _ByteBudget(max(IN_FLIGHT_BYTES, limits.max_file_bytes))
         self._futures: list[Future[None]] = []
 
     # --- input ---------------------------------------------------------------------------------
@@ -147,7 +173,22 @@ class Collector:
         elif kind == "tar":
             self._add_tar(name, handle)
         else:
-            self.add_file(safe_name(name, "upload"), handle.read())
+            name = safe_name(name, "upload")
+            size = handle.seek(0, 2)
+            handle.seek(0)
+            if size > self.limits.max_file_bytes:
+                self._too_large(name, size)
+            else:
+                self.add_file(name, handle.read())
+
+    def _too_large(self, name: str, size: int) -> None:
+        self._names.add(name)
+        self.items.append(
+            _Item(
+                name,
+                reason=f"{size:,} bytes, above the limit of {self.limits.max_file_bytes:,}; downscale it",
+            )
+        )
 
     def _add_metadata(self, name: str, data: bytes) -> None:
         try:
@@ -194,6 +235,16 @@ class Collector:
                     if info.flag_bits & 0x1:
                         self.items.append(_Item(name, reason="encrypted archive entry"))
                         continue
+                    if info.file_size > self.limits.max_file_bytes:
+                        self._too_large(name, info.file_size)  # never read: no memory spent on it
+                        continue
+                    if info.file_size > 2**20 and info.file_size > MAX_COMPRESSION_RATIO * max(
+                        1, info.compress_size
+                    ):
+                        self.items.append(
+                            _Item(name, reason=f"expands more than {MAX_COMPRESSION_RATIO}:1 (a zip bomb?)")
+                        )
+                        continue
                     with zf.open(info) as entry:
                         data = entry.read(info.file_size + 1)  # never more than declared, +1 to notice lies
                     if len(data) > info.file_size:
@@ -220,6 +271,9 @@ class Collector:
                             "Archive regular files only.",
                         )
                     self._count_entry(archive, member.size)
+                    if member.size > self.limits.max_file_bytes:
+                        self._too_large(name, member.size)
+                        continue
                     extracted = tf.extractfile(member)
                     if extracted is None:
                         continue
@@ -228,13 +282,13 @@ class Collector:
             raise InputError(f"{archive} is not a readable tar archive ({exc}).") from None
 
     def _store(self, key: str, data: bytes) -> None:
-        self._inflight.acquire()
+        self._inflight.acquire(len(data))
 
         def put() -> None:
             try:
                 self._put(key, data)
             finally:
-                self._inflight.release()
+                self._inflight.release(len(data))
 
         self._futures.append(self._pool.submit(put))
 

@@ -122,3 +122,37 @@ def test_too_many_images_are_refused() -> None:
     with pytest.raises(LimitExceeded, match="more than 1 images"):
         c.add_file("b.png", png.getvalue())
     c.wait()
+
+
+def zeros_zip(name: str, size: int) -> bytes:
+    """A zip holding `size` bytes of zeros under `name`, written in pieces (a tiny file)."""
+    buffer, info = io.BytesIO(), zipfile.ZipInfo(name)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    with zipfile.ZipFile(buffer, "w") as archive, archive.open(info, "w", force_zip64=True) as entry:
+        piece = bytes(2**20)
+        for _ in range(size // 2**20):
+            entry.write(piece)
+    return buffer.getvalue()
+
+
+def test_entries_above_the_file_limit_or_a_bomb_ratio_are_skipped_unread(sample_dir: Path) -> None:
+    png = sorted(sample_dir.glob("*.png"))[0]
+    limits = Limits(
+        max_images=10,
+        max_image_pixels=10**8,
+        max_archive_entries=10,
+        max_expanded_bytes=10**9,
+        max_file_bytes=8 * 2**20,
+    )
+    stored: dict[str, bytes] = {}
+    c = collector(stored, limits)
+    c.add_upload("big.zip", io.BytesIO(zeros_zip("huge.png", 16 * 2**20)))  # above the file limit
+    c.add_upload("bomb.zip", io.BytesIO(zeros_zip("bomb.png", 4 * 2**20)))  # 4 MiB at about 1000:1
+    c.add_upload("too-big.png", io.BytesIO(bytes(9 * 2**20)))
+    c.add_upload(png.name, io.BytesIO(png.read_bytes()))
+    c.wait()
+    reasons = {item.name: item.reason for item in c.items}
+    assert "above the limit of 8,388,608" in str(reasons["huge.png"])
+    assert "zip bomb" in str(reasons["bomb.png"])
+    assert "above the limit" in str(reasons["too-big.png"])
+    assert reasons[png.name] is None and len(stored) == 1
