@@ -99,17 +99,23 @@ def inspect_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
 
 
 def decode_image(data: bytes, min_side: int | None = DECODE_MIN_SIDE) -> Image.Image:
-    """Decode to RGB, no smaller than `min_side` on either side where the format can decode at a
-    reduced scale (JPEG), full size otherwise or when `min_side` is None; raises ValueError
-    naming the problem for truncated or corrupt files."""
+    """Decode to RGB at a reduced scale, never under `min_side` on either side (JPEG decodes at
+    that scale; other formats are reduced right after decoding); full size when `min_side` is
+    None. Raises ValueError naming the problem for truncated or corrupt files."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             if min_side is not None:
                 image.draft("RGB", (min_side, min_side))  # never below the requested size
             image.load()
-            return image.convert("RGB")
+            rgb = image.convert("RGB")
     except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError(f"image could not be decoded ({exc}); re-export or remove it") from None
+    if min_side is not None and min(rgb.size) >= 2 * min_side:
+        # Formats without a draft mode (PNG, WebP, BMP) are reduced the same way right after
+        # decoding, by a whole factor that keeps both sides at least `min_side`: a shard of
+        # 7000 x 7000 PNGs then holds 0.4-megapixel images, not 49-megapixel ones.
+        rgb = rgb.reduce(min(rgb.size) // min_side)
+    return rgb
 
 
 def scan_image_folder(folder: Path, max_pixels: int) -> tuple[list[ImageRecord], list[SkippedFile]]:

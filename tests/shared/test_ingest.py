@@ -163,3 +163,16 @@ def test_a_caption_given_for_a_later_copy_goes_with_the_image_its_first_copy_kee
     manifest = manifest_document(records, skipped, {"b.png": "a red square"})
     assert [(e["file_name"], e["caption"]) for e in manifest["images"]] == [("a_copy.png", "a red square")]
     assert manifest["skipped"] == [{"file_name": "b.png", "reason": "same bytes as a_copy.png (duplicate)"}]
+
+
+def test_large_images_without_a_draft_mode_are_reduced_right_after_decoding():
+    from shared.ingest import decode_image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4000, 3000), (10, 200, 30)).save(buffer, format="PNG")
+    image = decode_image(buffer.getvalue())
+    assert 384 <= min(image.size) < 768 and image.size[0] in (571, 572)  # 3000 // 384 = 7: 1/7 scale
+    assert decode_image(buffer.getvalue(), min_side=None).size == (4000, 3000)
+    small = io.BytesIO()
+    Image.new("RGB", (700, 500)).save(small, format="PNG")
+    assert decode_image(small.getvalue()).size == (700, 500)  # under twice the bound: untouched
