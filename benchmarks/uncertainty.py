@@ -4,8 +4,8 @@
    synthetic job the size of the reference run: 25,000 images, 6 nested levels, 960 neurons (all
    ResNet18 stage channels), 200 bootstrap resamples. Target: under 60 s on a 2-core machine.
    Baseline in the same run: the groups stage (`build_groups`) on the same arrays.
-2. Model passes: Monte Carlo dropout / test-time augmentation, causal checks and the pruning
-   report on ResNet18 (random weights) over a few hundred small images, each as a ratio to one
+2. Model passes: dropout passes (MC or injected), causal checks and the pruning
+   curve on ResNet18 (random weights) over a few hundred small images, each as a ratio to one
    plain forward pass over the same images.
 
     python benchmarks/uncertainty.py [--images 25000] [--model-images 200] [--skip-model]
@@ -27,7 +27,8 @@ from neuron_core.groups import build_groups
 from neuron_core.layers import LayerInfo
 from services.uncertainty import ablation as abl
 from services.uncertainty.model_uncertainty import stochastic_active_sets
-from services.uncertainty.stage import _causal_checks, compute_uncertainty, pruning_report
+from services.uncertainty.pruning import pruning_curve
+from services.uncertainty.stage import _causal_checks, compute_uncertainty
 from shared.options import PipelineOptions
 
 RESNET18_LAYERS = [("layer1", 64), ("layer2", 128), ("layer3", 256), ("layer4", 512)]
@@ -137,8 +138,24 @@ def bench_model_passes(n_images: int, options: PipelineOptions) -> None:
     _causal_checks(clusters, partitions, levels, layers, options, model, ablation, read, device)
     causal = time.perf_counter() - start
     start = time.perf_counter()
-    prune = np.random.default_rng(1).random(960) < 0.5
-    pruning_report(model, ablation, read, n_images, prune, layers, options, device)
+    # one curve point per threshold, pruning shares as a significance sweep gives them
+    shares = np.linspace(0.7, 0.3, len(options.pruning_thresholds))
+    prunes = [
+        (q, np.random.default_rng(1).random(960) < share)
+        for q, share in zip(options.pruning_thresholds, shares, strict=True)
+    ]
+    pruning_curve(
+        model,
+        ablation,
+        read,
+        n_images,
+        prunes,
+        layers,
+        options.pruning_random_sets,
+        options.seed,
+        options.batch_size,
+        device,
+    )
     pruning = time.perf_counter() - start
     ablation.close()
     checked = sum(1 for c in clusters.values() if c.get("causal"))
@@ -153,7 +170,8 @@ def bench_model_passes(n_images: int, options: PipelineOptions) -> None:
         f"<= {options.ablation_max_images} images each): {causal:.1f} s = {causal / plain:.1f}x"
     )
     print(
-        f"  pruning report ({options.pruning_random_sets} random sets): "
+        f"  pruning curve ({len(options.pruning_thresholds)} points x (1 + {options.pruning_random_sets} "
+        "random sets)): "
         f"{pruning:.1f} s = {pruning / plain:.1f}x"
     )
 

@@ -23,6 +23,11 @@ class JobSpec(BaseModel):
     captions: dict[str, str] = Field(
         default_factory=dict, description="file_name -> caption; wins over a metadata.csv/jsonl."
     )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="file_name -> class label (the target model's class index), for the pruning "
+        "curve's accuracy; wins over a metadata.csv/jsonl `label` column.",
+    )
 
 
 class PrefixSource(BaseModel):
