@@ -51,7 +51,7 @@ def save_tiny_blip(folder: Path) -> Path:
 #     active); 14..63 are random (read only pixel noise that carries no concept).
 #   layer2 (48 channels): 3c..3c+2 each sum concept c's layer1 detectors; 12 sums the generic
 #     ones; 13..47 are random mixes of layer1's random channels.
-#   head: class c reads layer2 channels 3c..3c+2 only.
+#   head: class c reads layer2 channels 3c..3c+2 only (a logit of about 3).
 # Each concept is spread over three neurons per layer, so a random set rarely holds all of them.
 # With top_fraction 0.125 (8 of layer1, 6 of layer2 active per image) and min_support 0.5, the
 # level-1 group of concept c's cluster is its 6 detectors plus the 3 generic neurons.
@@ -138,7 +138,8 @@ def planted_net(planted: bool = True, seed: int = 0) -> Any:
                     weight[:13] = 0.0
                     for c in range(PLANTED_CONCEPTS):
                         weight[3 * c : 3 * c + 3, 3 * c : 3 * c + 3] = 1.0
-                        head.weight[c, 3 * c : 3 * c + 3] = 1.0 / 3.0
+                        # logit ~3 for the true class: confident, not certain (entropy > 0)
+                        head.weight[c, 3 * c : 3 * c + 3] = 1.0 / 18.0
                     weight[12, 12:14] = 1.0
                 else:
                     head.weight.copy_(torch.randn(PLANTED_CONCEPTS, 48, generator=generator) / 7.0)
