@@ -35,7 +35,7 @@ from neuron_core.groups import build_groups  # noqa: E402
 from neuron_core.hooks import ActivationReader, preprocess  # noqa: E402
 from neuron_core.layers import LayerInfo  # noqa: E402
 from services.uncertainty import ablation as abl  # noqa: E402
-from services.uncertainty.ablation import ChannelAblation, causal_check  # noqa: E402
+from services.uncertainty.ablation import AblatedModel, causal_check  # noqa: E402
 from services.uncertainty.stage import compute_uncertainty  # noqa: E402
 from services.uncertainty.stats import proportion_interval  # noqa: E402
 from shared.options import PipelineOptions  # noqa: E402
@@ -116,7 +116,7 @@ def null_false_positives(groups: int, random_sets: int, alpha: float = 0.05) -> 
     images, _ = planted_images(4, seed=1)
     model = planted_net(planted=False)
     inputs = preprocess(images)[:, :, :32, :32]  # the model is resolution-free: small is fast
-    ablation = ChannelAblation(model, LAYERS)
+    ablated = AblatedModel(model, LAYERS)
     rng = np.random.default_rng(0)
     p_values, keep_only, before = [], [], []
     rank_pvalue = abl.set_rank_pvalue
@@ -134,11 +134,11 @@ def null_false_positives(groups: int, random_sets: int, alpha: float = 0.05) -> 
             group[rng.choice(64, 5, replace=False)] = True
             group[64 + rng.choice(48, 3, replace=False)] = True
             rows = rng.choice(len(images), 6, replace=False)
-            result = causal_check(model, ablation, inputs[rows], group, LAYERS, random_sets, alpha, rng, 4096)
+            result = causal_check(ablated, inputs[rows], group, LAYERS, random_sets, alpha, rng, 4096)
             p_values.append(result.p_value)
             keep_only.append(result.keep_only_p_value)
     finally:
-        ablation.close()
+        ablated.close()
         abl.set_rank_pvalue = rank_pvalue  # type: ignore[assignment]
     p, k = np.array(p_values), np.array(keep_only)
     se = np.sqrt(alpha * (1 - alpha) / groups)

@@ -106,6 +106,12 @@ class ActivationReader:
 
 def preprocess(images: Sequence[Image.Image]) -> torch.Tensor:
     """ImageNet evaluation transform: resize shorter side to 256, centre crop 224, normalise."""
+    return normalise(crops(images))
+
+
+def crops(images: Sequence[Image.Image]) -> np.ndarray:
+    """The transform's resized centre crops as uint8 (images, 224, 224, 3): a quarter of the
+    memory of the normalised tensor, and exactly what `normalise` turns into it."""
     arrays = np.empty((len(images), CROP, CROP, 3), dtype=np.uint8)
     for i, image in enumerate(images):
         width, height = image.size
@@ -114,7 +120,12 @@ def preprocess(images: Sequence[Image.Image]) -> torch.Tensor:
         resized = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
         left, top = (size[0] - CROP) // 2, (size[1] - CROP) // 2
         arrays[i] = np.asarray(resized.crop((left, top, left + CROP, top + CROP)))
-    batch = torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div_(255.0)
+    return arrays
+
+
+def normalise(arrays: np.ndarray) -> torch.Tensor:
+    """uint8 crops (images, H, W, 3) to the normalised float batch (images, 3, H, W)."""
+    batch = torch.from_numpy(np.ascontiguousarray(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return batch.sub_(mean).div_(std).contiguous()

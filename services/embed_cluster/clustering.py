@@ -3,15 +3,19 @@
 FINCH's first and most expensive step is each caption's nearest neighbour. Up to
 `ann_threshold` captions we compute it exactly ourselves, as blocked matrix products over the
 unit vectors: memory stays bounded (FINCH's own exact path holds several n x n matrices, about
-10 GB at 25,000), and no JIT is involved (pynndescent compiles for ~40 s in every new process on
-2 cores). Above the threshold FINCH uses pynndescent, seeded. Either way the neighbours are
-handed to the same FINCH merging, so results differ by neighbour exactness alone.
+10 GB at 25,000), and no JIT is involved (pynndescent compiles for ~30 s on 2 cores the first
+time it is imported after install; numba caches the result beside the package). Above the
+threshold FINCH uses pynndescent, seeded. Either way the neighbours are handed to the same FINCH
+merging, so results differ by neighbour exactness alone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import sys
+import types
+from typing import Any
 
 import numpy as np
 
@@ -44,13 +48,41 @@ def first_neighbours(unit: np.ndarray) -> np.ndarray:
     return nearest
 
 
+def _deferred_nndescent(*args: Any, **kwargs: Any) -> Any:
+    from pynndescent import NNDescent
+
+    return NNDescent(*args, **kwargs)
+
+
+def _finch() -> Any:
+    """FINCH, imported without importing pynndescent.
+
+    `finch` imports pynndescent at its top, and pynndescent JIT-compiles its trees at import:
+    29 s of a 69 s first demo on a fresh install (2 cores; numba caches it for later processes,
+    which still pay 2 s), for a library that only runs above `ann_threshold`. So finch is
+    imported against a stand-in module whose `NNDescent` imports the real one on first use; the
+    stand-in leaves `sys.modules` again at once."""
+    if "finch.finch" not in sys.modules and "pynndescent" not in sys.modules:
+        stand_in = types.ModuleType("pynndescent")
+        stand_in.NNDescent = _deferred_nndescent  # type: ignore[attr-defined]
+        sys.modules["pynndescent"] = stand_in
+        try:
+            import finch.finch  # noqa: F401
+        finally:
+            if sys.modules.get("pynndescent") is stand_in:
+                del sys.modules["pynndescent"]
+    from finch import FINCH
+
+    return FINCH
+
+
 def finch_partitions(embeddings: np.ndarray, ann_threshold: int = 50_000, seed: int = 0) -> np.ndarray:
     """Int32 (images, levels), level 1 (the finest) first; cosine distance; reproducible."""
     n = embeddings.shape[0]
     if n < 3:
         # FINCH needs a neighbour for each point and more than one cluster to merge into.
         return np.zeros((n, 1), dtype=np.int32)
-    from finch import FINCH
+    FINCH = _finch()
 
     unit = unit_rows(embeddings)
     initial_rank = first_neighbours(unit) if n <= ann_threshold else None

@@ -22,6 +22,7 @@ from scipy import stats
 from torch import nn
 
 from neuron_core.layers import LayerInfo
+from neuron_core.read_layer_start import split_at_first_read_layer
 
 
 class ChannelAblation:
@@ -51,28 +52,64 @@ class ChannelAblation:
             handle.remove()
 
 
+class AblatedModel:
+    """The target model with a keep mask per row over the selected neurons.
+
+    Every variant of an image computes the same thing up to the first read layer, so where the
+    model's graph allows it (`neuron_core.read_layer_start`) that prefix runs once per image and
+    each variant starts from its output; otherwise each variant runs the whole model."""
+
+    def __init__(self, module: nn.Module, layers: Sequence[LayerInfo], from_read_layer: bool = True) -> None:
+        self.module = module
+        self.ablation = ChannelAblation(module, layers)
+        self.start = (
+            split_at_first_read_layer(module, [layer.name for layer in layers]) if from_read_layer else None
+        )
+        self._first = next((x for x in layers if self.start and x.name == self.start.first_layer), None)
+
+    @torch.inference_mode()
+    def starts(self, images: torch.Tensor) -> torch.Tensor:
+        """What the variants of these images start from: the first read layer's output, or the
+        images themselves."""
+        return self.start.prefix(images) if self.start else images
+
+    @torch.inference_mode()
+    def logits(self, starts: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        self.ablation.keep = keep
+        try:
+            if self.start is None or self._first is None:
+                return self.module(starts)
+            first = self._first
+            cols = keep[:, first.offset : first.offset + first.channels]
+            kept = starts * cols.view(*cols.shape, *([1] * (starts.ndim - 2))).to(starts.dtype)
+            return self.start.suffix(kept)
+        finally:
+            self.ablation.keep = None
+
+    def close(self) -> None:
+        self.ablation.close()
+
+
 @torch.inference_mode()
 def masked_logits(
-    module: nn.Module,
-    ablation: ChannelAblation,
-    inputs: torch.Tensor,
+    model: AblatedModel,
+    starts: torch.Tensor,
     keeps: np.ndarray,
     image_index: np.ndarray,
     variant_index: np.ndarray,
     batch_size: int,
 ) -> torch.Tensor:
-    """Logits for (image, variant) pairs: image `inputs[image_index[j]]` with the neurons of
-    `keeps[variant_index[j]]` (bool, variants x neurons) kept and the rest zeroed."""
-    device = inputs.device
+    """Logits for (image, variant) pairs: image `image_index[j]` (its row of `starts`, see
+    `AblatedModel.starts`) with the neurons of `keeps[variant_index[j]]` (bool, variants x
+    neurons) kept and the rest zeroed."""
+    device = starts.device
     keep_tensor = torch.from_numpy(keeps.astype(np.float32)).to(device)
     outputs = []
-    try:
-        for start in range(0, len(image_index), batch_size):
-            rows = slice(start, start + batch_size)
-            ablation.keep = keep_tensor[torch.from_numpy(variant_index[rows]).to(device)]
-            outputs.append(module(inputs[torch.from_numpy(image_index[rows]).to(device)]).float().cpu())
-    finally:
-        ablation.keep = None
+    for start in range(0, len(image_index), batch_size):
+        rows = slice(start, start + batch_size)
+        keep = keep_tensor[torch.from_numpy(variant_index[rows]).to(device)]
+        batch = starts[torch.from_numpy(image_index[rows]).to(device)]
+        outputs.append(model.logits(batch, keep).float().cpu())
     return torch.cat(outputs) if outputs else torch.empty(0)
 
 
@@ -170,8 +207,7 @@ class CausalResult:
 
 
 def causal_check(
-    module: nn.Module,
-    ablation: ChannelAblation,
+    model: AblatedModel,
     inputs: torch.Tensor,
     group: np.ndarray,
     layers: Sequence[LayerInfo],
@@ -191,7 +227,7 @@ def causal_check(
     n_variants = keeps.shape[0]
     image_index = np.tile(np.arange(m), n_variants)
     variant_index = np.repeat(np.arange(n_variants), m)
-    logits = masked_logits(module, ablation, inputs, keeps, image_index, variant_index, batch_size)
+    logits = masked_logits(model, model.starts(inputs), keeps, image_index, variant_index, batch_size)
     base, logits = logits[:m], logits[m:]
     top = base.argmax(dim=1)
     rows = image_index[m:]

@@ -24,7 +24,6 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from neuron_core import hooks
@@ -34,8 +33,8 @@ from neuron_core.layers import LayerInfo
 from services.uncertainty.entropy import EntropySplit, decompose
 
 Method = Literal["mc_dropout", "injected_dropout", "tta"]
-ImageSource = Callable[[Sequence[int]], list[Image.Image]]
-"""Decoded images for row indices of the job (the order of its image ids)."""
+InputSource = Callable[[Sequence[int]], torch.Tensor]
+"""The target model's normalised input batch for row indices of the job (`ModelInputs`)."""
 
 _MEAN = torch.tensor(hooks.IMAGENET_MEAN).view(1, 3, 1, 1)
 _STD = torch.tensor(hooks.IMAGENET_STD).view(1, 3, 1, 1)
@@ -143,7 +142,7 @@ class StochasticActivity:
 def stochastic_active_sets(
     module: nn.Module,
     layers: Sequence[LayerInfo],
-    read_images: ImageSource,
+    inputs: InputSource,
     n_images: int,
     top_fraction: float,
     ranking: str,
@@ -154,7 +153,7 @@ def stochastic_active_sets(
     method: Method | None = None,
     dropout_rate: float = 0.1,
 ) -> StochasticActivity:
-    """T = `samples` stochastic passes over all images (decoded once per batch). `method` None:
+    """T = `samples` stochastic passes over all images (read once per batch). `method` None:
     dropout (the model's own, else injected at `dropout_rate`); "tta": test-time augmentation."""
     names = [layer.name for layer in layers]
     method = method or pick_method(module, names, device)
@@ -178,7 +177,7 @@ def stochastic_active_sets(
             torch.manual_seed(seed)  # dropout draws from the global generator; fork_rng restores it
             for start in range(0, n_images, batch_size):
                 rows = list(range(start, min(start + batch_size, n_images)))
-                batch = hooks.preprocess(read_images(rows)).to(device)
+                batch = inputs(rows).to(device)
                 outputs.clear()
                 for t in range(samples):
                     view = augment(batch, generator) if method == "tta" else batch

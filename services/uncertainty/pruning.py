@@ -16,12 +16,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from neuron_core.hooks import preprocess
 from neuron_core.layers import LayerInfo
 from services.uncertainty import ablation as abl
-from services.uncertainty.model_uncertainty import ImageSource
+from services.uncertainty.model_uncertainty import InputSource
 
 
 def kept_at(q_values: Sequence[np.ndarray], members: Sequence[np.ndarray], threshold: float) -> np.ndarray:
@@ -48,16 +46,14 @@ def accuracy(logits: torch.Tensor, labels: np.ndarray | None) -> float | None:
 
 
 def pruning_curve(
-    model: nn.Module,
-    ablation: abl.ChannelAblation,
-    read_images: ImageSource,
+    ablated: abl.AblatedModel,
+    inputs: InputSource,
     n_images: int,
     prunes: Sequence[tuple[float, np.ndarray]],
     layers: Sequence[LayerInfo],
     random_sets: int,
     seed: int,
     batch_size: int,
-    device: torch.device,
     labels: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """The unpruned logits and one curve point per (q threshold, neurons to prune)."""
@@ -74,12 +70,10 @@ def pruning_curve(
     outputs: list[list[torch.Tensor]] = [[] for _ in range(n_variants)]
     for start in range(0, n_images, batch_size):
         rows = list(range(start, min(start + batch_size, n_images)))
-        inputs = preprocess(read_images(rows)).to(device)
         m = len(rows)
         logits = abl.masked_logits(
-            model,
-            ablation,
-            inputs,
+            ablated,
+            ablated.starts(inputs(rows)),
             keeps,
             np.tile(np.arange(m), n_variants),
             np.repeat(np.arange(n_variants), m),
@@ -104,9 +98,8 @@ def pruning_curve(
 
 
 def pruning_report(
-    model: nn.Module,
-    ablation: abl.ChannelAblation,
-    read_images: ImageSource,
+    ablated: abl.AblatedModel,
+    inputs: InputSource,
     n_images: int,
     q_values: Sequence[np.ndarray],
     members: Sequence[np.ndarray],
@@ -116,14 +109,13 @@ def pruning_report(
     random_sets: int,
     seed: int,
     batch_size: int,
-    device: torch.device,
     labels: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The job's `pruning`: the point at q <= alpha up front, the whole curve beside it."""
     points = sorted({*thresholds, alpha})
     prunes = [(q, ~kept_at(q_values, members, q)) for q in points]
     base, curve = pruning_curve(
-        model, ablation, read_images, n_images, prunes, layers, random_sets, seed, batch_size, device, labels
+        ablated, inputs, n_images, prunes, layers, random_sets, seed, batch_size, labels
     )
     at_alpha = curve[points.index(alpha)]
     return {

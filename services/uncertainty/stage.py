@@ -23,14 +23,13 @@ from torch import nn
 
 from neuron_core.active_sets import read_active_sets
 from neuron_core.groups import LevelGroups, difference_neurons, one_hot, stored_groups
-from neuron_core.hooks import preprocess
 from neuron_core.layers import LayerInfo
 from neuron_core.target_model import LoadedModel
 from services.uncertainty import ablation as abl
 from services.uncertainty.bootstrap import BootstrapResult, bootstrap_groups
 from services.uncertainty.entropy import EntropySplit, cluster_means
+from services.uncertainty.model_inputs import ImageSource, ModelInputs
 from services.uncertainty.model_uncertainty import (
-    ImageSource,
     StochasticActivity,
     expected_support,
     stochastic_active_sets,
@@ -166,8 +165,9 @@ def compute_uncertainty(
     )
     passes_model = model is not None and read_images is not None
     device = device or torch.device("cpu")
-    activity = _passes(model, layers, read_images, mask.shape[0], options, device, dropout=True)
-    sensitivity = _passes(model, layers, read_images, mask.shape[0], options, device, dropout=False)
+    inputs = ModelInputs(read_images, device) if read_images is not None else None
+    activity = _passes(model, layers, inputs, mask.shape[0], options, device, dropout=True)
+    sensitivity = _passes(model, layers, inputs, mask.shape[0], options, device, dropout=False)
     rate = collection_rate(mask)
     clusters: dict[str, dict[str, Any]] = {}
     for lv, (level, st) in enumerate(zip(levels, level_stats, strict=True)):
@@ -194,16 +194,13 @@ def compute_uncertainty(
     _difference_tests(clusters, partitions, mask, levels, options)
     pruning = None
     if passes_model and options.ablation_random_sets > 0:
-        assert model is not None and read_images is not None
-        ablation = abl.ChannelAblation(model, layers)
+        assert model is not None and inputs is not None
+        ablated = abl.AblatedModel(model, layers)
         try:
-            _causal_checks(
-                clusters, partitions, levels, layers, options, model, ablation, read_images, device
-            )
+            _causal_checks(clusters, partitions, levels, layers, options, ablated, inputs)
             pruning = pruning_report(
-                model,
-                ablation,
-                read_images,
+                ablated,
+                inputs,
                 mask.shape[0],
                 [st.q_value for st in level_stats],
                 [level.members for level in levels],
@@ -213,11 +210,10 @@ def compute_uncertainty(
                 options.pruning_random_sets,
                 options.seed,
                 options.batch_size,
-                device,
                 labels,
             )
         finally:
-            ablation.close()
+            ablated.close()
     correct_across_clusters(clusters, options.alpha)
     return Uncertainty.model_validate(
         {
@@ -233,7 +229,7 @@ def compute_uncertainty(
 def _passes(
     model: nn.Module | None,
     layers: Sequence[LayerInfo],
-    read_images: ImageSource | None,
+    inputs: ModelInputs | None,
     n_images: int,
     options: PipelineOptions,
     device: torch.device,
@@ -241,12 +237,12 @@ def _passes(
 ) -> StochasticActivity | None:
     """Dropout passes (model uncertainty) or test-time augmentation (input sensitivity)."""
     samples = options.mc_samples if dropout else options.tta_samples
-    if model is None or read_images is None or samples == 0:
+    if model is None or inputs is None or samples == 0:
         return None
     return stochastic_active_sets(
         model,
         layers,
-        read_images,
+        inputs,
         n_images,
         options.top_fraction,
         options.ranking,
@@ -349,10 +345,8 @@ def _causal_checks(
     levels: Sequence[LevelGroups],
     layers: Sequence[LayerInfo],
     options: PipelineOptions,
-    model: nn.Module,
-    ablation: abl.ChannelAblation,
-    read_images: ImageSource,
-    device: torch.device,
+    ablated: abl.AblatedModel,
+    inputs: ModelInputs,
 ) -> None:
     """A causal check for every cluster with a non-empty group, on at most
     `ablation_max_images` of its images (a seeded choice)."""
@@ -365,11 +359,9 @@ def _causal_checks(
             images = np.flatnonzero(partitions[:, lv] == k)
             if images.shape[0] > options.ablation_max_images:
                 images = np.sort(rng.choice(images, options.ablation_max_images, replace=False))
-            inputs = preprocess(read_images(images.tolist())).to(device)
             result = abl.causal_check(
-                model,
-                ablation,
-                inputs,
+                ablated,
+                inputs(images.tolist()),
                 level.members[k],
                 layers,
                 options.ablation_random_sets,

@@ -98,3 +98,50 @@ def test_bad_caption_files_say_what_is_wrong(tmp_path, name, content, message):
     (tmp_path / name).write_text(content)
     with pytest.raises(InputError, match=message):
         read_captions(tmp_path / name)
+
+
+def jpeg(size: tuple[int, int], seed: int = 0) -> bytes:
+    """A photo-like JPEG: smooth gradients plus noise, so scaled decoding has detail to lose."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    x, y = np.meshgrid(np.linspace(0, 1, w), np.linspace(0, 1, h))
+    pixels = np.stack([x * 255, y * 255, (x + y) * 127], axis=-1) + rng.normal(0, 8, (h, w, 3))
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.clip(0, 255).astype("uint8")).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_large_jpegs_decode_at_a_reduced_scale_never_below_what_the_models_need():
+    from shared.ingest import DECODE_MIN_SIDE, decode_image
+
+    # 4000 x 3000 decodes at 1/4 (1000 x 750); 1/8 would be 500 x 375, under 384 on one side.
+    assert decode_image(jpeg((4000, 3000))).size == (1000, 750)
+    assert decode_image(jpeg((4000, 3000)), min_side=None).size == (4000, 3000)
+    assert decode_image(jpeg((640, 480))).size == (640, 480)  # under twice the bound: full size
+    assert decode_image(jpeg((3000, 800))).size == (1500, 400)
+    assert min(decode_image(jpeg((2000, 1600))).size) >= DECODE_MIN_SIDE
+
+
+def test_scaled_decoding_gives_the_target_model_nearly_the_same_input():
+    import torch
+
+    from neuron_core.hooks import preprocess
+    from shared.ingest import decode_image
+
+    data = jpeg((4000, 3000), seed=1)
+    scaled, full = preprocess([decode_image(data)]), preprocess([decode_image(data, min_side=None)])
+    # normalised units (about 1/58 of the 0..255 range per 0.07): a few grey levels at most
+    assert float((scaled - full).abs().mean()) < 0.05
+    assert float(torch.corrcoef(torch.stack([scaled.flatten(), full.flatten()]))[0, 1]) > 0.99
+
+
+def test_shards_decode_in_parallel_and_keep_their_order(tmp_path):
+    datas = {f"{i:03d}.jpg": jpeg((64 + i, 48), seed=i) for i in range(40)}
+    datas["bad.jpg"] = b"\xff\xd8 not really"
+    entries = [{"file_name": name} for name in sorted(datas)]
+    kept, images, skipped = decode_entries(entries, lambda entry: datas[entry["file_name"]])
+    assert [e["file_name"] for e in kept] == sorted(n for n in datas if n != "bad.jpg")
+    assert [im.size[0] for im in images] == [64 + i for i in range(40)]
+    assert [s["file_name"] for s in skipped] == ["bad.jpg"]

@@ -1,3 +1,7 @@
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -23,6 +27,35 @@ def test_finch_repeats_exactly_with_approximate_neighbours():
     data = blobs(60, 6, seed=1)
     first = finch_partitions(data, ann_threshold=50, seed=7)  # 360 > 50: pynndescent path
     assert np.array_equal(first, finch_partitions(data, ann_threshold=50, seed=7))
+
+
+def test_exact_neighbours_never_import_pynndescent():
+    # pynndescent JIT-compiles for about 30 s at import on 2 cores; below the ANN threshold it
+    # never runs, so a fresh process must not pay for it (it was half of the demo's time).
+    script = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        from services.embed_cluster.clustering import finch_partitions
+        x = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
+        assert finch_partitions(x).shape[0] == 200
+        import finch.finch
+        print("pynndescent" in sys.modules, finch.finch.pynndescent_available)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.split() == ["False", "True"], out.stderr
+
+
+def test_approximate_neighbours_go_through_the_real_pynndescent():
+    import finch.finch
+
+    data = blobs(60, 6, seed=1)
+    finch_partitions(data, ann_threshold=50, seed=7)
+    assert "pynndescent" in sys.modules and type(sys.modules["pynndescent"].__spec__).__name__ == "ModuleSpec"
+    assert finch.finch.pynndescent_available
 
 
 def test_levels_nest_and_get_coarser():

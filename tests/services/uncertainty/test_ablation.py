@@ -13,7 +13,7 @@ from torch import nn
 from neuron_core.hooks import preprocess
 from neuron_core.layers import LayerInfo
 from services.uncertainty.ablation import (
-    ChannelAblation,
+    AblatedModel,
     causal_check,
     difference_separation,
     matched_random_sets,
@@ -57,19 +57,17 @@ def group_of(*neurons: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def setup(
     read_images: Callable[[Sequence[int]], list[Image.Image]],
-) -> tuple[nn.Module, ChannelAblation, torch.Tensor]:
+) -> tuple[nn.Module, AblatedModel, torch.Tensor]:
     model = HandBuilt().eval()
     # the model is resolution-free: small crops of the preprocessed images keep the test fast
-    return model, ChannelAblation(model, LAYERS), preprocess(read_images(range(6)))[:, :, :32, :32]
+    return model, AblatedModel(model, LAYERS), preprocess(read_images(range(6)))[:, :, :32, :32]
 
 
 def test_planted_group_has_a_large_significant_causal_effect(
-    setup: tuple[nn.Module, ChannelAblation, torch.Tensor],
+    setup: tuple[nn.Module, AblatedModel, torch.Tensor],
 ) -> None:
-    model, ablation, inputs = setup
-    result = causal_check(
-        model, ablation, inputs, group_of(0, 1, 8, 9), LAYERS, 199, 0.05, np.random.default_rng(0)
-    )
+    _, ablated, inputs = setup
+    result = causal_check(ablated, inputs, group_of(0, 1, 8, 9), LAYERS, 199, 0.05, np.random.default_rng(0))
     assert result.group_drop == pytest.approx(10.0, rel=0.05)  # class 0's whole logit
     # random pairs of these 8-channel layers often hold 0 and 1 (or 8 and 9) too: 1 in 28 each
     assert result.random_drop_mean < result.group_drop / 2
@@ -80,17 +78,17 @@ def test_planted_group_has_a_large_significant_causal_effect(
     assert result.keep_only_effect > 5 and result.keep_only_p_value < 0.15
 
 
-def test_random_sets_have_no_causal_effect(setup: tuple[nn.Module, ChannelAblation, torch.Tensor]) -> None:
-    model, ablation, inputs = setup
+def test_random_sets_have_no_causal_effect(setup: tuple[nn.Module, AblatedModel, torch.Tensor]) -> None:
+    _, ablated, inputs = setup
     for seed, group in enumerate([group_of(13, 14), group_of(2, 12), group_of(4, 5)]):
-        result = causal_check(model, ablation, inputs, group, LAYERS, 8, 0.05, np.random.default_rng(seed))
+        result = causal_check(ablated, inputs, group, LAYERS, 8, 0.05, np.random.default_rng(seed))
         assert result.group_drop == pytest.approx(0.0, abs=1e-4)
         assert result.p_value > 0.05
         assert not result.document(0.05)["significant"]
 
 
 def test_ablation_hooks_change_nothing_when_idle(
-    setup: tuple[nn.Module, ChannelAblation, torch.Tensor],
+    setup: tuple[nn.Module, AblatedModel, torch.Tensor],
 ) -> None:
     model, _, inputs = setup
     with torch.inference_mode():

@@ -13,6 +13,7 @@ from torch import nn
 
 from neuron_core.layers import LayerInfo
 from services.uncertainty.entropy import decompose
+from services.uncertainty.model_inputs import ModelInputs
 from services.uncertainty.model_uncertainty import (
     Method,
     augment,
@@ -48,7 +49,7 @@ def run(
     method: Method | None = None,
 ) -> np.ndarray:
     activity = stochastic_active_sets(
-        model.eval(), LAYERS, read, 12, 0.25, "per_layer", 16, seed, CPU, 5, method=method
+        model.eval(), LAYERS, ModelInputs(read, CPU), 12, 0.25, "per_layer", 16, seed, CPU, 5, method=method
     )
     return activity.passes
 
@@ -71,7 +72,17 @@ def test_dropout_with_p_zero_is_no_dropout_and_gets_injected_dropout(
     model = TinyNet(p=0.0)
     assert pick_method(model, ["layer1", "layer2"], CPU) == "injected_dropout"
     activity = stochastic_active_sets(
-        model.eval(), LAYERS, read_images, 12, 0.25, "per_layer", 16, 0, CPU, 5, dropout_rate=0.2
+        model.eval(),
+        LAYERS,
+        ModelInputs(read_images, CPU),
+        12,
+        0.25,
+        "per_layer",
+        16,
+        0,
+        CPU,
+        5,
+        dropout_rate=0.2,
     )
     assert activity.method == "injected_dropout" and activity.dropout_rate == 0.2
     probability = activity.probability
@@ -96,7 +107,7 @@ def test_augmentation_is_its_own_method_for_input_sensitivity(
 ) -> None:
     model = TinyNet(p=0.0, dropout_in_features=False)
     activity = stochastic_active_sets(
-        model.eval(), LAYERS, read_images, 12, 0.25, "per_layer", 6, 0, CPU, 5, method="tta"
+        model.eval(), LAYERS, ModelInputs(read_images, CPU), 12, 0.25, "per_layer", 6, 0, CPU, 5, method="tta"
     )
     assert activity.method == "tta" and activity.entropy is None and activity.dropout_rate is None
     assert ((activity.probability > 0) & (activity.probability < 1)).any()
@@ -106,7 +117,7 @@ def test_dropout_passes_split_predictive_entropy_into_aleatoric_and_epistemic(
     read_images: Callable[[Sequence[int]], list[Image.Image]],
 ) -> None:
     activity = stochastic_active_sets(
-        TinyNet(p=0.3).eval(), LAYERS, read_images, 12, 0.25, "per_layer", 8, 0, CPU, 5
+        TinyNet(p=0.3).eval(), LAYERS, ModelInputs(read_images, CPU), 12, 0.25, "per_layer", 8, 0, CPU, 5
     )
     split = activity.entropy
     assert split is not None and split.total.shape == (12,)

@@ -13,7 +13,7 @@ from neuron_core.active_sets import active_mask
 from neuron_core.groups import build_groups
 from neuron_core.hooks import ActivationReader, preprocess
 from neuron_core.layers import LayerInfo
-from services.uncertainty.ablation import ChannelAblation, causal_check, matched_random_sets
+from services.uncertainty.ablation import AblatedModel, causal_check, matched_random_sets
 from services.uncertainty.stage import compute_uncertainty
 from shared.options import PipelineOptions
 from tests.tiny_models import (
@@ -143,7 +143,7 @@ def test_causal_check_false_positive_rate_is_about_alpha_under_the_null() -> Non
     images, _ = planted_images(4, seed=1)
     model = planted_net(planted=False)
     inputs = preprocess(images)[:, :, :32, :32]  # the model is resolution-free: small is fast
-    ablation = ChannelAblation(model, LAYERS)
+    ablated = AblatedModel(model, LAYERS)
     rng = np.random.default_rng(0)
     p_values = []
     try:
@@ -152,9 +152,9 @@ def test_causal_check_false_positive_rate_is_about_alpha_under_the_null() -> Non
             group[rng.choice(64, 5, replace=False)] = True
             group[64 + rng.choice(48, 3, replace=False)] = True
             rows = rng.choice(len(images), 6, replace=False)
-            result = causal_check(model, ablation, inputs[rows], group, LAYERS, 19, 0.05, rng, 4096)
+            result = causal_check(ablated, inputs[rows], group, LAYERS, 19, 0.05, rng, 4096)
             p_values.append(result.p_value)
     finally:
-        ablation.close()
+        ablated.close()
     # 200 draws: the standard error at 0.05 is 0.015
     assert 0.01 <= np.mean(np.array(p_values) <= 0.05) <= 0.09
