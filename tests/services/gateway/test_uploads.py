@@ -142,3 +142,11 @@ def test_too_many_images_are_refused() -> None:
     with pytest.raises(LimitExceeded, match="more than 1 images"):
         c.add_file("b.png", png.getvalue())
     c.wait()
+
+
+def test_the_api_spec_takes_a_labels_map_beside_captions() -> None:
+    from services.gateway.schemas import JobSpec
+
+    spec = JobSpec.model_validate({"captions": {"a.png": "a cat"}, "labels": {"a.png": "281"}})
+    assert spec.labels == {"a.png": "281"}
+    assert JobSpec().labels == {}
