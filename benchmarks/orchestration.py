@@ -102,6 +102,7 @@ def main() -> None:
         "shard_size": args.shard_size,
         "device": "cpu",
         "mc_samples": 0,
+        "tta_samples": 0,
         "ablation_random_sets": 0,
         "pruning_random_sets": 0,
     }

@@ -4,8 +4,8 @@
    synthetic job the size of the reference run: 25,000 images, 6 nested levels, 960 neurons (all
    ResNet18 stage channels), 200 bootstrap resamples. Target: under 60 s on a 2-core machine.
    Baseline in the same run: the groups stage (`build_groups`) on the same arrays.
-2. Model passes: Monte Carlo dropout / test-time augmentation, causal checks and the pruning
-   report on ResNet18 (random weights) over a few hundred small images, each as a ratio to one
+2. Model passes: dropout passes (MC or injected), causal checks and the pruning
+   curve on ResNet18 (random weights) over a few hundred small images, each as a ratio to one
    plain forward pass over the same images.
 
     python benchmarks/uncertainty.py [--images 25000] [--model-images 200] [--skip-model]
@@ -28,7 +28,8 @@ from neuron_core.layers import LayerInfo
 from services.uncertainty import ablation as abl
 from services.uncertainty.model_inputs import ModelInputs
 from services.uncertainty.model_uncertainty import stochastic_active_sets
-from services.uncertainty.stage import _causal_checks, compute_uncertainty, pruning_report
+from services.uncertainty.pruning import pruning_curve
+from services.uncertainty.stage import _causal_checks, compute_uncertainty
 from shared.options import PipelineOptions
 
 RESNET18_LAYERS = [("layer1", 64), ("layer2", 128), ("layer3", 256), ("layer4", 512)]
@@ -149,8 +150,22 @@ def bench_model_passes(n_images: int, options: PipelineOptions) -> None:
     same = _same_decisions(documents["whole passes"], clusters)
     ablated = abl.AblatedModel(model, layers)
     start = time.perf_counter()
-    prune = np.random.default_rng(1).random(960) < 0.5
-    pruning_report(ablated, inputs, n_images, prune, layers, options)
+    # one curve point per threshold, pruning shares as a significance sweep gives them
+    shares = np.linspace(0.7, 0.3, len(options.pruning_thresholds))
+    prunes = [
+        (q, np.random.default_rng(1).random(960) < share)
+        for q, share in zip(options.pruning_thresholds, shares, strict=True)
+    ]
+    pruning_curve(
+        ablated,
+        inputs,
+        n_images,
+        prunes,
+        layers,
+        options.pruning_random_sets,
+        options.seed,
+        options.batch_size,
+    )
     pruning = time.perf_counter() - start
     ablated.close()
     checked = sum(1 for c in clusters.values() if c.get("causal"))
@@ -167,7 +182,8 @@ def bench_model_passes(n_images: int, options: PipelineOptions) -> None:
         f"({timings['whole passes'] / causal:.2f}x slower); same decisions: {same}"
     )
     print(
-        f"  pruning report ({options.pruning_random_sets} random sets): "
+        f"  pruning curve ({len(options.pruning_thresholds)} points x (1 + {options.pruning_random_sets} "
+        "random sets)): "
         f"{pruning:.1f} s = {pruning / plain:.1f}x"
     )
 

@@ -30,6 +30,7 @@ from shared.ingest import (
     find_caption_file,
     manifest_document,
     read_captions,
+    read_labels,
     scan_image_folder,
 )
 from shared.options import PipelineOptions
@@ -67,7 +68,7 @@ def ingest(
                 image_dir,
                 ", ".join(unmatched[:3]),
             )
-    manifest = manifest_document(records, skipped, provided)
+    manifest = manifest_document(records, skipped, provided, read_labels(source) if source else None)
     put_json(store, artifacts.SPEC, {"options": options.model_dump(mode="json")})
     put_json(store, artifacts.MANIFEST, manifest)
     return manifest

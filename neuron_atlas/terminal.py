@@ -121,18 +121,31 @@ def print_uncertainty_report(hierarchy: Hierarchy, stream: TextIO) -> None:
         return "n/a" if value is None else f"{value:.0%}"
 
     stability = summary.mean_stability
+    causal = hierarchy.uncertainty.method.causal
+    floor = (
+        f"; with {causal.random_sets} random sets no p-value is below {1 / (causal.random_sets + 1):.3g}"
+        if causal
+        else ""
+    )
     print(
         f"uncertainty: {summary.memberships} memberships, {share(summary.reliable_share)} reliable, "
-        f"{share(summary.significant_share)} significant; bootstrap stability "
-        f"{'n/a' if stability is None else f'{stability:.2f}'}; causal effect in "
-        f"{summary.clusters_with_causal_effect} of {summary.clusters_checked} clusters checked",
+        f"{share(summary.significant_share)} selective (more active in the cluster than in the rest), "
+        f"{summary.generic_memberships} held by {summary.generic_neurons} generic neurons (active in "
+        f"at least min_support of all images); bootstrap "
+        f"stability {'n/a' if stability is None else f'{stability:.2f}'}; causal effect in "
+        f"{summary.clusters_with_causal_effect} of {summary.clusters_checked} clusters checked "
+        f"(Benjamini-Hochberg across clusters{floor})",
         file=stream,
     )
     if pruning and pruning.pruned:
         random = pruning.random
-        versus = f" (random pruning: {random[0].top1_agreement:.0%})" if random else ""
+        versus = (
+            f" (random pruning of as many: {sum(r.top1_agreement for r in random) / len(random):.0%})"
+            if random
+            else ""
+        )
         print(
-            f"pruning {pruning.neurons_pruned} neurons in no significant membership keeps top-1 "
+            f"pruning {pruning.neurons_pruned} neurons in no selective membership keeps top-1 "
             f"agreement at {pruning.pruned.top1_agreement:.0%}{versus}",
             file=stream,
         )

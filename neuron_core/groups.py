@@ -67,9 +67,14 @@ def parent_index(partitions: np.ndarray, level: int) -> np.ndarray:
 
 
 def build_groups(
-    partitions: np.ndarray, mask: np.ndarray, min_support: float, rule: str = "intersect"
+    partitions: np.ndarray,
+    mask: np.ndarray,
+    min_support: float,
+    rule: str = "intersect",
+    exclude_generic: bool = False,
 ) -> list[LevelGroups]:
-    """Groups for every level of `partitions` (images x levels, level 1 first)."""
+    """Groups for every level of `partitions` (images x levels, level 1 first). With
+    `exclude_generic`, neurons active in >= `min_support` of all images join no group."""
     if partitions.shape[0] != mask.shape[0]:
         raise ValueError("partitions and active sets disagree on the number of images")
     if rule not in ("intersect", "direct"):
@@ -78,9 +83,10 @@ def build_groups(
     n_levels = partitions.shape[1]
     parents = [parent_index(partitions, lv) for lv in range(n_levels - 1)] + [None]
     levels: list[LevelGroups] = []
+    allowed = ~(mask.mean(axis=0) >= min_support) if exclude_generic else np.ones(mask.shape[1], dtype=bool)
     for lv in range(n_levels):
         sizes, counts = cluster_counts(partitions[:, lv], active)
-        direct = counts >= min_support * sizes[:, None]
+        direct = (counts >= min_support * sizes[:, None]) & allowed
         if lv == 0 or rule == "direct":
             members = direct
         else:

@@ -30,7 +30,7 @@ from shared.contracts.hierarchy import (
     TargetRecord,
 )
 from shared.contracts.labels import ClusterLabel, Labelling, Labels
-from shared.contracts.uncertainty import MemberStats, Uncertainty
+from shared.contracts.uncertainty import ImageEntropy, MemberStats, PredictiveEntropy, Uncertainty
 from shared.options import PipelineOptions
 from shared.storage import Store, get_json, get_npy
 from shared.tree import ClusterNode, build_tree
@@ -68,13 +68,28 @@ def membership_evidence(members: MemberStats) -> dict[int, Evidence]:
             p_value=members.p_value[j],
             q_value=members.q_value[j],
             significant=members.significant[j],
+            chance_p_value=members.chance_p_value[j],
+            chance_q_value=members.chance_q_value[j],
+            above_chance=members.above_chance[j],
+            collection_rate=members.collection_rate[j],
+            generic=members.generic[j],
             reliable=members.reliable[j],
             inclusion_probability=_at(members.inclusion_probability, j),
             expected_support=_at(members.expected_support, j),
             expected_support_sd=_at(members.expected_support_sd, j),
+            augmented_support=_at(members.augmented_support, j),
+            augmented_support_sd=_at(members.augmented_support_sd, j),
         )
         for j, neuron in enumerate(members.neuron)
     }
+
+
+def _image_entropy(entropy: ImageEntropy | None, i: int) -> PredictiveEntropy | None:
+    if entropy is None:
+        return None
+    return PredictiveEntropy(
+        total=entropy.total[i], aleatoric=entropy.aleatoric[i], epistemic=entropy.epistemic[i]
+    )
 
 
 def _at(values: Sequence[float] | None, j: int) -> float | None:
@@ -123,6 +138,7 @@ def cluster_documents(
                             stability=stats.stability,
                             causal=stats.causal,
                             difference_test=stats.difference_test,
+                            predictive_entropy=stats.predictive_entropy,
                         )
                         if stats
                         else None
@@ -151,6 +167,8 @@ def assemble_hierarchy(store: Store, version: str) -> Hierarchy:
         else None
     )
     file_names = {image["id"]: image["file_name"] for image in manifest["images"]}
+    class_labels = {image["id"]: image.get("label") for image in manifest["images"]}
+    entropy = uncertainty.image_entropy if uncertainty else None
     hierarchy = Hierarchy(
         schema_version=SCHEMA_VERSION,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -164,8 +182,10 @@ def assemble_hierarchy(store: Store, version: str) -> Hierarchy:
                 file_name=file_names[row["image_id"]],
                 caption=row["caption"],
                 caption_source=row["source"],
+                label=class_labels.get(row["image_id"]),
+                predictive_entropy=_image_entropy(entropy, i),
             )
-            for row in rows
+            for i, row in enumerate(rows)
         ],
         skipped=[SkippedFile.model_validate(s) for s in [*manifest["skipped"], *shard_skipped]],
         labelling=labelling,

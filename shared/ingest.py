@@ -183,15 +183,37 @@ def _rows_from_jsonl(text: str, source: Path) -> Iterable[dict[str, str]]:
         yield row
 
 
-def read_captions(source: Path) -> dict[str, str]:
-    """Captions from an imagefolder-style metadata file: `file_name` plus `caption` or `text`."""
+def _metadata_text(source: Path) -> str:
     try:
-        text = source.read_text(encoding="utf-8-sig")
+        return source.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise InputError(f"Cannot read captions file {source}: {exc.strerror or exc}.") from None
     except UnicodeDecodeError:
         raise InputError(f"Captions file {source} is not UTF-8 text.", "Save it as UTF-8.") from None
-    return captions_from_text(text, source)
+
+
+def read_captions(source: Path) -> dict[str, str]:
+    """Captions from an imagefolder-style metadata file: `file_name` plus `caption` or `text`."""
+    return captions_from_text(_metadata_text(source), source)
+
+
+def read_labels(source: Path) -> dict[str, str]:
+    """Class labels from the same metadata file's optional `label` column (see labels_from_text)."""
+    return labels_from_text(_metadata_text(source), source)
+
+
+def labels_from_text(text: str, source: Path) -> dict[str, str]:
+    """`file_name -> label` from a metadata file's optional `label` column or field: the target
+    model's class index of the image, which lets the pruning curve report top-1 accuracy."""
+    rows: Iterable[dict[str, str]] = (
+        _rows_from_jsonl(text, source) if source.suffix == ".jsonl" else _rows_from_csv(text)
+    )
+    labels: dict[str, str] = {}
+    for row in rows:
+        label = row.get("label")
+        if "file_name" in row and label is not None and str(label).strip():
+            labels[str(row["file_name"]).strip().lstrip("./")] = str(label).strip()
+    return labels
 
 
 def captions_from_text(text: str, source: Path) -> dict[str, str]:
@@ -229,17 +251,25 @@ def find_caption_file(folder: Path) -> Path | None:
 
 
 def manifest_document(
-    records: Iterable[ImageRecord], skipped: Iterable[SkippedFile], provided: dict[str, str]
+    records: Iterable[ImageRecord],
+    skipped: Iterable[SkippedFile],
+    provided: dict[str, str],
+    labels: dict[str, str] | None = None,
 ) -> dict[str, object]:
-    """manifest.json: accepted images in order (with any caption they brought) and skipped files.
+    """manifest.json: accepted images in order (with any caption and class label they brought)
+    and skipped files.
 
-    Of files with the same bytes the first in sorted order keeps the image; a caption given
-    only for a later copy goes with it, so a copy that sorts first does not lose it."""
+    Of files with the same bytes the first in sorted order keeps the image; a caption or label
+    given only for a later copy goes with it, so a copy that sorts first does not lose it."""
     skipped = list(skipped)
     provided = dict(provided)
+    labels = dict(labels or {})
     for s in skipped:
-        if s.duplicate_of is not None and s.duplicate_of not in provided and s.file_name in provided:
-            provided[s.duplicate_of] = provided[s.file_name]
+        if s.duplicate_of is None:
+            continue
+        for given in (provided, labels):
+            if s.duplicate_of not in given and s.file_name in given:
+                given[s.duplicate_of] = given[s.file_name]
     return {
         "images": [
             {
@@ -250,6 +280,7 @@ def manifest_document(
                 "height": r.height,
                 "caption": provided.get(r.file_name),
             }
+            | ({"label": labels[r.file_name]} if r.file_name in labels else {})
             for r in records
         ],
         "skipped": [{"file_name": s.file_name, "reason": s.reason} for s in skipped],

@@ -70,23 +70,56 @@ class PipelineOptions(BaseModel):
     group_rule: GroupRule = Field(
         "intersect", description="A parent's group: the intersection of its children's, or recounted."
     )
+    exclude_generic: bool = Field(
+        False,
+        description="Leave generic neurons (active in >= min_support of all images) out of every "
+        "group; off by default, as in the paper's rule.",
+    )
     # 8. Uncertainty (seeded by `seed`)
     alpha: float = Field(0.05, gt=0.0, lt=1.0, description="Intervals at 1 - alpha; tests at alpha.")
-    interval: IntervalMethod = Field("wilson", description="Support interval: wilson or clopper_pearson.")
+    interval: IntervalMethod = Field(
+        "clopper_pearson",
+        description="Support interval: clopper_pearson (never below nominal coverage) or wilson "
+        "(narrower; under-covers near p = 0.5 at small n).",
+    )
     bootstrap_resamples: int = Field(
         200, ge=0, le=100_000, description="Bootstrap resamples for group stability; 0: none."
     )
     mc_samples: int = Field(
-        8, ge=0, le=1000, description="Stochastic passes (MC dropout, else test-time augmentation); 0: none."
+        8,
+        ge=0,
+        le=1000,
+        description="Dropout passes for model uncertainty (the model's own dropout, else dropout "
+        "injected before the read layers); 0: none.",
+    )
+    injected_dropout_rate: float = Field(
+        0.1,
+        gt=0.0,
+        lt=1.0,
+        description="Dropout rate injected at test time before each read layer of a model without "
+        "dropout there (post-hoc dropout injection, Ledda et al. 2023).",
+    )
+    tta_samples: int = Field(
+        4, ge=0, le=1000, description="Test-time augmentation passes (input sensitivity); 0: none."
     )
     ablation_random_sets: int = Field(
-        8, ge=0, le=1000, description="Random neuron sets per causal check; 0: no causal checks or pruning."
+        39,
+        ge=0,
+        le=10_000,
+        description="Random neuron sets per causal check (its smallest p-value is 1 / (sets + 1)); "
+        "0: no causal checks or pruning.",
     )
     ablation_max_images: int = Field(
         8, ge=1, le=100_000, description="At most this many of a cluster's images per causal check."
     )
     pruning_random_sets: int = Field(
-        3, ge=0, le=100, description="Random pruning sets beside significance pruning."
+        2, ge=0, le=100, description="Random prunings at each share pruned beside significance pruning."
+    )
+    pruning_thresholds: tuple[float, ...] = Field(
+        (0.001, 0.05, 0.25),
+        min_length=1,
+        description="q-value thresholds of the pruning curve: at each, neurons in no membership "
+        "selective at that q are pruned (alpha is always one of them).",
     )
     # Input limits
     max_image_pixels: int = Field(
@@ -109,3 +142,17 @@ class PipelineOptions(BaseModel):
         if value is not None and (not value or any(not name.strip() for name in value)):
             raise ValueError("name at least one module (no empty names), or leave layers out for the default")
         return value
+
+    @field_validator("pruning_thresholds", mode="before")
+    @classmethod
+    def _split_thresholds(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(float(part) for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("pruning_thresholds")
+    @classmethod
+    def _thresholds_are_probabilities(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0.0 < q <= 1.0 for q in value):
+            raise ValueError("each threshold must be in (0, 1]")
+        return tuple(sorted(set(value)))

@@ -43,6 +43,7 @@ def embedded_result(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
         layers=("layer3", "layer4"),
         bootstrap_resamples=20,
         mc_samples=0,
+        tta_samples=0,
         ablation_random_sets=0,
     )
     run(sample_dir, out, options)

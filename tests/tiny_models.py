@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "circle", "square", "on", "the"]
 
@@ -40,3 +43,109 @@ def save_tiny_blip(folder: Path) -> Path:
     BlipForConditionalGeneration(config).save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+# --- A target model with planted ground truth ------------------------------------------------
+# Images of concept c (0..3) have quadrant c bright. PlantedNet's neurons, by construction:
+#   layer1 (64 channels): 3c..3c+2 detect concept c; 12, 13 are generic (always among the most
+#     active); 14..63 are random (read only pixel noise that carries no concept).
+#   layer2 (48 channels): 3c..3c+2 each sum concept c's layer1 detectors; 12 sums the generic
+#     ones; 13..47 are random mixes of layer1's random channels.
+#   head: class c reads layer2 channels 3c..3c+2 only (a logit of about 3).
+# Each concept is spread over three neurons per layer, so a random set rarely holds all of them.
+# With top_fraction 0.125 (8 of layer1, 6 of layer2 active per image) and min_support 0.5, the
+# level-1 group of concept c's cluster is its 6 detectors plus the 3 generic neurons.
+
+PLANTED_CONCEPTS = 4
+PLANTED_LAYERS = (("layer1", 64, 0), ("layer2", 48, 64))
+PLANTED_TOP_FRACTION = 0.125
+PLANTED_GENERIC = (12, 13, 64 + 12)  # neuron indices over both layers (layer2 starts at 64)
+
+
+def planted_detectors(concept: int) -> set[int]:
+    """The selective neurons planted for `concept` (neuron indices over both layers)."""
+    return {3 * concept + i for i in range(3)} | {64 + 3 * concept + i for i in range(3)}
+
+
+def planted_group(concept: int) -> set[int]:
+    """The level-1 group the group rule must find for `concept`: detectors plus generic ones."""
+    return planted_detectors(concept) | set(PLANTED_GENERIC)
+
+
+def planted_images(per_concept: int, seed: int = 0, size: int = 64) -> tuple[list[Any], np.ndarray]:
+    """`per_concept` noisy images of each concept (quadrant c bright) and their concept labels."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    half = size // 2
+    for concept in range(PLANTED_CONCEPTS):
+        for _ in range(per_concept):
+            pixels = 0.3 + 0.15 * rng.standard_normal((size, size, 3))
+            row, col = divmod(concept, 2)
+            pixels[row * half : (row + 1) * half, col * half : (col + 1) * half] += 0.5
+            images.append(Image.fromarray((pixels.clip(0, 1) * 255).astype(np.uint8)))
+            labels.append(concept)
+    return images, np.array(labels)
+
+
+def planted_net(planted: bool = True, seed: int = 0) -> Any:
+    """PlantedNet (see above) in eval mode; `planted=False` gives the null model: every channel
+    random, so no neuron carries a concept."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class Features(nn.Module):
+        """layer1: concept, generic and random channels from quadrant means and pixel noise."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            generator = torch.Generator().manual_seed(seed)
+            random = torch.randn(64, 192, generator=generator)
+            self.register_buffer("random", random / random.norm(dim=1, keepdim=True))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            grey = x.mean(dim=1, keepdim=True)
+            quadrants = F.adaptive_avg_pool2d(grey, 2)  # (b, 1, 2, 2), row-major = concept order
+            concept = (quadrants - quadrants.mean(dim=(2, 3), keepdim=True)).flatten(1)  # (b, 4)
+            fine = F.adaptive_avg_pool2d(x, 8)
+            # the noise: fine structure minus its quadrant's mean, so it carries no concept
+            residual = (fine - F.interpolate(F.adaptive_avg_pool2d(fine, 2), size=8)).flatten(1)
+            residual = residual / (residual.std(dim=1, keepdim=True) + 1e-6)
+            out = residual @ self.random.T  # (b, 64), about N(0, 1) per channel
+            if planted:
+                detectors = 3.0 * concept.repeat_interleave(3, dim=1)  # 3c..3c+2 <- concept c
+                generic = 5.0 + 0.1 * out[:, 12:14]
+                out = torch.cat([detectors, generic, out[:, 14:]], dim=1)
+            return out[:, :, None, None]
+
+    class PlantedNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer1 = Features()
+            self.layer2 = nn.Conv2d(64, 48, 1, bias=False)
+            self.head = nn.Sequential(nn.Flatten(), nn.Linear(48, PLANTED_CONCEPTS))
+            generator = torch.Generator().manual_seed(seed + 1)
+            with torch.no_grad():
+                weight = torch.zeros(48, 64)
+                mix = torch.randn(48, 50, generator=generator)
+                weight[:, 14:] = mix / mix.norm(dim=1, keepdim=True)  # mixes of random channels
+                head = self.head[1]
+                head.weight.zero_()
+                head.bias.zero_()
+                if planted:
+                    weight[:13] = 0.0
+                    for c in range(PLANTED_CONCEPTS):
+                        weight[3 * c : 3 * c + 3, 3 * c : 3 * c + 3] = 1.0
+                        # logit ~3 for the true class: confident, not certain (entropy > 0)
+                        head.weight[c, 3 * c : 3 * c + 3] = 1.0 / 18.0
+                    weight[12, 12:14] = 1.0
+                else:
+                    head.weight.copy_(torch.randn(PLANTED_CONCEPTS, 48, generator=generator) / 7.0)
+                self.layer2.weight.copy_(weight[:, :, None, None])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.layer2(self.layer1(x)))
+
+    return PlantedNet().eval()

@@ -67,6 +67,8 @@ def run_groups(store: Store, options: PipelineOptions) -> list[LevelGroups]:
     image_ids = [row["image_id"] for row in artifacts.read_usable_captions(store)]
     active = read_active_sets(store, image_ids)
     partitions = get_npy(store, artifacts.PARTITIONS)
-    levels = build_groups(partitions, active.mask, options.min_support, options.group_rule)
+    levels = build_groups(
+        partitions, active.mask, options.min_support, options.group_rule, options.exclude_generic
+    )
     artifacts.write_model(store, artifacts.GROUPS, groups_document(levels, active))
     return levels

@@ -30,7 +30,7 @@ SUBMIT_BODY = {
                     "type": "object",
                     "required": ["spec"],
                     "properties": {
-                        "spec": {"type": "string", "description": "JSON: {options, captions}"},
+                        "spec": {"type": "string", "description": "JSON: {options, captions, labels}"},
                         "files": {
                             "type": "array",
                             "items": {"type": "string", "format": "binary"},

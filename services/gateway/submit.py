@@ -99,7 +99,7 @@ def submit(
     options = spec.options
     try:
         collector = collect(view)
-        manifest = collector.manifest(spec.captions)
+        manifest = collector.manifest(spec.captions, spec.labels)
         # The same two documents the embedded ingest writes, so both runs give one hierarchy.
         put_json(view, artifacts.SPEC, {"options": options.model_dump(mode="json")})
         put_json(view, artifacts.MANIFEST, manifest)

@@ -30,6 +30,7 @@ from shared.ingest import (
     captions_from_text,
     duplicate,
     inspect_image,
+    labels_from_text,
     manifest_document,
     no_usable_images,
     sha256_bytes,
@@ -129,6 +130,7 @@ class Collector:
         self.max_pixels = min(max_pixels, limits.max_image_pixels)
         self.items: list[_Item] = []
         self.metadata: dict[str, str] = {}
+        self.metadata_labels: dict[str, str] = {}
         self._names: set[str] = set()
         self._entries = 0
         self._expanded = 0
@@ -196,6 +198,7 @@ class Collector:
         except UnicodeDecodeError:
             raise InputError(f"Captions file {name} is not UTF-8 text.", "Save it as UTF-8.") from None
         self.metadata.update(captions_from_text(text, Path(name)))
+        self.metadata_labels.update(labels_from_text(text, Path(name)))
 
     def _count_entry(self, archive: str, size: int) -> None:
         self._entries += 1
@@ -302,10 +305,11 @@ class Collector:
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def manifest(self, captions: dict[str, str]) -> dict[str, Any]:
+    def manifest(self, captions: dict[str, str], labels: dict[str, str] | None = None) -> dict[str, Any]:
         """manifest.json in the embedded ingest's order (sorted paths) and duplicate rule (the
-        first name in that order keeps the image). `captions` win over metadata files."""
+        first name in that order keeps the image). `captions` and `labels` win over metadata files."""
         provided = {**self.metadata, **captions}
+        class_labels = {**self.metadata_labels, **(labels or {})}
         records: list[ImageRecord] = []
         skipped: list[SkippedFile] = []
         seen: dict[str, str] = {}
@@ -328,4 +332,4 @@ class Collector:
         unmatched = sorted(set(provided) - {i.name for i in self.items})
         if unmatched:
             log.warning("%d captions name no submitted file (first: %s)", len(unmatched), unmatched[:3])
-        return manifest_document(records, skipped, provided)
+        return manifest_document(records, skipped, provided, class_labels)

@@ -56,8 +56,10 @@ def bootstrap_groups(
     rule: str,
     resamples: int,
     seed: int,
+    exclude: np.ndarray | None = None,
 ) -> BootstrapResult:
-    """Inclusion probabilities and Jaccard stability of every cluster's group (see module doc)."""
+    """Inclusion probabilities and Jaccard stability of every cluster's group (see module doc);
+    `exclude` (bool over neurons): neurons the group rule leaves out (generic ones)."""
     labels = np.asarray(partitions[:, 0], dtype=np.int64)
     sizes = np.bincount(labels, minlength=levels[0].sizes.shape[0]).astype(np.int64)
     order = np.argsort(labels, kind="stable")
@@ -74,6 +76,8 @@ def bootstrap_groups(
     for _ in range(resamples):
         counts = np.asarray((_draw_counts(labels, order, starts, sizes, rng) @ active).todense())
         members = counts >= min_support * levels[0].sizes[:, None]
+        if exclude is not None:
+            members &= ~exclude
         for lv, level in enumerate(levels):
             if lv > 0:
                 if rule == "intersect":
@@ -83,6 +87,8 @@ def bootstrap_groups(
                 else:
                     counts = ups[lv - 1] @ counts
                     members = counts >= min_support * level.sizes[:, None]
+                    if exclude is not None:
+                        members &= ~exclude
             inclusion[lv] += members
             stability[lv] += jaccard_rows(members, level.members)
     scale = 1.0 / max(resamples, 1)

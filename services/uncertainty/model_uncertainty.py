@@ -1,11 +1,17 @@
-"""Model uncertainty of the active sets: Monte Carlo dropout, or test-time augmentation.
+"""Model uncertainty and input sensitivity of the active sets, from stochastic passes.
 
-Monte Carlo dropout (Gal & Ghahramani 2016) keeps the model's dropout on at inference and runs
-T stochastic passes; it only says something when a dropout module runs before some selected
-layer (torchvision's VGG/AlexNet drop out in the classifier, after every conv feature). Other
-models get test-time augmentation instead: a seeded horizontal flip, crop and small colour jitter
-per pass. Either way each pass yields active sets, and their mean is each image's probability that
-a neuron is active.
+- Model uncertainty: Monte Carlo dropout (Gal & Ghahramani 2016) keeps the model's dropout on at
+  inference and runs T stochastic passes. It only says something when a dropout module with
+  p > 0 runs before some selected layer (torchvision's VGG/AlexNet drop out in the classifier,
+  after every conv feature; ViT/Swin carry Dropout(p=0), which adds no noise). Every other model
+  gets dropout injected at test time on the input of each read layer (post-hoc dropout
+  injection, Ledda et al. 2023), at a stated rate. The passes' class probabilities also give the
+  predictive-entropy split into aleatoric and epistemic parts (entropy.py).
+- Input sensitivity: test-time augmentation, a seeded horizontal flip, crop and small colour
+  jitter per pass. It measures how the active sets move with the input, not what the model does
+  not know, and is reported as such.
+
+Each pass yields active sets; their mean is each image's probability that a neuron is active.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from neuron_core import hooks
 from neuron_core.active_sets import active_mask
 from neuron_core.groups import one_hot
 from neuron_core.layers import LayerInfo
+from services.uncertainty.entropy import EntropySplit, decompose
 
-Method = Literal["mc_dropout", "tta"]
+Method = Literal["mc_dropout", "injected_dropout", "tta"]
 InputSource = Callable[[Sequence[int]], torch.Tensor]
 """The target model's normalised input batch for row indices of the job (`ModelInputs`)."""
 
@@ -34,7 +41,8 @@ _STD = torch.tensor(hooks.IMAGENET_STD).view(1, 3, 1, 1)
 
 
 def dropout_modules(module: nn.Module) -> list[nn.Module]:
-    return [m for m in module.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+    """Dropout modules that drop something: Dropout(p=0) (a ViT/Swin default) is no dropout."""
+    return [m for m in module.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and float(m.p) > 0.0]
 
 
 def dropout_reaches_layers(module: nn.Module, layers: Sequence[str], device: torch.device) -> bool:
@@ -57,7 +65,27 @@ def dropout_reaches_layers(module: nn.Module, layers: Sequence[str], device: tor
 
 
 def pick_method(module: nn.Module, layers: Sequence[str], device: torch.device) -> Method:
-    return "mc_dropout" if dropout_reaches_layers(module, layers, device) else "tta"
+    """The model's own dropout where it reaches the read layers, else injected dropout."""
+    return "mc_dropout" if dropout_reaches_layers(module, layers, device) else "injected_dropout"
+
+
+@contextmanager
+def injected_dropout(module: nn.Module, layers: Sequence[str], rate: float) -> Iterator[None]:
+    """Dropout at `rate` on the input of each read layer (forward pre-hooks), for this block only."""
+
+    def drop(_module: nn.Module, inputs: tuple[object, ...]) -> tuple[object, ...]:
+        first = inputs[0]
+        if not isinstance(first, torch.Tensor):
+            return inputs
+        return (F.dropout(first, rate, training=True), *inputs[1:])
+
+    named = dict(module.named_modules())
+    handles = [named[name].register_forward_pre_hook(drop) for name in layers]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextmanager
@@ -97,10 +125,13 @@ def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class StochasticActivity:
-    """Active sets of T stochastic passes, bool (T, images, neurons)."""
+    """Active sets of T stochastic passes, bool (T, images, neurons); for dropout passes, the
+    per-image predictive-entropy split and the injected rate (None for the model's own)."""
 
     method: Method
     passes: np.ndarray
+    entropy: EntropySplit | None = None
+    dropout_rate: float | None = None
 
     @property
     def probability(self) -> np.ndarray:
@@ -120,31 +151,53 @@ def stochastic_active_sets(
     device: torch.device,
     batch_size: int = 64,
     method: Method | None = None,
+    dropout_rate: float = 0.1,
 ) -> StochasticActivity:
-    """T = `samples` stochastic passes over all images (read once per batch)."""
+    """T = `samples` stochastic passes over all images (read once per batch). `method` None:
+    dropout (the model's own, else injected at `dropout_rate`); "tta": test-time augmentation."""
     names = [layer.name for layer in layers]
     method = method or pick_method(module, names, device)
     n_neurons = sum(layer.channels for layer in layers)
     passes = np.empty((samples, n_images, n_neurons), dtype=bool)
     reader = hooks.ActivationReader(module, names)
+    outputs: list[torch.Tensor] = []
+    keep_output = module.register_forward_hook(
+        lambda _m, _i, out: outputs.append(out.detach()) if isinstance(out, torch.Tensor) else None
+    )
+    split: list[EntropySplit] = []
     generator = torch.Generator().manual_seed(seed)
     fork_devices = [device] if device.type == "cuda" else []
+    noise = {
+        "mc_dropout": lambda: dropout_on(module),
+        "injected_dropout": lambda: injected_dropout(module, names, dropout_rate),
+        "tta": _noop,
+    }[method]
     try:
-        with (
-            torch.random.fork_rng(devices=fork_devices),
-            dropout_on(module) if method == "mc_dropout" else _noop(),
-        ):
+        with torch.random.fork_rng(devices=fork_devices), noise():
             torch.manual_seed(seed)  # dropout draws from the global generator; fork_rng restores it
             for start in range(0, n_images, batch_size):
                 rows = list(range(start, min(start + batch_size, n_images)))
                 batch = inputs(rows).to(device)
+                outputs.clear()
                 for t in range(samples):
                     view = augment(batch, generator) if method == "tta" else batch
                     pooled = reader.read(view).cpu().numpy()
                     passes[t, rows[0] : rows[-1] + 1] = active_mask(pooled, layers, top_fraction, ranking)
+                if method != "tta" and len(outputs) == samples and outputs[0].ndim == 2:
+                    probabilities = torch.stack(outputs).float().softmax(dim=-1).cpu().numpy()
+                    split.append(decompose(probabilities))
     finally:
+        keep_output.remove()
         reader.close()
-    return StochasticActivity(method, passes)
+    entropy = None
+    if split and sum(part.total.shape[0] for part in split) == n_images:
+        entropy = EntropySplit(
+            *(
+                np.concatenate([getattr(part, f) for part in split])
+                for f in ("total", "aleatoric", "epistemic")
+            )
+        )
+    return StochasticActivity(method, passes, entropy, dropout_rate if method == "injected_dropout" else None)
 
 
 @contextmanager

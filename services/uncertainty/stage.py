@@ -3,9 +3,10 @@ stored groups (`groups.json`), writes `uncertainty.json` (what `assemble_hierarc
 hierarchy.json).
 
 - `run_uncertainty(store, options, target=None, read_bytes=None)`: the one entry, called by the
-  Celery task and the embedded runner; the model passes (Monte Carlo dropout / test-time
-  augmentation, causal checks, pruning report) run when a target model and an image reader
-  are given.
+  Celery task and the embedded runner; the model passes (dropout passes, test-time
+  augmentation, causal checks, pruning curve) run when a target model and an image reader
+  are given. Class labels that the submission brought (manifest `label`) feed the pruning
+  curve's accuracy.
 - `compute_uncertainty(...)`: the same on arrays, for callers that hold them already.
 """
 
@@ -23,18 +24,21 @@ from PIL import Image
 from torch import nn
 
 from neuron_core.active_sets import read_active_sets
-from neuron_core.groups import LevelGroups, difference_neurons, stored_groups
+from neuron_core.groups import LevelGroups, difference_neurons, one_hot, stored_groups
 from neuron_core.layers import LayerInfo
 from neuron_core.target_model import LoadedModel
 from services.uncertainty import ablation as abl
 from services.uncertainty.bootstrap import BootstrapResult, bootstrap_groups
+from services.uncertainty.entropy import EntropySplit, cluster_means
 from services.uncertainty.model_inputs import ImageSource, ModelInputs
 from services.uncertainty.model_uncertainty import (
     StochasticActivity,
     expected_support,
     stochastic_active_sets,
 )
-from services.uncertainty.stats import MembershipStats, chance_rates, membership_stats
+from services.uncertainty.pruning import pruning_report
+from services.uncertainty.selectivity import collection_rate
+from services.uncertainty.stats import MembershipStats, benjamini_hochberg, chance_rates, membership_stats
 from shared import artifacts
 from shared.contracts.groups import Groups
 from shared.contracts.uncertainty import Uncertainty
@@ -45,7 +49,6 @@ from shared.tree import cluster_id
 
 log = logging.getLogger(__name__)
 
-PERMUTATIONS = 9999
 PHASE_MESSAGE = "uncertainty phase %s: %.3f s"
 
 
@@ -83,6 +86,23 @@ def manifest_image_reader(
     return read
 
 
+def class_labels(manifest: Mapping[str, Any], image_ids: Sequence[str]) -> np.ndarray | None:
+    """Per image, the class index its submission gave (`label`), -1 where none or not an
+    integer; None when no image has one."""
+    given = {entry["id"]: entry.get("label") for entry in manifest["images"]}
+    if not any(given.get(i) not in (None, "") for i in image_ids):
+        return None
+
+    def index(value: object) -> int:
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            return -1
+        return number if number >= 0 else -1
+
+    return np.array([index(given.get(i)) if given.get(i) is not None else -1 for i in image_ids])
+
+
 def run_uncertainty(
     store: Store,
     options: PipelineOptions,
@@ -96,8 +116,9 @@ def run_uncertainty(
     partitions = get_npy(store, artifacts.PARTITIONS)
     levels = stored_groups(artifacts.read_model(store, artifacts.GROUPS, Groups), partitions, active.mask)
     read_images = None
+    manifest = get_json(store, artifacts.MANIFEST)
     if target is not None and read_bytes is not None:
-        read_images = manifest_image_reader(get_json(store, artifacts.MANIFEST), image_ids, read_bytes)
+        read_images = manifest_image_reader(manifest, image_ids, read_bytes)
     uncertainty = compute_uncertainty(
         partitions,
         active.mask,
@@ -107,6 +128,7 @@ def run_uncertainty(
         target.module if target else None,
         read_images,
         target.device if target else None,
+        class_labels(manifest, image_ids),
     )
     artifacts.write_model(store, artifacts.UNCERTAINTY, uncertainty)
     return uncertainty
@@ -121,45 +143,73 @@ def compute_uncertainty(
     model: nn.Module | None = None,
     read_images: ImageSource | None = None,
     device: torch.device | None = None,
+    labels: np.ndarray | None = None,
 ) -> Uncertainty:
     """The uncertainty.json document from partitions (images x levels), active sets and the
-    groups of every level."""
+    groups of every level; `labels` (class index per image, -1 unknown) for pruning accuracy."""
     chance = chance_rates(layers, options.top_fraction, options.ranking)
+    totals = mask.sum(axis=0)
     with _phase("statistics"):
         level_stats = [
             membership_stats(
-                lv.counts, lv.sizes, lv.members, chance, options.alpha, options.min_support, options.interval
+                lv.counts,
+                lv.sizes,
+                lv.members,
+                chance,
+                options.alpha,
+                options.min_support,
+                options.interval,
+                totals,
+                mask.shape[0],
             )
             for lv in levels
         ]
+    generic = level_stats[0].generic
     with _phase("bootstrap"):
-        boot = _bootstrap(partitions, mask, levels, options)
+        boot = (
+            bootstrap_groups(
+                partitions,
+                mask,
+                levels,
+                options.min_support,
+                options.group_rule,
+                options.bootstrap_resamples,
+                options.seed,
+                exclude=generic if options.exclude_generic else None,
+            )
+            if options.bootstrap_resamples > 0
+            else None
+        )
     passes_model = model is not None and read_images is not None
     device = device or torch.device("cpu")
     inputs = ModelInputs(read_images, device) if read_images is not None else None
-    activity: StochasticActivity | None = None
-    if passes_model and options.mc_samples > 0:
-        assert model is not None and inputs is not None
-        with _phase("stochastic passes"):
-            activity = stochastic_active_sets(
-                model,
-                layers,
-                inputs,
-                mask.shape[0],
-                options.top_fraction,
-                options.ranking,
-                options.mc_samples,
-                options.seed,
-                device,
-                options.batch_size,
-            )
+    with _phase("dropout passes"):
+        activity = _passes(model, layers, inputs, mask.shape[0], options, device, dropout=True)
+    with _phase("augmentation passes"):
+        sensitivity = _passes(model, layers, inputs, mask.shape[0], options, device, dropout=False)
+    rate = collection_rate(mask)
     clusters: dict[str, dict[str, Any]] = {}
     for lv, (level, st) in enumerate(zip(levels, level_stats, strict=True)):
-        support = (
-            expected_support(activity.passes, partitions[:, lv], level.sizes.shape[0]) if activity else None
+        n_clusters = level.sizes.shape[0]
+        support = expected_support(activity.passes, partitions[:, lv], n_clusters) if activity else None
+        augmented = (
+            expected_support(sensitivity.passes, partitions[:, lv], n_clusters) if sensitivity else None
         )
-        for k in range(level.sizes.shape[0]):
-            clusters[cluster_id(lv + 1, k)] = _cluster_document(level, st, boot, support, lv, k)
+        entropy = (
+            cluster_means(activity.entropy, one_hot(partitions[:, lv], n_clusters))
+            if activity and activity.entropy
+            else None
+        )
+        for k in range(n_clusters):
+            document = _cluster_document(level, st, rate, boot, support, lv, k)
+            document["members"]["augmented_support"] = (
+                _r(augmented[0][k, level.members[k]]) if augmented else None
+            )
+            document["members"]["augmented_support_sd"] = (
+                _r(augmented[1][k, level.members[k]]) if augmented else None
+            )
+            document["predictive_entropy"] = _entropy_at(entropy, k) if entropy else None
+            clusters[cluster_id(lv + 1, k)] = document
     with _phase("difference tests"):
         _difference_tests(clusters, partitions, mask, levels, options)
     pruning = None
@@ -169,42 +219,98 @@ def compute_uncertainty(
         try:
             with _phase("causal checks"):
                 _causal_checks(clusters, partitions, levels, layers, options, ablated, inputs)
-            significant = np.zeros(mask.shape[1], dtype=bool)
-            for level, st in zip(levels, level_stats, strict=True):
-                significant |= (level.members & st.significant).any(axis=0)
-            with _phase("pruning report"):
-                pruning = pruning_report(ablated, inputs, mask.shape[0], ~significant, layers, options)
+            with _phase("pruning curve"):
+                pruning = pruning_report(
+                    ablated,
+                    inputs,
+                    mask.shape[0],
+                    [st.q_value for st in level_stats],
+                    [level.members for level in levels],
+                    options.pruning_thresholds,
+                    options.alpha,
+                    layers,
+                    options.pruning_random_sets,
+                    options.seed,
+                    options.batch_size,
+                    labels,
+                )
         finally:
             ablated.close()
+    correct_across_clusters(clusters, options.alpha)
     return Uncertainty.model_validate(
         {
-            "method": _method(options, layers, chance, activity, passes_model),
+            "method": _method(options, layers, chance, activity, sensitivity, passes_model),
             "clusters": clusters,
             "summary": _summary(clusters, levels, level_stats, boot),
             "pruning": pruning,
+            "image_entropy": _image_entropy(activity.entropy) if activity and activity.entropy else None,
         }
     )
 
 
-def _bootstrap(
-    partitions: np.ndarray, mask: np.ndarray, levels: Sequence[LevelGroups], options: PipelineOptions
-) -> BootstrapResult | None:
-    if options.bootstrap_resamples <= 0:
+def _passes(
+    model: nn.Module | None,
+    layers: Sequence[LayerInfo],
+    inputs: ModelInputs | None,
+    n_images: int,
+    options: PipelineOptions,
+    device: torch.device,
+    dropout: bool,
+) -> StochasticActivity | None:
+    """Dropout passes (model uncertainty) or test-time augmentation (input sensitivity)."""
+    samples = options.mc_samples if dropout else options.tta_samples
+    if model is None or inputs is None or samples == 0:
         return None
-    return bootstrap_groups(
-        partitions,
-        mask,
-        levels,
-        options.min_support,
-        options.group_rule,
-        options.bootstrap_resamples,
+    return stochastic_active_sets(
+        model,
+        layers,
+        inputs,
+        n_images,
+        options.top_fraction,
+        options.ranking,
+        samples,
         options.seed,
+        device,
+        options.batch_size,
+        method=None if dropout else "tta",
+        dropout_rate=options.injected_dropout_rate,
     )
+
+
+def _entropy_at(split: EntropySplit, k: int) -> dict[str, float]:
+    return {
+        "total": round(float(split.total[k]), 6),
+        "aleatoric": round(float(split.aleatoric[k]), 6),
+        "epistemic": round(float(split.epistemic[k]), 6),
+    }
+
+
+def _image_entropy(split: EntropySplit) -> dict[str, list[float]]:
+    return {"total": _r(split.total), "aleatoric": _r(split.aleatoric), "epistemic": _r(split.epistemic)}
+
+
+def correct_across_clusters(clusters: dict[str, dict[str, Any]], alpha: float) -> None:
+    """Benjamini-Hochberg across the job's clusters for the causal checks (ablation and
+    keep-only, each its own family) and the difference tests; `significant` then reads the
+    q-value. Each cluster's own p-value is valid; only the count of discoveries needs this."""
+    families = [
+        [c["causal"] for c in clusters.values() if c["causal"] is not None],
+        [c["causal"]["keep_only"] for c in clusters.values() if c["causal"] is not None],
+        [c["difference_test"] for c in clusters.values() if c["difference_test"] is not None],
+    ]
+    for tests in families:
+        if not tests:
+            continue
+        q_values = benjamini_hochberg(np.array([t["p_value"] for t in tests]))
+        for test, q in zip(tests, q_values, strict=True):
+            test["q_value"] = float(f"{float(q):.4g}")
+            test["significant"] = bool(q <= alpha)
 
 
 def _cluster_document(
     level: LevelGroups,
     st: MembershipStats,
+    rate: np.ndarray,
     boot: BootstrapResult | None,
     support: tuple[np.ndarray, np.ndarray] | None,
     lv: int,
@@ -221,6 +327,11 @@ def _cluster_document(
             "p_value": _sig(st.p_value[k, members]),
             "q_value": _sig(st.q_value[k, members]),
             "significant": st.significant[k, members].tolist(),
+            "chance_p_value": _sig(st.chance_p_value[k, members]),
+            "chance_q_value": _sig(st.chance_q_value[k, members]),
+            "above_chance": st.above_chance[k, members].tolist(),
+            "collection_rate": _r(rate[members]),
+            "generic": st.generic[members].tolist(),
             "reliable": st.reliable[k, members].tolist(),
             "inclusion_probability": _r(boot.inclusion[lv][k, members], 4) if boot else None,
             "expected_support": _r(support[0][k, members]) if support else None,
@@ -283,71 +394,48 @@ def _causal_checks(
             clusters[cluster_id(lv + 1, k)]["causal"] = result.document(options.alpha)
 
 
-def pruning_report(
-    ablated: abl.AblatedModel,
-    inputs: ModelInputs,
-    n_images: int,
-    prune: np.ndarray,
-    layers: Sequence[LayerInfo],
-    options: PipelineOptions,
-) -> dict[str, Any]:
-    """Zero the `prune` neurons on the whole collection, next to as many random ones per layer."""
-    rng = np.random.default_rng([options.seed, 0])
-    randoms = abl.matched_random_sets(prune, layers, options.pruning_random_sets, rng)
-    keeps = np.vstack([np.ones((1, prune.shape[0]), dtype=bool), ~prune[None], ~randoms])
-    n_variants = keeps.shape[0]
-    outputs: list[list[torch.Tensor]] = [[] for _ in range(n_variants)]
-    if prune.any():
-        for start in range(0, n_images, options.batch_size):
-            rows = list(range(start, min(start + options.batch_size, n_images)))
-            m = len(rows)
-            logits = abl.masked_logits(
-                ablated,
-                ablated.starts(inputs(rows)),
-                keeps,
-                np.tile(np.arange(m), n_variants),
-                np.repeat(np.arange(n_variants), m),
-                options.batch_size,
-            )
-            for v in range(n_variants):
-                outputs[v].append(logits[v * m : (v + 1) * m])
-    report: dict[str, Any] = {
-        "neurons_pruned": int(prune.sum()),
-        "share_pruned": round(float(prune.mean()), 6),
-        "images": n_images,
-        "pruned": None,
-        "random": [],
-    }
-    if prune.any():
-        base = torch.cat(outputs[0])
-        report["pruned"] = abl.output_change(base, torch.cat(outputs[1]))
-        report["random"] = [abl.output_change(base, torch.cat(o)) for o in outputs[2:]]
-    return report
-
-
 def _method(
     options: PipelineOptions,
     layers: Sequence[LayerInfo],
     chance: np.ndarray,
     activity: StochasticActivity | None,
+    sensitivity: StochasticActivity | None,
     passes_model: bool,
 ) -> dict[str, Any]:
     return {
         "alpha": options.alpha,
         "interval": options.interval,
-        "test": "one-sided exact binomial test of support against the chance rate",
-        "multiple_testing": "Benjamini-Hochberg across all selected neurons of each cluster",
+        "test": "selectivity: one-sided Fisher exact (hypergeometric) test that the neuron is "
+        "active in the cluster more often than in the rest of the collection",
+        "multiple_testing": "Benjamini-Hochberg across all selected neurons of each cluster; causal "
+        "checks and difference tests: Benjamini-Hochberg across the job's clusters",
         "chance_rate": {layer.name: round(float(chance[layer.offset]), 6) for layer in layers},
+        "selectivity_test": "hypergeometric P(X >= k), X ~ Hypergeom(all images, actives among "
+        "them, cluster size); significant = its BH q-value <= alpha",
+        "chance_test": "one-sided exact binomial test of the support against the chance rate; "
+        "above_chance = its BH q-value <= alpha",
+        "generic": f"active in >= min_support ({options.min_support}) of all images; "
+        + ("left out of every group" if options.exclude_generic else "kept in groups (paper's rule)"),
         "bootstrap_resamples": options.bootstrap_resamples,
         "bootstrap": "images resampled within each level-1 cluster; group rule reapplied per level",
         "model_uncertainty": (
-            {"method": activity.method, "samples": int(activity.passes.shape[0])} if activity else None
+            {
+                "method": activity.method,
+                "samples": int(activity.passes.shape[0]),
+                "dropout_rate": activity.dropout_rate,
+            }
+            if activity
+            else None
+        ),
+        "input_sensitivity": (
+            {"method": "tta", "samples": int(sensitivity.passes.shape[0])} if sensitivity else None
         ),
         "causal": (
             {
                 "random_sets": options.ablation_random_sets,
                 "max_images": options.ablation_max_images,
-                "permutations": PERMUTATIONS,
+                "test": "exact rank of the group's mean drop among the random sets' mean drops "
+                "(sets drawn uniformly per layer); Benjamini-Hochberg across the job's clusters",
                 "output": "logit of each image's unablated top class",
             }
             if passes_model and options.ablation_random_sets > 0
@@ -370,6 +458,11 @@ def _summary(
     significant = sum(
         int((level.members & st.significant).sum()) for level, st in zip(levels, level_stats, strict=True)
     )
+    above_chance = sum(
+        int((level.members & st.above_chance).sum()) for level, st in zip(levels, level_stats, strict=True)
+    )
+    generic = level_stats[0].generic
+    generic_memberships = sum(int((level.members & generic).sum()) for level in levels)
     with_group = [c for c in clusters.values() if c["members"]["neuron"]]
     checked = [c["causal"] for c in clusters.values() if c["causal"] is not None]
     tested = [c["difference_test"] for c in clusters.values() if c["difference_test"] is not None]
@@ -378,6 +471,9 @@ def _summary(
         "memberships": memberships,
         "reliable_share": round(reliable / memberships, 6) if memberships else None,
         "significant_share": round(significant / memberships, 6) if memberships else None,
+        "above_chance_share": round(above_chance / memberships, 6) if memberships else None,
+        "generic_neurons": int(generic.sum()),
+        "generic_memberships": generic_memberships,
         "mean_stability": (
             round(float(np.mean([c["stability"] for c in with_group])), 6) if boot and with_group else None
         ),

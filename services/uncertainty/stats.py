@@ -1,5 +1,5 @@
-"""Per-membership statistics: support intervals, one-sided binomial tests, Benjamini–Hochberg
-(scipy's `false_discovery_control`).
+"""Per-membership statistics: support intervals, the selectivity test (selectivity.py) and the
+chance-rate binomial test, each with Benjamini–Hochberg (scipy's `false_discovery_control`).
 
 Everything is vectorised over (clusters x neurons) arrays, so a 25,000-image job's few million
 (cluster, neuron) pairs take seconds.
@@ -16,6 +16,7 @@ from scipy import stats
 
 from neuron_core.active_sets import active_count
 from neuron_core.layers import LayerInfo
+from services.uncertainty.selectivity import generic_neurons, selectivity_pvalue
 
 IntervalMethod = Literal["wilson", "clopper_pearson"]
 
@@ -41,7 +42,7 @@ def clopper_pearson_interval(k: np.ndarray, n: np.ndarray, alpha: float) -> tupl
 
 
 def proportion_interval(
-    k: np.ndarray, n: np.ndarray, alpha: float, method: IntervalMethod = "wilson"
+    k: np.ndarray, n: np.ndarray, alpha: float, method: IntervalMethod = "clopper_pearson"
 ) -> tuple[np.ndarray, np.ndarray]:
     if method == "wilson":
         return wilson_interval(k, n, alpha)
@@ -80,10 +81,14 @@ class MembershipStats:
 
     lower: np.ndarray
     upper: np.ndarray
-    p_value: np.ndarray
-    q_value: np.ndarray  # BH across all selected neurons of a cluster
-    significant: np.ndarray  # q <= alpha
+    p_value: np.ndarray  # selectivity: one-sided Fisher test against the rest of the collection
+    q_value: np.ndarray  # its BH across all selected neurons of a cluster
+    significant: np.ndarray  # selective: q <= alpha
+    chance_p_value: np.ndarray  # one-sided binomial test against the chance rate
+    chance_q_value: np.ndarray  # its BH across all selected neurons of a cluster
+    above_chance: np.ndarray  # chance_q <= alpha
     reliable: np.ndarray  # interval lower bound >= min_support
+    generic: np.ndarray  # (neurons,): active in >= min_support of all images
 
 
 def membership_stats(
@@ -93,12 +98,21 @@ def membership_stats(
     chance: np.ndarray,
     alpha: float,
     min_support: float,
-    method: IntervalMethod = "wilson",
+    method: IntervalMethod = "clopper_pearson",
+    totals: np.ndarray | None = None,
+    n_images: int | None = None,
 ) -> MembershipStats:
     """Intervals for the group members; tests and q-values for every (cluster, neuron), because
-    the family a cluster's group was chosen from is all neurons, not only the chosen ones."""
+    the family a cluster's group was chosen from is all neurons, not only the chosen ones.
+
+    `totals` (actives per neuron among all `n_images` images) is the selectivity test's
+    reference; without it, `counts` is taken to be a partition of the whole collection (a level)."""
+    if totals is None or n_images is None:
+        totals, n_images = counts.sum(axis=0), int(np.sum(sizes))
     n = np.broadcast_to(np.asarray(sizes, dtype=np.int64)[:, None], counts.shape)
-    p_value = binomial_greater_pvalue(counts, n, np.broadcast_to(chance, counts.shape))
+    chance_p = binomial_greater_pvalue(counts, n, np.broadcast_to(chance, counts.shape))
+    chance_q = benjamini_hochberg(chance_p, axis=1)
+    p_value = selectivity_pvalue(counts, sizes, totals, n_images)
     q_value = benjamini_hochberg(p_value, axis=1)
     lower = np.full(counts.shape, np.nan)
     upper = np.full(counts.shape, np.nan)
@@ -110,5 +124,9 @@ def membership_stats(
         p_value=p_value,
         q_value=q_value,
         significant=q_value <= alpha,
+        chance_p_value=chance_p,
+        chance_q_value=chance_q,
+        above_chance=chance_q <= alpha,
         reliable=np.nan_to_num(lower, nan=0.0) >= min_support,
+        generic=generic_neurons(np.asarray(totals) / n_images, min_support),
     )

@@ -48,6 +48,11 @@ class JobSpec(BaseModel):
     callbacks: list[Callback] = Field(
         default_factory=list, max_length=5, description="Webhooks to call when the job ends."
     )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="file_name -> class label (the target model's class index), for the pruning "
+        "curve's accuracy; wins over a metadata.csv/jsonl `label` column.",
+    )
 
 
 class PrefixSource(BaseModel):

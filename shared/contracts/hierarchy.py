@@ -17,10 +17,16 @@ from shared.contracts.labels import (
     check_difference_source,
     require_difference_source,
 )
-from shared.contracts.uncertainty import CausalCheck, DifferenceTest, Interval, JobUncertainty
+from shared.contracts.uncertainty import (
+    CausalCheck,
+    DifferenceTest,
+    Interval,
+    JobUncertainty,
+    PredictiveEntropy,
+)
 from shared.options import PipelineOptions
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 
 
 class Generator(Contract):
@@ -59,6 +65,10 @@ class ImageRecord(Contract):
     file_name: str
     caption: str
     caption_source: Literal["provided", "model"]
+    label: str | None = omitted_when_none("The class label its submission gave (metadata `label`).")
+    predictive_entropy: PredictiveEntropy | None = omitted_when_none(
+        "Predictive entropy under the dropout passes, split into aleatoric and epistemic parts."
+    )
 
 
 class SkippedFile(Contract):
@@ -79,22 +89,48 @@ class Evidence(Contract):
         description="Confidence interval of the support at 1 - alpha (method in uncertainty.method.interval)."
     )
     p_value: Probability = Field(
-        description="One-sided exact binomial test of the support against the chance rate."
+        description="Selectivity: one-sided Fisher exact (hypergeometric) test that the neuron is "
+        "active in this cluster's images more often than in the rest of the collection."
     )
     q_value: Probability = Field(
-        description="Benjamini-Hochberg adjusted p-value across all selected neurons of the cluster."
+        description="Benjamini-Hochberg adjusted selectivity p-value across all selected neurons "
+        "of the cluster."
     )
-    significant: bool = Field(description="q_value <= alpha.")
+    significant: bool = Field(
+        description="Selective: q_value <= alpha. Says the neuron is specific to this cluster, not "
+        "merely frequent."
+    )
+    chance_p_value: Probability = Field(
+        description="One-sided exact binomial test of the support against the chance rate "
+        "(the share of its layer active in any image, about top_fraction)."
+    )
+    chance_q_value: Probability = Field(
+        description="Benjamini-Hochberg adjusted chance_p_value across the cluster's neurons."
+    )
+    above_chance: bool = Field(
+        description="chance_q_value <= alpha: active more often than chance, not necessarily "
+        "more often than elsewhere."
+    )
+    collection_rate: Probability = Field(description="Share of all the job's images in which it is active.")
+    generic: bool = Field(description="collection_rate >= min_support: it would join a group in any cluster.")
     reliable: bool = Field(description="The interval's lower bound clears min_support.")
     inclusion_probability: Probability | None = Field(
         description="Share of bootstrap resamples whose group contains the neuron; null without bootstrap."
     )
     expected_support: Probability | None = Field(
-        description="Support expected under model uncertainty (MC dropout or test-time augmentation); "
-        "null without it."
+        description="Support expected under model uncertainty: dropout passes (the model's own "
+        "dropout, or dropout injected before the read layers); null without them."
     )
     expected_support_sd: float | None = Field(
-        ge=0, description="Its standard deviation across the stochastic passes."
+        ge=0, description="Its standard deviation across the dropout passes."
+    )
+    augmented_support: Probability | None = Field(
+        None,
+        description="Support expected under test-time augmentation (input sensitivity, not model "
+        "uncertainty); null without it.",
+    )
+    augmented_support_sd: float | None = Field(
+        None, ge=0, description="Its standard deviation across the augmented passes."
     )
 
 
@@ -111,6 +147,11 @@ class ClusterUncertainty(Contract):
     )
     causal: CausalCheck | None
     difference_test: DifferenceTest | None
+    predictive_entropy: PredictiveEntropy | None = Field(
+        None,
+        description="Mean over the cluster's images of the predictive entropy under the dropout "
+        "passes: total = aleatoric (expected entropy) + epistemic (mutual information).",
+    )
 
 
 class Cluster(Contract):
@@ -160,7 +201,7 @@ class Hierarchy(Contract):
             "$id": f"https://neuron-atlas.dev/schemas/hierarchy-{SCHEMA_VERSION}.json",
         },
     )
-    schema_version: Literal["1.2"]
+    schema_version: Literal["1.3"]
     created_at: str = Field(json_schema_extra={"format": "date-time"})
     generator: Generator
     options: PipelineOptions = Field(description="Every option of the job, defaults resolved.")

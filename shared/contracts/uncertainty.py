@@ -13,7 +13,12 @@ Interval = Annotated[list[float], Field(min_length=2, max_length=2)]  # [lower, 
 
 
 class MemberStats(Contract):
-    """A cluster's group members, one entry per member in every list (columns of a table)."""
+    """A cluster's group members, one entry per member in every list (columns of a table).
+
+    p_value/q_value/significant: selectivity (one-sided Fisher test of the cluster against the rest
+    of the collection, BH across the cluster's neurons). chance_*: the binomial test against the
+    chance rate. expected_support*: under model uncertainty (dropout passes); augmented_support*:
+    under test-time augmentation (input sensitivity)."""
 
     neuron: list[int]
     count: list[Count]
@@ -22,10 +27,34 @@ class MemberStats(Contract):
     p_value: list[float]
     q_value: list[float]
     significant: list[bool]
+    chance_p_value: list[float]
+    chance_q_value: list[float]
+    above_chance: list[bool]
+    collection_rate: list[float]
+    generic: list[bool]
     reliable: list[bool]
     inclusion_probability: list[float] | None
     expected_support: list[float] | None
     expected_support_sd: list[float] | None
+    augmented_support: list[float] | None = None
+    augmented_support_sd: list[float] | None = None
+
+
+class PredictiveEntropy(Contract):
+    """Entropy of the mean predicted class distribution over the dropout passes (nats), split as
+    total = aleatoric (expected entropy of each pass) + epistemic (mutual information)."""
+
+    total: float = Field(ge=0)
+    aleatoric: float = Field(ge=0)
+    epistemic: float = Field(ge=0)
+
+
+class ImageEntropy(Contract):
+    """Per image (in the order of hierarchy.json's images), columns of PredictiveEntropy."""
+
+    total: list[float]
+    aleatoric: list[float]
+    epistemic: list[float]
 
 
 class KeepOnly(Contract):
@@ -36,7 +65,10 @@ class KeepOnly(Contract):
     effect: float
     interval: Interval | None
     p_value: Probability
-    significant: bool
+    q_value: Probability | None = Field(
+        None, description="Benjamini-Hochberg across the job's causal checks."
+    )
+    significant: bool = Field(description="q_value <= alpha (p_value <= alpha where q_value is null).")
 
 
 class CausalCheck(Contract):
@@ -51,7 +83,10 @@ class CausalCheck(Contract):
     effect: float = Field(description="Group drop minus the random sets' mean drop (paired per image).")
     interval: Interval | None
     p_value: Probability
-    significant: bool
+    q_value: Probability | None = Field(
+        None, description="Benjamini-Hochberg across the job's causal checks."
+    )
+    significant: bool = Field(description="q_value <= alpha (p_value <= alpha where q_value is null).")
     keep_only: KeepOnly
 
 
@@ -62,7 +97,10 @@ class DifferenceTest(Contract):
     child_carrier_share: Probability
     sibling_carrier_share: Probability | None
     p_value: Probability
-    significant: bool
+    q_value: Probability | None = Field(
+        None, description="Benjamini-Hochberg across the job's difference tests."
+    )
+    significant: bool = Field(description="q_value <= alpha (p_value <= alpha where q_value is null).")
 
 
 class ClusterStats(Contract):
@@ -77,17 +115,31 @@ class ClusterStats(Contract):
     difference_test: DifferenceTest | None = Field(
         description="Null at the top level or without difference neurons."
     )
+    predictive_entropy: PredictiveEntropy | None = Field(
+        None, description="Mean over the cluster's images; null without dropout passes."
+    )
 
 
 class ModelUncertaintyMethod(Contract):
-    method: Literal["mc_dropout", "tta"]
+    """Model (epistemic) uncertainty from dropout passes: the model's own dropout (mc_dropout), or
+    dropout injected before each read layer at `dropout_rate` (injected_dropout)."""
+
+    method: Literal["mc_dropout", "injected_dropout"]
+    samples: int = Field(ge=1)
+    dropout_rate: float | None = Field(description="The injected rate; null for the model's own dropout.")
+
+
+class InputSensitivityMethod(Contract):
+    """Test-time augmentation: how the active sets move under flips, crops and colour jitter."""
+
+    method: Literal["tta"]
     samples: int = Field(ge=1)
 
 
 class CausalMethod(Contract):
     random_sets: int
     max_images: int
-    permutations: int
+    test: str = Field(description="How p_value is computed; its smallest value is 1 / (random_sets + 1).")
     output: str
 
 
@@ -99,7 +151,11 @@ class UncertaintyMethod(Contract):
     chance_rate: dict[str, Probability] = Field(description="Per layer: the share of it active by chance.")
     bootstrap_resamples: Count
     bootstrap: str
+    selectivity_test: str
+    chance_test: str
+    generic: str
     model_uncertainty: ModelUncertaintyMethod | None
+    input_sensitivity: InputSensitivityMethod | None
     causal: CausalMethod | None
     seed: int
 
@@ -109,7 +165,10 @@ class UncertaintySummary(Contract):
 
     memberships: Count
     reliable_share: Probability | None
-    significant_share: Probability | None
+    significant_share: Probability | None = Field(description="Share of memberships that are selective.")
+    above_chance_share: Probability | None
+    generic_neurons: Count = Field(description="Neurons active in >= min_support of all images.")
+    generic_memberships: Count
     mean_stability: Probability | None
     clusters_checked: Count
     clusters_with_causal_effect: Count
@@ -118,20 +177,36 @@ class UncertaintySummary(Contract):
 
 
 class OutputChange(Contract):
-    top1_agreement: Probability
+    top1_agreement: Probability = Field(description="Share of images whose top class is unchanged.")
     mean_abs_logit_change: float = Field(ge=0)
     top_logit_drop: float
+    top1_accuracy: Probability | None = Field(
+        None, description="Top-1 accuracy on the labelled images; null without labels."
+    )
+
+
+class PruningPoint(Contract):
+    """One point of the pruning curve: the neurons in no membership selective at `q_threshold`
+    zeroed, next to random prunings of as many neurons per layer (drawn from the whole layer)."""
+
+    q_threshold: Probability
+    neurons_pruned: Count
+    share_pruned: Probability
+    pruned: OutputChange | None
+    random: list[OutputChange]
 
 
 class Pruning(Contract):
-    """Significance pruning: neurons in no significant membership zeroed on the whole collection,
-    next to as many random neurons per layer."""
+    """Significance pruning (Jo, Jun & Park 2020) at alpha, and its curve over `q_threshold`."""
 
     neurons_pruned: Count
     share_pruned: Probability
     images: Count
     pruned: OutputChange | None
     random: list[OutputChange]
+    labelled_images: Count = Field(0, description="Images with a class label (top1_accuracy).")
+    unpruned_top1_accuracy: Probability | None = None
+    curve: list[PruningPoint] = Field(default_factory=list)
 
 
 class JobUncertainty(Contract):
@@ -149,6 +224,7 @@ class Uncertainty(Contract):
     clusters: dict[str, ClusterStats]
     summary: UncertaintySummary
     pruning: Pruning | None
+    image_entropy: ImageEntropy | None = None
 
     def job(self) -> JobUncertainty:
         return JobUncertainty(method=self.method, summary=self.summary, pruning=self.pruning)

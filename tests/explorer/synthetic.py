@@ -43,6 +43,11 @@ def _evidence(rng: np.random.Generator, k: int, n: int) -> dict[str, Any]:
         "p_value": p,
         "q_value": min(1.0, p * 3),
         "significant": p * 3 <= 0.05,
+        "chance_p_value": p / 10,
+        "chance_q_value": min(1.0, p / 3),
+        "above_chance": True,
+        "collection_rate": round(support / 3, 4),
+        "generic": False,
         "reliable": low >= 0.5,
         "inclusion_probability": round(float(rng.uniform(0.5, 1.0)), 3),
         "expected_support": round(support, 3),
@@ -164,7 +169,7 @@ def make_job(out: Path, images: int, concepts: int, seed: int = 0, thumbs: bool 
             )
     leaf_of = assign[0]
     hierarchy = {
-        "schema_version": "1.1",
+        "schema_version": "1.3",
         "created_at": "2026-01-01T00:00:00Z",
         "generator": {"name": "synthetic", "version": "0"},
         "options": {},

@@ -68,6 +68,8 @@ def test_tree_pages_every_level_from_the_top(atlas: Atlas, job: tuple[Path, dict
     cluster = atlas.clusters[row["id"]]
     reliable = [n["evidence"]["reliable"] for n in cluster["neurons"]]
     assert row["reliable_share"] == pytest.approx(sum(reliable) / len(reliable), abs=1e-3)
+    selective = [n["evidence"]["significant"] for n in cluster["neurons"]]
+    assert row["selective_share"] == pytest.approx(sum(selective) / len(selective), abs=1e-3)
 
 
 def test_search_matches_every_word_and_gives_the_path(atlas: Atlas) -> None:

@@ -33,6 +33,8 @@ OPTIONS = {
     "layers": ["layer3", "layer4"],
     "bootstrap_resamples": 20,
     "mc_samples": 2,
+    "tta_samples": 1,
+    "pruning_thresholds": [0.05],
     "ablation_random_sets": 2,
     "ablation_max_images": 2,
     "pruning_random_sets": 1,

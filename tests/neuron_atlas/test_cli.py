@@ -11,7 +11,19 @@ from neuron_atlas.cli import main
 from shared.hierarchy import validate_hierarchy
 from tests.tiny_models import save_tiny_blip
 
-FAST = ["--allow-random-weights", "--layers", "layer3,layer4"]
+# The uncertainty stage's model passes at about their cost before schema 1.3 (these tests are
+# about the CLI, not the statistics): 8 random sets, no augmentation, one pruning point.
+FAST = [
+    "--allow-random-weights",
+    "--layers",
+    "layer3,layer4",
+    "--ablation-random-sets",
+    "8",
+    "--tta-samples",
+    "0",
+    "--pruning-thresholds",
+    "0.05",
+]
 
 
 @pytest.fixture(scope="module")

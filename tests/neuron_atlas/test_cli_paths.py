@@ -21,6 +21,8 @@ LIGHT = [
     "20",
     "--mc-samples",
     "0",
+    "--tta-samples",
+    "0",
     "--ablation-random-sets",
     "0",
 ]

@@ -29,14 +29,20 @@ def test_embedded_run_puts_uncertainty_into_the_hierarchy(sample_dir: Path, tmp_
         allow_random_weights=True,
         bootstrap_resamples=20,
         mc_samples=2,
+        tta_samples=1,
         ablation_random_sets=2,
         ablation_max_images=2,
         pruning_random_sets=1,
     )
     hierarchy = run(sample_dir, tmp_path / "out", options).document()
     validate_hierarchy(hierarchy)
-    assert hierarchy["schema_version"] == SCHEMA_VERSION == "1.2"
-    assert hierarchy["uncertainty"]["method"]["model_uncertainty"] == {"method": "tta", "samples": 2}
+    assert hierarchy["schema_version"] == SCHEMA_VERSION == "1.3"
+    method = hierarchy["uncertainty"]["method"]
+    # ResNet18 has no dropout: dropout is injected before the read layers, at the stated rate
+    assert method["model_uncertainty"] == {"method": "injected_dropout", "samples": 2, "dropout_rate": 0.1}
+    assert method["input_sensitivity"] == {"method": "tta", "samples": 1}
+    assert all("predictive_entropy" in image for image in hierarchy["images"])
+    assert [p["q_threshold"] for p in hierarchy["uncertainty"]["pruning"]["curve"]] == [0.001, 0.05, 0.25]
     assert hierarchy["uncertainty"]["pruning"]["images"] == len(hierarchy["images"])
     summary = hierarchy["uncertainty"]["summary"]
     assert summary["memberships"] == sum(len(c["neurons"]) for c in hierarchy["clusters"])
@@ -45,6 +51,7 @@ def test_embedded_run_puts_uncertainty_into_the_hierarchy(sample_dir: Path, tmp_
             evidence = neuron["evidence"]
             low, high = evidence["interval"]
             assert low <= neuron["support"] <= high
+            assert evidence["generic"] == (evidence["collection_rate"] >= options.min_support)
             assert evidence["count"] == round(neuron["support"] * cluster["size"])
         causal = cluster["uncertainty"]["causal"]
         assert (causal is None) == (not cluster["neurons"])

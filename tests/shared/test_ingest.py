@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from shared.errors import InputError
-from shared.ingest import decode_entries, read_captions, scan_image_folder, sha256_bytes
+from shared.ingest import decode_entries, read_captions, read_labels, scan_image_folder, sha256_bytes
 
 
 def png(path: Path, size=(20, 20), colour=(255, 0, 0)) -> bytes:
@@ -72,6 +72,18 @@ def test_captions_come_from_imagefolder_csv_and_jsonl(tmp_path):
     jsonl = tmp_path / "metadata.jsonl"
     jsonl.write_text(json.dumps({"file_name": "a.png", "text": "from text"}) + "\n\n")
     assert read_captions(jsonl) == {"a.png": "from text"}
+
+
+def test_class_labels_come_from_an_optional_label_column(tmp_path):
+    csv_file = tmp_path / "metadata.csv"
+    csv_file.write_text("file_name,caption,label\na.png,a red circle,3\nb.png,,7\nc.png,x,\n")
+    assert read_labels(csv_file) == {"a.png": "3", "b.png": "7"}  # a label without a caption too
+    jsonl = tmp_path / "metadata.jsonl"
+    jsonl.write_text(json.dumps({"file_name": "a.png", "caption": "x", "label": 2}) + "\n")
+    assert read_labels(jsonl) == {"a.png": "2"}
+    plain = tmp_path / "plain.csv"
+    plain.write_text("file_name,caption\na.png,x\n")
+    assert read_labels(plain) == {}
 
 
 @pytest.mark.parametrize(

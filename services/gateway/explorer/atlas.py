@@ -101,6 +101,7 @@ class Atlas:
         evidences = [n.get("evidence") for n in cluster["neurons"]]
         known = [e for e in evidences if e is not None]
         reliable = sum(1 for e in known if e.get("reliable")) / len(known) if known else None
+        selective = sum(1 for e in known if e.get("significant")) / len(known) if known else None
         return {
             "id": cluster["id"],
             "level": cluster["level"],
@@ -109,6 +110,7 @@ class Atlas:
             "label_quality": _num(cluster.get("label_quality"), 3),
             "neurons": len(cluster["neurons"]),
             "reliable_share": _num(reliable, 3),
+            "selective_share": _num(selective, 3),
             "children": len(cluster["children"]),
         }
 
@@ -210,7 +212,10 @@ class Atlas:
                     "support": _num(neuron["support"], 3),
                     "interval": [_num(x, 3) for x in evidence.get("interval") or []] or None,
                     "reliable": evidence.get("reliable"),
+                    "selective": evidence.get("significant"),
                     "q_value": _num(evidence.get("q_value"), 4),
+                    "generic": evidence.get("generic"),
+                    "collection_rate": _num(evidence.get("collection_rate"), 3),
                     "inclusion_probability": _num(evidence.get("inclusion_probability"), 3),
                     "difference": (neuron["layer"], neuron["channel"]) in difference,
                 }
@@ -267,6 +272,8 @@ class Atlas:
                             "support": _num(neuron["support"], 3),
                             "interval": evidence.get("interval"),
                             "reliable": evidence.get("reliable"),
+                            "selective": evidence.get("significant"),
+                            "generic": evidence.get("generic"),
                             "difference": key in difference,
                         }
                     )

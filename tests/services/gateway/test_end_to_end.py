@@ -22,6 +22,8 @@ OPTIONS = {
     # every uncertainty part on, lightly, so the equality covers it too
     "bootstrap_resamples": 50,
     "mc_samples": 2,
+    "tta_samples": 1,
+    "pruning_thresholds": [0.05],
     "ablation_random_sets": 2,
     "ablation_max_images": 2,
     "pruning_random_sets": 1,

@@ -19,6 +19,7 @@ OPTIONS = {
     "layers": ["layer4"],
     "bootstrap_resamples": 20,
     "mc_samples": 0,
+    "tta_samples": 0,
     "ablation_random_sets": 0,
     "pruning_random_sets": 0,
 }

@@ -7,6 +7,7 @@ import io
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -51,6 +52,25 @@ def test_spec_captions_win_over_metadata_files(sample_dir: Path) -> None:
     c.add_file(png.name, png.read_bytes())
     c.wait()
     assert c.manifest({png.name: "from spec"})["images"][0]["caption"] == "from spec"
+
+
+def test_class_labels_reach_the_manifest_and_spec_labels_win(sample_dir: Path) -> None:
+    first, second = sorted(sample_dir.glob("*.png"))[:2]
+    c = collector({})
+    c.add_file("metadata.csv", f"file_name,caption,label\n{first.name},a,1\n{second.name},b,2\n".encode())
+    c.add_file(first.name, first.read_bytes())
+    c.add_file(second.name, second.read_bytes())
+    c.wait()
+    images = c.manifest({}, {second.name: "5"})["images"]
+    assert [i["label"] for i in images] == ["1", "5"]
+    assert "label" not in collector_without_labels(first)["images"][0]
+
+
+def collector_without_labels(png: Path) -> dict[str, Any]:
+    c = collector({})
+    c.add_file(png.name, png.read_bytes())
+    c.wait()
+    return c.manifest({})
 
 
 @pytest.mark.parametrize("name", ["../x.png", "a/../../x.png", "/abs.png", "C:/x.png", "a\\b.png", ""])
@@ -156,3 +176,11 @@ def test_entries_above_the_file_limit_or_a_bomb_ratio_are_skipped_unread(sample_
     assert "zip bomb" in str(reasons["bomb.png"])
     assert "above the limit" in str(reasons["too-big.png"])
     assert reasons[png.name] is None and len(stored) == 1
+
+
+def test_the_api_spec_takes_a_labels_map_beside_captions() -> None:
+    from shared.contracts.api import JobSpec
+
+    spec = JobSpec.model_validate({"captions": {"a.png": "a cat"}, "labels": {"a.png": "281"}})
+    assert spec.labels == {"a.png": "281"}
+    assert JobSpec().labels == {}

@@ -17,7 +17,7 @@ from services.uncertainty.ablation import (
     causal_check,
     difference_separation,
     matched_random_sets,
-    set_permutation_pvalue,
+    set_rank_pvalue,
 )
 
 LAYERS = [LayerInfo("layer1", 8, 0), LayerInfo("layer2", 8, 8)]
@@ -67,14 +67,15 @@ def test_planted_group_has_a_large_significant_causal_effect(
     setup: tuple[nn.Module, AblatedModel, torch.Tensor],
 ) -> None:
     _, ablated, inputs = setup
-    result = causal_check(ablated, inputs, group_of(0, 1, 8, 9), LAYERS, 8, 0.05, np.random.default_rng(0))
+    result = causal_check(ablated, inputs, group_of(0, 1, 8, 9), LAYERS, 199, 0.05, np.random.default_rng(0))
     assert result.group_drop == pytest.approx(10.0, rel=0.05)  # class 0's whole logit
-    assert result.random_drop_mean == pytest.approx(0.0, abs=1e-4)
-    assert result.effect > 9 and result.p_value < 0.01
-    assert result.interval is not None and result.interval[0] > 9
+    # random pairs of these 8-channel layers often hold 0 and 1 (or 8 and 9) too: 1 in 28 each
+    assert result.random_drop_mean < result.group_drop / 2
+    assert result.effect > 5 and result.p_value < 0.15
+    assert result.interval is not None and result.interval[0] > 5
     # keeping only the group keeps class 0's logit; keeping random pairs loses it
     assert result.keep_only_drop == pytest.approx(0.0, abs=1e-4)
-    assert result.keep_only_effect > 9 and result.keep_only_p_value < 0.01
+    assert result.keep_only_effect > 5 and result.keep_only_p_value < 0.15
 
 
 def test_random_sets_have_no_causal_effect(setup: tuple[nn.Module, AblatedModel, torch.Tensor]) -> None:
@@ -94,18 +95,26 @@ def test_ablation_hooks_change_nothing_when_idle(
         assert model(inputs)[:, 0].min() > 9.5
 
 
-def test_random_sets_match_the_group_per_layer_and_avoid_it() -> None:
+def test_random_sets_match_the_group_per_layer_drawn_from_the_whole_layer() -> None:
     group = group_of(1, 2, 9)
-    sets = matched_random_sets(group, LAYERS, 50, np.random.default_rng(0))
+    sets = matched_random_sets(group, LAYERS, 400, np.random.default_rng(0))
     assert np.all(sets[:, :8].sum(axis=1) == 2) and np.all(sets[:, 8:].sum(axis=1) == 1)
-    assert not (sets & group).any()
+    # uniform over the layer: each channel is drawn equally often, the group's own included
+    assert sets[:, :8].mean(axis=0) == pytest.approx(np.full(8, 2 / 8), abs=0.06)
     assert len({row.tobytes() for row in sets}) > 10
 
 
-def test_set_permutation_pvalue_is_uniformish_under_the_null() -> None:
+def test_set_rank_pvalue_is_uniform_when_set_effects_are_shared_by_the_images() -> None:
+    """A neuron set's effect is the same on every image: the per-image permutation treated the
+    images as independent and rejected far too often; the rank among random sets does not."""
     rng = np.random.default_rng(0)
-    p = [set_permutation_pvalue(rng.normal(size=(6, 9)), rng, permutations=999) for _ in range(300)]
-    assert 0.03 < np.mean(np.array(p) <= 0.1) < 0.17
+    p = []
+    for _ in range(1000):
+        drops = rng.normal(size=(1, 20)) + 0.1 * rng.normal(size=(8, 20))  # set effect + image noise
+        p.append(set_rank_pvalue(drops))
+    assert np.mean(np.array(p) <= 0.1) == pytest.approx(0.1, abs=0.03)
+    assert np.mean(np.array(p) <= 0.05) == pytest.approx(0.05, abs=0.02)
+    assert set_rank_pvalue(np.array([[5.0, 1.0, 2.0, 0.0]])) == 0.25  # the smallest: 1 / sets
 
 
 def test_difference_neurons_that_mark_the_child_separate_it_from_siblings() -> None:

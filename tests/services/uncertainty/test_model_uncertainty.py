@@ -1,17 +1,21 @@
-"""Monte Carlo dropout and test-time augmentation on tiny models."""
+"""Monte Carlo dropout, injected dropout, test-time augmentation and the entropy split on tiny
+models."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from torch import nn
 
 from neuron_core.layers import LayerInfo
+from services.uncertainty.entropy import decompose
 from services.uncertainty.model_inputs import ModelInputs
 from services.uncertainty.model_uncertainty import (
+    Method,
     augment,
     expected_support,
     pick_method,
@@ -38,9 +42,15 @@ class TinyNet(nn.Module):
         return self.head(self.layer2(self.layer1(self.drop(self.stem(x)))))
 
 
-def run(model: nn.Module, read: Callable[[Sequence[int]], list[Image.Image]], seed: int = 0) -> np.ndarray:
-    inputs = ModelInputs(read, CPU)
-    activity = stochastic_active_sets(model.eval(), LAYERS, inputs, 12, 0.25, "per_layer", 16, seed, CPU, 5)
+def run(
+    model: nn.Module,
+    read: Callable[[Sequence[int]], list[Image.Image]],
+    seed: int = 0,
+    method: Method | None = None,
+) -> np.ndarray:
+    activity = stochastic_active_sets(
+        model.eval(), LAYERS, ModelInputs(read, CPU), 12, 0.25, "per_layer", 16, seed, CPU, 5, method=method
+    )
     return activity.passes
 
 
@@ -55,20 +65,75 @@ def test_mc_dropout_gives_probabilities_strictly_between_0_and_1(
     assert not model.training and not model.drop.training  # dropout is off again afterwards
 
 
-def test_without_dropout_noise_mc_passes_agree(
+def test_dropout_with_p_zero_is_no_dropout_and_gets_injected_dropout(
     read_images: Callable[[Sequence[int]], list[Image.Image]],
 ) -> None:
-    probability = run(TinyNet(p=0.0), read_images).mean(axis=0)
-    assert set(np.unique(probability)) <= {0.0, 1.0}
+    # ViT and Swin carry Dropout(p=0) before their blocks: it drops nothing, so it is no MC dropout
+    model = TinyNet(p=0.0)
+    assert pick_method(model, ["layer1", "layer2"], CPU) == "injected_dropout"
+    activity = stochastic_active_sets(
+        model.eval(),
+        LAYERS,
+        ModelInputs(read_images, CPU),
+        12,
+        0.25,
+        "per_layer",
+        16,
+        0,
+        CPU,
+        5,
+        dropout_rate=0.2,
+    )
+    assert activity.method == "injected_dropout" and activity.dropout_rate == 0.2
+    probability = activity.probability
+    assert ((probability > 0) & (probability < 1)).mean() > 0.05  # the injected dropout is real noise
+    # and it is gone afterwards: two plain passes agree
+    batch = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(model(batch), model(batch))
 
 
-def test_dropout_only_after_the_read_layers_falls_back_to_augmentation(
+def test_dropout_only_after_the_read_layers_gets_injected_dropout(
     read_images: Callable[[Sequence[int]], list[Image.Image]],
 ) -> None:
     model = TinyNet(p=0.3, dropout_in_features=False)
-    assert pick_method(model, ["layer1", "layer2"], CPU) == "tta"
+    assert pick_method(model, ["layer1", "layer2"], CPU) == "injected_dropout"
     passes = run(model, read_images)
     assert ((passes.mean(axis=0) > 0) & (passes.mean(axis=0) < 1)).any()
+
+
+def test_augmentation_is_its_own_method_for_input_sensitivity(
+    read_images: Callable[[Sequence[int]], list[Image.Image]],
+) -> None:
+    model = TinyNet(p=0.0, dropout_in_features=False)
+    activity = stochastic_active_sets(
+        model.eval(), LAYERS, ModelInputs(read_images, CPU), 12, 0.25, "per_layer", 6, 0, CPU, 5, method="tta"
+    )
+    assert activity.method == "tta" and activity.entropy is None and activity.dropout_rate is None
+    assert ((activity.probability > 0) & (activity.probability < 1)).any()
+
+
+def test_dropout_passes_split_predictive_entropy_into_aleatoric_and_epistemic(
+    read_images: Callable[[Sequence[int]], list[Image.Image]],
+) -> None:
+    activity = stochastic_active_sets(
+        TinyNet(p=0.3).eval(), LAYERS, ModelInputs(read_images, CPU), 12, 0.25, "per_layer", 8, 0, CPU, 5
+    )
+    split = activity.entropy
+    assert split is not None and split.total.shape == (12,)
+    np.testing.assert_allclose(split.total, split.aleatoric + split.epistemic, atol=1e-12)
+    assert (split.epistemic > 0).all() and (split.total <= np.log(4) + 1e-9).all()
+
+
+def test_entropy_split_of_known_distributions() -> None:
+    # two confident passes that disagree: no aleatoric part, all epistemic (log 2)
+    disagree = np.array([[[1.0, 0.0]], [[0.0, 1.0]]])
+    split = decompose(disagree)
+    assert split.aleatoric[0] == 0 and split.epistemic[0] == pytest.approx(np.log(2))
+    # two passes that agree on a coin flip: all aleatoric, no epistemic
+    agree = np.full((2, 1, 2), 0.5)
+    split = decompose(agree)
+    assert split.aleatoric[0] == pytest.approx(np.log(2)) and split.epistemic[0] == pytest.approx(0)
 
 
 def test_stochastic_passes_repeat_exactly_with_the_seed(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from neuron_core.active_sets import active_mask, write_activation_shard
@@ -14,7 +15,7 @@ from neuron_core.layers import LayerInfo
 from neuron_core.target_model import LoadedModel
 from services.activation.stage import run_groups
 from services.caption.stage import write_caption_shard
-from services.uncertainty.stage import run_uncertainty
+from services.uncertainty.stage import class_labels, correct_across_clusters, run_uncertainty
 from shared import artifacts
 from shared.options import PipelineOptions
 from shared.storage import LocalStore, get_json, put_json, put_npy
@@ -23,7 +24,12 @@ from .test_model_uncertainty import TinyNet
 
 LAYERS = [LayerInfo("layer1", 16, 0), LayerInfo("layer2", 8, 16)]
 OPTIONS = PipelineOptions(
-    top_fraction=0.25, bootstrap_resamples=30, mc_samples=3, ablation_random_sets=3, ablation_max_images=3
+    top_fraction=0.25,
+    bootstrap_resamples=30,
+    mc_samples=3,
+    tta_samples=2,
+    ablation_random_sets=3,
+    ablation_max_images=3,
 )
 
 
@@ -71,7 +77,20 @@ def test_step_writes_evidence_for_every_membership(tmp_path: Path, images: list[
     assert all(0 <= p <= 1 for p in level1["members"]["expected_support"])
     assert level1["causal"]["random_sets"] == 3 and level1["causal"]["images"] == 3
     assert level1["difference_test"] is not None  # the parent's group is empty: all four differ
-    assert document["method"]["model_uncertainty"] == {"method": "mc_dropout", "samples": 3}
+    assert document["method"]["model_uncertainty"] == {
+        "method": "mc_dropout",
+        "samples": 3,
+        "dropout_rate": None,
+    }
+    assert document["method"]["input_sensitivity"] == {"method": "tta", "samples": 2}
+    assert len(members["augmented_support"]) == len(members["neuron"])
+    entropy = level1["predictive_entropy"]
+    assert entropy["total"] == pytest.approx(entropy["aleatoric"] + entropy["epistemic"], abs=2e-6)
+    assert len(document["image_entropy"]["epistemic"]) == 12
+    # the causal and difference decisions read the q-value across the job's clusters
+    checked = [c["causal"] for c in document["clusters"].values() if c["causal"]]
+    assert all(c["significant"] == (c["q_value"] <= OPTIONS.alpha) for c in checked)
+    assert all(c["q_value"] >= c["p_value"] for c in checked)
     assert (
         document["pruning"]["neurons_pruned"]
         + len(
@@ -119,3 +138,30 @@ def test_the_stage_reads_the_stored_groups_and_does_not_apply_the_group_rule_aga
     members = run_uncertainty(store, OPTIONS).clusters["L1-2"].members
     assert dropped not in members.neuron
     assert members.neuron == cluster["group"]
+
+
+def test_causal_and_difference_decisions_are_corrected_across_clusters() -> None:
+    """p = 0.04 passes alone at alpha 0.05; among five clusters' checks its BH q-value is 0.2."""
+    clusters: dict[str, dict[str, Any]] = {}
+    for i, p in enumerate([0.04, 0.5, 0.6, 0.7, 0.8]):
+        causal = {
+            "p_value": p,
+            "significant": p <= 0.05,
+            "keep_only": {"p_value": p, "significant": p <= 0.05},
+        }
+        difference = {"p_value": p / 100, "significant": True}
+        clusters[f"L1-{i}"] = {"causal": causal, "difference_test": difference}
+    correct_across_clusters(clusters, 0.05)
+    first = clusters["L1-0"]
+    assert first["causal"]["q_value"] == pytest.approx(0.2) and not first["causal"]["significant"]
+    assert not first["causal"]["keep_only"]["significant"]
+    assert (
+        first["difference_test"]["q_value"] == pytest.approx(0.002)
+        and first["difference_test"]["significant"]
+    )
+
+
+def test_class_labels_come_from_the_manifest() -> None:
+    manifest = {"images": [{"id": "a", "label": "3"}, {"id": "b"}, {"id": "c", "label": "cat"}]}
+    assert class_labels(manifest, ["c", "a", "b"]).tolist() == [-1, 3, -1]  # type: ignore[union-attr]
+    assert class_labels({"images": [{"id": "a"}]}, ["a"]) is None

@@ -1,4 +1,4 @@
-"""Membership statistics against ground truth: simulated coverage, scipy's BH, exact tests."""
+"""Membership statistics against ground truth: exact coverage, scipy's BH, exact tests."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 from scipy import stats
 
 from neuron_core.layers import LayerInfo
+from services.uncertainty.selectivity import selectivity_pvalue
 from services.uncertainty.stats import (
     benjamini_hochberg,
     binomial_greater_pvalue,
@@ -14,6 +15,7 @@ from services.uncertainty.stats import (
     membership_stats,
     proportion_interval,
 )
+from shared.options import PipelineOptions
 
 
 @pytest.mark.parametrize(
@@ -64,9 +66,46 @@ def test_chance_rate_is_the_active_share_of_each_ranking_pool() -> None:
     assert np.all(chance_rates(layers, 0.1, "global") == pytest.approx(7 / 69))
 
 
+def exact_coverage(method: str, n: int, p: np.ndarray, alpha: float = 0.05) -> np.ndarray:
+    """Coverage of the interval at each true p: the binomial probability of the k it covers."""
+    k = np.arange(n + 1)
+    lo, hi = proportion_interval(k, np.full(n + 1, n), alpha, method)  # type: ignore[arg-type]
+    covers = (lo[:, None] <= p[None, :]) & (p[None, :] <= hi[:, None])
+    return np.asarray((stats.binom.pmf(k[:, None], n, p[None, :]) * covers).sum(axis=0))
+
+
+def test_default_interval_keeps_coverage_within_one_point_of_nominal() -> None:
+    """For every n >= 8 and p in [0.05, 0.95]: Wilson falls to 0.92 at n = 16, p = 0.5, right at
+    min_support, where "reliable" is decided."""
+    method = PipelineOptions().interval
+    grid = np.linspace(0.05, 0.95, 181)
+    worst = min(exact_coverage(method, n, grid).min() for n in range(8, 121))
+    assert worst >= 0.94
+    assert exact_coverage("wilson", 16, np.array([0.5]))[0] < 0.94  # the defect it replaces
+
+
+def test_selectivity_is_the_one_sided_fisher_exact_test() -> None:
+    for k, n, big_k, big_n in [(3, 5, 60, 100), (5, 5, 5, 100), (1, 10, 40, 50)]:
+        expected = stats.fisher_exact([[k, n - k], [big_k - k, big_n - n - (big_k - k)]], "greater").pvalue
+        got = selectivity_pvalue(np.array([[k]]), np.array([n]), np.array([big_k]), big_n)[0, 0]
+        assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_neuron_active_in_most_images_is_generic_and_not_selective() -> None:
+    """3 of 5 images pass the chance-rate test (p = 0.0086) for a neuron active in 60% of all
+    images; it is not more active in the cluster than elsewhere, so it is not significant."""
+    sizes = np.array([5, 45, 50])
+    counts = np.array([[3, 5], [27, 0], [30, 0]])  # neuron 0: 60% everywhere; neuron 1: cluster 0 only
+    members = counts >= 0.5 * sizes[:, None]
+    st = membership_stats(counts, sizes, members, np.full(2, 0.1), 0.05, 0.5)
+    assert st.chance_p_value[0, 0] == pytest.approx(0.00856, abs=1e-5) and st.above_chance[0, 0]
+    assert not st.significant[0, 0] and st.generic[0]
+    assert st.significant[0, 1] and not st.generic[1]
+
+
 def test_reliable_needs_the_lower_bound_to_clear_min_support() -> None:
-    counts = np.array([[6, 9, 3], [100, 2, 0]])
-    sizes = np.array([10, 100])
+    counts = np.array([[6, 9, 3], [100, 2, 0], [0, 0, 0]])
+    sizes = np.array([10, 100, 200])
     members = counts >= 0.5 * sizes[:, None]
     st = membership_stats(counts, sizes, members, np.full(3, 0.1), 0.05, 0.5)
     # 6/10 is in the group but its interval reaches far below 0.5; 100/100 is safely above

@@ -219,6 +219,7 @@
     const parts = [h("span", { class: "badge" }, `level ${n.level}`), `${count(n.size)} images`];
     if (n.label_quality !== undefined) parts.push(`label quality ${fmt(n.label_quality)}`);
     if (n.reliable_share !== undefined) parts.push(`${pct(n.reliable_share)} of ${n.neurons} neurons reliable`);
+    if (n.selective_share !== undefined && n.selective_share !== null) parts.push(`${pct(n.selective_share)} selective`);
     return h("span", { class: "meta" }, ...parts.flatMap((p, i) => (i ? [" · ", p] : [p])));
   }
   function treeList(job, parent, answer) {
@@ -265,6 +266,8 @@
       h("li", {}, h("b", {}, summary.levels.length), " levels"),
       h("li", {}, "layers ", summary.layers.map((l) => l.name).join(", ")),
       u.reliable_share !== undefined ? h("li", {}, h("b", {}, pct(u.reliable_share)), " of memberships reliable") : "",
+      u.significant_share !== undefined && u.significant_share !== null ? h("li", {}, h("b", {}, pct(u.significant_share)), " selective (more active in the concept than in the rest of the images)") : "",
+      u.generic_neurons !== undefined ? h("li", {}, h("b", {}, count(u.generic_neurons)), " generic neurons (active in at least min_support of all images)") : "",
       summary.labelling && summary.labelling.source ? h("li", {}, "labels: ", summary.labelling.source) : "");
     const input = h("input", { id: "search", type: "search", placeholder: "e.g. snowy forest", autocomplete: "off" });
     const results = h("div", { id: "results", "aria-live": "polite" });
@@ -288,12 +291,14 @@
     return h("ul", { class: "strip", "aria-label": `Neurons of ${layer.layer}` }, layer.neurons.map((n) => {
       const iv = n.interval;
       const label = `${layer.layer} channel ${n.channel}: support ${fmt(n.support)}` + (iv ? `, interval ${fmt(iv[0])} to ${fmt(iv[1])}` : "") +
-        (n.reliable === false ? ", not reliable" : n.reliable ? ", reliable" : "") + (n.difference ? ", difference neuron" : "");
+        (n.reliable === false ? ", not reliable" : n.reliable ? ", reliable" : "") +
+        (n.selective === false ? ", not selective" : n.selective ? `, selective (q ${fmt(n.q_value, 4)})` : "") +
+        (n.generic ? `, generic: active in ${pct(n.collection_rate)} of all images` : "") + (n.difference ? ", difference neuron" : "");
       const bar = h("span", { class: "bar", "aria-hidden": "true" },
         iv ? h("span", { class: "iv", style: `left:${iv[0] * 100}%;width:${Math.max(1, (iv[1] - iv[0]) * 100)}%` }) : "",
         h("span", { class: "sup", style: `left:calc(${n.support * 100}% - 1px)` }));
       return h("li", {}, h("a", { href: route.neuron(job, layer.layer, n.channel), title: label, "aria-label": label,
-        class: [n.difference ? "diff" : "", n.reliable === false ? "unreliable" : ""].join(" ").trim() || null },
+        class: [n.difference ? "diff" : "", n.reliable === false ? "unreliable" : "", n.generic ? "generic" : ""].join(" ").trim() || null },
         h("span", { class: "ch" }, n.channel), bar, h("span", {}, fmt(n.support))));
     }));
   }
@@ -326,12 +331,16 @@
     const rows = [];
     if (u.stability !== undefined) rows.push(["Stability (bootstrap Jaccard)", fmt(u.stability), "", ""]);
     const c = u.causal;
+    // decisions read the q-value: Benjamini-Hochberg across all concepts of the job
+    const decided = (t) => pval(t.p_value) + (t.q_value !== undefined && t.q_value !== null ? `, q ${pval(t.q_value)} across concepts` : "") + (t.significant ? " (significant)" : "");
     if (c) {
-      rows.push(["Causal effect (group ablated)", fmt(c.effect, 3), c.interval ? `${fmt(c.interval[0], 3)} to ${fmt(c.interval[1], 3)}` : "–", pval(c.p_value) + (c.significant ? " (significant)" : "")]);
-      if (c.keep_only) rows.push(["Keep only the group", fmt(c.keep_only.effect, 3), c.keep_only.interval ? `${fmt(c.keep_only.interval[0], 3)} to ${fmt(c.keep_only.interval[1], 3)}` : "–", pval(c.keep_only.p_value) + (c.keep_only.significant ? " (significant)" : "")]);
+      rows.push(["Causal effect (group ablated vs random sets)", fmt(c.effect, 3), c.interval ? `${fmt(c.interval[0], 3)} to ${fmt(c.interval[1], 3)}` : "–", decided(c)]);
+      if (c.keep_only) rows.push(["Keep only the group", fmt(c.keep_only.effect, 3), c.keep_only.interval ? `${fmt(c.keep_only.interval[0], 3)} to ${fmt(c.keep_only.interval[1], 3)}` : "–", decided(c.keep_only)]);
     }
     const d = u.difference_test;
-    if (d) rows.push(["Difference neurons carried (child vs siblings)", `${pct(d.child_carrier_share)} vs ${pct(d.sibling_carrier_share)}`, "", pval(d.p_value) + (d.significant ? " (significant)" : "")]);
+    if (d) rows.push(["Difference neurons carried (child vs siblings)", `${pct(d.child_carrier_share)} vs ${pct(d.sibling_carrier_share)}`, "", decided(d)]);
+    const e = u.predictive_entropy;
+    if (e) rows.push(["Model unsure (predictive entropy, nats): aleatoric + epistemic", fmt(e.total, 3), `${fmt(e.aleatoric, 3)} (in the images) + ${fmt(e.epistemic, 3)} (the model lacks knowledge)`, ""]);
     if (!rows.length) return h("p", { class: "meta" }, "No uncertainty statistics for this concept.");
     return h("table", { class: "stats" }, h("thead", {}, h("tr", {}, ["Statistic", "Value", "Interval", "p-value"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, rows.map((r) => h("tr", {}, h("th", { scope: "row" }, r[0]), ...r.slice(1).map((x) => h("td", {}, x))))));
@@ -373,7 +382,7 @@
       pager(), grid(job, images.items, first, gen), images.pages > 1 ? pager() : "",
       h("h2", {}, "Statistics"), statsTable(c.uncertainty),
       h("h2", {}, `Neuron group (${c.neurons})`),
-      h("p", { class: "legend" }, "Each cell: channel, a bar with the support (dark line) and its interval (blue), the support. Δ with an orange frame: a difference neuron (in this group, not the parent's). Dashed frame: not reliable."),
+      h("p", { class: "legend" }, "Each cell: channel, a bar with the support (dark line) and its interval (blue), the support. Δ with an orange frame: a difference neuron (in this group, not the parent's). Dashed frame: not reliable (the interval reaches below min_support). Dotted grey: generic, active in most of all images, so not specific to this concept. Hover a cell for selectivity: whether the neuron is more active here than in the rest of the images."),
       c.layers.length ? c.layers.map((l) => [h("h3", {}, `${l.layer} (${l.neurons.length}${l.channels ? ` of ${l.channels}` : ""})`), strip(job, l)]) : h("p", { class: "meta" }, "No neuron is common to this concept's images."),
       h("h2", {}, "Related concepts"), relatives(job, c));
     rendered("concept");
@@ -387,11 +396,12 @@
     const rows = n.concepts.map((c) => h("tr", { class: c.difference ? "diff" : null },
       h("td", {}, h("a", { href: route.concept(job, c.id) }, c.label)), h("td", {}, c.level), h("td", {}, count(c.size)),
       h("td", {}, fmt(c.support)), h("td", {}, c.interval ? `${fmt(c.interval[0])} to ${fmt(c.interval[1])}` : "–"),
-      h("td", {}, c.reliable === null || c.reliable === undefined ? "–" : c.reliable ? "yes" : "no"), h("td", {}, c.difference ? "Δ yes" : "")));
+      h("td", {}, c.reliable === null || c.reliable === undefined ? "–" : c.reliable ? "yes" : "no"),
+      h("td", {}, c.selective === null || c.selective === undefined ? "–" : c.selective ? "yes" : c.generic ? "no (generic)" : "no"), h("td", {}, c.difference ? "Δ yes" : "")));
     show(`Neuron ${layer}/${ch}`,
       h("h1", {}, `Neuron ${layer} / channel ${ch}`),
       h("h2", {}, `Concepts whose group holds it (${n.concepts.length})`),
-      n.concepts.length ? h("table", {}, h("thead", {}, h("tr", {}, ["Concept", "Level", "Images", "Support", "Interval", "Reliable", "Difference"].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows))
+      n.concepts.length ? h("table", {}, h("thead", {}, h("tr", {}, ["Concept", "Level", "Images", "Support", "Interval", "Reliable", "Selective", "Difference"].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows))
         : h("p", { class: "meta" }, "No concept's group holds this neuron."),
       h("h2", {}, `Most strongly activating images (${n.top_images.length})`),
       n.top_images.length ? grid(job, n.top_images, 0, gen, (img) => `activation ${fmt(img.activation)}`) : h("p", { class: "meta" }, "No stored activations."));
