@@ -369,9 +369,11 @@ def _causal_checks(
     options: PipelineOptions,
     ablated: abl.AblatedModel,
     inputs: ModelInputs,
+    sequential: bool = True,
 ) -> None:
     """A causal check for every cluster with a non-empty group, on at most
-    `ablation_max_images` of its images (a seeded choice)."""
+    `ablation_max_images` of its images (a seeded choice); `sequential=False` runs every random
+    set (the benchmark's reference for early stopping)."""
     for lv, level in enumerate(levels):
         for k in range(level.sizes.shape[0]):
             if not level.members[k].any():
@@ -390,6 +392,7 @@ def _causal_checks(
                 options.alpha,
                 rng,
                 options.batch_size,
+                sequential=sequential,
             )
             clusters[cluster_id(lv + 1, k)]["causal"] = result.document(options.alpha)
 

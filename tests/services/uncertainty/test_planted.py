@@ -158,3 +158,49 @@ def test_causal_check_false_positive_rate_is_about_alpha_under_the_null() -> Non
         ablated.close()
     # 200 draws: the standard error at 0.05 is 0.015
     assert 0.01 <= np.mean(np.array(p_values) <= 0.05) <= 0.09
+
+
+def test_stopping_early_gives_the_decisions_of_every_random_set() -> None:
+    """Besag-Clifford stopping on planted groups (causal) and random groups (not): the same
+    decisions and the same p-values at or below alpha as running all 39 sets, with fewer sets
+    run for groups that cannot reach alpha."""
+    images, _ = planted_images(4, seed=2)
+    inputs = preprocess(images)[:, :, :32, :32]
+    ablated = AblatedModel(planted_net(), LAYERS)
+    rng = np.random.default_rng(3)
+    groups = []
+    for concept in range(PLANTED_CONCEPTS):
+        planted = np.zeros(N_NEURONS, dtype=bool)
+        planted[sorted(planted_group(concept))] = True
+        groups.append(planted)
+    for _ in range(12):
+        group = np.zeros(N_NEURONS, dtype=bool)
+        group[rng.choice(N_NEURONS, 8, replace=False)] = True
+        groups.append(group)
+    run_sets = []
+    try:
+        for k, group in enumerate(groups):
+            rows = np.random.default_rng(k).choice(len(images), 6, replace=False)
+            results = [
+                causal_check(
+                    ablated, inputs[rows], group, LAYERS, 39, 0.05, np.random.default_rng(k), 512, 8, seq
+                )
+                for seq in (True, False)
+            ]
+            fast, full = results
+            for p_fast, p_full in (
+                (fast.p_value, full.p_value),
+                (fast.keep_only_p_value, full.keep_only_p_value),
+            ):
+                assert (p_fast <= 0.05) == (p_full <= 0.05), (k, p_fast, p_full)
+                if p_full <= 0.05:
+                    assert p_fast == p_full
+                else:
+                    assert p_fast > 0.05
+            run_sets.append((full.p_value <= 0.05, fast.random_sets))
+    finally:
+        ablated.close()
+    significant = [n for causal, n in run_sets if causal]
+    others = [n for causal, n in run_sets if not causal]
+    assert significant and all(n == 39 for n in significant)  # a group that can reach alpha runs all
+    assert others and np.mean(others) < 39 * 0.6  # the rest stop early
