@@ -101,6 +101,20 @@ def describe_error(stage: str, exc: BaseException) -> dict[str, Any]:
     return problem.body()
 
 
+def _remove_if_deleted(job_id: str, jobs: JobStore) -> bool:
+    """A job deleted while its task ran (DELETE of a cancelling job): remove what the task wrote,
+    so nothing is left behind. Never raises: it must not hide the task's own outcome."""
+    try:
+        if jobs.status(job_id) is not None:
+            return False
+        log.info("job %s was deleted while a task ran; removing its objects", job_id)
+        object_store().delete_prefix(artifacts.job_prefix(job_id))
+        return True
+    except Exception:  # Redis or S3 down: the task's own error (or retry) says so
+        log.warning("could not check whether job %s was deleted", job_id, exc_info=True)
+        return False
+
+
 def retry_pause(retries: int, window_s: float) -> int | None:
     """The pause before try `retries + 1` (5, 10, 20, 30, 30 ... s), or None once the pauses
     so far and this one would pass `window_s`."""
@@ -143,7 +157,10 @@ def job_task(name: str, stage: str) -> Callable[[Callable[..., None]], Any]:
                 metrics.TASK_FAILURES.labels(name).inc()
                 jobs.fail(job_id, describe_error(stage, exc))
                 raise
-            metrics.observe_task(stage, time.monotonic() - started, _images_of(job, stage, args))
+            finally:
+                deleted = _remove_if_deleted(job_id, jobs)
+            if not deleted:
+                metrics.observe_task(stage, time.monotonic() - started, _images_of(job, stage, args))
 
         return get_app().task(name=name, bind=True, max_retries=None)(run)
 

@@ -140,13 +140,15 @@ def relabel_job(job: JobDep, jobs: JobsDep, request: RelabelRequest) -> JobPubli
 
 @router.delete("/{job_id}", status_code=204)
 def delete_job(job: JobDep, jobs: JobsDep, store: StoreDep) -> Response:
-    """Remove the job's record and all its objects."""
-    if job.status in ACTIVE:
+    """Remove the job's record and all its objects. A `cancelling` job may be deleted too: if
+    its work was lost it would never reach `cancelled`, and a task still running for it removes
+    what it writes once it sees the job is gone."""
+    if job.status in ("queued", "running"):
         raise Problem(
             409,
             "conflict",
             f"The job is {job.status}.",
-            fix="Cancel it and wait for `cancelled` before deleting.",
+            fix="Cancel it first (POST :cancel), then delete it.",
         )
     store.delete_prefix(artifacts.job_prefix(job.id))
     jobs.delete(job.id)

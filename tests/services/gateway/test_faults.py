@@ -77,3 +77,26 @@ def test_with_redis_down_the_gateway_answers_503_and_keeps_nothing(
     finally:
         group.stop()
         redis.stop()
+
+
+def test_a_job_stuck_cancelling_can_be_deleted(suite: Any, redis_server: Any, s3_server: Any) -> None:
+    """A job whose work was lost (its message gone with a Redis restart) never reaches
+    `cancelled` after a cancel; DELETE still ends it, record and objects."""
+    import io
+    import uuid
+
+    from shared.jobstore import JobStore
+
+    jobs = JobStore.from_url(redis_server.url)
+    job_id = uuid.uuid4().hex
+    jobs.create(job_id, "tenant-a", images=2, skipped=0, shards=1, totals={"caption": 2})
+    jobs.begin(job_id, "caption")  # it ran, then its next message was lost
+    s3 = s3_server.client()
+    s3.put_object(suite.bucket, f"jobs/{job_id}/manifest.json", io.BytesIO(b"{}"), 2)
+    with httpx.Client(base_url=suite.url, headers=suite.headers(), timeout=60) as client:
+        assert client.post(f"/v1/jobs/{job_id}:cancel").json()["status"] == "cancelling"
+        assert client.post(f"/v1/jobs/{job_id}:cancel").status_code == 202  # asking again is fine
+        assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
+        assert client.get(f"/v1/jobs/{job_id}").status_code == 404
+    assert list(s3.list_objects(suite.bucket, prefix=f"jobs/{job_id}/", recursive=True)) == []
+    jobs.redis.close()
