@@ -33,7 +33,6 @@ sys.path.insert(0, str(ROOT))
 from neuron_core.active_sets import active_mask  # noqa: E402
 from neuron_core.groups import build_groups  # noqa: E402
 from neuron_core.hooks import ActivationReader, preprocess  # noqa: E402
-from neuron_core.layers import LayerInfo  # noqa: E402
 from services.uncertainty import ablation as abl  # noqa: E402
 from services.uncertainty.ablation import AblatedModel, causal_check  # noqa: E402
 from services.uncertainty.stage import compute_uncertainty  # noqa: E402
@@ -42,16 +41,17 @@ from shared.options import PipelineOptions  # noqa: E402
 from tests.tiny_models import (  # noqa: E402
     PLANTED_CONCEPTS,
     PLANTED_GENERIC,
-    PLANTED_LAYERS,
+    PLANTED_NEURONS,
     PLANTED_TOP_FRACTION,
     planted_detectors,
     planted_group,
     planted_images,
+    planted_layers,
     planted_net,
 )
 
-LAYERS = [LayerInfo(name, channels, offset) for name, channels, offset in PLANTED_LAYERS]
-N_NEURONS = sum(layer.channels for layer in LAYERS)
+LAYERS = planted_layers()
+N_NEURONS = PLANTED_NEURONS
 METHODS = ("wilson", "clopper_pearson")
 
 

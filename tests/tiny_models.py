@@ -58,6 +58,16 @@ def save_tiny_blip(folder: Path) -> Path:
 
 PLANTED_CONCEPTS = 4
 PLANTED_LAYERS = (("layer1", 64, 0), ("layer2", 48, 64))
+PLANTED_NEURONS = sum(channels for _, channels, _ in PLANTED_LAYERS)
+
+
+def planted_layers() -> list[Any]:
+    """The planted model's read layers as the neuron axis sees them (LayerInfo)."""
+    from neuron_core.layers import LayerInfo
+
+    return [LayerInfo(name, channels, offset) for name, channels, offset in PLANTED_LAYERS]
+
+
 PLANTED_TOP_FRACTION = 0.125
 PLANTED_GENERIC = (12, 13, 64 + 12)  # neuron indices over both layers (layer2 starts at 64)
 

@@ -12,23 +12,23 @@ import torch
 from neuron_core.active_sets import active_mask
 from neuron_core.groups import build_groups
 from neuron_core.hooks import ActivationReader, preprocess
-from neuron_core.layers import LayerInfo
 from services.uncertainty.ablation import AblatedModel, causal_check, matched_random_sets
 from services.uncertainty.stage import compute_uncertainty
 from shared.options import PipelineOptions
 from tests.tiny_models import (
     PLANTED_CONCEPTS,
     PLANTED_GENERIC,
-    PLANTED_LAYERS,
+    PLANTED_NEURONS,
     PLANTED_TOP_FRACTION,
     planted_detectors,
     planted_group,
     planted_images,
+    planted_layers,
     planted_net,
 )
 
-LAYERS = [LayerInfo(name, channels, offset) for name, channels, offset in PLANTED_LAYERS]
-N_NEURONS = sum(layer.channels for layer in LAYERS)
+LAYERS = planted_layers()
+N_NEURONS = PLANTED_NEURONS
 OPTIONS = PipelineOptions(
     top_fraction=PLANTED_TOP_FRACTION,
     bootstrap_resamples=0,
