@@ -78,7 +78,9 @@ def load_models(options: PipelineOptions, uncaptioned: list[str]) -> Models:
     """Load every model the job needs; `uncaptioned` names the images that need the captioner."""
     target = target_model(TargetSpec.of(options))
     with hook_layers(target, options) as reader:
-        reader.layer_infos(target.device)  # a layer that does not run fails now, not after captioning
+        reader.layer_infos(
+            target.device, target.preprocessing.input_size
+        )  # a layer that does not run fails now, not after captioning
     captioner = Captioner(options.caption_model, target.device) if uncaptioned else None
     if captioner:
         try:

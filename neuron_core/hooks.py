@@ -15,11 +15,15 @@ from PIL import Image
 from torch import nn
 
 from neuron_core.layers import LayerInfo, stack_layers
+from shared.contracts.models import IMAGENET_EVAL, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from shared.errors import InputError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-RESIZE, CROP = 256, 224
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ActivationReader", "crops", "normalise", "preprocess"]
+RESAMPLING = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+}
 
 
 def _pool(output: torch.Tensor) -> torch.Tensor:
@@ -82,14 +86,16 @@ class ActivationReader:
             )
         return {name: self._pooled[name] for name in self.layers}
 
-    def layer_infos(self, device: torch.device) -> list[LayerInfo]:
+    def layer_infos(
+        self, device: torch.device, input_size: int = IMAGENET_EVAL.input_size
+    ) -> list[LayerInfo]:
         """Channel counts from one pass over a blank image."""
-        pooled_by_layer = self._probe(device)
+        pooled_by_layer = self._probe(device, input_size)
         return stack_layers(self.layers, [int(pooled_by_layer[name].shape[1]) for name in self.layers])
 
     @torch.inference_mode()
-    def _probe(self, device: torch.device) -> dict[str, torch.Tensor]:
-        return self._pass(torch.zeros(1, 3, CROP, CROP, device=device))
+    def _probe(self, device: torch.device, input_size: int) -> dict[str, torch.Tensor]:
+        return self._pass(torch.zeros(1, 3, input_size, input_size, device=device))
 
     def close(self) -> None:
         for handle in self._handles:
@@ -104,28 +110,30 @@ class ActivationReader:
         self.close()  # the model may be cached and reused: leave no hook behind
 
 
-def preprocess(images: Sequence[Image.Image]) -> torch.Tensor:
-    """ImageNet evaluation transform: resize shorter side to 256, centre crop 224, normalise."""
-    return normalise(crops(images))
+def preprocess(images: Sequence[Image.Image], prep: Preprocessing = IMAGENET_EVAL) -> torch.Tensor:
+    """The evaluation transform (ResNet18's by default: resize the shorter side to 256, centre
+    crop 224, normalise with ImageNet's mean and std)."""
+    return normalise(crops(images, prep), prep)
 
 
-def crops(images: Sequence[Image.Image]) -> np.ndarray:
-    """The transform's resized centre crops as uint8 (images, 224, 224, 3): a quarter of the
+def crops(images: Sequence[Image.Image], prep: Preprocessing = IMAGENET_EVAL) -> np.ndarray:
+    """The transform's resized centre crops as uint8 (images, side, side, 3): a quarter of the
     memory of the normalised tensor, and exactly what `normalise` turns into it."""
-    arrays = np.empty((len(images), CROP, CROP, 3), dtype=np.uint8)
+    side, resize = prep.input_size, prep.resize
+    arrays = np.empty((len(images), side, side, 3), dtype=np.uint8)
     for i, image in enumerate(images):
         width, height = image.size
-        scale = RESIZE / min(width, height)
-        size = (max(CROP, round(width * scale)), max(CROP, round(height * scale)))
-        resized = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
-        left, top = (size[0] - CROP) // 2, (size[1] - CROP) // 2
-        arrays[i] = np.asarray(resized.crop((left, top, left + CROP, top + CROP)))
+        scale = resize / min(width, height)
+        size = (max(side, round(width * scale)), max(side, round(height * scale)))
+        resized = image.resize(size, RESAMPLING[prep.interpolation], reducing_gap=3.0)
+        left, top = (size[0] - side) // 2, (size[1] - side) // 2
+        arrays[i] = np.asarray(resized.crop((left, top, left + side, top + side)))
     return arrays
 
 
-def normalise(arrays: np.ndarray) -> torch.Tensor:
+def normalise(arrays: np.ndarray, prep: Preprocessing = IMAGENET_EVAL) -> torch.Tensor:
     """uint8 crops (images, H, W, 3) to the normalised float batch (images, 3, H, W)."""
     batch = torch.from_numpy(np.ascontiguousarray(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(prep.mean).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std).view(1, 3, 1, 1)
     return batch.sub_(mean).div_(std).contiguous()

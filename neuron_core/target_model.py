@@ -1,4 +1,4 @@
-"""Load the target model: a torchvision classification architecture and its weights.
+"""Load the target model: a torchvision or timm architecture, its weights and its preprocessing.
 
 Weights come from, in order: a user's safetensors state dict (never a pickle from a user), the
 ImageNet weights in the torch cache (downloaded only when downloads are allowed), or random
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,29 +22,45 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from neuron_core.architectures import Architecture, classifier_weight_key
+from shared.contracts.hierarchy import TargetRecord
+from shared.contracts.models import IMAGENET_EVAL, ModelRecord, Preprocessing, WeightsSource
 from shared.devices import resolve_device
 from shared.errors import InputError, ModelLoadError
 from shared.hub import downloads_allowed
 from shared.options import PipelineOptions
+from shared.safetensors_file import check_safetensors, file_sha256
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A target model in eval mode plus a plain-words record of where its weights came from."""
+    """A target model in eval mode, its input transform and where its weights came from."""
 
     architecture: str
     module: nn.Module
-    weights: str
+    weights: str  # in plain words
+    preprocessing: Preprocessing = IMAGENET_EVAL
+    source: WeightsSource = "random"
+    sha256: str | None = None
+    model_id: str | None = None
 
     @property
     def device(self) -> torch.device:
         return next(self.module.parameters()).device
 
-
-def classification_architectures() -> list[str]:
-    return sorted(tvm.list_models(module=tvm))
+    def record(self) -> TargetRecord:
+        """What `hierarchy.json` says about the model (models.target)."""
+        return TargetRecord(
+            architecture=self.architecture,
+            weights=self.weights,
+            source=self.source,
+            model_id=self.model_id,
+            sha256=self.sha256,
+            num_classes=num_outputs(self.module),
+            preprocessing=self.preprocessing,
+        )
 
 
 def torch_cache_dir() -> Path:
@@ -52,48 +68,108 @@ def torch_cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def build_architecture(architecture: str, seed: int = 0) -> nn.Module:
-    names = classification_architectures()
-    if architecture not in names:
-        close = [n for n in names if n.startswith(architecture[:4])] or names[:12]
-        raise InputError(
-            f"Unknown model {architecture!r}.",
-            f"Choose a torchvision classification architecture, e.g. {', '.join(close)}.",
-        )
-    torch.manual_seed(seed)  # random weights, where used, repeat exactly
-    return tvm.get_model(architecture, weights=None)
+def build_architecture(architecture: str, seed: int = 0, num_classes: int | None = None) -> nn.Module:
+    """The named architecture (`resnet18`, `torchvision:NAME`, `timm:NAME`) with random weights."""
+    return Architecture.parse(architecture).build(num_classes, seed)
 
 
-def _load_safetensors(module: nn.Module, path: Path, architecture: str) -> None:
+def num_outputs(module: nn.Module) -> int | None:
+    key = classifier_weight_key(module)
+    weight = module.state_dict().get(key) if key else None
+    return int(weight.shape[0]) if weight is not None else None
+
+
+class WeightsMismatch(ModelLoadError):
+    """A state dict that does not load strictly into the architecture; lists what differs."""
+
+    kind = "weights-mismatch"
+
+    def __init__(
+        self,
+        problem: str,
+        fix: str,
+        missing: list[str],
+        unexpected: list[str],
+        mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]],
+    ) -> None:
+        super().__init__(problem, fix)
+        self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors state dict; never a pickle (unpickling runs code)."""
     if not path.is_file():
         raise ModelLoadError(
             f"Weights file {path} does not exist.",
             "Pass the path of a .safetensors state dict for the model.",
         )
     try:
-        state = load_file(str(path))
+        check_safetensors(path)
+        return load_file(str(path))
+    except InputError as exc:
+        raise ModelLoadError(exc.problem, exc.fix) from None
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelLoadError(
             f"Weights file {path} is not a readable safetensors file ({exc}).",
             "Save the state dict with safetensors.torch.save_file(model.state_dict(), path).",
         ) from None
-    result = module.load_state_dict(state, strict=False)
-    problems = [*result.missing_keys, *result.unexpected_keys]
-    if problems:
-        raise ModelLoadError(
-            f"Weights file {path} does not fit {architecture}: "
-            f"{len(result.missing_keys)} missing and {len(result.unexpected_keys)} unexpected "
-            f"tensors (first: {', '.join(problems[:4])}).",
-            f"Pass a state dict saved from a torchvision {architecture}, or pick the matching --model.",
+
+
+def load_strictly(module: nn.Module, state: dict[str, torch.Tensor], architecture: str) -> None:
+    """Load `state` into `module`, every tensor present and of the right shape, or raise
+    WeightsMismatch naming the missing, unexpected and mismatched keys."""
+    expected = module.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    mismatched = [
+        (key, tuple(expected[key].shape), tuple(tensor.shape))
+        for key, tensor in state.items()
+        if key in expected and tuple(expected[key].shape) != tuple(tensor.shape)
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing ({', '.join(missing[:5])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected ({', '.join(unexpected[:5])})")
+        if mismatched:
+            shown = ", ".join(f"{k}: model {list(e)}, file {list(g)}" for k, e, g in mismatched[:5])
+            parts.append(f"{len(mismatched)} of another shape ({shown})")
+        raise WeightsMismatch(
+            f"The state dict does not fit {architecture}: {'; '.join(parts)}.",
+            f"Save the state dict of the very {architecture} you trained "
+            "(`save_file(model.state_dict(), path)`, without a `module.` prefix from DataParallel), "
+            "or name its real architecture (--model, or `architecture` for the API); give num_classes "
+            "if the head was resized.",
+            missing,
+            unexpected,
+            mismatched,
         )
+    module.load_state_dict(state, strict=True)
 
 
-def _load_imagenet(module: nn.Module, architecture: str, cache_dir: Path) -> str:
-    weights = tvm.get_model_weights(architecture).DEFAULT
+def _load_imagenet(module: nn.Module, arch: Architecture, cache_dir: Path) -> str:
+    if arch.zoo == "timm":
+        if not downloads_allowed():
+            raise ModelLoadError(
+                f"Pretrained weights for {arch} come from the Hugging Face hub, and downloads are off.",
+                "Pass --weights FILE.safetensors, or use --allow-random-weights for a demo.",
+            )
+        import timm
+
+        try:
+            module.load_state_dict(timm.create_model(arch.name, pretrained=True).state_dict())
+        except Exception as exc:  # network or hub failures all mean: no weights
+            raise ModelLoadError(
+                f"Could not get pretrained weights for {arch} from the hub ({type(exc).__name__}).",
+                "Pass --weights FILE.safetensors, or use --allow-random-weights for a demo.",
+            ) from None
+        return f"timm pretrained {arch.name}"
+    weights = tvm.get_model_weights(arch.name).DEFAULT
     cached = cache_dir / os.path.basename(weights.url)
     if not cached.is_file() and not downloads_allowed():
         raise ModelLoadError(
-            f"ImageNet weights for {architecture} are not in {cache_dir} and downloads are off.",
+            f"ImageNet weights for {arch} are not in {cache_dir} and downloads are off.",
             f"Put {cached.name} there (from {weights.url}), pass --weights FILE.safetensors, "
             "or use --allow-random-weights for a demo.",
         )
@@ -101,7 +177,7 @@ def _load_imagenet(module: nn.Module, architecture: str, cache_dir: Path) -> str
         state = weights.get_state_dict(progress=False, model_dir=str(cache_dir), check_hash=True)
     except Exception as exc:  # network, hash or disk failures all mean: no weights
         raise ModelLoadError(
-            f"Could not get ImageNet weights for {architecture}: not in {cache_dir} and the "
+            f"Could not get ImageNet weights for {arch}: not in {cache_dir} and the "
             f"download from {weights.url} failed ({type(exc).__name__}: {exc}).",
             f"Put {cached.name} in {cache_dir}, pass --weights FILE.safetensors, "
             "or use --allow-random-weights for a demo.",
@@ -116,22 +192,53 @@ def load_target_model(
     allow_random_weights: bool = False,
     cache_dir: Path | None = None,
     seed: int = 0,
+    num_classes: int | None = None,
+    preprocessing: Preprocessing | None = None,
+    source: WeightsSource | None = None,
+    model_id: str | None = None,
 ) -> LoadedModel:
-    """The model in eval mode, with weights as described in the module docstring."""
-    module = build_architecture(architecture, seed)
+    """The model in eval mode, with weights as described in the module docstring.
+
+    With a weights file and no `num_classes`, the head's size is read off the file, so a
+    fine-tuned 10-class checkpoint loads without being told."""
+    arch = Architecture.parse(architecture)
+    sha256 = None
     if weights:
         path = Path(weights)
-        _load_safetensors(module, path, architecture)
-        source = f"file {path.name}"
+        state = read_state_dict(path)
+        module = arch.build(num_classes, seed)
+        if num_classes is None and (size := head_size(module, state)) is not None:
+            module = arch.build(size, seed)  # a fine-tuned head: read its size off the file
+        load_strictly(module, state, str(arch))
+        sha256 = file_sha256(path)
+        words, kind = f"file {path.name}", source or "file"
     else:
+        module = arch.build(num_classes, seed)
         try:
-            source = _load_imagenet(module, architecture, cache_dir or torch_cache_dir())
+            words, kind = _load_imagenet(module, arch, cache_dir or torch_cache_dir()), "imagenet"
         except ModelLoadError as exc:
             if not allow_random_weights:
                 raise
-            log.warning("using RANDOM weights for %s: %s", architecture, exc.problem)
-            source = f"random (seed {seed}; no trained weights: {exc.problem})"
-    return LoadedModel(architecture, module.eval(), source)
+            log.warning("using RANDOM weights for %s: %s", arch, exc.problem)
+            words, kind = f"random (seed {seed}; no trained weights: {exc.problem})", "random"
+    return LoadedModel(
+        architecture=str(arch),
+        module=module.eval(),
+        weights=words,
+        preprocessing=preprocessing or arch.preprocessing(module),
+        source=kind,
+        sha256=sha256,
+        model_id=model_id,
+    )
+
+
+def head_size(module: nn.Module, state: dict[str, torch.Tensor]) -> int | None:
+    """The classifier's output count in a checkpoint, where it differs from `module`'s head."""
+    key = classifier_weight_key(module)
+    weight = state.get(key) if key else None
+    if weight is None or weight.ndim < 1 or int(weight.shape[0]) == num_outputs(module):
+        return None
+    return int(weight.shape[0])
 
 
 def pick_device(requested: str | None) -> torch.device:
@@ -149,14 +256,23 @@ class TargetSpec:
     seed: int
     device: str
     cache_dir: Path | None
+    num_classes: int | None = None
+    preprocessing: Preprocessing | None = None
+    source: WeightsSource | None = None
+    model_id: str | None = None
 
     @classmethod
     def of(
-        cls, options: PipelineOptions, cache_dir: Path | None = None, default_device: str | None = None
+        cls,
+        options: PipelineOptions,
+        cache_dir: Path | None = None,
+        default_device: str | None = None,
+        registered: RegisteredWeights | None = None,
     ) -> TargetSpec:
         """The job's target model; `cache_dir` and `default_device` come from the worker's settings
-        (the job's own `device` option wins)."""
-        return cls(
+        (the job's own `device` option wins); `registered`: a model from the registry (API jobs
+        that name `model_id`), its weights already fetched to this worker's disk."""
+        spec = cls(
             architecture=options.model,
             weights=options.weights,
             allow_random_weights=options.allow_random_weights,
@@ -165,16 +281,47 @@ class TargetSpec:
             # Resolved now, so the model cache tells apart loads from different torch caches
             # (a changed TORCH_HOME or HOME) and never answers with another cache's weights.
             cache_dir=cache_dir or torch_cache_dir(),
+            num_classes=options.num_classes,
+            preprocessing=options.preprocessing,
+        )
+        if registered is None:
+            return spec
+        record = registered.record
+        return replace(
+            spec,
+            architecture=record.architecture,
+            weights=str(registered.path),  # named by its sha256: a new upload is a new key
+            num_classes=record.num_classes,
+            preprocessing=options.preprocessing or record.preprocessing,
+            source=record.source.kind,
+            model_id=record.id,
         )
 
 
+@dataclass(frozen=True)
+class RegisteredWeights:
+    """A registered model's record and the local copy of its weights file."""
+
+    record: ModelRecord
+    path: Path
+
+
 # One model kept per process: consecutive jobs and shards of one job usually share it, and a
-# second would double the memory a worker needs.
+# second would double the memory a worker needs. The key holds the model id and the weights'
+# sha256 (in the cached file's name), so a re-uploaded model is never answered from the cache.
 @lru_cache(maxsize=1)
 def target_model(spec: TargetSpec) -> LoadedModel:
     """The target model in eval mode on its device, loaded once per spec."""
     loaded = load_target_model(
-        spec.architecture, spec.weights, spec.allow_random_weights, spec.cache_dir, spec.seed
+        spec.architecture,
+        spec.weights,
+        spec.allow_random_weights,
+        spec.cache_dir,
+        spec.seed,
+        num_classes=spec.num_classes,
+        preprocessing=spec.preprocessing,
+        source=spec.source,
+        model_id=spec.model_id,
     )
     loaded.module.to(torch.device(spec.device))
     return loaded

@@ -20,6 +20,7 @@ LABELS = "labels.json"
 LABELLING = "labelling.json"  # how the labels were written: source, accounting, quality
 UNCERTAINTY = "uncertainty.json"
 HIERARCHY = "hierarchy.json"
+TARGET = "target.json"  # the target model explained: architecture, weights, preprocessing
 
 
 def image_key(sha256: str, ext: str) -> str:

@@ -207,7 +207,11 @@ def _models_used(
             images_captioned=sum(1 for row in rows if row["source"] == "model"),
         ),
         embedder=artifacts.read_model(store, artifacts.EMBEDDER, EmbedderRecord),
-        target=TargetRecord(architecture=options.model, weights=groups.weights),
+        target=(
+            artifacts.read_model(store, artifacts.TARGET, TargetRecord)
+            if store.exists(artifacts.TARGET)
+            else TargetRecord(architecture=options.model, weights=groups.weights)  # no image was usable
+        ),
     )
 
 

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.contracts.models import Preprocessing
+
 DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
 DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_TARGET_MODEL = "resnet18"
@@ -38,9 +40,27 @@ class PipelineOptions(BaseModel):
         description="Seeds every random choice so a job repeats exactly.",
     )
     # 4. Activations
-    model: str = Field(DEFAULT_TARGET_MODEL, description="torchvision classification architecture.")
+    model: str = Field(
+        DEFAULT_TARGET_MODEL,
+        max_length=200,
+        description="Architecture: `torchvision:NAME`, `timm:NAME`, or a bare torchvision name.",
+    )
+    model_id: str | None = Field(
+        None,
+        pattern="^[0-9a-f]{32}$",
+        description="API: a model registered with POST /v1/models (its architecture, weights and "
+        "preprocessing replace `model`).",
+    )
     weights: str | None = Field(
-        None, description="A .safetensors state dict for `model`; default: ImageNet weights."
+        None,
+        description="CLI and embedded runs only: a .safetensors state dict for `model`; default: "
+        "pretrained weights. The API never takes a path: register the model instead.",
+    )
+    num_classes: int | None = Field(
+        None, ge=1, le=1_000_000, description="Outputs of the head; default: read off the weights."
+    )
+    preprocessing: Preprocessing | None = Field(
+        None, description="Overrides the model's own evaluation transform."
     )
     allow_random_weights: bool = Field(
         False, description="Use random weights when no trained weights can be had (demos, tests)."

@@ -19,6 +19,7 @@ from neuron_core.hooks import ActivationReader, preprocess
 from neuron_core.layers import LayerInfo, resolve_layers
 from neuron_core.target_model import LoadedModel
 from shared import artifacts
+from shared.contracts.models import IMAGENET_EVAL, Preprocessing
 from shared.ingest import DecodedShard
 from shared.options import PipelineOptions
 from shared.storage import Store, get_npy
@@ -37,9 +38,13 @@ def run_activation_shard(
     the shard held (decodable or not), for progress."""
     if shard.kept:
         with hook_layers(target, options) as reader:
-            layers = reader.layer_infos(target.device)
-            pooled, mask = shard_activations(shard.images, reader, layers, options, target.device)
+            layers = reader.layer_infos(target.device, target.preprocessing.input_size)
+            pooled, mask = shard_activations(
+                shard.images, reader, layers, options, target.device, target.preprocessing
+            )
         ids = [entry["id"] for entry in shard.kept]
+        # Every shard writes the same record (which shard runs first is not known); it is small.
+        artifacts.write_model(store, artifacts.TARGET, target.record())
         write_activation_shard(store, shard.index, ids, pooled, mask, layers, target.weights)
         write_thumbnails(store, ids, shard.images)  # for the explorer, from the images decoded here
     return len(shard.entries)
@@ -51,11 +56,12 @@ def shard_activations(
     layers: Sequence[LayerInfo],
     options: PipelineOptions,
     device: torch.device,
+    prep: Preprocessing = IMAGENET_EVAL,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pooled activations (float32) and active sets of one shard's decoded images."""
     parts = []
     for start in range(0, len(images), options.batch_size):
-        batch = preprocess(images[start : start + options.batch_size]).to(device)
+        batch = preprocess(images[start : start + options.batch_size], prep).to(device)
         parts.append(reader.read(batch).cpu().numpy())
     pooled = np.concatenate(parts, axis=0)
     return pooled, active_mask(pooled, layers, options.top_fraction, options.ranking)

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from neuron_core.hooks import crops, normalise
+from shared.contracts.models import IMAGENET_EVAL, Preprocessing
 from shared.ingest import decode_threads
 
 ImageSource = Callable[[Sequence[int]], list[Image.Image]]
@@ -29,9 +30,14 @@ class ModelInputs:
     """`inputs(rows)` is the normalised batch for those rows, on `device`."""
 
     def __init__(
-        self, read_images: ImageSource, device: torch.device, budget_bytes: int = DEFAULT_BUDGET_BYTES
+        self,
+        read_images: ImageSource,
+        device: torch.device,
+        budget_bytes: int = DEFAULT_BUDGET_BYTES,
+        prep: Preprocessing = IMAGENET_EVAL,
     ) -> None:
         self.read_images = read_images
+        self.prep = prep
         self.device = device
         self.budget_bytes = budget_bytes
         self._crops: dict[int, np.ndarray] = {}
@@ -48,12 +54,12 @@ class ModelInputs:
             self._crops[row] = crop
         if batch is None:
             return torch.empty(0, 3, 0, 0, device=self.device)
-        return normalise(batch).to(self.device)
+        return normalise(batch, self.prep).to(self.device)
 
     def _decode(self, rows: list[int]) -> np.ndarray:
         """Decode and crop on one thread per core: Pillow releases the GIL in both."""
         self.decoded += len(rows)
         chunks = [rows[i : i + 8] for i in range(0, len(rows), 8)]
         with ThreadPoolExecutor(decode_threads()) as pool:
-            parts = list(pool.map(lambda chunk: crops(self.read_images(chunk)), chunks))
+            parts = list(pool.map(lambda chunk: crops(self.read_images(chunk), self.prep), chunks))
         return np.concatenate(parts)

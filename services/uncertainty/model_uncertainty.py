@@ -31,13 +31,11 @@ from neuron_core.active_sets import active_mask
 from neuron_core.groups import one_hot
 from neuron_core.layers import LayerInfo
 from services.uncertainty.entropy import EntropySplit, decompose
+from shared.contracts.models import IMAGENET_EVAL, Preprocessing
 
 Method = Literal["mc_dropout", "injected_dropout", "tta"]
 InputSource = Callable[[Sequence[int]], torch.Tensor]
 """The target model's normalised input batch for row indices of the job (`ModelInputs`)."""
-
-_MEAN = torch.tensor(hooks.IMAGENET_MEAN).view(1, 3, 1, 1)
-_STD = torch.tensor(hooks.IMAGENET_STD).view(1, 3, 1, 1)
 
 
 def dropout_modules(module: nn.Module) -> list[nn.Module]:
@@ -45,7 +43,9 @@ def dropout_modules(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and float(m.p) > 0.0]
 
 
-def dropout_reaches_layers(module: nn.Module, layers: Sequence[str], device: torch.device) -> bool:
+def dropout_reaches_layers(
+    module: nn.Module, layers: Sequence[str], device: torch.device, input_size: int = IMAGENET_EVAL.input_size
+) -> bool:
     """Whether some dropout module runs before the last selected layer finishes (one probe pass)."""
     dropouts = dropout_modules(module)
     if not dropouts:
@@ -56,7 +56,7 @@ def dropout_reaches_layers(module: nn.Module, layers: Sequence[str], device: tor
     handles += [named[name].register_forward_hook(lambda *_: calls.append("layer")) for name in layers]
     try:
         with torch.inference_mode():
-            module(torch.zeros(1, 3, hooks.CROP, hooks.CROP, device=device))
+            module(torch.zeros(1, 3, input_size, input_size, device=device))
     finally:
         for handle in handles:
             handle.remove()
@@ -64,9 +64,12 @@ def dropout_reaches_layers(module: nn.Module, layers: Sequence[str], device: tor
     return "dropout" in calls[:last_layer]
 
 
-def pick_method(module: nn.Module, layers: Sequence[str], device: torch.device) -> Method:
+def pick_method(
+    module: nn.Module, layers: Sequence[str], device: torch.device, input_size: int = IMAGENET_EVAL.input_size
+) -> Method:
     """The model's own dropout where it reaches the read layers, else injected dropout."""
-    return "mc_dropout" if dropout_reaches_layers(module, layers, device) else "injected_dropout"
+    reaches = dropout_reaches_layers(module, layers, device, input_size)
+    return "mc_dropout" if reaches else "injected_dropout"
 
 
 @contextmanager
@@ -101,13 +104,17 @@ def dropout_on(module: nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
-def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def augment(
+    batch: torch.Tensor, generator: torch.Generator, prep: Preprocessing = IMAGENET_EVAL
+) -> torch.Tensor:
     """A mild test-time augmentation of a normalised batch: flip (p=0.5), a random crop of
     85-100% of the side resized back, brightness/contrast jitter of +-10%. Seeded by `generator`.
     Flip, crop and resize are one affine resampling of the whole batch."""
     n = batch.shape[0]
     device = batch.device
-    pixels = batch * _STD.to(device) + _MEAN.to(device)
+    mean = torch.tensor(prep.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std, device=device).view(1, 3, 1, 1)
+    pixels = batch * std + mean
     flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
     scale = 0.85 + 0.15 * torch.rand(n, generator=generator)
     shift = (1.0 - scale) * (2.0 * torch.rand(2, n, generator=generator) - 1.0)  # stays inside
@@ -118,9 +125,9 @@ def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     pixels = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
     brightness = (1.0 + 0.2 * (torch.rand(n, generator=generator) - 0.5)).to(device).view(n, 1, 1, 1)
     contrast = (1.0 + 0.2 * (torch.rand(n, generator=generator) - 0.5)).to(device).view(n, 1, 1, 1)
-    mean = pixels.mean(dim=(1, 2, 3), keepdim=True)
-    pixels = ((pixels * brightness - mean) * contrast + mean).clamp(0.0, 1.0)
-    return (pixels - _MEAN.to(device)) / _STD.to(device)
+    level = pixels.mean(dim=(1, 2, 3), keepdim=True)
+    pixels = ((pixels * brightness - level) * contrast + level).clamp(0.0, 1.0)
+    return (pixels - mean) / std
 
 
 @dataclass(frozen=True)
@@ -152,11 +159,12 @@ def stochastic_active_sets(
     batch_size: int = 64,
     method: Method | None = None,
     dropout_rate: float = 0.1,
+    prep: Preprocessing = IMAGENET_EVAL,
 ) -> StochasticActivity:
     """T = `samples` stochastic passes over all images (read once per batch). `method` None:
     dropout (the model's own, else injected at `dropout_rate`); "tta": test-time augmentation."""
     names = [layer.name for layer in layers]
-    method = method or pick_method(module, names, device)
+    method = method or pick_method(module, names, device, prep.input_size)
     n_neurons = sum(layer.channels for layer in layers)
     passes = np.empty((samples, n_images, n_neurons), dtype=bool)
     reader = hooks.ActivationReader(module, names)
@@ -180,7 +188,7 @@ def stochastic_active_sets(
                 batch = inputs(rows).to(device)
                 outputs.clear()
                 for t in range(samples):
-                    view = augment(batch, generator) if method == "tta" else batch
+                    view = augment(batch, generator, prep) if method == "tta" else batch
                     pooled = reader.read(view).cpu().numpy()
                     passes[t, rows[0] : rows[-1] + 1] = active_mask(pooled, layers, top_fraction, ranking)
                 if method != "tta" and len(outputs) == samples and outputs[0].ndim == 2:

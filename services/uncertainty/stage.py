@@ -41,6 +41,7 @@ from services.uncertainty.selectivity import collection_rate
 from services.uncertainty.stats import MembershipStats, benjamini_hochberg, chance_rates, membership_stats
 from shared import artifacts
 from shared.contracts.groups import Groups
+from shared.contracts.models import IMAGENET_EVAL, Preprocessing
 from shared.contracts.uncertainty import Uncertainty
 from shared.ingest import decode_image
 from shared.options import PipelineOptions
@@ -129,6 +130,7 @@ def run_uncertainty(
         read_images,
         target.device if target else None,
         class_labels(manifest, image_ids),
+        target.preprocessing if target else IMAGENET_EVAL,
     )
     artifacts.write_model(store, artifacts.UNCERTAINTY, uncertainty)
     return uncertainty
@@ -144,6 +146,7 @@ def compute_uncertainty(
     read_images: ImageSource | None = None,
     device: torch.device | None = None,
     labels: np.ndarray | None = None,
+    prep: Preprocessing = IMAGENET_EVAL,
 ) -> Uncertainty:
     """The uncertainty.json document from partitions (images x levels), active sets and the
     groups of every level; `labels` (class index per image, -1 unknown) for pruning accuracy."""
@@ -182,7 +185,7 @@ def compute_uncertainty(
         )
     passes_model = model is not None and read_images is not None
     device = device or torch.device("cpu")
-    inputs = ModelInputs(read_images, device) if read_images is not None else None
+    inputs = ModelInputs(read_images, device, prep=prep) if read_images is not None else None
     with _phase("dropout passes"):
         activity = _passes(model, layers, inputs, mask.shape[0], options, device, dropout=True)
     with _phase("augmentation passes"):
@@ -274,6 +277,7 @@ def _passes(
         options.batch_size,
         method=None if dropout else "tta",
         dropout_rate=options.injected_dropout_rate,
+        prep=inputs.prep,
     )
 
 

@@ -17,6 +17,7 @@ from shared.contracts.labels import (
     check_difference_source,
     require_difference_source,
 )
+from shared.contracts.models import Preprocessing, WeightsSource
 from shared.contracts.uncertainty import (
     CausalCheck,
     DifferenceTest,
@@ -26,7 +27,7 @@ from shared.contracts.uncertainty import (
 )
 from shared.options import PipelineOptions
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 
 
 class Generator(Contract):
@@ -50,8 +51,17 @@ class EmbedderRecord(Contract):
 
 
 class TargetRecord(Contract):
-    architecture: str
+    """The model explained (schema 1.4 added everything after `weights`)."""
+
+    architecture: str = Field(description="`NAME` (torchvision) or `timm:NAME`.")
     weights: str = Field(description="Where the weights came from, in plain words.")
+    source: WeightsSource | None = omitted_when_none(
+        "upload, bucket, mlflow or hub (a registered model); file (--weights); imagenet; random."
+    )
+    model_id: str | None = omitted_when_none("The registered model (POST /v1/models).")
+    sha256: str | None = omitted_when_none("sha256 of the weights file, where one was given.")
+    num_classes: int | None = omitted_when_none("Outputs of the classifier head.")
+    preprocessing: Preprocessing | None = omitted_when_none("The evaluation transform used.")
 
 
 class ModelsUsed(Contract):
@@ -201,7 +211,7 @@ class Hierarchy(Contract):
             "$id": f"https://neuron-atlas.dev/schemas/hierarchy-{SCHEMA_VERSION}.json",
         },
     )
-    schema_version: Literal["1.3"]
+    schema_version: Literal["1.4"]
     created_at: str = Field(json_schema_extra={"format": "date-time"})
     generator: Generator
     options: PipelineOptions = Field(description="Every option of the job, defaults resolved.")

@@ -38,7 +38,7 @@ def test_a_state_dict_for_another_architecture_is_refused_with_what_to_do(resnet
 def test_pickled_weights_are_never_unpickled(tmp_path):
     path = tmp_path / "weights.safetensors"
     path.write_bytes(pickle.dumps({"fc.weight": [1, 2, 3]}))
-    with pytest.raises(ModelLoadError, match="not a readable safetensors file"):
+    with pytest.raises(ModelLoadError, match="pickled PyTorch checkpoint, not safetensors"):
         load_target_model("resnet18", weights=str(path))
 
 
