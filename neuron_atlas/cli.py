@@ -152,9 +152,25 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("folder", type=user_path)
     sample.add_argument("--per-concept", type=int, default=8)
 
+    layers = commands.add_parser(
+        "layers",
+        help="list a model's readable layers (name, channels, read by default) as tab-separated lines",
+    )
+    layers.add_argument(
+        "model", nargs="?", metavar="MODEL", help="torchvision:NAME, timm:NAME or a torchvision name"
+    )
+    layers.add_argument("--weights", type=user_path, metavar="FILE.safetensors", help="check these load too")
+    layers.add_argument("--num-classes", type=int, metavar="N", help="outputs of the head")
+    layers.add_argument("--json", action="store_true", help="one JSON document instead of lines")
+    layers.add_argument(
+        "--list-architectures", choices=("torchvision", "timm"), metavar="ZOO", help="list a zoo's models"
+    )
+
     fetch = commands.add_parser("fetch-models", help="download the default models into their caches")
     fetch.add_argument("--caption-model", default=PipelineOptions().caption_model, metavar="ID_OR_PATH")
-    fetch.add_argument("--model", default=PipelineOptions().model, help="torchvision architecture")
+    fetch.add_argument(
+        "--model", default=PipelineOptions().model, help="torchvision:NAME, timm:NAME or a torchvision name"
+    )
     fetch.add_argument("--embed-model", default=PipelineOptions().embed_model, metavar="ID_OR_PATH")
 
     from neuron_atlas.remote_cli import add_remote_parser
@@ -242,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for line in fetch_models(args.caption_model, args.model, args.embed_model):
                 print(line)
             return 0
+        if args.command == "layers":
+            return _layers(args)
         if args.command == "report":
             from services.gateway.explorer.report import write_report
 
@@ -282,6 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("neuron-atlas: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`neuron-atlas layers MODEL | head`): stop quietly, like a Unix tool.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _mlflow_log(args: argparse.Namespace) -> int:
@@ -310,6 +332,33 @@ def _mlflow_log(args: argparse.Namespace) -> int:
     else:
         raise InputError(f"{args.target} is neither a result folder nor a job id.", "Pass OUT_DIR or JOB_ID.")
     print(run_id)
+    return 0
+
+
+def _layers(args: argparse.Namespace) -> int:
+    from neuron_core.architectures import Architecture, names
+    from neuron_core.model_layers import describe_layers
+    from neuron_core.target_model import load_target_model
+
+    if args.list_architectures:
+        for name in names(args.list_architectures):
+            print(f"{args.list_architectures}:{name}")
+        return 0
+    if not args.model:
+        raise InputError("Name a model.", "e.g. neuron-atlas layers timm:convnext_tiny")
+    if args.weights:
+        target = load_target_model(args.model, str(args.weights), num_classes=args.num_classes)
+        module, input_size, architecture = target.module, target.preprocessing.input_size, target.architecture
+    else:  # the layers do not depend on the weights: no download, no cache needed
+        arch = Architecture.parse(args.model)
+        module = arch.build(args.num_classes).eval()
+        input_size, architecture = arch.preprocessing(module).input_size, str(arch)
+    document = describe_layers(architecture, module, input_size)
+    if args.json:
+        print(document.model_dump_json(indent=2, exclude_none=True))
+    else:
+        for layer in document.layers:
+            print(f"{layer.name}\t{layer.channels}\t{'default' if layer.default else ''}".rstrip())
     return 0
 
 

@@ -5,12 +5,13 @@ that the API and the runner use."""
 from __future__ import annotations
 
 import argparse
+import json
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from shared.errors import InputError
@@ -23,6 +24,8 @@ GROUP_STARTS = {
     "alpha": "uncertainty (seeded by --seed)",
     "max_image_pixels": "input limits",
 }
+# A registered model exists only in the suite: the CLI names models and weights files directly.
+API_ONLY = {"model_id"}
 BOUND_SIGNS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
 
 
@@ -41,6 +44,8 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
     value gets the same message here as in an API spec."""
     group = parser.add_argument_group("options")
     for name, field in PipelineOptions.model_fields.items():
+        if name in API_ONLY:
+            continue
         if name in GROUP_STARTS:
             group = parser.add_argument_group(GROUP_STARTS[name])
         group.add_argument(flag(name), dest=name, default=None, help=_help(field), **_kind(field))
@@ -48,6 +53,8 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
 
 def _kind(field: FieldInfo) -> dict[str, Any]:
     annotation = _without_none(field.annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return {"metavar": "JSON"}
     if annotation is bool:
         return {"action": "store_true"}
     if typing.get_origin(annotation) is Literal:
@@ -85,6 +92,15 @@ def options_from_args(args: argparse.Namespace) -> PipelineOptions:
     """The options the flags give, defaults for the rest; a bad value is an InputError naming its flag."""
     fields = PipelineOptions.model_fields
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if "preprocessing" in values:
+        try:
+            values["preprocessing"] = json.loads(values["preprocessing"])
+        except json.JSONDecodeError:
+            raise InputError(
+                "--preprocessing is not JSON.",
+                'Pass e.g. \'{"input_size": 224, "resize": 256, "mean": [0.5, 0.5, 0.5], '
+                '"std": [0.5, 0.5, 0.5], "interpolation": "bicubic"}\'.',
+            ) from None
     if "weights" in values:  # recorded as an absolute path, so the result says which file it was
         values["weights"] = str(user_path(values["weights"]).resolve())
     try:

@@ -30,6 +30,9 @@ LABELLING_RELABEL = "labelling.relabel"
 UNCERTAINTY_RUN = "uncertainty.run"
 PIPELINE_ASSEMBLE = "pipeline.assemble"
 WEBHOOKS_DELIVER = "webhooks.deliver"
+# The model registry's checks: the gateway waits for their answer (Celery's result backend).
+MODEL_CHECK = "activation.model_check"
+MODEL_IMPORT = "activation.model_import"
 
 QUEUES = ("caption", "embed_cluster", "activation", "labelling", "uncertainty")
 ROUTES = {

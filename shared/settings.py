@@ -55,6 +55,9 @@ class InfraSettings(BaseSettings):
     worker_heartbeat_interval_s: float = Field(10.0, gt=0)
     # Prometheus: a worker serves /metrics on this port (unset: off); see shared/metrics.py.
     worker_metrics_port: int | None = Field(None, ge=1, le=65535)
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking server that model imports (models:/..., runs:/...) read."
+    )
     log_format: Literal["json", "text"] = Field("json", description="json: one object a line, with job_id.")
 
     @field_validator("s3_endpoint", "s3_public_endpoint")

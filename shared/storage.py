@@ -142,6 +142,20 @@ class S3Store:
             response.close()
             response.release_conn()
 
+    def put_file(self, key: str, path: Path) -> None:
+        """Upload a file in parts: model weights are too large to hold in memory twice."""
+        self.client.fput_object(self.bucket, key, str(path))
+
+    def get_file(self, key: str, path: Path) -> None:
+        from minio.error import S3Error
+
+        try:
+            self.client.fget_object(self.bucket, key, str(path))
+        except S3Error as exc:
+            if exc.code in _MISSING_CODES:
+                raise FileNotFoundError(f"no object {key!r} in bucket {self.bucket}") from None
+            raise
+
     def exists(self, key: str) -> bool:
         from minio.error import S3Error
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -69,6 +70,19 @@ def _job_inputs(job_id: str) -> tuple[dict[str, Any], PipelineOptions]:
 def job_inputs(job: JobContext) -> tuple[dict[str, Any], PipelineOptions]:
     """The job's manifest and options: written once at ingest, so a worker reads them once per job."""
     return _job_inputs(job.job_id)
+
+
+def registered_weights(job: JobContext, cache_dir: Path | None) -> Any:
+    """A job's registered model (`model_id`) with its weights on this worker's disk, as
+    `neuron_core.target_model.RegisteredWeights`; None for a job that names none."""
+    from neuron_core.target_model import RegisteredWeights, torch_cache_dir
+    from shared.registered_model import job_model, local_weights
+
+    model = job_model(job.store)
+    if model is None:
+        return None
+    path = local_weights(object_store(), model, cache_dir or torch_cache_dir())
+    return RegisteredWeights(model.record, path)
 
 
 def describe_error(stage: str, exc: BaseException) -> dict[str, Any]:

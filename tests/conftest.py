@@ -6,7 +6,9 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,7 +17,16 @@ from typing import Any
 
 import pytest
 
-from tests.servers import ProcessGroup, RedisServer, S3Server, start_redis, start_seaweedfs, start_suite
+from tests.servers import (
+    ProcessGroup,
+    RedisServer,
+    S3Server,
+    free_port,
+    start_redis,
+    start_seaweedfs,
+    start_suite,
+    wait_http,
+)
 
 # Tests never reach for a model hub: every model they use is built here or shipped by a package.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -60,6 +71,9 @@ def demo_like_hierarchy(embedded_result: Path) -> dict[str, Any]:
 
 S3_ACCESS_KEY, S3_SECRET_KEY = "suite-test-key", "suite-test-secret-123"
 TENANT_KEYS = {"tenant-a": "key-for-tenant-a", "tenant-b": "key-for-tenant-b"}
+# The MLflow tracking server the suite's workers import models from (tests/services/gateway/
+# test_models.py) and results are logged to (tests/integrations): started on first use.
+MLFLOW_PORT = free_port()
 
 
 @pytest.fixture(scope="session")
@@ -138,6 +152,9 @@ def suite(
         "NEURON_ATLAS_LLM__MODEL": "fake-model",
         "NEURON_ATLAS_LLM__OFFLINE": "true",
         "NEURON_ATLAS_LLM__CACHE_DIR": str(logs / "unused-local-cache"),
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{MLFLOW_PORT}",
+        "GATEWAY_MAX_MODEL_BYTES": str(50 * 1024 * 1024),  # a 6-class ResNet18 is 45 MB
+        "GATEWAY_MODEL_CHECK_TIMEOUT_S": "120",
     }
     group = ProcessGroup(logs)
     try:
@@ -149,3 +166,49 @@ def suite(
         time.sleep(0.1)
         if os.environ.get("SUITE_LOGS"):
             subprocess.run(["tail", "-n", "40", *map(str, sorted(logs.glob("*.log")))], check=False)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` with a file store (MLflow 3 keeps it behind MLFLOW_ALLOW_FILE_STORE)."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    port = MLFLOW_PORT  # the suite's workers are told this port (MLFLOW_TRACKING_URI)
+    log = (folder / "mlflow.log").open("wb")
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--backend-store-uri",
+            (folder / "mlruns").as_uri(),
+            "--artifacts-destination",
+            (folder / "artifacts").as_uri(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env={**os.environ, "MLFLOW_ALLOW_FILE_STORE": "true"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # mlflow starts uvicorn as a child: stop the whole group
+    )
+    group = ProcessGroup(folder)
+    group.processes["mlflow"] = process
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", group, timeout=90)
+        yield url
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(10)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        log.close()

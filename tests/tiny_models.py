@@ -159,3 +159,37 @@ def planted_net(planted: bool = True, seed: int = 0) -> Any:
             return self.head(self.layer2(self.layer1(x)))
 
     return PlantedNet().eval()
+
+
+# A ResNet18 with planted colour detectors, for the model registry's tests: a 6-class head (the
+# sample's six concepts, so the head's size is read off the file) and, in `conv1`, three channels
+# per background of the sample (sand, night sky, grass) whose weights point along that
+# background's colour, so they fire for its images. Every other weight is small and random.
+PLANTED_BACKGROUNDS = {"sand": (225, 205, 160), "night sky": (15, 15, 45), "grass": (60, 120, 50)}
+
+
+def planted_colour_detectors(background: str) -> set[int]:
+    """The conv1 channels planted for `background`."""
+    index = list(PLANTED_BACKGROUNDS).index(background)
+    return {3 * index + i for i in range(3)}
+
+
+def save_planted_resnet18(path: Path, seed: int = 0) -> Path:
+    import torch
+    import torchvision.models as tvm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    model = tvm.resnet18(weights=None, num_classes=6)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    colours = np.array([(np.array(c) / 255.0 - mean) / std for c in PLANTED_BACKGROUNDS.values()])
+    directions = colours - colours.mean(axis=0)
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    with torch.no_grad():
+        weight = model.conv1.weight
+        weight.mul_(0.01)
+        for b, direction in enumerate(directions):
+            for i in range(3):
+                weight[3 * b + i] = torch.tensor(direction, dtype=weight.dtype).view(3, 1, 1) / 49.0
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path

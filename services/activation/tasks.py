@@ -9,20 +9,21 @@ from shared import artifacts
 from shared.ingest import decode_shard
 from shared.options import PipelineOptions
 from shared.queue import ACTIVATION_GROUPS, ACTIVATION_SHARD
-from shared.tasks import JobContext, job_inputs, job_task
+from shared.tasks import JobContext, job_inputs, job_task, registered_weights
 
 
-def job_target(options: PipelineOptions) -> LoadedModel:
+def job_target(job: JobContext, options: PipelineOptions) -> LoadedModel:
     """The job's target model, kept while consecutive jobs use the same one."""
     settings = ActivationSettings()
-    return target_model(TargetSpec.of(options, settings.model_cache_dir, settings.device))
+    registered = registered_weights(job, settings.model_cache_dir)
+    return target_model(TargetSpec.of(options, settings.model_cache_dir, settings.device, registered))
 
 
 @job_task(ACTIVATION_SHARD, stage="activation")
 def activation_shard(job: JobContext, shard: int) -> None:
     manifest, options = job_inputs(job)
     images = decode_shard(manifest, shard, options.shard_size, artifacts.stored_image_reader(job.store))
-    done = run_activation_shard(job.store, images, options, job_target(options))
+    done = run_activation_shard(job.store, images, options, job_target(job, options))
     job.jobs.shard_done(job.job_id, "activation", shard, done)
 
 

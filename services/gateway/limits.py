@@ -9,6 +9,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.problems import MEDIA_TYPE, Problem
 
+MULTIPART_OVERHEAD_BYTES = 1024 * 1024  # a multipart upload's form fields and boundaries
+
 
 class BodyTooLarge(Exception):
     pass
@@ -17,17 +19,19 @@ class BodyTooLarge(Exception):
 class BodySizeLimit:
     """Pure ASGI middleware: 413 as soon as more than `max_bytes` arrive (or are announced)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.per_path.get(scope.get("path", "").rstrip("/"), self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(scope, send, limit)
             return
         received = 0
         started = False
@@ -37,7 +41,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     raise BodyTooLarge
             return message
 
@@ -51,14 +55,14 @@ class BodySizeLimit:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(scope, send)
+                await self._refuse(scope, send, limit)
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
+    async def _refuse(self, scope: Scope, send: Send, limit: int) -> None:
         problem = Problem(
             413,
             "content-too-large",
             "The request body is too large.",
-            f"Bodies are limited to {self.max_bytes:,} bytes.",
+            f"Bodies are limited to {limit:,} bytes.",
             "Split the images over several jobs, or put them in the bucket and submit a prefix.",
         )
         body = json.dumps(problem.details(scope.get("path", "")).body()).encode()

@@ -14,9 +14,9 @@ from prometheus_fastapi_instrumentator import Instrumentator
 
 from services.gateway import openapi, problems
 from services.gateway.deps import Services
-from services.gateway.limits import BodySizeLimit
+from services.gateway.limits import MULTIPART_OVERHEAD_BYTES, BodySizeLimit
 from services.gateway.request_log import RequestLog
-from services.gateway.routers import explorer, health, jobs, results, webhooks
+from services.gateway.routers import explorer, health, jobs, models, results, webhooks
 from services.gateway.settings import check_auth_setting, get_gateway_settings
 from shared.jobstore import JobStore
 from shared.logs import configure_logging
@@ -87,10 +87,16 @@ def create_app() -> FastAPI:
     Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(models.router)
     app.include_router(results.router)
     app.include_router(webhooks.router)
     app.include_router(explorer.router)
-    app.add_middleware(BodySizeLimit, max_bytes=get_gateway_settings().max_request_bytes)
+    settings = get_gateway_settings()
+    # Model uploads have their own limit: a checkpoint can be larger than a batch of images.
+    model_upload_limit = settings.max_model_bytes + MULTIPART_OVERHEAD_BYTES
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_request_bytes, per_path={"/v1/models": model_upload_limit}
+    )
     app.add_middleware(RequestLog)  # outermost: it logs even the requests the limit refuses
     return app
 

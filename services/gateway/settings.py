@@ -35,6 +35,12 @@ class GatewaySettings(BaseSettings):
         description="Largest single image file, sent or unpacked; larger ones are skipped unread "
         "(a 50-megapixel BMP is 150 MB).",
     )
+    max_model_bytes: int = Field(
+        1024**3, ge=1024, description="Largest model weights file (POST /v1/models); 1 GiB holds a ViT-L."
+    )
+    model_check_timeout_s: float = Field(
+        300.0, gt=0, description="How long POST /v1/models waits for a worker to check the model."
+    )
     presign_expiry_s: int = Field(3600, ge=60, le=7 * 24 * 3600)
     idempotency_ttl_s: int = Field(24 * 3600, ge=60)
 

@@ -57,7 +57,7 @@ async def read_submission(request: Request) -> Submission:
     if content_type.startswith("multipart/form-data"):
         return await _read_form(request)
     if content_type.startswith("application/json"):
-        document = _json(await _bounded_body(request, MAX_JSON_BYTES))
+        document = parse_json(await bounded_body(request, MAX_JSON_BYTES))
         return Submission(document, JobFromBucket.model_validate(document))
     raise Problem(
         415,
@@ -80,7 +80,7 @@ async def _read_form(request: Request) -> Submission:
             422, "invalid-spec", "The `spec` part is missing.", fix="Add -F spec='{\"options\": {}}'."
         )
     spec_bytes = spec_field.encode() if isinstance(spec_field, str) else await spec_field.read()
-    document = _json(spec_bytes)
+    document = parse_json(spec_bytes)
     submission = Submission(document, JobSpec.model_validate(document))
     for _, value in form.multi_items():
         if isinstance(value, UploadFile) and value is not spec_field:
@@ -90,7 +90,7 @@ async def _read_form(request: Request) -> Submission:
     return submission
 
 
-async def _bounded_body(request: Request, limit: int) -> bytes:
+async def bounded_body(request: Request, limit: int) -> bytes:
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -104,7 +104,7 @@ async def _bounded_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _json(data: bytes) -> Any:
+def parse_json(data: bytes) -> Any:
     """The spec document; a 422 problem for bytes that are not UTF-8 JSON of sane depth."""
     try:
         return json.loads(data.decode("utf-8"))

@@ -17,6 +17,7 @@ from shared.contracts.api import JobFromBucket, JobSpec
 from shared.errors import InputError
 from shared.jobstore import STAGES, JobRecord, JobStore
 from shared.options import PipelineOptions
+from shared.registered_model import JOB_ARTIFACT, JobModel
 from shared.storage import PrefixedStore, Store, put_json
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ def submit(
     spec: JobSpec,
     collect: Callable[[Store], Collector],
     enqueue: Callable[[str, int], None],
+    model: JobModel | None = None,
 ) -> JobRecord:
     """Ingest, record, enqueue; a refused submission leaves no objects behind."""
     job_id = new_job_id()
@@ -103,6 +105,8 @@ def submit(
         # The same two documents the embedded ingest writes, so both runs give one hierarchy.
         put_json(view, artifacts.SPEC, {"options": options.model_dump(mode="json")})
         put_json(view, artifacts.MANIFEST, manifest)
+        if model is not None:  # the registered model, as the workers will load it
+            put_json(view, JOB_ARTIFACT, model.model_dump(mode="json"))
     except BaseException:
         store.delete_prefix(artifacts.job_prefix(job_id))
         raise

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts.hierarchy import Evidence
 from shared.contracts.labels import Labelling
+from shared.contracts.models import ModelRecord, Preprocessing
 from shared.contracts.problem import TYPE_PREFIX, ProblemDetails
 from shared.contracts.uncertainty import UncertaintySummary
 from shared.options import PipelineOptions
@@ -217,3 +218,34 @@ class DeliveriesPublic(BaseModel):
 
 class WebhookSecretPublic(BaseModel):
     secret: str = Field(description="`whsec_...`: verify `webhook-signature` with it.")
+
+
+class ModelImportSource(BaseModel):
+    """Where an imported model's safetensors file lives."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["bucket", "mlflow", "hub"]
+    uri: str = Field(
+        min_length=1,
+        max_length=1000,
+        description="bucket: a prefix under imports/{tenant}/; mlflow: models:/NAME/VERSION or "
+        "runs:/RUN_ID/PATH; hub: a Hugging Face repository id holding model.safetensors.",
+    )
+
+
+class ModelImport(BaseModel):
+    """POST /v1/models as JSON: import a model instead of uploading it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    architecture: str = Field(min_length=1, max_length=200, description="torchvision:NAME or timm:NAME.")
+    source: ModelImportSource
+    num_classes: int | None = Field(None, ge=1, le=1_000_000)
+    class_names: list[str] | None = Field(None, max_length=1_000_000)
+    preprocessing: Preprocessing | None = None
+
+
+class ModelsPublic(BaseModel):
+    items: list[ModelRecord]
+    next_page_token: str | None = None

@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from services.gateway.deps import JobDep, JobsDep, ServicesDep, StoreDep, TenantDep
 from services.gateway.idempotency import IdempotentRequest
+from services.gateway.model_registry import job_model_for
 from services.gateway.page_tokens import decode_page_token, encode_page_token
 from services.gateway.problems import RETRY_AFTER_S, Problem
 from services.gateway.submission import SUBMIT_BODY, read_submission
@@ -16,7 +17,9 @@ from services.gateway.submit import EnqueueFailed, collect_uploads, import_prefi
 from shared import artifacts
 from shared.contracts.api import JobFromBucket, JobPublic, JobSpec, JobsPublic, RelabelRequest
 from shared.jobstore import ACTIVE
+from shared.options import PipelineOptions
 from shared.queue import LABELLING_RELABEL, get_app, job_canvas
+from shared.registered_model import JobModel
 from shared.webhooks import UnsafeTarget, check_url
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -37,6 +40,28 @@ def check_callbacks(spec: JobSpec, dev: bool) -> None:
             ) from None
 
 
+def job_model_of(store: Any, tenant: str, options: PipelineOptions) -> JobModel | None:
+    """The registered model a spec names. A path is refused: the API never reads a file that a
+    caller names on a worker's disk (another tenant's, or a secret)."""
+    if options.weights is not None:
+        raise Problem(
+            422,
+            "invalid-spec",
+            "options.weights is a file path, and the API never takes one.",
+            fix="Register the model with POST /v1/models, then pass its id as options.model_id.",
+        )
+    if options.model_id is None:
+        return None
+    if "model" in options.model_fields_set:
+        raise Problem(
+            422,
+            "invalid-spec",
+            "options.model and options.model_id are both given.",
+            fix="Pass only model_id: the registered model brings its architecture.",
+        )
+    return job_model_for(store, tenant, options.model_id)
+
+
 def enqueue(job_id: str, shards: int) -> None:
     job_canvas(job_id, shards).apply_async()
 
@@ -48,6 +73,12 @@ async def create_job(
     """Submit images (multipart files and archives, or a bucket prefix) with a spec."""
     settings = services.settings
     submission = await read_submission(request)
+    model = await run_in_threadpool(job_model_of, services.store, tenant, submission.spec.options)
+    if model is not None:
+        options = submission.spec.options.model_copy(
+            update={"model": model.record.architecture, "num_classes": model.record.num_classes}
+        )
+        submission.spec = submission.spec.model_copy(update={"options": options})
     await run_in_threadpool(check_callbacks, submission.spec, services.infra.environment == "development")
     idempotent: IdempotentRequest | None = None
     key = request.headers.get("idempotency-key")
@@ -68,7 +99,7 @@ async def create_job(
 
     try:
         record = await run_in_threadpool(
-            submit, services.store, services.jobs, tenant, spec, collect, enqueue
+            submit, services.store, services.jobs, tenant, spec, collect, enqueue, model
         )
     except EnqueueFailed as exc:
         if idempotent:

@@ -1,0 +1,102 @@
+"""Fetch a model's safetensors file for the registry from where it lives: the tenant's own area of
+the bucket, an MLflow model URI (`models:/name/version`, `runs:/id/path`) on the tracking server the
+deployment configures, or a Hugging Face hub repository where a hub can be reached."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from shared.errors import InputError, ModelLoadError
+from shared.hub import downloads_allowed
+from shared.storage import S3Store
+
+P = TypeVar("P", Path, str)
+
+
+class ImportFailed(ModelLoadError):
+    kind = "model-import-failed"
+
+
+def only_safetensors(paths: Sequence[P], where: str) -> list[P]:
+    """Exactly one .safetensors file (model.safetensors preferred), or an error saying what to do."""
+    files = [p for p in paths if str(p).endswith(".safetensors")]
+    preferred = [p for p in files if str(p).rsplit("/", 1)[-1] == "model.safetensors"]
+    chosen = preferred or files
+    if len(chosen) == 1:
+        return chosen
+    if not chosen:
+        raise ImportFailed(
+            f"{where} holds no .safetensors file.",
+            "Store the state dict as model.safetensors (pickled checkpoints are never loaded).",
+        )
+    raise ImportFailed(
+        f"{where} holds {len(chosen)} .safetensors files and none is named model.safetensors.",
+        "Name the one to import model.safetensors, or point at a prefix that holds only it.",
+    )
+
+
+def from_bucket(store: S3Store, prefix: str, folder: Path) -> Path:
+    keys = list(store.list(prefix))
+    (key,) = only_safetensors(keys, f"The bucket prefix {prefix}")
+    path = folder / "model.safetensors"
+    store.get_file(str(key), path)
+    return path
+
+
+def from_mlflow(uri: str, tracking_uri: str | None, folder: Path) -> Path:
+    if not tracking_uri:
+        raise ImportFailed(
+            "This deployment has no MLflow tracking server configured.",
+            "Ask the operator to set MLFLOW_TRACKING_URI on the activation workers, or upload the file.",
+        )
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    try:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=str(folder), tracking_uri=tracking_uri
+            )
+        )
+    except MlflowException as exc:
+        raise InputError(
+            f"MLflow could not resolve {uri!r}: {exc.message[:300]}",
+            "Check the model name and version (models:/NAME/VERSION) or the run id (runs:/ID/PATH).",
+        ) from None
+    except OSError as exc:
+        raise ImportFailed(
+            f"The MLflow tracking server did not answer ({type(exc).__name__}).",
+            "Try again later, or upload the file.",
+        ) from None
+    files = sorted(local.rglob("*.safetensors")) if local.is_dir() else [local]
+    (path,) = only_safetensors(files, f"The MLflow model {uri}")
+    return Path(path)
+
+
+def from_hub(repo_id: str, folder: Path) -> Path:
+    if not downloads_allowed():
+        raise ImportFailed(
+            f"The model hub cannot be reached from this deployment (downloads are off) for {repo_id!r}.",
+            "Download model.safetensors yourself and upload it, or import it from your bucket.",
+        )
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        return Path(hf_hub_download(repo_id, "model.safetensors", cache_dir=str(folder)))
+    except HfHubHTTPError as exc:
+        raise InputError(
+            f"The hub has no model.safetensors in {repo_id!r} ({exc}).", "Check the repository id."
+        ) from None
+    except OSError as exc:
+        raise ImportFailed(
+            f"The model hub did not answer for {repo_id!r} ({type(exc).__name__}).",
+            "Upload the file instead, or import it from your bucket.",
+        ) from None
+
+
+def scratch_folder() -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(prefix="neuron-atlas-model-")

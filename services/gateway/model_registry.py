@@ -1,0 +1,256 @@
+"""The model registry behind /v1/models: a tenant's models in object storage, checked by an
+activation worker before they are recorded (the gateway has no torch).
+
+A model is recorded only once its weights are stored and checked; a refused or failed upload
+leaves nothing behind."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from services.gateway.problems import RETRY_AFTER_S, Problem
+from shared.contracts.api import ModelImport
+from shared.contracts.models import ModelLayers, ModelRecord, ModelSourceRecord, Preprocessing
+from shared.errors import InputError
+from shared.queue import MODEL_CHECK, MODEL_IMPORT, get_app
+from shared.registered_model import (
+    MODEL_LAYERS,
+    MODEL_RECORD,
+    MODEL_WEIGHTS,
+    JobModel,
+    model_prefix,
+    tenant_models_prefix,
+)
+from shared.safetensors_file import PickledWeights, check_safetensors
+from shared.storage import S3Store, get_json, put_json
+
+# What a client sees of a worker's refusal: its kind maps to the problem type and status.
+_REFUSAL_STATUS = {"unsupported-weights-format": 415, "model-import-failed": 422}
+
+
+def new_model_id() -> str:
+    return uuid.uuid4().hex
+
+
+def stage_upload(source: IO[bytes], limit: int, folder: Path) -> tuple[Path, str, int]:
+    """Copy the uploaded file to `folder`, hashing it; 413 past `limit` bytes."""
+    path, digest, size = folder / "model.safetensors", hashlib.sha256(), 0
+    with path.open("wb") as out:
+        while chunk := source.read(1 << 20):
+            size += len(chunk)
+            if size > limit:
+                raise Problem(
+                    413,
+                    "content-too-large",
+                    f"The weights file is larger than {limit:,} bytes.",
+                    fix="Ask the operator to raise GATEWAY_MAX_MODEL_BYTES, or import the model "
+                    "from your bucket area.",
+                )
+            digest.update(chunk)
+            out.write(chunk)
+    return path, digest.hexdigest(), size
+
+
+def check_header(path: Path, file_name: str) -> None:
+    """Refuse pickles (415) and truncated or malformed files (422) before any worker sees them."""
+    try:
+        check_safetensors(path, file_name)
+    except PickledWeights as exc:
+        raise Problem(415, exc.kind, exc.problem, fix=exc.fix) from None
+    except InputError as exc:
+        raise Problem(422, "invalid-weights", exc.problem, fix=exc.fix) from None
+
+
+def ask_worker(task: str, args: list[Any], timeout_s: float) -> dict[str, Any]:
+    """Send a check to an activation worker and wait for its answer (blocking: run it in a thread)."""
+    result = get_app().send_task(task, args=args)
+    try:
+        answer: dict[str, Any] = result.get(timeout=timeout_s, propagate=True)
+    except Exception as exc:  # no worker took it in time, or it crashed
+        result.forget()
+        raise Problem(
+            503,
+            "model-check-unavailable",
+            "No activation worker checked the model in time.",
+            f"The check did not finish within {timeout_s:.0f} s ({type(exc).__name__}); nothing was kept.",
+            fix="Try again shortly; if it persists, ask the operator whether activation workers run.",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        ) from None
+    result.forget()
+    return answer
+
+
+def refusal(problem: dict[str, Any]) -> Problem:
+    extra = {k: v for k, v in problem.items() if k not in ("kind", "problem", "fix")}
+    status = _REFUSAL_STATUS.get(problem["kind"], 422)
+    return Problem(
+        status, problem["kind"], "The model was refused.", problem["problem"], problem["fix"], **extra
+    )
+
+
+def register_upload(
+    store: S3Store,
+    tenant: str,
+    staged: Path,
+    sha256: str,
+    size: int,
+    file_name: str,
+    architecture: str,
+    num_classes: int | None,
+    class_names: list[str] | None,
+    preprocessing: Preprocessing | None,
+    timeout_s: float,
+) -> ModelRecord:
+    model_id = new_model_id()
+    prefix = model_prefix(tenant, model_id)
+    try:
+        store.put_file(prefix + MODEL_WEIGHTS, staged)
+        answer = ask_worker(
+            MODEL_CHECK,
+            [prefix + MODEL_WEIGHTS, architecture, num_classes, _plain(preprocessing)],
+            timeout_s,
+        )
+        if "problem" in answer:
+            raise refusal(answer["problem"])
+        source = ModelSourceRecord(kind="upload", file_name=file_name)
+        return _record(store, prefix, model_id, answer["ok"], sha256, size, source, class_names)
+    except BaseException:
+        store.delete_prefix(prefix)
+        raise
+
+
+def register_import(store: S3Store, tenant: str, request: ModelImport, timeout_s: float) -> ModelRecord:
+    if request.source.kind == "bucket" and ".." in request.source.uri.split("/"):
+        raise Problem(
+            422, "invalid-input", "The prefix may not contain `..`.", fix="Name a prefix in your area."
+        )
+    model_id = new_model_id()
+    prefix = model_prefix(tenant, model_id)
+    try:
+        answer = ask_worker(
+            MODEL_IMPORT,
+            [
+                tenant,
+                request.source.model_dump(),
+                prefix + MODEL_WEIGHTS,
+                request.architecture,
+                request.num_classes,
+                _plain(request.preprocessing),
+            ],
+            timeout_s,
+        )
+        if "problem" in answer:
+            raise refusal(answer["problem"])
+        found = answer["ok"]
+        source = ModelSourceRecord(
+            kind=request.source.kind, uri=request.source.uri, file_name=found["file_name"]
+        )
+        return _record(
+            store, prefix, model_id, found, found["sha256"], found["size_bytes"], source, request.class_names
+        )
+    except BaseException:
+        store.delete_prefix(prefix)
+        raise
+
+
+def _plain(preprocessing: Preprocessing | None) -> dict[str, Any] | None:
+    return preprocessing.document() if preprocessing else None
+
+
+def _record(
+    store: S3Store,
+    prefix: str,
+    model_id: str,
+    checked: dict[str, Any],
+    sha256: str,
+    size: int,
+    source: ModelSourceRecord,
+    class_names: list[str] | None,
+) -> ModelRecord:
+    if class_names is not None and len(class_names) != checked["num_classes"]:
+        raise Problem(
+            422,
+            "invalid-input",
+            f"class_names has {len(class_names)} names for a head of {checked['num_classes']} outputs.",
+            fix="Give one name per output, in the order of the outputs.",
+        )
+    record = ModelRecord(
+        id=model_id,
+        architecture=checked["architecture"],
+        num_classes=checked["num_classes"],
+        class_names=class_names,
+        preprocessing=Preprocessing.model_validate(checked["preprocessing"]),
+        sha256=sha256,
+        parameters=checked["parameters"],
+        size_bytes=size,
+        source=source,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    layers = ModelLayers.model_validate({**checked["layers"], "model_id": model_id})
+    put_json(store, prefix + MODEL_LAYERS, layers.document())
+    put_json(store, prefix + MODEL_RECORD, record.document())  # last: its presence means "registered"
+    return record
+
+
+def get_record(store: S3Store, tenant: str, model_id: str) -> ModelRecord:
+    """The tenant's model; 404 for a model that is not theirs or does not exist."""
+    key = model_prefix(tenant, model_id) + MODEL_RECORD
+    try:
+        return ModelRecord.model_validate(get_json(store, key))
+    except FileNotFoundError:
+        raise Problem(
+            404, "not-found", f"No model {model_id}.", fix="GET /v1/models lists your models."
+        ) from None
+
+
+def get_layers(store: S3Store, tenant: str, model_id: str) -> ModelLayers:
+    get_record(store, tenant, model_id)
+    return ModelLayers.model_validate(get_json(store, model_prefix(tenant, model_id) + MODEL_LAYERS))
+
+
+def list_records(
+    store: S3Store, tenant: str, page_size: int, after: str | None
+) -> tuple[list[ModelRecord], str | None]:
+    """One page of the tenant's models, in id order; the cursor is the last id on the page."""
+    prefix = tenant_models_prefix(tenant)
+    ids = sorted(
+        {
+            key[len(prefix) :].split("/", 1)[0]
+            for key in store.list(prefix)
+            if key.endswith("/" + MODEL_RECORD)
+        }
+    )
+    if after is not None:
+        ids = [i for i in ids if i > after]
+    page = ids[:page_size]
+    records = [get_record(store, tenant, i) for i in page]
+    return records, (page[-1] if len(ids) > page_size else None)
+
+
+def delete_model(store: S3Store, tenant: str, model_id: str) -> None:
+    get_record(store, tenant, model_id)
+    store.delete_prefix(model_prefix(tenant, model_id))
+
+
+def job_model_for(store: S3Store, tenant: str, model_id: str) -> JobModel:
+    record = get_record(store, tenant, model_id)
+    return JobModel(record=record, weights_key=model_prefix(tenant, model_id) + MODEL_WEIGHTS)
+
+
+def scratch() -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(prefix="neuron-atlas-upload-")
+
+
+def parse_json_field(name: str, text: str | None) -> Any:
+    if text is None or text == "":
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Problem(422, "invalid-input", f"The `{name}` field is not JSON ({exc.msg}).") from None
