@@ -19,7 +19,7 @@ COPY shared shared
 COPY services services
 COPY neuron_core neuron_core
 COPY neuron_atlas neuron_atlas
-RUN pip install ".[suite]"  # celery, redis, minio; webhooks and metrics libraries
+RUN pip install ".[suite,mlflow]"  # celery, redis, minio; webhooks and metrics; the MLflow client (model imports)
 # Bake the default models (BLIP base, ResNet18 ImageNet weights; the embedder ships in its
 # package) into /models, so a container starts without reaching a hub. The compose file mounts
 # a volume there; a fresh volume is filled from the image.

@@ -122,9 +122,9 @@ def load_strictly(module: nn.Module, state: dict[str, torch.Tensor], architectur
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
     mismatched = [
-        (key, tuple(expected[key].shape), tuple(tensor.shape))
-        for key, tensor in state.items()
-        if key in expected and tuple(expected[key].shape) != tuple(tensor.shape)
+        (key, tuple(tensor.shape), tuple(state[key].shape))
+        for key, tensor in expected.items()  # in the model's order, which a reader follows
+        if key in state and tuple(state[key].shape) != tuple(tensor.shape)
     ]
     if missing or unexpected or mismatched:
         parts = []

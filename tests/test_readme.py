@@ -66,6 +66,10 @@ HANDLED_BLOCKS = (
     'curl -s -H "Authorization: Bearer $KEY" -F',
     "kubectl apply -f k8s/base/namespace.yaml",  # skipped: kubectl (tests/deploy checks k8s/)
     "export NEURON_ATLAS_URL",  # run by tests/integrations/test_readme_integrations.py
+    "# 1. Save the state dict",
+    # skipped: the same requests (upload, layers, a job naming model_id) run against the suite in
+    # tests/services/gateway/test_models.py, with a small model instead of convnext_tiny
+    "# 1. Upload (multipart",
 )
 
 
@@ -160,6 +164,33 @@ def test_readme_sample_and_run_example(tmp_path: Path, torch_home: Path):
     explorer = (cwd / "my-result" / "explorer" / "index.html").resolve()
     assert explorer.as_uri() in proc.stdout  # `report` prints where to open the explorer
     assert all((cwd / "my-result" / "thumbs" / f"{i['id']}.webp").is_file() for i in hierarchy["images"])
+
+
+@pytest.mark.slow
+def test_readme_own_model_cli_example(tmp_path: Path, torch_home: Path):
+    """The "Your own model" steps as written, with timm's tiny test ConvNeXt for convnext_tiny
+    (same stages, a fraction of the compute) and the sample for IMAGE_DIR."""
+    import timm
+    import torch
+
+    from neuron_atlas.sample import make_sample
+
+    cwd = project_folder(tmp_path / "project")
+    make_sample(cwd / "images", per_concept=2)
+    torch.save(timm.create_model("test_convnext", num_classes=10).state_dict(), cwd / "model.pt")
+    block = _blocks_named("# 1. Save the state dict")
+    script = block.script(
+        substitutions={
+            "timm:convnext_tiny": "timm:test_convnext",
+            "IMAGE_DIR": "images --tta-samples 0 --ablation-random-sets 2 --bootstrap-resamples 20",
+            "python -c": ".venv/bin/python -c",
+        }
+    )
+    proc = run_bash(script, cwd, example_env(torch_home))
+    assert "stages.3\t" in proc.stdout and "default" in proc.stdout  # the layers listing
+    target = read_result(cwd / "atlas-out")["models"]["target"]
+    assert target["architecture"] == "timm:test_convnext" and target["num_classes"] == 10
+    assert target["source"] == "file" and target["sha256"]
 
 
 @pytest.mark.slow
