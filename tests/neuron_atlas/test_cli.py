@@ -140,8 +140,8 @@ def test_images_without_captions_are_captioned_by_the_model(sample_dir, tmp_path
 @pytest.mark.parametrize(
     "extra, code, message",
     [
-        (["--model", "resnet19"], 2, "Unknown model 'resnet19'"),
-        (["--layers", "layer3,layer9"], 2, "Valid module names: conv1, bn1"),
+        (["--model", "resnet19"], 2, "Unknown torchvision architecture 'resnet19'"),
+        (["--layers", "layer3,layer9"], 2, "valid module names: conv1, bn1"),
         (["--top-fraction", "1.5"], 2, "--top-fraction: Input should be less than or equal to 1"),
         (["--layers", "layer4", "--weights", "missing.safetensors"], 3, "missing.safetensors does not exist"),
     ],
