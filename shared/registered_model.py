@@ -20,6 +20,7 @@ from shared.safetensors_file import file_sha256
 from shared.storage import S3Store, Store, get_json
 
 JOB_ARTIFACT = "registered_model.json"
+KEEP_FILES = 4  # weights files a worker keeps on disk; the least recently used go first
 MODEL_RECORD, MODEL_LAYERS, MODEL_WEIGHTS = "model.json", "layers.json", "weights.safetensors"
 
 
@@ -48,8 +49,9 @@ def job_model(job_store: Store) -> JobModel | None:
 def local_weights(store: S3Store, model: JobModel, cache_dir: Path) -> Path:
     """The weights on this worker's disk, fetched once: the file is named by its sha256, so a
     copy that is there is the right one; a fetched copy is checked before it is used."""
-    path = cache_dir / "registered" / f"{model.record.sha256}.safetensors"
+    path = cache_dir / f"{model.record.sha256}.safetensors"
     if path.is_file():
+        os.utime(path)  # recently used: kept longest
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".partial-{os.getpid()}")
@@ -67,4 +69,11 @@ def local_weights(store: S3Store, model: JobModel, cache_dir: Path) -> Path:
             "Register the model again.",
         )
     partial.replace(path)  # atomic: another process sees the whole file or none
+    _evict(cache_dir, keep=path)
     return path
+
+
+def _evict(folder: Path, keep: Path) -> None:
+    files = sorted(folder.glob("*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in [f for f in files if f != keep][KEEP_FILES - 1 :]:
+        old.unlink(missing_ok=True)  # a process that has it open keeps reading it

@@ -8,6 +8,7 @@ settings. Each service keeps its own class, with its own prefix (`GATEWAY_`, `CA
 
 from __future__ import annotations
 
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
@@ -96,6 +97,11 @@ class ModelWorkerSettings(BaseSettings):
         None, description="Model cache (HF cache, or torchvision checkpoints)."
     )
     device: str | None = Field(None, description="torch device when the job names none.")
+    registered_model_dir: Path = Field(
+        Path(tempfile.gettempdir()) / "neuron-atlas-models",
+        description="Where registered models' weights are kept once fetched (writable; the model "
+        "cache may be baked into a read-only image).",
+    )
 
 
 @lru_cache(maxsize=1)

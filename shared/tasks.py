@@ -72,16 +72,16 @@ def job_inputs(job: JobContext) -> tuple[dict[str, Any], PipelineOptions]:
     return _job_inputs(job.job_id)
 
 
-def registered_weights(job: JobContext, cache_dir: Path | None) -> Any:
+def registered_weights(job: JobContext, folder: Path) -> Any:
     """A job's registered model (`model_id`) with its weights on this worker's disk, as
     `neuron_core.target_model.RegisteredWeights`; None for a job that names none."""
-    from neuron_core.target_model import RegisteredWeights, torch_cache_dir
+    from neuron_core.target_model import RegisteredWeights
     from shared.registered_model import job_model, local_weights
 
     model = job_model(job.store)
     if model is None:
         return None
-    path = local_weights(object_store(), model, cache_dir or torch_cache_dir())
+    path = local_weights(object_store(), model, folder)
     return RegisteredWeights(model.record, path)
 
 

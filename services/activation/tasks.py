@@ -15,7 +15,7 @@ from shared.tasks import JobContext, job_inputs, job_task, registered_weights
 def job_target(job: JobContext, options: PipelineOptions) -> LoadedModel:
     """The job's target model, kept while consecutive jobs use the same one."""
     settings = ActivationSettings()
-    registered = registered_weights(job, settings.model_cache_dir)
+    registered = registered_weights(job, settings.registered_model_dir)
     return target_model(TargetSpec.of(options, settings.model_cache_dir, settings.device, registered))
 
 

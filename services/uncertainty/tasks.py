@@ -14,7 +14,7 @@ from shared.tasks import JobContext, job_inputs, job_task, registered_weights
 def uncertainty_run(job: JobContext) -> None:
     _, options = job_inputs(job)
     settings = UncertaintySettings()
-    registered = registered_weights(job, settings.model_cache_dir)
+    registered = registered_weights(job, settings.registered_model_dir)
     target = target_model(TargetSpec.of(options, settings.model_cache_dir, settings.device, registered))
     uncertainty = run_uncertainty(job.store, options, target, artifacts.stored_image_reader(job.store))
     job.jobs.set_report(job.job_id, "uncertainty", uncertainty.summary.document())
