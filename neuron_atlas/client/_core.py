@@ -260,3 +260,28 @@ def build_submission(
 
 def is_terminal(job: JobPublic) -> bool:
     return job.status in TERMINAL
+
+
+# --- models --------------------------------------------------------------------------------------
+
+
+def model_fields(
+    architecture: str,
+    num_classes: int | None,
+    class_names: Sequence[str] | None,
+    preprocessing: Mapping[str, Any] | None,
+) -> dict[str, str]:
+    """The form fields of a model upload (POST /v1/models, multipart)."""
+    fields = {"architecture": architecture}
+    if num_classes is not None:
+        fields["num_classes"] = str(num_classes)
+    if class_names is not None:
+        fields["class_names"] = json.dumps(list(class_names))
+    if preprocessing is not None:
+        fields["preprocessing"] = json.dumps(dict(preprocessing))
+    return fields
+
+
+def model_import_body(architecture: str, kind: str, uri: str, **fields: Any) -> dict[str, Any]:
+    """The JSON body of a model import: from the bucket area, an MLflow URI or a hub id."""
+    return {"architecture": architecture, "source": {"kind": kind, "uri": uri}, **fields}

@@ -24,6 +24,8 @@ from neuron_atlas.client._core import (
     error_of,
     is_terminal,
     job_spec,
+    model_fields,
+    model_import_body,
     parse,
 )
 from shared.contracts.api import (
@@ -32,10 +34,12 @@ from shared.contracts.api import (
     DeliveriesPublic,
     JobPublic,
     JobsPublic,
+    ModelsPublic,
     NeuronPublic,
     WebhookSecretPublic,
 )
 from shared.contracts.hierarchy import Cluster, Hierarchy
+from shared.contracts.models import ModelLayers, ModelRecord
 from shared.options import PipelineOptions
 
 
@@ -169,6 +173,59 @@ class AsyncClient:
                 raise WaitTimeout(job, timeout_s or 0.0)
             pause = poll_interval_s if deadline is None else min(poll_interval_s, deadline - time.monotonic())
             await asyncio.sleep(max(0.0, pause))
+
+    # --- models ----------------------------------------------------------------------------------
+
+    async def upload_model(
+        self,
+        weights: str | os.PathLike[str],
+        architecture: str,
+        *,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
+        preprocessing: Mapping[str, Any] | None = None,
+    ) -> ModelRecord:
+        """Register a model from its .safetensors state dict (checked before it is recorded)."""
+        path = Path(weights)
+        with path.open("rb") as handle:
+            return parse(
+                await self.request(
+                    "POST",
+                    "/v1/models",
+                    files=[("weights", (path.name, handle, "application/octet-stream"))],
+                    data=model_fields(architecture, num_classes, class_names, preprocessing),
+                ),
+                ModelRecord,
+            )
+
+    async def import_model(self, architecture: str, kind: str, uri: str, **fields: Any) -> ModelRecord:
+        """Register a model from `kind` "bucket" (a prefix under imports/TENANT/), "mlflow"
+        (models:/NAME/VERSION, runs:/ID/PATH) or "hub" (a repository id)."""
+        body = model_import_body(architecture, kind, uri, **fields)
+        return parse(await self.request("POST", "/v1/models", json=body), ModelRecord)
+
+    async def models(self, page_size: int = 100) -> AsyncIterator[ModelRecord]:
+        """The tenant's models, page after page."""
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"page_size": page_size, **({"page_token": token} if token else {})}
+            page = await self._get("/v1/models", ModelsPublic, **params)
+            for item in page.items:
+                yield item
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
+
+    async def model(self, model_id: str) -> ModelRecord:
+        return await self._get(f"/v1/models/{model_id}", ModelRecord)
+
+    async def model_layers(self, model_id: str) -> ModelLayers:
+        return await self._get(f"/v1/models/{model_id}/layers", ModelLayers)
+
+    async def delete_model(self, model_id: str) -> None:
+        response = await self.request("DELETE", f"/v1/models/{model_id}")
+        if response.is_error:
+            raise error_of(response)
 
     # --- results -------------------------------------------------------------------------------
 

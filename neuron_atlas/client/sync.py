@@ -23,6 +23,8 @@ from neuron_atlas.client._core import (
     error_of,
     is_terminal,
     job_spec,
+    model_fields,
+    model_import_body,
     parse,
 )
 from shared.contracts.api import (
@@ -31,10 +33,12 @@ from shared.contracts.api import (
     DeliveriesPublic,
     JobPublic,
     JobsPublic,
+    ModelsPublic,
     NeuronPublic,
     WebhookSecretPublic,
 )
 from shared.contracts.hierarchy import Cluster, Hierarchy
+from shared.contracts.models import ModelLayers, ModelRecord
 from shared.options import PipelineOptions
 
 
@@ -168,6 +172,58 @@ class Client:
                 raise WaitTimeout(job, timeout_s or 0.0)
             pause = poll_interval_s if deadline is None else min(poll_interval_s, deadline - time.monotonic())
             time.sleep(max(0.0, pause))
+
+    # --- models ----------------------------------------------------------------------------------
+
+    def upload_model(
+        self,
+        weights: str | os.PathLike[str],
+        architecture: str,
+        *,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
+        preprocessing: Mapping[str, Any] | None = None,
+    ) -> ModelRecord:
+        """Register a model from its .safetensors state dict (checked before it is recorded)."""
+        path = Path(weights)
+        with path.open("rb") as handle:
+            return parse(
+                self.request(
+                    "POST",
+                    "/v1/models",
+                    files=[("weights", (path.name, handle, "application/octet-stream"))],
+                    data=model_fields(architecture, num_classes, class_names, preprocessing),
+                ),
+                ModelRecord,
+            )
+
+    def import_model(self, architecture: str, kind: str, uri: str, **fields: Any) -> ModelRecord:
+        """Register a model from `kind` "bucket" (a prefix under imports/TENANT/), "mlflow"
+        (models:/NAME/VERSION, runs:/ID/PATH) or "hub" (a repository id)."""
+        body = model_import_body(architecture, kind, uri, **fields)
+        return parse(self.request("POST", "/v1/models", json=body), ModelRecord)
+
+    def models(self, page_size: int = 100) -> Iterator[ModelRecord]:
+        """The tenant's models, page after page."""
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"page_size": page_size, **({"page_token": token} if token else {})}
+            page = self._get("/v1/models", ModelsPublic, **params)
+            yield from page.items
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
+
+    def model(self, model_id: str) -> ModelRecord:
+        return self._get(f"/v1/models/{model_id}", ModelRecord)
+
+    def model_layers(self, model_id: str) -> ModelLayers:
+        return self._get(f"/v1/models/{model_id}/layers", ModelLayers)
+
+    def delete_model(self, model_id: str) -> None:
+        response = self.request("DELETE", f"/v1/models/{model_id}")
+        if response.is_error:
+            raise error_of(response)
 
     # --- results -------------------------------------------------------------------------------
 

@@ -169,3 +169,30 @@ def test_async_client_submits_a_bucket_prefix_and_wait_raises_when_cancelled(
                 await atlas.wait(uploaded.id, timeout_s=120, poll_interval_s=0.3)
 
     asyncio.run(scenario())
+
+
+def test_models_through_the_client_sync_and_async(atlas: Client, suite: Any, tmp_path: Path) -> None:
+    import timm
+    from safetensors.torch import save_file
+
+    path = tmp_path / "convnext.safetensors"
+    save_file(timm.create_model("test_convnext", num_classes=3).state_dict(), str(path))
+    model = atlas.upload_model(path, "timm:test_convnext", class_names=["cat", "dog", "fox"])
+    assert model.num_classes == 3 and model.class_names == ["cat", "dog", "fox"]
+    assert model.id in [m.id for m in atlas.models()]
+    assert atlas.model(model.id) == model
+    assert any(layer.default for layer in atlas.model_layers(model.id).layers)
+    with pytest.raises(ApiError) as err:  # a name per output, or the model is refused
+        atlas.upload_model(path, "timm:test_convnext", class_names=["cat"])
+    assert err.value.status == 422
+
+    async def scenario() -> None:
+        async with AsyncClient(suite.url, suite.keys["tenant-a"]) as client:
+            assert (await client.model(model.id)).sha256 == model.sha256
+            assert model.id in [m.id async for m in client.models()]
+            await client.delete_model(model.id)
+
+    asyncio.run(scenario())
+    with pytest.raises(ApiError) as err:
+        atlas.model(model.id)
+    assert err.value.status == 404
