@@ -4,6 +4,7 @@ deployment configures, or a Hugging Face hub repository where a hub can be reach
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,12 @@ P = TypeVar("P", Path, str)
 
 class ImportFailed(ModelLoadError):
     kind = "model-import-failed"
+
+
+class SourceUnavailable(ModelLoadError):
+    """The tracking server or hub did not answer: worth trying again later (503)."""
+
+    kind = "model-source-unavailable"
 
 
 def only_safetensors(paths: Sequence[P], where: str) -> list[P]:
@@ -52,8 +59,18 @@ def from_mlflow(uri: str, tracking_uri: str | None, folder: Path) -> Path:
             "This deployment has no MLflow tracking server configured.",
             "Ask the operator to set MLFLOW_TRACKING_URI on the activation workers, or upload the file.",
         )
+    # Bounded: a tracking server that does not answer fails the import within about a minute,
+    # not after MLflow's default retries (minutes), while the gateway waits. Overridable.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    import mlflow
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
+
+    # models:/ URIs resolve through the model registry, whose URI is not the tracking URI
+    # argument below: without this they would be looked up in a local database.
+    mlflow.set_registry_uri(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)  # else MLflow 3 opens a local mlflow.db in the cwd
 
     try:
         local = Path(
@@ -62,12 +79,17 @@ def from_mlflow(uri: str, tracking_uri: str | None, folder: Path) -> Path:
             )
         )
     except MlflowException as exc:
+        if "failed with exception" in exc.message:  # no answer; its text names hosts: not shown
+            raise SourceUnavailable(
+                "The MLflow tracking server did not answer.",
+                "Try again later; if it persists, ask the operator to check MLFLOW_TRACKING_URI.",
+            ) from None
         raise InputError(
             f"MLflow could not resolve {uri!r}: {exc.message[:300]}",
             "Check the model name and version (models:/NAME/VERSION) or the run id (runs:/ID/PATH).",
         ) from None
     except OSError as exc:
-        raise ImportFailed(
+        raise SourceUnavailable(
             f"The MLflow tracking server did not answer ({type(exc).__name__}).",
             "Try again later, or upload the file.",
         ) from None
@@ -92,7 +114,7 @@ def from_hub(repo_id: str, folder: Path) -> Path:
             f"The hub has no model.safetensors in {repo_id!r} ({exc}).", "Check the repository id."
         ) from None
     except OSError as exc:
-        raise ImportFailed(
+        raise SourceUnavailable(
             f"The model hub did not answer for {repo_id!r} ({type(exc).__name__}).",
             "Upload the file instead, or import it from your bucket.",
         ) from None

@@ -31,7 +31,7 @@ from shared.safetensors_file import PickledWeights, check_safetensors
 from shared.storage import S3Store, get_json, put_json
 
 # What a client sees of a worker's refusal: its kind maps to the problem type and status.
-_REFUSAL_STATUS = {"unsupported-weights-format": 415, "model-import-failed": 422}
+_REFUSAL_STATUS = {"unsupported-weights-format": 415, "model-source-unavailable": 503}
 
 
 def new_model_id() -> str:
@@ -89,6 +89,16 @@ def ask_worker(task: str, args: list[Any], timeout_s: float) -> dict[str, Any]:
 def refusal(problem: dict[str, Any]) -> Problem:
     extra = {k: v for k, v in problem.items() if k not in ("kind", "problem", "fix")}
     status = _REFUSAL_STATUS.get(problem["kind"], 422)
+    if status == 503:  # the model's source did not answer: nothing wrong with the request
+        retry = {"Retry-After": str(RETRY_AFTER_S)}
+        return Problem(
+            status,
+            problem["kind"],
+            "The model could not be fetched.",
+            problem["problem"],
+            problem["fix"],
+            headers=retry,
+        )
     return Problem(
         status, problem["kind"], "The model was refused.", problem["problem"], problem["fix"], **extra
     )
