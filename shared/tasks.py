@@ -90,7 +90,8 @@ def describe_error(stage: str, exc: BaseException) -> dict[str, Any]:
             f"{dependency.kind}-unavailable",
             f"The {stage} stage could not reach {dependency.name}",
             f"{dependency.name.capitalize()} did not answer ({type(exc).__name__}).",
-            f"Check that {dependency.name} is up and reachable from the workers, then submit the "
+            dependency.fix
+            or f"Check that {dependency.name} is up and reachable from the workers, then submit the "
             "job again; artifacts computed so far are kept.",
         )
     else:
@@ -177,8 +178,11 @@ def job_task(name: str, stage: str) -> Callable[[Callable[..., None]], Any]:
                 with watch.beating(task_id, token):
                     body(job, *args)
             except Exception as exc:
-                pause = retry_pause(task.request.retries, get_infra_settings().dependency_retry_window_s)
                 dependency = unavailable_dependency(exc)
+                window_s: float = get_infra_settings().dependency_retry_window_s
+                if dependency is not None and dependency.window_s is not None:
+                    window_s = dependency.window_s
+                pause = retry_pause(task.request.retries, window_s)
                 if pause is not None and dependency is not None:
                     log.warning(
                         "%s %s for job %s: %s unavailable; again in %d s",
