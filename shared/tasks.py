@@ -165,7 +165,9 @@ def job_task(name: str, stage: str) -> Callable[[Callable[..., None]], Any]:
             task_id = task.request.id
             claim = _when_redis_answers(name, lambda: watch.claim(task_id, token))
             if claim != "claimed":
-                log.info("%s %s for job %s: %s; this copy skips", name, args, job_id, claim)
+                # A copy while the task runs means the broker handed it out twice: worth a warning.
+                level = logging.WARNING if claim == "running-elsewhere" else logging.INFO
+                log.log(level, "%s %s for job %s: %s; this copy skips", name, args, job_id, claim)
                 # Neither a result nor a chord part: the copy that runs (or ran) counts.
                 raise Ignore()
             if not _when_redis_answers(name, lambda: jobs.begin(job_id, stage)):
