@@ -164,10 +164,21 @@ def job_task(name: str, stage: str) -> Callable[[Callable[..., None]], Any]:
             jobs, watch, token = job_store(), task_heartbeat(), new_token()
             task_id = task.request.id
             claim = _when_redis_answers(name, lambda: watch.claim(task_id, token))
+            if claim == "running-elsewhere":
+                # The broker handed the task out twice (a redelivery, or a pool process that died
+                # with its lock). Not dropped: sent again for after TASK_STALL_S, the copy finds
+                # the task done and skips, or its lock lapsed (its runner died) and runs it.
+                log.warning(
+                    "%s %s for job %s: running elsewhere; this copy skips and comes back in %.0f s",
+                    name,
+                    args,
+                    job_id,
+                    watch.stall_s,
+                )
+                task.signature_from_request(countdown=watch.stall_s).apply_async()
             if claim != "claimed":
-                # A copy while the task runs means the broker handed it out twice: worth a warning.
-                level = logging.WARNING if claim == "running-elsewhere" else logging.INFO
-                log.log(level, "%s %s for job %s: %s; this copy skips", name, args, job_id, claim)
+                if claim == "done":
+                    log.info("%s %s for job %s: done already; this copy skips", name, args, job_id)
                 # Neither a result nor a chord part: the copy that runs (or ran) counts.
                 raise Ignore()
             if not _when_redis_answers(name, lambda: jobs.begin(job_id, stage)):
