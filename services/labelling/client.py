@@ -167,9 +167,7 @@ class LLMClient:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._failures_in_row = 0
-        self._no_answers_in_row = 0
-        self._unreachable = False
-        self._answered = False  # the endpoint itself answered once, even with an error
+        self._no_answers = 0  # requests that got no answer at all, after their retries
         self._gave_up: str | None = None
 
     def ask(
@@ -277,14 +275,12 @@ class LLMClient:
             except openai.APIStatusError as exc:
                 reason = f"HTTP {exc.status_code}: {_short(exc.message)}"
                 no_answer = exc.status_code in NO_ANSWER_STATUS
-                self._answered = self._answered or not no_answer
                 if exc.status_code not in RETRYABLE_STATUS and exc.status_code < 500:
                     self._failed(reason, fatal=exc.status_code in FATAL_STATUS)
                 wait = parse_retry_after(exc.response.headers)
                 if wait is not None and wait > self.settings.max_retry_wait:
                     self._failed(f"{reason}; asked to wait {wait:.0f} s, above max_retry_wait")
             else:
-                self._answered = True
                 self._succeeded()
                 usage = {
                     "prompt_tokens": completion.usage.prompt_tokens if completion.usage else 0,
@@ -308,16 +304,13 @@ class LLMClient:
     def _succeeded(self) -> None:
         with self._lock:
             self._failures_in_row = 0
-            self._no_answers_in_row = 0
 
     def _failed(self, reason: str, fatal: bool = False, no_answer: bool = False) -> None:
         """Count a failed request; after enough in a row (or one that cannot heal), stop asking."""
         with self._lock:
             self._failures_in_row += 1
-            self._no_answers_in_row = self._no_answers_in_row + 1 if no_answer else 0
+            self._no_answers += no_answer
             if fatal or self._failures_in_row >= self.settings.max_consecutive_failures:
-                if self._gave_up is None:
-                    self._unreachable = self._no_answers_in_row >= self._failures_in_row
                 self._gave_up = self._gave_up or f"endpoint failed ({reason}); stopped asking it"
         raise EndpointError(reason, fatal)
 
@@ -327,11 +320,11 @@ class LLMClient:
 
     @property
     def unreachable(self) -> bool:
-        """The endpoint is down, not misbehaving: requests failed with no answer at all (refused
-        connections, timeouts, 502/503/504 from a proxy in front of it), and either it never
-        answered in this run or it stopped asking after such failures in a row."""
+        """Some request got no answer at all after its retries (refused connections, timeouts,
+        502/503/504 from a proxy in front of it): the endpoint was down for part of the run, not
+        misbehaving. The suite tries the task again; answers received are in the cache."""
         with self._lock:
-            return self._unreachable or (not self._answered and self._no_answers_in_row > 0)
+            return self._no_answers > 0
 
 
 def _short(text: str, limit: int = 200) -> str:
