@@ -1,4 +1,5 @@
-"""Which outside service an exception says is down: object storage or Redis.
+"""Which outside service an exception says is down: object storage, Redis, or one that a stage
+calls itself (the labelling endpoint), which raises `DependencyDown`.
 
 Workers turn it into a retry and then a job error that names the service; the gateway into a 503
 with Retry-After. Neither shows the exception's text, which names hosts, buckets and keys."""
@@ -12,6 +13,16 @@ from dataclasses import dataclass
 class Dependency:
     kind: str
     name: str
+    fix: str = ""  # what to do, where more can be said than "check that it is up"
+    window_s: float | None = None  # how long its outages are waited out; None: DEPENDENCY_RETRY_WINDOW_S
+
+
+class DependencyDown(Exception):
+    """Raised by a stage whose own dependency gave no answer at all (the service is down)."""
+
+    def __init__(self, dependency: Dependency) -> None:
+        super().__init__(f"{dependency.name} did not answer")
+        self.dependency = dependency
 
 
 def _storage_errors() -> tuple[type[Exception], ...]:
@@ -37,6 +48,8 @@ def unavailable_dependency(exc: BaseException) -> Dependency | None:
     """The service an error says is down: object storage (urllib3 and minio's server errors)
     or Redis (connection and timeout errors, and the queue's when it cannot publish); None for
     anything else."""
+    if isinstance(exc, DependencyDown):
+        return exc.dependency
     if isinstance(exc, _storage_errors()):
         return Dependency("object-storage", "object storage")
     if isinstance(exc, _redis_errors()):

@@ -253,11 +253,11 @@ class JobStore:
             self._advance(keys=[f"job:{job_id}"], args=[stage, json.dumps(self.stages)])
             return True
         if found == "cancelling":
-            self._stop_cancelled(job_id)
+            self.end_cancelling(job_id)
         return False
 
-    def _stop_cancelled(self, job_id: str) -> None:
-        """End a cancelling job. A reopened job (a relabel of a succeeded one) goes back to
+    def end_cancelling(self, job_id: str) -> None:
+        """End a cancelling job (its work stopped). A reopened job (a relabel of a succeeded one) goes back to
         `succeeded`: its result from before still stands, and a cancel must not take it away."""
         reopened = self.redis.hget(f"job:{job_id}", "reopened")
         self.transition(job_id, ["cancelling"], "succeeded" if reopened else "cancelled", finished_at=now())
@@ -294,7 +294,7 @@ class JobStore:
     def succeed(self, job_id: str) -> str | None:
         found = self.transition(job_id, ["queued", "running"], "succeeded", finished_at=now())
         if found == "cancelling":  # the user asked to stop; honour it even though it finished
-            self._stop_cancelled(job_id)
+            self.end_cancelling(job_id)
         self.redis.hdel(f"job:{job_id}", "reopened")
         return found
 
@@ -304,7 +304,7 @@ class JobStore:
             job_id, ["queued", "running"], "failed", finished_at=now(), error=json.dumps(dict(error))
         )
         if found == "cancelling":
-            self._stop_cancelled(job_id)
+            self.end_cancelling(job_id)
         self.redis.hdel(f"job:{job_id}", "reopened")
         return found
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from celery import Celery, bootsteps, chord, group, signature
 from celery.canvas import Signature
+from celery.signals import worker_init
 
 from shared import heartbeat, queue_settings_check
 from shared.settings import InfraSettings, get_infra_settings
@@ -44,6 +45,22 @@ ROUTES = {
     "pipeline.*": {"queue": "labelling"},
     "webhooks.*": {"queue": "labelling"},  # light, and the labelling workers have egress (shared.webhooks)
 }
+
+
+# Tasks of a job (shared.tasks.job_task): each holds a lock while it runs, which the reconciler
+# reads. Webhook deliveries are not among them: they are short, and retried by their own rules.
+JOB_TASKS = frozenset(
+    {
+        CAPTION_SHARD,
+        ACTIVATION_SHARD,
+        EMBED_CLUSTER_RUN,
+        ACTIVATION_GROUPS,
+        LABELLING_LABEL,
+        LABELLING_RELABEL,
+        UNCERTAINTY_RUN,
+        PIPELINE_ASSEMBLE,
+    }
+)
 
 # Steps after the neuron groups, in order, before the assembly of hierarchy.json (design §2).
 STEPS_AFTER_GROUPS: list[str] = [LABELLING_LABEL, UNCERTAINTY_RUN]
@@ -94,6 +111,44 @@ class VisibilityTimeoutCheck(bootsteps.StartStopStep):
         worker.timer.call_repeatedly(interval, queue_settings_check.refresh, (client, seconds))
 
 
+class Reconciler(bootsteps.StartStopStep):
+    """Hands out again the messages of tasks that nobody runs any more (shared.reconciler, which
+    says why every worker runs it), from the event loop's timer every TASK_STALL_S / 4."""
+
+    requires = ("celery.worker.components:Hub",)
+
+    def start(self, worker: Any) -> None:
+        from shared.reconciler import make_reconciler
+
+        # A connection of its own (the consumer's is busy consuming); its channel knows kombu's
+        # keys and puts a message back the way kombu does.
+        self.connection = worker.app.connection_for_write()
+        channel = self.connection.default_channel
+        reconciler = make_reconciler(channel, get_infra_settings(), JOB_TASKS)
+        worker.timer.call_repeatedly(reconciler.interval_s, reconciler.sweep_quietly)
+
+    def stop(self, worker: Any) -> None:
+        if getattr(self, "connection", None) is not None:
+            self.connection.release()
+
+
+def _ride_out_redis_outages(sender: Any = None, **_: Any) -> None:
+    """In workers only (the gateway answers 503 at once instead): publishing the next step of a
+    job and storing a result wait for Redis through DEPENDENCY_RETRY_WINDOW_S, rather than fail
+    after a second and lose the job's next message (a job stuck `running` with nothing to run)."""
+    app = getattr(sender, "app", None) or get_app()
+    window_s = get_infra_settings().dependency_retry_window_s
+    app.conf.task_publish_retry_policy = {
+        "max_retries": int(window_s / 5) + 4,  # pauses 0.5, 1.5, ... then 5 s: about the window
+        "interval_start": 0.5,
+        "interval_step": 1.0,
+        "interval_max": 5.0,
+    }
+    app.conf.result_backend_always_retry = True
+    app.conf.result_backend_max_sleep_between_retries_ms = 5000
+    app.conf.result_backend_max_retries = int(window_s / 2.5) + 4
+
+
 def configure(app: Celery, settings: InfraSettings) -> None:
     app.conf.update(
         broker_url=settings.redis_url,
@@ -126,8 +181,10 @@ def configure(app: Celery, settings: InfraSettings) -> None:
         neuron_atlas_heartbeat_file=settings.worker_heartbeat_file,
         neuron_atlas_heartbeat_interval_s=settings.worker_heartbeat_interval_s,
     )
+    worker_init.connect(_ride_out_redis_outages, weak=False)
     app.steps["worker"].add(Heartbeat)
     app.steps["worker"].add(VisibilityTimeoutCheck)
+    app.steps["worker"].add(Reconciler)
     from shared import observability
 
     observability.install(app, settings, QUEUES)

@@ -49,6 +49,10 @@ class InfraSettings(BaseSettings):
     # A task that outlives the visibility timeout is handed to a second worker while the first
     # still runs; hard limit < visibility timeout rules that out.
     queue_visibility_timeout_s: int = Field(7200, ge=60)
+    # A running task beats in Redis; one silent for this long (its worker killed, or cut off from
+    # Redis) is sent again, at most TASK_MAX_RESENDS times, then its job fails (shared.reconciler).
+    task_stall_s: float = Field(120.0, ge=1)
+    task_max_resends: int = Field(2, ge=0)
     task_time_limit_s: int = Field(3600, ge=10)
     task_soft_time_limit_s: int = Field(3540, ge=5)
     # Liveness (shared/heartbeat.py): a worker touches this file from its event loop; unset, off.

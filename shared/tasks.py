@@ -14,21 +14,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 from shared import artifacts, metrics
 from shared.contracts.problem import ProblemDetails
-from shared.dependencies import unavailable_dependency
+from shared.dependencies import dependency_errors, unavailable_dependency
 from shared.errors import NeuronAtlasError
 from shared.jobstore import JobStore
 from shared.options import PipelineOptions
 from shared.queue import get_app
 from shared.settings import get_infra_settings
 from shared.storage import PrefixedStore, S3Store, Store, get_json, make_s3_client
+from shared.task_heartbeat import TaskHeartbeat, new_token
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,8 @@ def describe_error(stage: str, exc: BaseException) -> dict[str, Any]:
             f"{dependency.kind}-unavailable",
             f"The {stage} stage could not reach {dependency.name}",
             f"{dependency.name.capitalize()} did not answer ({type(exc).__name__}).",
-            f"Check that {dependency.name} is up and reachable from the workers, then submit the "
+            dependency.fix
+            or f"Check that {dependency.name} is up and reachable from the workers, then submit the "
             "job again; artifacts computed so far are kept.",
         )
     else:
@@ -136,26 +139,77 @@ def retry_pause(retries: int, window_s: float) -> int | None:
     return pauses[-1] if sum(pauses) <= window_s else None
 
 
+@lru_cache(maxsize=1)
+def task_heartbeat() -> TaskHeartbeat:
+    settings = get_infra_settings()
+    # A finished task's id is remembered past the visibility timeout: a copy of it that Celery
+    # hands out that late then skips.
+    return TaskHeartbeat(job_store().redis, settings.task_stall_s, 2 * settings.queue_visibility_timeout_s)
+
+
+def _when_redis_answers(what: str, call: Callable[[], T]) -> T:
+    """`call()`, tried again while Redis does not answer, for DEPENDENCY_RETRY_WINDOW_S. Used at
+    a task's start and end, where a Celery retry cannot help: it needs Redis to publish."""
+    window_s = get_infra_settings().dependency_retry_window_s
+    deadline = time.monotonic() + window_s
+    pause = 0.5
+    while True:
+        try:
+            return call()
+        except dependency_errors() as exc:
+            if unavailable_dependency(exc) is None or time.monotonic() + pause > deadline:
+                raise
+            log.warning("%s: Redis unavailable; again in %.1f s", what, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 10.0)
+
+
 def job_task(name: str, stage: str) -> Callable[[Callable[..., None]], Any]:
     """Register `body(job, *args)` as Celery task `name`; the first task argument is the job id.
 
     A failure because object storage or Redis stopped answering is retried with growing pauses
-    for `dependency_retry_window_s`; a job fails only after that, or at once for other errors."""
+    for `dependency_retry_window_s`; a job fails only after that, or at once for other errors.
+    While the body runs the task holds its lock and beats (shared.task_heartbeat): a copy of it
+    that arrives meanwhile skips, and one that stops beating is sent again (shared.reconciler)."""
 
     def register(body: Callable[..., None]) -> Any:
         @functools.wraps(body)
         def run(task: Any, job_id: str, *args: Any) -> None:
-            jobs = job_store()
-            if not jobs.begin(job_id, stage):
+            jobs, watch, token = job_store(), task_heartbeat(), new_token()
+            task_id = task.request.id
+            claim = _when_redis_answers(name, lambda: watch.claim(task_id, token))
+            if claim == "running-elsewhere":
+                # The broker handed the task out twice (a redelivery, or a pool process that died
+                # with its lock). Not dropped: sent again for after TASK_STALL_S, the copy finds
+                # the task done and skips, or its lock lapsed (its runner died) and runs it.
+                log.warning(
+                    "%s %s for job %s: running elsewhere; this copy skips and comes back in %.0f s",
+                    name,
+                    args,
+                    job_id,
+                    watch.stall_s,
+                )
+                task.signature_from_request(countdown=watch.stall_s).apply_async()
+            if claim != "claimed":
+                if claim == "done":
+                    log.info("%s %s for job %s: done already; this copy skips", name, args, job_id)
+                # Neither a result nor a chord part: the copy that runs (or ran) counts.
+                raise Ignore()
+            if not _when_redis_answers(name, lambda: jobs.begin(job_id, stage)):
                 log.info("%s %s: job %s is no longer running; skipped", name, args, job_id)
+                watch.release(task_id, token, done=True)
                 return
             job = JobContext(job_id, PrefixedStore(object_store(), artifacts.job_prefix(job_id)), jobs, stage)
             started = time.monotonic()
             try:
-                body(job, *args)
+                with watch.beating(task_id, token):
+                    body(job, *args)
             except Exception as exc:
-                pause = retry_pause(task.request.retries, get_infra_settings().dependency_retry_window_s)
                 dependency = unavailable_dependency(exc)
+                window_s: float = get_infra_settings().dependency_retry_window_s
+                if dependency is not None and dependency.window_s is not None:
+                    window_s = dependency.window_s
+                pause = retry_pause(task.request.retries, window_s)
                 if pause is not None and dependency is not None:
                     log.warning(
                         "%s %s for job %s: %s unavailable; again in %d s",
@@ -166,13 +220,17 @@ def job_task(name: str, stage: str) -> Callable[[Callable[..., None]], Any]:
                         pause,
                     )
                     metrics.TASK_RETRIES.labels(name).inc()
+                    _when_redis_answers(name, lambda: watch.release(task_id, token, done=False))
                     raise task.retry(exc=exc, countdown=pause) from None
                 log.exception("%s %s failed for job %s", name, args, job_id)
                 metrics.TASK_FAILURES.labels(name).inc()
-                jobs.fail(job_id, describe_error(stage, exc))
+                error = describe_error(stage, exc)
+                _when_redis_answers(name, lambda: jobs.fail(job_id, error))
+                _when_redis_answers(name, lambda: watch.release(task_id, token, done=True))
                 raise
             finally:
                 deleted = _remove_if_deleted(job_id, jobs)
+            _when_redis_answers(name, lambda: watch.release(task_id, token, done=True))
             if not deleted:
                 metrics.observe_task(stage, time.monotonic() - started, _images_of(job, stage, args))
 

@@ -80,7 +80,8 @@ MLFLOW_PORT = free_port()
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     if shutil.which("redis-server") is None:  # fail, not skip: the suite's tests must not vanish
         pytest.fail("The service tests need redis-server: apt-get install redis-server")
-    server = start_redis(tmp_path_factory.mktemp("redis"))
+    # Append-only, as the README asks of a deployment's Redis (the fault tests restart it).
+    server = start_redis(tmp_path_factory.mktemp("redis"), appendonly=True)
     yield server
     server.stop()
 
@@ -100,6 +101,7 @@ class Suite:
     logs: Path
     keys: dict[str, str] = field(default_factory=lambda: dict(TENANT_KEYS))
     metrics: dict[str, str] = field(default_factory=dict)  # worker service -> its /metrics URL
+    processes: ProcessGroup | None = None  # for fault tests that kill and replace a worker
 
     def headers(self, tenant: str = "tenant-a") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[tenant]}"}
@@ -143,6 +145,8 @@ def suite(
         "GATEWAY_MAX_ARCHIVE_ENTRIES": "50",
         "GATEWAY_MAX_EXPANDED_BYTES": str(8 * 1024 * 1024),
         "OMP_NUM_THREADS": "1",
+        # A task silent this long is sent again (shared.reconciler); the default is minutes.
+        "TASK_STALL_S": "8",
         # Webhooks: retries that a test can wait for (the defaults back off for up to an hour).
         "WEBHOOK_SIGNING_KEY": "suite-webhook-signing-key",
         "WEBHOOK_RETRY_DELAYS_S": "[0.5, 1.0]",
@@ -151,6 +155,8 @@ def suite(
         "NEURON_ATLAS_LLM__BASE_URL": suite_llm.url,
         "NEURON_ATLAS_LLM__MODEL": "fake-model",
         "NEURON_ATLAS_LLM__OFFLINE": "true",
+        # An endpoint that is down is waited out this long (5 + 10 s of pauses), then fails the job.
+        "NEURON_ATLAS_LLM__OUTAGE_WINDOW_S": "25",
         "NEURON_ATLAS_LLM__CACHE_DIR": str(logs / "unused-local-cache"),
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{MLFLOW_PORT}",
         "GATEWAY_MAX_MODEL_BYTES": str(50 * 1024 * 1024),  # a 6-class ResNet18 is 45 MB
@@ -160,7 +166,7 @@ def suite(
     try:
         metrics: dict[str, str] = {}
         url = start_suite(group, env, metrics)
-        yield Suite(url, env, bucket, logs, metrics=metrics)
+        yield Suite(url, env, bucket, logs, metrics=metrics, processes=group)
     finally:
         group.stop()
         time.sleep(0.1)

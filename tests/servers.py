@@ -47,38 +47,40 @@ def _stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
 class RedisServer:
     url: str
     process: subprocess.Popen[bytes]
+    args: list[str] = field(default_factory=list)
+    folder: Path | None = None
 
     def stop(self) -> None:
         _stop(self.process)
 
+    def restart(self) -> None:
+        """Start again on the same port and folder (after `stop`, for outage tests): with
+        `appendonly`, everything it held comes back from the append-only file."""
+        assert self.folder is not None and self.process.poll() is not None
+        port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+        self.process = _wait_redis(self.args, self.folder, port)
 
-def start_redis(folder: Path) -> RedisServer:
+
+def start_redis(folder: Path, appendonly: bool = False) -> RedisServer:
+    """redis-server on a free port; `appendonly` keeps its data across a restart (as the README
+    asks of a deployment's Redis), else it keeps nothing on disk."""
     port = free_port()
-    log = (folder / "redis.log").open("wb")
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)]
+    args += ["--appendonly", "yes" if appendonly else "no"]
+    process = _wait_redis(args, folder, port)
+    return RedisServer(f"redis://127.0.0.1:{port}/0", process, args, folder)
+
+
+def _wait_redis(args: list[str], folder: Path, port: int) -> subprocess.Popen[bytes]:
+    log = (folder / "redis.log").open("ab")
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
                 if sock.recv(16).startswith(b"+PONG"):
-                    return RedisServer(f"redis://127.0.0.1:{port}/0", process)
+                    return process
         except OSError:
             time.sleep(0.05)
     _stop(process)
@@ -232,38 +234,50 @@ def start_suite(group: ProcessGroup, env: dict[str, str], metrics: dict[str, str
     once it is ready. The caller stops them with `group.stop()`. Each worker serves Prometheus
     metrics on a free port in multiprocess mode, as deployed; `metrics` gets their URLs."""
     for service in SUITE_WORKERS:
-        port = group.free_port()
-        worker_env = {
-            **env,
-            "WORKER_METRICS_PORT": str(port),
-            "PROMETHEUS_MULTIPROC_DIR": str(group.logs / f"prometheus-{service}"),
-        }
-        if metrics is not None:
-            metrics[service] = f"http://127.0.0.1:{port}/metrics"
-        group.start(
-            service,
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                f"services.{service}.worker",
-                "worker",
-                "-Q",
-                service,
-                "--pool",
-                "solo",
-                "-n",
-                f"{service}@%h",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-            worker_env,
-        )
+        start_worker(group, service, env, metrics)
     return start_gateway(group, env)
+
+
+def start_worker(
+    group: ProcessGroup,
+    service: str,
+    env: dict[str, str],
+    metrics: dict[str, str] | None = None,
+    name: str = "",
+) -> subprocess.Popen[bytes]:
+    """One Celery worker of `service` on its queue (`name`: its log's and process's name, for a
+    second worker of one service)."""
+    port = group.free_port()
+    worker_env = {
+        **env,
+        "WORKER_METRICS_PORT": str(port),
+        "PROMETHEUS_MULTIPROC_DIR": str(group.logs / f"prometheus-{name or service}"),
+    }
+    if metrics is not None:
+        metrics[service] = f"http://127.0.0.1:{port}/metrics"
+    return group.start(
+        name or service,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            f"services.{service}.worker",
+            "worker",
+            "-Q",
+            service,
+            "--pool",
+            "solo",
+            "-n",
+            f"{name or service}@%h",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        worker_env,
+    )
 
 
 def start_gateway(group: ProcessGroup, env: dict[str, str]) -> str:
@@ -309,6 +323,7 @@ __all__ = [
     "start_redis",
     "start_seaweedfs",
     "start_suite",
+    "start_worker",
     "wait_http",
     "zip_folder",
 ]

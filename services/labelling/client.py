@@ -29,6 +29,8 @@ from shared.contracts.labels import Accounting as AccountingRecord
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
+# What a proxy answers for an endpoint that is down: no answer from the endpoint itself.
+NO_ANSWER_STATUS = frozenset({502, 503, 504})
 # The endpoint will not start working by itself for the rest of the job.
 FATAL_STATUS = frozenset({401, 403, 404})
 
@@ -165,6 +167,7 @@ class LLMClient:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._failures_in_row = 0
+        self._no_answers = 0  # requests that got no answer at all, after their retries
         self._gave_up: str | None = None
 
     def ask(
@@ -268,8 +271,10 @@ class LLMClient:
                     completion = self.client.chat.completions.create(**request)
             except openai.APIConnectionError as exc:  # timeouts included
                 reason = "timed out" if isinstance(exc, openai.APITimeoutError) else f"connection: {exc}"
+                no_answer = True
             except openai.APIStatusError as exc:
                 reason = f"HTTP {exc.status_code}: {_short(exc.message)}"
+                no_answer = exc.status_code in NO_ANSWER_STATUS
                 if exc.status_code not in RETRYABLE_STATUS and exc.status_code < 500:
                     self._failed(reason, fatal=exc.status_code in FATAL_STATUS)
                 wait = parse_retry_after(exc.response.headers)
@@ -287,7 +292,7 @@ class LLMClient:
                     return None, usage
                 return choice.message.content, usage
             if attempt == self.settings.max_retries:
-                self._failed(f"{reason} (after {attempt + 1} attempts)")
+                self._failed(f"{reason} (after {attempt + 1} attempts)", no_answer=no_answer)
             if wait is None:
                 backoff = self.settings.backoff_base * 2.0**attempt
                 wait = min(backoff * (1.0 - 0.25 * random.random()), self.settings.max_retry_wait)
@@ -300,10 +305,11 @@ class LLMClient:
         with self._lock:
             self._failures_in_row = 0
 
-    def _failed(self, reason: str, fatal: bool = False) -> None:
+    def _failed(self, reason: str, fatal: bool = False, no_answer: bool = False) -> None:
         """Count a failed request; after enough in a row (or one that cannot heal), stop asking."""
         with self._lock:
             self._failures_in_row += 1
+            self._no_answers += no_answer
             if fatal or self._failures_in_row >= self.settings.max_consecutive_failures:
                 self._gave_up = self._gave_up or f"endpoint failed ({reason}); stopped asking it"
         raise EndpointError(reason, fatal)
@@ -311,6 +317,14 @@ class LLMClient:
     @property
     def gave_up(self) -> str | None:
         return self._gave_up
+
+    @property
+    def unreachable(self) -> bool:
+        """Some request got no answer at all after its retries (refused connections, timeouts,
+        502/503/504 from a proxy in front of it): the endpoint was down for part of the run, not
+        misbehaving. The suite tries the task again; answers received are in the cache."""
+        with self._lock:
+            return self._no_answers > 0
 
 
 def _short(text: str, limit: int = 200) -> str:

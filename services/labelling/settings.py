@@ -44,6 +44,12 @@ class LabelSettings(BaseSettings):
     max_retry_wait: float = Field(
         30.0, ge=0, description="Longest wait between retries; a longer Retry-After ends the retries."
     )
+    outage_window_s: float = Field(
+        300.0,
+        ge=0,
+        description="Suite only: an endpoint that gives no answer at all is waited out this long "
+        "(the labelling task tried again after 5, 10, 20, 30 ... s), then the job fails.",
+    )
     concurrency: int = Field(4, ge=1, le=256, description="Requests in flight at once per worker.")
     max_consecutive_failures: int = Field(
         3, ge=1, description="After this many failed clusters in a row, stop calling the endpoint."

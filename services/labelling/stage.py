@@ -20,6 +20,7 @@ from services.labelling.settings import LabelSettings, default_cache_dir, get_se
 from shared import artifacts
 from shared.contracts.hierarchy import Hierarchy
 from shared.contracts.labels import ClusterLabel, Labelling, LabelQuality, Labels
+from shared.dependencies import Dependency, DependencyDown
 from shared.errors import InputError
 from shared.hierarchy import assemble_hierarchy
 from shared.progress import NoProgress, Progress
@@ -43,6 +44,17 @@ def check_label_settings(settings: LabelSettings) -> None:
         load_prompts(settings.prompt_version)
 
 
+def llm_dependency(settings: LabelSettings) -> Dependency:
+    return Dependency(
+        "llm",
+        "the labelling endpoint (LLM)",
+        fix="Check that the endpoint in NEURON_ATLAS_LLM__BASE_URL is up and reachable from the "
+        'labelling workers, then submit the job again (or relabel it, with "offline": true for '
+        "offline labels); artifacts computed so far are kept.",
+        window_s=settings.outage_window_s,
+    )
+
+
 def label_clusters(
     store: Store,
     captions: Sequence[str],
@@ -50,13 +62,16 @@ def label_clusters(
     settings: LabelSettings | None = None,
     cache: ResponseCache | None = None,
     progress: Progress | None = None,
+    fail_when_unreachable: bool = False,
 ) -> dict[str, ClusterLabel]:
     """Labels from the captions, embeddings and partitions already in the store, scored.
 
     `settings` default to the environment's (`NEURON_ATLAS_LLM__*`); with no endpoint the
     offline labeller writes every label. `embedder` must be the job's sentence embedder
     (default: loaded from the job's spec) so the quality scores compare like with like.
-    Raises `LabellingError` when the endpoint fails in strict mode."""
+    Raises `LabellingError` when the endpoint fails in strict mode, and with
+    `fail_when_unreachable` (the suite) `DependencyDown` when it gave no answer at all: the task
+    is then tried again for `outage_window_s`, where the embedded run writes offline labels."""
     settings = settings or get_settings()
     progress = progress or NoProgress()
     embeddings = get_npy(store, artifacts.EMBEDDINGS)
@@ -68,6 +83,8 @@ def label_clusters(
         prompts = load_prompts(settings.prompt_version)  # an unknown version fails before any work
         client = LLMClient(settings, prompts, cache if cache is not None else default_cache(settings))
         labels = TreeLabeller(client, progress).label(tree, captions, embeddings)
+        if fail_when_unreachable and client.unreachable:
+            raise DependencyDown(llm_dependency(settings))
         labelling = labelling.model_copy(
             update={
                 "source": "llm",
@@ -126,10 +143,11 @@ def run_labelling(
     settings: LabelSettings | None = None,
     cache: ResponseCache | None = None,
     progress: Progress | None = None,
+    fail_when_unreachable: bool = False,
 ) -> dict[str, ClusterLabel]:
     """Label every cluster from the job's stored captions (see `label_clusters`)."""
     captions = [row["caption"] for row in artifacts.read_usable_captions(store)]
-    return label_clusters(store, captions, embedder, settings, cache, progress)
+    return label_clusters(store, captions, embedder, settings, cache, progress, fail_when_unreachable)
 
 
 def labelling_summary(store: Store) -> Labelling:
@@ -144,6 +162,7 @@ def run_relabel(
     embedder: Embedder | None = None,
     cache: ResponseCache | None = None,
     progress: Progress | None = None,
+    fail_when_unreachable: bool = False,
 ) -> Hierarchy:
     """Label a finished job again (other endpoint, model or prompt version) from its stored
     captions, embeddings, partitions and groups; rewrites labels and hierarchy.json."""
@@ -163,5 +182,5 @@ def run_relabel(
             f"This is not a finished Neuron Atlas result: {', '.join(missing) or 'captions/'} missing.",
             "Point relabel at the OUT_DIR of a finished `neuron-atlas run`.",
         )
-    run_labelling(store, embedder, settings, cache, progress)
+    run_labelling(store, embedder, settings, cache, progress, fail_when_unreachable)
     return assemble_hierarchy(store, version)

@@ -39,6 +39,8 @@ def _label_kwargs(job: JobContext) -> dict[str, Any]:
         "embedder": embedder(options.embed_model),
         "cache": ResponseCache(object_store(), CACHE_PREFIX),
         "progress": JobProgress(job),
+        # An endpoint that is down is waited out (job_task tries again), then fails the job.
+        "fail_when_unreachable": True,
     }
 
 

@@ -156,6 +156,65 @@ def test_a_killed_workers_task_runs_again_elsewhere(workers: Workers, client: Ce
     assert len(starts) == 2 and starts[0] != starts[1]
 
 
+def test_a_suite_task_redelivered_while_it_runs_is_not_run_twice_at_once(
+    workers: Workers, client: Celery, tmp_path: Path
+) -> None:
+    """Two workers with a 2 s visibility timeout: Redis hands the running task to the second one
+    (as a worker with a shorter timeout did, issue 12 item 6). The copy finds the task's lock
+    held and skips; the first finishes, and the task ran once. Before, both ran it at once."""
+    import uuid
+
+    from shared.jobstore import JobStore
+
+    jobs = JobStore.from_url(workers.redis_url)
+    job_id = uuid.uuid4().hex
+    jobs.create(job_id, "tenant-a", images=1, skipped=0, shards=1, totals={})
+    log = tmp_path / "work.log"
+    short = {"TEST_VISIBILITY_TIMEOUT_S": "2"}
+    forget_registered_visibility_timeout(workers.redis_url)
+    workers.start("first", tmp_path / "heartbeat-1", **short)
+    client.send_task("lifecycle.job_work", args=(job_id, str(log), 16.0))
+    wait_for(lambda: log.exists(), 30, "the task to start")
+    workers.start("second", tmp_path / "heartbeat-2", **short)
+    # kombu hands out unacknowledged messages past the visibility timeout every 10 s.
+    wait_for(lambda: "done" in log.read_text(), 40, "the task to finish")
+    time.sleep(1)
+    assert [line.split()[0] for line in log.read_text().splitlines()] == ["start", "done"]
+    second = (tmp_path / "second.log").read_text()
+    assert "running elsewhere; this copy skips" in second, second[-3000:]
+    jobs.delete(job_id)
+    jobs.redis.close()
+
+
+def pool_children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_a_suite_task_whose_pool_process_died_runs_again_once_its_lock_lapses(
+    workers: Workers, client: Celery, tmp_path: Path
+) -> None:
+    """The pool process running a task is killed (the OOM killer's usual victim): Celery requeues
+    the message at once, while the dead process's lock still stands. The copy must not be lost:
+    it comes back after TASK_STALL_S, finds the lock lapsed, and runs the task."""
+    import uuid
+
+    from shared.jobstore import JobStore
+
+    jobs = JobStore.from_url(workers.redis_url)
+    job_id = uuid.uuid4().hex
+    jobs.create(job_id, "tenant-a", images=1, skipped=0, shards=1, totals={})
+    log = tmp_path / "work.log"
+    forget_registered_visibility_timeout(workers.redis_url)
+    worker = workers.start("oom", tmp_path / "heartbeat", TASK_STALL_S="10")
+    client.send_task("lifecycle.job_work", args=(job_id, str(log), 2.0))
+    wait_for(lambda: log.exists(), 30, "the task to start")
+    os.kill(pool_children(worker.pid)[0], signal.SIGKILL)
+    wait_for(lambda: "done" in log.read_text(), 40, "the task to run again and finish")
+    assert [line.split()[0] for line in log.read_text().splitlines()] == ["start", "start", "done"]
+    jobs.delete(job_id)
+    jobs.redis.close()
+
+
 def test_a_worker_with_another_visibility_timeout_refuses_to_start(workers: Workers, tmp_path: Path) -> None:
     """A shorter timeout in one worker would take over tasks still running in the others."""
     forget_registered_visibility_timeout(workers.redis_url)

@@ -1,5 +1,6 @@
 """A real Celery worker of the suite's app (shared.queue: its settings, its Heartbeat step) with
-one test task, for the liveness, shutdown and redelivery tests:
+a plain test task and a suite task (shared.tasks.job_task), for the liveness, shutdown and
+redelivery tests:
 `celery -A tests.deploy.worker_app worker -Q lifecycle`."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 from shared.queue import get_app
+from shared.tasks import JobContext, job_task
 
 app = get_app()
 if "TEST_VISIBILITY_TIMEOUT_S" in os.environ:
@@ -26,4 +28,14 @@ def work(log: str, seconds: float) -> None:
         out.write(f"start {os.getpid()}\n")
     time.sleep(seconds if first else 0)
     with path.open("a") as out:
+        out.write(f"done {os.getpid()}\n")
+
+
+@job_task("lifecycle.job_work", stage="caption")
+def job_work(job: JobContext, log: str, seconds: float) -> None:
+    """A suite task (its lock, its heartbeat): logs its start and end around `seconds`."""
+    with Path(log).open("a") as out:
+        out.write(f"start {os.getpid()}\n")
+    time.sleep(seconds)
+    with Path(log).open("a") as out:
         out.write(f"done {os.getpid()}\n")

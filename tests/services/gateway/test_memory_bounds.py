@@ -5,6 +5,7 @@ README states the bound these numbers show."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.services.gateway.helpers import wait_for
 from tests.services.gateway.test_api import LIGHT
 from tests.services.gateway.test_uploads import zeros_zip
+
+# An image worker's peak resident memory, as the README states it (torch, the models and a shard).
+WORKER_PEAK_MB = 2000
 
 DEFAULT_LIMITS = ("GATEWAY_MAX_REQUEST_BYTES", "GATEWAY_MAX_EXPANDED_BYTES", "GATEWAY_MAX_ARCHIVE_ENTRIES")
 
@@ -66,3 +71,55 @@ def test_bombs_leave_the_gateways_peak_memory_bounded(suite: Any, tmp_path: Path
         assert after_zip - baseline < 100 and after_json - baseline < 100
     finally:
         group.stop()
+
+
+def large_pngs(count: int, side: int) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """`count` different PNGs of side x side pixels, a few KB each: one colour each (a palette
+    image compresses to almost nothing, and decodes to side² x 3 bytes of RGB)."""
+    from PIL import Image
+
+    image = Image.new("P", (side, side), 0)
+    files = []
+    for index in range(count):
+        image.putpalette([25 * index, 100, 255 - 25 * index])
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG", compress_level=9)
+        files.append(("files", (f"large-{index}.png", buffer.getvalue(), "image/png")))
+    return files
+
+
+def worker_pid(suite: Any, service: str) -> int:
+    """The pid of the suite's worker of `service` (a replacement, if a fault test started one);
+    with `--pool solo` the worker process runs the tasks itself."""
+    assert suite.processes is not None
+    running = [
+        p for name, p in suite.processes.processes.items() if name.startswith(service) and p.poll() is None
+    ]
+    assert len(running) == 1, running
+    return int(running[0].pid)
+
+
+@pytest.mark.slow
+def test_a_shard_of_large_pngs_leaves_the_image_workers_peak_memory_bounded(suite: Any, capsys: Any) -> None:
+    """Ten 7000 x 7000 PNGs (49 megapixels each, under the 50-megapixel limit) in one shard.
+    Each is reduced right after decoding, so a worker never holds more than a few decoded at
+    full size at once (one per decoding thread)."""
+    files = large_pngs(10, 7000)
+    spec = {
+        "options": {**LIGHT["options"], "shard_size": 16},
+        "captions": {f"large-{i}.png": f"a flat colour number {i}" for i in range(10)},
+    }
+    pids = {service: worker_pid(suite, service) for service in ("caption", "activation")}
+    before = {service: peak_rss_mb(pid) for service, pid in pids.items()}
+    with httpx.Client(base_url=suite.url, headers=suite.headers(), timeout=120) as client:
+        job = client.post("/v1/jobs", files=files, data={"spec": json.dumps(spec)})
+        assert job.status_code == 202, job.text
+        done = wait_for(client, f"/v1/jobs/{job.json()['id']}", {"succeeded", "failed"}, timeout=300)
+    after = {service: peak_rss_mb(pid) for service, pid in pids.items()}
+    with capsys.disabled():
+        print(
+            "\nimage workers' peak RSS, before and after a shard of ten 7000 x 7000 PNGs: "
+            + ", ".join(f"{s} {before[s]:.0f} -> {after[s]:.0f} MB" for s in pids)
+        )
+    assert done["status"] == "succeeded", done
+    assert after["activation"] < WORKER_PEAK_MB and after["caption"] < WORKER_PEAK_MB

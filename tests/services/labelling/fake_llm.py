@@ -3,7 +3,8 @@
 It answers `/v1/chat/completions` with structured JSON derived from the prompt, reports usage,
 and plays scripted faults one per request: `("429", retry_after)`, `("500",)`, `("slow",)`
 (answers after `slow_seconds`, past the client's timeout), `("malformed",)` (not JSON),
-`("invalid",)` (JSON that breaks the schema), `("401",)`. It counts what it was sent."""
+`("invalid",)` (JSON that breaks the schema), `("401",)`. It counts what it was sent. `stop` and
+`restart` take it down and up again on the same port (an outage)."""
 
 from __future__ import annotations
 
@@ -50,21 +51,31 @@ class FakeLLM:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._listen(0)
+
+    def _listen(self, port: int) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.port = int(self._server.server_address[1])
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> FakeLLM:
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stop listening: connections are refused, as by an endpoint that is down."""
         self._server.shutdown()
         self._server.server_close()
+
+    def restart(self) -> None:
+        """Listen again on the same port, after `stop`."""
+        self._listen(self.port)
+        self.start()
 
     @property
     def requests(self) -> int:

@@ -9,6 +9,7 @@ import pytest
 
 from services.labelling.settings import LabelSettings
 from services.labelling.stage import label_clusters, labelling_summary
+from shared.dependencies import DependencyDown, unavailable_dependency
 from shared.errors import LabellingError
 from shared.sentence_embedder import Embedder
 from shared.storage import LocalStore, get_json
@@ -255,3 +256,32 @@ def test_rerun_after_a_crash_pays_only_for_the_answers_it_lacked(
     result = run(job_store, embedder, settings_with(llm_settings, concurrency=1))
     assert fake_llm.requests == 7  # only the two parents are asked again
     assert result["accounting"]["cache_hits"] == 4 and result["accounting"]["requests"] == 2
+
+
+def test_an_endpoint_that_is_down_raises_for_the_suite_to_wait_it_out(
+    job_store: LocalStore, embedder: Embedder, llm_settings: LabelSettings, fake_llm: FakeLLM
+) -> None:
+    """Refused connections: the suite's task raises (job_task tries it again within
+    outage_window_s), where the embedded run writes offline labels."""
+    fake_llm.stop()
+    try:
+        with pytest.raises(DependencyDown) as raised:
+            label_clusters(job_store, CAPTIONS, embedder, llm_settings, fail_when_unreachable=True)
+        dependency = unavailable_dependency(raised.value)
+        assert dependency is not None and dependency.kind == "llm"
+        assert dependency.window_s == llm_settings.outage_window_s
+        assert not job_store.exists("labels.json")
+        result = run(job_store, embedder, llm_settings)
+        assert {label["source"] for label in result["clusters"].values()} == {"offline-fallback"}
+    finally:
+        fake_llm.restart()
+
+
+def test_an_endpoint_that_answers_with_errors_is_not_down(
+    job_store: LocalStore, embedder: Embedder, llm_settings: LabelSettings, fake_llm: FakeLLM
+) -> None:
+    """It answered (HTTP 500): offline labels, marked, even where the suite would wait out an outage."""
+    fake_llm.script.extend([("500",)] * 50)
+    settings = settings_with(llm_settings, concurrency=1, max_retries=1, max_consecutive_failures=2)
+    labels = label_clusters(job_store, CAPTIONS, embedder, settings, fail_when_unreachable=True)
+    assert {label.source for label in labels.values()} == {"offline-fallback"}

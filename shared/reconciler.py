@@ -1,0 +1,181 @@
+"""Hands out again the messages of suite tasks that no worker runs any more, so a job never
+waits hours for work that stopped; after TASK_MAX_RESENDS times the job fails as `stalled`.
+
+Celery's Redis transport keeps every message a worker took, and has not acknowledged, in the
+`unacked` hash (with the time it was taken in `unacked_index`), and hands it out again only after
+the visibility timeout: hours, since a shorter one would hand out tasks that still run. The task
+lock (shared.task_heartbeat) tells those apart: a message taken more than TASK_STALL_S ago whose
+task holds no lock is not being run by anyone (its worker was SIGKILLed before or during the
+task, or lost the message with its connection), so it goes back to the front of its queue.
+
+It runs from every worker's event loop (the `Reconciler` bootstep in shared.queue), and a Redis
+lock lets one process sweep per interval, however many workers there are. Why there: the event
+loop of a prefork worker never runs a task, so a busy worker still sweeps; wherever work can be
+re-run a worker is up, so nothing needs a process of its own; and the gateway stays a plain web
+process that never touches Celery's queues.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import redis
+
+from shared.contracts.problem import ProblemDetails
+from shared.jobstore import JobStore
+from shared.settings import InfraSettings
+from shared.task_heartbeat import TaskHeartbeat
+
+log = logging.getLogger(__name__)
+
+SWEEP_LOCK = "reconciler:sweep"
+
+
+def restores_key(task_id: str) -> str:
+    return f"task:{task_id}:restores"
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A message a worker took and has not acknowledged."""
+
+    tag: str
+    task_id: str
+    name: str
+    args: list[Any]
+    eta: float | None  # a retry's countdown: the worker holds it until then
+
+
+def parse_taken(tag: str, raw: str) -> Taken | None:
+    """kombu keeps `[message, exchange, routing_key]`; Celery's message has the task in its
+    headers and `[args, kwargs, embed]` as its body."""
+    try:
+        message = json.loads(raw)[0]
+        headers = message["headers"]
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        eta = datetime.fromisoformat(headers["eta"]).timestamp() if headers.get("eta") else None
+        return Taken(tag, str(headers["id"]), str(headers["task"]), list(args), eta)
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None  # not a Celery task message of ours
+
+
+def stalled_problem(name: str, attempts: int, stall_s: float) -> dict[str, Any]:
+    return ProblemDetails.of(
+        "stalled",
+        "The job's work stopped making progress",
+        f"Task {name} stopped, {attempts} times, with no worker running it for {stall_s:.0f} s: "
+        "each time the worker that had it was killed or lost its connection.",
+        "Check the workers (killed for lack of memory, a node lost, a crash in the logs), then "
+        "submit the job again; artifacts computed so far are kept.",
+    ).body()
+
+
+@dataclass
+class Reconciler:
+    heartbeats: TaskHeartbeat
+    jobs: JobStore
+    channel: Any  # a kombu Redis channel: its keys, and its own way to put a message back
+    job_tasks: frozenset[str]  # names of the tasks that hold a lock while they run
+    max_resends: int
+    interval_s: float
+
+    @property
+    def redis(self) -> Any:
+        return self.heartbeats.redis
+
+    def sweep(self, now: float | None = None) -> dict[str, str]:
+        """Task id -> what was done, for each message taken more than TASK_STALL_S ago."""
+        now = time.time() if now is None else now
+        # One sweep per interval across every process; the lock lapses before the next one.
+        if not self.redis.set(SWEEP_LOCK, "1", nx=True, px=max(1, int(self.interval_s * 900))):
+            return {}
+        done: dict[str, str] = {}
+        taken_before = now - self.heartbeats.stall_s
+        for tag in self.redis.zrangebyscore(self.channel.unacked_index_key, "-inf", taken_before):
+            raw = self.redis.hget(self.channel.unacked_key, tag)
+            message = parse_taken(tag, raw) if raw is not None else None
+            if message is not None:
+                done[message.task_id] = self._reconcile(message, now)
+        return done
+
+    def _reconcile(self, message: Taken, now: float) -> str:
+        if message.name not in self.job_tasks:
+            return "not-watched"
+        if message.eta is not None and message.eta + self.heartbeats.stall_s > now:
+            return "waiting-for-retry"
+        if self.heartbeats.running(message.task_id):
+            return "running"
+        if self.heartbeats.finished(message.task_id):
+            self._forget(message)  # it ran; only the acknowledgement was lost
+            return "finished"
+        job_id = str(message.args[0])
+        status = self.jobs.status(job_id)
+        if status == "cancelling":  # the user asked to stop, and the work has stopped: done
+            self.jobs.end_cancelling(job_id)
+        if status not in ("queued", "running"):
+            self._forget(message)
+            return "job-ended"
+        attempts = int(self.redis.incr(restores_key(message.task_id)))
+        self.redis.expire(restores_key(message.task_id), self.heartbeats.done_ttl_s)
+        if attempts > self.max_resends:
+            log.error(
+                "job %s: %s %s stalled %d times; the job fails",
+                job_id,
+                message.name,
+                message.task_id,
+                attempts,
+            )
+            self.jobs.fail(job_id, stalled_problem(message.name, attempts, self.heartbeats.stall_s))
+            self._forget(message)
+            return "failed"
+        log.warning(
+            "job %s: %s %s is taken but nobody runs it; sending it again (%d)",
+            job_id,
+            message.name,
+            message.task_id,
+            attempts,
+        )
+        self.channel.qos.restore_by_tag(message.tag)  # to the front of its queue
+        return "resent"
+
+    def _forget(self, message: Taken) -> None:
+        with self.redis.pipeline() as pipe:
+            pipe.zrem(self.channel.unacked_index_key, message.tag)
+            pipe.hdel(self.channel.unacked_key, message.tag)
+            pipe.execute()
+
+    def sweep_quietly(self) -> None:
+        """`sweep` for a timer: a failure (Redis away) is logged and tried at the next interval."""
+        try:
+            done = self.sweep()
+        except Exception:
+            log.warning("reconciler: sweep failed; trying again in %.0f s", self.interval_s, exc_info=True)
+            return
+        acted = {task: what for task, what in done.items() if what not in ("running", "waiting-for-retry")}
+        if acted:
+            log.info("reconciler: %s", acted)
+
+
+def make_reconciler(channel: Any, settings: InfraSettings, job_tasks: frozenset[str]) -> Reconciler:
+    """A worker's reconciler: its own Redis client with short timeouts, so that a sweep while
+    Redis is away holds the event loop for seconds at most."""
+    client = redis.Redis.from_url(
+        settings.redis_url, decode_responses=True, socket_timeout=3, socket_connect_timeout=2
+    )
+    return Reconciler(
+        TaskHeartbeat(client, settings.task_stall_s, 2 * settings.queue_visibility_timeout_s),
+        JobStore(client),
+        channel,
+        job_tasks,
+        settings.task_max_resends,
+        interval_s=max(0.5, settings.task_stall_s / 4),
+    )
