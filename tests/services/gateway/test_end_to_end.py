@@ -12,7 +12,7 @@ import pytest
 
 from neuron_atlas import pipeline
 from shared.options import PipelineOptions
-from tests.services.gateway.helpers import wait_for, zip_folder
+from tests.services.gateway.helpers import assert_same_document, wait_for, zip_folder
 
 OPTIONS = {
     "allow_random_weights": True,
@@ -55,9 +55,7 @@ def test_suite_hierarchy_equals_the_embedded_run(
     embedded = pipeline.run(sample_dir, tmp_path / "out", PipelineOptions(**OPTIONS)).document()
     suite = suite_job["hierarchy"]
     assert [c["id"] for c in suite["clusters"]] == [c["id"] for c in embedded["clusters"]]
-    for ours, theirs in zip(suite["clusters"], embedded["clusters"], strict=True):
-        assert ours == theirs, ours["id"]
-    assert _comparable(suite) == _comparable(embedded)
+    assert_same_document(_comparable(suite), _comparable(embedded))
 
 
 def test_finished_job_reports_every_stage_done(suite_job: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from neuron_atlas.cli import main as cli_main
-from tests.services.gateway.helpers import wait_for, zip_folder
+from tests.services.gateway.helpers import assert_same_document, wait_for, zip_folder
 from tests.tiny_models import planted_colour_detectors, save_planted_resnet18
 
 # conv1 holds the planted detectors; light uncertainty so the equality covers it too.
@@ -123,7 +123,7 @@ def test_uploaded_model_gives_the_embedded_clis_hierarchy_and_finds_the_planted_
     )
     embedded = json.loads((out / "hierarchy.json").read_text())
 
-    assert suite["clusters"] == embedded["clusters"]
+    assert_same_document(suite["clusters"], embedded["clusters"], "clusters")
     target = suite["models"]["target"]
     assert target["source"] == "upload" and target["model_id"] == registered["id"]
     assert target["sha256"] == registered["sha256"] == embedded["models"]["target"]["sha256"]
