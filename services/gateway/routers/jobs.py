@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from services.gateway.deps import JobDep, JobsDep, ServicesDep, StoreDep, TenantDep
 from services.gateway.idempotency import IdempotentRequest
+from services.gateway.methods import JOB_ID
 from services.gateway.page_tokens import decode_page_token, encode_page_token
 from services.gateway.problems import RETRY_AFTER_S, Problem
 from services.gateway.submission import SUBMIT_BODY, read_submission
@@ -106,7 +107,7 @@ def list_jobs(
     return JobsPublic(jobs=[JobPublic.of(r) for r in records], next_page_token=encode_page_token(cursor))
 
 
-@router.get("/{job_id}", response_model=JobPublic)
+@router.get("/" + JOB_ID, response_model=JobPublic)
 async def get_job(job: JobDep) -> JobPublic:
     """Status, current stage, per-stage progress, timestamps and error."""
     return JobPublic.of(job)
@@ -138,7 +139,7 @@ def relabel_job(job: JobDep, jobs: JobsDep, request: RelabelRequest) -> JobPubli
     return JobPublic.of(jobs.get(job.id) or job)
 
 
-@router.delete("/{job_id}", status_code=204)
+@router.delete("/" + JOB_ID, status_code=204)
 def delete_job(job: JobDep, jobs: JobsDep, store: StoreDep) -> Response:
     """Remove the job's record and all its objects. A `cancelling` job may be deleted too: if
     its work was lost it would never reach `cancelled`, and a task still running for it removes
