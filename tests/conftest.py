@@ -59,7 +59,11 @@ def demo_like_hierarchy(embedded_result: Path) -> dict[str, Any]:
 # --- The service suite on 127.0.0.1: real redis-server, SeaweedFS S3, Celery workers, uvicorn ---
 
 S3_ACCESS_KEY, S3_SECRET_KEY = "suite-test-key", "suite-test-secret-123"
-TENANT_KEYS = {"tenant-a": "key-for-tenant-a", "tenant-b": "key-for-tenant-b"}
+TENANT_KEYS = {
+    "tenant-a": "key-for-tenant-a",
+    "tenant-b": "key-for-tenant-b",
+    "tenant-fuzz": "key-for-tenant-fuzz",  # schemathesis' own: its stateful phase deletes what it finds
+}
 
 
 @pytest.fixture(scope="session")

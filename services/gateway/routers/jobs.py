@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from services.gateway.deps import JobDep, JobsDep, ServicesDep, StoreDep, TenantDep
 from services.gateway.idempotency import IdempotentRequest
 from services.gateway.methods import JOB_ID
-from services.gateway.page_tokens import decode_page_token, encode_page_token
+from services.gateway.page_tokens import PAGE_TOKEN_PATTERN, decode_page_token, encode_page_token
 from services.gateway.problems import RETRY_AFTER_S, Problem
 from services.gateway.submission import SUBMIT_BODY, read_submission
 from services.gateway.submit import EnqueueFailed, collect_uploads, import_prefix, limits_of, submit
@@ -99,7 +99,9 @@ def list_jobs(
     tenant: TenantDep,
     jobs: JobsDep,
     page_size: int = Query(20, ge=1, le=100),
-    page_token: str | None = None,
+    page_token: str | None = Query(
+        None, pattern=PAGE_TOKEN_PATTERN, description="`next_page_token` of the previous page."
+    ),
 ) -> JobsPublic:
     """The caller's jobs, newest first."""
     after = decode_page_token(page_token) if page_token else None
