@@ -12,8 +12,16 @@ from services.gateway.idempotency import IdempotentRequest
 from services.gateway.methods import JOB_ID
 from services.gateway.page_tokens import PAGE_TOKEN_PATTERN, decode_page_token, encode_page_token
 from services.gateway.problems import RETRY_AFTER_S, Problem
+from services.gateway.quotas import too_many_jobs
 from services.gateway.submission import SUBMIT_BODY, read_submission
-from services.gateway.submit import EnqueueFailed, collect_uploads, import_prefix, limits_of, submit
+from services.gateway.submit import (
+    EnqueueFailed,
+    collect_uploads,
+    import_prefix,
+    limits_of,
+    new_job_id,
+    submit,
+)
 from shared import artifacts
 from shared.contracts.api import JobFromBucket, JobPublic, JobSpec, JobsPublic, RelabelRequest
 from shared.jobstore import ACTIVE
@@ -60,7 +68,14 @@ async def create_job(
             return reserved
         idempotent = reserved
 
-    limits, spec = limits_of(settings), submission.spec
+    quota, spec = settings.quota(tenant), submission.spec
+    limits = limits_of(settings, quota)
+    job_id = new_job_id()
+    # The slot is taken before the upload is stored, so a refused job costs no storage.
+    if not await run_in_threadpool(services.jobs.take_slot, tenant, job_id, quota.max_concurrent_jobs):
+        if idempotent:
+            await idempotent.release()
+        raise too_many_jobs(quota, settings.quota_retry_after_s)
 
     def collect(view: Any) -> Any:
         if isinstance(spec, JobFromBucket):
@@ -69,22 +84,29 @@ async def create_job(
 
     try:
         record = await run_in_threadpool(
-            submit, services.store, services.jobs, tenant, spec, collect, enqueue
+            submit,
+            services.store,
+            services.jobs,
+            tenant,
+            spec,
+            collect,
+            enqueue,
+            job_id,
+            quota.max_llm_tokens_per_job,
         )
-    except EnqueueFailed as exc:
+    except BaseException as exc:
+        await run_in_threadpool(services.jobs.release_slot, tenant, job_id)
         if idempotent:
             await idempotent.release()
-        raise Problem(
-            503,
-            "queue-unavailable",
-            "The job could not be queued.",
-            f"The queue did not take it ({exc}); nothing was kept.",
-            fix="Submit again shortly.",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        ) from exc
-    except BaseException:
-        if idempotent:
-            await idempotent.release()
+        if isinstance(exc, EnqueueFailed):
+            raise Problem(
+                503,
+                "queue-unavailable",
+                "The job could not be queued.",
+                f"The queue did not take it ({exc}); nothing was kept.",
+                fix="Submit again shortly.",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            ) from exc
         raise
     job = JobPublic.of(record)
     location = f"/v1/jobs/{record.id}"

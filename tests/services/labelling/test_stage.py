@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from services.labelling.budget import LLMBudgetExceeded
 from services.labelling.settings import LabelSettings
 from services.labelling.stage import label_clusters, labelling_summary
 from shared.errors import LabellingError
@@ -255,3 +256,16 @@ def test_rerun_after_a_crash_pays_only_for_the_answers_it_lacked(
     result = run(job_store, embedder, settings_with(llm_settings, concurrency=1))
     assert fake_llm.requests == 7  # only the two parents are asked again
     assert result["accounting"]["cache_hits"] == 4 and result["accounting"]["requests"] == 2
+
+
+def test_a_run_stops_before_a_request_that_would_pass_its_token_budget(
+    job_store: LocalStore, embedder: Embedder, llm_settings: LabelSettings, fake_llm: FakeLLM, tmp_path: Any
+) -> None:
+    whole = run(job_store, embedder, settings_with(llm_settings, cache=False))["accounting"]["total_tokens"]
+    sent = fake_llm.requests
+    with pytest.raises(LLMBudgetExceeded) as refused:
+        run(job_store, embedder, settings_with(llm_settings, cache=False, max_tokens_per_job=whole // 2))
+    assert f"budget of {whole // 2:,} tokens" in refused.value.problem and "offline" in refused.value.fix
+    assert fake_llm.requests - sent < sent  # it stopped part of the way
+    ample = settings_with(llm_settings, cache=False, max_tokens_per_job=whole * 10)
+    assert run(job_store, embedder, ample)["accounting"]["total_tokens"] == whole
