@@ -1,0 +1,198 @@
+"""Load run against the whole suite: many status pollers and a few submitters at once.
+
+    PYTHONPATH=. HF_HUB_OFFLINE=1 python benchmarks/load.py --seconds 60 --pollers 100 --submitters 10
+
+Starts a real redis-server, SeaweedFS, one Celery worker per service and the gateway (uvicorn)
+on 127.0.0.1, as the tests do. Then, for `--seconds`:
+  - each poller GETs `/v1/jobs/{id}` of one of the jobs submitted before the run, in a loop, on
+    its own kept-alive connection (what a client waiting for its job does);
+  - each submitter POSTs a 2-image job (captions brought), reads it back, and cancels it, in a
+    loop: the write path, with the queue and Redis busy, without burying the 2-core workers
+    under hours of work.
+Reports p50/p99 latency per route and every error (a non-2xx answer or a failed request); it
+exits 1 when there was any. The load generator runs in this one process, on the same machine
+as the suite, so its latencies include the client's own waiting for the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# the test suite's real servers, started the same way here
+from tests.servers import ProcessGroup, start_redis, start_seaweedfs, start_suite  # noqa: E402
+
+KEY = "load-key"
+SPEC = {"options": {"allow_random_weights": True, "device": "cpu", "layers": ["layer4"]}}
+
+
+class Recorder:
+    """Latencies per route and errors, by kind."""
+
+    def __init__(self) -> None:
+        self.latencies: dict[str, list[float]] = defaultdict(list)
+        self.errors: Counter[str] = Counter()
+
+    async def call(
+        self, route: str, request: Callable[[], Awaitable[httpx.Response]]
+    ) -> httpx.Response | None:
+        start = time.perf_counter()
+        try:
+            answer = await request()
+        except httpx.HTTPError as exc:
+            self.errors[f"{route}: {type(exc).__name__}"] += 1
+            return None
+        self.latencies[route].append(time.perf_counter() - start)
+        if not answer.is_success:
+            self.errors[f"{route}: HTTP {answer.status_code}"] += 1
+            return None
+        return answer
+
+
+def percentile(values: list[float], q: float) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 1000) - 1]
+
+
+async def load(url: str, images: list[tuple[str, bytes]], args: argparse.Namespace) -> dict[str, Any]:
+    recorder = Recorder()
+    files = [("files", (name, data, "image/png")) for name, data in images]
+    captions = {name: f"a test picture number {i}" for i, (name, _) in enumerate(images)}
+    spec = json.dumps({**SPEC, "captions": captions})
+    limits = httpx.Limits(max_connections=args.pollers + args.submitters + 4)
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {KEY}"}, limits=limits, timeout=60
+    ) as client:
+        # jobs for the pollers to watch: a few, running then finished, as in real use
+        watched = []
+        for _ in range(5):
+            answer = await client.post("/v1/jobs", files=files, data={"spec": spec})
+            answer.raise_for_status()
+            watched.append(answer.json()["id"])
+        deadline = time.monotonic() + args.seconds
+
+        async def poller(index: int) -> None:
+            path = f"/v1/jobs/{watched[index % len(watched)]}"
+            while time.monotonic() < deadline:
+                await recorder.call("GET /v1/jobs/{id}", lambda: client.get(path))
+
+        async def submitter() -> None:
+            while time.monotonic() < deadline:
+                answer = await recorder.call(
+                    "POST /v1/jobs", lambda: client.post("/v1/jobs", files=files, data={"spec": spec})
+                )
+                if answer is None:
+                    continue
+                job = f"/v1/jobs/{answer.json()['id']}"
+                await recorder.call("GET /v1/jobs/{id}", lambda: client.get(job))  # noqa: B023 (awaited here)
+                await recorder.call(
+                    "POST /v1/jobs/{id}:cancel",
+                    lambda: client.post(f"{job}:cancel"),  # noqa: B023
+                )
+
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(poller(i) for i in range(args.pollers)), *(submitter() for _ in range(args.submitters))
+        )
+        elapsed = time.perf_counter() - started
+    ms = 1000
+    routes = {
+        route: {
+            "requests": len(values),
+            "per_s": round(len(values) / elapsed, 1),
+            "p50_ms": round(percentile(values, 0.5) * ms, 1),
+            "p99_ms": round(percentile(values, 0.99) * ms, 1),
+        }
+        for route, values in sorted(recorder.latencies.items())
+    }
+    return {
+        "seconds": round(elapsed, 1),
+        "pollers": args.pollers,
+        "submitters": args.submitters,
+        "cores": os.cpu_count(),
+        "routes": routes,
+        "errors": dict(recorder.errors),
+        "error_count": sum(recorder.errors.values()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--pollers", type=int, default=100)
+    parser.add_argument("--submitters", type=int, default=10)
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("NEURON_ATLAS_OFFLINE", "1")
+
+    from neuron_atlas.sample import make_sample
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for name in ("redis", "s3", "logs"):
+            (work / name).mkdir()
+        sample = make_sample(work / "images", per_concept=1, size=64)
+        images = [(p.name, p.read_bytes()) for p in sorted(sample.glob("*.png"))[:2]]
+        redis = start_redis(work / "redis")
+        s3 = start_seaweedfs(work / "s3", "load-access", "load-secret-123")
+        group = ProcessGroup(work / "logs")
+        try:
+            s3.make_bucket("load")
+            env = {
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "ENVIRONMENT": "development",
+                "REDIS_URL": redis.url,
+                "S3_ENDPOINT": s3.endpoint,
+                "S3_BUCKET": "load",
+                "S3_ACCESS_KEY": "load-access",
+                "S3_SECRET_KEY": "load-secret-123",
+                "GATEWAY_API_KEYS": json.dumps({hashlib.sha256(KEY.encode()).hexdigest(): "load"}),
+                # every submitter's job is cancelled at once, but a cancelling one still counts
+                # until a worker sees it: the quota is not what this run measures
+                "GATEWAY_MAX_CONCURRENT_JOBS": "100000",
+                "OMP_NUM_THREADS": "1",
+            }
+            url = start_suite(group, env)
+            result = asyncio.run(load(url, images, args))
+        finally:
+            group.stop()
+            s3.stop()
+            redis.stop()
+    print(
+        f"{result['cores']} cores; {args.pollers} pollers and {args.submitters} submitters "
+        f"for {result['seconds']} s"
+    )
+    for route, numbers in result["routes"].items():
+        print(
+            f"  {route:28} {numbers['requests']:7d} requests  {numbers['per_s']:7.1f}/s  "
+            f"p50 {numbers['p50_ms']:7.1f} ms  p99 {numbers['p99_ms']:7.1f} ms"
+        )
+    print(f"errors: {result['error_count']} {result['errors'] or ''}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    sys.exit(1 if result["error_count"] else 0)
+
+
+if __name__ == "__main__":
+    main()
