@@ -92,18 +92,29 @@ async def finished(client: httpx.AsyncClient, job: str, timeout_s: float) -> Non
     raise RuntimeError(f"job {job} did not finish in {timeout_s} s")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     if len(values) == 1:
         return values[0]
     return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 1000) - 1]
 
 
-async def load(url: str, images: list[tuple[str, bytes]], args: argparse.Namespace) -> dict[str, Any]:
+async def load(
+    url: str, gateway_pid: int, images: list[tuple[str, bytes]], args: argparse.Namespace
+) -> dict[str, Any]:
     recorder = Recorder()
     files = [("files", (name, data, "image/png")) for name, data in images]
     captions = {name: f"a test picture number {i}" for i, (name, _) in enumerate(images)}
     spec = json.dumps({**SPEC, "captions": captions})
-    limits = httpx.Limits(max_connections=args.pollers + args.submitters + 4)
+    # Idle connections are dropped after 2 s, before uvicorn's own 5 s keep-alive timeout: at
+    # the same 5 s (httpx's default), a request could go out on a connection the server was
+    # closing at that moment, and fail with ReadError (2 of 3,600 in a first run).
+    limits = httpx.Limits(max_connections=args.pollers + args.submitters + 4, keepalive_expiry=2.0)
     async with httpx.AsyncClient(
         base_url=url, headers={"Authorization": f"Bearer {KEY}"}, limits=limits, timeout=60
     ) as client:
@@ -139,11 +150,13 @@ async def load(url: str, images: list[tuple[str, bytes]], args: argparse.Namespa
                     expected=(409,),
                 )
 
-        started = time.perf_counter()
+        started, own_cpu = time.perf_counter(), time.process_time()
+        gateway_cpu = cpu_seconds(gateway_pid)
         await asyncio.gather(
             *(poller(i) for i in range(args.pollers)), *(submitter() for _ in range(args.submitters))
         )
         elapsed = time.perf_counter() - started
+        own_cpu, gateway_cpu = time.process_time() - own_cpu, cpu_seconds(gateway_pid) - gateway_cpu
     ms = 1000
     routes = {
         route: {
@@ -163,6 +176,10 @@ async def load(url: str, images: list[tuple[str, bytes]], args: argparse.Namespa
         "errors": dict(recorder.errors),
         "expected_refusals": dict(recorder.outcomes),
         "error_count": sum(recorder.errors.values()),
+        # Which side was busy: CPU seconds over the run of the gateway and of this load generator
+        # (on 2 cores, 2 x seconds is everything).
+        "gateway_cpu_s": round(gateway_cpu, 1),
+        "load_generator_cpu_s": round(own_cpu, 1),
     }
 
 
@@ -207,7 +224,7 @@ def main() -> None:
                 "OMP_NUM_THREADS": "1",
             }
             url = start_suite(group, env)
-            result = asyncio.run(load(url, images, args))
+            result = asyncio.run(load(url, group.processes["gateway"].pid, images, args))
         finally:
             group.stop()
             s3.stop()
@@ -221,6 +238,10 @@ def main() -> None:
             f"  {route:28} {numbers['requests']:7d} requests  {numbers['per_s']:7.1f}/s  "
             f"p50 {numbers['p50_ms']:7.1f} ms  p99 {numbers['p99_ms']:7.1f} ms"
         )
+    print(
+        f"CPU over the run: gateway {result['gateway_cpu_s']} s, "
+        f"load generator {result['load_generator_cpu_s']} s"
+    )
     print(f"errors: {result['error_count']} {result['errors'] or ''}")
     if result["expected_refusals"]:
         print(f"expected refusals (not errors): {result['expected_refusals']}")
