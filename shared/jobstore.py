@@ -7,6 +7,8 @@ The suite's only source of job state (Celery's result backend is never read for 
   `job:{id}:totals` (hash): stage -> total items
 - `tenant:{tenant}:jobs` (sorted set, all scores 0): `{created_us}:{id}`, newest last, for
   keyset pagination by lexical range
+- `tenant:{tenant}:active` (set): ids of the tenant's jobs that count against its concurrent-jobs
+  quota, from submission until they end or are deleted
 - `idempotency:{tenant}:{key}` (string, JSON, with a TTL): the first answer for a key
 - `job:{id}:deliveries` (list, JSON): the job's webhook delivery log, one entry per attempt
 """
@@ -69,6 +71,15 @@ return redis.call('HGET', KEYS[1], 'stage')
 """
 
 
+# Add ARGV[1] to the set KEYS[1] unless it already holds ARGV[2] members; 1 when added. Atomic,
+# so two submissions at once cannot both take the last slot.
+_TAKE_SLOT = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SADD', KEYS[1], ARGV[1])
+return 1
+"""
+
 log = logging.getLogger(__name__)
 
 REPORT = "report:"  # prefix of the job hash's fields that hold stage summaries
@@ -111,6 +122,7 @@ class JobStore:
         self.on_end = on_end
         self._transition = client.register_script(_TRANSITION)
         self._advance = client.register_script(_ADVANCE_STAGE)
+        self._take_slot = client.register_script(_TAKE_SLOT)
 
     @classmethod
     def from_url(cls, url: str, on_end: Callable[[JobStore, str, str], None] | None = None) -> JobStore:
@@ -130,6 +142,7 @@ class JobStore:
         shards: int,
         totals: Mapping[str, int],
         callbacks: Sequence[Mapping[str, Any]] = (),
+        llm_token_budget: int | None = None,
     ) -> JobRecord:
         created = now()
         member = f"{time.time_ns() // 1000:020d}:{job_id}"
@@ -151,6 +164,8 @@ class JobStore:
                     "member": member,
                 },
             )
+            if llm_token_budget is not None:
+                pipe.hset(f"job:{job_id}", "llm_token_budget", llm_token_budget)
             if totals:
                 pipe.hset(f"job:{job_id}:totals", mapping=cast(Any, dict(totals)))
             pipe.zadd(f"tenant:{tenant}:jobs", {member: 0})
@@ -220,6 +235,7 @@ class JobStore:
         ]
         with self.redis.pipeline() as pipe:
             pipe.zrem(f"tenant:{raw['tenant']}:jobs", raw.get("member", ""))
+            pipe.srem(f"tenant:{raw['tenant']}:active", job_id)
             pipe.delete(*keys)
             pipe.execute()
 
@@ -238,12 +254,37 @@ class JobStore:
         for name, value in fields.items():
             args += [name, value]
         found = cast(str | None, self._transition(keys=[f"job:{job_id}"], args=args))
+        if to in TERMINAL and found in allowed:
+            self._release_slot_of(job_id)
         if to in TERMINAL and found in allowed and self.on_end is not None:
             try:
                 self.on_end(self, job_id, to)
             except Exception:  # a notification never undoes or blocks the transition
                 log.exception("could not announce the end of job %s", job_id)
         return found
+
+    # --- the concurrent-jobs quota ----------------------------------------------------------------
+
+    def take_slot(self, tenant: str, job_id: str, limit: int) -> bool:
+        """Count `job_id` among the tenant's active jobs if fewer than `limit` are; False when
+        the quota is full. Taken before the upload is stored, so a refused job costs nothing."""
+        return bool(self._take_slot(keys=[f"tenant:{tenant}:active"], args=[job_id, limit]))
+
+    def release_slot(self, tenant: str, job_id: str) -> None:
+        self.redis.srem(f"tenant:{tenant}:active", job_id)
+
+    def active_jobs(self, tenant: str) -> int:
+        return int(cast(int, self.redis.scard(f"tenant:{tenant}:active")))
+
+    def _release_slot_of(self, job_id: str) -> None:
+        tenant = self.redis.hget(f"job:{job_id}", "tenant")
+        if tenant:
+            self.release_slot(str(tenant), job_id)
+
+    def llm_token_budget(self, job_id: str) -> int | None:
+        """The tokens one labelling run of the job may spend (its tenant's quota at submission)."""
+        raw = self.redis.hget(f"job:{job_id}", "llm_token_budget")
+        return int(cast(str, raw)) if raw is not None else None
 
     def begin(self, job_id: str, stage: str) -> bool:
         """A task of `stage` starts: True to go on; False when the job is cancelled, cancelling

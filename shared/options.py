@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from shared.contracts.models import Preprocessing
 
@@ -15,6 +16,20 @@ DEFAULT_TARGET_MODEL = "resnet18"
 Ranking = Literal["per_layer", "global"]
 GroupRule = Literal["intersect", "direct"]
 IntervalMethod = Literal["wilson", "clopper_pearson"]
+
+
+# A module name holds something besides ASCII whitespace. The same rule in the validator and in
+# the JSON schema, so a client that follows the schema is never refused (Python's `str.strip`
+# and JSON Schema's `\\s` disagree on some control characters).
+NAME_PATTERN = "[^ \\t\\n\\r\\f\\v]"
+
+
+def _some_names_schema(schema: dict[str, Any]) -> None:
+    """`layers` in the JSON schema: a non-empty list of names, as `_some_layers` checks."""
+    for branch in schema.get("anyOf", []):
+        if branch.get("type") == "array":
+            branch["minItems"] = 1
+            branch["items"] = {"type": "string", "pattern": NAME_PATTERN}
 
 
 class PipelineOptions(BaseModel):
@@ -66,7 +81,9 @@ class PipelineOptions(BaseModel):
         False, description="Use random weights when no trained weights can be had (demos, tests)."
     )
     layers: tuple[str, ...] | None = Field(
-        None, description="Module names to read; default: the output of each residual stage."
+        None,
+        description="Module names to read; default: the output of each residual stage.",
+        json_schema_extra=lambda schema: _some_names_schema(schema),
     )
     top_fraction: float = Field(
         0.1, gt=0.0, le=1.0, description="Share of each layer's channels active per image."
@@ -147,28 +164,30 @@ class PipelineOptions(BaseModel):
     )
     shard_size: int = Field(256, ge=1, le=65_536, description="Images per artifact shard.")
 
+    # "a,b" strings come from the CLI and the environment (Python mode); a JSON spec must send
+    # the array its schema shows. Lists become tuples here, as strict validation wants them.
     @field_validator("layers", mode="before")
     @classmethod
-    def _split_layers(cls, value: object) -> object:
-        if isinstance(value, str):
+    def _split_layers(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, str) and info.mode == "python":
             names = tuple(part.strip() for part in value.split(",") if part.strip())
             return names or None
-        return value
+        return tuple(value) if isinstance(value, list) else value
 
     @field_validator("layers")
     @classmethod
     def _some_layers(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         # An empty list would run the default layers and record none: say so instead.
-        if value is not None and (not value or any(not name.strip() for name in value)):
+        if value is not None and (not value or not all(re.search(NAME_PATTERN, name) for name in value)):
             raise ValueError("name at least one module (no empty names), or leave layers out for the default")
         return value
 
     @field_validator("pruning_thresholds", mode="before")
     @classmethod
-    def _split_thresholds(cls, value: object) -> object:
-        if isinstance(value, str):
+    def _split_thresholds(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, str) and info.mode == "python":
             return tuple(float(part) for part in value.split(",") if part.strip())
-        return value
+        return tuple(value) if isinstance(value, list) else value
 
     @field_validator("pruning_thresholds")
     @classmethod

@@ -70,10 +70,19 @@ def demo_like_hierarchy(embedded_result: Path) -> dict[str, Any]:
 # --- The service suite on 127.0.0.1: real redis-server, SeaweedFS S3, Celery workers, uvicorn ---
 
 S3_ACCESS_KEY, S3_SECRET_KEY = "suite-test-key", "suite-test-secret-123"
-TENANT_KEYS = {"tenant-a": "key-for-tenant-a", "tenant-b": "key-for-tenant-b"}
 # The MLflow tracking server the suite's workers import models from (tests/services/gateway/
 # test_models.py) and results are logged to (tests/integrations): started on first use.
 MLFLOW_PORT = free_port()
+TENANT_KEYS = {
+    "tenant-a": "key-for-tenant-a",
+    "tenant-b": "key-for-tenant-b",
+    "tenant-quota": "key-for-tenant-quota",  # small quotas of its own (GATEWAY_TENANT_QUOTAS)
+    "tenant-fuzz": "key-for-tenant-fuzz",  # schemathesis' own: its stateful phase deletes what it finds
+}
+# Small enough that a test reaches each; the other tenants keep the defaults.
+TENANT_QUOTAS = {
+    "tenant-quota": {"max_concurrent_jobs": 1, "max_images_per_job": 3, "max_llm_tokens_per_job": 40}
+}
 
 
 @pytest.fixture(scope="session")
@@ -140,6 +149,8 @@ def suite(
         "GATEWAY_API_KEYS": json.dumps(
             {hashlib.sha256(k.encode()).hexdigest(): t for t, k in TENANT_KEYS.items()}
         ),
+        "GATEWAY_TENANT_QUOTAS": json.dumps(TENANT_QUOTAS),
+        "GATEWAY_QUOTA_RETRY_AFTER_S": "7",
         "GATEWAY_MAX_REQUEST_BYTES": str(4 * 1024 * 1024),
         "GATEWAY_MAX_IMAGES_PER_JOB": "40",
         "GATEWAY_MAX_ARCHIVE_ENTRIES": "50",

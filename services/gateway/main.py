@@ -4,13 +4,14 @@ gateway names tasks by string (`shared.queue`)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
-from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import Instrumentator, metrics
 
 from services.gateway import openapi, problems
 from services.gateway.deps import Services
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from minio import Minio
 
 log = logging.getLogger(__name__)
+CONVERTOR = re.compile(r"\{(\w+):\w+\}")  # `{name:convertor}` in a route's path
 
 
 def build_services() -> Services:
@@ -74,6 +76,17 @@ def ensure_bucket(store: S3Store) -> None:
         log.warning("could not make sure bucket %s exists: %s", store.bucket, type(exc).__name__)
 
 
+def without_convertors(record: Callable[[metrics.Info], None]) -> Callable[[metrics.Info], None]:
+    """The default metrics, labelled `/v1/jobs/{job_id}` rather than the route's
+    `/v1/jobs/{job_id:job_id}` (the convertor keeps `:cancel` apart, see `methods.py`)."""
+
+    def instrumentation(info: metrics.Info) -> None:
+        info.modified_handler = CONVERTOR.sub(r"{\1}", info.modified_handler)
+        record(info)
+
+    return instrumentation
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
         title="Neuron Atlas",
@@ -84,7 +97,10 @@ def create_app() -> FastAPI:
     problems.install(app)
     openapi.install(app)
     # Prometheus: requests and latency by route template (`handler`), at /metrics.
-    Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
+    instrumentator = Instrumentator(excluded_handlers=["/metrics"])
+    if default := metrics.default():
+        instrumentator.add(without_convertors(default))
+    instrumentator.instrument(app).expose(app, include_in_schema=False)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(models.router)

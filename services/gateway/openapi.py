@@ -5,7 +5,9 @@
   `#/$defs/...` reference points there, so no `$ref` dangles;
 - every operation lists the problem answers it can give, as `application/problem+json` with the
   `ProblemDetails` schema, including FastAPI's validation answer (our handler sends problem+json,
-  not FastAPI's default body).
+  not FastAPI's default body), with the `Retry-After` of 429 and 503 answers;
+- links (OpenAPI 3 `links`) from every answer that names a job to the operations on that job,
+  so clients, and schemathesis' stateful phase, can follow a job from its submission or a list.
 """
 
 from __future__ import annotations
@@ -20,16 +22,67 @@ from services.gateway.problems import MEDIA_TYPE
 
 PROBLEM_REF = {"$ref": "#/components/schemas/ProblemDetails"}
 
-# Answers beyond the common ones, by (method, path template).
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
+LOCATION = {
+    "Location": {
+        "description": "The new job: `/v1/jobs/{id}`.",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+
+# Answers beyond the common ones, by (method, path template). 409: the job is not in a state
+# for it; 413: the body is over a limit; 400: a body that cannot be parsed; 429: a quota;
+# 503: Redis or object storage is down (with Retry-After).
 EXTRA_ANSWERS: dict[tuple[str, str], tuple[int, ...]] = {
-    ("post", "/v1/jobs"): (409, 413, 415),
+    ("post", "/v1/jobs"): (400, 409, 413, 415, 429),
     ("post", "/v1/jobs/{job_id}:cancel"): (409,),
-    ("post", "/v1/jobs/{job_id}:relabel"): (409,),
+    ("post", "/v1/jobs/{job_id}:relabel"): (400, 409, 413),
     ("delete", "/v1/jobs/{job_id}"): (409,),
     ("get", "/v1/jobs/{job_id}/hierarchy"): (409,),
     ("get", "/v1/jobs/{job_id}/clusters/{cluster_id}"): (409,),
     ("get", "/v1/jobs/{job_id}/neurons/{layer}/{channel}"): (409,),
     ("get", "/v1/jobs/{job_id}/artifacts"): (409,),
+    ("get", "/ui/api/jobs/{job_id}/summary"): (409,),
+    ("get", "/ui/api/jobs/{job_id}/children"): (409,),
+    ("get", "/ui/api/jobs/{job_id}/search"): (409,),
+    ("get", "/ui/api/jobs/{job_id}/concepts/{cluster_id}"): (409,),
+    ("get", "/ui/api/jobs/{job_id}/concepts/{cluster_id}/images"): (409,),
+    ("get", "/ui/api/jobs/{job_id}/neurons/{layer}/{channel}"): (409,),
+    ("get", "/readyz"): (503,),
+    # a pickled checkpoint is 415; an unreadable multipart body 400
+    ("post", "/v1/models"): (400, 413, 415),
+}
+# Operations that touch neither Redis nor object storage: no 503.
+NO_DEPENDENCY = {("get", "/v1/webhooks/secret")}
+
+# Where a job's id can be read from an answer: (method, path, status) -> JSON pointer.
+JOB_ID_IN = {
+    ("post", "/v1/jobs", "202"): "$response.body#/id",
+    ("get", "/v1/jobs", "200"): "$response.body#/jobs/0/id",
+    ("get", "/v1/jobs/{job_id}", "200"): "$response.body#/id",
+    ("post", "/v1/jobs/{job_id}:cancel", "202"): "$response.body#/id",
+    ("post", "/v1/jobs/{job_id}:relabel", "202"): "$response.body#/id",
+}
+# Where a model's id can be read from an answer.
+MODEL_ID_IN = {
+    ("post", "/v1/models", "201"): "$response.body#/id",
+    ("get", "/v1/models", "200"): "$response.body#/items/0/id",
+    ("get", "/v1/models/{model_id}", "200"): "$response.body#/id",
+}
+# And the other path parameters, beside the job's (the request's): from the hierarchy.
+IN_HIERARCHY = {
+    "cluster_id": "$response.body#/clusters/0/id",
+    "image_id": "$response.body#/images/0/id",
+    "layer": "$response.body#/layers/0/name",
+    "channel": "$response.body#/clusters/0/neurons/0/channel",
 }
 
 
@@ -41,6 +94,12 @@ def install(app: FastAPI) -> None:
             document = generate()
             hoist_defs(document)
             add_problem_answers(document)
+            add_links(document)
+            document["paths"]["/v1/jobs"]["post"]["responses"]["202"]["headers"] = LOCATION
+            model_location = {
+                "Location": {**LOCATION["Location"], "description": "The new model: `/v1/models/{id}`."}
+            }
+            document["paths"]["/v1/models"]["post"]["responses"]["201"]["headers"] = model_location
             app.openapi_schema = document
         return app.openapi_schema
 
@@ -73,13 +132,50 @@ def add_problem_answers(document: dict[str, Any]) -> None:
             continue
         for method, operation in operations.items():
             statuses = {401, 422}
-            if "{job_id}" in path:
+            if "{job_id}" in path or "{model_id}" in path:
                 statuses.add(404)
+            if (method, path) not in NO_DEPENDENCY:
+                statuses.add(503)
             statuses.update(EXTRA_ANSWERS.get((method, path), ()))
-            answers = operation.setdefault("responses", {})
-            for status in sorted(statuses):
-                answer = answers.setdefault(str(status), {"description": HTTPStatus(status).phrase})
-                answer["content"] = {MEDIA_TYPE: {"schema": PROBLEM_REF}}
+            add_answers(operation, statuses)
+    add_answers(document["paths"]["/readyz"]["get"], {503})
     schemas = document["components"]["schemas"]
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
+
+
+def add_answers(operation: dict[str, Any], statuses: set[int]) -> None:
+    answers = operation.setdefault("responses", {})
+    for status in sorted(statuses):
+        answer = answers.setdefault(str(status), {"description": HTTPStatus(status).phrase})
+        answer["content"] = {MEDIA_TYPE: {"schema": PROBLEM_REF}}
+        if status in (429, 503):
+            answer["headers"] = RETRY_AFTER
+
+
+def add_links(document: dict[str, Any]) -> None:
+    """From each answer that names a job, a link to every operation on that job alone, and from
+    its hierarchy to the operations on one cluster, image or neuron of it."""
+    paths = document["paths"]
+
+    def targets(parameters: set[str]) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (operation["operationId"], operation)
+            for path, operations in paths.items()
+            for operation in operations.values()
+            if {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"} == parameters
+        ]
+
+    for (method, path, status), pointer in JOB_ID_IN.items():
+        links = paths[path][method]["responses"][status].setdefault("links", {})
+        for operation_id, _ in targets({"job_id"}):
+            links[operation_id] = {"operationId": operation_id, "parameters": {"job_id": pointer}}
+    for (method, path, status), pointer in MODEL_ID_IN.items():
+        links = paths[path][method]["responses"][status].setdefault("links", {})
+        for operation_id, _ in targets({"model_id"}):
+            links[operation_id] = {"operationId": operation_id, "parameters": {"model_id": pointer}}
+    links = paths["/v1/jobs/{job_id}/hierarchy"]["get"]["responses"]["200"].setdefault("links", {})
+    for names in ({"cluster_id"}, {"image_id"}, {"layer", "channel"}):
+        for operation_id, _ in targets({"job_id", *names}):
+            parameters = {"job_id": "$request.path.job_id", **{n: IN_HIERARCHY[n] for n in names}}
+            links[operation_id] = {"operationId": operation_id, "parameters": parameters}

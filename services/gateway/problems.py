@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.gateway.methods import allowed_methods
 from shared.contracts.problem import ProblemDetails
 from shared.dependencies import dependency_errors, unavailable_dependency
 from shared.errors import NeuronAtlasError
@@ -72,8 +73,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = _STATUS_KINDS.get(exc.status_code, "http-error")
+        headers, fix = dict(exc.headers or {}), ""
+        if exc.status_code == 405:
+            allowed = ", ".join(allowed_methods(request.app.routes, request.scope))
+            headers["Allow"] = allowed
+            fix = f"Use one of: {allowed}."
         return problem_response(
-            request, Problem(exc.status_code, kind, str(exc.detail), headers=dict(exc.headers or {}))
+            request, Problem(exc.status_code, kind, str(exc.detail), fix=fix, headers=headers)
         )
 
     @app.exception_handler(RequestValidationError)

@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.settings import InfraSettings
 
 
+class TenantQuota(BaseModel):
+    """One tenant's own quotas (`GATEWAY_TENANT_QUOTAS`); a field left out keeps the default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_concurrent_jobs: int | None = Field(None, ge=1)
+    max_images_per_job: int | None = Field(None, ge=1)
+    max_llm_tokens_per_job: int | None = Field(None, ge=0)
+
+
+@dataclass(frozen=True)
+class Quota:
+    """What one tenant may use, resolved from the defaults and its overrides."""
+
+    max_concurrent_jobs: int
+    max_images_per_job: int
+    max_llm_tokens_per_job: int
+
+
 class GatewaySettings(BaseSettings):
-    """The REST gateway: authentication and input limits."""
+    """The REST gateway: authentication, input limits and per-tenant quotas."""
 
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_nested_delimiter="__", extra="ignore")
 
@@ -41,12 +61,44 @@ class GatewaySettings(BaseSettings):
     model_check_timeout_s: float = Field(
         300.0, gt=0, description="How long POST /v1/models waits for a worker to check the model."
     )
+    # Quotas: generous by default, so they only bite where a deployment sets them.
+    max_concurrent_jobs: int = Field(
+        20, ge=1, description="Jobs a tenant may have queued, running or cancelling at once (429)."
+    )
+    max_llm_tokens_per_job: int = Field(
+        10_000_000,
+        ge=0,
+        description="Prompt + completion tokens one labelling run of a job may spend at the LLM "
+        "endpoint (the run fails once the next request would pass it); 0: offline labels only.",
+    )
+    quota_retry_after_s: int = Field(30, ge=1, description="`Retry-After` of a concurrent-jobs 429.")
+    tenant_quotas: dict[str, TenantQuota] = Field(
+        default_factory=dict,
+        description="tenant -> its own quotas (JSON), e.g. "
+        '{"acme": {"max_concurrent_jobs": 2, "max_images_per_job": 1000}}.',
+    )
     presign_expiry_s: int = Field(3600, ge=60, le=7 * 24 * 3600)
     idempotency_ttl_s: int = Field(24 * 3600, ge=60)
 
-    @field_validator("api_keys", mode="before")
+    def quota(self, tenant: str) -> Quota:
+        """The tenant's quotas: its overrides, else the defaults. A tenant's images per job
+        never exceed `max_images_per_job`, the deployment's hard limit."""
+        own = self.tenant_quotas.get(tenant, TenantQuota())
+        return Quota(
+            max_concurrent_jobs=own.max_concurrent_jobs or self.max_concurrent_jobs,
+            max_images_per_job=min(
+                own.max_images_per_job or self.max_images_per_job, self.max_images_per_job
+            ),
+            max_llm_tokens_per_job=(
+                self.max_llm_tokens_per_job
+                if own.max_llm_tokens_per_job is None
+                else own.max_llm_tokens_per_job
+            ),
+        )
+
+    @field_validator("api_keys", "tenant_quotas", mode="before")
     @classmethod
-    def _parse_keys(cls, value: object) -> object:
+    def _parse_json(cls, value: object) -> object:
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
         return value

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from services.gateway.problems import Problem
 from services.gateway.submit import Upload
@@ -57,8 +58,9 @@ async def read_submission(request: Request) -> Submission:
     if content_type.startswith("multipart/form-data"):
         return await _read_form(request)
     if content_type.startswith("application/json"):
-        document = parse_json(await bounded_body(request, MAX_JSON_BYTES))
-        return Submission(document, JobFromBucket.model_validate(document))
+        body = await bounded_body(request, MAX_JSON_BYTES)
+        document = parse_json(body)
+        return Submission(document, _strict(JobFromBucket, body))
     raise Problem(
         415,
         "unsupported-media-type",
@@ -74,6 +76,15 @@ async def _read_form(request: Request) -> Submission:
         raise Problem(
             422, "invalid-spec", "A form field is not valid UTF-8.", fix="Send the spec part as UTF-8 JSON."
         ) from None
+    except HTTPException as exc:  # Starlette's parser: malformed, or over its limits
+        raise Problem(
+            400,
+            "bad-request",
+            "The multipart body cannot be read.",
+            str(exc.detail),
+            fix=f"Send multipart/form-data with a `spec` part and file parts (curl -F), at most "
+            f"{MAX_FILES:,} files, {MAX_FIELDS} fields and {MAX_PART_BYTES // 1024:,} KiB a field.",
+        ) from None
     spec_field = form.get("spec")
     if spec_field is None:
         raise Problem(
@@ -81,7 +92,7 @@ async def _read_form(request: Request) -> Submission:
         )
     spec_bytes = spec_field.encode() if isinstance(spec_field, str) else await spec_field.read()
     document = parse_json(spec_bytes)
-    submission = Submission(document, JobSpec.model_validate(document))
+    submission = Submission(document, _strict(JobSpec, spec_bytes))
     for _, value in form.multi_items():
         if isinstance(value, UploadFile) and value is not spec_field:
             submission.uploads.append((value.filename or "upload", value.file))
@@ -102,6 +113,16 @@ async def bounded_body(request: Request, limit: int) -> bytes:
                 fix="Send images as multipart/form-data files, or name a bucket prefix.",
             )
     return bytes(body)
+
+
+Spec = TypeVar("Spec", bound=JobSpec)
+
+
+def _strict(model: type[Spec], data: bytes) -> Spec:
+    """The spec, validated as the OpenAPI schema describes it: a string is not a number and 0 is
+    not false (pydantic's lax mode took `"seed": "5"`). JSON mode, so arrays still fill tuples.
+    Called after `parse_json`, which turned bytes that are not UTF-8 JSON of sane depth into a 422."""
+    return model.model_validate_json(data, strict=True)
 
 
 def parse_json(data: bytes) -> Any:

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-from services.gateway.settings import GatewaySettings
+from services.gateway.settings import GatewaySettings, Quota
 from services.gateway.uploads import Collector, Limits
 from shared import artifacts
 from shared.contracts.api import JobFromBucket, JobSpec
@@ -33,9 +33,9 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-def limits_of(settings: GatewaySettings) -> Limits:
+def limits_of(settings: GatewaySettings, quota: Quota) -> Limits:
     return Limits(
-        settings.max_images_per_job,
+        quota.max_images_per_job,  # the tenant's quota, never above the deployment's limit
         settings.max_image_pixels,
         settings.max_archive_entries,
         settings.max_expanded_bytes,
@@ -93,10 +93,11 @@ def submit(
     spec: JobSpec,
     collect: Callable[[Store], Collector],
     enqueue: Callable[[str, int], None],
+    job_id: str,
+    llm_token_budget: int | None = None,
     model: JobModel | None = None,
 ) -> JobRecord:
     """Ingest, record, enqueue; a refused submission leaves no objects behind."""
-    job_id = new_job_id()
     view = PrefixedStore(store, artifacts.job_prefix(job_id))
     options = spec.options
     try:
@@ -116,7 +117,9 @@ def submit(
     totals.update(ingest=images, caption=images, activation=images)
     callbacks = [c.model_dump(mode="json") for c in spec.callbacks]
     try:
-        record = jobs.create(job_id, tenant, images, len(manifest["skipped"]), shards, totals, callbacks)
+        record = jobs.create(
+            job_id, tenant, images, len(manifest["skipped"]), shards, totals, callbacks, llm_token_budget
+        )
         jobs.shard_done(job_id, "ingest", 0, images)
     except BaseException:
         # Redis went away: no record, so no objects either (the caller gets a 503 and retries).

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import jsonschema
 import openai
 
+from services.labelling.budget import check_budget, request_estimate
 from services.labelling.cache import ResponseCache, cache_key
 from services.labelling.prompt_set import PromptSet
 from services.labelling.settings import LabelSettings
@@ -260,6 +261,7 @@ class LLMClient:
         with self._lock:
             if self._gave_up:
                 raise EndpointError(f"not asked: {self._gave_up}")
+        estimate = request_estimate(messages, self.prompts.max_tokens)
         # Hand-written on purpose: the openai client's own retries (and tenacity's) cannot count
         # each retry into this job's accounting, give up for the whole job after
         # MAX_CONSECUTIVE_FAILURES, or refuse a Retry-After beyond MAX_RETRY_WAIT.
@@ -267,6 +269,8 @@ class LLMClient:
             wait: float | None = None
             try:
                 with self._slots:
+                    spent = self.accounting.prompt_tokens + self.accounting.completion_tokens
+                    check_budget(self.settings.max_tokens_per_job, spent, estimate)  # retries cost too
                     self.accounting.add(requests=1)
                     completion = self.client.chat.completions.create(**request)
             except openai.APIConnectionError as exc:  # timeouts included

@@ -61,6 +61,12 @@ class LabelSettings(BaseSettings):
     caption_token_budget: int = Field(1200, ge=50, description="Caption tokens sent for one level-1 cluster.")
     cache: bool = Field(True, description="Reuse earlier answers for the same model, prompt and input.")
     cache_dir: Path | None = Field(None, description="Embedded response cache; default ~/.cache/...")
+    max_tokens_per_job: int | None = Field(
+        None,
+        ge=0,
+        description="Prompt + completion tokens one labelling run may spend; the run fails "
+        "(llm-budget-exceeded) rather than pass it. The suite sets it per job from the tenant's quota.",
+    )
     prompt_price_per_million: float | None = Field(None, ge=0, description="USD per 1M prompt tokens.")
     completion_price_per_million: float | None = Field(None, ge=0, description="USD per 1M output tokens.")
 

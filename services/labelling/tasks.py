@@ -44,6 +44,18 @@ def _label_kwargs(job: JobContext) -> dict[str, Any]:
     }
 
 
+def _budgeted(settings: LabelSettings, job: JobContext) -> LabelSettings:
+    """The settings with the job's LLM token budget (its tenant's quota when it was submitted),
+    or the worker's own cap where that is lower; a budget of 0 means offline labels."""
+    budget = job.jobs.llm_token_budget(job.job_id)
+    if budget is None:
+        return settings
+    if budget == 0:  # the tenant may not use the endpoint: offline labels, and the job succeeds
+        return settings.model_copy(update={"offline": True})
+    own = settings.max_tokens_per_job
+    return settings.model_copy(update={"max_tokens_per_job": budget if own is None else min(own, budget)})
+
+
 def _report(job: JobContext) -> None:
     """The job's labelling summary, and its LLM usage counted in the worker's metrics."""
     summary = labelling_summary(job.store)
@@ -54,14 +66,14 @@ def _report(job: JobContext) -> None:
 
 @job_task(LABELLING_LABEL, stage="labelling")
 def labelling_label(job: JobContext) -> None:
-    run_labelling(job.store, settings=get_settings(), **_label_kwargs(job))
+    run_labelling(job.store, settings=_budgeted(get_settings(), job), **_label_kwargs(job))
     _report(job)
 
 
 @job_task(LABELLING_RELABEL, stage="labelling")
 def labelling_relabel(job: JobContext, overrides: dict[str, Any]) -> None:
     """Label a finished job again with other settings; captions, clusters and neurons stay."""
-    settings = LabelSettings.model_validate({**get_settings().model_dump(), **overrides})
+    settings = _budgeted(LabelSettings.model_validate({**get_settings().model_dump(), **overrides}), job)
     run_relabel(job.store, package_version(), settings=settings, **_label_kwargs(job))
     _report(job)
     job.jobs.shard_done(job.job_id, "assemble", 0, 1)

@@ -151,7 +151,9 @@ def _report(model: type[Report], report: dict[str, Any] | None) -> Report | None
 class RelabelRequest(BaseModel):
     """Other labelling settings for a finished job; the endpoint and key stay the deployment's."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: `"strict": 0` is not a boolean, as the schema says (schemathesis sent it, and it
+    # was taken as false)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str | None = Field(None, description="Model name at the deployment's endpoint.")
     prompt_version: str | None = Field(None, description="Prompt set, e.g. v1.")

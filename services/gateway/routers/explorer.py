@@ -129,7 +129,11 @@ def ui_neuron(job: JobDep, store: StoreDep, layer: str, channel: int) -> dict[st
         raise Problem(404, "not-found", f"No neuron {layer}/{channel} in job {job.id}.") from None
 
 
-@router.get("/ui/api/jobs/{job_id}/thumbs/{image_id}")
+@router.get(
+    "/ui/api/jobs/{job_id}/thumbs/{image_id}",
+    response_class=Response,
+    responses={200: {"description": "The thumbnail", "content": {"image/webp": {}}}},
+)
 def ui_thumbnail(job: JobDep, store: StoreDep, image_id: str) -> Response:
     """An image's thumbnail (WebP), for the key's own jobs only."""
     try:

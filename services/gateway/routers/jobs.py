@@ -9,11 +9,20 @@ from fastapi.concurrency import run_in_threadpool
 
 from services.gateway.deps import JobDep, JobsDep, ServicesDep, StoreDep, TenantDep
 from services.gateway.idempotency import IdempotentRequest
+from services.gateway.methods import JOB_ID
 from services.gateway.model_registry import job_model_for
-from services.gateway.page_tokens import decode_page_token, encode_page_token
+from services.gateway.page_tokens import PAGE_TOKEN_PATTERN, decode_page_token, encode_page_token
 from services.gateway.problems import RETRY_AFTER_S, Problem
+from services.gateway.quotas import too_many_jobs
 from services.gateway.submission import SUBMIT_BODY, read_submission
-from services.gateway.submit import EnqueueFailed, collect_uploads, import_prefix, limits_of, submit
+from services.gateway.submit import (
+    EnqueueFailed,
+    collect_uploads,
+    import_prefix,
+    limits_of,
+    new_job_id,
+    submit,
+)
 from shared import artifacts
 from shared.contracts.api import JobFromBucket, JobPublic, JobSpec, JobsPublic, RelabelRequest
 from shared.jobstore import ACTIVE
@@ -59,7 +68,19 @@ def job_model_of(store: Any, tenant: str, options: PipelineOptions) -> JobModel 
             "options.model and options.model_id are both given.",
             fix="Pass only model_id: the registered model brings its architecture.",
         )
-    return job_model_for(store, tenant, options.model_id)
+    try:
+        return job_model_for(store, tenant, options.model_id)
+    except Problem as exc:
+        if exc.status != 404:
+            raise
+        # A reference in the body, not the resource addressed: 422, the same for a model of
+        # another tenant as for none at all.
+        raise Problem(
+            422,
+            "invalid-spec",
+            f"options.model_id {options.model_id} names none of your models.",
+            fix="GET /v1/models lists them; register one with POST /v1/models.",
+        ) from None
 
 
 def enqueue(job_id: str, shards: int) -> None:
@@ -90,7 +111,14 @@ async def create_job(
             return reserved
         idempotent = reserved
 
-    limits, spec = limits_of(settings), submission.spec
+    quota, spec = settings.quota(tenant), submission.spec
+    limits = limits_of(settings, quota)
+    job_id = new_job_id()
+    # The slot is taken before the upload is stored, so a refused job costs no storage.
+    if not await run_in_threadpool(services.jobs.take_slot, tenant, job_id, quota.max_concurrent_jobs):
+        if idempotent:
+            await idempotent.release()
+        raise too_many_jobs(quota, settings.quota_retry_after_s)
 
     def collect(view: Any) -> Any:
         if isinstance(spec, JobFromBucket):
@@ -99,22 +127,30 @@ async def create_job(
 
     try:
         record = await run_in_threadpool(
-            submit, services.store, services.jobs, tenant, spec, collect, enqueue, model
+            submit,
+            services.store,
+            services.jobs,
+            tenant,
+            spec,
+            collect,
+            enqueue,
+            job_id,
+            quota.max_llm_tokens_per_job,
+            model,
         )
-    except EnqueueFailed as exc:
+    except BaseException as exc:
+        await run_in_threadpool(services.jobs.release_slot, tenant, job_id)
         if idempotent:
             await idempotent.release()
-        raise Problem(
-            503,
-            "queue-unavailable",
-            "The job could not be queued.",
-            f"The queue did not take it ({exc}); nothing was kept.",
-            fix="Submit again shortly.",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        ) from exc
-    except BaseException:
-        if idempotent:
-            await idempotent.release()
+        if isinstance(exc, EnqueueFailed):
+            raise Problem(
+                503,
+                "queue-unavailable",
+                "The job could not be queued.",
+                f"The queue did not take it ({exc}); nothing was kept.",
+                fix="Submit again shortly.",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            ) from exc
         raise
     job = JobPublic.of(record)
     location = f"/v1/jobs/{record.id}"
@@ -129,7 +165,9 @@ def list_jobs(
     tenant: TenantDep,
     jobs: JobsDep,
     page_size: int = Query(20, ge=1, le=100),
-    page_token: str | None = None,
+    page_token: str | None = Query(
+        None, pattern=PAGE_TOKEN_PATTERN, description="`next_page_token` of the previous page."
+    ),
 ) -> JobsPublic:
     """The caller's jobs, newest first."""
     after = decode_page_token(page_token) if page_token else None
@@ -137,7 +175,7 @@ def list_jobs(
     return JobsPublic(jobs=[JobPublic.of(r) for r in records], next_page_token=encode_page_token(cursor))
 
 
-@router.get("/{job_id}", response_model=JobPublic)
+@router.get("/" + JOB_ID, response_model=JobPublic)
 async def get_job(job: JobDep) -> JobPublic:
     """Status, current stage, per-stage progress, timestamps and error."""
     return JobPublic.of(job)
@@ -169,7 +207,7 @@ def relabel_job(job: JobDep, jobs: JobsDep, request: RelabelRequest) -> JobPubli
     return JobPublic.of(jobs.get(job.id) or job)
 
 
-@router.delete("/{job_id}", status_code=204)
+@router.delete("/" + JOB_ID, status_code=204)
 def delete_job(job: JobDep, jobs: JobsDep, store: StoreDep) -> Response:
     """Remove the job's record and all its objects. A `cancelling` job may be deleted too: if
     its work was lost it would never reach `cancelled`, and a task still running for it removes

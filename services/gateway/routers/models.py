@@ -32,6 +32,7 @@ UPLOAD_BODY = {
                 "schema": {
                     "type": "object",
                     "required": ["weights", "architecture"],
+                    "additionalProperties": False,
                     "properties": {
                         "weights": {
                             "type": "string",
@@ -61,9 +62,10 @@ async def create_model(
     settings, store = services.settings, services.store
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
-        document = parse_json(await bounded_body(request, MAX_JSON_BYTES))
+        body = await bounded_body(request, MAX_JSON_BYTES)
+        parse_json(body)  # not UTF-8 JSON of sane depth: a 422 that says so
         try:
-            wanted = ModelImport.model_validate(document)
+            wanted = ModelImport.model_validate_json(body, strict=True)
         except ValidationError as exc:
             raise _invalid(exc) from None
         record = await run_in_threadpool(

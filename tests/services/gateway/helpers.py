@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -40,3 +42,28 @@ def assert_same_document(ours: Any, theirs: Any, where: str = "$") -> None:
             assert_same_document(a, b, f"{where}[{i}]")
     else:
         assert ours == theirs, f"{where}: {ours!r} != {theirs!r}"
+
+
+# Light options: a job on a few sample images finishes in seconds on a CPU.
+LIGHT_OPTIONS = {
+    "allow_random_weights": True,
+    "device": "cpu",
+    "layers": ["layer4"],
+    "bootstrap_resamples": 20,
+    "mc_samples": 0,
+    "tta_samples": 0,
+    "ablation_random_sets": 0,
+    "pruning_random_sets": 0,
+}
+
+
+def finished_job(client: httpx.Client, sample_dir: Path, count: int = 6) -> dict[str, Any]:
+    """A job of the client's tenant on `count` sample images (captions brought), succeeded."""
+    paths = sorted(sample_dir.glob("*.png"))[:count]
+    files = [("files", (p.name, p.read_bytes(), "image/png")) for p in paths]
+    files.append(("files", ("metadata.csv", (sample_dir / "metadata.csv").read_bytes(), "text/csv")))
+    answer = client.post("/v1/jobs", files=files, data={"spec": json.dumps({"options": LIGHT_OPTIONS})})
+    assert answer.status_code == 202, answer.text
+    job = wait_for(client, answer.headers["location"], {"succeeded", "failed", "cancelled"})
+    assert job["status"] == "succeeded", job["error"]
+    return job

@@ -150,7 +150,7 @@ def test_pages_list_each_job_once_newest_first(suite: Any, sample_dir: Path) -> 
                 break
     assert len(seen) == len(set(seen))
     assert [i for i in seen if i in made] == made[::-1]
-    assert_problem(c_get(suite, "/v1/jobs", {"page_token": "bogus"}), 400, "bad-request")
+    assert_problem(c_get(suite, "/v1/jobs", {"page_token": "bogus"}), 422, "invalid-request")
     assert_problem(c_get(suite, "/v1/jobs", {"page_size": 0}), 422, "invalid-request")
 
 

@@ -181,7 +181,8 @@ def test_another_tenants_model_is_not_found_on_every_route(suite: Any, registere
             files=[("files", ("a.png", b"not read", "image/png"))],
             data={"spec": json.dumps({"options": {"model_id": model_id}})},
         )
-        assert job.status_code == 404 and job.headers["content-type"] == "application/problem+json"
+        assert job.status_code == 422 and job.headers["content-type"] == "application/problem+json"
+        assert "names none of your models" in job.json()["title"]
     with httpx.Client(base_url=suite.url, timeout=60) as anonymous:
         assert anonymous.get(f"/v1/models/{model_id}").status_code == 401
         assert anonymous.get("/v1/models").status_code == 401

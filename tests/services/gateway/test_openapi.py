@@ -73,3 +73,34 @@ def test_every_operation_documents_its_problem_answers_as_problem_json() -> None
     assert {"409", "413", "415", "422"} <= set(submit)
     assert "409" in document["paths"]["/v1/jobs/{job_id}:cancel"]["post"]["responses"]
     assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+def test_quota_outage_and_parse_answers_are_documented_with_their_headers() -> None:
+    document = create_app().openapi()
+    submit = document["paths"]["/v1/jobs"]["post"]["responses"]
+    assert {"400", "409", "413", "415", "422", "429", "503"} <= set(submit)
+    assert "Location" in submit["202"]["headers"]
+    for status in ("429", "503"):
+        assert submit[status]["headers"]["Retry-After"]["required"] is True
+    relabel = document["paths"]["/v1/jobs/{job_id}:relabel"]["post"]["responses"]
+    assert {"400", "409", "413"} <= set(relabel)
+    assert "503" in document["paths"]["/readyz"]["get"]["responses"]
+    assert "503" not in document["paths"]["/v1/webhooks/secret"]["get"]["responses"]
+    thumbs = document["paths"]["/ui/api/jobs/{job_id}/thumbs/{image_id}"]["get"]["responses"]["200"]
+    assert list(thumbs["content"]) == ["image/webp"]
+
+
+def test_links_lead_from_a_job_to_every_operation_on_it() -> None:
+    document = create_app().openapi()
+    paths = document["paths"]
+    on_a_job = {
+        op["operationId"]
+        for operations in paths.values()
+        for op in operations.values()
+        if any(p["name"] == "job_id" for p in op.get("parameters", []))
+    }
+    created = set(paths["/v1/jobs"]["post"]["responses"]["202"]["links"])
+    from_hierarchy = set(paths["/v1/jobs/{job_id}/hierarchy"]["get"]["responses"]["200"]["links"])
+    assert created | from_hierarchy == on_a_job
+    for link in paths["/v1/jobs"]["get"]["responses"]["200"]["links"].values():
+        assert link["parameters"] == {"job_id": "$response.body#/jobs/0/id"}

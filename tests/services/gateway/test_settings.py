@@ -61,3 +61,24 @@ def test_each_tenant_has_its_own_webhook_secret() -> None:
     a, b = tenant_secret("key", "acme"), tenant_secret("key", "globex")
     assert a.startswith("whsec_") and a != b and a == tenant_secret("key", "acme")
     assert tenant_secret("other-key", "acme") != a
+
+
+def test_quotas_are_generous_by_default_and_a_tenant_may_have_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    default = GatewaySettings().quota("anyone")
+    assert default.max_concurrent_jobs == 20 and default.max_llm_tokens_per_job == 10_000_000
+    assert default.max_images_per_job == 100_000
+    monkeypatch.setenv("GATEWAY_MAX_IMAGES_PER_JOB", "500")
+    monkeypatch.setenv(
+        "GATEWAY_TENANT_QUOTAS",
+        '{"acme": {"max_concurrent_jobs": 2, "max_images_per_job": 9000, "max_llm_tokens_per_job": 0}}',
+    )
+    settings = GatewaySettings()
+    acme = settings.quota("acme")
+    assert (acme.max_concurrent_jobs, acme.max_llm_tokens_per_job) == (2, 0)  # 0: offline labels only
+    assert acme.max_images_per_job == 500  # never above the deployment's limit
+    assert settings.quota("other").max_concurrent_jobs == 20
+    monkeypatch.setenv("GATEWAY_TENANT_QUOTAS", '{"acme": {"max_jobs": 2}}')
+    with pytest.raises(ValueError, match="max_jobs"):
+        GatewaySettings()

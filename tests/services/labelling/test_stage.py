@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from services.labelling.budget import LLMBudgetExceeded
 from services.labelling.settings import LabelSettings
 from services.labelling.stage import label_clusters, labelling_summary
 from shared.dependencies import DependencyDown, unavailable_dependency
@@ -285,3 +286,16 @@ def test_an_endpoint_that_answers_with_errors_is_not_down(
     settings = settings_with(llm_settings, concurrency=1, max_retries=1, max_consecutive_failures=2)
     labels = label_clusters(job_store, CAPTIONS, embedder, settings, fail_when_unreachable=True)
     assert {label.source for label in labels.values()} == {"offline-fallback"}
+
+
+def test_a_run_stops_before_a_request_that_would_pass_its_token_budget(
+    job_store: LocalStore, embedder: Embedder, llm_settings: LabelSettings, fake_llm: FakeLLM, tmp_path: Any
+) -> None:
+    whole = run(job_store, embedder, settings_with(llm_settings, cache=False))["accounting"]["total_tokens"]
+    sent = fake_llm.requests
+    with pytest.raises(LLMBudgetExceeded) as refused:
+        run(job_store, embedder, settings_with(llm_settings, cache=False, max_tokens_per_job=whole // 2))
+    assert f"budget of {whole // 2:,} tokens" in refused.value.problem and "offline" in refused.value.fix
+    assert fake_llm.requests - sent < sent  # it stopped part of the way
+    ample = settings_with(llm_settings, cache=False, max_tokens_per_job=whole * 10)
+    assert run(job_store, embedder, ample)["accounting"]["total_tokens"] == whole
