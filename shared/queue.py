@@ -124,7 +124,7 @@ class Reconciler(bootsteps.StartStopStep):
         # keys and puts a message back the way kombu does.
         self.connection = worker.app.connection_for_write()
         channel = self.connection.default_channel
-        reconciler = make_reconciler(channel, get_infra_settings(), JOB_TASKS)
+        reconciler = make_reconciler(channel, get_infra_settings(), JOB_TASKS, QUEUES)
         worker.timer.call_repeatedly(reconciler.interval_s, reconciler.sweep_quietly)
 
     def stop(self, worker: Any) -> None:

@@ -30,11 +30,15 @@ import redis
 from shared.contracts.problem import ProblemDetails
 from shared.jobstore import JobStore
 from shared.settings import InfraSettings
-from shared.task_heartbeat import TaskHeartbeat
+from shared.task_heartbeat import TaskHeartbeat, job_alive_key
 
 log = logging.getLogger(__name__)
 
 SWEEP_LOCK = "reconciler:sweep"
+# A job is lost after this many stall limits without progress (a shard's end, a stage's start)
+# while nothing of it runs or waits: generous, since the gap between one task's end and the next
+# message is short but a Redis outage may stretch it.
+JOB_STALL_FACTOR = 3
 
 
 def restores_key(task_id: str) -> str:
@@ -53,10 +57,17 @@ class Taken:
 
 
 def parse_taken(tag: str, raw: str) -> Taken | None:
-    """kombu keeps `[message, exchange, routing_key]`; Celery's message has the task in its
-    headers and `[args, kwargs, embed]` as its body."""
+    """kombu keeps `[message, exchange, routing_key]` in `unacked`."""
     try:
-        message = json.loads(raw)[0]
+        return parse_message(tag, json.loads(raw)[0])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None  # not a Celery task message of ours
+
+
+def parse_message(tag: str, message: dict[str, Any]) -> Taken | None:
+    """A Celery message (as kombu keeps it in a queue's list) has the task in its headers and
+    `[args, kwargs, embed]` as its body."""
+    try:
         headers = message["headers"]
         body = message["body"]
         if message.get("properties", {}).get("body_encoding") == "base64":
@@ -66,6 +77,18 @@ def parse_taken(tag: str, raw: str) -> Taken | None:
         return Taken(tag, str(headers["id"]), str(headers["task"]), list(args), eta)
     except (ValueError, KeyError, IndexError, TypeError):
         return None  # not a Celery task message of ours
+
+
+def lost_problem(idle_s: float) -> dict[str, Any]:
+    return ProblemDetails.of(
+        "lost",
+        "The job's work was lost",
+        f"The job made no progress for {idle_s:.0f} s, no task of it runs, and no message of it "
+        "waits in a queue: its next message was lost (Redis lost data, or a worker lost it with "
+        "its connection).",
+        "Submit the job again; artifacts computed so far are kept. Keep Redis's append-only file "
+        "on (README: running it by hand).",
+    ).body()
 
 
 def stalled_problem(name: str, attempts: int, stall_s: float) -> dict[str, Any]:
@@ -87,6 +110,7 @@ class Reconciler:
     job_tasks: frozenset[str]  # names of the tasks that hold a lock while they run
     max_resends: int
     interval_s: float
+    queues: tuple[str, ...] = ()  # the suite's queues, whose waiting messages keep a job alive
 
     @property
     def redis(self) -> Any:
@@ -105,7 +129,61 @@ class Reconciler:
             message = parse_taken(tag, raw) if raw is not None else None
             if message is not None:
                 done[message.task_id] = self._reconcile(message, now)
+        done.update({f"job:{job}": what for job, what in self.watch_jobs(now).items()})
         return done
+
+    def watch_jobs(self, now: float) -> dict[str, str]:
+        """Active jobs that made no progress for JOB_STALL_FACTOR x TASK_STALL_S while no task
+        of theirs runs and no message of theirs is queued or taken: their work was lost outright
+        (a message that never reached `unacked`), so they fail as `lost` (or, cancelling, end
+        cancelled) instead of showing `running` forever."""
+        idle_s = JOB_STALL_FACTOR * self.heartbeats.stall_s
+        candidates = [
+            job_id
+            for key in self.redis.scan_iter(match="tenant:*:active", count=1000)
+            for job_id in self.redis.smembers(key)
+            if self._idle(job_id, now - idle_s)
+        ]
+        if not candidates:
+            return {}
+        waiting = self._jobs_with_messages()  # read only when some job looks lost
+        done: dict[str, str] = {}
+        for job_id in candidates:
+            if job_id in waiting or not self._idle(job_id, now - idle_s):
+                continue
+            if self.jobs.status(job_id) == "cancelling":
+                self.jobs.end_cancelling(job_id)
+                done[job_id] = "cancelled"
+                continue
+            log.error("job %s: no progress for %.0f s and no work of it anywhere; it fails", job_id, idle_s)
+            self.jobs.fail(job_id, lost_problem(idle_s))
+            done[job_id] = "lost"
+        return done
+
+    def _idle(self, job_id: str, before: float) -> bool:
+        status, updated = self.redis.hmget(f"job:{job_id}", ["status", "updated_at"])
+        if status not in ("queued", "running", "cancelling") or not updated:
+            return False
+        if self.redis.exists(job_alive_key(job_id)):
+            return False
+        return datetime.fromisoformat(updated).timestamp() < before
+
+    def _jobs_with_messages(self) -> set[str]:
+        """Job ids of every task message in the suite's queues or taken by a worker."""
+        found = set()
+        for queue in self.queues:
+            for raw in self.redis.lrange(queue, 0, -1):
+                try:
+                    message = parse_message("", json.loads(raw))
+                except ValueError:
+                    message = None
+                if message is not None and message.args:
+                    found.add(str(message.args[0]))
+        for tag, raw in self.redis.hgetall(self.channel.unacked_key).items():
+            taken = parse_taken(tag, raw)
+            if taken is not None and taken.args:
+                found.add(str(taken.args[0]))
+        return found
 
     def _reconcile(self, message: Taken, now: float) -> str:
         if message.name not in self.job_tasks:
@@ -165,7 +243,9 @@ class Reconciler:
             log.info("reconciler: %s", acted)
 
 
-def make_reconciler(channel: Any, settings: InfraSettings, job_tasks: frozenset[str]) -> Reconciler:
+def make_reconciler(
+    channel: Any, settings: InfraSettings, job_tasks: frozenset[str], queues: tuple[str, ...] = ()
+) -> Reconciler:
     """A worker's reconciler: its own Redis client with short timeouts, so that a sweep while
     Redis is away holds the event loop for seconds at most."""
     client = redis.Redis.from_url(
@@ -178,4 +258,5 @@ def make_reconciler(channel: Any, settings: InfraSettings, job_tasks: frozenset[
         job_tasks,
         settings.task_max_resends,
         interval_s=max(0.5, settings.task_stall_s / 4),
+        queues=queues,
     )

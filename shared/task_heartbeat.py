@@ -22,6 +22,12 @@ from typing import Any, Literal
 log = logging.getLogger(__name__)
 
 
+def job_alive_key(job_id: str) -> str:
+    """Present while some task of the job runs (refreshed with its lock): the job watchdog of
+    shared.reconciler leaves such a job alone, however long since its last progress."""
+    return f"job:{job_id}:alive"
+
+
 def lock_key(task_id: str) -> str:
     return f"task:{task_id}:lock"
 
@@ -86,15 +92,23 @@ class TaskHeartbeat:
     def finished(self, task_id: str) -> bool:
         return bool(self.redis.exists(done_key(task_id)))
 
+    def job_alive(self, job_id: str) -> None:
+        self.redis.set(job_alive_key(job_id), 1, ex=self.lock_ttl_s)
+
     @contextmanager
-    def beating(self, task_id: str, token: str) -> Iterator[None]:
+    def beating(self, task_id: str, token: str, job_id: str | None = None) -> Iterator[None]:
         """Beat from a thread while the body runs (a body may spend minutes in one torch call),
-        four times per stall limit, so a late beat or two never lets the lock lapse."""
+        four times per stall limit, so a late beat or two never lets the lock lapse. With
+        `job_id`, each beat also says that the job is alive."""
         stop = threading.Event()
+        if job_id is not None:
+            self.job_alive(job_id)
 
         def run() -> None:
             while not stop.wait(self.stall_s / 4):
                 try:
+                    if job_id is not None:
+                        self.job_alive(job_id)
                     if not self.beat(task_id, token):
                         log.warning("task %s: another copy holds its lock", task_id)
                 except Exception:  # Redis away: the next beat tries again

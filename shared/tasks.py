@@ -202,7 +202,7 @@ def job_task(name: str, stage: str) -> Callable[[Callable[..., None]], Any]:
             job = JobContext(job_id, PrefixedStore(object_store(), artifacts.job_prefix(job_id)), jobs, stage)
             started = time.monotonic()
             try:
-                with watch.beating(task_id, token):
+                with watch.beating(task_id, token, job_id):
                     body(job, *args)
             except Exception as exc:
                 dependency = unavailable_dependency(exc)

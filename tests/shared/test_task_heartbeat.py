@@ -161,3 +161,78 @@ def test_a_retry_waiting_for_its_countdown_is_left_alone(
     result = app.send_task("caption.shard", args=[running_job(JobStore(client)), 0], countdown=30)
     assert channel.basic_get(QUEUE, no_ack=False) is not None
     assert watcher.sweep(now=time.time() + 2).get(str(result.id)) == "waiting-for-retry"
+
+
+# --- the job watchdog: work lost outright (a message that never reached `unacked`) ---------------
+
+
+def idle_job(jobs: JobStore, client: redis.Redis, status: str = "running") -> str:
+    """An active job whose last progress was long ago (the quota's active set holds it)."""
+    job_id = running_job(jobs)
+    assert jobs.take_slot("tenant-a", job_id, 100)
+    if status == "cancelling":
+        jobs.request_cancel(job_id)
+    client.hset(f"job:{job_id}", "updated_at", "2026-01-01T00:00:00.000+00:00")
+    return job_id
+
+
+def watchdog(client: redis.Redis, channel: Any) -> Reconciler:
+    watch = TaskHeartbeat(client, 1, 60)
+    return Reconciler(watch, JobStore(client), channel, JOB_TASKS, 2, interval_s=0.01, queues=(QUEUE,))
+
+
+def test_an_idle_job_with_no_work_anywhere_fails_as_lost(
+    client: redis.Redis, broker: tuple[Celery, Any]
+) -> None:
+    _, channel = broker
+    jobs = JobStore(client)
+    job_id = idle_job(jobs, client)
+    assert watchdog(client, channel).sweep().get(f"job:{job_id}") == "lost"
+    record = jobs.get(job_id)
+    assert record is not None and record.status == "failed" and record.error is not None
+    assert record.error["type"].endswith(":lost") and "Submit the job again" in record.error["fix"]
+
+
+def test_an_idle_job_whose_message_waits_in_a_queue_is_left_alone(
+    client: redis.Redis, broker: tuple[Celery, Any]
+) -> None:
+    app, channel = broker
+    jobs = JobStore(client)
+    job_id = idle_job(jobs, client)
+    app.send_task("caption.shard", args=[job_id, 0])  # queued: no worker for it yet
+    assert f"job:{job_id}" not in watchdog(client, channel).sweep()
+    assert jobs.status(job_id) == "running"
+
+
+def test_an_idle_job_whose_message_is_taken_is_left_to_the_task_reconciler(
+    client: redis.Redis, broker: tuple[Celery, Any]
+) -> None:
+    app, channel = broker
+    jobs = JobStore(client)
+    job_id = idle_job(jobs, client)
+    take(app, channel, job_id)
+    assert f"job:{job_id}" not in watchdog(client, channel).sweep()
+    assert jobs.status(job_id) == "running"
+
+
+def test_an_idle_job_with_a_task_running_is_left_alone(
+    client: redis.Redis, broker: tuple[Celery, Any]
+) -> None:
+    _, channel = broker
+    jobs = JobStore(client)
+    job_id = idle_job(jobs, client)
+    watch = TaskHeartbeat(client, 1, 60)
+    with watch.beating(uuid.uuid4().hex, "busy", job_id):  # one long task, no progress yet
+        time.sleep(1.5)
+        assert f"job:{job_id}" not in watchdog(client, channel).sweep()
+    assert jobs.status(job_id) == "running"
+
+
+def test_a_cancelling_job_whose_work_was_lost_ends_cancelled(
+    client: redis.Redis, broker: tuple[Celery, Any]
+) -> None:
+    _, channel = broker
+    jobs = JobStore(client)
+    job_id = idle_job(jobs, client, status="cancelling")
+    assert watchdog(client, channel).sweep().get(f"job:{job_id}") == "cancelled"
+    assert jobs.status(job_id) == "cancelled"
