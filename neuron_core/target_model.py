@@ -24,11 +24,12 @@ from torch import nn
 
 from neuron_core.architectures import Architecture, classifier_weight_key
 from shared.contracts.hierarchy import TargetRecord
-from shared.contracts.models import IMAGENET_EVAL, ModelRecord, Preprocessing, WeightsSource
+from shared.contracts.models import IMAGENET_EVAL, Preprocessing, WeightsSource
 from shared.devices import resolve_device
 from shared.errors import InputError, ModelLoadError
 from shared.hub import downloads_allowed
 from shared.options import PipelineOptions
+from shared.registered_model import RegisteredWeights
 from shared.safetensors_file import check_safetensors, file_sha256
 
 log = logging.getLogger(__name__)
@@ -296,14 +297,6 @@ class TargetSpec:
             source=record.source.kind,
             model_id=record.id,
         )
-
-
-@dataclass(frozen=True)
-class RegisteredWeights:
-    """A registered model's record and the local copy of its weights file."""
-
-    record: ModelRecord
-    path: Path
 
 
 # One model kept per process: consecutive jobs and shards of one job usually share it, and a

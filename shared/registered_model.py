@@ -9,6 +9,7 @@ copied into its own `registered_model.json` at submission, so a worker never nee
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,14 @@ def model_prefix(tenant: str, model_id: str) -> str:
 
 def tenant_models_prefix(tenant: str) -> str:
     return f"models/{tenant}/"
+
+
+@dataclass(frozen=True)
+class RegisteredWeights:
+    """A registered model's record and the local copy of its weights file."""
+
+    record: ModelRecord
+    path: Path
 
 
 class JobModel(BaseModel):

@@ -25,6 +25,7 @@ from shared.errors import NeuronAtlasError
 from shared.jobstore import JobStore
 from shared.options import PipelineOptions
 from shared.queue import get_app
+from shared.registered_model import RegisteredWeights, job_model, local_weights
 from shared.settings import get_infra_settings
 from shared.storage import PrefixedStore, S3Store, Store, get_json, make_s3_client
 from shared.task_heartbeat import TaskHeartbeat, new_token
@@ -74,12 +75,9 @@ def job_inputs(job: JobContext) -> tuple[dict[str, Any], PipelineOptions]:
     return _job_inputs(job.job_id)
 
 
-def registered_weights(job: JobContext, folder: Path) -> Any:
-    """A job's registered model (`model_id`) with its weights on this worker's disk, as
-    `neuron_core.target_model.RegisteredWeights`; None for a job that names none."""
-    from neuron_core.target_model import RegisteredWeights
-    from shared.registered_model import job_model, local_weights
-
+def registered_weights(job: JobContext, folder: Path) -> RegisteredWeights | None:
+    """A job's registered model (`model_id`) with its weights on this worker's disk; None for a
+    job that names none."""
     model = job_model(job.store)
     if model is None:
         return None

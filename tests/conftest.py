@@ -70,9 +70,6 @@ def demo_like_hierarchy(embedded_result: Path) -> dict[str, Any]:
 # --- The service suite on 127.0.0.1: real redis-server, SeaweedFS S3, Celery workers, uvicorn ---
 
 S3_ACCESS_KEY, S3_SECRET_KEY = "suite-test-key", "suite-test-secret-123"
-# The MLflow tracking server the suite's workers import models from (tests/services/gateway/
-# test_models.py) and results are logged to (tests/integrations): started on first use.
-MLFLOW_PORT = free_port()
 TENANT_KEYS = {
     "tenant-a": "key-for-tenant-a",
     "tenant-b": "key-for-tenant-b",
@@ -129,7 +126,11 @@ def suite_llm() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def suite(
-    redis_server: RedisServer, s3_server: S3Server, suite_llm: Any, tmp_path_factory: pytest.TempPathFactory
+    redis_server: RedisServer,
+    s3_server: S3Server,
+    suite_llm: Any,
+    mlflow_server: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Suite]:
     """The whole suite, started once: the gateway under uvicorn and one Celery worker per
     service, each a subprocess listening on its own queue."""
@@ -169,7 +170,7 @@ def suite(
         # An endpoint that is down is waited out this long (5 + 10 s of pauses), then fails the job.
         "NEURON_ATLAS_LLM__OUTAGE_WINDOW_S": "25",
         "NEURON_ATLAS_LLM__CACHE_DIR": str(logs / "unused-local-cache"),
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{MLFLOW_PORT}",
+        "MLFLOW_TRACKING_URI": mlflow_server,  # model imports (tests/services/gateway/test_models.py)
         "GATEWAY_MAX_MODEL_BYTES": str(50 * 1024 * 1024),  # a 6-class ResNet18 is 45 MB
         "GATEWAY_MODEL_CHECK_TIMEOUT_S": "120",
     }
@@ -189,7 +190,7 @@ def suite(
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` with a file store (MLflow 3 keeps it behind MLFLOW_ALLOW_FILE_STORE)."""
     folder = tmp_path_factory.mktemp("mlflow")
-    port = MLFLOW_PORT  # the suite's workers are told this port (MLFLOW_TRACKING_URI)
+    port = free_port()  # bound at once: the suite, which starts after it, is told the URL
     log = (folder / "mlflow.log").open("wb")
     process = subprocess.Popen(
         [

@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,12 +169,19 @@ def start_seaweedfs(folder: Path, access_key: str, secret_key: str, timeout: flo
 
 
 def _wait_ready(server: S3Server, timeout: float) -> None:
+    """Ready when an object can be written to a new bucket: after a restart SeaweedFS answers
+    for existing buckets before it can allocate volumes for new ones (500s meanwhile)."""
     deadline = time.monotonic() + timeout
+    probe = f"probe-{uuid.uuid4().hex[:12]}"
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             break
         try:
-            server.make_bucket("probe-ready")
+            server.make_bucket(probe)
+            client = server.client()
+            client.put_object(probe, "ready", io.BytesIO(b"1"), 1)
+            client.remove_object(probe, "ready")
+            client.remove_bucket(probe)
             return
         except Exception:
             time.sleep(0.3)

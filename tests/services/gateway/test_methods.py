@@ -16,7 +16,14 @@ from services.gateway.methods import endpoints
 
 PROBLEM = "application/problem+json"
 JOB = "0123456789abcdef0123456789abcdef"
-VALUES = {"job_id": JOB, "cluster_id": "L1-0", "layer": "layer4", "channel": "3", "image_id": "a" * 64}
+VALUES = {
+    "job_id": JOB,
+    "cluster_id": "L1-0",
+    "layer": "layer4",
+    "channel": "3",
+    "image_id": "a" * 64,
+    "model_id": "b" * 32,
+}
 
 
 @pytest.fixture(scope="module")
