@@ -151,7 +151,8 @@ def start_seaweedfs(folder: Path, access_key: str, secret_key: str, timeout: flo
         "-s3",
         f"-s3.config={config}",
         "-master.volumeSizeLimitMB=32",
-        "-volume.max=50",
+        # Each bucket is a collection with volumes of its own: the session makes dozens of buckets.
+        "-volume.max=400",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
         "-metricsPort=0",

@@ -17,11 +17,18 @@ from shared.registered_model import KEEP_FILES, JobModel, local_weights
 from shared.storage import S3Store
 
 
+@pytest.fixture(scope="module")
+def bucket(s3_server: Any) -> str:
+    name = f"models-{uuid.uuid4().hex[:12]}"  # one for the module: SeaweedFS's volumes are few
+    s3_server.make_bucket(name)
+    return name
+
+
 @pytest.fixture
-def store(s3_server: Any) -> S3Store:
-    bucket = f"models-{uuid.uuid4().hex[:12]}"
-    s3_server.make_bucket(bucket)
-    return S3Store(s3_server.client(), bucket)
+def store(s3_server: Any, bucket: str) -> S3Store:
+    store = S3Store(s3_server.client(), bucket)
+    store.delete_prefix("")
+    return store
 
 
 def stored_model(store: S3Store, data: bytes, sha256: str | None = None) -> JobModel:

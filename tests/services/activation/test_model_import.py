@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,18 @@ from services.activation.model_import import (
 from tests.servers import free_port
 
 
+@pytest.fixture
+def mlflow_uris_reset() -> Iterator[None]:
+    """from_mlflow sets MLflow's process-wide tracking and registry URIs (a worker serves one
+    deployment); unset them after, or later MLflow clients in this test process would use them."""
+    import mlflow
+
+    yield
+    mlflow.set_registry_uri(None)
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.mark.usefixtures("mlflow_uris_reset")
 def test_an_mlflow_server_that_does_not_answer_is_unavailable_and_unnamed(tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
     with pytest.raises(SourceUnavailable) as err:

@@ -263,7 +263,7 @@ def test_import_from_an_mlflow_model_uri(
 ) -> None:
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
     experiment = client.create_experiment(f"registry-{tmp_path.name}")
     run = client.create_run(experiment)
     client.log_artifact(run.info.run_id, str(planted_file), artifact_path="weights")
