@@ -38,21 +38,11 @@ sys.path.insert(0, str(ROOT))
 
 # the test suite's real servers, started the same way here
 from tests.servers import ProcessGroup, start_redis, start_seaweedfs, start_suite  # noqa: E402
+from tests.services.gateway.helpers import LIGHT_OPTIONS  # noqa: E402
 
 KEY = "load-key"
 # Light options: the five watched jobs finish in seconds (the submitters' jobs are cancelled).
-SPEC = {
-    "options": {
-        "allow_random_weights": True,
-        "device": "cpu",
-        "layers": ["layer4"],
-        "bootstrap_resamples": 20,
-        "mc_samples": 0,
-        "tta_samples": 0,
-        "ablation_random_sets": 0,
-        "pruning_random_sets": 0,
-    }
-}
+SPEC = {"options": LIGHT_OPTIONS}
 
 
 class Recorder:

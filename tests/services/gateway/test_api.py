@@ -13,21 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.services.gateway.helpers import wait_for
+from tests.services.gateway.helpers import LIGHT_OPTIONS, wait_for
 
 PROBLEM = "application/problem+json"
-LIGHT = {
-    "options": {
-        "allow_random_weights": True,
-        "device": "cpu",
-        "layers": ["layer4"],
-        "bootstrap_resamples": 20,
-        "mc_samples": 0,
-        "tta_samples": 0,
-        "ablation_random_sets": 0,
-        "pruning_random_sets": 0,
-    }
-}
+LIGHT = {"options": LIGHT_OPTIONS}
 
 
 @pytest.fixture
