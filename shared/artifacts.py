@@ -54,6 +54,17 @@ def activations_key(shard: int) -> str:
     return f"activations/{shard:05d}.npz"
 
 
+def undecodable_key(shard: int) -> str:
+    return f"undecodable/{shard:05d}.json"
+
+
+def write_undecodable(store: Store, shard: int, skipped: list[dict[str, str]]) -> None:
+    """The shard's images that did not decode, as the activation branch found them. That branch
+    decodes every image, so it decides which are usable; the caption branch decodes only the
+    images it must caption, with the same function, so it can never disagree."""
+    put_json(store, undecodable_key(shard), {"skipped": skipped})
+
+
 def job_prefix(job_id: str) -> str:
     """Where a job's artifacts live in a shared bucket."""
     return f"jobs/{job_id}/"
@@ -77,15 +88,23 @@ def read_options(store: Store) -> PipelineOptions:
 
 
 def read_caption_shards(store: Store) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """Every caption row of the job in shard order (= manifest order), and the images the
-    caption shards could not decode."""
+    """The caption rows of the images that decoded, in shard order (= manifest order), and the
+    images that did not, with the reason (from the caption and the activation branches)."""
     rows: list[dict[str, Any]] = []
-    skipped: list[dict[str, str]] = []
+    skipped: dict[str, dict[str, str]] = {}
+    for prefix in ("undecodable/", "captions/"):
+        for key in sorted(store.list(prefix)):
+            for entry in get_json(store, key)["skipped"]:
+                skipped.setdefault(entry["file_name"], entry)
+    manifest_names = {image["id"]: image["file_name"] for image in get_json(store, MANIFEST)["images"]}
     for key in sorted(store.list("captions/")):
-        shard = get_json(store, key)
-        rows.extend(shard["captions"])
-        skipped.extend(shard["skipped"])
-    return rows, skipped
+        rows.extend(
+            row
+            for row in get_json(store, key)["captions"]
+            if manifest_names.get(row["image_id"]) not in skipped
+        )
+    order = {name: i for i, name in enumerate(manifest_names.values())}
+    return rows, sorted(skipped.values(), key=lambda entry: order.get(entry["file_name"], len(order)))
 
 
 def read_usable_captions(store: Store) -> list[dict[str, Any]]:

@@ -11,9 +11,11 @@ import hashlib
 import io
 import json
 import os
+import threading
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -287,15 +289,48 @@ def manifest_document(
     }
 
 
+DECODE_PIXEL_BUDGET = 100_000_000
+"""Default for how many pixels a worker decodes at once, summed over its decoding threads (about
+300 MB of RGB before each image is reduced); `DECODE_PIXEL_BUDGET` sets a worker's."""
+
+
+class PixelBudget:
+    """Pixels in flight across decoding threads: a decode waits until its image's pixels fit.
+    An image larger than the whole budget decodes alone, so none waits forever."""
+
+    def __init__(self, pixels: int) -> None:
+        self.pixels = pixels
+        self._in_flight = 0
+        self._free = threading.Condition()
+
+    @contextmanager
+    def held(self, pixels: int) -> Iterator[None]:
+        pixels = min(max(pixels, 1), self.pixels)
+        with self._free:
+            self._free.wait_for(lambda: self._in_flight + pixels <= self.pixels)
+            self._in_flight += pixels
+        try:
+            yield
+        finally:
+            with self._free:
+                self._in_flight -= pixels
+                self._free.notify_all()
+
+
 def decode_entries(
-    entries: Iterable[dict[str, Any]], read_bytes: Callable[[dict[str, Any]], bytes]
+    entries: Iterable[dict[str, Any]],
+    read_bytes: Callable[[dict[str, Any]], bytes],
+    pixel_budget: int = DECODE_PIXEL_BUDGET,
 ) -> tuple[list[dict[str, Any]], list[Image.Image], list[dict[str, str]]]:
     """Decode a shard's manifest entries: (entries kept, their images, skipped with reasons).
-    Decoded on a few threads: Pillow releases the GIL while it decodes and converts."""
+    Decoded on a few threads (Pillow releases the GIL while it decodes and converts), with at
+    most `pixel_budget` pixels (the manifest's width x height) being decoded at once."""
+    budget = PixelBudget(pixel_budget)
 
     def decode(entry: dict[str, Any]) -> Image.Image | str:
         try:
-            return decode_image(read_bytes(entry))
+            with budget.held(int(entry.get("width", 0)) * int(entry.get("height", 0))):
+                return decode_image(read_bytes(entry))
         except (ValueError, OSError) as exc:
             return str(exc)
 
@@ -323,14 +358,26 @@ class DecodedShard:
     index: int
     entries: list[dict[str, Any]]  # the shard's manifest entries, decodable or not
     kept: list[dict[str, Any]]  # the entries that decoded, in order
-    images: list[Image.Image]  # their images
+    images: list[Image.Image]  # their images (none from `undecoded_shard`)
     skipped: list[dict[str, str]]  # the entries that did not decode, with the reason
 
 
 def decode_shard(
-    manifest: dict[str, Any], shard: int, shard_size: int, read_bytes: Callable[[dict[str, Any]], bytes]
+    manifest: dict[str, Any],
+    shard: int,
+    shard_size: int,
+    read_bytes: Callable[[dict[str, Any]], bytes],
+    pixel_budget: int = DECODE_PIXEL_BUDGET,
 ) -> DecodedShard:
     """Shard `shard` of the manifest (the same slices for every stage), decoded."""
     entries = list(manifest["images"][shard * shard_size : (shard + 1) * shard_size])
-    kept, images, skipped = decode_entries(entries, read_bytes)
+    kept, images, skipped = decode_entries(entries, read_bytes, pixel_budget)
     return DecodedShard(shard, entries, kept, images, skipped)
+
+
+def undecoded_shard(manifest: dict[str, Any], shard: int, shard_size: int) -> DecodedShard:
+    """Shard `shard` without its pixels, for a stage that needs none (a caption shard whose
+    captions were all provided): every entry kept, no image. Which images decode is then
+    decided by the activation branch alone (`artifacts.write_undecodable`)."""
+    entries = list(manifest["images"][shard * shard_size : (shard + 1) * shard_size])
+    return DecodedShard(shard, entries, entries, [], [])

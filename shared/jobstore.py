@@ -9,6 +9,8 @@ The suite's only source of job state (Celery's result backend is never read for 
   keyset pagination by lexical range
 - `tenant:{tenant}:active` (set): ids of the tenant's jobs that count against its concurrent-jobs
   quota, from submission until they end or are deleted
+- `tenant:{tenant}:llm_tokens:{window}` (string, with a TTL): LLM tokens the tenant's labelling
+  runs spent in that spend window (`llm_spend_window_s`)
 - `idempotency:{tenant}:{key}` (string, JSON, with a TTL): the first answer for a key
 - `job:{id}:deliveries` (list, JSON): the job's webhook delivery log, one entry per attempt
 """
@@ -280,6 +282,26 @@ class JobStore:
         tenant = self.redis.hget(f"job:{job_id}", "tenant")
         if tenant:
             self.release_slot(str(tenant), job_id)
+
+    # --- the LLM spend of a tenant, per window ---------------------------------------------------
+
+    def llm_spend(self, tenant: str, window_s: int) -> tuple[int, int]:
+        """Tokens the tenant spent in the current window, and seconds until the window ends."""
+        now_s = time.time()
+        window = int(now_s // window_s)
+        spent = self.redis.get(f"tenant:{tenant}:llm_tokens:{window}")
+        return int(cast(str, spent or 0)), max(1, int((window + 1) * window_s - now_s + 0.999))
+
+    def add_llm_spend(self, job_id: str, tokens: int, window_s: int) -> None:
+        """Count a labelling run's tokens against its tenant's current window."""
+        tenant = cast(str | None, self.redis.hget(f"job:{job_id}", "tenant"))
+        if not tenant or tokens <= 0:
+            return
+        key = f"tenant:{tenant}:llm_tokens:{int(time.time() // window_s)}"
+        with self.redis.pipeline() as pipe:
+            pipe.incrby(key, tokens)
+            pipe.expire(key, 2 * window_s)
+            pipe.execute()
 
     def llm_token_budget(self, job_id: str) -> int | None:
         """The tokens one labelling run of the job may spend (its tenant's quota at submission)."""

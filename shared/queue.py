@@ -203,12 +203,21 @@ def _sig(name: str, *args: object) -> Signature:
 
 
 def job_canvas(job_id: str, shards: int) -> Signature:
-    """caption shards -> embed+cluster, beside activation shards; then groups, labels, ...,
-    assemble. Messages carry the job id and a shard index, nothing else."""
-    captions = chord([_sig(CAPTION_SHARD, job_id, s) for s in range(shards)], _sig(EMBED_CLUSTER_RUN, job_id))
-    activations = group([_sig(ACTIVATION_SHARD, job_id, s) for s in range(shards)])
-    steps = [_sig(ACTIVATION_GROUPS, job_id), *(_sig(n, job_id) for n in STEPS_AFTER_GROUPS)]
-    canvas: Signature = chord(group(captions, activations), steps[0])
+    """Caption and activation shards side by side; then embed+cluster, groups, labels, ...,
+    assemble. Messages carry the job id and a shard index, nothing else.
+
+    Embedding waits for the activation shards too: they decide which images decode (a caption
+    shard whose captions were all provided decodes nothing), and clustering must see only
+    those. The activation shards are the long part of a job whose captions were provided, and
+    the caption shards that of one whose were not, so little runs later for it."""
+    shard_tasks = [_sig(CAPTION_SHARD, job_id, s) for s in range(shards)]
+    shard_tasks += [_sig(ACTIVATION_SHARD, job_id, s) for s in range(shards)]
+    steps = [
+        _sig(EMBED_CLUSTER_RUN, job_id),
+        _sig(ACTIVATION_GROUPS, job_id),
+        *(_sig(n, job_id) for n in STEPS_AFTER_GROUPS),
+    ]
+    canvas: Signature = chord(group(shard_tasks), steps[0])
     for step in [*steps[1:], _sig(PIPELINE_ASSEMBLE, job_id)]:
         canvas = canvas | step
     return canvas

@@ -60,6 +60,12 @@ class InfraSettings(BaseSettings):
     worker_heartbeat_interval_s: float = Field(10.0, gt=0)
     # Prometheus: a worker serves /metrics on this port (unset: off); see shared/metrics.py.
     worker_metrics_port: int | None = Field(None, ge=1, le=65535)
+    # A tenant's LLM spend is counted in fixed windows of this length (UTC-aligned; a day by
+    # default): the gateway refuses new labelling work once the window's tokens are used up.
+    llm_spend_window_s: int = Field(86_400, ge=60)
+    # An image worker decodes at most this many pixels at once, over all its decoding threads
+    # (the manifest's width x height; about 3 bytes each before an image is reduced).
+    decode_pixel_budget: int = Field(100_000_000, ge=1)
     mlflow_tracking_uri: str | None = Field(
         None, description="MLflow tracking server that model imports (models:/..., runs:/...) read."
     )

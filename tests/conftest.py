@@ -74,11 +74,13 @@ TENANT_KEYS = {
     "tenant-a": "key-for-tenant-a",
     "tenant-b": "key-for-tenant-b",
     "tenant-quota": "key-for-tenant-quota",  # small quotas of its own (GATEWAY_TENANT_QUOTAS)
+    "tenant-spend": "key-for-tenant-spend",  # an LLM spend window of 1 token (GATEWAY_TENANT_QUOTAS)
     "tenant-fuzz": "key-for-tenant-fuzz",  # schemathesis' own: its stateful phase deletes what it finds
 }
 # Small enough that a test reaches each; the other tenants keep the defaults.
 TENANT_QUOTAS = {
-    "tenant-quota": {"max_concurrent_jobs": 1, "max_images_per_job": 3, "max_llm_tokens_per_job": 40}
+    "tenant-quota": {"max_concurrent_jobs": 1, "max_images_per_job": 3, "max_llm_tokens_per_job": 40},
+    "tenant-spend": {"max_llm_tokens_per_window": 1},
 }
 
 

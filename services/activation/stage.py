@@ -34,8 +34,10 @@ def hook_layers(target: LoadedModel, options: PipelineOptions) -> ActivationRead
 def run_activation_shard(
     store: Store, shard: DecodedShard, options: PipelineOptions, target: LoadedModel
 ) -> int:
-    """Write `activations/{shard}.npz` for the shard's decodable images; returns how many images
-    the shard held (decodable or not), for progress."""
+    """Write `activations/{shard}.npz` for the shard's decodable images, and the ones that did
+    not decode (`artifacts.write_undecodable`); returns how many images the shard held
+    (decodable or not), for progress."""
+    artifacts.write_undecodable(store, shard.index, shard.skipped)
     if shard.kept:
         with hook_layers(target, options) as reader:
             layers = reader.layer_infos(target.device, target.preprocessing.input_size)

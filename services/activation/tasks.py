@@ -9,6 +9,7 @@ from shared import artifacts
 from shared.ingest import decode_shard
 from shared.options import PipelineOptions
 from shared.queue import ACTIVATION_GROUPS, ACTIVATION_SHARD
+from shared.settings import get_infra_settings
 from shared.tasks import JobContext, job_inputs, job_task, registered_weights
 
 
@@ -22,8 +23,16 @@ def job_target(job: JobContext, options: PipelineOptions) -> LoadedModel:
 @job_task(ACTIVATION_SHARD, stage="activation")
 def activation_shard(job: JobContext, shard: int) -> None:
     manifest, options = job_inputs(job)
-    images = decode_shard(manifest, shard, options.shard_size, artifacts.stored_image_reader(job.store))
+    images = decode_shard(
+        manifest,
+        shard,
+        options.shard_size,
+        artifacts.stored_image_reader(job.store),
+        get_infra_settings().decode_pixel_budget,
+    )
     done = run_activation_shard(job.store, images, options, job_target(job, options))
+    # This branch decodes every image, so it is the one that counts the undecodable ones.
+    job.jobs.shard_undecodable(job.job_id, shard, len(images.skipped))
     job.jobs.shard_done(job.job_id, "activation", shard, done)
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from services.caption.captioning import Captioner
 from shared import artifacts
-from shared.ingest import DecodedShard
+from shared.ingest import DECODE_PIXEL_BUDGET, DecodedShard, decode_shard, undecoded_shard
 from shared.options import PipelineOptions
 from shared.storage import Store, put_json
 
@@ -38,6 +38,22 @@ def caption_rows(
         else {"image_id": image_id, "caption": provided[file_names[i]], "source": "provided"}
         for i, image_id in enumerate(image_ids)
     ]
+
+
+def shard_to_caption(
+    manifest: dict[str, Any],
+    shard: int,
+    shard_size: int,
+    read_bytes: Callable[[dict[str, Any]], bytes],
+    pixel_budget: int = DECODE_PIXEL_BUDGET,
+) -> DecodedShard:
+    """The shard as the caption worker needs it: decoded when some image lacks a caption, else
+    without pixels and without reading a byte. The activation branch decodes every image and
+    decides which are usable (`artifacts.write_undecodable`), so nothing is lost by not looking."""
+    entries = artifacts.shard_entries(manifest, shard, shard_size)
+    if all(entry["caption"] is not None for entry in entries):
+        return undecoded_shard(manifest, shard, shard_size)
+    return decode_shard(manifest, shard, shard_size, read_bytes, pixel_budget)
 
 
 def write_caption_shard(

@@ -8,11 +8,11 @@ import torch
 
 from services.caption.captioning import Captioner
 from services.caption.settings import CaptionSettings
-from services.caption.stage import run_caption_shard
+from services.caption.stage import run_caption_shard, shard_to_caption
 from shared import artifacts
 from shared.devices import resolve_device
-from shared.ingest import decode_shard
 from shared.queue import CAPTION_SHARD
+from shared.settings import get_infra_settings
 from shared.tasks import JobContext, job_inputs, job_task
 
 
@@ -27,10 +27,14 @@ def captioner(model_id: str, device: str | None) -> Captioner:
 @job_task(CAPTION_SHARD, stage="caption")
 def caption_shard(job: JobContext, shard: int) -> None:
     manifest, options = job_inputs(job)
-    images = decode_shard(manifest, shard, options.shard_size, artifacts.stored_image_reader(job.store))
+    images = shard_to_caption(
+        manifest,
+        shard,
+        options.shard_size,
+        artifacts.stored_image_reader(job.store),
+        get_infra_settings().decode_pixel_budget,
+    )
     done = run_caption_shard(
         job.store, manifest, images, options, lambda: captioner(options.caption_model, options.device)
     )
-    # The caption branch is the one that records undecodable images (activation decodes too).
-    job.jobs.shard_undecodable(job.job_id, shard, len(images.skipped))
     job.jobs.shard_done(job.job_id, "caption", shard, done)

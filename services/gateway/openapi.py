@@ -44,7 +44,7 @@ LOCATION = {
 EXTRA_ANSWERS: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/v1/jobs"): (400, 409, 413, 415, 429),
     ("post", "/v1/jobs/{job_id}:cancel"): (409,),
-    ("post", "/v1/jobs/{job_id}:relabel"): (400, 409, 413),
+    ("post", "/v1/jobs/{job_id}:relabel"): (400, 409, 413, 429),
     ("delete", "/v1/jobs/{job_id}"): (409,),
     ("get", "/v1/jobs/{job_id}/hierarchy"): (409,),
     ("get", "/v1/jobs/{job_id}/clusters/{cluster_id}"): (409,),

@@ -1,7 +1,9 @@
 """Per-tenant quotas at submission: concurrent jobs (429 with `Retry-After`: a slot frees when
-one of the tenant's jobs ends) and images per job (the upload limit, lowered for the tenant).
-The LLM spend of a job is recorded with it and enforced by the labelling worker, which alone
-knows what each request costs (`services/labelling/budget.py`)."""
+one of the tenant's jobs ends), images per job (the upload limit, lowered for the tenant) and
+LLM spend per window (429 with `Retry-After`: the window's end). The LLM spend of one job is
+recorded with it and enforced by the labelling worker, which alone knows what each request
+costs (`services/labelling/budget.py`); the worker counts what each run spent against the
+tenant's window."""
 
 from __future__ import annotations
 
@@ -21,4 +23,19 @@ def too_many_jobs(quota: Quota, retry_after_s: int) -> Problem:
         headers={"Retry-After": str(retry_after_s)},
         quota="max_concurrent_jobs",
         limit=quota.max_concurrent_jobs,
+    )
+
+
+def llm_spend_used_up(quota: Quota, spent: int, retry_after_s: int) -> Problem:
+    return Problem(
+        429,
+        "quota-exceeded",
+        "The LLM spend quota is used up.",
+        f"This API key's tenant may spend {quota.max_llm_tokens_per_window:,} LLM tokens per spend "
+        f"window on labels and has spent {spent:,}; the window ends in {retry_after_s} s.",
+        fix="Try again after Retry-After seconds, when a new window starts; or label offline "
+        '(options.labels or POST /v1/jobs/{id}:relabel with {"offline": true}).',
+        headers={"Retry-After": str(retry_after_s)},
+        quota="max_llm_tokens_per_window",
+        limit=quota.max_llm_tokens_per_window,
     )

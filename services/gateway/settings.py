@@ -20,6 +20,7 @@ class TenantQuota(BaseModel):
     max_concurrent_jobs: int | None = Field(None, ge=1)
     max_images_per_job: int | None = Field(None, ge=1)
     max_llm_tokens_per_job: int | None = Field(None, ge=0)
+    max_llm_tokens_per_window: int | None = Field(None, ge=1)
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Quota:
     max_concurrent_jobs: int
     max_images_per_job: int
     max_llm_tokens_per_job: int
+    max_llm_tokens_per_window: int
 
 
 class GatewaySettings(BaseSettings):
@@ -71,6 +73,13 @@ class GatewaySettings(BaseSettings):
         description="Prompt + completion tokens one labelling run of a job may spend at the LLM "
         "endpoint (the run fails once the next request would pass it); 0: offline labels only.",
     )
+    max_llm_tokens_per_window: int = Field(
+        200_000_000,
+        ge=1,
+        description="LLM tokens a tenant's labelling runs may spend in one spend window "
+        "(LLM_SPEND_WINDOW_S, a day by default); once spent, new jobs and relabels answer 429 "
+        "until the window ends.",
+    )
     quota_retry_after_s: int = Field(30, ge=1, description="`Retry-After` of a concurrent-jobs 429.")
     tenant_quotas: dict[str, TenantQuota] = Field(
         default_factory=dict,
@@ -94,6 +103,7 @@ class GatewaySettings(BaseSettings):
                 if own.max_llm_tokens_per_job is None
                 else own.max_llm_tokens_per_job
             ),
+            max_llm_tokens_per_window=own.max_llm_tokens_per_window or self.max_llm_tokens_per_window,
         )
 
     @field_validator("api_keys", "tenant_quotas", mode="before")

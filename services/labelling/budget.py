@@ -15,9 +15,13 @@ from shared.errors import LabellingError
 
 
 class LLMBudgetExceeded(LabellingError):
-    """The labelling run would spend more tokens than its job may."""
+    """The labelling run would spend more tokens than its job may; `spent`: what it had spent."""
 
     kind = "llm-budget-exceeded"
+
+    def __init__(self, message: str, fix: str = "", spent: int = 0) -> None:
+        super().__init__(message, fix)
+        self.spent = spent
 
 
 def request_estimate(messages: Sequence[dict[str, str]], max_tokens: int) -> int:
@@ -36,4 +40,5 @@ def check_budget(budget: int | None, spent: int, estimate: int) -> None:
         "Relabel it with offline labels (POST /v1/jobs/{id}:relabel with "
         '{"offline": true}), or ask the operator to raise the tenant\'s max_llm_tokens_per_job '
         "(GATEWAY_MAX_LLM_TOKENS_PER_JOB, GATEWAY_TENANT_QUOTAS).",
+        spent,
     )

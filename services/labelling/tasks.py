@@ -3,10 +3,13 @@ hierarchy.json (light JSON work, so it runs here rather than in a service of its
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from services.labelling.budget import LLMBudgetExceeded
 from services.labelling.cache import ResponseCache
 from services.labelling.settings import LabelSettings, get_settings
 from services.labelling.stage import labelling_summary, run_labelling, run_relabel
@@ -14,6 +17,7 @@ from shared.hierarchy import assemble_hierarchy
 from shared.metrics import observe_llm
 from shared.queue import LABELLING_LABEL, LABELLING_RELABEL, PIPELINE_ASSEMBLE
 from shared.sentence_embedder import Embedder
+from shared.settings import get_infra_settings
 from shared.tasks import JobContext, JobProgress, job_inputs, job_task, object_store
 
 # Shared by every job and tenant: an answer depends only on (model, prompt version, input).
@@ -57,16 +61,33 @@ def _budgeted(settings: LabelSettings, job: JobContext) -> LabelSettings:
 
 
 def _report(job: JobContext) -> None:
-    """The job's labelling summary, and its LLM usage counted in the worker's metrics."""
+    """The job's labelling summary; its LLM usage counted in the worker's metrics and against
+    the tenant's spend window (the gateway's `max_llm_tokens_per_window` quota)."""
     summary = labelling_summary(job.store)
     job.jobs.set_report(job.job_id, "labelling", summary.document())
     used = summary.accounting
     observe_llm(summary.model, used.requests, used.prompt_tokens, used.completion_tokens, used.cost_usd)
+    _count_spend(job, used.prompt_tokens + used.completion_tokens)
+
+
+def _count_spend(job: JobContext, tokens: int) -> None:
+    job.jobs.add_llm_spend(job.job_id, tokens, get_infra_settings().llm_spend_window_s)
+
+
+@contextmanager
+def _spend_counted_on_budget_failure(job: JobContext) -> Iterator[None]:
+    """A run stopped by its budget has written no summary; what it sent still counts."""
+    try:
+        yield
+    except LLMBudgetExceeded as exc:
+        _count_spend(job, exc.spent)
+        raise
 
 
 @job_task(LABELLING_LABEL, stage="labelling")
 def labelling_label(job: JobContext) -> None:
-    run_labelling(job.store, settings=_budgeted(get_settings(), job), **_label_kwargs(job))
+    with _spend_counted_on_budget_failure(job):
+        run_labelling(job.store, settings=_budgeted(get_settings(), job), **_label_kwargs(job))
     _report(job)
 
 
@@ -74,7 +95,8 @@ def labelling_label(job: JobContext) -> None:
 def labelling_relabel(job: JobContext, overrides: dict[str, Any]) -> None:
     """Label a finished job again with other settings; captions, clusters and neurons stay."""
     settings = _budgeted(LabelSettings.model_validate({**get_settings().model_dump(), **overrides}), job)
-    run_relabel(job.store, package_version(), settings=settings, **_label_kwargs(job))
+    with _spend_counted_on_budget_failure(job):
+        run_relabel(job.store, package_version(), settings=settings, **_label_kwargs(job))
     _report(job)
     job.jobs.shard_done(job.job_id, "assemble", 0, 1)
     job.jobs.succeed(job.job_id)

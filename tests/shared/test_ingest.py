@@ -1,12 +1,23 @@
 import io
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from shared.errors import InputError
-from shared.ingest import decode_entries, read_captions, read_labels, scan_image_folder, sha256_bytes
+from shared.ingest import (
+    PixelBudget,
+    decode_entries,
+    read_captions,
+    read_labels,
+    scan_image_folder,
+    sha256_bytes,
+)
 
 
 def png(path: Path, size=(20, 20), colour=(255, 0, 0)) -> bytes:
@@ -188,3 +199,38 @@ def test_large_images_without_a_draft_mode_are_reduced_right_after_decoding():
     small = io.BytesIO()
     Image.new("RGB", (700, 500)).save(small, format="PNG")
     assert decode_image(small.getvalue()).size == (700, 500)  # under twice the bound: untouched
+
+
+def test_the_pixel_budget_bounds_the_pixels_decoded_at_once() -> None:
+    """Workers decode on several threads; the pixels in flight never pass the budget, and an
+    image larger than the whole budget still decodes (alone)."""
+    budget = PixelBudget(100)
+    in_flight, peak = [0], [0]
+    lock = threading.Lock()
+
+    def decode(pixels: int) -> None:
+        with budget.held(pixels):
+            with lock:
+                in_flight[0] += min(pixels, 100)
+                peak[0] = max(peak[0], in_flight[0])
+            time.sleep(0.02)
+            with lock:
+                in_flight[0] -= min(pixels, 100)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(decode, [40] * 12 + [500, 30]))
+    # two 40s ran together (the threads did overlap), never a third, and the 500 ran alone
+    assert 80 <= peak[0] <= 100
+
+
+def test_decoding_with_a_small_pixel_budget_gives_the_same_images(sample_dir: Path) -> None:
+    paths = sorted(sample_dir.glob("*.png"))[:6]
+    entries = []
+    for p in paths:
+        with Image.open(p) as image:
+            entries.append({"file_name": p.name, "width": image.width, "height": image.height, "path": p})
+    one_at_a_time = decode_entries(entries, lambda e: e["path"].read_bytes(), pixel_budget=1)
+    default = decode_entries(entries, lambda e: e["path"].read_bytes())
+    assert [np.asarray(a).tobytes() for a in one_at_a_time[1]] == [
+        np.asarray(b).tobytes() for b in default[1]
+    ]

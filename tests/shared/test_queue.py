@@ -83,11 +83,16 @@ def test_canvas_runs_both_branches_in_shards_and_carries_only_ids() -> None:
     assert len(json.dumps(document)) < 64 * 1024 * 2  # the whole job, 200 shard tasks: ids only
 
 
-def test_canvas_orders_groups_after_both_branches_and_assembly_last() -> None:
+def test_canvas_embeds_after_both_branches_and_assembles_last() -> None:
+    """Embedding waits for the activation shards: they decide which images decode when the
+    caption shards decode nothing (every caption provided)."""
     canvas = json.loads(json.dumps(queue.job_canvas("1" * 32, shards=2)))
-    caption_chord, activation_group = canvas["kwargs"]["header"]
-    assert {t["task"] for t in caption_chord["kwargs"]["header"]} == {queue.CAPTION_SHARD}
-    assert caption_chord["kwargs"]["body"]["task"] == queue.EMBED_CLUSTER_RUN
-    assert {t["task"] for t in activation_group["kwargs"]["tasks"]} == {queue.ACTIVATION_SHARD}
+    header = canvas["kwargs"]["header"]
+    assert sorted(t["task"] for t in header) == sorted([queue.CAPTION_SHARD, queue.ACTIVATION_SHARD] * 2)
     after_both = [t["task"] for t in canvas["kwargs"]["body"]["kwargs"]["tasks"]]
-    assert after_both == [queue.ACTIVATION_GROUPS, *queue.STEPS_AFTER_GROUPS, queue.PIPELINE_ASSEMBLE]
+    assert after_both == [
+        queue.EMBED_CLUSTER_RUN,
+        queue.ACTIVATION_GROUPS,
+        *queue.STEPS_AFTER_GROUPS,
+        queue.PIPELINE_ASSEMBLE,
+    ]

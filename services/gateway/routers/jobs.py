@@ -13,7 +13,7 @@ from services.gateway.methods import JOB_ID
 from services.gateway.model_registry import job_model_for
 from services.gateway.page_tokens import PAGE_TOKEN_PATTERN, decode_page_token, encode_page_token
 from services.gateway.problems import RETRY_AFTER_S, Problem
-from services.gateway.quotas import too_many_jobs
+from services.gateway.quotas import llm_spend_used_up, too_many_jobs
 from services.gateway.submission import SUBMIT_BODY, read_submission
 from services.gateway.submit import (
     EnqueueFailed,
@@ -83,6 +83,14 @@ def job_model_of(store: Any, tenant: str, options: PipelineOptions) -> JobModel 
         ) from None
 
 
+def check_llm_spend(services: Any, tenant: str) -> None:
+    """429 with Retry-After once the tenant's labelling runs have spent its window's tokens."""
+    quota = services.settings.quota(tenant)
+    spent, window_left_s = services.jobs.llm_spend(tenant, services.infra.llm_spend_window_s)
+    if spent >= quota.max_llm_tokens_per_window:
+        raise llm_spend_used_up(quota, spent, window_left_s)
+
+
 def enqueue(job_id: str, shards: int) -> None:
     job_canvas(job_id, shards).apply_async()
 
@@ -114,6 +122,12 @@ async def create_job(
     quota, spec = settings.quota(tenant), submission.spec
     limits = limits_of(settings, quota)
     job_id = new_job_id()
+    try:
+        await run_in_threadpool(check_llm_spend, services, tenant)
+    except Problem:
+        if idempotent:
+            await idempotent.release()
+        raise
     # The slot is taken before the upload is stored, so a refused job costs no storage.
     if not await run_in_threadpool(services.jobs.take_slot, tenant, job_id, quota.max_concurrent_jobs):
         if idempotent:
@@ -196,9 +210,11 @@ def cancel_job(job: JobDep, jobs: JobsDep) -> JobPublic:
 
 
 @router.post("/{job_id}:relabel", status_code=202, response_model=JobPublic)
-def relabel_job(job: JobDep, jobs: JobsDep, request: RelabelRequest) -> JobPublic:
+def relabel_job(job: JobDep, jobs: JobsDep, services: ServicesDep, request: RelabelRequest) -> JobPublic:
     """Label a finished job again with other settings, without recomputing captions, clusters
     or activations; the job runs (stage `labelling`) and succeeds again with new labels."""
+    if not request.offline:
+        check_llm_spend(services, job.tenant)
     found = jobs.reopen(job.id, "labelling")
     if found != "succeeded":
         raise Problem(409, "conflict", f"The job is {found}.", fix="Only a succeeded job can be relabelled.")

@@ -414,3 +414,27 @@ def test_counts_and_captions_agree_between_the_job_and_its_hierarchy(
     )
     kept = next(i for i in hierarchy["images"] if i["file_name"] == "0_copy.png")
     assert kept["caption"] == "the caption of the original"
+
+
+def test_an_undecodable_image_among_provided_captions_is_skipped_and_counted(
+    client: httpx.Client, sample_dir: Path
+) -> None:
+    """Every caption provided: the caption worker decodes nothing, and the activation branch
+    alone finds the truncated image. It is skipped everywhere, with the reason, and the job's
+    counts agree with the hierarchy's."""
+    paths = sorted(sample_dir.glob("*.png"))[:4]
+    files = [("files", (p.name, p.read_bytes(), "image/png")) for p in paths]
+    data = paths[0].read_bytes()
+    files.append(("files", ("truncated.png", data[: len(data) // 2], "image/png")))  # header fine
+    names = [name for _, (name, *_) in files]
+    spec = {**LIGHT, "captions": {name: f"a caption for {name}" for name in names}}
+    job = submit(client, files, spec).json()
+    done = wait_for(client, f"/v1/jobs/{job['id']}", {"failed", "succeeded", "cancelled"}, timeout=180)
+    assert done["status"] == "succeeded", done
+    hierarchy = client.get(f"/v1/jobs/{job['id']}/hierarchy").json()
+    assert (
+        (done["images"], done["skipped"]) == (len(hierarchy["images"]), len(hierarchy["skipped"])) == (4, 1)
+    )
+    assert hierarchy["skipped"][0]["file_name"] == "truncated.png" and hierarchy["skipped"][0]["reason"]
+    assert "truncated.png" not in {i["file_name"] for i in hierarchy["images"]}
+    assert sum(c["size"] for c in hierarchy["clusters"] if c["level"] == 1) == 4

@@ -97,3 +97,37 @@ def test_labelling_over_the_tenants_llm_budget_fails_the_run_before_any_request(
     assert error["type"].endswith(":llm-budget-exceeded"), error
     assert "budget of 40 tokens" in error["detail"] and "offline" in error["fix"]
     assert suite_llm.requests == seen  # nothing was sent, so nothing was spent
+
+
+def test_a_tenant_that_spent_its_llm_window_gets_429_until_it_ends(
+    suite: Any, suite_llm: Any, sample_dir: Path
+) -> None:
+    """`tenant-spend` may spend 1 LLM token a window: its first LLM labelling run goes through
+    (the quota is checked before work starts), and then new jobs and LLM relabels answer 429
+    with the seconds left in the window, while offline relabels and other tenants go on."""
+    marker = uuid.uuid4().hex[:8]
+    files = images(sample_dir, 3)[:3]
+    spec = {**LIGHT, "captions": {name: f"picture {marker} {i}" for i, (_, (name, *_)) in enumerate(files)}}
+    with httpx.Client(base_url=suite.url, headers=suite.headers("tenant-spend"), timeout=60) as client:
+        job = wait_for(client, submit(client, files, spec).headers["location"], DONE)
+        assert job["status"] == "succeeded", job["error"]  # offline labels: nothing spent yet
+        seen = suite_llm.requests
+        assert client.post(f"/v1/jobs/{job['id']}:relabel", json={"offline": False}).status_code == 202
+        relabelled = wait_for(client, f"/v1/jobs/{job['id']}", DONE)
+        assert relabelled["status"] == "succeeded", relabelled["error"]
+        assert relabelled["labelling"]["source"] == "llm" and suite_llm.requests > seen
+
+        refused = submit(client, files, spec)
+        body = assert_problem(refused, 429, "quota-exceeded")
+        assert body["quota"] == "max_llm_tokens_per_window" and body["limit"] == 1
+        assert 0 < int(refused.headers["retry-after"]) <= 86_400 and "offline" in body["fix"]
+        again = client.post(f"/v1/jobs/{job['id']}:relabel", json={"offline": False})
+        assert assert_problem(again, 429, "quota-exceeded")["quota"] == "max_llm_tokens_per_window"
+        assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"  # untouched
+        offline = client.post(f"/v1/jobs/{job['id']}:relabel", json={"offline": True})
+        assert offline.status_code == 202, offline.text
+        assert wait_for(client, f"/v1/jobs/{job['id']}", DONE)["status"] == "succeeded"
+    with httpx.Client(base_url=suite.url, headers=suite.headers("tenant-b"), timeout=60) as other:
+        theirs = submit(other, images(sample_dir, 2))
+        assert theirs.status_code == 202, theirs.text
+        end(other, theirs.json()["id"])
