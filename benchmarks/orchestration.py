@@ -6,7 +6,10 @@ Starts a real redis-server, SeaweedFS, one Celery worker per service and the gat
 all on 127.0.0.1. Reports:
   - a job on N generated images (captions brought, ResNet18 with random weights): embedded wall
     time vs. suite time from POST to `succeeded` (after a warm-up job, so workers hold their
-    models, as a running deployment does); ratio and per-image overhead in ms;
+    models, as a running deployment does); ratio and per-image overhead in ms. The uncertainty
+    stage is in both, with its model passes at the demo's light settings (`--passes demo`:
+    dropout, augmentation, causal checks and pruning all run, in the uncertainty worker in
+    the suite) or none (`--passes off`: statistics only);
   - gateway latency of GET /v1/jobs/{id} under 100 concurrent pollers on kept-alive connections
     (p50, p99), with GET /healthz under the same load as the baseline (the server's cost with no
     work). The load generator shares the machine with the gateway.
@@ -87,25 +90,31 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=64)
     parser.add_argument("--pollers", type=int, default=100)
     parser.add_argument("--requests-each", type=int, default=20)
+    parser.add_argument(
+        "--passes",
+        choices=("demo", "off"),
+        default="demo",
+        help="uncertainty model passes: the demo's light settings, or none (statistics only)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("NEURON_ATLAS_OFFLINE", "1")
 
     from neuron_atlas import pipeline
+    from neuron_atlas.cli import DEMO_SETTINGS
     from neuron_atlas.sample import make_sample
     from shared.options import PipelineOptions
 
-    # Uncertainty statistics run in both modes; its model passes (MC/TTA, ablations, pruning) are
-    # off: they cost the same in both and would only dilute the orchestration overhead measured.
-    options = {
-        "allow_random_weights": True,
-        "shard_size": args.shard_size,
-        "device": "cpu",
-        "mc_samples": 0,
-        "tta_samples": 0,
-        "ablation_random_sets": 0,
-        "pruning_random_sets": 0,
-    }
+    # The uncertainty stage runs in both modes. Its model passes cost the same in both, so the
+    # light demo settings keep them in the canvas (and in the uncertainty worker) without
+    # letting them drown the orchestration overhead measured.
+    passes = (
+        dict(DEMO_SETTINGS)
+        if args.passes == "demo"
+        else {"mc_samples": 0, "tta_samples": 0, "ablation_random_sets": 0, "pruning_random_sets": 0}
+    )
+    options = {"allow_random_weights": True, "shard_size": args.shard_size, "device": "cpu", **passes}
+    options = {name: list(v) if isinstance(v, tuple) else v for name, v in options.items()}  # JSON
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         images = make_sample(work / "images", per_concept=max(1, args.images // 6), size=128)
@@ -154,7 +163,7 @@ def main() -> None:
             redis.stop()
 
     ms = 1000
-    print(f"machine: {os.cpu_count()} cores; {n} images, shard size {args.shard_size}")
+    print(f"machine: {os.cpu_count()} cores; {n} images, shard size {args.shard_size}; passes {passes}")
     print(f"embedded run                     {embedded_s:7.2f} s")
     print(
         f"suite job, workers warm          {suite_s:7.2f} s   ratio {suite_s / embedded_s:5.2f}x   "
