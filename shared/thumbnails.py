@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
@@ -38,7 +39,14 @@ def thumbnail_bytes(image: Image.Image, size: int = SIZE) -> bytes:
     return buffer.getvalue()
 
 
+PUT_THREADS = 8
+
+
 def write_thumbnails(store: Store, image_ids: Sequence[str], images: Sequence[Image.Image]) -> None:
-    """One thumbnail per decoded image; rewriting is harmless, so the step stays idempotent."""
-    for image_id, image in zip(image_ids, images, strict=True):
-        store.put_bytes(thumbnail_key(image_id), thumbnail_bytes(image))
+    """One thumbnail per decoded image; rewriting is harmless, so the step stays idempotent.
+    Encoded here, then written on a few threads: each write to object storage waits about 3 ms
+    for its answer, 8 s for a job of 2,500 images one after another."""
+    encoded = [(thumbnail_key(i), thumbnail_bytes(image)) for i, image in zip(image_ids, images, strict=True)]
+    with ThreadPoolExecutor(PUT_THREADS) as pool:
+        for _ in pool.map(lambda item: store.put_bytes(*item), encoded):
+            pass  # re-raises the first failed write

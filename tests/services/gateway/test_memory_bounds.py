@@ -123,3 +123,6 @@ def test_a_shard_of_large_pngs_leaves_the_image_workers_peak_memory_bounded(suit
         )
     assert done["status"] == "succeeded", done
     assert after["activation"] < WORKER_PEAK_MB and after["caption"] < WORKER_PEAK_MB
+    # Every caption was provided, so the caption worker decoded nothing: two 49-megapixel PNGs
+    # in flight would have added some 300 MB (it went from 0.55 to 1.1 GB before it stopped).
+    assert after["caption"] - before["caption"] < 50
