@@ -423,6 +423,7 @@ def run_pipeline(image_dir: Path, out_dir: Path, args: argparse.Namespace, clock
     }
     notes["clusters_checked"] = document.summary.clusters_checked
     clock.show("uncertainty")
+    print("uncertainty phases:", json.dumps(notes["uncertainty_phases"]), flush=True)
     if args.uncertainty_off_too:
         off = options.model_copy(
             update={"bootstrap_resamples": 0, "mc_samples": 0, "ablation_random_sets": 0}
@@ -476,7 +477,8 @@ def floors(image_dir: Path, args: argparse.Namespace, device: torch.device) -> d
         batch = args.batch
         out = []
         for i in range(0, n, batch):
-            _, images, _ = decode_entries(files[i : i + batch], lambda f: f.read_bytes())
+            entries = [{"file_name": f.name, "path": f} for f in files[i : i + batch]]
+            _, images, _ = decode_entries(entries, lambda entry: entry["path"].read_bytes())
             out.append(hooks.preprocess(images))
         return out
 
@@ -601,7 +603,6 @@ def print_table(result: dict[str, Any]) -> None:
         ips = "" if row["images_per_s"] is None else f"{row['images_per_s']:.1f}"
         print(f"{name:<16}{row['seconds']:>10.2f}{ips:>11}{peak:>13}")
     print(f"{'run':<16}{result['run_s']:>10.2f}{result['images_per_s']:>11.2f}")
-    print("uncertainty phases:", json.dumps(result["notes"]["uncertainty_phases"]))
     print("floors (img/s):", json.dumps({k: round(v, 1) for k, v in result["floors_img_s"].items()}))
     print("floors for N (s):", json.dumps(result["floors_for_n_s"]))
     print("ratios:", json.dumps(result["ratios"]))
