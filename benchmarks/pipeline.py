@@ -425,8 +425,10 @@ def run_pipeline(image_dir: Path, out_dir: Path, args: argparse.Namespace, clock
     clock.show("uncertainty")
     print("uncertainty phases:", json.dumps(notes["uncertainty_phases"]), flush=True)
     if args.uncertainty_off_too:
+        # every model pass off: test-time augmentation too (it is a model pass since it came
+        # in, and left on it made the "off" run 4 passes slower)
         off = options.model_copy(
-            update={"bootstrap_resamples": 0, "mc_samples": 0, "ablation_random_sets": 0}
+            update={"bootstrap_resamples": 0, "mc_samples": 0, "tta_samples": 0, "ablation_random_sets": 0}
         )
         with clock.stage("uncertainty (off)"):
             uncertainty_stage.run_uncertainty(store, off, target, reads)
