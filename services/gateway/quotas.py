@@ -33,8 +33,8 @@ def llm_spend_used_up(quota: Quota, spent: int, retry_after_s: int) -> Problem:
         "The LLM spend quota is used up.",
         f"This API key's tenant may spend {quota.max_llm_tokens_per_window:,} LLM tokens per spend "
         f"window on labels and has spent {spent:,}; the window ends in {retry_after_s} s.",
-        fix="Try again after Retry-After seconds, when a new window starts; or label offline "
-        '(options.labels or POST /v1/jobs/{id}:relabel with {"offline": true}).',
+        fix="Try again after Retry-After seconds, when a new window starts. Finished jobs can "
+        'still be relabelled offline (POST /v1/jobs/{id}:relabel with {"offline": true}).',
         headers={"Retry-After": str(retry_after_s)},
         quota="max_llm_tokens_per_window",
         limit=quota.max_llm_tokens_per_window,
