@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from services.gateway.deps import JobDep, JobsDep, ServicesDep, StoreDep, TenantDep
+from services.gateway.deps import JobDep, JobsDep, Services, ServicesDep, StoreDep, TenantDep
 from services.gateway.idempotency import IdempotentRequest
 from services.gateway.methods import JOB_ID
 from services.gateway.model_registry import job_model_for
@@ -83,7 +83,7 @@ def job_model_of(store: Any, tenant: str, options: PipelineOptions) -> JobModel 
         ) from None
 
 
-def check_llm_spend(services: Any, tenant: str) -> None:
+def check_llm_spend(services: Services, tenant: str) -> None:
     """429 with Retry-After once the tenant's labelling runs have spent its window's tokens."""
     quota = services.settings.quota(tenant)
     spent, window_left_s = services.jobs.llm_spend(tenant, services.infra.llm_spend_window_s)
