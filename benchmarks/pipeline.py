@@ -4,12 +4,16 @@
     python benchmarks/pipeline.py --images 1024 --device cpu --captions provided \
         --uncertainty-off-too                                      # the default run on a CPU
     python benchmarks/pipeline.py --images 256 --device cpu --captions provided --photo 4000x3000
+    python benchmarks/pipeline.py --images 16384 --device cpu --captions provided \
+        --uncertainty statistics                                   # how each stage grows
 
 It generates N distinct JPEGs (640x480 unless --photo says otherwise; in parallel) and runs the
 embedded run's stages on them through the same `run_<stage>` entries,
 step for step as `neuron_atlas.pipeline.run` sequences them, with a timer and a GPU-memory peak
 around each: ingest, decode, caption, activations (ResNet18, the default layers), embed (the real
-all-MiniLM-L6-v2), FINCH, groups, offline labels, and the uncertainty stage with its defaults.
+all-MiniLM-L6-v2), FINCH, groups, offline labels, and the uncertainty stage with its defaults
+(or, with `--uncertainty statistics`, its statistics and bootstrap only). Each stage's seconds,
+peak GPU memory and peak resident memory of the process (sampled every 10 ms) are reported.
 
 - Captions come from a BLIP-base-shaped model: built from `BlipConfig()` with random weights (no
   hub is reachable; speed does not depend on the values). Greedy, `max_new_tokens` 30. Random
@@ -36,6 +40,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -172,13 +177,44 @@ def generate_images(
 # ---------------------------------------------------------------- timing
 
 
+def resident_gb() -> float:
+    """This process's resident memory now (Linux), in GiB; 0 where /proc is not there."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except OSError:
+        return 0.0
+
+
+class ResidentPeak:
+    """The highest resident memory seen while a stage runs, sampled every 10 ms on a thread
+    (the kernel's own high-water mark cannot be reset per stage)."""
+
+    def __init__(self) -> None:
+        self.peak = resident_gb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, resident_gb())
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, resident_gb())
+
+
 @dataclass
 class Clock:
-    """Seconds and peak GPU memory per stage; a stage may be entered many times (per shard)."""
+    """Seconds, peak GPU memory and peak resident memory per stage; a stage may be entered
+    many times (per shard)."""
 
     device: torch.device
     seconds: dict[str, float] = field(default_factory=dict)
     peak_gb: dict[str, float] = field(default_factory=dict)
+    peak_rss_gb: dict[str, float] = field(default_factory=dict)
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -189,12 +225,14 @@ class Clock:
         self.sync()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+        resident = ResidentPeak()
         start = time.perf_counter()
         try:
             yield
         finally:
             self.sync()
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            self.peak_rss_gb[name] = max(self.peak_rss_gb.get(name, 0.0), resident.stop())
             if self.device.type == "cuda":
                 peak = torch.cuda.max_memory_allocated(self.device) / 2**30
                 self.peak_gb[name] = max(self.peak_gb.get(name, 0.0), peak)
@@ -339,6 +377,9 @@ def stand_in_captions(rows: list[dict[str, str]], file_names: Sequence[str]) -> 
     return [{**row, "caption": scene_caption(name)} for row, name in zip(rows, file_names, strict=True)]
 
 
+NO_MODEL_PASSES = {"mc_samples": 0, "tta_samples": 0, "ablation_random_sets": 0}
+
+
 def run_pipeline(image_dir: Path, out_dir: Path, args: argparse.Namespace, clock: Clock) -> dict[str, Any]:
     """The embedded run's stages in `neuron_atlas.pipeline.run`'s order, through the same
     `run_<stage>` entries, each timed."""
@@ -364,6 +405,9 @@ def run_pipeline(image_dir: Path, out_dir: Path, args: argparse.Namespace, clock
         allow_random_weights=True,
         device=str(device),
     )
+    if args.uncertainty == "statistics":
+        # the growth runs: intervals, tests and the bootstrap, no model passes
+        options = options.model_copy(update=NO_MODEL_PASSES)
     store = LocalStore(out_dir)
     notes: dict[str, Any] = {}
     with clock.stage("ingest"):
@@ -403,6 +447,7 @@ def run_pipeline(image_dir: Path, out_dir: Path, args: argparse.Namespace, clock
     clock.seconds["FINCH"] = clock.seconds.pop("embed+FINCH") - clock.seconds.get("embed", 0.0)
     if "embed+FINCH" in clock.peak_gb:
         clock.peak_gb["FINCH"] = clock.peak_gb.pop("embed+FINCH")
+    clock.peak_rss_gb["FINCH"] = clock.peak_rss_gb.pop("embed+FINCH")  # embedding's inside it
     notes["clusters_per_level"] = [int(c.max()) + 1 for c in partitions.T]
     clock.show("embed, FINCH")
     with clock.stage("groups"):
@@ -427,9 +472,7 @@ def run_pipeline(image_dir: Path, out_dir: Path, args: argparse.Namespace, clock
     if args.uncertainty_off_too:
         # every model pass off: test-time augmentation too (it is a model pass since it came
         # in, and left on it made the "off" run 4 passes slower)
-        off = options.model_copy(
-            update={"bootstrap_resamples": 0, "mc_samples": 0, "tta_samples": 0, "ablation_random_sets": 0}
-        )
+        off = options.model_copy(update={**NO_MODEL_PASSES, "bootstrap_resamples": 0})
         with clock.stage("uncertainty (off)"):
             uncertainty_stage.run_uncertainty(store, off, target, reads)
         # the default document goes into the hierarchy, as in a real run
@@ -561,6 +604,7 @@ def report(clock: Clock, n: int, floor: dict[str, float], total: float) -> dict[
             "seconds": round(clock.seconds[name], 3),
             "images_per_s": round(n / clock.seconds[name], 1) if clock.seconds[name] > 0 else None,
             "peak_gpu_gb": round(clock.peak_gb[name], 3) if name in clock.peak_gb else None,
+            "peak_rss_gb": round(clock.peak_rss_gb[name], 3) if name in clock.peak_rss_gb else None,
         }
         for name in STAGES + sorted(set(clock.seconds) - set(STAGES))
         if name in clock.seconds
@@ -599,12 +643,13 @@ def report(clock: Clock, n: int, floor: dict[str, float], total: float) -> dict[
 def print_table(result: dict[str, Any]) -> None:
     width, height = result["image_size"]
     print(f"\n{result['images']} images {width}x{height} on {result['device_name']}")
-    print(f"{'stage':<16}{'seconds':>10}{'images/s':>11}{'peak GPU GB':>13}")
+    print(f"{'stage':<20}{'seconds':>10}{'images/s':>11}{'peak GPU GB':>13}{'peak RSS GB':>13}")
     for name, row in result["stages"].items():
         peak = "" if row["peak_gpu_gb"] is None else f"{row['peak_gpu_gb']:.2f}"
+        rss = "" if row["peak_rss_gb"] is None else f"{row['peak_rss_gb']:.2f}"
         ips = "" if row["images_per_s"] is None else f"{row['images_per_s']:.1f}"
-        print(f"{name:<16}{row['seconds']:>10.2f}{ips:>11}{peak:>13}")
-    print(f"{'run':<16}{result['run_s']:>10.2f}{result['images_per_s']:>11.2f}")
+        print(f"{name:<20}{row['seconds']:>10.2f}{ips:>11}{peak:>13}{rss:>13}")
+    print(f"{'run':<20}{result['run_s']:>10.2f}{result['images_per_s']:>11.2f}")
     print("floors (img/s):", json.dumps({k: round(v, 1) for k, v in result["floors_img_s"].items()}))
     print("floors for N (s):", json.dumps(result["floors_for_n_s"]))
     print("ratios:", json.dumps(result["ratios"]))
@@ -634,6 +679,13 @@ def main() -> None:
     )
     parser.add_argument("--photo", default=f"{WIDTH}x{HEIGHT}", help="JPEG size, e.g. 4000x3000")
     parser.add_argument(
+        "--uncertainty",
+        choices=["defaults", "statistics"],
+        default="defaults",
+        help="defaults: the uncertainty stage as a default run has it; statistics: its intervals, "
+        "tests and bootstrap without model passes (the growth runs at 1k, 4k, 16k)",
+    )
+    parser.add_argument(
         "--uncertainty-off-too",
         action="store_true",
         help="also time the uncertainty stage with its model passes off, for that ratio",
@@ -661,6 +713,7 @@ def main() -> None:
         "images": args.images,
         "image_size": list(size),
         "captions": args.captions,
+        "uncertainty": args.uncertainty,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
