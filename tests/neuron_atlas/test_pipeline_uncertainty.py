@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from neuron_atlas.cli import build_parser, options_from_args
@@ -58,8 +60,20 @@ def test_embedded_run_puts_uncertainty_into_the_hierarchy(sample_dir: Path, tmp_
         assert (cluster["uncertainty"]["difference_test"] is None) == (
             cluster["parent"] is None or not cluster["difference_neurons"]
         )
-    # a job assembled without the uncertainty stage (a suite still wiring it) stays valid
+    # Assembly validates through the contract and does not walk the document with jsonschema
+    # again (17 s of a 22 s assembly at 1,024 images); what it writes still meets the schema.
     store = LocalStore(tmp_path / "out")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jsonschema, "validate", _no_schema_walk)
+        again = assemble_hierarchy(store, "0").document()
+    written = json.loads((tmp_path / "out" / artifacts.HIERARCHY).read_text())
+    validate_hierarchy(written)
+    assert written == again and written["clusters"] == hierarchy["clusters"]
+    # a job assembled without the uncertainty stage (a suite still wiring it) stays valid
     store.delete_prefix(artifacts.UNCERTAINTY)
     plain = assemble_hierarchy(store, "0").document()
     assert "uncertainty" not in plain and "evidence" not in plain["clusters"][0]["neurons"][0]
+
+
+def _no_schema_walk(*_args: object, **_kwargs: object) -> None:
+    raise AssertionError("assembly walked the document with jsonschema")
