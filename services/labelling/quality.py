@@ -11,7 +11,7 @@ from statistics import median
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from scipy.stats import rankdata
 
 from shared.tree import ClusterNode
 
@@ -19,9 +19,14 @@ METRIC = "auroc_label_vs_sibling_captions"
 
 
 def auroc(positives: np.ndarray, negatives: np.ndarray) -> float:
-    """P(a positive scores above a negative), ties counting half."""
-    truth = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))])
-    return float(roc_auc_score(truth, np.concatenate([positives, negatives])))
+    """P(a positive scores above a negative), ties counting half: the Mann-Whitney U of the
+    positives over the product of the two counts, from mid-ranks. The same number as
+    scikit-learn's `roc_auc_score`, without its input checks, which took 9 ms a call: 3.8 s of
+    a job of 1,024 images, whose 428 clusters each score their label."""
+    ranks = rankdata(np.concatenate([positives, negatives]))  # ties share their mean rank
+    n_pos, n_neg = len(positives), len(negatives)
+    u = ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2
+    return float(u / (n_pos * n_neg))
 
 
 def siblings(tree: Sequence[Sequence[ClusterNode]]) -> dict[str, list[ClusterNode]]:

@@ -17,6 +17,18 @@ def test_auroc_is_one_for_perfect_separation_half_for_ties_zero_reversed() -> No
     assert auroc(np.array([0.9, 0.2]), np.array([0.5])) == 0.5
 
 
+def test_auroc_is_the_pairwise_share_with_ties_counting_half() -> None:
+    """Against its definition, counted pair by pair, on scores with many ties."""
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        positives = rng.integers(0, 6, rng.integers(1, 30)) / 5
+        negatives = rng.integers(0, 6, rng.integers(1, 30)) / 5
+        above = (positives[:, None] > negatives[None, :]).sum()
+        tied = (positives[:, None] == negatives[None, :]).sum()
+        expected = (above + tied / 2) / (len(positives) * len(negatives))
+        assert auroc(positives, negatives) == pytest.approx(expected, abs=1e-12)
+
+
 def test_siblings_are_the_parents_other_children_and_at_the_top_the_other_roots() -> None:
     tree = build_tree(PARTITIONS)
     found = {cid: [n.id for n in nodes] for cid, nodes in siblings(tree).items()}
