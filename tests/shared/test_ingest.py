@@ -234,3 +234,43 @@ def test_decoding_with_a_small_pixel_budget_gives_the_same_images(sample_dir: Pa
     assert [np.asarray(a).tobytes() for a in one_at_a_time[1]] == [
         np.asarray(b).tobytes() for b in default[1]
     ]
+
+
+def test_reads_overlap_while_decoding_stays_one_image_per_core(monkeypatch) -> None:
+    """A read from object storage waits on the network: a shard's reads overlap (8 at once)
+    even on a 2-core worker, where they used to queue behind its two decoding threads; the
+    decoding itself still runs at most one image per core."""
+    import shared.ingest as ingest
+
+    monkeypatch.setattr(ingest, "decode_threads", lambda: 2)
+    real_decode = ingest.decode_image
+    reading, decoding, peak = [0], [0], {"read": 0, "decode": 0}
+    lock = threading.Lock()
+
+    def slow_read(entry: dict) -> bytes:
+        with lock:
+            reading[0] += 1
+            peak["read"] = max(peak["read"], reading[0])
+        time.sleep(0.05)  # a read that waits, as one from object storage does
+        with lock:
+            reading[0] -= 1
+        return jpeg((64, 48), seed=entry["seed"])
+
+    def counted_decode(data: bytes, *args, **kwargs):
+        with lock:
+            decoding[0] += 1
+            peak["decode"] = max(peak["decode"], decoding[0])
+        try:
+            time.sleep(0.01)
+            return real_decode(data, *args, **kwargs)
+        finally:
+            with lock:
+                decoding[0] -= 1
+
+    monkeypatch.setattr(ingest, "decode_image", counted_decode)
+    entries = [{"file_name": f"{i}.jpg", "seed": i, "width": 64, "height": 48} for i in range(24)]
+    kept, images, skipped = decode_entries(entries, slow_read)
+    assert [e["seed"] for e in kept] == list(range(24))  # in order
+    assert len(images) == 24 and not skipped
+    assert peak["read"] == ingest.READ_THREADS == 8
+    assert 1 <= peak["decode"] <= 2
