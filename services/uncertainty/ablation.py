@@ -23,6 +23,7 @@ from torch import nn
 
 from neuron_core.layers import LayerInfo
 from neuron_core.read_layer_start import split_at_first_read_layer
+from services.uncertainty.selectivity import selectivity_pvalue
 
 
 class ChannelAblation:
@@ -330,7 +331,8 @@ def difference_separation(
     siblings = int(np.count_nonzero(sibling_mask[:, difference].sum(axis=1) >= need))
     n_child, n_parent = child_mask.shape[0], child_mask.shape[0] + sibling_mask.shape[0]
     # P(X >= child) for X ~ Hypergeom(parent images, carriers among them, child images)
-    p_value = float(stats.hypergeom.sf(child - 1, n_parent, child + siblings, n_child))
+    carriers = np.array([child + siblings])
+    p_value = float(selectivity_pvalue(np.array([[child]]), np.array([n_child]), carriers, n_parent)[0, 0])
     return {
         "child_carrier_share": round(child / n_child, 6),
         "sibling_carrier_share": round(siblings / sibling_mask.shape[0], 6)

@@ -91,6 +91,25 @@ def test_selectivity_is_the_one_sided_fisher_exact_test() -> None:
         assert got == pytest.approx(expected, rel=1e-9)
 
 
+def test_selectivity_is_scipys_hypergeometric_tail_on_every_kind_of_cell() -> None:
+    """The summed tails against scipy's `hypergeom.sf` (which costs time in proportion to the
+    collection for every cell): clusters of 1 image up to the whole collection, k = 0 and
+    k = n, neurons active nowhere and everywhere, tails down to 1e-200."""
+    rng = np.random.default_rng(1)
+    for big_n in (1, 7, 60, 1000):
+        sizes = np.unique(np.concatenate([[1, big_n], rng.integers(1, big_n + 1, 12)]))
+        totals = np.unique(np.concatenate([[0, big_n], rng.integers(0, big_n + 1, 30)]))
+        counts = np.array(
+            [[rng.integers(max(0, n + t - big_n), min(n, t) + 1) for t in totals] for n in sizes]
+        )
+        counts[:, 0] = 0
+        got = selectivity_pvalue(counts, sizes, totals, big_n)
+        expected = stats.hypergeom.sf(counts - 1, big_n, totals[None, :], sizes[:, None]).clip(0, 1)
+        assert got == pytest.approx(expected, rel=1e-9, abs=1e-300)
+    tiny = selectivity_pvalue(np.array([[400]]), np.array([400]), np.array([400]), 1000)[0, 0]
+    assert tiny == pytest.approx(stats.hypergeom.sf(399, 1000, 400, 400), rel=1e-9) and 0 < tiny < 1e-200
+
+
 def test_a_neuron_active_in_most_images_is_generic_and_not_selective() -> None:
     """3 of 5 images pass the chance-rate test (p = 0.0086) for a neuron active in 60% of all
     images; it is not more active in the cluster than elsewhere, so it is not significant."""
