@@ -21,7 +21,9 @@ def omitted_when_none(description: str) -> Any:
 
 
 class Contract(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinities are written as Python's json module writes them (NaN, Infinity), as
+    # artifacts were before pydantic serialised them; its default, null, would not read back.
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
 
     def document(self) -> dict[str, Any]:
         """The JSON document, as written to storage."""
