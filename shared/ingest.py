@@ -323,26 +323,20 @@ def decode_entries(
     pixel_budget: int = DECODE_PIXEL_BUDGET,
 ) -> tuple[list[dict[str, Any]], list[Image.Image], list[dict[str, str]]]:
     """Decode a shard's manifest entries: (entries kept, their images, skipped with reasons).
-
-    Up to `READ_THREADS` images are read at once: a read from object storage waits about 2 ms
-    on the network, not on a core, and on a 2-core worker two readers left those waits in a
-    row. Decoding runs on one thread per core (Pillow releases the GIL while it decodes and
-    converts), with at most `pixel_budget` pixels (the manifest's width x height) being decoded
-    at once."""
+    Decoded on a few threads (Pillow releases the GIL while it decodes and converts), with at
+    most `pixel_budget` pixels (the manifest's width x height) being decoded at once."""
     budget = PixelBudget(pixel_budget)
-    cores = threading.BoundedSemaphore(decode_threads())
 
     def decode(entry: dict[str, Any]) -> Image.Image | str:
         try:
-            data = read_bytes(entry)
-            with cores, budget.held(int(entry.get("width", 0)) * int(entry.get("height", 0))):
-                return decode_image(data)
+            with budget.held(int(entry.get("width", 0)) * int(entry.get("height", 0))):
+                return decode_image(read_bytes(entry))
         except (ValueError, OSError) as exc:
             return str(exc)
 
     entries = list(entries)
     kept, images, skipped = [], [], []
-    with ThreadPoolExecutor(max(READ_THREADS, decode_threads())) as pool:
+    with ThreadPoolExecutor(decode_threads()) as pool:
         for entry, result in zip(entries, pool.map(decode, entries), strict=True):
             if isinstance(result, str):
                 skipped.append({"file_name": str(entry["file_name"]), "reason": result})
@@ -350,10 +344,6 @@ def decode_entries(
                 images.append(result)
                 kept.append(entry)
     return kept, images, skipped
-
-
-READ_THREADS = 8
-"""Images read at once while a shard decodes (reads wait on storage; decoding on cores)."""
 
 
 def decode_threads() -> int:
