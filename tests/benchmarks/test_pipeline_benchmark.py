@@ -34,3 +34,24 @@ def test_pipeline_benchmark_runs_end_to_end_on_a_cpu(tmp_path: Path) -> None:
     assert {"decode", "activations", "uncertainty", "uncertainty (off)"} <= set(result["stages"])
     assert result["ratios"]["run_over_floor"] > 1
     assert result["notes"]["uncertainty_phases"]["images_read_in_uncertainty"] <= 12
+
+
+@pytest.mark.slow
+def test_pipeline_benchmark_growth_mode_reports_peak_memory_per_stage(tmp_path: Path) -> None:
+    """`--uncertainty statistics` (the growth runs) runs no model pass, and every stage reports
+    the process's peak resident memory."""
+    out = tmp_path / "pipeline.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NEURON_ATLAS_OFFLINE": "1"}
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "pipeline.py"),
+        *("--images", "12", "--device", "cpu", "--captions", "provided", "--uncertainty", "statistics"),
+        *("--floor-images", "8", "--workers", "1", "--workdir", str(tmp_path), "--json", str(out)),
+    ]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["uncertainty"] == "statistics"
+    assert result["notes"]["options"]["mc_samples"] == 0 == result["notes"]["options"]["ablation_random_sets"]
+    assert result["notes"]["uncertainty_phases"]["images_read_in_uncertainty"] == 0
+    assert all(stage["peak_rss_gb"] > 0 for stage in result["stages"].values())
