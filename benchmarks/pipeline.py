@@ -19,10 +19,12 @@ peak GPU memory and peak resident memory of the process (sampled every 10 ms) ar
   hub is reachable; speed does not depend on the values). Greedy, `max_new_tokens` 30. Random
   weights could emit BLIP's end token early, so the end token is suppressed until the bound
   (`min_new_tokens = max_new_tokens`): every caption is 30 tokens, the worst case.
-- bf16 autocast on CUDA for captioning and embedding only. Not for the target model (activations
-  and uncertainty): active sets are each image's top 10% of pooled activations, and the causal
-  checks compare small logit changes; bf16's 8-bit mantissa would move neurons across the
-  threshold and change results, not just their speed. FINCH and the statistics run on the CPU.
+- bf16 autocast on CUDA for captioning and embedding. Not for the activation pass: active sets
+  are each image's top 10% of pooled activations, and bf16's 8-bit mantissa would move neurons
+  across the threshold. The uncertainty stage's model passes run as `--pass-precision` says
+  (default `auto`, as a default run: bfloat16 where the device computes it natively; the
+  planted-ground-truth tests hold its decisions equal to float32's). FINCH and the statistics
+  run on the CPU.
 - With `--captions provided`, a metadata.csv gives every image its scene's caption, and no
   captioning model runs (a captioned collection).
 - Floors, measured in the same run on a sample of the same images: BLIP generation alone on
@@ -408,6 +410,7 @@ def run_pipeline(image_dir: Path, out_dir: Path, args: argparse.Namespace, clock
         allow_random_weights=True,
         device=str(device),
     )
+    options = options.model_copy(update={"pass_precision": args.pass_precision})
     if args.uncertainty == "statistics":
         # the growth runs: intervals, tests and the bootstrap, no model passes
         options = options.model_copy(update=NO_MODEL_PASSES)
@@ -472,6 +475,7 @@ def run_pipeline(image_dir: Path, out_dir: Path, args: argparse.Namespace, clock
         "images_read_in_uncertainty": reads.count - decoded_before,
     }
     notes["clusters_checked"] = document.summary.clusters_checked
+    notes["pass_precision_used"] = document.method.pass_precision
     clock.show("uncertainty")
     print("uncertainty phases:", json.dumps(notes["uncertainty_phases"]), flush=True)
     if args.uncertainty_off_too:
@@ -690,6 +694,12 @@ def main() -> None:
         "bootstrap either (the 'uncertainty off' run, timed alone)",
     )
     parser.add_argument(
+        "--pass-precision",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="the uncertainty stage's model passes (option pass_precision; auto: the default run's)",
+    )
+    parser.add_argument(
         "--uncertainty-off-too",
         action="store_true",
         help="also time the uncertainty stage with its model passes off, for that ratio",
@@ -718,6 +728,7 @@ def main() -> None:
         "image_size": list(size),
         "captions": args.captions,
         "uncertainty": args.uncertainty,
+        "pass_precision": args.pass_precision,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,

@@ -27,13 +27,14 @@ RESAMPLING = {
 
 
 def _pool(output: torch.Tensor) -> torch.Tensor:
-    """One value per channel: mean over space (N,C,H,W) or tokens (N,T,C)."""
+    """One value per channel: mean over space (N,C,H,W) or tokens (N,T,C), summed in float32 (a
+    bfloat16 pass would otherwise round the mean to three digits and tie near the top 10%)."""
     if output.ndim == 4:
-        return output.mean(dim=(2, 3))
+        return output.mean(dim=(2, 3), dtype=torch.float32)
     if output.ndim == 3:
-        return output.mean(dim=1)
+        return output.mean(dim=1, dtype=torch.float32)
     if output.ndim == 2:
-        return output
+        return output.float()
     raise InputError(f"Layer output of shape {tuple(output.shape)} has no channel axis to pool.")
 
 

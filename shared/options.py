@@ -16,6 +16,7 @@ DEFAULT_TARGET_MODEL = "resnet18"
 Ranking = Literal["per_layer", "global"]
 GroupRule = Literal["intersect", "direct"]
 IntervalMethod = Literal["wilson", "clopper_pearson"]
+PassPrecision = Literal["auto", "float32", "bfloat16"]
 
 
 # A module name holds something besides ASCII whitespace. The same rule in the validator and in
@@ -157,6 +158,13 @@ class PipelineOptions(BaseModel):
         min_length=1,
         description="q-value thresholds of the pruning curve: at each, neurons in no membership "
         "selective at that q are pruned (alpha is always one of them).",
+    )
+    pass_precision: PassPrecision = Field(
+        "auto",
+        description="Number format of the uncertainty stage's model passes (dropout, augmentation, "
+        "ablation, pruning): auto = bfloat16 where the device computes it natively (a CUDA GPU with "
+        "bfloat16, a CPU with AMX or AVX-512 BF16), else float32. The activation pass that defines "
+        "the groups is always float32.",
     )
     # Input limits
     max_image_pixels: int = Field(

@@ -23,6 +23,7 @@ from torch import nn
 
 from neuron_core.layers import LayerInfo
 from neuron_core.read_layer_start import split_at_first_read_layer
+from services.uncertainty.precision import autocast
 from services.uncertainty.selectivity import selectivity_pvalue
 
 
@@ -60,8 +61,15 @@ class AblatedModel:
     model's graph allows it (`neuron_core.read_layer_start`) that prefix runs once per image and
     each variant starts from its output; otherwise each variant runs the whole model."""
 
-    def __init__(self, module: nn.Module, layers: Sequence[LayerInfo], from_read_layer: bool = True) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        layers: Sequence[LayerInfo],
+        from_read_layer: bool = True,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         self.module = module
+        self.dtype = dtype  # the passes' number format (precision.py); logits come back float32
         self.ablation = ChannelAblation(module, layers)
         self.start = (
             split_at_first_read_layer(module, [layer.name for layer in layers]) if from_read_layer else None
@@ -72,18 +80,22 @@ class AblatedModel:
     def starts(self, images: torch.Tensor) -> torch.Tensor:
         """What the variants of these images start from: the first read layer's output, or the
         images themselves."""
-        return self.start.prefix(images) if self.start else images
+        if self.start is None:
+            return images
+        with autocast(images.device, self.dtype):
+            return self.start.prefix(images)
 
     @torch.inference_mode()
     def logits(self, starts: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         self.ablation.keep = keep
         try:
-            if self.start is None or self._first is None:
-                return self.module(starts)
-            first = self._first
-            cols = keep[:, first.offset : first.offset + first.channels]
-            kept = starts * cols.view(*cols.shape, *([1] * (starts.ndim - 2))).to(starts.dtype)
-            return self.start.suffix(kept)
+            with autocast(starts.device, self.dtype):
+                if self.start is None or self._first is None:
+                    return self.module(starts).float()
+                first = self._first
+                cols = keep[:, first.offset : first.offset + first.channels]
+                kept = starts * cols.view(*cols.shape, *([1] * (starts.ndim - 2))).to(starts.dtype)
+                return self.start.suffix(kept).float()
         finally:
             self.ablation.keep = None
 

@@ -31,6 +31,7 @@ from neuron_core.active_sets import active_mask
 from neuron_core.groups import one_hot
 from neuron_core.layers import LayerInfo
 from services.uncertainty.entropy import EntropySplit, decompose
+from services.uncertainty.precision import autocast
 from shared.contracts.models import IMAGENET_EVAL, Preprocessing
 
 Method = Literal["mc_dropout", "injected_dropout", "tta"]
@@ -160,9 +161,11 @@ def stochastic_active_sets(
     method: Method | None = None,
     dropout_rate: float = 0.1,
     prep: Preprocessing = IMAGENET_EVAL,
+    dtype: torch.dtype = torch.float32,
 ) -> StochasticActivity:
     """T = `samples` stochastic passes over all images (read once per batch). `method` None:
-    dropout (the model's own, else injected at `dropout_rate`); "tta": test-time augmentation."""
+    dropout (the model's own, else injected at `dropout_rate`); "tta": test-time augmentation.
+    The model runs in `dtype` (precision.py); augmentation and pooling stay float32."""
     names = [layer.name for layer in layers]
     method = method or pick_method(module, names, device, prep.input_size)
     n_neurons = sum(layer.channels for layer in layers)
@@ -189,7 +192,8 @@ def stochastic_active_sets(
                 outputs.clear()
                 for t in range(samples):
                     view = augment(batch, generator, prep) if method == "tta" else batch
-                    pooled = reader.read(view).cpu().numpy()
+                    with autocast(device, dtype):
+                        pooled = reader.read(view).cpu().numpy()
                     passes[t, rows[0] : rows[-1] + 1] = active_mask(pooled, layers, top_fraction, ranking)
                 if method != "tta" and len(outputs) == samples and outputs[0].ndim == 2:
                     probabilities = torch.stack(outputs).float().softmax(dim=-1).cpu().numpy()

@@ -36,6 +36,7 @@ from services.uncertainty.model_uncertainty import (
     expected_support,
     stochastic_active_sets,
 )
+from services.uncertainty.precision import dtype_name, pass_dtype
 from services.uncertainty.pruning import pruning_report
 from services.uncertainty.selectivity import collection_rate
 from services.uncertainty.stats import MembershipStats, benjamini_hochberg, chance_rates, membership_stats
@@ -185,11 +186,12 @@ def compute_uncertainty(
         )
     passes_model = model is not None and read_images is not None
     device = device or torch.device("cpu")
+    dtype = pass_dtype(options.pass_precision, device)
     inputs = ModelInputs(read_images, device, prep=prep) if read_images is not None else None
     with _phase("dropout passes"):
-        activity = _passes(model, layers, inputs, mask.shape[0], options, device, dropout=True)
+        activity = _passes(model, layers, inputs, mask.shape[0], options, device, dtype, dropout=True)
     with _phase("augmentation passes"):
-        sensitivity = _passes(model, layers, inputs, mask.shape[0], options, device, dropout=False)
+        sensitivity = _passes(model, layers, inputs, mask.shape[0], options, device, dtype, dropout=False)
     rate = collection_rate(mask)
     clusters: dict[str, dict[str, Any]] = {}
     for lv, (level, st) in enumerate(zip(levels, level_stats, strict=True)):
@@ -218,7 +220,7 @@ def compute_uncertainty(
     pruning = None
     if passes_model and options.ablation_random_sets > 0:
         assert model is not None and inputs is not None
-        ablated = abl.AblatedModel(model, layers)
+        ablated = abl.AblatedModel(model, layers, dtype=dtype)
         try:
             with _phase("causal checks"):
                 _causal_checks(clusters, partitions, levels, layers, options, ablated, inputs)
@@ -242,7 +244,7 @@ def compute_uncertainty(
     correct_across_clusters(clusters, options.alpha)
     return Uncertainty.model_validate(
         {
-            "method": _method(options, layers, chance, activity, sensitivity, passes_model),
+            "method": _method(options, layers, chance, activity, sensitivity, passes_model, dtype),
             "clusters": clusters,
             "summary": _summary(clusters, levels, level_stats, boot),
             "pruning": pruning,
@@ -258,6 +260,7 @@ def _passes(
     n_images: int,
     options: PipelineOptions,
     device: torch.device,
+    dtype: torch.dtype,
     dropout: bool,
 ) -> StochasticActivity | None:
     """Dropout passes (model uncertainty) or test-time augmentation (input sensitivity)."""
@@ -278,6 +281,7 @@ def _passes(
         method=None if dropout else "tta",
         dropout_rate=options.injected_dropout_rate,
         prep=inputs.prep,
+        dtype=dtype,
     )
 
 
@@ -408,7 +412,10 @@ def _method(
     activity: StochasticActivity | None,
     sensitivity: StochasticActivity | None,
     passes_model: bool,
+    dtype: torch.dtype,
 ) -> dict[str, Any]:
+    ran_passes = activity is not None or sensitivity is not None
+    ran_passes = ran_passes or (passes_model and options.ablation_random_sets > 0)
     return {
         "alpha": options.alpha,
         "interval": options.interval,
@@ -448,6 +455,7 @@ def _method(
             if passes_model and options.ablation_random_sets > 0
             else None
         ),
+        "pass_precision": dtype_name(dtype) if ran_passes else None,
         "seed": options.seed,
     }
 

@@ -157,6 +157,11 @@ class UncertaintyMethod(Contract):
     model_uncertainty: ModelUncertaintyMethod | None
     input_sensitivity: InputSensitivityMethod | None
     causal: CausalMethod | None
+    pass_precision: Literal["float32", "bfloat16"] | None = Field(
+        None,
+        description="Number format of the model passes above (option pass_precision); the "
+        "activation pass that defines the groups is float32. Null when none ran.",
+    )
     seed: int
 
 

@@ -42,8 +42,7 @@ OPTIONS = PipelineOptions(
 PER_CONCEPT = 10
 
 
-@pytest.fixture(scope="module")
-def job() -> dict[str, Any]:
+def planted_job(options: PipelineOptions) -> dict[str, Any]:
     images, concepts = planted_images(PER_CONCEPT)
     model = planted_net()
     reader = ActivationReader(model, [layer.name for layer in LAYERS])
@@ -51,21 +50,26 @@ def job() -> dict[str, Any]:
         pooled = reader.read(preprocess(images)).numpy()
     finally:
         reader.close()
-    mask = active_mask(pooled, LAYERS, OPTIONS.top_fraction, OPTIONS.ranking)
+    mask = active_mask(pooled, LAYERS, options.top_fraction, options.ranking)
     partitions = np.stack([concepts, concepts // 2], axis=1)
-    levels = build_groups(partitions, mask, OPTIONS.min_support)
+    levels = build_groups(partitions, mask, options.min_support)
     uncertainty = compute_uncertainty(
         partitions,
         mask,
         levels,
         LAYERS,
-        OPTIONS,
+        options,
         model,
         lambda rows: [images[i] for i in rows],
         torch.device("cpu"),
         labels=concepts,
     )
     return {"document": uncertainty.document(), "mask": mask, "partitions": partitions}
+
+
+@pytest.fixture(scope="module")
+def job() -> dict[str, Any]:
+    return planted_job(OPTIONS)
 
 
 def members_of(document: dict[str, Any], cluster: str) -> dict[int, dict[str, Any]]:
@@ -138,12 +142,14 @@ def test_random_pruning_is_drawn_from_the_whole_layer() -> None:
         assert overlap == pytest.approx(prune.mean(), abs=0.03)
 
 
-def test_causal_check_false_positive_rate_is_about_alpha_under_the_null() -> None:
-    """A model whose neurons carry no concept, random groups: p <= alpha about alpha of the time."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_causal_check_false_positive_rate_is_about_alpha_under_the_null(dtype: torch.dtype) -> None:
+    """A model whose neurons carry no concept, random groups: p <= alpha about alpha of the time,
+    in float32 and in the bfloat16 passes that `pass_precision=auto` picks on capable hardware."""
     images, _ = planted_images(4, seed=1)
     model = planted_net(planted=False)
     inputs = preprocess(images)[:, :, :32, :32]  # the model is resolution-free: small is fast
-    ablated = AblatedModel(model, LAYERS)
+    ablated = AblatedModel(model, LAYERS, dtype=dtype)
     rng = np.random.default_rng(0)
     p_values = []
     try:
@@ -204,3 +210,29 @@ def test_stopping_early_gives_the_decisions_of_every_random_set() -> None:
     others = [n for causal, n in run_sets if not causal]
     assert significant and all(n == 39 for n in significant)  # a group that can reach alpha runs all
     assert others and np.mean(others) < 39 * 0.6  # the rest stop early
+
+
+def test_bfloat16_passes_give_the_float32_decisions_on_planted_ground_truth() -> None:
+    """The cheaper number format of the model passes (precision.py) against float32 on the
+    planted model: every causal and keep-only decision, the pruning curve's decisions and
+    accuracies are the same, and dropout-pass supports move by less than one pass in 8."""
+    options = OPTIONS.model_copy(update={"mc_samples": 8, "tta_samples": 2})
+    documents = {
+        precision: planted_job(options.model_copy(update={"pass_precision": precision}))["document"]
+        for precision in ("float32", "bfloat16")
+    }
+    full, fast = documents["float32"], documents["bfloat16"]
+    assert full["method"]["pass_precision"] == "float32"
+    assert fast["method"]["pass_precision"] == "bfloat16"
+    for cluster_id, cluster in full["clusters"].items():
+        other = fast["clusters"][cluster_id]
+        if cluster["causal"] is not None:
+            assert other["causal"]["significant"] == cluster["causal"]["significant"], cluster_id
+            assert other["causal"]["keep_only"]["significant"] == cluster["causal"]["keep_only"]["significant"]
+            assert other["causal"]["effect"] == pytest.approx(cluster["causal"]["effect"], rel=0.05, abs=0.05)
+        for key in ("expected_support", "augmented_support"):
+            assert np.allclose(other["members"][key], cluster["members"][key], atol=1 / 8), (cluster_id, key)
+    for point, other in zip(full["pruning"]["curve"], fast["pruning"]["curve"], strict=True):
+        assert other["share_pruned"] == point["share_pruned"]
+        if point["pruned"] is not None:
+            assert other["pruned"]["top1_accuracy"] == point["pruned"]["top1_accuracy"]
