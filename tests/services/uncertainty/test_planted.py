@@ -228,7 +228,9 @@ def test_bfloat16_passes_give_the_float32_decisions_on_planted_ground_truth() ->
         other = fast["clusters"][cluster_id]
         if cluster["causal"] is not None:
             assert other["causal"]["significant"] == cluster["causal"]["significant"], cluster_id
-            assert other["causal"]["keep_only"]["significant"] == cluster["causal"]["keep_only"]["significant"]
+            assert (
+                other["causal"]["keep_only"]["significant"] == cluster["causal"]["keep_only"]["significant"]
+            )
             assert other["causal"]["effect"] == pytest.approx(cluster["causal"]["effect"], rel=0.05, abs=0.05)
         for key in ("expected_support", "augmented_support"):
             assert np.allclose(other["members"][key], cluster["members"][key], atol=1 / 8), (cluster_id, key)
