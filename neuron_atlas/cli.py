@@ -372,6 +372,7 @@ def _relabel(args: argparse.Namespace, interactive: bool) -> int:
     """New labels for a finished result, in place; the rest of the result is reused."""
     from neuron_atlas.terminal import TerminalProgress, print_labelling_report, print_tree
     from services.labelling.stage import run_relabel
+    from shared.hierarchy import read_hierarchy
     from shared.storage import LocalStore
 
     settings = label_settings_from_args(args)
@@ -380,7 +381,9 @@ def _relabel(args: argparse.Namespace, interactive: bool) -> int:
             f"{args.out_dir} holds no hierarchy.json.", "Point relabel at the OUT_DIR of a finished run."
         )
     with TerminalProgress(enabled=interactive) as progress:
-        hierarchy = run_relabel(LocalStore(args.out_dir), package_version(), settings, progress=progress)
+        store = LocalStore(args.out_dir)
+        run_relabel(store, package_version(), settings, progress=progress)
+        hierarchy = read_hierarchy(store)
     if not args.quiet:
         print_labelling_report(hierarchy.labelling, sys.stderr)
         print(f"result: {args.out_dir / 'hierarchy.json'}", file=sys.stderr)

@@ -5,7 +5,7 @@ typed contracts (`shared.contracts`) and checked against its published JSON Sche
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
@@ -35,7 +35,14 @@ from shared.options import PipelineOptions
 from shared.storage import Store, get_json, get_npy
 from shared.tree import ClusterNode, build_tree
 
-__all__ = ["SCHEMA_VERSION", "ClusterLabel", "assemble_hierarchy", "validate_hierarchy"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "ClusterLabel",
+    "assemble_hierarchy",
+    "read_hierarchy",
+    "validate_hierarchy",
+    "write_hierarchy",
+]
 
 
 def neuron_list(
@@ -102,11 +109,11 @@ def cluster_documents(
     labels: Labels,
     image_ids: Sequence[str],
     uncertainty: Uncertainty | None = None,
-) -> list[Cluster]:
+) -> Iterator[Cluster]:
     """The `clusters` of hierarchy.json from the tree, groups.json, labels.json and, when the
-    uncertainty stage ran, uncertainty.json."""
+    uncertainty stage ran, uncertainty.json; one at a time, so a caller can write each and let
+    it go (`write_hierarchy`)."""
     names = groups.neuron_names()
-    clusters = []
     for level_nodes, level in zip(tree, groups.levels, strict=True):
         for node in level_nodes:
             size = int(level.sizes[node.index])
@@ -115,41 +122,88 @@ def cluster_documents(
             label = labels.root[node.id]
             stats = uncertainty.clusters[node.id] if uncertainty else None
             evidence = membership_evidence(stats.members) if stats else None
-            clusters.append(
-                Cluster(
-                    id=node.id,
-                    level=node.level,
-                    parent=node.parent,
-                    children=list(node.children),
-                    size=size,
-                    images=[image_ids[i] for i in node.images],
-                    label=label.label,
-                    label_source=label.source,
-                    label_model=label.model,
-                    label_prompt_version=label.prompt_version,
-                    label_warning=label.warning,
-                    label_quality=label.quality,
-                    neurons=neuron_list(group.group, counts, size, names, evidence),
-                    difference_neurons=neuron_list(group.difference, counts, size, names, evidence),
-                    difference_description=label.difference_description,
-                    difference_source=label.difference_source,
-                    uncertainty=(
-                        ClusterUncertainty(
-                            stability=stats.stability,
-                            causal=stats.causal,
-                            difference_test=stats.difference_test,
-                            predictive_entropy=stats.predictive_entropy,
-                        )
-                        if stats
-                        else None
-                    ),
-                )
+            yield Cluster(
+                id=node.id,
+                level=node.level,
+                parent=node.parent,
+                children=list(node.children),
+                size=size,
+                images=[image_ids[i] for i in node.images],
+                label=label.label,
+                label_source=label.source,
+                label_model=label.model,
+                label_prompt_version=label.prompt_version,
+                label_warning=label.warning,
+                label_quality=label.quality,
+                neurons=neuron_list(group.group, counts, size, names, evidence),
+                difference_neurons=neuron_list(group.difference, counts, size, names, evidence),
+                difference_description=label.difference_description,
+                difference_source=label.difference_source,
+                uncertainty=(
+                    ClusterUncertainty(
+                        stability=stats.stability,
+                        causal=stats.causal,
+                        difference_test=stats.difference_test,
+                        predictive_entropy=stats.predictive_entropy,
+                    )
+                    if stats
+                    else None
+                ),
             )
-    return clusters
+
+
+# Where the clusters go in the head's JSON (`model_dump_json(indent=1)`): a top-level key, so
+# one space deep. Inside a JSON string every quote is escaped, so no value can hold this text.
+CLUSTERS_SLOT = '\n "clusters": []'
+
+
+def hierarchy_bytes(head: Hierarchy, clusters: Iterable[Cluster]) -> bytes:
+    """hierarchy.json for `head` (a `Hierarchy` with no clusters) and `clusters`, byte for byte
+    what `Hierarchy(..., clusters=list(clusters)).model_dump_json(indent=1)` writes, built one
+    cluster at a time: the whole document as pydantic objects took 2.4 GB more than its text
+    at 16,384 images (benchmarks/pipeline.py), past the labelling worker's limit."""
+    text = head.model_dump_json(indent=1)
+    at = text.index(CLUSTERS_SLOT)
+    if head.clusters or text.count(CLUSTERS_SLOT) != 1:
+        raise ValueError("the head of hierarchy.json must hold one empty top-level clusters list")
+    before, after = text[: at + len(CLUSTERS_SLOT) - 1], text[at + len(CLUSTERS_SLOT) :]
+    chunks = [before.encode()]
+    separator = b"\n  "
+    for cluster in clusters:
+        # each cluster two spaces deeper than on its own: inside the top-level list
+        chunks += [separator, cluster.model_dump_json(indent=1).replace("\n", "\n  ").encode()]
+        separator = b",\n  "
+        del cluster  # gone before the next one is built
+    chunks.append(("\n ]" if len(chunks) > 1 else "]").encode() + after.encode())
+    return b"".join(chunks)
+
+
+def write_hierarchy(store: Store, version: str) -> None:
+    """hierarchy.json from the job's artifacts, validated and written a cluster at a time (the
+    suite's assemble step: nothing needs the document afterwards)."""
+    head, clusters = _hierarchy_parts(store, version)
+    store.put_bytes(artifacts.HIERARCHY, hierarchy_bytes(head, clusters))
 
 
 def assemble_hierarchy(store: Store, version: str) -> Hierarchy:
-    """hierarchy.json from the job's artifacts, validated, written, and returned."""
+    """hierarchy.json from the job's artifacts, validated, written, and returned (the embedded
+    run reports from it)."""
+    head, clusters = _hierarchy_parts(store, version)
+    kept = list(clusters)
+    store.put_bytes(artifacts.HIERARCHY, hierarchy_bytes(head, kept))
+    return head.model_copy(update={"clusters": kept})
+
+
+def read_hierarchy(store: Store) -> Hierarchy:
+    return artifacts.read_model(store, artifacts.HIERARCHY, Hierarchy)
+
+
+def _hierarchy_parts(store: Store, version: str) -> tuple[Hierarchy, Iterator[Cluster]]:
+    """The document without its clusters, and its clusters one at a time. Each is built through
+    its contract, which validates it; the published JSON Schema is generated from the same
+    contract (tests hold the two equal and validate assembled documents against the schema),
+    so the document is not walked with jsonschema again: that took 17 s of a 22 s assembly at
+    1,024 images, more than a third of the run's floor (benchmarks/pipeline.py)."""
     options = artifacts.read_options(store)
     manifest = get_json(store, artifacts.MANIFEST)
     rows, shard_skipped = artifacts.read_caption_shards(store)
@@ -169,7 +223,7 @@ def assemble_hierarchy(store: Store, version: str) -> Hierarchy:
     file_names = {image["id"]: image["file_name"] for image in manifest["images"]}
     class_labels = {image["id"]: image.get("label") for image in manifest["images"]}
     entropy = uncertainty.image_entropy if uncertainty else None
-    hierarchy = Hierarchy(
+    head = Hierarchy(
         schema_version=SCHEMA_VERSION,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         generator=Generator(name="neuron-atlas", version=version),
@@ -190,16 +244,11 @@ def assemble_hierarchy(store: Store, version: str) -> Hierarchy:
         skipped=[SkippedFile.model_validate(s) for s in [*manifest["skipped"], *shard_skipped]],
         labelling=labelling,
         levels=[LevelSize(level=i + 1, clusters=len(nodes)) for i, nodes in enumerate(tree)],
-        clusters=cluster_documents(tree, groups, labels, [row["image_id"] for row in rows], uncertainty),
+        clusters=[],
         uncertainty=uncertainty.job() if uncertainty else None,
     )
-    # Not checked again against the JSON Schema here: the document is built through the
-    # `Hierarchy` contract, which validates it, and the published schema is generated from that
-    # contract (tests hold the two equal and validate assembled documents against the schema).
-    # Walking the document with jsonschema took 17 s of a 22 s assembly at 1,024 images, more
-    # than a third of the run's floor (benchmarks/pipeline.py).
-    artifacts.write_model(store, artifacts.HIERARCHY, hierarchy)
-    return hierarchy
+    clusters = cluster_documents(tree, groups, labels, [row["image_id"] for row in rows], uncertainty)
+    return head, clusters
 
 
 def _models_used(

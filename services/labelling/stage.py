@@ -18,11 +18,10 @@ from services.labelling.prompt_set import load_prompts
 from services.labelling.quality import label_quality, quality_summary
 from services.labelling.settings import LabelSettings, default_cache_dir, get_settings
 from shared import artifacts
-from shared.contracts.hierarchy import Hierarchy
 from shared.contracts.labels import ClusterLabel, Labelling, LabelQuality, Labels
 from shared.dependencies import Dependency, DependencyDown
 from shared.errors import InputError
-from shared.hierarchy import assemble_hierarchy
+from shared.hierarchy import write_hierarchy
 from shared.progress import NoProgress, Progress
 from shared.sentence_embedder import Embedder
 from shared.storage import LocalStore, Store, get_npy
@@ -163,7 +162,7 @@ def run_relabel(
     cache: ResponseCache | None = None,
     progress: Progress | None = None,
     fail_when_unreachable: bool = False,
-) -> Hierarchy:
+) -> None:
     """Label a finished job again (other endpoint, model or prompt version) from its stored
     captions, embeddings, partitions and groups; rewrites labels and hierarchy.json."""
     missing = [
@@ -183,4 +182,4 @@ def run_relabel(
             "Point relabel at the OUT_DIR of a finished `neuron-atlas run`.",
         )
     run_labelling(store, embedder, settings, cache, progress, fail_when_unreachable)
-    return assemble_hierarchy(store, version)
+    write_hierarchy(store, version)

@@ -13,7 +13,7 @@ from services.labelling.budget import LLMBudgetExceeded
 from services.labelling.cache import ResponseCache
 from services.labelling.settings import LabelSettings, get_settings
 from services.labelling.stage import labelling_summary, run_labelling, run_relabel
-from shared.hierarchy import assemble_hierarchy
+from shared.hierarchy import write_hierarchy
 from shared.metrics import observe_llm
 from shared.queue import LABELLING_LABEL, LABELLING_RELABEL, PIPELINE_ASSEMBLE
 from shared.sentence_embedder import Embedder
@@ -104,6 +104,6 @@ def labelling_relabel(job: JobContext, overrides: dict[str, Any]) -> None:
 
 @job_task(PIPELINE_ASSEMBLE, stage="assemble")
 def pipeline_assemble(job: JobContext) -> None:
-    assemble_hierarchy(job.store, package_version())
+    write_hierarchy(job.store, package_version())
     job.jobs.shard_done(job.job_id, "assemble", 0, 1)
     job.jobs.succeed(job.job_id)
