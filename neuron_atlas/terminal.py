@@ -127,6 +127,8 @@ def print_uncertainty_report(hierarchy: Hierarchy, stream: TextIO) -> None:
         if causal
         else ""
     )
+    precision = hierarchy.uncertainty.method.pass_precision
+    passes = f"; model passes in {precision}" if precision else ""
     print(
         f"uncertainty: {summary.memberships} memberships, {share(summary.reliable_share)} reliable, "
         f"{share(summary.significant_share)} selective (more active in the cluster than in the rest), "
@@ -134,7 +136,7 @@ def print_uncertainty_report(hierarchy: Hierarchy, stream: TextIO) -> None:
         f"at least min_support of all images); bootstrap "
         f"stability {'n/a' if stability is None else f'{stability:.2f}'}; causal effect in "
         f"{summary.clusters_with_causal_effect} of {summary.clusters_checked} clusters checked "
-        f"(Benjamini-Hochberg across clusters{floor})",
+        f"(Benjamini-Hochberg across clusters{floor}){passes}",
         file=stream,
     )
     if pruning and pruning.pruned:

@@ -133,3 +133,6 @@ def test_demo_writes_its_default_relative_folder(elsewhere: Path, capsys: pytest
     assert "result: demo-out/hierarchy.json" in err
     assert "lighter settings" in err
     assert hierarchy["options"]["allow_random_weights"] is True
+    # the report says in which number format the uncertainty stage's model passes ran
+    precision = hierarchy["uncertainty"]["method"]["pass_precision"]
+    assert precision in ("float32", "bfloat16") and f"model passes in {precision}" in err
