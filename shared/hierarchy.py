@@ -4,12 +4,15 @@ typed contracts (`shared.contracts`) and checked against its published JSON Sche
 
 from __future__ import annotations
 
+import io
 import json
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from shared import artifacts
 from shared.contracts.groups import Groups
@@ -157,32 +160,41 @@ def cluster_documents(
 CLUSTERS_SLOT = '\n "clusters": []'
 
 
-def hierarchy_bytes(head: Hierarchy, clusters: Iterable[Cluster]) -> bytes:
-    """hierarchy.json for `head` (a `Hierarchy` with no clusters) and `clusters`, byte for byte
-    what `Hierarchy(..., clusters=list(clusters)).model_dump_json(indent=1)` writes, built one
-    cluster at a time: the whole document as pydantic objects took 2.4 GB more than its text
-    at 16,384 images (benchmarks/pipeline.py), past the labelling worker's limit."""
+def write_document(stream: BinaryIO, head: Hierarchy, clusters: Iterable[Cluster]) -> None:
+    """hierarchy.json for `head` (a `Hierarchy` with no clusters) and `clusters` into `stream`,
+    byte for byte what `Hierarchy(..., clusters=list(clusters)).model_dump_json(indent=1)`
+    writes, one cluster at a time: the whole document as pydantic objects and then as one string
+    took 3.5 GB at 16,384 images (a 540 MB document; benchmarks/pipeline.py), past the labelling
+    worker's memory limit."""
     text = head.model_dump_json(indent=1)
     at = text.index(CLUSTERS_SLOT)
     if head.clusters or text.count(CLUSTERS_SLOT) != 1:
         raise ValueError("the head of hierarchy.json must hold one empty top-level clusters list")
-    before, after = text[: at + len(CLUSTERS_SLOT) - 1], text[at + len(CLUSTERS_SLOT) :]
-    chunks = [before.encode()]
-    separator = b"\n  "
+    stream.write(text[: at + len(CLUSTERS_SLOT) - 1].encode())
+    separator = b""
     for cluster in clusters:
         # each cluster two spaces deeper than on its own: inside the top-level list
-        chunks += [separator, cluster.model_dump_json(indent=1).replace("\n", "\n  ").encode()]
-        separator = b",\n  "
+        stream.write(separator + b"\n  " + cluster.model_dump_json(indent=1).replace("\n", "\n  ").encode())
+        separator = b","
         del cluster  # gone before the next one is built
-    chunks.append(("\n ]" if len(chunks) > 1 else "]").encode() + after.encode())
-    return b"".join(chunks)
+    stream.write((b"\n ]" if separator else b"]") + text[at + len(CLUSTERS_SLOT) :].encode())
+
+
+def hierarchy_bytes(head: Hierarchy, clusters: Iterable[Cluster]) -> bytes:
+    buffer = io.BytesIO()
+    write_document(buffer, head, clusters)
+    return buffer.getvalue()
 
 
 def write_hierarchy(store: Store, version: str) -> None:
-    """hierarchy.json from the job's artifacts, validated and written a cluster at a time (the
-    suite's assemble step: nothing needs the document afterwards)."""
+    """hierarchy.json from the job's artifacts, validated and written a cluster at a time, through
+    a temporary file (the suite's assemble step and relabel: nothing needs the document after)."""
     head, clusters = _hierarchy_parts(store, version)
-    store.put_bytes(artifacts.HIERARCHY, hierarchy_bytes(head, clusters))
+    with tempfile.TemporaryDirectory(prefix="neuron-atlas-hierarchy-") as folder:
+        path = Path(folder) / "hierarchy.json"
+        with path.open("wb") as stream:
+            write_document(stream, head, clusters)
+        store.put_file(artifacts.HIERARCHY, path)
 
 
 def assemble_hierarchy(store: Store, version: str) -> Hierarchy:

@@ -24,6 +24,11 @@ class Store(Protocol):
     """Keys are `/`-separated paths relative to the store's root (design §3 names)."""
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
+    def put_file(self, key: str, path: Path) -> None:
+        """A file's contents under `key`, without reading it into memory (model weights, a large
+        hierarchy.json)."""
+        ...
+
     def get_bytes(self, key: str) -> bytes:
         """The object's bytes; `FileNotFoundError` when there is none."""
         ...
@@ -53,6 +58,13 @@ class LocalStore:
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         tmp.write_bytes(data)
         tmp.replace(path)
+
+    def put_file(self, key: str, path: Path) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        shutil.copyfile(path, tmp)
+        tmp.replace(target)
 
     def get_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()
@@ -210,6 +222,9 @@ class PrefixedStore:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self.inner.put_bytes(self._key(key), data)
+
+    def put_file(self, key: str, path: Path) -> None:
+        self.inner.put_file(self._key(key), path)
 
     def get_bytes(self, key: str) -> bytes:
         return self.inner.get_bytes(self._key(key))

@@ -45,6 +45,16 @@ def test_missing_objects_raise_file_not_found(store: Store) -> None:
         store.get_bytes("jobs/none/spec.json")
 
 
+def test_files_are_stored_without_reading_them_whole_alike(store: Store, tmp_path: Path) -> None:
+    """put_file: how hierarchy.json and model weights reach a store, directly or under a prefix."""
+    source = tmp_path / "upload" / "hierarchy.json"
+    source.parent.mkdir()
+    source.write_bytes(b"{}" * 1000)
+    PrefixedStore(store, "jobs/j1/").put_file("hierarchy.json", source)
+    assert store.get_bytes("jobs/j1/hierarchy.json") == source.read_bytes()
+    assert source.exists()  # the caller's file stays theirs
+
+
 def test_prefixed_store_sees_only_relative_keys_under_its_prefix(store: Store) -> None:
     job = PrefixedStore(store, "jobs/j1/")
     job.put_bytes("captions/00000.json", b"x")
