@@ -24,7 +24,7 @@ from torch import nn
 from neuron_core.layers import LayerInfo
 from neuron_core.read_layer_start import split_at_first_read_layer
 from services.uncertainty.precision import autocast
-from services.uncertainty.selectivity import selectivity_pvalue
+from services.uncertainty.selectivity import hypergeom_upper_tail
 
 
 class ChannelAblation:
@@ -344,7 +344,7 @@ def difference_separation(
     n_child, n_parent = child_mask.shape[0], child_mask.shape[0] + sibling_mask.shape[0]
     # P(X >= child) for X ~ Hypergeom(parent images, carriers among them, child images)
     carriers = np.array([child + siblings])
-    p_value = float(selectivity_pvalue(np.array([[child]]), np.array([n_child]), carriers, n_parent)[0, 0])
+    p_value = float(hypergeom_upper_tail(np.array([[child]]), np.array([n_child]), carriers, n_parent)[0, 0])
     return {
         "child_carrier_share": round(child / n_child, 6),
         "sibling_carrier_share": round(siblings / sibling_mask.shape[0], 6)

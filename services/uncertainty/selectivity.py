@@ -27,7 +27,7 @@ def generic_neurons(rate: np.ndarray, min_support: float) -> np.ndarray:
     return np.asarray(rate >= min_support)
 
 
-def selectivity_pvalue(
+def hypergeom_upper_tail(
     counts: np.ndarray, sizes: np.ndarray, totals: np.ndarray, n_images: int
 ) -> np.ndarray:
     """One-sided Fisher exact p-values, (clusters x neurons): `counts` actives of a cluster of

@@ -16,7 +16,7 @@ from scipy import stats
 
 from neuron_core.active_sets import active_count
 from neuron_core.layers import LayerInfo
-from services.uncertainty.selectivity import generic_neurons, selectivity_pvalue
+from services.uncertainty.selectivity import generic_neurons, hypergeom_upper_tail
 
 IntervalMethod = Literal["wilson", "clopper_pearson"]
 
@@ -112,7 +112,7 @@ def membership_stats(
     n = np.broadcast_to(np.asarray(sizes, dtype=np.int64)[:, None], counts.shape)
     chance_p = binomial_greater_pvalue(counts, n, np.broadcast_to(chance, counts.shape))
     chance_q = benjamini_hochberg(chance_p, axis=1)
-    p_value = selectivity_pvalue(counts, sizes, totals, n_images)
+    p_value = hypergeom_upper_tail(counts, sizes, totals, n_images)
     q_value = benjamini_hochberg(p_value, axis=1)
     lower = np.full(counts.shape, np.nan)
     upper = np.full(counts.shape, np.nan)

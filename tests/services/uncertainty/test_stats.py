@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from neuron_core.layers import LayerInfo
-from services.uncertainty.selectivity import selectivity_pvalue
+from services.uncertainty.selectivity import hypergeom_upper_tail
 from services.uncertainty.stats import (
     benjamini_hochberg,
     binomial_greater_pvalue,
@@ -87,7 +87,7 @@ def test_default_interval_keeps_coverage_within_one_point_of_nominal() -> None:
 def test_selectivity_is_the_one_sided_fisher_exact_test() -> None:
     for k, n, big_k, big_n in [(3, 5, 60, 100), (5, 5, 5, 100), (1, 10, 40, 50)]:
         expected = stats.fisher_exact([[k, n - k], [big_k - k, big_n - n - (big_k - k)]], "greater").pvalue
-        got = selectivity_pvalue(np.array([[k]]), np.array([n]), np.array([big_k]), big_n)[0, 0]
+        got = hypergeom_upper_tail(np.array([[k]]), np.array([n]), np.array([big_k]), big_n)[0, 0]
         assert got == pytest.approx(expected, rel=1e-9)
 
 
@@ -103,10 +103,10 @@ def test_selectivity_is_scipys_hypergeometric_tail_on_every_kind_of_cell() -> No
             [[rng.integers(max(0, n + t - big_n), min(n, t) + 1) for t in totals] for n in sizes]
         )
         counts[:, 0] = 0
-        got = selectivity_pvalue(counts, sizes, totals, big_n)
+        got = hypergeom_upper_tail(counts, sizes, totals, big_n)
         expected = stats.hypergeom.sf(counts - 1, big_n, totals[None, :], sizes[:, None]).clip(0, 1)
         assert got == pytest.approx(expected, rel=1e-9, abs=1e-300)
-    tiny = selectivity_pvalue(np.array([[400]]), np.array([400]), np.array([400]), 1000)[0, 0]
+    tiny = hypergeom_upper_tail(np.array([[400]]), np.array([400]), np.array([400]), 1000)[0, 0]
     assert tiny == pytest.approx(stats.hypergeom.sf(399, 1000, 400, 400), rel=1e-9) and 0 < tiny < 1e-200
 
 
