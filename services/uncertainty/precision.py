@@ -14,13 +14,17 @@ which is slower than float32. The format used is recorded in `uncertainty.method
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
 
 import torch
+from torch import nn
 
 from shared.options import PassPrecision
+
+log = logging.getLogger(__name__)
 
 
 def native_bfloat16(device: torch.device) -> bool:
@@ -38,6 +42,20 @@ def pass_dtype(choice: PassPrecision, device: torch.device) -> torch.dtype:
     if choice == "bfloat16" or native_bfloat16(device):
         return torch.bfloat16
     return torch.float32
+
+
+def runs_in(module: nn.Module, device: torch.device, dtype: torch.dtype, input_size: int) -> bool:
+    """Whether `module` runs a one-image pass in `dtype`: a user's model may hold an operation
+    without a bfloat16 kernel on this device, which only a pass finds out."""
+    if dtype == torch.float32:
+        return True
+    try:
+        with torch.inference_mode(), autocast(device, dtype):
+            module(torch.zeros(1, 3, input_size, input_size, device=device))
+    except (RuntimeError, NotImplementedError, TypeError) as exc:
+        log.warning("model passes in float32: the model does not run in %s here (%s)", dtype, exc)
+        return False
+    return True
 
 
 def dtype_name(dtype: torch.dtype) -> Literal["float32", "bfloat16"]:

@@ -36,7 +36,7 @@ from services.uncertainty.model_uncertainty import (
     expected_support,
     stochastic_active_sets,
 )
-from services.uncertainty.precision import dtype_name, pass_dtype
+from services.uncertainty.precision import dtype_name, pass_dtype, runs_in
 from services.uncertainty.pruning import pruning_report
 from services.uncertainty.selectivity import collection_rate
 from services.uncertainty.stats import MembershipStats, benjamini_hochberg, chance_rates, membership_stats
@@ -187,6 +187,9 @@ def compute_uncertainty(
     passes_model = model is not None and read_images is not None
     device = device or torch.device("cpu")
     dtype = pass_dtype(options.pass_precision, device)
+    if passes_model and options.pass_precision == "auto":
+        assert model is not None
+        dtype = dtype if runs_in(model, device, dtype, prep.input_size) else torch.float32
     inputs = ModelInputs(read_images, device, prep=prep) if read_images is not None else None
     with _phase("dropout passes"):
         activity = _passes(model, layers, inputs, mask.shape[0], options, device, dtype, dropout=True)

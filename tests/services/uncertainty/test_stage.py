@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from neuron_core.active_sets import active_mask, write_activation_shard
@@ -106,6 +107,34 @@ def test_step_writes_evidence_for_every_membership(tmp_path: Path, images: list[
     assert document["summary"]["clusters_checked"] == sum(
         1 for c in document["clusters"].values() if c["members"]["neuron"]
     )
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_step_records_the_number_format_its_model_passes_ran_in(
+    tmp_path: Path, images: list[Image.Image], monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    """`pass_precision=auto`: bfloat16 where the CPU computes it, float32 where it does not, and
+    float32 for a model that cannot run in bfloat16 here (an operation without a bfloat16
+    kernel), with a warning instead of a failed job."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    store = write_job(tmp_path / "plain", images)
+    target = LoadedModel("tiny", TinyNet(p=0.2).eval(), "random")
+    document = run_uncertainty(store, OPTIONS, target, artifacts.stored_image_reader(store)).document()
+    assert document["method"]["pass_precision"] == ("bfloat16" if native else "float32")
+
+    refusing = TinyNet(p=0.2).eval()
+
+    def no_bfloat16(_module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if inputs[0].dtype == torch.bfloat16:
+            raise RuntimeError('"addmm" not implemented for BFloat16')
+
+    refusing.head.register_forward_pre_hook(no_bfloat16)
+    store = write_job(tmp_path / "refusing", images)
+    target = LoadedModel("tiny", refusing, "random")
+    document = run_uncertainty(store, OPTIONS, target, artifacts.stored_image_reader(store)).document()
+    assert document["method"]["pass_precision"] == "float32"
+    assert document["summary"]["clusters_checked"] > 0
 
 
 def test_step_repeats_exactly(tmp_path: Path, images: list[Image.Image]) -> None:
