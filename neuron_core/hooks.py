@@ -68,15 +68,21 @@ class ActivationReader:
         return hook
 
     @torch.inference_mode()
-    def read(self, batch: torch.Tensor) -> torch.Tensor:
-        """Pooled activations (N, total channels), layers side by side in the order given."""
-        return torch.cat([pooled for pooled in self._pass(batch).values()], dim=1)
+    def read(
+        self, batch: torch.Tensor, forward: Callable[[torch.Tensor], object] | None = None
+    ) -> torch.Tensor:
+        """Pooled activations (N, total channels), layers side by side in the order given.
+        `forward` runs the pass instead of the model (a part of it that calls the same modules,
+        from an input further in: neuron_core.read_layer_start)."""
+        return torch.cat([pooled for pooled in self._pass(batch, forward).values()], dim=1)
 
-    def _pass(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _pass(
+        self, batch: torch.Tensor, forward: Callable[[torch.Tensor], object] | None = None
+    ) -> dict[str, torch.Tensor]:
         self._pooled.clear()
         self._reading = True
         try:
-            self.module(batch)
+            (forward or self.module)(batch)
         finally:
             self._reading = False
         missing = [name for name in self.layers if name not in self._pooled]

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -30,6 +31,7 @@ from neuron_core import hooks
 from neuron_core.active_sets import active_mask
 from neuron_core.groups import one_hot
 from neuron_core.layers import LayerInfo
+from neuron_core.read_layer_start import split_at_first_read_layer_input
 from services.uncertainty.entropy import EntropySplit, decompose
 from services.uncertainty.precision import autocast
 from shared.contracts.models import IMAGENET_EVAL, Preprocessing
@@ -162,12 +164,22 @@ def stochastic_active_sets(
     dropout_rate: float = 0.1,
     prep: Preprocessing = IMAGENET_EVAL,
     dtype: torch.dtype = torch.float32,
+    from_read_layer: bool = True,
 ) -> StochasticActivity:
     """T = `samples` stochastic passes over all images (read once per batch). `method` None:
     dropout (the model's own, else injected at `dropout_rate`); "tta": test-time augmentation.
-    The model runs in `dtype` (precision.py); augmentation and pooling stay float32."""
+    The model runs in `dtype` (precision.py); augmentation and pooling stay float32.
+
+    Injected dropout changes nothing before the first read layer's input, so where the model's
+    graph allows it that input is computed once per batch and every pass starts there: the same
+    passes, the same draws (`from_read_layer=False` runs whole passes, the tests' reference)."""
     names = [layer.name for layer in layers]
     method = method or pick_method(module, names, device, prep.input_size)
+    start_at = (
+        split_at_first_read_layer_input(module, names)
+        if method == "injected_dropout" and from_read_layer
+        else None
+    )
     n_neurons = sum(layer.channels for layer in layers)
     passes = np.empty((samples, n_images, n_neurons), dtype=bool)
     reader = hooks.ActivationReader(module, names)
@@ -190,10 +202,15 @@ def stochastic_active_sets(
                 rows = list(range(start, min(start + batch_size, n_images)))
                 batch = inputs(rows).to(device)
                 outputs.clear()
+                forward = None
+                if start_at is not None:
+                    with torch.inference_mode(), autocast(device, dtype):
+                        batch = start_at.prefix(batch)
+                    forward = partial(_suffix_pass, start_at.suffix, outputs)
                 for t in range(samples):
                     view = augment(batch, generator, prep) if method == "tta" else batch
                     with autocast(device, dtype):
-                        pooled = reader.read(view).cpu().numpy()
+                        pooled = reader.read(view, forward).cpu().numpy()
                     passes[t, rows[0] : rows[-1] + 1] = active_mask(pooled, layers, top_fraction, ranking)
                 if method != "tta" and len(outputs) == samples and outputs[0].ndim == 2:
                     probabilities = torch.stack(outputs).float().softmax(dim=-1).cpu().numpy()
@@ -215,6 +232,14 @@ def stochastic_active_sets(
 @contextmanager
 def _noop() -> Iterator[None]:
     yield
+
+
+def _suffix_pass(suffix: nn.Module, outputs: list[torch.Tensor], start: torch.Tensor) -> torch.Tensor:
+    """A pass from the first read layer's input; its output is kept as the model's own forward
+    hook keeps a whole pass's (the entropy split reads them)."""
+    out: torch.Tensor = suffix(start)
+    outputs.append(out.detach())
+    return out
 
 
 def expected_support(

@@ -8,10 +8,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
 from torch import nn
 
 from neuron_core.layers import LayerInfo
+from services.uncertainty import model_uncertainty
 from services.uncertainty.entropy import decompose
 from services.uncertainty.model_inputs import ModelInputs
 from services.uncertainty.model_uncertainty import (
@@ -160,3 +162,46 @@ def test_augmentation_is_mild_and_keeps_the_batch_shape() -> None:
     assert not torch.equal(views, batch)
     # pixels stay in range: normalised values of [0, 1] pixels
     assert views.min() >= (0 - 0.485) / 0.229 - 1e-4 and views.max() <= (1 - 0.406) / 0.225 + 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_injected_dropout_passes_start_at_the_first_read_layer_with_the_same_draws(
+    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dropout injected on the read layers' inputs changes nothing before the first of them: its
+    input is computed once per batch, and the passes from there are the whole passes, draw for
+    draw (active sets and the entropy split equal), with the stem run once per batch."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    layers = [LayerInfo("layer1", 64, 0), LayerInfo("layer3", 256, 64)]
+    images = torch.randn(6, 3, 64, 64)
+    stem_runs = []
+    model.conv1.register_forward_hook(lambda *_: stem_runs.append(1))
+    split = model_uncertainty.split_at_first_read_layer_input
+    monkeypatch.setattr(
+        model_uncertainty, "split_at_first_read_layer_input", lambda *a: split(*a) or pytest.fail()
+    )
+    results = {}
+    for from_read_layer in (True, False):
+        stem_runs.clear()
+        results[from_read_layer] = stochastic_active_sets(
+            model,
+            layers,
+            lambda rows: images[list(rows)],
+            6,
+            0.1,
+            "per_layer",
+            4,
+            3,
+            CPU,
+            4,
+            dtype=dtype,
+            from_read_layer=from_read_layer,
+        )
+        assert results[from_read_layer].method == "injected_dropout"
+        assert len(stem_runs) == (2 if from_read_layer else 2 * 4)  # 2 batches, 4 passes each
+    fast, whole = results[True], results[False]
+    assert np.array_equal(fast.passes, whole.passes)
+    assert 0 < fast.probability.mean() < 1 and not np.all(np.isin(fast.probability, (0.0, 1.0)))
+    assert fast.entropy is not None and whole.entropy is not None
+    assert np.array_equal(fast.entropy.epistemic, whole.entropy.epistemic)
