@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("neuron_atlas")
 
-# The demo keeps the first run short (72 s on 2 CPU cores, install aside): fewer model passes for
+# The demo keeps the first run short (README "Two commands" says how long): fewer model passes for
 # the uncertainty stage than a real job's defaults. Every cluster still gets its causal check,
 # the demo says what it changed, and the options in hierarchy.json record it.
 DEMO_SETTINGS: dict[str, Any] = {
