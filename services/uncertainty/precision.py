@@ -5,7 +5,7 @@ These passes repeat the target model many times over, and each only reads what a
 (which neurons a dropout mask or an augmentation moves, how far a logit falls when a set of
 neurons is zeroed): bfloat16 autocast keeps float32's range and rounds each product to about
 three significant digits. On a CPU with bfloat16 instructions (AMX or AVX-512 BF16) it runs a
-ResNet18 pass 2.4-4.3x faster here; on a CUDA GPU with bfloat16 it is the usual fast path.
+ResNet18 pass 2.5-4.3x faster here; on a CUDA GPU with bfloat16 it is the usual fast path.
 The activation pass that defines the groups is never run in reduced precision.
 
 `auto` picks bfloat16 only where the device computes it natively: elsewhere PyTorch emulates it,
