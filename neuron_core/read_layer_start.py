@@ -6,7 +6,7 @@ once per image and each variant from there saves, for ResNet18 read at `layer1`.
 stem and `layer1`: about a third of each variant's work.
 
 Dropout injected on the *input* of each read layer changes nothing before the first of them
-either: `split_at_first_read_layer_input` starts those passes from that input, saving the stem
+either: `split_at_first_read_layer(..., at_input=True)` starts those passes from that input, saving the stem
 (a quarter to a third of a bfloat16 ResNet18 pass on a CPU).
 
 The split comes from a `torch.fx` trace with the read layers kept whole. It is used only when
@@ -43,22 +43,31 @@ class _ReadLayersWhole(fx.Tracer):
 
 @dataclass
 class ReadLayerStart:
-    """`prefix(images)` is the first read layer's unablated output; `suffix(that)` the logits."""
+    """`prefix(images)` is the first read layer's unablated output, or with `at_input` its input;
+    `suffix(that)` runs the rest of the model (with `at_input` that layer too, its hooks and
+    pre-hooks firing) to the logits."""
 
     module: nn.Module
     first_layer: str
     suffix: nn.Module
+    at_input: bool = False
 
     def prefix(self, images: torch.Tensor) -> torch.Tensor:
         captured: list[torch.Tensor] = []
 
-        def capture(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-            captured.append(output)
+        def keep(value: object) -> None:
+            if isinstance(value, torch.Tensor):
+                captured.append(value)
             raise _StopForward
 
-        # Registered last, so it sees the output after any other hook on this layer; callers
-        # leave their ablation hooks inactive here.
-        handle = dict(self.module.named_modules())[self.first_layer].register_forward_hook(capture)
+        layer = dict(self.module.named_modules())[self.first_layer]
+        if self.at_input:
+            # Prepended, so it sees the input before any other pre-hook (injected dropout) does.
+            handle = layer.register_forward_pre_hook(lambda _m, inputs: keep(inputs[0]), prepend=True)
+        else:
+            # Registered last, so it sees the output after any other hook on this layer; callers
+            # leave their ablation hooks inactive here.
+            handle = layer.register_forward_hook(lambda _m, _inputs, output: keep(output))
         try:
             self.module(images)
         except _StopForward:
@@ -66,51 +75,17 @@ class ReadLayerStart:
         finally:
             handle.remove()
         if not captured:  # the layer did not run: the split was wrong, never guess
-            raise RuntimeError(f"read layer {self.first_layer!r} did not run")
-        return captured[0]
-
-
-@dataclass
-class ReadLayerInputStart:
-    """`prefix(images)` is the first read layer's input; `suffix(that)` runs that layer (its hooks
-    and pre-hooks fire) and the rest of the model, to the logits."""
-
-    module: nn.Module
-    first_layer: str
-    suffix: nn.Module
-
-    def prefix(self, images: torch.Tensor) -> torch.Tensor:
-        captured: list[torch.Tensor] = []
-
-        def capture(_module: nn.Module, inputs: tuple[object, ...]) -> None:
-            if isinstance(inputs[0], torch.Tensor):
-                captured.append(inputs[0])
-            raise _StopForward
-
-        # Prepended, so it sees the input before any other pre-hook (injected dropout) changes it.
-        module = dict(self.module.named_modules())[self.first_layer]
-        handle = module.register_forward_pre_hook(capture, prepend=True)
-        try:
-            self.module(images)
-        except _StopForward:
-            pass
-        finally:
-            handle.remove()
-        if not captured:
             raise RuntimeError(f"read layer {self.first_layer!r} did not run on a tensor")
         return captured[0]
 
 
-def split_at_first_read_layer(module: nn.Module, layers: Sequence[str]) -> ReadLayerStart | None:
-    """The split of `module` after the first of `layers` to run, or None where there is none."""
-    split = _split(module, layers, at_input=False)
-    return ReadLayerStart(module, *split) if split else None
-
-
-def split_at_first_read_layer_input(module: nn.Module, layers: Sequence[str]) -> ReadLayerInputStart | None:
-    """The split of `module` before the first of `layers` to run, or None where there is none."""
-    split = _split(module, layers, at_input=True)
-    return ReadLayerInputStart(module, *split) if split else None
+def split_at_first_read_layer(
+    module: nn.Module, layers: Sequence[str], at_input: bool = False
+) -> ReadLayerStart | None:
+    """The split of `module` after the first of `layers` to run (`at_input`: before it), or None
+    where there is none."""
+    split = _split(module, layers, at_input)
+    return ReadLayerStart(module, *split, at_input=at_input) if split else None
 
 
 def _split(module: nn.Module, layers: Sequence[str], at_input: bool) -> tuple[str, fx.GraphModule] | None:

@@ -31,7 +31,7 @@ from neuron_core import hooks
 from neuron_core.active_sets import active_mask
 from neuron_core.groups import one_hot
 from neuron_core.layers import LayerInfo
-from neuron_core.read_layer_start import split_at_first_read_layer_input
+from neuron_core.read_layer_start import split_at_first_read_layer
 from services.uncertainty.entropy import EntropySplit, decompose
 from services.uncertainty.precision import autocast
 from shared.contracts.models import IMAGENET_EVAL, Preprocessing
@@ -176,7 +176,7 @@ def stochastic_active_sets(
     names = [layer.name for layer in layers]
     method = method or pick_method(module, names, device, prep.input_size)
     start_at = (
-        split_at_first_read_layer_input(module, names)
+        split_at_first_read_layer(module, names, at_input=True)
         if method == "injected_dropout" and from_read_layer
         else None
     )

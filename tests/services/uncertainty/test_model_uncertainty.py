@@ -177,9 +177,9 @@ def test_injected_dropout_passes_start_at_the_first_read_layer_with_the_same_dra
     images = torch.randn(6, 3, 64, 64)
     stem_runs = []
     model.conv1.register_forward_hook(lambda *_: stem_runs.append(1))
-    split = model_uncertainty.split_at_first_read_layer_input
+    split = model_uncertainty.split_at_first_read_layer
     monkeypatch.setattr(
-        model_uncertainty, "split_at_first_read_layer_input", lambda *a: split(*a) or pytest.fail()
+        model_uncertainty, "split_at_first_read_layer", lambda *a, **k: split(*a, **k) or pytest.fail()
     )
     results = {}
     for from_read_layer in (True, False):
