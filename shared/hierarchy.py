@@ -187,23 +187,28 @@ def hierarchy_bytes(head: Hierarchy, clusters: Iterable[Cluster]) -> bytes:
 
 
 def write_hierarchy(store: Store, version: str) -> None:
-    """hierarchy.json from the job's artifacts, validated and written a cluster at a time, through
-    a temporary file (the suite's assemble step and relabel: nothing needs the document after)."""
+    """hierarchy.json from the job's artifacts, validated and written a cluster at a time (the
+    suite's assemble step and relabel: nothing needs the document after)."""
     head, clusters = _hierarchy_parts(store, version)
+    _store_document(store, head, clusters)
+
+
+def assemble_hierarchy(store: Store, version: str) -> Hierarchy:
+    """hierarchy.json from the job's artifacts, validated, written, and returned (the embedded
+    run reports from it, so its clusters are kept)."""
+    head, clusters = _hierarchy_parts(store, version)
+    kept = list(clusters)
+    _store_document(store, head, kept)
+    return head.model_copy(update={"clusters": kept})
+
+
+def _store_document(store: Store, head: Hierarchy, clusters: Iterable[Cluster]) -> None:
+    """Through a temporary file: the document is never held whole as text."""
     with tempfile.TemporaryDirectory(prefix="neuron-atlas-hierarchy-") as folder:
         path = Path(folder) / "hierarchy.json"
         with path.open("wb") as stream:
             write_document(stream, head, clusters)
         store.put_file(artifacts.HIERARCHY, path)
-
-
-def assemble_hierarchy(store: Store, version: str) -> Hierarchy:
-    """hierarchy.json from the job's artifacts, validated, written, and returned (the embedded
-    run reports from it)."""
-    head, clusters = _hierarchy_parts(store, version)
-    kept = list(clusters)
-    store.put_bytes(artifacts.HIERARCHY, hierarchy_bytes(head, kept))
-    return head.model_copy(update={"clusters": kept})
 
 
 def read_hierarchy(store: Store) -> Hierarchy:
