@@ -16,20 +16,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
-def test_pipeline_benchmark_runs_end_to_end_on_a_cpu(tmp_path: Path) -> None:
+def run_benchmark(tmp_path: Path, *flags: str) -> dict:
+    """benchmarks/pipeline.py on 12 images on the CPU, as a user runs it; its JSON report."""
     out = tmp_path / "pipeline.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NEURON_ATLAS_OFFLINE": "1"}
     command = [
         sys.executable,
         str(ROOT / "benchmarks" / "pipeline.py"),
-        *("--images", "12", "--device", "cpu", "--captions", "provided", "--photo", "800x600"),
-        *("--floor-images", "8", "--uncertainty-off-too", "--workers", "1"),
-        *("--workdir", str(tmp_path), "--json", str(out)),
+        *("--images", "12", "--device", "cpu", "--captions", "provided", "--floor-images", "8"),
+        *("--workers", "1", "--workdir", str(tmp_path), "--json", str(out), *flags),
     ]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_pipeline_benchmark_runs_end_to_end_on_a_cpu(tmp_path: Path) -> None:
+    result = run_benchmark(tmp_path, "--photo", "800x600", "--uncertainty-off-too")
     assert result["images"] == 12 and result["image_size"] == [800, 600]
     assert {"decode", "activations", "uncertainty", "uncertainty (off)"} <= set(result["stages"])
     assert result["ratios"]["run_over_floor"] > 1
@@ -43,17 +47,7 @@ def test_pipeline_benchmark_runs_end_to_end_on_a_cpu(tmp_path: Path) -> None:
 def test_pipeline_benchmark_growth_mode_reports_peak_memory_per_stage(tmp_path: Path) -> None:
     """`--uncertainty statistics` (the growth runs) runs no model pass, and every stage reports
     the process's peak resident memory."""
-    out = tmp_path / "pipeline.json"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NEURON_ATLAS_OFFLINE": "1"}
-    command = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "pipeline.py"),
-        *("--images", "12", "--device", "cpu", "--captions", "provided", "--uncertainty", "statistics"),
-        *("--floor-images", "8", "--workers", "1", "--workdir", str(tmp_path), "--json", str(out)),
-    ]
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result = run_benchmark(tmp_path, "--uncertainty", "statistics")
     assert result["uncertainty"] == "statistics"
     assert result["notes"]["options"]["mc_samples"] == 0 == result["notes"]["options"]["ablation_random_sets"]
     assert result["notes"]["uncertainty_phases"]["images_read_in_uncertainty"] == 0
