@@ -23,6 +23,14 @@ from safetensors.torch import load_file
 from torch import nn
 
 from neuron_core.architectures import Architecture, classifier_weight_key
+from neuron_core.weights_check import (
+    ModelTooLarge,
+    build_on_meta,
+    check_fits,
+    compare_shapes,
+    parameter_count,
+    shapes_of,
+)
 from shared.contracts.hierarchy import TargetRecord
 from shared.contracts.models import IMAGENET_EVAL, Preprocessing, WeightsSource
 from shared.devices import resolve_device
@@ -30,7 +38,7 @@ from shared.errors import InputError, ModelLoadError
 from shared.hub import downloads_allowed
 from shared.options import PipelineOptions
 from shared.registered_model import RegisteredWeights
-from shared.safetensors_file import check_safetensors, file_sha256
+from shared.safetensors_file import SafetensorsSummary, check_safetensors, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,7 @@ class LoadedModel:
     source: WeightsSource = "random"
     sha256: str | None = None
     model_id: str | None = None
+    warnings: tuple[str, ...] = ()  # what loading changed (float64 weights cast, ...)
 
     @property
     def device(self) -> torch.device:
@@ -80,73 +89,51 @@ def num_outputs(module: nn.Module) -> int | None:
     return int(weight.shape[0]) if weight is not None else None
 
 
-class WeightsMismatch(ModelLoadError):
-    """A state dict that does not load strictly into the architecture; lists what differs."""
-
-    kind = "weights-mismatch"
-
-    def __init__(
-        self,
-        problem: str,
-        fix: str,
-        missing: list[str],
-        unexpected: list[str],
-        mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]],
-    ) -> None:
-        super().__init__(problem, fix)
-        self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
+def read_state_dict(path: Path, name: str | None = None) -> dict[str, torch.Tensor]:
+    """A safetensors state dict; never a pickle (unpickling runs code). `name` is how messages
+    call the file (a registry check names no worker path)."""
+    name = name or str(path)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        reason = type(exc).__name__ if name != str(path) else str(exc)
+        raise ModelLoadError(
+            f"Weights file {name} is not a readable safetensors file ({reason}).",
+            "Save the state dict with safetensors.torch.save_file(model.state_dict(), path).",
+        ) from None
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A safetensors state dict; never a pickle (unpickling runs code)."""
+def read_header(path: Path, name: str | None = None) -> SafetensorsSummary:
+    """The file's header (tensor names, shapes, dtypes), checked: nothing is loaded yet."""
     if not path.is_file():
         raise ModelLoadError(
-            f"Weights file {path} does not exist.",
+            f"Weights file {name or path} does not exist.",
             "Pass the path of a .safetensors state dict for the model.",
         )
     try:
-        check_safetensors(path)
-        return load_file(str(path))
+        return check_safetensors(path, name or str(path))
     except InputError as exc:
         raise ModelLoadError(exc.problem, exc.fix) from None
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelLoadError(
-            f"Weights file {path} is not a readable safetensors file ({exc}).",
-            "Save the state dict with safetensors.torch.save_file(model.state_dict(), path).",
-        ) from None
 
 
 def load_strictly(module: nn.Module, state: dict[str, torch.Tensor], architecture: str) -> None:
     """Load `state` into `module`, every tensor present and of the right shape, or raise
     WeightsMismatch naming the missing, unexpected and mismatched keys."""
-    expected = module.state_dict()
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    mismatched = [
-        (key, tuple(tensor.shape), tuple(state[key].shape))
-        for key, tensor in expected.items()  # in the model's order, which a reader follows
-        if key in state and tuple(state[key].shape) != tuple(tensor.shape)
-    ]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing ({', '.join(missing[:5])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected ({', '.join(unexpected[:5])})")
-        if mismatched:
-            shown = ", ".join(f"{k}: model {list(e)}, file {list(g)}" for k, e, g in mismatched[:5])
-            parts.append(f"{len(mismatched)} of another shape ({shown})")
-        raise WeightsMismatch(
-            f"The state dict does not fit {architecture}: {'; '.join(parts)}.",
-            f"Save the state dict of the very {architecture} you trained "
-            "(`save_file(model.state_dict(), path)`, without a `module.` prefix from DataParallel), "
-            "or name its real architecture (--model, or `architecture` for the API); give num_classes "
-            "if the head was resized.",
-            missing,
-            unexpected,
-            mismatched,
-        )
+    compare_shapes(shapes_of(module), {key: tuple(t.shape) for key, t in state.items()}, architecture)
     module.load_state_dict(state, strict=True)
+
+
+def check_size(arch: Architecture, num_classes: int | None, max_parameters: int | None) -> None:
+    """Refuse an architecture over the parameter cap before it is built (meta device)."""
+    if max_parameters is None:
+        return
+    parameters = parameter_count(build_on_meta(arch, num_classes))
+    if parameters > max_parameters:
+        raise ModelTooLarge(
+            f"{arch} has {parameters:,} parameters; this deployment runs models of at most "
+            f"{max_parameters:,}.",
+            "Use a smaller model, or ask the operator to raise the workers' MAX_MODEL_PARAMETERS.",
+        )
 
 
 def _load_imagenet(module: nn.Module, arch: Architecture, cache_dir: Path) -> str:
@@ -197,23 +184,32 @@ def load_target_model(
     preprocessing: Preprocessing | None = None,
     source: WeightsSource | None = None,
     model_id: str | None = None,
+    max_parameters: int | None = None,
+    file_name: str | None = None,
 ) -> LoadedModel:
     """The model in eval mode, with weights as described in the module docstring.
 
     With a weights file and no `num_classes`, the head's size is read off the file, so a
-    fine-tuned 10-class checkpoint loads without being told."""
+    fine-tuned 10-class checkpoint loads without being told. The file's header is compared with
+    the architecture on the meta device first (`weights_check`), so a file that does not fit,
+    or a model over `max_parameters`, is refused before anything is allocated. `file_name`: how
+    messages name the file, where its path is nobody's business (a registry check)."""
     arch = Architecture.parse(architecture)
-    sha256 = None
+    sha256: str | None = None
+    warnings: tuple[str, ...] = ()
     if weights:
         path = Path(weights)
-        state = read_state_dict(path)
-        module = arch.build(num_classes, seed)
-        if num_classes is None and (size := head_size(module, state)) is not None:
-            module = arch.build(size, seed)  # a fine-tuned head: read its size off the file
-        load_strictly(module, state, str(arch))
+        name = file_name or str(path)
+        fit = check_fits(arch, read_header(path, name), num_classes, name, max_parameters)
+        warnings = fit.warnings
+        for warning in warnings:
+            log.warning("%s: %s", name, warning)
+        module = arch.build(fit.num_classes, seed)
+        load_strictly(module, read_state_dict(path, name), str(arch))
         sha256 = file_sha256(path)
         words, kind = f"file {path.name}", source or "file"
     else:
+        check_size(arch, num_classes, max_parameters)
         module = arch.build(num_classes, seed)
         try:
             words, kind = _load_imagenet(module, arch, cache_dir or torch_cache_dir()), "imagenet"
@@ -230,16 +226,8 @@ def load_target_model(
         source=kind,
         sha256=sha256,
         model_id=model_id,
+        warnings=warnings,
     )
-
-
-def head_size(module: nn.Module, state: dict[str, torch.Tensor]) -> int | None:
-    """The classifier's output count in a checkpoint, where it differs from `module`'s head."""
-    key = classifier_weight_key(module)
-    weight = state.get(key) if key else None
-    if weight is None or weight.ndim < 1 or int(weight.shape[0]) == num_outputs(module):
-        return None
-    return int(weight.shape[0])
 
 
 def pick_device(requested: str | None) -> torch.device:
@@ -261,6 +249,7 @@ class TargetSpec:
     preprocessing: Preprocessing | None = None
     source: WeightsSource | None = None
     model_id: str | None = None
+    max_parameters: int | None = None
 
     @classmethod
     def of(
@@ -269,10 +258,12 @@ class TargetSpec:
         cache_dir: Path | None = None,
         default_device: str | None = None,
         registered: RegisteredWeights | None = None,
+        max_parameters: int | None = None,
     ) -> TargetSpec:
         """The job's target model; `cache_dir` and `default_device` come from the worker's settings
         (the job's own `device` option wins); `registered`: a model from the registry (API jobs
-        that name `model_id`), its weights already fetched to this worker's disk."""
+        that name `model_id`), its weights already fetched to this worker's disk; `max_parameters`:
+        the worker's cap, so a job cannot name a model larger than its memory holds."""
         spec = cls(
             architecture=options.model,
             weights=options.weights,
@@ -284,6 +275,7 @@ class TargetSpec:
             cache_dir=cache_dir or torch_cache_dir(),
             num_classes=options.num_classes,
             preprocessing=options.preprocessing,
+            max_parameters=max_parameters,
         )
         if registered is None:
             return spec
@@ -315,6 +307,7 @@ def target_model(spec: TargetSpec) -> LoadedModel:
         preprocessing=spec.preprocessing,
         source=spec.source,
         model_id=spec.model_id,
+        max_parameters=spec.max_parameters,
     )
     device = torch.device(spec.device)
     loaded.module.to(device)

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.options import DEFAULT_CAPTION_MODEL, DEFAULT_EMBED_MODEL
+
 Environment = Literal["development", "production"]
 
 # Secrets that ship in examples and docs; a deployment that still uses one is misconfigured.
@@ -67,7 +69,16 @@ class InfraSettings(BaseSettings):
     # (the manifest's width x height; about 3 bytes each before an image is reduced).
     decode_pixel_budget: int = Field(100_000_000, ge=1)
     mlflow_tracking_uri: str | None = Field(
-        None, description="MLflow tracking server that model imports (models:/..., runs:/...) read."
+        None,
+        description="MLflow tracking server that model imports (models:/..., runs:/...) read. Every "
+        "tenant can import any model it holds: give it one a tenant may see in whole.",
+    )
+    allowed_hub_models: tuple[str, ...] = Field(
+        (DEFAULT_CAPTION_MODEL, DEFAULT_EMBED_MODEL),
+        description="Hub model ids that API callers may name: options.caption_model, "
+        "options.embed_model and hub imports (POST /v1/models). Anything else, and any path, is "
+        "refused: a name is the operator's to allow, since a worker loads what it names. JSON "
+        'list, e.g. ["Salesforce/blip-image-captioning-large", "timm/resnet50.a1_in1k"].',
     )
     log_format: Literal["json", "text"] = Field("json", description="json: one object a line, with job_id.")
 
@@ -107,6 +118,14 @@ class ModelWorkerSettings(BaseSettings):
         None, description="Model cache (HF cache, or torchvision checkpoints)."
     )
     device: str | None = Field(None, description="torch device when the job names none.")
+    max_model_parameters: int | None = Field(
+        150_000_000,
+        ge=1,
+        description="Models with more parameters are refused before they are built (meta device). "
+        "A float32 model takes 4 bytes a parameter, twice while its weights load, on top of the "
+        "worker's own 1.6 GB: 150 M (a ViT-B or ConvNeXt-B fits) peaks near 2.8 GB, under the "
+        "activation pods' 3 Gi limit. Raise it with the limit (a ViT-L, 304 M, needs about 4.5 Gi).",
+    )
     registered_model_dir: Path = Field(
         Path(tempfile.gettempdir()) / "neuron-atlas-models",
         description="Where registered models' weights are kept once fetched (writable; the model "

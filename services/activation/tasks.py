@@ -17,7 +17,11 @@ def job_target(job: JobContext, options: PipelineOptions) -> LoadedModel:
     """The job's target model, kept while consecutive jobs use the same one."""
     settings = ActivationSettings()
     registered = registered_weights(job, settings.registered_model_dir)
-    return target_model(TargetSpec.of(options, settings.model_cache_dir, settings.device, registered))
+    return target_model(
+        TargetSpec.of(
+            options, settings.model_cache_dir, settings.device, registered, settings.max_model_parameters
+        )
+    )
 
 
 @job_task(ACTIVATION_SHARD, stage="activation")

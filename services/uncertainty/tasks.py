@@ -15,7 +15,11 @@ def uncertainty_run(job: JobContext) -> None:
     _, options = job_inputs(job)
     settings = UncertaintySettings()
     registered = registered_weights(job, settings.registered_model_dir)
-    target = target_model(TargetSpec.of(options, settings.model_cache_dir, settings.device, registered))
+    target = target_model(
+        TargetSpec.of(
+            options, settings.model_cache_dir, settings.device, registered, settings.max_model_parameters
+        )
+    )
     uncertainty = run_uncertainty(job.store, options, target, artifacts.stored_image_reader(job.store))
     job.jobs.set_report(job.job_id, "uncertainty", uncertainty.summary.document())
     job.jobs.shard_done(job.job_id, "uncertainty", 0, 1)

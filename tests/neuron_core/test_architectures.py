@@ -15,7 +15,8 @@ from safetensors.torch import save_file
 from neuron_atlas.cli import main as cli_main
 from neuron_core.architectures import Architecture
 from neuron_core.layers import resolve_layers
-from neuron_core.target_model import WeightsMismatch, load_target_model
+from neuron_core.target_model import load_target_model
+from neuron_core.weights_check import WeightsMismatch
 from shared.errors import InputError
 
 
