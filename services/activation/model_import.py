@@ -5,13 +5,16 @@ deployment configures, or a Hugging Face hub repository where a hub can be reach
 from __future__ import annotations
 
 import os
+import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from shared.contracts.api import MLFLOW_URI_PATTERN
 from shared.errors import InputError, ModelLoadError
 from shared.hub import downloads_allowed
+from shared.model_names import check_allowed
 from shared.storage import S3Store
 
 P = TypeVar("P", Path, str)
@@ -54,6 +57,13 @@ def from_bucket(store: S3Store, prefix: str, folder: Path) -> Path:
 
 
 def from_mlflow(uri: str, tracking_uri: str | None, folder: Path) -> Path:
+    # The gateway takes only these (shared.contracts.api); checked again here, because MLflow
+    # would read a file:// URI or a path with this worker's rights.
+    if not re.fullmatch(MLFLOW_URI_PATTERN, uri) or ".." in uri.split("/"):
+        raise InputError(
+            "An MLflow import takes models:/NAME/VERSION or runs:/RUN_ID/PATH only.",
+            "Name a registered model version or a run's artifact.",
+        )
     if not tracking_uri:
         raise ImportFailed(
             "This deployment has no MLflow tracking server configured.",
@@ -98,7 +108,10 @@ def from_mlflow(uri: str, tracking_uri: str | None, folder: Path) -> Path:
     return Path(path)
 
 
-def from_hub(repo_id: str, folder: Path) -> Path:
+def from_hub(repo_id: str, folder: Path, allowed: Collection[str] | None = None) -> Path:
+    """`allowed`: the hub ids the deployment allows (checked by the gateway too); None: any."""
+    if allowed is not None:
+        check_allowed("source.uri", repo_id, allowed)
     if not downloads_allowed():
         raise ImportFailed(
             f"The model hub cannot be reached from this deployment (downloads are off) for {repo_id!r}.",

@@ -11,6 +11,7 @@ from services.caption.settings import CaptionSettings
 from services.caption.stage import run_caption_shard, shard_to_caption
 from shared import artifacts
 from shared.devices import resolve_device
+from shared.model_names import check_allowed
 from shared.queue import CAPTION_SHARD
 from shared.settings import get_infra_settings
 from shared.tasks import JobContext, job_inputs, job_task
@@ -18,7 +19,9 @@ from shared.tasks import JobContext, job_inputs, job_task
 
 @lru_cache(maxsize=2)
 def captioner(model_id: str, device: str | None) -> Captioner:
-    """One captioner per model in this worker process; it loads its weights on first use."""
+    """One captioner per model in this worker process; it loads its weights on first use. Only a
+    hub id the deployment allows: `from_pretrained` would read a folder of this worker's disk."""
+    check_allowed("options.caption_model", model_id, get_infra_settings().allowed_hub_models)
     settings = CaptionSettings()
     chosen = resolve_device(device or settings.device)  # a missing GPU is named as such
     return Captioner(model_id, torch.device(chosen), cache_dir=settings.model_cache_dir)

@@ -15,6 +15,7 @@ from services.labelling.settings import LabelSettings, get_settings
 from services.labelling.stage import labelling_summary, run_labelling, run_relabel
 from shared.hierarchy import write_hierarchy
 from shared.metrics import observe_llm
+from shared.model_names import check_allowed
 from shared.queue import LABELLING_LABEL, LABELLING_RELABEL, PIPELINE_ASSEMBLE
 from shared.sentence_embedder import Embedder
 from shared.settings import get_infra_settings
@@ -33,7 +34,9 @@ def package_version() -> str:
 
 @lru_cache(maxsize=2)
 def embedder(name: str) -> Embedder:
-    """One sentence embedder per worker process (the label quality score needs the job's)."""
+    """One sentence embedder per worker process (the label quality score needs the job's); only
+    a hub id the deployment allows, never a folder of this worker's disk."""
+    check_allowed("options.embed_model", name, get_infra_settings().allowed_hub_models)
     return Embedder(name)
 
 

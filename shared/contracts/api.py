@@ -4,9 +4,10 @@ pydantic: importing them pulls in neither Redis nor torch."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.contracts.hierarchy import Evidence
 from shared.contracts.labels import Labelling
@@ -14,6 +15,7 @@ from shared.contracts.models import ModelRecord, Preprocessing
 from shared.contracts.problem import TYPE_PREFIX, ProblemDetails
 from shared.contracts.uncertainty import UncertaintySummary
 from shared.options import PipelineOptions
+from shared.redact import redact
 
 if TYPE_CHECKING:
     from shared.jobstore import JobRecord
@@ -134,11 +136,17 @@ class JobPublic(BaseModel):
 
 
 def _problem(error: dict[str, Any] | None) -> ProblemDetails | None:
-    """Workers record problem details; records from before carry the bare kind as `type`."""
+    """Workers record problem details; records from before carry the bare kind as `type`. A
+    worker's message may name its disk or a host: the tenant sees it redacted (the worker's log
+    keeps the whole text)."""
     if error is None:
         return None
     kind = str(error.get("type", "internal"))
-    return ProblemDetails.model_validate({**error, "type": kind if ":" in kind else TYPE_PREFIX + kind})
+    shown = {
+        key: redact(value) if key in ("title", "detail", "fix") and isinstance(value, str) else value
+        for key, value in error.items()
+    }
+    return ProblemDetails.model_validate({**shown, "type": kind if ":" in kind else TYPE_PREFIX + kind})
 
 
 Report = TypeVar("Report", bound=BaseModel)
@@ -222,6 +230,12 @@ class WebhookSecretPublic(BaseModel):
     secret: str = Field(description="`whsec_...`: verify `webhook-signature` with it.")
 
 
+# MLflow resolves `file://`, `s3://`, `dbfs:/` and bare paths too, each read with the worker's own
+# rights: a tenant could copy another tenant's cached weights, or any folder, out of a worker.
+# Only the tracking server's own names are taken; no `..` climbs out of a run's artifacts.
+MLFLOW_URI_PATTERN = r"^(models:/[^/\s][^\s]*|runs:/[0-9a-zA-Z]+(/[^\s]*)?)$"
+
+
 class ModelImportSource(BaseModel):
     """Where an imported model's safetensors file lives."""
 
@@ -232,8 +246,21 @@ class ModelImportSource(BaseModel):
         min_length=1,
         max_length=1000,
         description="bucket: a prefix under imports/{tenant}/; mlflow: models:/NAME/VERSION or "
-        "runs:/RUN_ID/PATH; hub: a Hugging Face repository id holding model.safetensors.",
+        "runs:/RUN_ID/PATH (no other scheme); hub: a Hugging Face repository id that the "
+        "deployment allows (ALLOWED_HUB_MODELS), holding model.safetensors.",
     )
+
+    @model_validator(mode="after")
+    def _names_no_path(self) -> ModelImportSource:
+        climbs = ".." in self.uri.replace("\\", "/").split("/")
+        if self.kind == "mlflow" and (climbs or not re.fullmatch(MLFLOW_URI_PATTERN, self.uri)):
+            raise ValueError(
+                "an MLflow import takes models:/NAME/VERSION (or models:/NAME@ALIAS) or "
+                "runs:/RUN_ID/PATH without `..`; other URIs (file://, s3://, paths) are never read"
+            )
+        if climbs:
+            raise ValueError("uri may not contain `..`")
+        return self
 
 
 class ModelImport(BaseModel):
