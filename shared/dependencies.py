@@ -26,10 +26,13 @@ class DependencyDown(Exception):
 
 
 def _storage_errors() -> tuple[type[Exception], ...]:
+    """Connection failures, and any answer of the S3 server that is an error of its own: a
+    missing key is turned into FileNotFoundError by the stores, so an S3Error that reaches here
+    is the server refusing to work (storage full, access denied, bucket gone)."""
     import urllib3
-    from minio.error import ServerError
+    from minio.error import InvalidResponseError, S3Error, ServerError
 
-    return (urllib3.exceptions.HTTPError, ServerError)
+    return (urllib3.exceptions.HTTPError, ServerError, S3Error, InvalidResponseError)
 
 
 def _redis_errors() -> tuple[type[Exception], ...]:

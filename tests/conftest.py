@@ -175,6 +175,17 @@ def suite(
         "MLFLOW_TRACKING_URI": mlflow_server,  # model imports (tests/services/gateway/test_models.py)
         "GATEWAY_MAX_MODEL_BYTES": str(50 * 1024 * 1024),  # a 6-class ResNet18 is 45 MB
         "GATEWAY_MODEL_CHECK_TIMEOUT_S": "120",
+        # Hub ids a job or an import may name: the defaults, a timm repository (an import that
+        # the offline suite answers "hub cannot be reached"), and an embedder that does not
+        # exist (a stage that fails in a worker, tests/services/gateway/test_api.py).
+        "ALLOWED_HUB_MODELS": json.dumps(
+            [
+                "Salesforce/blip-image-captioning-base",
+                "sentence-transformers/all-MiniLM-L6-v2",
+                "timm/resnet18.a1_in1k",
+                "no-such-embedder",
+            ]
+        ),
     }
     group = ProcessGroup(logs)
     try:

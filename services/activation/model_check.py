@@ -1,7 +1,7 @@
-"""Check a model before it is registered: the weights load strictly into the architecture and
-the model survives a forward pass on one sample image. Run by an activation worker (it has torch
-and the model zoos) while the gateway waits, so a bad model is refused at upload, not in a job
-an hour later."""
+"""Check a model before it is registered: the weights fit the architecture (compared on the meta
+device before anything is allocated), load strictly, and the model survives a forward pass on
+one sample image. Run by an activation worker (it has torch and the model zoos) while the
+gateway waits, so a bad model is refused at upload, not in a job an hour later."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from PIL import Image
 
 from neuron_core.hooks import preprocess
 from neuron_core.model_layers import describe_layers
-from neuron_core.target_model import WeightsMismatch, load_target_model, num_outputs
+from neuron_core.target_model import load_target_model, num_outputs
+from neuron_core.weights_check import WeightsMismatch, describe_mismatch
 from shared.contracts.models import Preprocessing
 from shared.errors import InputError, NeuronAtlasError
+from shared.redact import redact
 
 
 class ForwardPassFailed(InputError):
@@ -24,12 +26,22 @@ class ForwardPassFailed(InputError):
 
 
 def check_model(
-    weights: Path, architecture: str, num_classes: int | None, preprocessing: Preprocessing | None
+    weights: Path,
+    architecture: str,
+    num_classes: int | None,
+    preprocessing: Preprocessing | None,
+    max_parameters: int | None = None,
+    file_name: str = "model.safetensors",
 ) -> dict[str, Any]:
     """What the registry records about a model that loads and runs; raises a NeuronAtlasError
-    that says what is wrong otherwise."""
+    that says what is wrong otherwise. Messages name the file `file_name`, never its path."""
     target = load_target_model(
-        architecture, str(weights), num_classes=num_classes, preprocessing=preprocessing
+        architecture,
+        str(weights),
+        num_classes=num_classes,
+        preprocessing=preprocessing,
+        max_parameters=max_parameters,
+        file_name=file_name,
     )
     prep = target.preprocessing
     sample = Image.fromarray(
@@ -55,16 +67,14 @@ def check_model(
         "preprocessing": prep.document(),
         "parameters": sum(p.numel() for p in target.module.parameters()),
         "layers": describe_layers(target.architecture, target.module, prep.input_size).document(),
+        "warnings": list(target.warnings),
     }
 
 
 def problem_of(exc: NeuronAtlasError) -> dict[str, Any]:
-    """The refusal, as data the gateway turns into a problem+json answer."""
-    problem: dict[str, Any] = {"kind": exc.kind, "problem": exc.problem, "fix": exc.fix}
+    """The refusal, as data the gateway turns into a problem+json answer; its text redacted of
+    any path, host or address, since it goes to the caller."""
+    problem: dict[str, Any] = {"kind": exc.kind, "problem": redact(exc.problem), "fix": redact(exc.fix)}
     if isinstance(exc, WeightsMismatch):
-        problem["missing_keys"] = exc.missing[:50]
-        problem["unexpected_keys"] = exc.unexpected[:50]
-        problem["shape_mismatches"] = [
-            {"key": key, "model": list(model), "file": list(file)} for key, model, file in exc.mismatched[:50]
-        ]
+        problem.update(describe_mismatch(exc))
     return problem

@@ -4,6 +4,7 @@ out or understating Content-Length."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -16,21 +17,32 @@ class BodyTooLarge(Exception):
     pass
 
 
+IMAGES_FIX = "Split the images over several jobs, or put them in the bucket and submit a prefix."
+
+
+@dataclass(frozen=True)
+class PathLimit:
+    """A path's own body limit, and what a caller over it can do."""
+
+    max_bytes: int
+    fix: str
+
+
 class BodySizeLimit:
     """Pure ASGI middleware: 413 as soon as more than `max_bytes` arrive (or are announced)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, per_path: dict[str, PathLimit] | None = None) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default = PathLimit(max_bytes, IMAGES_FIX)
         self.per_path = per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.per_path.get(scope.get("path", "").rstrip("/"), self.max_bytes)
+        limit = self.per_path.get(scope.get("path", "").rstrip("/"), self.default)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if declared is not None and declared.isdigit() and int(declared) > limit.max_bytes:
             await self._refuse(scope, send, limit)
             return
         received = 0
@@ -41,7 +53,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > limit:
+                if received > limit.max_bytes:
                     raise BodyTooLarge
             return message
 
@@ -57,13 +69,13 @@ class BodySizeLimit:
             if not started:
                 await self._refuse(scope, send, limit)
 
-    async def _refuse(self, scope: Scope, send: Send, limit: int) -> None:
+    async def _refuse(self, scope: Scope, send: Send, limit: PathLimit) -> None:
         problem = Problem(
             413,
             "content-too-large",
             "The request body is too large.",
-            f"Bodies are limited to {limit:,} bytes.",
-            "Split the images over several jobs, or put them in the bucket and submit a prefix.",
+            f"Bodies are limited to {limit.max_bytes:,} bytes.",
+            limit.fix,
         )
         body = json.dumps(problem.details(scope.get("path", "")).body()).encode()
         await send(

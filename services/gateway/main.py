@@ -15,7 +15,7 @@ from prometheus_fastapi_instrumentator import Instrumentator, metrics
 
 from services.gateway import openapi, problems
 from services.gateway.deps import Services
-from services.gateway.limits import MULTIPART_OVERHEAD_BYTES, BodySizeLimit
+from services.gateway.limits import MULTIPART_OVERHEAD_BYTES, BodySizeLimit, PathLimit
 from services.gateway.request_log import RequestLog
 from services.gateway.routers import explorer, health, jobs, models, results, webhooks
 from services.gateway.settings import check_auth_setting, get_gateway_settings
@@ -109,7 +109,11 @@ def create_app() -> FastAPI:
     app.include_router(explorer.router)
     settings = get_gateway_settings()
     # Model uploads have their own limit: a checkpoint can be larger than a batch of images.
-    model_upload_limit = settings.max_model_bytes + MULTIPART_OVERHEAD_BYTES
+    model_upload_limit = PathLimit(
+        settings.max_model_bytes + MULTIPART_OVERHEAD_BYTES,
+        "Ask the operator to raise GATEWAY_MAX_MODEL_BYTES, or import the model from your bucket "
+        "area (POST /v1/models with a JSON body).",
+    )
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_request_bytes, per_path={"/v1/models": model_upload_limit}
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import tempfile
 import uuid
 from datetime import UTC, datetime
@@ -18,7 +19,9 @@ from services.gateway.problems import RETRY_AFTER_S, Problem
 from shared.contracts.api import ModelImport
 from shared.contracts.models import ModelLayers, ModelRecord, ModelSourceRecord, Preprocessing
 from shared.errors import InputError
+from shared.model_names import check_allowed
 from shared.queue import MODEL_CHECK, MODEL_IMPORT, get_app
+from shared.redact import redact
 from shared.registered_model import (
     MODEL_LAYERS,
     MODEL_RECORD,
@@ -27,15 +30,32 @@ from shared.registered_model import (
     model_prefix,
     tenant_models_prefix,
 )
-from shared.safetensors_file import PickledWeights, check_safetensors
+from shared.safetensors_file import PickledWeights, SafetensorsSummary, check_safetensors
 from shared.storage import S3Store, get_json, put_json
 
+log = logging.getLogger(__name__)
+
 # What a client sees of a worker's refusal: its kind maps to the problem type and status.
-_REFUSAL_STATUS = {"unsupported-weights-format": 415, "model-source-unavailable": 503}
+_REFUSAL_STATUS = {
+    "unsupported-weights-format": 415,
+    "model-source-unavailable": 503,
+    "object-storage-unavailable": 503,
+    "internal": 500,
+}
 
 
 def new_model_id() -> str:
     return uuid.uuid4().hex
+
+
+def weights_too_large(limit: int) -> Problem:
+    return Problem(
+        413,
+        "content-too-large",
+        f"The weights file is larger than {limit:,} bytes.",
+        fix="Ask the operator to raise GATEWAY_MAX_MODEL_BYTES, or import the model from your "
+        "bucket area (POST /v1/models with a JSON body).",
+    )
 
 
 def stage_upload(source: IO[bytes], limit: int, folder: Path) -> tuple[Path, str, int]:
@@ -45,63 +65,99 @@ def stage_upload(source: IO[bytes], limit: int, folder: Path) -> tuple[Path, str
         while chunk := source.read(1 << 20):
             size += len(chunk)
             if size > limit:
-                raise Problem(
-                    413,
-                    "content-too-large",
-                    f"The weights file is larger than {limit:,} bytes.",
-                    fix="Ask the operator to raise GATEWAY_MAX_MODEL_BYTES, or import the model "
-                    "from your bucket area.",
-                )
+                raise weights_too_large(limit)
             digest.update(chunk)
             out.write(chunk)
     return path, digest.hexdigest(), size
 
 
-def check_header(path: Path, file_name: str) -> None:
-    """Refuse pickles (415) and truncated or malformed files (422) before any worker sees them."""
+def check_header(path: Path, file_name: str, max_parameters: int) -> SafetensorsSummary:
+    """Refuse pickles (415), truncated or malformed files (422) and models over the tenant's
+    parameter cap (422) before any worker sees them. Parses the caller's header under a size
+    and depth cap (`shared.safetensors_file`): run it in a thread, never on the event loop."""
     try:
-        check_safetensors(path, file_name)
+        summary = check_safetensors(path, file_name)
     except PickledWeights as exc:
         raise Problem(415, exc.kind, exc.problem, fix=exc.fix) from None
     except InputError as exc:
         raise Problem(422, "invalid-weights", exc.problem, fix=exc.fix) from None
+    if summary.values > max_parameters:
+        raise too_many_parameters(summary.values, max_parameters)
+    return summary
+
+
+def too_many_parameters(count: int, limit: int) -> Problem:
+    return Problem(
+        422,
+        "model-too-large",
+        "The model is larger than this deployment checks.",
+        f"It holds {count:,} values; models of at most {limit:,} parameters are accepted.",
+        fix="Register a smaller model, or ask the operator to raise GATEWAY_MAX_MODEL_PARAMETERS "
+        "(and the activation workers' memory with it).",
+    )
+
+
+def check_hub_import(request: ModelImport, allowed: tuple[str, ...]) -> None:
+    """A hub import names a repository the operator allows (ALLOWED_HUB_MODELS), like every hub
+    id a caller gives: a worker downloads what it names."""
+    if request.source.kind != "hub":
+        return
+    try:
+        check_allowed("source.uri", request.source.uri, allowed)
+    except InputError as exc:
+        raise Problem(422, exc.kind, "The model cannot be imported.", exc.problem, exc.fix) from None
 
 
 def ask_worker(task: str, args: list[Any], timeout_s: float) -> dict[str, Any]:
-    """Send a check to an activation worker and wait for its answer (blocking: run it in a thread)."""
+    """Send a check to an activation worker and wait for its answer (blocking: run it in a
+    thread). A worker answers every outcome of a check as data (`{"ok"}` or `{"problem"}`), so
+    an exception here is either no answer in time (503) or a worker that died mid-check (500)."""
+    from celery.exceptions import TimeoutError as NoAnswer
+
     result = get_app().send_task(task, args=args)
     try:
         answer: dict[str, Any] = result.get(timeout=timeout_s, propagate=True)
-    except Exception as exc:  # no worker took it in time, or it crashed
+    except NoAnswer:
         result.forget()
         raise Problem(
             503,
             "model-check-unavailable",
             "No activation worker checked the model in time.",
-            f"The check did not finish within {timeout_s:.0f} s ({type(exc).__name__}); nothing was kept.",
+            f"The check did not finish within {timeout_s:.0f} s; nothing was kept.",
             fix="Try again shortly; if it persists, ask the operator whether activation workers run.",
             headers={"Retry-After": str(RETRY_AFTER_S)},
+        ) from None
+    except Exception as exc:  # the task itself failed: the worker crashed or was killed
+        result.forget()
+        log.error("model check %s failed in the worker: %s", task, type(exc).__name__)
+        raise Problem(
+            500,
+            "model-check-failed",
+            "The model check failed in the worker.",
+            "Nothing was kept.",
+            fix="Try again; if it fails again, ask the operator to look at the activation workers' logs.",
         ) from None
     result.forget()
     return answer
 
 
 def refusal(problem: dict[str, Any]) -> Problem:
+    """A worker's refusal as the caller sees it: its text redacted of paths, hosts and addresses
+    (a worker's messages may name its disk; a caller learns nothing of it)."""
     extra = {k: v for k, v in problem.items() if k not in ("kind", "problem", "fix")}
     status = _REFUSAL_STATUS.get(problem["kind"], 422)
-    if status == 503:  # the model's source did not answer: nothing wrong with the request
+    detail, fix = redact(problem["problem"]), redact(problem["fix"])
+    if status == 503:  # the model's source or our storage did not answer: retry later
         retry = {"Retry-After": str(RETRY_AFTER_S)}
-        return Problem(
-            status,
-            problem["kind"],
-            "The model could not be fetched.",
-            problem["problem"],
-            problem["fix"],
-            headers=retry,
+        title = (
+            "Object storage is unavailable."
+            if problem["kind"] == "object-storage-unavailable"
+            else "The model could not be fetched."
         )
-    return Problem(
-        status, problem["kind"], "The model was refused.", problem["problem"], problem["fix"], **extra
-    )
+        return Problem(status, problem["kind"], title, detail, fix, headers=retry)
+    if status == 500:
+        return Problem(status, problem["kind"], "The model check failed.", detail, fix)
+    return Problem(status, problem["kind"], "The model was refused.", detail, fix, **extra)
 
 
 def register_upload(
@@ -116,6 +172,7 @@ def register_upload(
     class_names: list[str] | None,
     preprocessing: Preprocessing | None,
     timeout_s: float,
+    max_parameters: int,
 ) -> ModelRecord:
     model_id = new_model_id()
     prefix = model_prefix(tenant, model_id)
@@ -123,7 +180,7 @@ def register_upload(
         store.put_file(prefix + MODEL_WEIGHTS, staged)
         answer = ask_worker(
             MODEL_CHECK,
-            [prefix + MODEL_WEIGHTS, architecture, num_classes, _plain(preprocessing)],
+            [prefix + MODEL_WEIGHTS, architecture, num_classes, _plain(preprocessing), max_parameters],
             timeout_s,
         )
         if "problem" in answer:
@@ -135,11 +192,15 @@ def register_upload(
         raise
 
 
-def register_import(store: S3Store, tenant: str, request: ModelImport, timeout_s: float) -> ModelRecord:
-    if request.source.kind == "bucket" and ".." in request.source.uri.split("/"):
-        raise Problem(
-            422, "invalid-input", "The prefix may not contain `..`.", fix="Name a prefix in your area."
-        )
+def register_import(
+    store: S3Store,
+    tenant: str,
+    request: ModelImport,
+    timeout_s: float,
+    max_parameters: int,
+    allowed_hub_models: tuple[str, ...],
+) -> ModelRecord:
+    check_hub_import(request, allowed_hub_models)  # `..` and non-MLflow URIs: refused by the contract
     model_id = new_model_id()
     prefix = model_prefix(tenant, model_id)
     try:
@@ -152,6 +213,7 @@ def register_import(store: S3Store, tenant: str, request: ModelImport, timeout_s
                 request.architecture,
                 request.num_classes,
                 _plain(request.preprocessing),
+                max_parameters,
             ],
             timeout_s,
         )
@@ -201,6 +263,7 @@ def _record(
         size_bytes=size,
         source=source,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        warnings=checked.get("warnings") or None,
     )
     layers = ModelLayers.model_validate({**checked["layers"], "model_id": model_id})
     put_json(store, prefix + MODEL_LAYERS, layers.document())

@@ -21,6 +21,7 @@ class TenantQuota(BaseModel):
     max_images_per_job: int | None = Field(None, ge=1)
     max_llm_tokens_per_job: int | None = Field(None, ge=0)
     max_llm_tokens_per_window: int | None = Field(None, ge=1)
+    max_model_parameters: int | None = Field(None, ge=1)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Quota:
     max_images_per_job: int
     max_llm_tokens_per_job: int
     max_llm_tokens_per_window: int
+    max_model_parameters: int
 
 
 class GatewaySettings(BaseSettings):
@@ -59,6 +61,13 @@ class GatewaySettings(BaseSettings):
     )
     max_model_bytes: int = Field(
         1024**3, ge=1024, description="Largest model weights file (POST /v1/models); 1 GiB holds a ViT-L."
+    )
+    max_model_parameters: int = Field(
+        150_000_000,
+        ge=1,
+        description="Largest model (parameters) a tenant may register; a tenant's own quota may "
+        "lower or raise it. Keep it within what the activation workers' memory and their "
+        "ACTIVATION_MAX_MODEL_PARAMETERS allow (150 M: a ViT-B or ConvNeXt-B).",
     )
     model_check_timeout_s: float = Field(
         300.0, gt=0, description="How long POST /v1/models waits for a worker to check the model."
@@ -104,6 +113,7 @@ class GatewaySettings(BaseSettings):
                 else own.max_llm_tokens_per_job
             ),
             max_llm_tokens_per_window=own.max_llm_tokens_per_window or self.max_llm_tokens_per_window,
+            max_model_parameters=own.max_model_parameters or self.max_model_parameters,
         )
 
     @field_validator("api_keys", "tenant_quotas", mode="before")

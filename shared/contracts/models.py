@@ -69,6 +69,9 @@ class ModelRecord(Contract):
     size_bytes: Count
     source: ModelSourceRecord
     created_at: str
+    warnings: list[str] | None = omitted_when_none(
+        "What loading the weights changes, e.g. float64 tensors cast to float32."
+    )
 
 
 class ModelLayer(Contract):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -10,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from services.gateway.deps import JobDep, JobsDep, Services, ServicesDep, StoreDep, TenantDep
 from services.gateway.idempotency import IdempotentRequest
 from services.gateway.methods import JOB_ID
-from services.gateway.model_registry import job_model_for
+from services.gateway.model_registry import get_layers, job_model_for
 from services.gateway.page_tokens import PAGE_TOKEN_PATTERN, decode_page_token, encode_page_token
 from services.gateway.problems import RETRY_AFTER_S, Problem
 from services.gateway.quotas import llm_spend_used_up, too_many_jobs
@@ -26,6 +27,7 @@ from services.gateway.submit import (
 from shared import artifacts
 from shared.contracts.api import JobFromBucket, JobPublic, JobSpec, JobsPublic, RelabelRequest
 from shared.jobstore import ACTIVE
+from shared.model_names import check_allowed
 from shared.options import PipelineOptions
 from shared.queue import LABELLING_RELABEL, get_app, job_canvas
 from shared.registered_model import JobModel
@@ -69,7 +71,7 @@ def job_model_of(store: Any, tenant: str, options: PipelineOptions) -> JobModel 
             fix="Pass only model_id: the registered model brings its architecture.",
         )
     try:
-        return job_model_for(store, tenant, options.model_id)
+        model = job_model_for(store, tenant, options.model_id)
     except Problem as exc:
         if exc.status != 404:
             raise
@@ -81,6 +83,44 @@ def job_model_of(store: Any, tenant: str, options: PipelineOptions) -> JobModel 
             f"options.model_id {options.model_id} names none of your models.",
             fix="GET /v1/models lists them; register one with POST /v1/models.",
         ) from None
+    check_fits_model(store, tenant, options, model)
+    return model
+
+
+def check_fits_model(store: Any, tenant: str, options: PipelineOptions, model: JobModel) -> None:
+    """Options that the registered model decides must agree with it, now rather than in a
+    worker an hour later: its head's size, and layers it has."""
+    record = model.record
+    if options.num_classes is not None and options.num_classes != record.num_classes:
+        raise Problem(
+            422,
+            "invalid-spec",
+            f"options.num_classes is {options.num_classes}, and model {record.id} has a head of "
+            f"{record.num_classes} outputs.",
+            fix="Leave num_classes out: the registered model brings its head.",
+        )
+    if options.layers is None:
+        return
+    known = [layer.name for layer in get_layers(store, tenant, record.id).layers]
+    unknown = [name for name in options.layers if name not in known]
+    if unknown:
+        close = {name: difflib.get_close_matches(name, known, n=3, cutoff=0.5) for name in unknown}
+        hints = "; ".join(f"{n}: did you mean {', '.join(c)}?" for n, c in close.items() if c)
+        raise Problem(
+            422,
+            "invalid-spec",
+            f"options.layers names {', '.join(repr(n) for n in unknown[:5])}, which model "
+            f"{record.id} ({record.architecture}) does not have.",
+            hints,
+            fix=f"GET /v1/models/{record.id}/layers lists the layers it has.",
+        )
+
+
+def check_model_names(options: PipelineOptions, allowed: tuple[str, ...]) -> None:
+    """The captioner and embedder a spec names must be hub ids the operator allows: a worker
+    loads what a name resolves to, a local folder first (`shared.model_names`)."""
+    check_allowed("options.caption_model", options.caption_model, allowed)
+    check_allowed("options.embed_model", options.embed_model, allowed)
 
 
 def check_llm_spend(services: Services, tenant: str) -> None:
@@ -102,6 +142,7 @@ async def create_job(
     """Submit images (multipart files and archives, or a bucket prefix) with a spec."""
     settings = services.settings
     submission = await read_submission(request)
+    check_model_names(submission.spec.options, services.infra.allowed_hub_models)
     model = await run_in_threadpool(job_model_of, services.store, tenant, submission.spec.options)
     if model is not None:
         options = submission.spec.options.model_copy(

@@ -14,7 +14,6 @@ from starlette.datastructures import UploadFile
 from services.gateway import model_registry as registry
 from services.gateway.deps import ServicesDep, StoreDep, TenantDep
 from services.gateway.limits import MULTIPART_OVERHEAD_BYTES
-from services.gateway.page_tokens import decode_page_token, encode_page_token
 from services.gateway.problems import Problem
 from services.gateway.submission import MAX_JSON_BYTES, bounded_body, parse_json
 from shared.contracts.api import ModelImport, ModelsPublic
@@ -69,7 +68,13 @@ async def create_model(
         except ValidationError as exc:
             raise _invalid(exc) from None
         record = await run_in_threadpool(
-            registry.register_import, store, tenant, wanted, settings.model_check_timeout_s
+            registry.register_import,
+            store,
+            tenant,
+            wanted,
+            settings.model_check_timeout_s,
+            settings.quota(tenant).max_model_parameters,
+            services.infra.allowed_hub_models,
         )
     elif content_type.startswith("multipart/form-data"):
         record = await _upload(request, tenant, services)
@@ -88,13 +93,7 @@ async def _upload(request: Request, tenant: str, services: Any) -> ModelRecord:
     settings = services.settings
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > settings.max_model_bytes + MULTIPART_OVERHEAD_BYTES:
-        raise Problem(
-            413,
-            "content-too-large",
-            f"The weights file is larger than {settings.max_model_bytes:,} bytes.",
-            fix="Ask the operator to raise GATEWAY_MAX_MODEL_BYTES, or import the model from your "
-            "bucket area.",
-        )
+        raise registry.weights_too_large(settings.max_model_bytes)
     form = await request.form(max_files=1, max_fields=10, max_part_size=1024 * 1024)
     try:
         weights = form.get("weights")
@@ -122,11 +121,13 @@ async def _upload(request: Request, tenant: str, services: Any) -> ModelRecord:
         except ValidationError as exc:
             raise _invalid(exc) from None
         file_name = Path(weights.filename or "model.safetensors").name
+        max_parameters = settings.quota(tenant).max_model_parameters
         with registry.scratch() as folder:
             staged, sha256, size = await run_in_threadpool(
                 registry.stage_upload, weights.file, settings.max_model_bytes, Path(folder)
             )
-            registry.check_header(staged, file_name)
+            # The header is the caller's JSON: parsed in a thread, under caps, never on the loop
+            await run_in_threadpool(registry.check_header, staged, file_name, max_parameters)
             return await run_in_threadpool(
                 registry.register_upload,
                 services.store,
@@ -140,6 +141,7 @@ async def _upload(request: Request, tenant: str, services: Any) -> ModelRecord:
                 wanted.class_names,
                 wanted.preprocessing,
                 settings.model_check_timeout_s,
+                max_parameters,
             )
     finally:
         await form.close()
@@ -156,12 +158,13 @@ def list_models(
     tenant: TenantDep,
     store: StoreDep,
     page_size: int = Query(20, ge=1, le=100),
-    page_token: str | None = None,
+    page_token: str | None = Query(
+        None, pattern=MODEL_ID, description="`next_page_token` of the previous page (a model id)."
+    ),
 ) -> ModelsPublic:
     """The caller's models, in id order."""
-    after = decode_page_token(page_token) if page_token else None
-    records, cursor = registry.list_records(store, tenant, page_size, after)
-    return ModelsPublic(items=records, next_page_token=encode_page_token(cursor))
+    records, cursor = registry.list_records(store, tenant, page_size, page_token)
+    return ModelsPublic(items=records, next_page_token=cursor)
 
 
 @router.get("/{model_id}", response_model=ModelRecord)

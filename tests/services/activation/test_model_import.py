@@ -59,3 +59,54 @@ def test_one_safetensors_file_is_chosen_or_the_choice_is_explained() -> None:
         only_safetensors(["a/model.pt"], "x")
     with pytest.raises(ImportFailed, match=r"2 \.safetensors files"):
         only_safetensors(["a/one.safetensors", "a/two.safetensors"], "x")
+
+
+@pytest.fixture
+def development_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The task module builds the process-wide Celery app from the environment."""
+    from shared import queue
+    from shared.settings import get_infra_settings
+
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    get_infra_settings.cache_clear()
+    queue.get_app.cache_clear()
+    yield
+    get_infra_settings.cache_clear()
+    queue.get_app.cache_clear()
+
+
+@pytest.mark.usefixtures("development_app")
+def test_a_check_answers_every_failure_as_data_a_caller_can_act_on() -> None:
+    """A worker's answer says what went wrong, never raises: storage that refuses (a full store)
+    is a 503 to retry, any other failure on the caller's file a 422, and neither names a path."""
+    import urllib3
+    from minio.error import S3Error
+
+    from services.activation.model_tasks import _answer
+    from services.gateway.model_registry import refusal
+
+    def full_store() -> dict[str, object]:
+        raise S3Error(
+            None,
+            "XMinioStorageFull",
+            "Storage backend has reached its minimum free drive threshold.",
+            "/b/k",
+            "r",
+            "h",
+        )  # type: ignore[arg-type]
+
+    def no_store() -> dict[str, object]:
+        raise urllib3.exceptions.MaxRetryError(None, "/tmp/x", "HTTPConnectionPool(host='minio', port=9000)")  # type: ignore[arg-type]
+
+    def odd_input() -> dict[str, object]:
+        raise RecursionError(
+            "maximum recursion depth exceeded in /tmp/neuron-atlas-model-1/model.safetensors"
+        )
+
+    for work in (full_store, no_store):
+        problem = refusal(_answer(work)["problem"])
+        assert problem.status == 503 and problem.kind == "object-storage-unavailable"
+        assert "Retry-After" in problem.headers
+    problem = refusal(_answer(odd_input)["problem"])
+    assert problem.status == 422 and problem.kind == "model-check-failed"
+    assert "/tmp" not in f"{problem.title} {problem.detail} {problem.fix}"
