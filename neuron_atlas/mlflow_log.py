@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from neuron_atlas.client import Client
 
 PARAM_MAX = 6000  # MLflow's limit on a param's value
-# What the explorer needs besides hierarchy.json (thumbnails are not among the job's artifacts:
-# the report then shows file names in their place).
+# What the explorer needs besides hierarchy.json and activations/ (thumbnails are not logged: the
+# logged report shows file names in their place).
 REPORT_ARTIFACTS = ("hierarchy.json", "manifest.json", "spec.json", "groups.json", "labelling.json")
 
 
@@ -196,7 +196,7 @@ def log_job(client: Client, job_id: str, **kwargs: Any) -> str:
     with tempfile.TemporaryDirectory(prefix="neuron-atlas-mlflow-") as tmp:
         available = {a.name for a in client.artifacts(job_id).artifacts}
         wanted = [n for n in available if n in REPORT_ARTIFACTS or n.startswith("activations/")]
-        client.download_artifacts(job_id, tmp, wanted)
+        client.download_artifacts(job_id, tmp, wanted, thumbs=False)
         tags = {**(kwargs.pop("tags", None) or {}), "neuron_atlas.job_id": job_id}
         tags["neuron_atlas.gateway"] = client.config.url
         return log_result(tmp, tags=tags, **kwargs)
