@@ -1,6 +1,7 @@
 """`neuron-atlas`: the command line. Results on stdout, progress and errors on stderr.
 
-Exit status: 0 done, 1 unexpected failure, 2 bad input or options, 3 a model could not be
+Exit status: 0 done, 1 unexpected failure or a missing extra (`pip install
+'neuron-atlas[mlflow]'`), 2 bad input or options, 3 a model could not be
 loaded, 4 the labelling endpoint failed in strict mode, 130 interrupted. `remote` adds its own
 (`neuron_atlas.remote_cli`): 5 the job failed, 6 it was cancelled, 7 the wait timed out, 8 the key
 was refused, 9 no such job, 10 conflict (e.g. not finished yet), 11 the gateway is unavailable.
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from neuron_atlas.option_flags import add_option_flags, options_from_args, user_path
-from shared.errors import InputError, LabellingError, ModelLoadError, NeuronAtlasError
+from shared.errors import InputError, LabellingError, MissingExtra, ModelLoadError, NeuronAtlasError
 from shared.options import PipelineOptions
 
 if TYPE_CHECKING:
@@ -297,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LabellingError as exc:
         _print_error(exc)
         return 4
+    except MissingExtra as exc:  # not the input's fault: the installation lacks a part
+        _print_error(exc)
+        return 1
     except KeyboardInterrupt:
         print("neuron-atlas: interrupted; nothing was written", file=sys.stderr)
         return 130
@@ -307,7 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _mlflow_log(args: argparse.Namespace) -> int:
-    from neuron_atlas.mlflow_log import log_job, log_result
+    from neuron_atlas.mlflow_log import log_job, log_result, require_mlflow
+
+    require_mlflow()  # before a job's artifacts are downloaded
 
     kwargs: dict[str, Any] = {
         "tracking_uri": args.tracking_uri,

@@ -15,18 +15,21 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared.contracts.hierarchy import Hierarchy
-from shared.errors import InputError
+from shared.errors import InputError, MissingExtra
 
 if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
     from neuron_atlas.client import Client
 
 PARAM_MAX = 6000  # MLflow's limit on a param's value
-# What the explorer needs besides hierarchy.json (thumbnails are not among the job's artifacts:
-# the report then shows file names in their place).
+# What the explorer needs besides hierarchy.json and activations/ (thumbnails are not logged: the
+# logged report shows file names in their place).
 REPORT_ARTIFACTS = ("hierarchy.json", "manifest.json", "spec.json", "groups.json", "labelling.json")
 
 
@@ -91,6 +94,53 @@ def model_tags(hierarchy: Hierarchy, model_sha256: str | None) -> dict[str, str]
     }
 
 
+def require_mlflow() -> None:
+    """A one-line error, before any work, when the `mlflow` extra is not installed."""
+    try:
+        import mlflow.tracking  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "mlflow":
+            raise
+        raise MissingExtra(
+            "mlflow-log needs the MLflow client, which is not installed.",
+            "pip install 'neuron-atlas[mlflow]'",
+        ) from None
+
+
+def mlflow_client(tracking_uri: str | None) -> MlflowClient:
+    """MLflow's client for `tracking_uri`; its refusal of the URI as an InputError."""
+    require_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    with mlflow_refusals(tracking_uri):
+        return MlflowClient(tracking_uri=tracking_uri)
+
+
+@contextlib.contextmanager
+def mlflow_refusals(tracking_uri: str | None) -> Iterator[None]:
+    """An MlflowException (a refused store, a server that says no) as an InputError that says
+    what MLflow refused, in one line, and what to do."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        where = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "MLflow's default"
+        text = " ".join(str(getattr(exc, "message", exc)).split())
+        first = text.split(". ", 1)[0].rstrip(".")
+        if "filesystem tracking backend" in text:
+            raise InputError(
+                f"MLflow refused the tracking URI {where}: {first}.",
+                "Log to a tracking server (--tracking-uri http://HOST:5000) or a database "
+                "(--tracking-uri sqlite:///mlflow.db); MLflow opens a file store such as ./mlruns "
+                "only with MLFLOW_ALLOW_FILE_STORE=true.",
+            ) from None
+        raise InputError(
+            f"MLflow refused ({where}): {first[:300]}.",
+            "Check --tracking-uri (or MLFLOW_TRACKING_URI), --run-id and that the tracking server answers.",
+        ) from None
+
+
 def log_result(
     out_dir: str | os.PathLike[str],
     *,
@@ -102,8 +152,8 @@ def log_result(
     tags: dict[str, str] | None = None,
 ) -> str:
     """Log a finished result folder to an MLflow run (a new one, or `run_id`); returns the run id."""
+    client = mlflow_client(tracking_uri)
     from mlflow.entities import Metric, Param, RunTag
-    from mlflow.tracking import MlflowClient
 
     from services.gateway.explorer.report import write_report
 
@@ -115,37 +165,38 @@ def log_result(
         )
     hierarchy = Hierarchy.model_validate_json(path.read_bytes())
     index = write_report(folder)
-    client = MlflowClient(tracking_uri=tracking_uri)
-    if run_id is None:
-        found = client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-        run_id = client.create_run(experiment_id, run_name=run_name).info.run_id
-    now = int(time.time() * 1000)
-    all_tags = {
-        **model_tags(hierarchy, model_sha256),
-        "neuron_atlas.result_sha256": sha256_of(path),
-        **(tags or {}),
-    }
-    client.log_batch(
-        run_id,
-        metrics=[Metric(k, v, now, 0) for k, v in summary_metrics(hierarchy).items()],
-        params=[Param(k, v) for k, v in options_params(hierarchy).items()],
-        tags=[RunTag(k, v) for k, v in all_tags.items()],
-    )
-    client.log_artifact(run_id, str(path))
-    client.log_artifacts(run_id, str(index.parent), artifact_path="explorer")
-    with contextlib.redirect_stdout(sys.stderr):  # MLflow prints the run's links: not our stdout
-        client.set_terminated(run_id)
+    with mlflow_refusals(tracking_uri):
+        if run_id is None:
+            found = client.get_experiment_by_name(experiment)
+            experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+            run_id = client.create_run(experiment_id, run_name=run_name).info.run_id
+        now = int(time.time() * 1000)
+        all_tags = {
+            **model_tags(hierarchy, model_sha256),
+            "neuron_atlas.result_sha256": sha256_of(path),
+            **(tags or {}),
+        }
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, now, 0) for k, v in summary_metrics(hierarchy).items()],
+            params=[Param(k, v) for k, v in options_params(hierarchy).items()],
+            tags=[RunTag(k, v) for k, v in all_tags.items()],
+        )
+        client.log_artifact(run_id, str(path))
+        client.log_artifacts(run_id, str(index.parent), artifact_path="explorer")
+        with contextlib.redirect_stdout(sys.stderr):  # MLflow prints the run's links: not our stdout
+            client.set_terminated(run_id)
     return run_id
 
 
 def log_job(client: Client, job_id: str, **kwargs: Any) -> str:
     """Log a finished suite job: its artifacts are downloaded (hierarchy.json and what the
     explorer report needs), then logged like a result folder, tagged with the job id."""
+    require_mlflow()
     with tempfile.TemporaryDirectory(prefix="neuron-atlas-mlflow-") as tmp:
         available = {a.name for a in client.artifacts(job_id).artifacts}
         wanted = [n for n in available if n in REPORT_ARTIFACTS or n.startswith("activations/")]
-        client.download_artifacts(job_id, tmp, wanted)
+        client.download_artifacts(job_id, tmp, wanted, thumbs=False)
         tags = {**(kwargs.pop("tags", None) or {}), "neuron_atlas.job_id": job_id}
         tags["neuron_atlas.gateway"] = client.config.url
         return log_result(tmp, tags=tags, **kwargs)

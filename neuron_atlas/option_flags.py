@@ -39,12 +39,13 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_option_flags(parser: argparse.ArgumentParser) -> None:
+def add_option_flags(parser: argparse.ArgumentParser, api: bool = False) -> None:
     """One flag per option. Values are checked by the model (`options_from_args`), so a bad
-    value gets the same message here as in an API spec."""
+    value gets the same message here as in an API spec. `api`: for a gateway (`remote submit`),
+    with the API's own options (`--model-id`)."""
     group = parser.add_argument_group("options")
     for name, field in PipelineOptions.model_fields.items():
-        if name in API_ONLY:
+        if name in API_ONLY and not api:
             continue
         if name in GROUP_STARTS:
             group = parser.add_argument_group(GROUP_STARTS[name])

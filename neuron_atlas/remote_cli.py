@@ -2,13 +2,16 @@
 
 The gateway is `--url` or NEURON_ATLAS_URL; the key is NEURON_ATLAS_API_KEY only (a flag would
 leave it in shell history and process lists). Results go to stdout: readable on a terminal, one
-JSON document per line when piped. Progress goes to stderr as a bar on a terminal.
+JSON document per line when piped. Progress goes to stderr as a bar on a terminal, and so does
+each wait before a retry (a quota's Retry-After can be a minute).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,9 +30,10 @@ from neuron_atlas.client import (
     TransportError,
     WaitTimeout,
 )
-from neuron_atlas.client._core import URL_ENV
+from neuron_atlas.client._core import KEY_ENV, URL_ENV, RetryNotice
 from neuron_atlas.option_flags import add_option_flags, options_from_args
 from shared.contracts.api import WEBHOOK_EVENTS
+from shared.contracts.models import ModelRecord
 from shared.errors import InputError
 
 # Exit statuses a CI step can branch on (README "Integrations").
@@ -48,6 +52,11 @@ def add_remote_parser(commands: Any) -> None:
     remote.add_argument("--url", help=f"the gateway, e.g. http://localhost:8000 (default: ${URL_ENV})")
     remote.add_argument(
         "--json", action="store_true", help="JSON lines on stdout even on a terminal (default when piped)"
+    )
+    remote.add_argument(
+        "--no-key",
+        action="store_true",
+        help=f"send no key: only for a development gateway with GATEWAY_AUTH_DISABLED (else set ${KEY_ENV})",
     )
     sub = remote.add_subparsers(dest="remote_command", required=True, metavar="COMMAND")
 
@@ -68,7 +77,7 @@ def add_remote_parser(commands: Any) -> None:
     submit.add_argument("--idempotency-key", metavar="KEY", help="default: a new one per submit")
     submit.add_argument("--wait", action="store_true", help="then wait for the job (exit status as `wait`)")
     _add_wait_flags(submit)
-    add_option_flags(submit)
+    add_option_flags(submit, api=True)
 
     for name, text in (("status", "the job's status and progress"), ("cancel", "cancel the job")):
         sub.add_parser(name, help=text).add_argument("job_id")
@@ -91,6 +100,50 @@ def add_remote_parser(commands: Any) -> None:
 
     listing = sub.add_parser("list", help="the tenant's jobs, newest first")
     listing.add_argument("--limit", type=int, default=20, metavar="N")
+
+    _add_models_parser(sub)
+
+
+def _add_models_parser(sub: Any) -> None:
+    models = sub.add_parser(
+        "models",
+        help="the tenant's model registry: upload, import, list, show, layers, delete",
+        description="Register your own model once, then explain it with `remote submit --model-id ID`.",
+    )
+    commands = models.add_subparsers(dest="models_command", required=True, metavar="COMMAND")
+    upload = commands.add_parser(
+        "upload", help="register a .safetensors state dict (a worker checks it loads and runs first)"
+    )
+    upload.add_argument("weights", type=Path, metavar="FILE.safetensors")
+    imported = commands.add_parser(
+        "import",
+        help="register a model from the bucket (a prefix under imports/TENANT/), MLflow "
+        "(models:/NAME/VERSION, runs:/ID/PATH) or the hub (a repository id)",
+    )
+    imported.add_argument("kind", choices=("bucket", "mlflow", "hub"))
+    imported.add_argument("uri", metavar="URI")
+    for parser in (upload, imported):
+        parser.add_argument(
+            "--architecture",
+            required=True,
+            metavar="ARCH",
+            help="torchvision:NAME, timm:NAME or a torchvision name",
+        )
+        parser.add_argument(
+            "--num-classes", type=int, metavar="N", help="outputs of the head (default: read off the weights)"
+        )
+        parser.add_argument("--class-names", metavar="A,B,...", help="one name per output")
+        parser.add_argument(
+            "--preprocessing", metavar="JSON", help='e.g. \'{"input_size": 224, "mean": [0.5, 0.5, 0.5]}\''
+        )
+    listing = commands.add_parser("list", help="the tenant's models")
+    listing.add_argument("--limit", type=int, metavar="N")
+    for name, text in (
+        ("show", "one model: architecture, sha256, parameters, classes, preprocessing"),
+        ("layers", "the model's readable layers (name, channels, read by default)"),
+        ("delete", "remove the model and its weights"),
+    ):
+        commands.add_parser(name, help=text).add_argument("model_id", metavar="MODEL_ID")
 
 
 def _add_wait_flags(parser: argparse.ArgumentParser) -> None:
@@ -165,11 +218,38 @@ def _stderr_console() -> Any:
     return Console(stderr=True)
 
 
+def say_retry(notice: RetryNotice) -> None:
+    """Each wait before a retry, on stderr: a quota's Retry-After is not a silent minute."""
+    print(f"neuron-atlas remote: {notice.describe()}", file=sys.stderr, flush=True)
+
+
+def check_before_sending(args: argparse.Namespace) -> None:
+    """What can be told without the gateway: no URL, no key, a local weights file."""
+    if not (args.url or os.environ.get(URL_ENV)):
+        raise ConfigError(f"no gateway URL: pass --url URL or set {URL_ENV}.")
+    if not os.environ.get(KEY_ENV) and not args.no_key:
+        raise ConfigError(
+            f"no API key, so nothing was sent: set {KEY_ENV} (read from the environment only, so it "
+            "stays out of shell history; a key comes from `python -m services.gateway.keys TENANT` on "
+            "the gateway's side). For a development gateway with GATEWAY_AUTH_DISABLED, pass --no-key."
+        )
+    if args.remote_command == "submit" and args.weights is not None:
+        # Refused rather than uploaded behind the user's back: a registered model is a resource of
+        # its own (up to GATEWAY_MAX_MODEL_BYTES, checked by a worker, kept until deleted), and an
+        # upload per submission would fill the registry with copies.
+        raise ConfigError(
+            "--weights names a file on this machine, and the gateway never reads one. Register it "
+            f"once: neuron-atlas remote models upload {args.weights} --architecture "
+            f"{args.model or 'ARCH'}; then submit with --model-id MODEL_ID."
+        )
+
+
 def run_remote(args: argparse.Namespace) -> int:
     as_json = args.json or not sys.stdout.isatty()
     output = Output(as_json)
     try:
-        with Client(args.url) as client:
+        check_before_sending(args)
+        with Client(args.url, on_retry=say_retry) as client:
             return _dispatch(client, args, output)
     except JobFailed as exc:
         _error(str(exc), exc.job.error.fix if exc.job.error else None)
@@ -246,7 +326,74 @@ def _dispatch(client: Client, args: argparse.Namespace, output: Output) -> int:
         for listed in client.jobs(limit=args.limit):
             output.model(listed, _row(listed))
         return EXIT_OK
+    if command == "models":
+        return _models(client, args, output)
     raise ConfigError(f"unknown command {command}")
+
+
+def _model_fields(args: argparse.Namespace) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if args.num_classes is not None:
+        fields["num_classes"] = args.num_classes
+    if args.class_names:
+        fields["class_names"] = [name.strip() for name in args.class_names.split(",")]
+    if args.preprocessing:
+        try:
+            fields["preprocessing"] = json.loads(args.preprocessing)
+        except json.JSONDecodeError:
+            raise ConfigError(
+                '--preprocessing is not JSON; e.g. \'{"input_size": 224, "mean": [0.5, 0.5, 0.5]}\'.'
+            ) from None
+    return fields
+
+
+def _describe_model(model: ModelRecord) -> str:
+    classes = f"{model.num_classes} classes" + (
+        f" ({', '.join(model.class_names)})" if model.class_names else ""
+    )
+    return (
+        f"{model.id}  {model.architecture}  {classes}  {model.parameters:,} parameters\n"
+        f"  sha256 {model.sha256}  from {model.source.kind}  created {model.created_at}"
+    )
+
+
+def _models(client: Client, args: argparse.Namespace, output: Output) -> int:
+    command = args.models_command
+    if command in ("upload", "import"):
+        fields = _model_fields(args)
+        if command == "upload":
+            if not args.weights.is_file():
+                raise ConfigError(f"{args.weights} is not a file.")
+            model = client.upload_model(args.weights, args.architecture, **fields)
+        else:
+            model = client.import_model(args.architecture, args.kind, args.uri, **fields)
+        output.model(model, lambda: "registered " + _describe_model(model))
+        return EXIT_OK
+    if command == "list":
+        for count, listed in enumerate(client.models()):
+            if args.limit is not None and count >= args.limit:
+                break
+            output.model(listed, functools.partial(_describe_model, listed))
+        return EXIT_OK
+    if command == "show":
+        model = client.model(args.model_id)
+        output.model(model, lambda: _describe_model(model))
+        return EXIT_OK
+    if command == "layers":
+        layers = client.model_layers(args.model_id)
+        rows = [
+            f"{layer.name}\t{layer.channels}\t{'default' if layer.default else ''}".rstrip()
+            for layer in layers.layers
+        ]
+        output.model(layers, lambda: "\n".join(rows))
+        return EXIT_OK
+    if command == "delete":
+        client.delete_model(args.model_id)
+        output.out.write(
+            (json.dumps({"deleted": args.model_id}) if output.json else f"deleted {args.model_id}") + "\n"
+        )
+        return EXIT_OK
+    raise ConfigError(f"unknown command models {command}")
 
 
 def _row(job: JobPublic) -> Callable[[], str]:

@@ -31,3 +31,9 @@ class LabellingError(NeuronAtlasError):
     """The labelling endpoint failed and strict mode forbids falling back to offline labels."""
 
     kind = "labelling-failed"
+
+
+class MissingExtra(NeuronAtlasError):
+    """A command needs an optional part of the package that is not installed (an extra)."""
+
+    kind = "missing-extra"

@@ -361,11 +361,15 @@ class JobStore:
         self.redis.hdel(f"job:{job_id}", "reopened")
         return found
 
-    def fail(self, job_id: str, error: Mapping[str, Any]) -> str | None:
-        """Failed with `error` (problem-details fields), unless already terminal."""
-        found = self.transition(
-            job_id, ["queued", "running"], "failed", finished_at=now(), error=json.dumps(dict(error))
-        )
+    def fail(self, job_id: str, error: Mapping[str, Any], stage: str | None = None) -> str | None:
+        """Failed with `error` (problem-details fields), unless already terminal. `stage`: the
+        stage that failed, which becomes the job's stage. The stage field only moves forward
+        while the job runs (caption and activation run side by side), so without this a failed
+        caption shard would leave the job at `activation`."""
+        fields = {"finished_at": now(), "error": json.dumps(dict(error))}
+        if stage is not None:
+            fields["stage"] = stage
+        found = self.transition(job_id, ["queued", "running"], "failed", **fields)
         if found == "cancelling":
             self.end_cancelling(job_id)
         self.redis.hdel(f"job:{job_id}", "reopened")

@@ -47,20 +47,20 @@ ROUTES = {
 }
 
 
-# Tasks of a job (shared.tasks.job_task): each holds a lock while it runs, which the reconciler
-# reads. Webhook deliveries are not among them: they are short, and retried by their own rules.
-JOB_TASKS = frozenset(
-    {
-        CAPTION_SHARD,
-        ACTIVATION_SHARD,
-        EMBED_CLUSTER_RUN,
-        ACTIVATION_GROUPS,
-        LABELLING_LABEL,
-        LABELLING_RELABEL,
-        UNCERTAINTY_RUN,
-        PIPELINE_ASSEMBLE,
-    }
-)
+# Tasks of a job (shared.tasks.job_task) and the stage each runs: each holds a lock while it
+# runs, which the reconciler reads, and one that stalls for good fails its job at its stage.
+# Webhook deliveries are not among them: they are short, and retried by their own rules.
+TASK_STAGES = {
+    CAPTION_SHARD: "caption",
+    ACTIVATION_SHARD: "activation",
+    EMBED_CLUSTER_RUN: "embed_cluster",
+    ACTIVATION_GROUPS: "groups",
+    LABELLING_LABEL: "labelling",
+    LABELLING_RELABEL: "labelling",
+    UNCERTAINTY_RUN: "uncertainty",
+    PIPELINE_ASSEMBLE: "assemble",
+}
+JOB_TASKS = frozenset(TASK_STAGES)
 
 # Steps after the neuron groups, in order, before the assembly of hierarchy.json (design §2).
 STEPS_AFTER_GROUPS: list[str] = [LABELLING_LABEL, UNCERTAINTY_RUN]

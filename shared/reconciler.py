@@ -29,6 +29,7 @@ import redis
 
 from shared.contracts.problem import ProblemDetails
 from shared.jobstore import JobStore
+from shared.queue import TASK_STAGES
 from shared.settings import InfraSettings
 from shared.task_heartbeat import TaskHeartbeat, job_alive_key
 
@@ -212,7 +213,8 @@ class Reconciler:
                 message.task_id,
                 attempts,
             )
-            self.jobs.fail(job_id, stalled_problem(message.name, attempts, self.heartbeats.stall_s))
+            stalled = stalled_problem(message.name, attempts, self.heartbeats.stall_s)
+            self.jobs.fail(job_id, stalled, stage=TASK_STAGES.get(message.name))
             self._forget(message)
             return "failed"
         log.warning(

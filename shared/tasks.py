@@ -24,6 +24,7 @@ from shared.dependencies import dependency_errors, unavailable_dependency
 from shared.errors import NeuronAtlasError
 from shared.jobstore import JobStore
 from shared.options import PipelineOptions
+from shared.public_text import public_text, redact
 from shared.queue import get_app
 from shared.registered_model import RegisteredWeights, job_model, local_weights
 from shared.settings import get_infra_settings
@@ -32,6 +33,7 @@ from shared.task_heartbeat import TaskHeartbeat, new_token
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+ERROR_DETAIL_CHARS = 500  # a job error's detail: enough for what went wrong; the log has the rest
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,14 @@ def registered_weights(job: JobContext, folder: Path) -> RegisteredWeights | Non
 def describe_error(stage: str, exc: BaseException) -> dict[str, Any]:
     """The job's `error`, as problem details; users see it on GET /v1/jobs/{id}."""
     if isinstance(exc, NeuronAtlasError):
-        problem = ProblemDetails.of(exc.kind, f"The {stage} stage failed", exc.problem, exc.fix)
+        # Written for users, but where a worker looked (its model cache, a temp folder) or which
+        # host it called is the deployment's, not the tenant's.
+        problem = ProblemDetails.of(
+            exc.kind,
+            f"The {stage} stage failed",
+            public_text(exc.problem, ERROR_DETAIL_CHARS),
+            redact(exc.fix),
+        )
     elif isinstance(exc, SoftTimeLimitExceeded):
         problem = ProblemDetails.of(
             "timeout",
@@ -107,10 +116,12 @@ def describe_error(stage: str, exc: BaseException) -> dict[str, Any]:
             "job again; artifacts computed so far are kept.",
         )
     else:
+        # The message, without the worker's paths, hosts and addresses (the log has them all),
+        # cut at a word.
         problem = ProblemDetails.of(
             "internal",
             f"The {stage} stage failed",
-            f"{type(exc).__name__}: {str(exc)[:500]}",
+            public_text(f"{type(exc).__name__}: {exc}", ERROR_DETAIL_CHARS),
             "Artifacts computed so far are kept; see the worker logs for details.",
         )
     return problem.body()
@@ -223,7 +234,7 @@ def job_task(name: str, stage: str) -> Callable[[Callable[..., None]], Any]:
                 log.exception("%s %s failed for job %s", name, args, job_id)
                 metrics.TASK_FAILURES.labels(name).inc()
                 error = describe_error(stage, exc)
-                _when_redis_answers(name, lambda: jobs.fail(job_id, error))
+                _when_redis_answers(name, lambda: jobs.fail(job_id, error, stage=stage))
                 _when_redis_answers(name, lambda: watch.release(task_id, token, done=True))
                 raise
             finally:

@@ -98,19 +98,71 @@ class UnsafeTarget(ValueError):
 # Cloud metadata services that sit on otherwise ordinary-looking addresses.
 METADATA = frozenset(ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200"))
 
+# IPv6 forms that carry an IPv4 address a packet may end up at: on a NAT64 network
+# `64:ff9b::127.0.0.1` reaches the translator's loopback, on a 6to4 one `2002:7f00:1::` does too.
+# Each is decided on its IPv4 address. The IPv4-mapped (`::ffff:a.b.c.d`) and Teredo forms are
+# read through `ipaddress`; the others by their prefix, the IPv4 address in the last 32 bits.
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052, the well-known prefix
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # RFC 4291, deprecated (`::` and `::1` aside)
+IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # RFC 2765 (SIIT)
+# Global unicast IPv6 lies in 2000::/3; nothing outside it is a public host (site-local fec0::/10,
+# unique local fc00::/7, link-local fe80::/10, multicast, the local-use NAT64 64:ff9b:1::/48 whose
+# IPv4 position depends on the site's own prefix, ...).
+GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (NAT64, 6to4, Teredo, IPv4-compatible, -mapped
+    or -translated), each of which its packets may reach; empty for a plain IPv6 address."""
+    if ip.ipv4_mapped is not None:
+        return [ip.ipv4_mapped]
+    if ip.sixtofour is not None:
+        return [ip.sixtofour]
+    if ip.teredo is not None:
+        server, client = ip.teredo  # the client's address is stored inverted; ipaddress undoes it
+        return [server, client]
+    last32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in NAT64 or ip in IPV4_TRANSLATED:
+        return [last32]
+    if ip in IPV4_COMPATIBLE and int(ip) > 1:  # `::` is unspecified and `::1` loopback, as IPv6
+        return [last32]
+    return []
+
+
+def _refusal(ip: Address, allow_loopback: bool) -> str | None:
+    """Why `ip` may not be called (the kind of address), or None when it may."""
+    if ip in METADATA:
+        return "a cloud metadata address"
+    if ip.is_loopback:
+        return None if allow_loopback else "a loopback address (allowed only with ENVIRONMENT=development)"
+    if isinstance(ip, ipaddress.IPv6Address) and (ip.is_site_local or ip not in GLOBAL_UNICAST):
+        return "not a global unicast address"
+    if not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified:
+        return "a private, link-local, shared or reserved address"
+    return None
+
+
+def address_refusal(address: str, allow_loopback: bool) -> str | None:
+    """Why `address` may not be called, or None: an IPv6 address that carries an IPv4 address is
+    decided on that IPv4 address (and its own prefix must be global, as NAT64's and 6to4's are)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = embedded_ipv4(ip)
+        if inner:
+            for v4 in inner:
+                if (reason := _refusal(v4, allow_loopback)) is not None:
+                    return f"{reason}, embedded in an IPv6 address"
+            return None
+    return _refusal(ip, allow_loopback)
+
 
 def check_address(address: str, allow_loopback: bool) -> None:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip in METADATA:
-        raise UnsafeTarget(f"{ip} is a cloud metadata address")
-    if ip.is_loopback:
-        if allow_loopback:
-            return
-        raise UnsafeTarget(f"{ip} is a loopback address (allowed only with ENVIRONMENT=development)")
-    if not ip.is_global or ip.is_multicast:
-        raise UnsafeTarget(f"{ip} is a private, link-local or reserved address")
+    """Refuse an address (one the caller wrote, so it may be named) that may not be called."""
+    reason = address_refusal(address, allow_loopback)
+    if reason is not None:
+        raise UnsafeTarget(f"{address} is {reason}")
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -121,13 +173,36 @@ def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def check_resolved(host: str, address: str, allow_loopback: bool) -> None:
+    """Refuse `address`, which `host` resolved to, without naming it: the answer would tell a
+    caller what an internal name resolves to (the address goes to the server's log only)."""
+    if address_refusal(address, allow_loopback) is not None:
+        log.warning("callback host %s resolves to %s, which may not be called", host, address)
+        raise UnsafeTarget(
+            f"{host} resolves to an address that is not public (loopback, private, link-local, "
+            "shared, reserved or metadata)"
+        )
+
+
 def checked_addresses(host: str, port: int, allow_loopback: bool, resolver: Resolver) -> list[str]:
-    """Every address `host` resolves to, each allowed; one bad address refuses the host."""
+    """Every address `host` resolves to, each allowed; one bad address refuses the host. An IP
+    literal is checked as it is, not resolved."""
+    if is_ip_literal(host):
+        check_address(host, allow_loopback)
+        return [host.split("%", 1)[0]]
     addresses = resolver(host, port)
     if not addresses:
         raise UnsafeTarget(f"{host} has no address")
     for address in addresses:
-        check_address(address, allow_loopback)
+        check_resolved(host, address, allow_loopback)
     return addresses
 
 
@@ -164,7 +239,7 @@ class GuardedBackend(httpcore.SyncBackend):
         stream = super().connect_tcp(address, port, timeout, local_address, socket_options)
         peer = stream.get_extra_info("server_addr")
         if peer:
-            check_address(str(peer[0]), self.allow_loopback)
+            check_resolved(host, str(peer[0]), self.allow_loopback)
         return stream
 
 

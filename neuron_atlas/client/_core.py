@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import os
 import random
 import tempfile
@@ -31,6 +32,7 @@ USER_AGENT = "neuron-atlas-client/1"
 
 Model = TypeVar("Model", bound=BaseModel)
 ProgressCallback = Callable[[JobPublic], None]
+log = logging.getLogger("neuron_atlas.client")
 
 
 class ClientError(Exception):
@@ -105,6 +107,52 @@ class RetryPolicy:
             if after is not None:
                 return after if after <= self.max_wait_s else None
         return self.backoff(attempt)
+
+
+@dataclass(frozen=True)
+class RetryNotice:
+    """What the client is about to wait for, told to `on_retry` (and logged) before each retry,
+    so a caller can say why nothing seems to happen, e.g. a quota's minute-long Retry-After."""
+
+    method: str
+    path: str
+    attempt: int  # 1 for the first retry
+    delay_s: float
+    status: int | None  # the answer's status; None when the connection failed
+    retry_after: bool  # the wait is the answer's Retry-After, not the back-off
+    kind: str | None = None  # the problem's kind, e.g. quota-exceeded
+
+    def describe(self) -> str:
+        if self.status == 429:
+            why = "Retry-After" if self.retry_after else "back-off"
+            return f"quota: waiting {self.delay_s:.0f} s before retrying ({why})"
+        what = f"the gateway answered {self.status}" if self.status else "the gateway could not be reached"
+        return f"{what}: retrying in {self.delay_s:.1f} s (retry {self.attempt})"
+
+
+RetryCallback = Callable[[RetryNotice], None]
+
+
+def retry_notice(
+    method: str, path: str, attempt: int, delay_s: float, response: httpx.Response | None
+) -> RetryNotice:
+    """The notice of retry number `attempt + 1`, after `response` (None: no connection)."""
+    if response is None:
+        return RetryNotice(method, path, attempt + 1, delay_s, None, False)
+    kind = None
+    if response.headers.get("content-type", "").startswith("application/problem+json"):
+        try:
+            kind = str(response.json().get("type", "")).rsplit(":", 1)[-1] or None
+        except ValueError:
+            kind = None
+    after = retry_after(response.headers.get("retry-after"))
+    return RetryNotice(method, path, attempt + 1, delay_s, response.status_code, after == delay_s, kind)
+
+
+def notify_retry(on_retry: RetryCallback | None, notice: RetryNotice) -> None:
+    log.info("%s %s: %s", notice.method, notice.path, notice.describe())
+    if on_retry is not None:
+        on_retry(notice)
 
 
 def retryable(response: httpx.Response) -> bool:
@@ -256,6 +304,21 @@ def build_submission(
         handle = path.open("rb")
         return Submission(spec, files=[(path.name, handle)], idempotency_key=key, _owned=[handle])
     raise ConfigError(f"{text} is neither a folder, a file nor a bucket prefix (imports/TENANT/...).")
+
+
+def artifact_target(folder: Path, name: str) -> Path:
+    """Where artifact `name` goes under `folder`; a name that would leave it is refused."""
+    target = (folder / name).resolve()
+    if not target.is_relative_to(folder.resolve()):
+        raise ClientError(f"artifact name {name!r} leaves the download folder; not written")
+    return target
+
+
+def wanted_artifact(name: str, names: Sequence[str] | None, thumbs: bool) -> bool:
+    """Whether a download of `names` (None: all), with or without thumbnails, takes `name`."""
+    if name.startswith("thumbs/"):
+        return thumbs
+    return names is None or name in names
 
 
 def is_terminal(job: JobPublic) -> bool:

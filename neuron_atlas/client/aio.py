@@ -16,17 +16,22 @@ from neuron_atlas.client._core import (
     JobFailed,
     Model,
     ProgressCallback,
+    RetryCallback,
     RetryPolicy,
     Submission,
     TransportError,
     WaitTimeout,
+    artifact_target,
     build_submission,
     error_of,
     is_terminal,
     job_spec,
     model_fields,
     model_import_body,
+    notify_retry,
     parse,
+    retry_notice,
+    wanted_artifact,
 )
 from shared.contracts.api import (
     ArtifactsPublic,
@@ -55,8 +60,12 @@ class AsyncClient:
         timeout_s: float = 60.0,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_retry: RetryCallback | None = None,
     ) -> None:
+        """`on_retry(notice)` is called before each wait to retry (a quota's Retry-After, a 5xx,
+        a lost connection), so a caller can say why nothing seems to happen."""
         self.config = ClientConfig.resolve(url, api_key, timeout_s, retry)
+        self.on_retry = on_retry
         self._http = httpx.AsyncClient(
             base_url=self.config.url,
             headers=self.config.headers(),
@@ -80,16 +89,18 @@ class AsyncClient:
         """One API call with the retry policy; the answer as is (errors included)."""
         retry, attempt = self.config.retry, 0
         while True:
+            answer: httpx.Response | None = None
             try:
-                response = await self._http.request(method, path, **kwargs)
+                answer = await self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
                 delay = retry.delay(attempt, None)
                 if delay is None:
                     raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
             else:
-                delay = retry.delay(attempt, response) if response.is_error else None
+                delay = retry.delay(attempt, answer) if answer.is_error else None
                 if delay is None:
-                    return response
+                    return answer
+            notify_retry(self.on_retry, retry_notice(method, path, attempt, delay, answer))
             await asyncio.sleep(delay)
             attempt += 1
             if "files" in kwargs:  # rewind the upload for the next attempt
@@ -243,32 +254,41 @@ class AsyncClient:
     async def neuron(self, job_id: str, layer: str, channel: int) -> NeuronPublic:
         return await self._get(f"/v1/jobs/{job_id}/neurons/{layer}/{channel}", NeuronPublic)
 
-    async def artifacts(self, job_id: str) -> ArtifactsPublic:
-        return await self._get(f"/v1/jobs/{job_id}/artifacts", ArtifactsPublic)
+    async def artifacts(self, job_id: str, *, thumbs: bool = False) -> ArtifactsPublic:
+        """Presigned links to the job's artifacts; `thumbs`: the explorer's thumbnails too."""
+        params = {"thumbs": "true"} if thumbs else {}
+        return await self._get(f"/v1/jobs/{job_id}/artifacts", ArtifactsPublic, **params)
 
     async def download_artifacts(
-        self, job_id: str, dest: str | os.PathLike[str], names: list[str] | None = None
+        self,
+        job_id: str,
+        dest: str | os.PathLike[str],
+        names: Sequence[str] | None = None,
+        *,
+        thumbs: bool | None = None,
     ) -> list[Path]:
-        """Stream the job's artifacts (all, or those named) into `dest`, under their names."""
+        """Stream the job's artifacts (all, or those named) into `dest`, under their names.
+        `thumbs` (default: when all are downloaded) adds `thumbs/`, so `neuron-atlas report` on
+        `dest` shows pictures."""
         folder = Path(dest)
+        with_thumbs = names is None if thumbs is None else thumbs
         written = []
-        for artifact in (await self.artifacts(job_id)).artifacts:
-            if names is not None and artifact.name not in names:
-                continue
-            target = folder / artifact.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # Presigned: the link is its own authorisation, so the API key is not sent to S3.
-            async with (
-                httpx.AsyncClient(timeout=self.config.timeout_s) as plain,
-                plain.stream("GET", artifact.url) as response,
-            ):
-                if response.is_error:
-                    await response.aread()
-                    raise error_of(response)
-                with target.open("wb") as out:
-                    async for chunk in response.aiter_bytes(1 << 20):
-                        out.write(chunk)
-            written.append(target)
+        # Presigned: each link is its own authorisation, so the API key is not sent to S3. One
+        # connection for all of them (a job has a thumbnail per image).
+        async with httpx.AsyncClient(timeout=self.config.timeout_s) as plain:
+            for artifact in (await self.artifacts(job_id, thumbs=with_thumbs)).artifacts:
+                if not wanted_artifact(artifact.name, names, with_thumbs):
+                    continue
+                target = artifact_target(folder, artifact.name)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                async with plain.stream("GET", artifact.url) as response:
+                    if response.is_error:
+                        await response.aread()
+                        raise error_of(response)
+                    with target.open("wb") as out:
+                        async for chunk in response.aiter_bytes(1 << 20):
+                            out.write(chunk)
+                written.append(target)
         return written
 
     async def deliveries(self, job_id: str) -> DeliveriesPublic:

@@ -15,17 +15,22 @@ from neuron_atlas.client._core import (
     JobFailed,
     Model,
     ProgressCallback,
+    RetryCallback,
     RetryPolicy,
     Submission,
     TransportError,
     WaitTimeout,
+    artifact_target,
     build_submission,
     error_of,
     is_terminal,
     job_spec,
     model_fields,
     model_import_body,
+    notify_retry,
     parse,
+    retry_notice,
+    wanted_artifact,
 )
 from shared.contracts.api import (
     ArtifactsPublic,
@@ -54,8 +59,12 @@ class Client:
         timeout_s: float = 60.0,
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
+        on_retry: RetryCallback | None = None,
     ) -> None:
+        """`on_retry(notice)` is called before each wait to retry (a quota's Retry-After, a 5xx,
+        a lost connection), so a caller can say why nothing seems to happen."""
         self.config = ClientConfig.resolve(url, api_key, timeout_s, retry)
+        self.on_retry = on_retry
         self._http = httpx.Client(
             base_url=self.config.url,
             headers=self.config.headers(),
@@ -79,16 +88,18 @@ class Client:
         """One API call with the retry policy; the answer as is (errors included)."""
         retry, attempt = self.config.retry, 0
         while True:
+            answer: httpx.Response | None = None
             try:
-                response = self._http.request(method, path, **kwargs)
+                answer = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
                 delay = retry.delay(attempt, None)
                 if delay is None:
                     raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
             else:
-                delay = retry.delay(attempt, response) if response.is_error else None
+                delay = retry.delay(attempt, answer) if answer.is_error else None
                 if delay is None:
-                    return response
+                    return answer
+            notify_retry(self.on_retry, retry_notice(method, path, attempt, delay, answer))
             time.sleep(delay)
             attempt += 1
             if "files" in kwargs:  # rewind the upload for the next attempt
@@ -241,29 +252,42 @@ class Client:
     def neuron(self, job_id: str, layer: str, channel: int) -> NeuronPublic:
         return self._get(f"/v1/jobs/{job_id}/neurons/{layer}/{channel}", NeuronPublic)
 
-    def artifacts(self, job_id: str) -> ArtifactsPublic:
-        return self._get(f"/v1/jobs/{job_id}/artifacts", ArtifactsPublic)
+    def artifacts(self, job_id: str, *, thumbs: bool = False) -> ArtifactsPublic:
+        """Presigned links to the job's artifacts; `thumbs`: the explorer's thumbnails too."""
+        return self._get(
+            f"/v1/jobs/{job_id}/artifacts", ArtifactsPublic, **({"thumbs": "true"} if thumbs else {})
+        )
 
     def download_artifacts(
-        self, job_id: str, dest: str | os.PathLike[str], names: list[str] | None = None
+        self,
+        job_id: str,
+        dest: str | os.PathLike[str],
+        names: Sequence[str] | None = None,
+        *,
+        thumbs: bool | None = None,
     ) -> list[Path]:
-        """Stream the job's artifacts (all, or those named) into `dest`, under their names."""
+        """Stream the job's artifacts (all, or those named) into `dest`, under their names.
+        `thumbs` (default: when all are downloaded) adds `thumbs/`, so `neuron-atlas report` on
+        `dest` shows pictures."""
         folder = Path(dest)
+        with_thumbs = names is None if thumbs is None else thumbs
         written = []
-        for artifact in self.artifacts(job_id).artifacts:
-            if names is not None and artifact.name not in names:
-                continue
-            target = folder / artifact.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # Presigned: the link is its own authorisation, so the API key is not sent to S3.
-            with httpx.stream("GET", artifact.url, timeout=self.config.timeout_s) as response:
-                if response.is_error:
-                    response.read()
-                    raise error_of(response)
-                with target.open("wb") as out:
-                    for chunk in response.iter_bytes(1 << 20):
-                        out.write(chunk)
-            written.append(target)
+        # Presigned: each link is its own authorisation, so the API key is not sent to S3. One
+        # connection for all of them (a job has a thumbnail per image).
+        with httpx.Client(timeout=self.config.timeout_s) as plain:
+            for artifact in self.artifacts(job_id, thumbs=with_thumbs).artifacts:
+                if not wanted_artifact(artifact.name, names, with_thumbs):
+                    continue
+                target = artifact_target(folder, artifact.name)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with plain.stream("GET", artifact.url) as response:
+                    if response.is_error:
+                        response.read()
+                        raise error_of(response)
+                    with target.open("wb") as out:
+                        for chunk in response.iter_bytes(1 << 20):
+                            out.write(chunk)
+                written.append(target)
         return written
 
     def deliveries(self, job_id: str) -> DeliveriesPublic:

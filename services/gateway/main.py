@@ -13,11 +13,12 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from prometheus_fastapi_instrumentator import Instrumentator, metrics
 
-from services.gateway import openapi, problems
+from services.gateway import docs_pages, openapi, problems
 from services.gateway.deps import Services
 from services.gateway.limits import MULTIPART_OVERHEAD_BYTES, BodySizeLimit, PathLimit
 from services.gateway.request_log import RequestLog
 from services.gateway.routers import explorer, health, jobs, models, results, webhooks
+from services.gateway.security_headers import SecurityHeaders
 from services.gateway.settings import check_auth_setting, get_gateway_settings
 from shared.jobstore import JobStore
 from shared.logs import configure_logging
@@ -93,6 +94,8 @@ def create_app() -> FastAPI:
         version="1",
         summary="Which neurons of a vision model respond to which concepts of your images.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package, not a CDN (docs_pages)
+        redoc_url=None,
     )
     problems.install(app)
     openapi.install(app)
@@ -107,6 +110,7 @@ def create_app() -> FastAPI:
     app.include_router(results.router)
     app.include_router(webhooks.router)
     app.include_router(explorer.router)
+    app.include_router(docs_pages.router)
     settings = get_gateway_settings()
     # Model uploads have their own limit: a checkpoint can be larger than a batch of images.
     model_upload_limit = PathLimit(
@@ -117,6 +121,7 @@ def create_app() -> FastAPI:
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_request_bytes, per_path={"/v1/models": model_upload_limit}
     )
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestLog)  # outermost: it logs even the requests the limit refuses
     return app
 

@@ -23,8 +23,12 @@ SCREENSHOTS = Path(
 )
 
 
+# Every host name but the test servers' resolves to nothing: a page that reaches for a CDN fails.
+NO_NETWORK = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"
+
+
 @contextmanager
-def chromium() -> Iterator[Any]:
+def chromium(*flags: str) -> Iterator[Any]:
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):  # fail, not skip
         pytest.fail("The explorer tests need apt-get install chromium chromium-driver")
     from selenium import webdriver
@@ -40,6 +44,7 @@ def chromium() -> Iterator[Any]:
         "--disable-dev-shm-usage",
         "--window-size=1280,900",
         "--allow-file-access-from-files",
+        *flags,
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})

@@ -24,6 +24,7 @@ from neuron_atlas.client import (
     RetryPolicy,
     WaitTimeout,
 )
+from neuron_atlas.client._core import RetryNotice
 from tests.integrations.conftest import LIGHT, FinishedJob
 from tests.servers import zip_folder
 
@@ -196,3 +197,76 @@ def test_models_through_the_client_sync_and_async(atlas: Client, suite: Any, tmp
     with pytest.raises(ApiError) as err:
         atlas.model(model.id)
     assert err.value.status == 404
+
+
+class AsyncFlakyTransport(httpx.AsyncHTTPTransport):
+    """FlakyTransport for the async client."""
+
+    def __init__(self, failures: int, answer: httpx.Response | None) -> None:
+        super().__init__()
+        self.failures, self.answer, self.seen = failures, answer, 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen += 1
+        if self.seen <= self.failures:
+            if self.answer is None:
+                raise httpx.ConnectError("connection refused (injected)", request=request)
+            return self.answer
+        return await super().handle_async_request(request)
+
+
+def quota_answer(after: str) -> httpx.Response:
+    body = {"type": "urn:neuron-atlas:problem:quota-exceeded", "title": "Quota", "status": 429}
+    return httpx.Response(
+        429, headers={"Retry-After": after, "Content-Type": "application/problem+json"}, json=body
+    )
+
+
+def test_each_wait_before_a_retry_is_told_sync_and_async(suite: Any) -> None:
+    """A quota's Retry-After (a minute by default) is not a silent wait: `on_retry` hears of it."""
+    key = suite.keys["tenant-a"]
+    heard: list[RetryNotice] = []
+    with Client(suite.url, key, transport=FlakyTransport(1, quota_answer("1")), on_retry=heard.append) as c:
+        c.list_page(1)
+    assert [(n.method, n.path, n.attempt, n.status, n.retry_after, n.kind) for n in heard] == [
+        ("GET", "/v1/jobs", 1, 429, True, "quota-exceeded")
+    ]
+    assert heard[0].describe() == "quota: waiting 1 s before retrying (Retry-After)"
+
+    policy = RetryPolicy(max_retries=2, backoff_base_s=0.05)
+
+    async def scenario() -> list[RetryNotice]:
+        told: list[RetryNotice] = []
+        transport = AsyncFlakyTransport(1, None)
+        async with AsyncClient(suite.url, key, transport=transport, retry=policy, on_retry=told.append) as c:
+            await c.list_page(1)
+        transport = AsyncFlakyTransport(1, quota_answer("1"))
+        async with AsyncClient(suite.url, key, transport=transport, on_retry=told.append) as c:
+            await c.list_page(1)
+        return told
+
+    told = asyncio.run(scenario())
+    assert [n.status for n in told] == [None, 429]
+    assert told[0].describe().startswith("the gateway could not be reached: retrying in ")
+    assert told[1].describe() == "quota: waiting 1 s before retrying (Retry-After)"
+
+
+def test_a_whole_download_brings_the_thumbnails_sync_and_async(
+    atlas: Client, suite: Any, finished_job: FinishedJob, tmp_path: Path
+) -> None:
+    job_id = finished_job.job.id
+    images = {image.id for image in atlas.hierarchy(job_id).images}
+    atlas.download_artifacts(job_id, tmp_path / "all")
+    assert {p.stem for p in (tmp_path / "all" / "thumbs").glob("*.webp")} == images
+    atlas.download_artifacts(job_id, tmp_path / "named", ["hierarchy.json"])
+    assert [p.name for p in (tmp_path / "named").iterdir()] == ["hierarchy.json"]  # as asked
+
+    async def scenario() -> list[Path]:
+        async with AsyncClient(suite.url, suite.keys["tenant-a"]) as client:
+            return await client.download_artifacts(
+                job_id, tmp_path / "async", ["hierarchy.json"], thumbs=True
+            )
+
+    written = asyncio.run(scenario())
+    assert {p.stem for p in written if p.parent.name == "thumbs"} == images
+    assert not [a for a in atlas.artifacts(job_id).artifacts if a.name.startswith("thumbs/")]

@@ -3,10 +3,13 @@ file store (the `mlflow_server` fixture)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from neuron_atlas.client import Client
 from tests.integrations.conftest import FinishedJob
@@ -67,3 +70,38 @@ def test_mlflow_log_refuses_what_is_neither_a_folder_nor_a_job(mlflow_server: st
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )  # fmt: skip
     assert proc.returncode == 2 and "neither a result folder nor a job id" in proc.stderr
+
+
+def cli(args: list[str], cwd: Path, block_mlflow: bool = False) -> subprocess.CompletedProcess[str]:
+    """The CLI in a subprocess; `block_mlflow`: as if the `mlflow` extra were not installed."""
+    block = "sys.modules['mlflow'] = None; " if block_mlflow else ""
+    code = f"import sys; {block}from neuron_atlas.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=env
+    )
+
+
+@pytest.mark.parametrize("target", ["RESULT_DIR", "0123456789abcdef0123456789abcdef"])
+def test_mlflow_log_without_the_extra_says_what_to_install(tmp_path: Path, target: str) -> None:
+    (tmp_path / "result").mkdir()
+    args = ["mlflow-log", str(tmp_path / "result") if target == "RESULT_DIR" else target]
+    proc = cli(args, tmp_path, block_mlflow=True)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "ModuleNotFoundError" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        "neuron-atlas: error: mlflow-log needs the MLflow client, which is not installed.",
+        "  what to do: pip install 'neuron-atlas[mlflow]'",
+    ]
+
+
+def test_mlflow_refusing_a_file_store_is_one_error_with_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "result").mkdir()  # MLflow refuses the store before the folder is read
+    proc = cli(["mlflow-log", str(tmp_path / "result"), "--tracking-uri", "./mlruns"], tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "MlflowException" not in proc.stderr
+    error, fix = proc.stderr.splitlines()[-2:]
+    assert error.startswith("neuron-atlas: error: MLflow refused the tracking URI ./mlruns: ")
+    assert "sqlite:///mlflow.db" in fix and "MLFLOW_ALLOW_FILE_STORE=true" in fix
+    assert not (tmp_path / "mlruns").exists()

@@ -1,7 +1,9 @@
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,10 @@ import pytest
 
 from neuron_atlas.cli import main
 from shared.hierarchy import validate_hierarchy
+from shared.hub import OFFLINE_VARIABLES
 from tests.tiny_models import save_tiny_blip
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # The uncertainty stage's model passes at about their cost before schema 1.3 (these tests are
 # about the CLI, not the statistics): 8 random sets, no augmentation, one pruning point.
@@ -200,3 +205,55 @@ def test_fetch_models_refuses_clearly_when_downloads_are_off(capsys):
     assert main(["fetch-models"]) == 3
     err = capsys.readouterr().err
     assert "Downloads are off" in err and "Unset them on a machine with hub access" in err
+
+
+def fetch_models_cli(env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "neuron_atlas.cli", "fetch-models"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**{k: v for k, v in os.environ.items() if k not in OFFLINE_VARIABLES}, **env},
+        cwd=ROOT,
+    )
+    return proc, time.monotonic() - started
+
+
+@pytest.mark.parametrize("variable", ["NEURON_ATLAS_OFFLINE", "HF_HUB_OFFLINE"])
+def test_fetch_models_offline_fails_at_once_with_one_message(variable: str) -> None:
+    proc, took = fetch_models_cli({variable: "1", "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 3 and took < 15, (took, proc.stderr)
+    assert proc.stderr.splitlines() == [
+        "neuron-atlas: error: Downloads are off (NEURON_ATLAS_OFFLINE, HF_HUB_OFFLINE or "
+        "TRANSFORMERS_OFFLINE is set).",
+        "  what to do: Unset them on a machine with hub access, then run fetch-models again.",
+    ]
+
+
+def test_fetch_models_with_no_hub_to_reach_fails_in_seconds_with_one_message() -> None:
+    """Before, the hub client retried every file five times (225 s) and each warning came twice."""
+    from tests.servers import free_port
+
+    port = free_port()  # nothing listens there
+    proc, took = fetch_models_cli({"HF_ENDPOINT": f"http://127.0.0.1:{port}", "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 3, proc.stderr
+    assert took < 30, took
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 2 and "Retrying" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("neuron-atlas: error: The model hubs cannot be reached (")
+    assert f"http://127.0.0.1:{port}: Connection refused" in lines[0]
+    assert "Run fetch-models on a machine with hub access" in lines[1]
+
+
+def test_a_hub_warning_is_printed_once() -> None:
+    code = (
+        "import logging; logging.basicConfig(format='%(levelname)s %(name)s: %(message)s'); "
+        "from shared.hub import log_through_root; log_through_root(); "
+        "from huggingface_hub.utils import logging as hf; hf.get_logger('huggingface_hub.x').warning('once')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.stderr.count("once") == 1, proc.stderr

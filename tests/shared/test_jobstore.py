@@ -74,6 +74,22 @@ def test_failure_is_recorded_once_and_blocks_later_tasks(jobs: JobStore) -> None
     assert jobs.succeed(job_id) == "failed" and jobs.status(job_id) == "failed"
 
 
+def test_a_failed_job_is_at_the_stage_that_failed(jobs: JobStore) -> None:
+    """Caption and activation run side by side, and the stage only moves forward while the job
+    runs: a caption shard that fails after the activation branch began must not leave the job at
+    `activation` while its error says the caption stage failed (issue 26)."""
+    job_id = new(jobs)
+    jobs.begin(job_id, "caption")
+    jobs.begin(job_id, "activation")
+    jobs.fail(job_id, {"type": "internal", "title": "The caption stage failed"}, stage="caption")
+    record = jobs.get(job_id)
+    assert record is not None and record.status == "failed" and record.stage == "caption"
+    jobs.fail(job_id, {"type": "internal", "title": "late"}, stage="activation")  # already ended
+    record = jobs.get(job_id)
+    assert record is not None and record.stage == "caption" and record.error is not None
+    assert record.error["title"] == "The caption stage failed"
+
+
 def test_pages_are_newest_first_and_per_tenant(jobs: JobStore) -> None:
     tenant = uuid.uuid4().hex
     made = [new(jobs, tenant) for _ in range(5)]

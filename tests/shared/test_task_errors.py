@@ -37,6 +37,48 @@ def test_other_errors_stay_internal() -> None:
     assert describe_error("groups", ValueError("boom"))["type"].endswith(":internal")
 
 
+def test_a_long_error_is_cut_at_a_word_with_an_ellipsis_and_a_short_one_is_kept_whole() -> None:
+    words = " ".join(f"word{i:03d}" for i in range(200))  # 1,599 characters
+    detail = describe_error("caption", RuntimeError(words))["detail"]
+    assert len(detail) <= 500 and detail.endswith("…")
+    kept = detail.removesuffix("…").split(" ")
+    assert kept[0] == "RuntimeError:" and all(w in words.split(" ") for w in kept[1:])  # whole words
+    assert describe_error("caption", RuntimeError("short and whole"))["detail"] == (
+        "RuntimeError: short and whole"
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "hidden"),
+    [
+        ("Can't load model from '/tmp/neuron-atlas-check-x1y2/model.safetensors'", "/tmp/neuron"),
+        ("cache miss in /root/.cache/torch/hub/checkpoints", "/root"),
+        ("HTTPConnectionPool(host='127.0.0.1', port=9000): Max retries exceeded", "127.0.0.1"),
+        ("HTTPConnectionPool(host='minio', port=9000): Max retries exceeded", "9000"),
+        ("GET http://minio.internal:9000/bucket/jobs/x failed", "minio.internal"),
+        ("connect to [fd00:ec2::254]:80 refused", "fd00:ec2::254"),
+        ("read C:\\models\\x.bin", "models"),
+    ],
+)
+def test_an_internal_error_names_no_path_host_or_address(message: str, hidden: str) -> None:
+    error = describe_error("activation", OSError(message))
+    assert hidden not in json.dumps(error), error
+    assert error["detail"].startswith("OSError: ")
+
+
+def test_a_user_facing_error_keeps_its_words_but_not_the_workers_paths() -> None:
+    from shared.errors import ModelLoadError
+
+    exc = ModelLoadError(
+        "No weights for resnet18 in /models/torch/hub/checkpoints (downloads are off).",
+        "Run neuron-atlas fetch-models, or mount the weights at /models/torch.",
+    )
+    error = describe_error("activation", exc)
+    assert "/models" not in json.dumps(error)
+    assert error["detail"] == "No weights for resnet18 in <path> (downloads are off)."
+    assert error["fix"] == "Run neuron-atlas fetch-models, or mount the weights at <path>."
+
+
 def test_retry_pauses_grow_and_stop_at_the_window() -> None:
     from shared.tasks import retry_pause
 

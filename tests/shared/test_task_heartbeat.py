@@ -105,6 +105,7 @@ def test_a_task_nobody_runs_goes_back_to_its_queue_then_its_job_fails_as_stalled
     app, channel = broker
     watcher, jobs = reconciler(client, channel), JobStore(client)
     job_id = running_job(jobs)
+    jobs.begin(job_id, "activation")  # the parallel branch moved the job's stage past caption
     task_id = take(app, channel, job_id)
     assert watcher.sweep().get(task_id) is None  # taken less than TASK_STALL_S ago
     for attempt in (1, 2):
@@ -117,6 +118,7 @@ def test_a_task_nobody_runs_goes_back_to_its_queue_then_its_job_fails_as_stalled
     record = jobs.get(job_id)
     assert record is not None and record.status == "failed" and record.error is not None
     assert record.error["type"].endswith(":stalled") and "caption.shard" in record.error["detail"]
+    assert record.stage == "caption"  # the stage whose task stalled, not the furthest one reached
     assert client.hlen("unacked") == 0 and client.llen(QUEUE) == 0
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 
 from services.gateway.deps import JobDep, SettingsDep, StoreDep
 from services.gateway.problems import Problem
@@ -57,13 +59,26 @@ def get_neuron(job: JobDep, store: StoreDep, layer: str, channel: int) -> Neuron
 
 
 @router.get("/{job_id}/artifacts", response_model=ArtifactsPublic)
-def get_artifacts(job: JobDep, store: StoreDep, settings: SettingsDep) -> ArtifactsPublic:
-    """Presigned download links (on the public S3 endpoint) for the job's artifacts."""
+def get_artifacts(
+    job: JobDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    thumbs: Annotated[
+        bool,
+        Query(
+            description="Also link every thumbnail (`thumbs/`, one per image), which the "
+            "explorer report of a downloaded job shows."
+        ),
+    ] = False,
+) -> ArtifactsPublic:
+    """Presigned download links (on the public S3 endpoint) for the job's artifacts. The
+    uploaded images are never listed (one link per image); their thumbnails on request."""
     prefix = artifacts.job_prefix(job.id)
     expires = settings.presign_expiry_s
+    left_out = ("images/",) if thumbs else ("images/", "thumbs/")
     links = [
         ArtifactPublic(name=key[len(prefix) :], url=store.presigned_url(key, expires))
         for key in store.list(prefix)
-        if not key[len(prefix) :].startswith(("images/", "thumbs/"))  # one link per image: too many
+        if not key[len(prefix) :].startswith(left_out)
     ]
     return ArtifactsPublic(expires_in_s=expires, artifacts=links)

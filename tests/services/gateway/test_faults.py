@@ -5,6 +5,7 @@ window; and Redis down under the gateway, and a job whose work was lost."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,11 @@ def test_with_redis_down_the_gateway_answers_503_and_keeps_nothing(
             o.object_name for o in s3.list_objects(suite.bucket, prefix="jobs/", recursive=True)
         }
         redis.stop()
+        with httpx.Client(base_url=url, timeout=60) as anonymous:  # /readyz needs no key
+            ready = anonymous.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["detail"] == "job store unavailable"
+        assert ready.json()["checks"] == {"redis": "unavailable", "storage": "ok"}
+        assert redis.url.split(":")[-1].split("/")[0] not in ready.text
         with httpx.Client(base_url=url, headers=suite.headers(), timeout=60) as client:
             for response in (
                 client.post("/v1/jobs", files=images(sample_dir, 2), data={"spec": json.dumps(LIGHT)}),
@@ -79,6 +85,40 @@ def test_with_redis_down_the_gateway_answers_503_and_keeps_nothing(
     finally:
         group.stop()
         redis.stop()
+
+
+def test_readiness_names_what_is_down_and_not_where_it_is(suite: Any, tmp_path: Path) -> None:
+    """`/readyz` answers anyone (probes send no key): it says which dependency is down, never its
+    endpoint, host or port (the gateway's log has the exception)."""
+    from tests.servers import ProcessGroup, free_port, wait_http
+
+    redis_port, s3_port = free_port(), free_port()  # nothing listens on either
+    env = {
+        **suite.env,
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "S3_ENDPOINT": f"http://127.0.0.1:{s3_port}",
+        "S3_RETRIES": "0",
+    }
+    group = ProcessGroup(tmp_path)
+    port = free_port()
+    group.start(
+        "gateway",
+        [sys.executable, "-m", "uvicorn", "services.gateway.main:app", "--port", str(port)],
+        env,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", group, timeout=60)
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=60)
+    finally:
+        group.stop()
+    assert ready.status_code == 503 and ready.headers["content-type"].startswith("application/problem+json")
+    body = ready.json()
+    assert body["detail"] == "job store unavailable; object storage unavailable"
+    assert body["checks"] == {"redis": "unavailable", "storage": "unavailable"}
+    for secret in (str(redis_port), str(s3_port), "127.0.0.1", "HTTPConnectionPool", suite.bucket):
+        assert secret not in ready.text, secret
+    log = (tmp_path / "gateway.log").read_text()
+    assert "object storage unavailable" in log and str(s3_port) in log  # the detail stays server-side
 
 
 def test_a_job_stuck_cancelling_can_be_deleted(suite: Any, redis_server: Any, s3_server: Any) -> None:

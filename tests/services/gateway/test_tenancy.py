@@ -33,6 +33,7 @@ PUBLIC = {
     ("GET", "/docs"): "Swagger UI page",
     ("GET", "/docs/oauth2-redirect"): "Swagger UI helper page",
     ("GET", "/redoc"): "ReDoc page",
+    ("GET", "/docs/assets/{name}"): "Swagger UI's and ReDoc's scripts and styles, from the package",
     ("GET", "/metrics"): "Prometheus counters by route template, no tenant or job in them",
     ("GET", "/ui"): "redirect to /ui/",
     ("GET", "/ui/"): "the explorer's page (its data come from /ui/api, behind the keys)",
@@ -278,6 +279,6 @@ def test_another_tenant_gets_404_on_every_model_route_and_changes_nothing(suite:
 def test_public_routes_answer_without_a_key(suite: Any) -> None:
     with httpx.Client(base_url=suite.url, timeout=60) as anonymous:
         for method, template in PUBLIC:
-            path = template.format(name="app.js")
+            path = template.format(name="swagger-ui.css" if template.startswith("/docs") else "app.js")
             answer = anonymous.request(method, path)
             assert answer.status_code in (200, 307), (method, path, answer.status_code)

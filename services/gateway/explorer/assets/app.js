@@ -20,6 +20,8 @@
       if (v === null || v === undefined || v === false) continue;
       if (k === "class") el.className = v;
       else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+      // through the CSSOM: a style attribute would be refused by the page's CSP (style-src 'self')
+      else if (k === "style") el.style.cssText = v;
       else el.setAttribute(k, v === true ? "" : v);
     }
     for (const c of children.flat()) {
