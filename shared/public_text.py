@@ -18,8 +18,9 @@ _REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bhost=(['\"]?)[^'\",)\s]+\1"), "host=<host>"),
     (re.compile(r"\bport=\d+"), "port=<port>"),
     (re.compile(r"\b[a-zA-Z]:\\\S+"), "<path>"),  # C:\...
-    # /abs/path and ~/path, not "and/or" or "layer4/17" (a word character before the slash)
-    (re.compile(r"(?<![\w.~])~?/[\w.@+%=-]+(?:/[\w.@+%=-]*)*"), "<path>"),
+    # /abs/path and ~/path, not "and/or" or "layer4/17" (a word character before the slash), not
+    # "models:/name/1" (MLflow's names), and not the API's own routes (/v1/..., /ui/...)
+    (re.compile(r"(?<![\w.~:])(?!/v1/|/ui/)~?/[\w.@+%=-]+(?:/[\w.@+%=-]*)*"), "<path>"),
     (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<address>"),
     (
         re.compile(
@@ -28,7 +29,7 @@ _REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         "<address>",
     ),
-    (re.compile(r"\b[\w-]+(?:\.[\w-]+)+:\d{2,5}\b"), "<host>"),  # minio.internal:9000
+    (re.compile(r"\b[a-zA-Z][\w-]*(?:\.[\w-]+)*:\d{2,5}\b"), "<host>"),  # minio:9000, minio.internal:9000
 )
 
 

@@ -18,7 +18,7 @@ from neuron_core.target_model import load_target_model, num_outputs
 from neuron_core.weights_check import WeightsMismatch, describe_mismatch
 from shared.contracts.models import Preprocessing
 from shared.errors import InputError, NeuronAtlasError
-from shared.redact import redact
+from shared.public_text import redact
 
 
 class ForwardPassFailed(InputError):

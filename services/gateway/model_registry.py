@@ -20,8 +20,8 @@ from shared.contracts.api import ModelImport
 from shared.contracts.models import ModelLayers, ModelRecord, ModelSourceRecord, Preprocessing
 from shared.errors import InputError
 from shared.model_names import check_allowed
+from shared.public_text import redact
 from shared.queue import MODEL_CHECK, MODEL_IMPORT, get_app
-from shared.redact import redact
 from shared.registered_model import (
     MODEL_LAYERS,
     MODEL_RECORD,

@@ -15,7 +15,7 @@ from shared.contracts.models import ModelRecord, Preprocessing
 from shared.contracts.problem import TYPE_PREFIX, ProblemDetails
 from shared.contracts.uncertainty import UncertaintySummary
 from shared.options import PipelineOptions
-from shared.redact import redact
+from shared.public_text import redact
 
 if TYPE_CHECKING:
     from shared.jobstore import JobRecord

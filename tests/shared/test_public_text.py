@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.redact import redact
+from shared.public_text import redact
 
 
 @pytest.mark.parametrize(
