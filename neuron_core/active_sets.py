@@ -66,6 +66,7 @@ class ActiveSets:
     mask: np.ndarray  # bool (images, neurons)
     layers: list[LayerInfo]
     weights: str
+    pooled: np.ndarray | None = None  # float16 (images, neurons) mean activations, when read
 
 
 def write_activation_shard(
@@ -89,10 +90,12 @@ def write_activation_shard(
     )
 
 
-def read_active_sets(store: Store, order: Sequence[str] | None = None) -> ActiveSets:
-    """All shards' active sets; with `order`, rows follow those image ids."""
+def read_active_sets(store: Store, order: Sequence[str] | None = None, pooled: bool = False) -> ActiveSets:
+    """All shards' active sets; with `order`, rows follow those image ids; with `pooled`, the
+    pooled activations too."""
     ids: list[str] = []
     masks: list[np.ndarray] = []
+    values: list[np.ndarray] = []
     shards = [get_npz(store, key) for key in sorted(store.list("activations/"))]
     if not shards:
         raise FileNotFoundError("no activation shards in the job's store")
@@ -101,8 +104,13 @@ def read_active_sets(store: Store, order: Sequence[str] | None = None) -> Active
     for arrays in shards:
         ids.extend(str(i) for i in arrays["image_ids"])
         masks.append(unpack_mask(arrays["active_bits"], n_neurons))
+        if pooled:
+            values.append(arrays["pooled"])
     mask = np.concatenate(masks, axis=0)
+    activations = np.concatenate(values, axis=0) if pooled else None
     if order is not None:
         row = {image_id: i for i, image_id in enumerate(ids)}
-        mask, ids = mask[[row[i] for i in order]], list(order)
-    return ActiveSets(ids, mask, layers, str(shards[0]["weights"]))
+        rows = [row[i] for i in order]
+        mask, ids = mask[rows], list(order)
+        activations = activations[rows] if activations is not None else None
+    return ActiveSets(ids, mask, layers, str(shards[0]["weights"]), activations)

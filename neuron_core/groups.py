@@ -83,7 +83,7 @@ def build_groups(
     n_levels = partitions.shape[1]
     parents = [parent_index(partitions, lv) for lv in range(n_levels - 1)] + [None]
     levels: list[LevelGroups] = []
-    allowed = ~(mask.mean(axis=0) >= min_support) if exclude_generic else np.ones(mask.shape[1], dtype=bool)
+    allowed = allowed_neurons(mask, min_support, exclude_generic)
     for lv in range(n_levels):
         sizes, counts = cluster_counts(partitions[:, lv], active)
         direct = (counts >= min_support * sizes[:, None]) & allowed
@@ -95,6 +95,39 @@ def build_groups(
             members = intersect_children(levels[-1].members, parent_of_child, len(sizes))
         levels.append(LevelGroups(sizes, counts, members, parents[lv]))
     return levels
+
+
+def allowed_neurons(mask: np.ndarray, min_support: float, exclude_generic: bool) -> np.ndarray:
+    """Neurons the group rule may take: all, or with `exclude_generic` those active in fewer than
+    `min_support` of all the job's images."""
+    if not exclude_generic:
+        return np.ones(mask.shape[1], dtype=bool)
+    return np.asarray(~(mask.mean(axis=0) >= min_support))
+
+
+def group_on(
+    partitions: np.ndarray,
+    mask: np.ndarray,
+    rows: np.ndarray,
+    level: int,
+    min_support: float,
+    rule: str,
+    allowed: np.ndarray,
+) -> np.ndarray:
+    """The group the rule gives a cluster of `level` (0-based) when only `rows` (some of its
+    images) are counted: the support over them at level 1 or with `direct`; with `intersect`,
+    the intersection of the groups its children get from their own rows among them (a child
+    with none of them leaves the intersection as it is). `allowed`: `allowed_neurons`, decided on
+    the whole job."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if level == 0 or rule == "direct":
+        counts = mask[rows].sum(axis=0)
+        return np.asarray((counts >= min_support * rows.shape[0]) & allowed)
+    children = partitions[rows, level - 1]
+    members = np.ones(mask.shape[1], dtype=bool)
+    for child in np.unique(children):
+        members &= group_on(partitions, mask, rows[children == child], level - 1, min_support, rule, allowed)
+    return members
 
 
 def intersect_children(child_members: np.ndarray, parent: np.ndarray, n_parents: int) -> np.ndarray:

@@ -22,9 +22,9 @@ from shared.contracts.hierarchy import (
     Cluster,
     ClusterUncertainty,
     EmbedderRecord,
-    Evidence,
     Generator,
     Hierarchy,
+    ImageModelUncertaintyRecord,
     ImageRecord,
     LevelSize,
     ModelsUsed,
@@ -33,7 +33,14 @@ from shared.contracts.hierarchy import (
     TargetRecord,
 )
 from shared.contracts.labels import ClusterLabel, Labelling, Labels
-from shared.contracts.uncertainty import ImageEntropy, MemberStats, PredictiveEntropy, Uncertainty
+from shared.contracts.base import Contract
+from shared.contracts.uncertainty import (
+    EVIDENCE_COLUMNS,
+    Evidence,
+    ImageModelUncertainty,
+    Uncertainty,
+    member_column,
+)
 from shared.options import PipelineOptions
 from shared.storage import Store, get_json, get_npy
 from shared.tree import ClusterNode, build_tree
@@ -69,41 +76,27 @@ def neuron_list(
     ]
 
 
-def membership_evidence(members: MemberStats) -> dict[int, Evidence]:
-    """Per neuron index, its membership's evidence from a cluster of uncertainty.json."""
+def membership_evidence(members: Contract) -> dict[int, Evidence]:
+    """Per neuron index, its membership's evidence from a cluster of uncertainty.json: the
+    columns of MemberStats are Evidence's fields, so a row of them is one Evidence."""
+    neurons = member_column(members, "neuron") or []
+    columns = {name: member_column(members, name) for name in EVIDENCE_COLUMNS}
     return {
-        int(neuron): Evidence(
-            count=members.count[j],
-            interval=[members.lower[j], members.upper[j]],
-            p_value=members.p_value[j],
-            q_value=members.q_value[j],
-            significant=members.significant[j],
-            chance_p_value=members.chance_p_value[j],
-            chance_q_value=members.chance_q_value[j],
-            above_chance=members.above_chance[j],
-            collection_rate=members.collection_rate[j],
-            generic=members.generic[j],
-            reliable=members.reliable[j],
-            inclusion_probability=_at(members.inclusion_probability, j),
-            expected_support=_at(members.expected_support, j),
-            expected_support_sd=_at(members.expected_support_sd, j),
-            augmented_support=_at(members.augmented_support, j),
-            augmented_support_sd=_at(members.augmented_support_sd, j),
+        int(neuron): Evidence.model_validate(
+            {name: (values[j] if values is not None else None) for name, values in columns.items()}
         )
-        for j, neuron in enumerate(members.neuron)
+        for j, neuron in enumerate(neurons)
     }
 
 
-def _image_entropy(entropy: ImageEntropy | None, i: int) -> PredictiveEntropy | None:
-    if entropy is None:
+def _image_uncertainty(rows: Mapping[int, int], table: ImageModelUncertainty | None, i: int) -> Any:
+    """Image row `i`'s predictive entropy, where it was in the dropout passes' sample."""
+    if table is None or i not in rows:
         return None
-    return PredictiveEntropy(
-        total=entropy.total[i], aleatoric=entropy.aleatoric[i], epistemic=entropy.epistemic[i]
+    j = rows[i]
+    return ImageModelUncertaintyRecord(
+        total=table.total[j], expected_entropy=table.expected_entropy[j], mutual_information=table.mutual_information[j]
     )
-
-
-def _at(values: Sequence[float] | None, j: int) -> float | None:
-    return None if values is None else values[j]
 
 
 def cluster_documents(
@@ -144,10 +137,12 @@ def cluster_documents(
                 difference_source=label.difference_source,
                 uncertainty=(
                     ClusterUncertainty(
-                        stability=stats.stability,
-                        causal=stats.causal,
+                        group_stability=stats.group_stability,
+                        clustering_stability=stats.clustering_stability,
+                        specificity=stats.specificity,
+                        importance=stats.importance,
                         difference_test=stats.difference_test,
-                        predictive_entropy=stats.predictive_entropy,
+                        model_uncertainty=stats.model_uncertainty,
                     )
                     if stats
                     else None
@@ -239,7 +234,8 @@ def _hierarchy_parts(store: Store, version: str) -> tuple[Hierarchy, Iterator[Cl
     )
     file_names = {image["id"]: image["file_name"] for image in manifest["images"]}
     class_labels = {image["id"]: image.get("label") for image in manifest["images"]}
-    entropy = uncertainty.image_entropy if uncertainty else None
+    entropy = uncertainty.image_model_uncertainty if uncertainty else None
+    sampled = {row: j for j, row in enumerate(entropy.rows)} if entropy else {}
     head = Hierarchy(
         schema_version=SCHEMA_VERSION,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -254,7 +250,7 @@ def _hierarchy_parts(store: Store, version: str) -> tuple[Hierarchy, Iterator[Cl
                 caption=row["caption"],
                 caption_source=row["source"],
                 label=class_labels.get(row["image_id"]),
-                predictive_entropy=_image_entropy(entropy, i),
+                model_uncertainty=_image_uncertainty(sampled, entropy, i),
             )
             for i, row in enumerate(rows)
         ],

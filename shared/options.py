@@ -12,6 +12,7 @@ from shared.contracts.models import Preprocessing
 DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
 DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_TARGET_MODEL = "resnet18"
+DEFAULT_UNCERTAINTY_BUDGET = 1.5
 
 Ranking = Literal["per_layer", "global"]
 GroupRule = Literal["intersect", "direct"]
@@ -23,6 +24,13 @@ PassPrecision = Literal["auto", "float32", "bfloat16"]
 # the JSON schema, so a client that follows the schema is never refused (Python's `str.strip`
 # and JSON Schema's `\\s` disagree on some control characters).
 NAME_PATTERN = "[^ \\t\\n\\r\\f\\v]"
+
+
+def _budget_schema(schema: dict[str, Any]) -> None:
+    """`uncertainty_budget` in the JSON schema: a non-negative number, or "full"."""
+    for branch in schema.get("anyOf", []):
+        if branch.get("type") == "number":
+            branch["minimum"] = 0
 
 
 def _some_names_schema(schema: dict[str, Any]) -> None:
@@ -110,10 +118,21 @@ class PipelineOptions(BaseModel):
     )
     exclude_generic: bool = Field(
         False,
-        description="Leave generic neurons (active in >= min_support of all images) out of every "
-        "group; off by default, as in the paper's rule.",
+        description="Leave frequent neurons (active in >= min_support of all images, so they join "
+        "any cluster's group by their base rate) out of every group; off by default, as in the "
+        "paper's rule.",
     )
-    # 8. Uncertainty (seeded by `seed`)
+    # 8. Uncertainty (seeded by `seed`; docs/uncertainty.md says what each test's null is)
+    uncertainty_budget: float | Literal["full"] = Field(
+        DEFAULT_UNCERTAINTY_BUDGET,
+        description="What the uncertainty stage may spend, in forward-pass equivalents per image "
+        "(the activation pass is 1; counted in FLOPs, a bfloat16 pass counts half): it plans the "
+        "dropout and augmentation passes on a seeded sample, the pruning curve on a held-out "
+        "sample, and the specificity tests on the largest concepts that fit, and records the plan. "
+        "0: statistics, bootstraps and difference tests only (no model passes). full: every method "
+        "on every image and concept, the importance test included.",
+        json_schema_extra=lambda schema: _budget_schema(schema),
+    )
     alpha: float = Field(0.05, gt=0.0, lt=1.0, description="Intervals at 1 - alpha; tests at alpha.")
     interval: IntervalMethod = Field(
         "clopper_pearson",
@@ -123,11 +142,25 @@ class PipelineOptions(BaseModel):
     bootstrap_resamples: int = Field(
         200, ge=0, le=100_000, description="Bootstrap resamples for group stability; 0: none."
     )
+    clustering_resamples: int = Field(
+        10,
+        ge=0,
+        le=1000,
+        description="FINCH runs on 80% subsamples of the captions, for each cluster's clustering "
+        "stability; 0: none.",
+    )
+    difference_permutations: int = Field(
+        999,
+        ge=0,
+        le=100_000,
+        description="Permutations of a parent's images among its children per difference test "
+        "(the group rule re-run in each; sequential stopping); 0: no difference tests.",
+    )
     mc_samples: int = Field(
         8,
         ge=0,
         le=1000,
-        description="Dropout passes for model uncertainty (the model's own dropout, else dropout "
+        description="Dropout passes per sampled image (the model's own dropout, else dropout "
         "injected before the read layers); 0: none.",
     )
     injected_dropout_rate: float = Field(
@@ -135,23 +168,34 @@ class PipelineOptions(BaseModel):
         gt=0.0,
         lt=1.0,
         description="Dropout rate injected at test time before each read layer of a model without "
-        "dropout there (post-hoc dropout injection, Ledda et al. 2023).",
+        "dropout there (Ledda et al. 2023), unless labelled images calibrate another.",
     )
     tta_samples: int = Field(
-        4, ge=0, le=1000, description="Test-time augmentation passes (input sensitivity); 0: none."
+        4, ge=0, le=1000, description="Test-time augmentation passes per sampled image (input sensitivity); 0: none."
+    )
+    ablation_max_images: int = Field(
+        8,
+        ge=1,
+        le=100_000,
+        description="At most this many of a concept's images held out per specificity test (and "
+        "zeroed per importance test).",
+    )
+    specificity_reference_images: int = Field(
+        32,
+        ge=1,
+        le=100_000,
+        description="Images from outside a concept (a seeded choice) that its held-out images are "
+        "compared with in the specificity test.",
     )
     ablation_random_sets: int = Field(
         39,
         ge=0,
         le=10_000,
-        description="Random neuron sets per causal check (its smallest p-value is 1 / (sets + 1)); "
-        "0: no causal checks or pruning.",
-    )
-    ablation_max_images: int = Field(
-        8, ge=1, le=100_000, description="At most this many of a cluster's images per causal check."
+        description="Uniform random neuron sets per importance test (with --uncertainty-budget "
+        "full; its smallest p-value is 1 / (sets + 1)); 0: no importance test.",
     )
     pruning_random_sets: int = Field(
-        2, ge=0, le=100, description="Random prunings at each share pruned beside significance pruning."
+        10, ge=0, le=100, description="Random prunings at each share pruned beside significance pruning."
     )
     pruning_thresholds: tuple[float, ...] = Field(
         (0.001, 0.05, 0.25),
@@ -188,6 +232,13 @@ class PipelineOptions(BaseModel):
         # An empty list would run the default layers and record none: say so instead.
         if value is not None and (not value or not all(re.search(NAME_PATTERN, name) for name in value)):
             raise ValueError("name at least one module (no empty names), or leave layers out for the default")
+        return value
+
+    @field_validator("uncertainty_budget")
+    @classmethod
+    def _budget_not_negative(cls, value: float | str) -> float | str:
+        if isinstance(value, float) and not value >= 0:  # NaN included
+            raise ValueError("the budget is a number >= 0, or full")
         return value
 
     @field_validator("pruning_thresholds", mode="before")

@@ -1,13 +1,29 @@
-"""Uncertainty stage over a job's store: reads partitions.npy, the activation shards and the
-stored groups (`groups.json`), writes `uncertainty.json` (what `assemble_hierarchy` merges into
-hierarchy.json).
+"""The uncertainty stage over a job's store: reads partitions.npy, embeddings.npy, the activation
+shards and the stored groups (`groups.json`), writes `uncertainty.json` (what
+`assemble_hierarchy` merges into hierarchy.json).
 
 - `run_uncertainty(store, options, target=None, read_bytes=None)`: the one entry, called by the
-  Celery task and the embedded runner; the model passes (dropout passes, test-time
-  augmentation, causal checks, pruning curve) run when a target model and an image reader
-  are given. Class labels that the submission brought (manifest `label`) feed the pruning
-  curve's accuracy.
-- `compute_uncertainty(...)`: the same on arrays, for callers that hold them already.
+  Celery task and the embedded runner; the model passes run when a target model and an image
+  reader are given and the budget allows them. Class labels that the submission brought
+  (manifest `label`) calibrate injected dropout and give the pruning curve its accuracy.
+- `compute_uncertainty(inputs, options, ...)`: the same on arrays.
+
+The stage is the plan (plan.py) and one call per method, in the plan's order, each method a unit
+of its own with its null in a sentence (docs/uncertainty.md is built from them):
+
+| method                | module                | what it says                                      |
+|-----------------------|-----------------------|---------------------------------------------------|
+| membership statistics | stats.py, membership.py | intervals, selectivity, chance, reliability     |
+| group stability       | bootstrap.py          | the group on bootstrap resamples of its images     |
+| clustering stability  | cluster_stability.py  | the cluster when FINCH runs on subsamples          |
+| difference test       | difference.py         | the child's images carry its difference neurons    |
+| model uncertainty     | model_uncertainty.py  | dropout passes (dropout_calibration.py)            |
+| input sensitivity     | model_uncertainty.py  | test-time augmentation                             |
+| pruning curve         | pruning.py            | significance pruning on held-out images            |
+| specificity           | specificity.py        | the group's causal effect on held-out images       |
+| importance            | importance.py         | the group against uniform random neurons (full)    |
+
+then Benjamini-Hochberg across the job's clusters, one family per test.
 """
 
 from __future__ import annotations
@@ -16,6 +32,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,26 +41,45 @@ from PIL import Image
 from torch import nn
 
 from neuron_core.active_sets import read_active_sets
-from neuron_core.groups import LevelGroups, difference_neurons, one_hot, stored_groups
+from neuron_core.groups import LevelGroups, allowed_neurons, stored_groups
 from neuron_core.layers import LayerInfo
+from neuron_core.read_layer_start import split_at_first_read_layer
 from neuron_core.target_model import LoadedModel
 from services.uncertainty import ablation as abl
+from services.uncertainty import difference, importance, specificity
 from services.uncertainty.bootstrap import BootstrapResult, bootstrap_groups
+from services.uncertainty.cluster_stability import ClusteringStability, clustering_stability
+from services.uncertainty.dropout_calibration import DropoutCalibration, calibrate_injected_dropout
 from services.uncertainty.entropy import EntropySplit, cluster_means
+from services.uncertainty.membership import MembershipTable
 from services.uncertainty.model_inputs import ImageSource, ModelInputs
 from services.uncertainty.model_uncertainty import (
     StochasticActivity,
     expected_support,
+    pick_method,
     stochastic_active_sets,
 )
+from services.uncertainty.plan import Allocation, ConceptRef, PassCosts, allocate, pass_costs
 from services.uncertainty.precision import dtype_name, pass_dtype, runs_in
-from services.uncertainty.pruning import pruning_report
+from services.uncertainty.pruning import pruning_cost, pruning_report
 from services.uncertainty.selectivity import collection_rate
-from services.uncertainty.stats import MembershipStats, benjamini_hochberg, chance_rates, membership_stats
+from services.uncertainty.stats import benjamini_hochberg, can_be_reliable, chance_rates, membership_stats
 from shared import artifacts
 from shared.contracts.groups import Groups
 from shared.contracts.models import IMAGENET_EVAL, Preprocessing
-from shared.contracts.uncertainty import Uncertainty
+from shared.contracts.uncertainty import (
+    ClusterModelUncertainty,
+    ClusterStats,
+    DifferenceResult,
+    DifferenceTest,
+    Importance,
+    Plan,
+    PlanStep,
+    Specificity,
+    TestCounts,
+    TestMethod,
+    Uncertainty,
+)
 from shared.ingest import decode_image
 from shared.options import PipelineOptions
 from shared.storage import Store, get_json, get_npy
@@ -52,26 +88,56 @@ from shared.tree import cluster_id
 log = logging.getLogger(__name__)
 
 PHASE_MESSAGE = "uncertainty phase %s: %.3f s"
+CLUSTERING_FRACTION = 0.8
+
+TESTS = (
+    TestMethod(
+        name="selectivity",
+        null="The cluster is a random set of the collection's images: the neuron is active in it "
+        "as often as in the rest of the collection.",
+        statistic="hypergeometric P(X >= k), X ~ Hypergeom(all images, actives among them, cluster size)",
+        multiple_testing="Benjamini-Hochberg across all selected neurons of each cluster",
+    ),
+    TestMethod(
+        name="specificity",
+        null=specificity.NULL,
+        statistic="mean drop of the held-out concept images' top logit minus the reference "
+        "images'; permutation p-value over those images",
+        multiple_testing="Benjamini-Hochberg across the job's tested concepts",
+    ),
+    TestMethod(
+        name="keep_only",
+        null="Keeping only the group (chosen again on some of the concept's images) keeps its "
+        "held-out images' outputs no better than other images'.",
+        statistic="mean drop of the reference images minus the held-out images'; permutation p-value",
+        multiple_testing="Benjamini-Hochberg across the job's tested concepts",
+    ),
+    TestMethod(
+        name="difference",
+        null=difference.NULL,
+        statistic="the child's carrier share minus its siblings', against the same with the "
+        "parent's images permuted among its children and the group rule re-run",
+        multiple_testing="Benjamini-Hochberg across the job's tested children",
+    ),
+    TestMethod(
+        name="importance",
+        null=importance.NULL,
+        statistic="exact rank of the group's mean drop among uniform random sets' mean drops",
+        multiple_testing="Benjamini-Hochberg across the job's tested concepts",
+    ),
+)
 
 
 @contextmanager
-def _phase(name: str) -> Iterator[None]:
-    """Log how long a phase took (INFO): users see where a run's time goes with -v, and the
-    pipeline benchmark reads the same lines."""
+def _phase(name: str, seconds: dict[str, float]) -> Iterator[None]:
+    """Log how long a phase took (INFO), and keep it for the plan: users see where a run's time
+    goes with -v, and the pipeline benchmark reads the same lines."""
     start = time.perf_counter()
     try:
         yield
     finally:
-        log.info(PHASE_MESSAGE, name, time.perf_counter() - start)
-
-
-def _r(values: np.ndarray, digits: int = 6) -> list[Any]:
-    return [round(float(v), digits) for v in values]
-
-
-def _sig(values: np.ndarray) -> list[float]:
-    """Four significant digits: p-values far below 1e-6 stay readable instead of rounding to 0."""
-    return [float(f"{float(v):.4g}") for v in values]
+        seconds[name] = time.perf_counter() - start
+        log.info(PHASE_MESSAGE, name, seconds[name])
 
 
 def manifest_image_reader(
@@ -105,6 +171,29 @@ def class_labels(manifest: Mapping[str, Any], image_ids: Sequence[str]) -> np.nd
     return np.array([index(given.get(i)) if given.get(i) is not None else -1 for i in image_ids])
 
 
+@dataclass(frozen=True)
+class JobArrays:
+    """What the statistics read: rows are the job's usable images, in the captions' order."""
+
+    partitions: np.ndarray  # (images, levels)
+    mask: np.ndarray  # (images, neurons) active sets
+    pooled: np.ndarray  # (images, neurons) mean activations, float32
+    levels: Sequence[LevelGroups]
+    layers: Sequence[LayerInfo]
+    embeddings: np.ndarray | None = None  # (images, d) caption embeddings, for clustering stability
+    labels: np.ndarray | None = None  # class index per image, -1 unknown
+
+
+@dataclass(frozen=True)
+class ModelSide:
+    """The target model and its images, for the methods that run model passes."""
+
+    module: nn.Module
+    read_images: ImageSource
+    device: torch.device
+    prep: Preprocessing = IMAGENET_EVAL
+
+
 def run_uncertainty(
     store: Store,
     options: PipelineOptions,
@@ -114,298 +203,560 @@ def run_uncertainty(
     """Statistics for every membership, cluster and the job into `uncertainty.json`; with a
     target model and `read_bytes` (a manifest entry's image bytes), the model passes too."""
     image_ids = [row["image_id"] for row in artifacts.read_usable_captions(store)]
-    active = read_active_sets(store, image_ids)
+    active = read_active_sets(store, image_ids, pooled=True)
     partitions = get_npy(store, artifacts.PARTITIONS)
     levels = stored_groups(artifacts.read_model(store, artifacts.GROUPS, Groups), partitions, active.mask)
-    read_images = None
     manifest = get_json(store, artifacts.MANIFEST)
-    if target is not None and read_bytes is not None:
-        read_images = manifest_image_reader(manifest, image_ids, read_bytes)
-    uncertainty = compute_uncertainty(
+    embeddings = get_npy(store, artifacts.EMBEDDINGS) if store.exists(artifacts.EMBEDDINGS) else None
+    arrays = JobArrays(
         partitions,
         active.mask,
+        np.asarray(active.pooled, dtype=np.float32),
         levels,
         active.layers,
-        options,
-        target.module if target else None,
-        read_images,
-        target.device if target else None,
+        embeddings,
         class_labels(manifest, image_ids),
-        target.preprocessing if target else IMAGENET_EVAL,
     )
+    side = None
+    if target is not None and read_bytes is not None:
+        side = ModelSide(
+            target.module, manifest_image_reader(manifest, image_ids, read_bytes), target.device, target.preprocessing
+        )
+    uncertainty = compute_uncertainty(arrays, options, side)
     artifacts.write_model(store, artifacts.UNCERTAINTY, uncertainty)
     return uncertainty
 
 
-def compute_uncertainty(
-    partitions: np.ndarray,
-    mask: np.ndarray,
-    levels: Sequence[LevelGroups],
-    layers: Sequence[LayerInfo],
-    options: PipelineOptions,
-    model: nn.Module | None = None,
-    read_images: ImageSource | None = None,
-    device: torch.device | None = None,
-    labels: np.ndarray | None = None,
-    prep: Preprocessing = IMAGENET_EVAL,
-) -> Uncertainty:
-    """The uncertainty.json document from partitions (images x levels), active sets and the
-    groups of every level; `labels` (class index per image, -1 unknown) for pruning accuracy."""
+def compute_uncertainty(arrays: JobArrays, options: PipelineOptions, side: ModelSide | None = None) -> Uncertainty:
+    """The uncertainty.json document (see the module doc)."""
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
+    partitions, mask, levels, layers = arrays.partitions, arrays.mask, arrays.levels, arrays.layers
+    n_images = mask.shape[0]
     chance = chance_rates(layers, options.top_fraction, options.ranking)
     totals = mask.sum(axis=0)
-    with _phase("statistics"):
-        level_stats = [
-            membership_stats(
+    rate = collection_rate(mask)
+    allowed = allowed_neurons(mask, options.min_support, options.exclude_generic)
+
+    # 1. statistics, bootstraps, difference tests: no model passes
+    with _phase("statistics", seconds):
+        tables = [
+            MembershipTable(
+                membership_stats(
+                    lv.counts,
+                    lv.sizes,
+                    lv.members,
+                    chance,
+                    options.alpha,
+                    options.min_support,
+                    options.interval,
+                    totals,
+                    n_images,
+                ),
                 lv.counts,
-                lv.sizes,
-                lv.members,
-                chance,
-                options.alpha,
-                options.min_support,
-                options.interval,
-                totals,
-                mask.shape[0],
+                rate,
+                can_be_reliable(lv.sizes, options.alpha, options.min_support, options.interval),
             )
             for lv in levels
         ]
-    generic = level_stats[0].generic
-    with _phase("bootstrap"):
-        boot = (
-            bootstrap_groups(
+    with _phase("bootstrap", seconds):
+        boot = _group_bootstrap(arrays, options)
+    if boot is not None:
+        for table, inclusion in zip(tables, boot.inclusion, strict=True):
+            table.extra["inclusion_probability"] = inclusion.astype(np.float64)
+    with _phase("clustering resamples", seconds):
+        clustering = _clustering_stability(arrays, options)
+    with _phase("difference tests", seconds):
+        differences = (
+            difference.difference_tests(
                 partitions,
                 mask,
-                levels,
                 options.min_support,
                 options.group_rule,
-                options.bootstrap_resamples,
+                options.exclude_generic,
+                options.difference_permutations,
+                options.alpha,
                 options.seed,
-                exclude=generic if options.exclude_generic else None,
             )
-            if options.bootstrap_resamples > 0
-            else None
+            if options.difference_permutations > 0
+            else {}
         )
-    passes_model = model is not None and read_images is not None
-    device = device or torch.device("cpu")
-    dtype = pass_dtype(options.pass_precision, device)
-    if passes_model and options.pass_precision == "auto":
-        assert model is not None
-        dtype = dtype if runs_in(model, device, dtype, prep.input_size) else torch.float32
-    inputs = ModelInputs(read_images, device, prep=prep) if read_images is not None else None
-    with _phase("dropout passes"):
-        activity = _passes(model, layers, inputs, mask.shape[0], options, device, dtype, dropout=True)
-    with _phase("augmentation passes"):
-        sensitivity = _passes(model, layers, inputs, mask.shape[0], options, device, dtype, dropout=False)
-    rate = collection_rate(mask)
-    clusters: dict[str, dict[str, Any]] = {}
-    for lv, (level, st) in enumerate(zip(levels, level_stats, strict=True)):
-        n_clusters = level.sizes.shape[0]
-        support = expected_support(activity.passes, partitions[:, lv], n_clusters) if activity else None
-        augmented = (
-            expected_support(sensitivity.passes, partitions[:, lv], n_clusters) if sensitivity else None
-        )
-        entropy = (
-            cluster_means(activity.entropy, one_hot(partitions[:, lv], n_clusters))
-            if activity and activity.entropy
-            else None
-        )
-        for k in range(n_clusters):
-            document = _cluster_document(level, st, rate, boot, support, lv, k)
-            document["members"]["augmented_support"] = (
-                _r(augmented[0][k, level.members[k]]) if augmented else None
-            )
-            document["members"]["augmented_support_sd"] = (
-                _r(augmented[1][k, level.members[k]]) if augmented else None
-            )
-            document["predictive_entropy"] = _entropy_at(entropy, k) if entropy else None
-            clusters[cluster_id(lv + 1, k)] = document
-    with _phase("difference tests"):
-        _difference_tests(clusters, partitions, mask, levels, options)
+
+    # 2-5. the model passes, as the plan allows
+    passes = _ModelPasses.start(side, arrays, options, seconds) if side is not None else None
+    allocation = passes.allocation if passes else None
+    activity = sensitivity = None
+    calibration = None
     pruning = None
-    if passes_model and options.ablation_random_sets > 0:
-        assert model is not None and inputs is not None
-        ablated = abl.AblatedModel(model, layers, dtype=dtype)
-        try:
-            with _phase("causal checks"):
-                _causal_checks(clusters, partitions, levels, layers, options, ablated, inputs)
-            with _phase("pruning curve"):
-                pruning = pruning_report(
-                    ablated,
-                    inputs,
-                    mask.shape[0],
-                    [st.q_value for st in level_stats],
-                    [level.members for level in levels],
-                    options.pruning_thresholds,
-                    options.alpha,
-                    layers,
-                    options.pruning_random_sets,
-                    options.seed,
-                    options.batch_size,
-                    labels,
-                )
-        finally:
-            ablated.close()
+    specificities: dict[tuple[int, int], Specificity] = {}
+    importances: dict[tuple[int, int], Importance] = {}
+    if passes is not None:
+        calibration, activity, sensitivity = passes.stochastic(seconds)
+        with _phase("pruning curve", seconds):
+            pruning = passes.pruning()
+        with _phase("specificity tests", seconds):
+            specificities = passes.specificity(allowed)
+        with _phase("importance tests", seconds):
+            importances = passes.importance()
+        passes.close()
+    for lv, table in enumerate(tables):
+        if activity is not None:
+            support = expected_support(activity.passes, activity.rows, partitions[:, lv], levels[lv].sizes.shape[0])
+            table.extra["expected_support"] = support.mean
+            table.extra["expected_support_sd"] = support.sd_passes
+        if sensitivity is not None:
+            augmented = expected_support(
+                sensitivity.passes, sensitivity.rows, partitions[:, lv], levels[lv].sizes.shape[0]
+            )
+            table.extra["augmented_support"] = augmented.mean
+            table.extra["augmented_support_sd"] = augmented.sd_passes
+
+    clusters: dict[str, ClusterStats] = {}
+    for lv, (level, table) in enumerate(zip(levels, tables, strict=True)):
+        entropy = _cluster_entropy(activity, partitions[:, lv], level.sizes.shape[0])
+        for k in range(level.sizes.shape[0]):
+            key = (lv, k)
+            clusters[cluster_id(lv + 1, k)] = ClusterStats(
+                size=int(level.sizes[k]),
+                members=table.columns(k, np.flatnonzero(level.members[k])),  # type: ignore[arg-type]
+                group_stability=round(float(boot.stability[lv][k]), 6) if boot else None,
+                clustering_stability=_clustering_at(clustering, lv, k),
+                specificity=specificities.get(key) or _not_run_specificity(level, lv, k, allocation),
+                importance=importances.get(key) or _not_run_importance(level, k, allocation),
+                difference_test=_difference_document(differences, level, lv, k, options),
+                model_uncertainty=_entropy_at(entropy, k),
+            )
     correct_across_clusters(clusters, options.alpha)
+    plan = _plan_document(options, allocation, passes, seconds, time.perf_counter() - started, n_images)
     return Uncertainty.model_validate(
         {
-            "method": _method(options, layers, chance, activity, sensitivity, passes_model, dtype),
-            "clusters": clusters,
-            "summary": _summary(clusters, levels, level_stats, boot),
-            "pruning": pruning,
-            "image_entropy": _image_entropy(activity.entropy) if activity and activity.entropy else None,
+            "method": _method(options, layers, chance, activity, sensitivity, calibration, passes),
+            "plan": plan,
+            "clusters": {key: stats.document() for key, stats in clusters.items()},
+            "summary": _summary(clusters, levels, tables, rate, options.min_support),
+            "pruning": pruning.document() if pruning is not None else None,
+            "image_model_uncertainty": _image_entropy(activity),
         }
     )
 
 
-def _passes(
-    model: nn.Module | None,
-    layers: Sequence[LayerInfo],
-    inputs: ModelInputs | None,
-    n_images: int,
-    options: PipelineOptions,
-    device: torch.device,
-    dtype: torch.dtype,
-    dropout: bool,
-) -> StochasticActivity | None:
-    """Dropout passes (model uncertainty) or test-time augmentation (input sensitivity)."""
-    samples = options.mc_samples if dropout else options.tta_samples
-    if model is None or inputs is None or samples == 0:
+def _group_bootstrap(arrays: JobArrays, options: PipelineOptions) -> BootstrapResult | None:
+    if options.bootstrap_resamples == 0:
         return None
-    return stochastic_active_sets(
-        model,
-        layers,
-        inputs,
-        n_images,
-        options.top_fraction,
-        options.ranking,
-        samples,
+    generic = arrays.mask.mean(axis=0) >= options.min_support
+    return bootstrap_groups(
+        arrays.partitions,
+        arrays.mask,
+        arrays.levels,
+        options.min_support,
+        options.group_rule,
+        options.bootstrap_resamples,
         options.seed,
-        device,
-        options.batch_size,
-        method=None if dropout else "tta",
-        dropout_rate=options.injected_dropout_rate,
-        prep=inputs.prep,
-        dtype=dtype,
+        exclude=generic if options.exclude_generic else None,
     )
 
 
-def _entropy_at(split: EntropySplit, k: int) -> dict[str, float]:
+def _clustering_stability(arrays: JobArrays, options: PipelineOptions) -> ClusteringStability | None:
+    if options.clustering_resamples == 0 or arrays.embeddings is None or arrays.mask.shape[0] < 4:
+        return None
+    return clustering_stability(
+        arrays.embeddings,
+        arrays.partitions,
+        options.clustering_resamples,
+        CLUSTERING_FRACTION,
+        options.seed,
+        options.ann_threshold,
+    )
+
+
+def _clustering_at(clustering: ClusteringStability | None, lv: int, k: int) -> float | None:
+    if clustering is None or lv >= len(clustering.jaccard):
+        return None
+    value = float(clustering.jaccard[lv][k])
+    return None if np.isnan(value) else round(value, 6)
+
+
+class _ModelPasses:
+    """The model side of one run: the plan, the ablated model and the images, decoded once."""
+
+    def __init__(
+        self,
+        side: ModelSide,
+        arrays: JobArrays,
+        options: PipelineOptions,
+        dtype: torch.dtype,
+        costs: PassCosts,
+        allocation: Allocation,
+        inputs: ModelInputs,
+        ablated: abl.AblatedModel,
+        concepts: list[specificity.Concept],
+    ) -> None:
+        self.side, self.arrays, self.options, self.dtype = side, arrays, options, dtype
+        self.costs, self.allocation, self.inputs, self.ablated = costs, allocation, inputs, ablated
+        self.concepts = concepts
+
+    @classmethod
+    def start(
+        cls, side: ModelSide, arrays: JobArrays, options: PipelineOptions, seconds: dict[str, float]
+    ) -> _ModelPasses | None:
+        if options.uncertainty_budget == 0:
+            return None
+        device = side.device
+        dtype = pass_dtype(options.pass_precision, device)
+        if options.pass_precision == "auto":
+            dtype = dtype if runs_in(side.module, device, dtype, side.prep.input_size) else torch.float32
+        inputs = ModelInputs(side.read_images, device, prep=side.prep)
+        names = [layer.name for layer in arrays.layers]
+        ablated = abl.AblatedModel(side.module, arrays.layers, dtype=dtype)
+        n = arrays.mask.shape[0]
+        sample_rows = list(range(min(n, options.batch_size, 16)))
+        with _phase("planning", seconds):
+            costs = pass_costs(
+                side.module,
+                ablated.start,
+                split_at_first_read_layer(side.module, names, at_input=True),
+                inputs(sample_rows),
+                dtype,
+            )
+            concepts = [
+                specificity.Concept(lv, k, np.flatnonzero(arrays.partitions[:, lv] == k), level.members[k])
+                for lv, level in enumerate(arrays.levels)
+                for k in range(level.sizes.shape[0])
+            ]
+            refs = [ConceptRef(c.level, c.index, c.rows.shape[0], bool(c.group.any())) for c in concepts]
+            mc_dropout = pick_method(side.module, names, device, side.prep.input_size) == "mc_dropout"
+            reference = options.specificity_reference_images
+
+            def testable(concept: ConceptRef) -> bool:
+                t = min(options.ablation_max_images, concept.size // 2)
+                outside = min(reference, n - concept.size)
+                return (
+                    t >= 1
+                    and concept.size - t >= 1
+                    and outside >= 1
+                    and specificity.min_p_value(t, outside) <= options.alpha
+                )
+
+            allocation = allocate(
+                options.uncertainty_budget,
+                n,
+                costs,
+                refs,
+                testable,
+                options.seed,
+                options.mc_samples,
+                options.tta_samples,
+                mc_dropout,
+                pruning_cost(len(arrays.layers), len(set(options.pruning_thresholds) | {options.alpha}), options.pruning_random_sets),
+                options.ablation_max_images,
+                reference,
+                options.ablation_random_sets,
+            )
+        return cls(side, arrays, options, dtype, costs, allocation, inputs, ablated, concepts)
+
+    def stochastic(
+        self, seconds: dict[str, float]
+    ) -> tuple[DropoutCalibration | None, StochasticActivity | None, StochasticActivity | None]:
+        rows = self.allocation.passes_rows
+        if rows.shape[0] == 0:
+            return None, None, None
+        options, side = self.options, self.side
+        names = [layer.name for layer in self.arrays.layers]
+        method = pick_method(side.module, names, side.device, side.prep.input_size)
+        calibration = None
+        labels = self.arrays.labels
+        if (
+            method == "injected_dropout"
+            and options.mc_samples > 0
+            and labels is not None
+            and int((labels[rows] >= 0).sum()) >= 8
+        ):
+            with _phase("dropout calibration", seconds):
+                calibration = calibrate_injected_dropout(
+                    side.module,
+                    self.arrays.layers,
+                    self.inputs,
+                    rows,
+                    labels,
+                    samples=options.mc_samples,
+                    seed=options.seed,
+                    device=side.device,
+                    batch_size=options.batch_size,
+                    dtype=self.dtype,
+                )
+        activity = sensitivity = None
+        with _phase("dropout passes", seconds):
+            if options.mc_samples > 0:
+                activity = self._passes(rows, options.mc_samples, None, calibration)
+        with _phase("augmentation passes", seconds):
+            if options.tta_samples > 0:
+                sensitivity = self._passes(rows, options.tta_samples, "tta", None)
+        return calibration, activity, sensitivity
+
+    def _passes(
+        self, rows: np.ndarray, samples: int, method: Any, calibration: DropoutCalibration | None
+    ) -> StochasticActivity:
+        options = self.options
+        return stochastic_active_sets(
+            self.side.module,
+            self.arrays.layers,
+            self.inputs,
+            rows.tolist(),
+            options.top_fraction,
+            options.ranking,
+            samples,
+            options.seed,
+            self.side.device,
+            options.batch_size,
+            method=method,
+            dropout_rate=options.injected_dropout_rate,
+            calibration=calibration,
+            prep=self.side.prep,
+            dtype=self.dtype,
+        )
+
+    def pruning(self) -> Any:
+        held_out = self.allocation.pruning_rows
+        if held_out.shape[0] == 0:
+            return None
+        arrays, options = self.arrays, self.options
+        selection = np.setdiff1d(np.arange(arrays.mask.shape[0]), held_out)
+        return pruning_report(
+            self.ablated,
+            self.inputs,
+            held_out,
+            selection,
+            arrays.mask,
+            arrays.partitions,
+            [level.members for level in arrays.levels],
+            arrays.pooled,
+            options.pruning_thresholds,
+            options.alpha,
+            arrays.layers,
+            options.pruning_random_sets,
+            options.seed,
+            options.batch_size,
+            arrays.labels,
+        )
+
+    def specificity(self, allowed: np.ndarray) -> dict[tuple[int, int], Specificity]:
+        arrays, options = self.arrays, self.options
+        order = np.random.default_rng([options.seed, 23]).permutation(arrays.mask.shape[0])
+        n_neurons = arrays.mask.shape[1]
+        base = specificity.BaseOutputs(
+            self.ablated,
+            self.inputs,
+            options.batch_size,
+            n_neurons,
+            keep_starts_of={int(r) for r in order[: 2 * options.specificity_reference_images]},
+        )
+        results: dict[tuple[int, int], Specificity] = {}
+        for concept in self.concepts:
+            key = (concept.level, concept.index)
+            status = self.allocation.specificity.get(key)
+            if status != "tested":
+                continue
+            results[key] = specificity.specificity_test(
+                base,
+                concept,
+                arrays.partitions,
+                arrays.mask,
+                arrays.pooled,
+                allowed,
+                arrays.layers,
+                order,
+                options.ablation_max_images,
+                options.specificity_reference_images,
+                options.min_support,
+                options.group_rule,
+                options.alpha,
+                options.seed,
+            )
+        return results
+
+    def importance(self) -> dict[tuple[int, int], Importance]:
+        if not self.allocation.importance:
+            return {}
+        options = self.options
+        return {
+            (c.level, c.index): importance.importance_test(
+                self.ablated,
+                self.inputs,
+                c.rows,
+                c.group,
+                self.arrays.layers,
+                options.ablation_random_sets,
+                options.ablation_max_images,
+                options.alpha,
+                options.seed,
+                c.level,
+                c.index,
+                options.batch_size,
+            )
+            for c in self.concepts
+            if c.group.any()
+        }
+
+    def close(self) -> None:
+        self.ablated.close()
+
+
+def _not_run_specificity(level: LevelGroups, lv: int, k: int, allocation: Allocation | None) -> Specificity:
+    size = int(level.sizes[k])
+    if not level.members[k].any():
+        return Specificity(status="no_group", note="no group to test")
+    if allocation is None:
+        return Specificity(status="off", note="not run: no model passes (--uncertainty-budget 0, or no model)")
+    if allocation.specificity.get((lv, k)) == "too_few_images":
+        return Specificity(status="too_few_images", note=f"not tested: {size} images")
+    return Specificity(status="budget", note="not tested: budget")
+
+
+def _not_run_importance(level: LevelGroups, k: int, allocation: Allocation | None) -> Importance:
+    if not level.members[k].any():
+        return Importance(status="no_group", note="no group to test")
+    return Importance(status="off", note="not run: runs with --uncertainty-budget full")
+
+
+def _difference_document(
+    differences: Mapping[tuple[int, int], difference.DifferenceResult],
+    level: LevelGroups,
+    lv: int,
+    k: int,
+    options: PipelineOptions,
+) -> DifferenceTest | None:
+    if level.parent is None:
+        return None
+    found = differences.get((lv, k))
+    if found is None:
+        return DifferenceTest(status="off", note="not run (--difference-permutations 0)")
+    if found.status != "tested" or found.p_value is None:
+        notes = {
+            "no difference": ("no_difference", "no difference neurons"),
+            "no siblings": ("no_siblings", "no siblings to compare with"),
+            "too few images": ("too_few_images", f"not tested: {int(level.sizes[k])} images"),
+        }
+        status, note = notes[found.status]
+        return DifferenceTest(status=status, note=note)  # type: ignore[arg-type]
+    return DifferenceTest(
+        status="tested",
+        note="tested",
+        result=DifferenceResult(
+            child_carrier_share=round(float(found.child_carrier_share or 0.0), 6),
+            sibling_carrier_share=round(float(found.sibling_carrier_share or 0.0), 6),
+            statistic=round(float(found.statistic or 0.0), 6),
+            permutations=found.permutations,
+            p_value=float(f"{found.p_value:.4g}"),
+            min_p_value=float(f"{found.min_p_value:.4g}"),
+        ),
+    )
+
+
+def _cluster_entropy(activity: StochasticActivity | None, labels: np.ndarray, n_clusters: int) -> Any:
+    if activity is None or activity.entropy is None:
+        return None
+    sampled = np.asarray(labels)[activity.rows]
+    counts = np.bincount(sampled, minlength=n_clusters)
+    return cluster_means(activity.entropy, sampled, n_clusters), counts
+
+
+def _entropy_at(entropy: Any, k: int) -> ClusterModelUncertainty | None:
+    if entropy is None:
+        return None
+    split, counts = entropy
+    if counts[k] == 0:
+        return None
+    return ClusterModelUncertainty(
+        images=int(counts[k]),
+        total=round(float(split.total[k]), 6),
+        expected_entropy=round(float(split.expected_entropy[k]), 6),
+        mutual_information=round(float(split.mutual_information[k]), 6),
+    )
+
+
+def _image_entropy(activity: StochasticActivity | None) -> dict[str, Any] | None:
+    if activity is None or activity.entropy is None:
+        return None
+    split: EntropySplit = activity.entropy
     return {
-        "total": round(float(split.total[k]), 6),
-        "aleatoric": round(float(split.aleatoric[k]), 6),
-        "epistemic": round(float(split.epistemic[k]), 6),
+        "rows": activity.rows.tolist(),
+        "total": [round(float(v), 6) for v in split.total],
+        "expected_entropy": [round(float(v), 6) for v in split.expected_entropy],
+        "mutual_information": [round(float(v), 6) for v in split.mutual_information],
     }
 
 
-def _image_entropy(split: EntropySplit) -> dict[str, list[float]]:
-    return {"total": _r(split.total), "aleatoric": _r(split.aleatoric), "epistemic": _r(split.epistemic)}
-
-
-def correct_across_clusters(clusters: dict[str, dict[str, Any]], alpha: float) -> None:
-    """Benjamini-Hochberg across the job's clusters for the causal checks (ablation and
-    keep-only, each its own family) and the difference tests; `significant` then reads the
-    q-value. Each cluster's own p-value is valid; only the count of discoveries needs this."""
-    families = [
-        [c["causal"] for c in clusters.values() if c["causal"] is not None],
-        [c["causal"]["keep_only"] for c in clusters.values() if c["causal"] is not None],
-        [c["difference_test"] for c in clusters.values() if c["difference_test"] is not None],
+def correct_across_clusters(clusters: Mapping[str, ClusterStats], alpha: float) -> None:
+    """Benjamini-Hochberg across the job's clusters, one family per test (specificity,
+    keep-only, difference, importance): each cluster's own p-value is valid; only the count of
+    discoveries needs this. `significant` then reads the q-value."""
+    families: list[list[Any]] = [
+        [c.specificity.result for c in clusters.values() if c.specificity.result is not None],
+        [c.specificity.result.keep_only for c in clusters.values() if c.specificity.result is not None],
+        [c.difference_test.result for c in clusters.values() if c.difference_test and c.difference_test.result],
+        [c.importance.result for c in clusters.values() if c.importance.result is not None],
     ]
     for tests in families:
         if not tests:
             continue
-        q_values = benjamini_hochberg(np.array([t["p_value"] for t in tests]))
+        q_values = benjamini_hochberg(np.array([t.p_value for t in tests]))
         for test, q in zip(tests, q_values, strict=True):
-            test["q_value"] = float(f"{float(q):.4g}")
-            test["significant"] = bool(q <= alpha)
+            test.q_value = float(f"{float(q):.4g}")
+            test.significant = bool(q <= alpha)
 
 
-def _cluster_document(
-    level: LevelGroups,
-    st: MembershipStats,
+def _counts(states: Sequence[tuple[str, Any]]) -> TestCounts:
+    """(status, result) pairs of one test across the job's clusters."""
+    return TestCounts(
+        tested=sum(1 for status, _ in states if status == "tested"),
+        significant=sum(1 for status, result in states if status == "tested" and result and result.significant),
+        not_tested_budget=sum(1 for status, _ in states if status == "budget"),
+        not_tested_too_few_images=sum(1 for status, _ in states if status == "too_few_images"),
+    )
+
+
+def _summary(
+    clusters: Mapping[str, ClusterStats],
+    levels: Sequence[LevelGroups],
+    tables: Sequence[MembershipTable],
     rate: np.ndarray,
-    boot: BootstrapResult | None,
-    support: tuple[np.ndarray, np.ndarray] | None,
-    lv: int,
-    k: int,
+    min_support: float,
 ) -> dict[str, Any]:
-    members = np.flatnonzero(level.members[k])
+    memberships = sum(int(level.members.sum()) for level in levels)
+    reliable = sum(
+        int((level.members & t.stats.reliable & t.can_be_reliable[:, None]).sum())
+        for level, t in zip(levels, tables, strict=True)
+    )
+    too_small = sum(
+        int((level.members & ~t.can_be_reliable[:, None]).sum()) for level, t in zip(levels, tables, strict=True)
+    )
+    selective = sum(int((level.members & t.stats.significant).sum()) for level, t in zip(levels, tables, strict=True))
+    above_chance = sum(
+        int((level.members & t.stats.above_chance).sum()) for level, t in zip(levels, tables, strict=True)
+    )
+    with_group = [c for c in clusters.values() if c.group_stability is not None and c.members.neuron]  # type: ignore[attr-defined]
+    clustering = [c.clustering_stability for c in clusters.values() if c.clustering_stability is not None]
+    specificities = [(c.specificity.status, c.specificity.result) for c in clusters.values()]
+    keep_only = [(status, result.keep_only if result else None) for status, result in specificities]
+    differences = [(c.difference_test.status, c.difference_test.result) for c in clusters.values() if c.difference_test]
+    share = (lambda x: round(x / memberships, 6)) if memberships else (lambda x: None)
     return {
-        "size": int(level.sizes[k]),
-        "members": {
-            "neuron": members.tolist(),
-            "count": level.counts[k, members].tolist(),
-            "lower": _r(st.lower[k, members]),
-            "upper": _r(st.upper[k, members]),
-            "p_value": _sig(st.p_value[k, members]),
-            "q_value": _sig(st.q_value[k, members]),
-            "significant": st.significant[k, members].tolist(),
-            "chance_p_value": _sig(st.chance_p_value[k, members]),
-            "chance_q_value": _sig(st.chance_q_value[k, members]),
-            "above_chance": st.above_chance[k, members].tolist(),
-            "collection_rate": _r(rate[members]),
-            "generic": st.generic[members].tolist(),
-            "reliable": st.reliable[k, members].tolist(),
-            "inclusion_probability": _r(boot.inclusion[lv][k, members], 4) if boot else None,
-            "expected_support": _r(support[0][k, members]) if support else None,
-            "expected_support_sd": _r(support[1][k, members]) if support else None,
-        },
-        "stability": round(float(boot.stability[lv][k]), 6) if boot else None,
-        "causal": None,
-        "difference_test": None,
+        "memberships": memberships,
+        "reliable_share": share(reliable),
+        "too_few_images_share": share(too_small),
+        "selective_share": share(selective),
+        "above_chance_share": share(above_chance),
+        "frequent_neurons": int((rate >= min_support).sum()),
+        "generic_memberships": memberships - selective,
+        "mean_group_stability": (
+            round(float(np.mean([c.group_stability for c in with_group])), 6) if with_group else None
+        ),
+        "mean_clustering_stability": round(float(np.mean(clustering)), 6) if clustering else None,
+        "specificity": _counts(specificities).document(),
+        "keep_only": _counts(keep_only).document(),
+        "importance": _counts([(c.importance.status, c.importance.result) for c in clusters.values()]).document(),
+        "difference": _counts(differences).document(),
     }
-
-
-def _difference_tests(
-    clusters: dict[str, dict[str, Any]],
-    partitions: np.ndarray,
-    mask: np.ndarray,
-    levels: Sequence[LevelGroups],
-    options: PipelineOptions,
-) -> None:
-    for lv, level in enumerate(levels[:-1]):
-        assert level.parent is not None
-        diff = difference_neurons(list(levels), lv)
-        for k in range(level.sizes.shape[0]):
-            in_child = partitions[:, lv] == k
-            siblings = (partitions[:, lv + 1] == level.parent[k]) & ~in_child
-            clusters[cluster_id(lv + 1, k)]["difference_test"] = abl.difference_separation(
-                mask[in_child], mask[siblings], diff[k], options.min_support, options.alpha
-            )
-
-
-def _causal_checks(
-    clusters: dict[str, dict[str, Any]],
-    partitions: np.ndarray,
-    levels: Sequence[LevelGroups],
-    layers: Sequence[LayerInfo],
-    options: PipelineOptions,
-    ablated: abl.AblatedModel,
-    inputs: ModelInputs,
-    sequential: bool = True,
-) -> None:
-    """A causal check for every cluster with a non-empty group, on at most
-    `ablation_max_images` of its images (a seeded choice); `sequential=False` runs every random
-    set (the benchmark's reference for early stopping)."""
-    for lv, level in enumerate(levels):
-        for k in range(level.sizes.shape[0]):
-            if not level.members[k].any():
-                continue
-            # seeded per cluster, so one cluster's result does not depend on the others
-            rng = np.random.default_rng([options.seed, lv + 1, k])
-            images = np.flatnonzero(partitions[:, lv] == k)
-            if images.shape[0] > options.ablation_max_images:
-                images = np.sort(rng.choice(images, options.ablation_max_images, replace=False))
-            result = abl.causal_check(
-                ablated,
-                inputs(images.tolist()),
-                level.members[k],
-                layers,
-                options.ablation_random_sets,
-                options.alpha,
-                rng,
-                options.batch_size,
-                sequential=sequential,
-            )
-            clusters[cluster_id(lv + 1, k)]["causal"] = result.document(options.alpha)
 
 
 def _method(
@@ -414,89 +765,143 @@ def _method(
     chance: np.ndarray,
     activity: StochasticActivity | None,
     sensitivity: StochasticActivity | None,
-    passes_model: bool,
-    dtype: torch.dtype,
+    calibration: DropoutCalibration | None,
+    passes: _ModelPasses | None,
 ) -> dict[str, Any]:
-    ran_passes = activity is not None or sensitivity is not None
-    ran_passes = ran_passes or (passes_model and options.ablation_random_sets > 0)
+    ran = activity is not None or sensitivity is not None or passes is not None
     return {
         "alpha": options.alpha,
         "interval": options.interval,
-        "test": "selectivity: one-sided Fisher exact (hypergeometric) test that the neuron is "
-        "active in the cluster more often than in the rest of the collection",
-        "multiple_testing": "Benjamini-Hochberg across all selected neurons of each cluster; causal "
-        "checks and difference tests: Benjamini-Hochberg across the job's clusters",
+        "tests": [test.document() for test in TESTS],
         "chance_rate": {layer.name: round(float(chance[layer.offset]), 6) for layer in layers},
-        "selectivity_test": "hypergeometric P(X >= k), X ~ Hypergeom(all images, actives among "
-        "them, cluster size); significant = its BH q-value <= alpha",
-        "chance_test": "one-sided exact binomial test of the support against the chance rate; "
-        "above_chance = its BH q-value <= alpha",
-        "generic": f"active in >= min_support ({options.min_support}) of all images; "
-        + ("left out of every group" if options.exclude_generic else "kept in groups (paper's rule)"),
         "bootstrap_resamples": options.bootstrap_resamples,
         "bootstrap": "images resampled within each level-1 cluster; group rule reapplied per level",
+        "clustering_resamples": options.clustering_resamples,
+        "generic": "a membership is generic when it is not selective (q_value > alpha): its rate "
+        "there is explained by the neuron's rate in the whole collection",
         "model_uncertainty": (
             {
                 "method": activity.method,
+                "interpretation": activity.interpretation,
                 "samples": int(activity.passes.shape[0]),
+                "images": int(activity.rows.shape[0]),
                 "dropout_rate": activity.dropout_rate,
+                "calibration": calibration.document() if calibration is not None else None,
             }
             if activity
             else None
         ),
         "input_sensitivity": (
-            {"method": "tta", "samples": int(sensitivity.passes.shape[0])} if sensitivity else None
-        ),
-        "causal": (
-            {
-                "random_sets": options.ablation_random_sets,
-                "max_images": options.ablation_max_images,
-                "test": "exact rank of the group's mean drop among the random sets' mean drops "
-                "(sets drawn uniformly per layer); Benjamini-Hochberg across the job's clusters",
-                "output": "logit of each image's unablated top class",
-            }
-            if passes_model and options.ablation_random_sets > 0
+            {"method": "tta", "samples": int(sensitivity.passes.shape[0]), "images": int(sensitivity.rows.shape[0])}
+            if sensitivity
             else None
         ),
-        "pass_precision": dtype_name(dtype) if ran_passes else None,
+        "pass_precision": dtype_name(passes.dtype) if passes is not None and ran else None,
         "seed": options.seed,
     }
 
 
-def _summary(
-    clusters: dict[str, dict[str, Any]],
-    levels: Sequence[LevelGroups],
-    level_stats: Sequence[MembershipStats],
-    boot: BootstrapResult | None,
+def _plan_document(
+    options: PipelineOptions,
+    allocation: Allocation | None,
+    passes: _ModelPasses | None,
+    seconds: Mapping[str, float],
+    total_seconds: float,
+    n_images: int,
 ) -> dict[str, Any]:
-    memberships = sum(int(level.members.sum()) for level in levels)
-    reliable = sum(
-        int((level.members & st.reliable).sum()) for level, st in zip(levels, level_stats, strict=True)
-    )
-    significant = sum(
-        int((level.members & st.significant).sum()) for level, st in zip(levels, level_stats, strict=True)
-    )
-    above_chance = sum(
-        int((level.members & st.above_chance).sum()) for level, st in zip(levels, level_stats, strict=True)
-    )
-    generic = level_stats[0].generic
-    generic_memberships = sum(int((level.members & generic).sum()) for level in levels)
-    with_group = [c for c in clusters.values() if c["members"]["neuron"]]
-    checked = [c["causal"] for c in clusters.values() if c["causal"] is not None]
-    tested = [c["difference_test"] for c in clusters.values() if c["difference_test"] is not None]
-    alpha_hit = [c for c in checked if c["significant"]]
-    return {
-        "memberships": memberships,
-        "reliable_share": round(reliable / memberships, 6) if memberships else None,
-        "significant_share": round(significant / memberships, 6) if memberships else None,
-        "above_chance_share": round(above_chance / memberships, 6) if memberships else None,
-        "generic_neurons": int(generic.sum()),
-        "generic_memberships": generic_memberships,
-        "mean_stability": (
-            round(float(np.mean([c["stability"] for c in with_group])), 6) if boot and with_group else None
+    budget = options.uncertainty_budget
+    steps = [
+        PlanStep(name="statistics", ran=True, images=n_images, seconds=_s(seconds, "statistics")),
+        PlanStep(
+            name="group bootstrap",
+            ran=options.bootstrap_resamples > 0,
+            images=n_images,
+            seconds=_s(seconds, "bootstrap"),
+            note=f"{options.bootstrap_resamples} resamples",
         ),
-        "clusters_checked": len(checked),
-        "clusters_with_causal_effect": len(alpha_hit),
-        "difference_tests": len(tested),
-        "difference_tests_significant": sum(1 for t in tested if t["significant"]),
-    }
+        PlanStep(
+            name="clustering resamples",
+            ran=options.clustering_resamples > 0,
+            images=n_images,
+            seconds=_s(seconds, "clustering resamples"),
+            note=f"{options.clustering_resamples} FINCH runs on {CLUSTERING_FRACTION:.0%} subsamples",
+        ),
+        PlanStep(
+            name="difference tests",
+            ran=options.difference_permutations > 0,
+            seconds=_s(seconds, "difference tests"),
+            note=f"up to {options.difference_permutations} permutations each",
+        ),
+    ]
+    if allocation is None or passes is None:
+        reason = "no model passes: --uncertainty-budget 0" if budget == 0 else "no model passes: no target model"
+        steps.append(PlanStep(name="model passes", ran=False, note=reason))
+        return Plan(
+            budget=budget,
+            allowed=None if budget == "full" else float(budget) * n_images,
+            planned=0.0,
+            pass_costs={},
+            measured_seconds_per_image={},
+            steps=steps,
+            seconds=round(total_seconds, 3),
+        ).document()
+    costs = allocation.costs
+    sample = int(allocation.passes_rows.shape[0])
+    held_out = int(allocation.pruning_rows.shape[0])
+    statuses = list(allocation.specificity.values())
+    steps += [
+        PlanStep(
+            name="dropout and augmentation passes",
+            ran=sample > 0,
+            images=sample,
+            cost=round(costs.get("model passes", 0.0), 3),
+            seconds=round(_s(seconds, "dropout calibration") + _s(seconds, "dropout passes") + _s(seconds, "augmentation passes"), 3),
+            note=(
+                f"a seeded sample of {sample} of {n_images} images"
+                if sample
+                else "not run: the budget's share for them holds too few images"
+            ),
+        ),
+        PlanStep(
+            name="pruning curve",
+            ran=held_out > 0,
+            images=held_out,
+            cost=round(costs.get("pruning", 0.0), 3),
+            seconds=_s(seconds, "pruning curve"),
+            note=(
+                f"{held_out} held-out images; significance counted on the other {n_images - held_out}"
+                if held_out
+                else "not run: the budget's share for it holds too few images"
+            ),
+        ),
+        PlanStep(
+            name="specificity tests",
+            ran=statuses.count("tested") > 0,
+            cost=round(costs.get("specificity", 0.0), 3),
+            seconds=_s(seconds, "specificity tests"),
+            tested=statuses.count("tested"),
+            not_tested_budget=statuses.count("budget"),
+            not_tested_too_few_images=statuses.count("too_few_images"),
+            note="largest concepts first, then the highest level",
+        ),
+        PlanStep(
+            name="importance tests",
+            ran=allocation.importance,
+            cost=round(costs.get("importance", 0.0), 3),
+            seconds=_s(seconds, "importance tests"),
+            note="with --uncertainty-budget full" if allocation.importance else "runs with --uncertainty-budget full",
+        ),
+    ]
+    return Plan(
+        budget=budget,
+        allowed=allocation.allowed,
+        planned=round(allocation.planned, 3),
+        pass_costs=passes.costs.document(),
+        measured_seconds_per_image=passes.costs.seconds,
+        steps=steps,
+        seconds=round(total_seconds, 3),
+    ).document()
+
+
+def _s(seconds: Mapping[str, float], name: str) -> float:
+    return round(float(seconds.get(name, 0.0)), 3)

@@ -7,6 +7,8 @@ Everything is vectorised over (clusters x neurons) arrays, so a 25,000-image job
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -130,3 +132,64 @@ def membership_stats(
         reliable=np.nan_to_num(lower, nan=0.0) >= min_support,
         generic=generic_neurons(np.asarray(totals) / n_images, min_support),
     )
+
+
+EXACT_ARRANGEMENTS = 20_000  # up to this many, a permutation p-value is computed exactly
+PERMUTATION_DRAWS = 9_999
+
+
+@dataclass(frozen=True)
+class PermutationTest:
+    p_value: float
+    min_p_value: float  # the smallest p-value these values could give
+    exact: bool
+
+
+def mean_difference_test(first: np.ndarray, second: np.ndarray, rng: np.random.Generator) -> PermutationTest:
+    """One-sided permutation test that `first`'s mean exceeds `second`'s, over every way of
+    choosing len(first) of the pooled values: exact where there are at most
+    EXACT_ARRANGEMENTS ways, else PERMUTATION_DRAWS seeded draws ((1 + hits) / (1 + draws)).
+    With the pool's total fixed, the difference of means grows with the first group's sum, so
+    the test compares sums."""
+    pooled = np.concatenate([first, second]).astype(np.float64)
+    t, n = first.shape[0], pooled.shape[0]
+    observed = float(first.sum())
+    tolerance = 1e-9 * max(1.0, float(np.abs(pooled).sum()))
+    arrangements = math.comb(n, t)
+    if arrangements <= EXACT_ARRANGEMENTS:
+        sums = np.fromiter(
+            (pooled[list(chosen)].sum() for chosen in itertools.combinations(range(n), t)),
+            dtype=np.float64,
+            count=arrangements,
+        )
+        p_value = float(np.count_nonzero(sums >= observed - tolerance)) / arrangements
+        top = float(np.count_nonzero(sums >= sums.max() - tolerance)) / arrangements
+        return PermutationTest(p_value, top, exact=True)
+    keys = rng.random((PERMUTATION_DRAWS, n))
+    chosen = np.argpartition(keys, t - 1, axis=1)[:, :t]
+    sums = pooled[chosen].sum(axis=1)
+    hits = int(np.count_nonzero(sums >= observed - tolerance))
+    return PermutationTest((1 + hits) / (1 + PERMUTATION_DRAWS), 1 / (1 + PERMUTATION_DRAWS), exact=False)
+
+
+def welch_interval(first: np.ndarray, second: np.ndarray, alpha: float) -> tuple[float, float] | None:
+    """Welch's t interval of mean(first) - mean(second) at 1 - alpha; None for fewer than two
+    values on either side."""
+    if first.shape[0] < 2 or second.shape[0] < 2:
+        return None
+    va, vb = first.var(ddof=1) / first.shape[0], second.var(ddof=1) / second.shape[0]
+    se = math.sqrt(va + vb)
+    difference = float(first.mean() - second.mean())
+    if se == 0:
+        return difference, difference
+    dof = (va + vb) ** 2 / (va**2 / (first.shape[0] - 1) + vb**2 / (second.shape[0] - 1))
+    half = float(stats.t.ppf(1 - alpha / 2, dof)) * se
+    return difference - half, difference + half
+
+
+def can_be_reliable(sizes: np.ndarray, alpha: float, min_support: float, method: IntervalMethod) -> np.ndarray:
+    """Per cluster size, whether any count can clear min_support at 1 - alpha: n of n is the
+    best a cluster of n images can show (Clopper-Pearson needs 6 images at 0.5 and alpha 0.05)."""
+    n = np.asarray(sizes, dtype=np.int64)
+    lower, _ = proportion_interval(n, n, alpha, method)
+    return np.asarray(lower >= min_support)

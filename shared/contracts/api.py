@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.contracts.hierarchy import Evidence
+from shared.contracts.uncertainty import Evidence
 from shared.contracts.labels import Labelling
 from shared.contracts.models import ModelRecord, Preprocessing
 from shared.contracts.problem import TYPE_PREFIX, ProblemDetails

@@ -19,15 +19,16 @@ from shared.contracts.labels import (
 )
 from shared.contracts.models import Preprocessing, WeightsSource
 from shared.contracts.uncertainty import (
-    CausalCheck,
+    ClusterModelUncertainty,
     DifferenceTest,
-    Interval,
+    Evidence,
+    Importance,
     JobUncertainty,
-    PredictiveEntropy,
+    Specificity,
 )
 from shared.options import PipelineOptions
 
-SCHEMA_VERSION = "1.4"
+SCHEMA_VERSION = "2.0"
 
 
 class Generator(Contract):
@@ -70,14 +71,22 @@ class ModelsUsed(Contract):
     target: TargetRecord
 
 
+class ImageModelUncertaintyRecord(Contract):
+    total: float = Field(ge=0)
+    expected_entropy: float = Field(ge=0)
+    mutual_information: float = Field(ge=0)
+
+
 class ImageRecord(Contract):
     id: str = Field(pattern="^[0-9a-f]{64}$", description="sha256 of the file's bytes.")
     file_name: str
     caption: str
     caption_source: Literal["provided", "model"]
     label: str | None = omitted_when_none("The class label its submission gave (metadata `label`).")
-    predictive_entropy: PredictiveEntropy | None = omitted_when_none(
-        "Predictive entropy under the dropout passes, split into aleatoric and epistemic parts."
+    model_uncertainty: ImageModelUncertaintyRecord | None = omitted_when_none(
+        "Predictive entropy of the dropout passes, where the image was in their sample: total = "
+        "expected_entropy + mutual_information (read it as uncertainty.method.model_uncertainty "
+        "says)."
     )
 
 
@@ -91,59 +100,6 @@ class LevelSize(Contract):
     clusters: int = Field(ge=1)
 
 
-class Evidence(Contract):
-    """The statistics of one membership (cluster, layer, channel)."""
-
-    count: Count = Field(description="Images of the cluster in which the neuron is active (k of n = size).")
-    interval: Interval = Field(
-        description="Confidence interval of the support at 1 - alpha (method in uncertainty.method.interval)."
-    )
-    p_value: Probability = Field(
-        description="Selectivity: one-sided Fisher exact (hypergeometric) test that the neuron is "
-        "active in this cluster's images more often than in the rest of the collection."
-    )
-    q_value: Probability = Field(
-        description="Benjamini-Hochberg adjusted selectivity p-value across all selected neurons "
-        "of the cluster."
-    )
-    significant: bool = Field(
-        description="Selective: q_value <= alpha. Says the neuron is specific to this cluster, not "
-        "merely frequent."
-    )
-    chance_p_value: Probability = Field(
-        description="One-sided exact binomial test of the support against the chance rate "
-        "(the share of its layer active in any image, about top_fraction)."
-    )
-    chance_q_value: Probability = Field(
-        description="Benjamini-Hochberg adjusted chance_p_value across the cluster's neurons."
-    )
-    above_chance: bool = Field(
-        description="chance_q_value <= alpha: active more often than chance, not necessarily "
-        "more often than elsewhere."
-    )
-    collection_rate: Probability = Field(description="Share of all the job's images in which it is active.")
-    generic: bool = Field(description="collection_rate >= min_support: it would join a group in any cluster.")
-    reliable: bool = Field(description="The interval's lower bound clears min_support.")
-    inclusion_probability: Probability | None = Field(
-        description="Share of bootstrap resamples whose group contains the neuron; null without bootstrap."
-    )
-    expected_support: Probability | None = Field(
-        description="Support expected under model uncertainty: dropout passes (the model's own "
-        "dropout, or dropout injected before the read layers); null without them."
-    )
-    expected_support_sd: float | None = Field(
-        ge=0, description="Its standard deviation across the dropout passes."
-    )
-    augmented_support: Probability | None = Field(
-        None,
-        description="Support expected under test-time augmentation (input sensitivity, not model "
-        "uncertainty); null without it.",
-    )
-    augmented_support_sd: float | None = Field(
-        None, ge=0, description="Its standard deviation across the augmented passes."
-    )
-
-
 class Neuron(Contract):
     layer: str
     channel: int = Field(ge=0)
@@ -152,16 +108,22 @@ class Neuron(Contract):
 
 
 class ClusterUncertainty(Contract):
-    stability: Probability | None = Field(
-        description="Mean Jaccard index of bootstrap groups with the group."
+    """The cluster's evidence beyond its memberships (uncertainty.json's cluster, less its
+    members, which each neuron carries as `evidence`)."""
+
+    group_stability: Probability | None = Field(
+        description="Mean Jaccard index of the group recomputed on bootstrap resamples of the "
+        "cluster's images with the group (the clustering held fixed)."
     )
-    causal: CausalCheck | None
-    difference_test: DifferenceTest | None
-    predictive_entropy: PredictiveEntropy | None = Field(
+    clustering_stability: Probability | None = Field(
         None,
-        description="Mean over the cluster's images of the predictive entropy under the dropout "
-        "passes: total = aleatoric (expected entropy) + epistemic (mutual information).",
+        description="Mean Jaccard index of the cluster with its best-matching cluster when FINCH "
+        "runs again on subsamples of the captions.",
     )
+    specificity: Specificity
+    importance: Importance
+    difference_test: DifferenceTest | None = Field(description="Null at the top level.")
+    model_uncertainty: ClusterModelUncertainty | None = None
 
 
 class Cluster(Contract):
@@ -211,7 +173,7 @@ class Hierarchy(Contract):
             "$id": f"https://neuron-atlas.dev/schemas/hierarchy-{SCHEMA_VERSION}.json",
         },
     )
-    schema_version: Literal["1.4"]
+    schema_version: Literal["2.0"]
     created_at: str = Field(json_schema_extra={"format": "date-time"})
     generator: Generator
     options: PipelineOptions = Field(description="Every option of the job, defaults resolved.")

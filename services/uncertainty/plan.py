@@ -1,0 +1,257 @@
+"""The uncertainty stage's plan: how much of each method its budget buys.
+
+`--uncertainty-budget X` lets the stage spend X forward-pass equivalents (FPE) per image, where
+one FPE is the FLOPs of one float32 pass of the target model over one image: the activation
+pass the stage follows costs 1. Costs are counted in FLOPs (torch's FlopCounterMode on one image)
+with a bfloat16 pass counted half, not in measured seconds, so the same job plans the same on
+any machine and repeats exactly; one batch of each kind of pass is still timed, and the plan
+records both.
+
+The budget is spent in a fixed order that depends on no result:
+1. statistics, the group bootstrap, the clustering resamples and the difference permutations
+   (no model passes; bounded by their own options);
+2. the dropout and augmentation passes, on a seeded sample of images (at most a quarter of the
+   budget);
+3. the pruning curve, on a seeded held-out sample (at most a sixth of what is left of the
+   budget after step 2);
+4. the specificity tests, concepts largest first (then highest level, then id), each on at most
+   `ablation_max_images` held-out images and the shared reference images, while the rest of the
+   budget lasts: the concepts after the first that does not fit are "not tested (budget)";
+5. the importance test (uniform random sets), with `full` only.
+
+`full` runs every method on every image and every concept, as the stage did before budgets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from neuron_core.read_layer_start import ReadLayerStart
+
+Budget = float | Literal["full"]
+BFLOAT16_FACTOR = 0.5  # a bfloat16 pass counts half a float32 one (measured 0.4-0.6 on CPU and GPU)
+PASSES_SHARE = 0.25
+PRUNING_SHARE = 1 / 6
+MIN_SAMPLE = 16  # fewer sampled images than this give no useful estimate: the step is skipped
+
+
+@dataclass(frozen=True)
+class PassCosts:
+    """FPE per image of each kind of pass, in the passes' number format."""
+
+    full: float
+    prefix: float  # up to the first read layer's output
+    partial: float  # from the first read layer's output
+    dropout_prefix: float  # up to the first read layer's input (injected dropout starts there)
+    dropout_partial: float
+    seconds: dict[str, float] = field(default_factory=dict)  # measured, per image, not used to plan
+
+    def document(self) -> dict[str, float]:
+        return {
+            "full": round(self.full, 4),
+            "prefix": round(self.prefix, 4),
+            "partial": round(self.partial, 4),
+            "dropout_prefix": round(self.dropout_prefix, 4),
+            "dropout_partial": round(self.dropout_partial, 4),
+        }
+
+
+def count_flops(run: Callable[[], object]) -> int:
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        run()
+    return int(counter.get_total_flops())
+
+
+def pass_costs(
+    module: nn.Module,
+    start: ReadLayerStart | None,
+    dropout_start: ReadLayerStart | None,
+    sample: torch.Tensor,
+    dtype: torch.dtype,
+    time_it: bool = True,
+) -> PassCosts:
+    """FLOPs of each kind of pass on one image of `sample`, as FPE, and (optionally) the
+    seconds per image of one batch of each, timed for the record."""
+    one = sample[:1]
+    full = max(count_flops(lambda: module(one)), 1)
+
+    def split_costs(split: ReadLayerStart | None) -> tuple[float, float]:
+        if split is None:
+            return 0.0, 1.0
+        with torch.inference_mode():
+            begun = split.prefix(one)
+        prefix = count_flops(lambda: split.prefix(one)) / full
+        suffix = count_flops(lambda: split.suffix(begun)) / full
+        return prefix, suffix
+
+    factor = BFLOAT16_FACTOR if dtype == torch.bfloat16 else 1.0
+    prefix, partial = split_costs(start)
+    dropout_prefix, dropout_partial = split_costs(dropout_start)
+    seconds = _timed(module, start, sample, dtype) if time_it else {}
+    return PassCosts(
+        full=factor,
+        prefix=prefix * factor,
+        partial=partial * factor,
+        dropout_prefix=dropout_prefix * factor,
+        dropout_partial=dropout_partial * factor,
+        seconds=seconds,
+    )
+
+
+def _timed(module: nn.Module, start: ReadLayerStart | None, sample: torch.Tensor, dtype: torch.dtype) -> dict[str, float]:
+    from services.uncertainty.precision import autocast
+
+    def seconds(run: Callable[[], object]) -> float:
+        with torch.inference_mode(), autocast(sample.device, dtype):
+            run()  # warm
+            began = time.perf_counter()
+            run()
+        return round((time.perf_counter() - began) / sample.shape[0], 6)
+
+    measured = {"forward_float32": 0.0}
+    with torch.inference_mode():
+        began = time.perf_counter()
+        module(sample)
+        measured["forward_float32"] = round((time.perf_counter() - began) / sample.shape[0], 6)
+    measured["full"] = seconds(lambda: module(sample))
+    if start is not None:
+        with torch.inference_mode():
+            begun = start.prefix(sample)
+        measured["prefix"] = seconds(lambda: start.prefix(sample))
+        measured["partial"] = seconds(lambda: start.suffix(begun))
+    return measured
+
+
+@dataclass(frozen=True)
+class ConceptRef:
+    """A concept as the plan sees it."""
+
+    level: int  # 0-based
+    index: int
+    size: int
+    has_group: bool
+
+
+@dataclass
+class Allocation:
+    """What the plan allows each method."""
+
+    budget: Budget
+    allowed: float | None
+    passes_rows: np.ndarray  # the dropout and augmentation passes' sample
+    pruning_rows: np.ndarray  # the pruning curve's held-out images
+    specificity: dict[tuple[int, int], str]  # concept -> tested | budget | too_few_images | no_group
+    importance: bool
+    costs: dict[str, float] = field(default_factory=dict)  # planned FPE per step
+
+    @property
+    def planned(self) -> float:
+        return float(sum(self.costs.values()))
+
+
+def concept_order(concepts: Sequence[ConceptRef]) -> list[ConceptRef]:
+    """Largest first, then the highest level, then the lowest index: no result decides it."""
+    return sorted(concepts, key=lambda c: (-c.size, -c.level, c.index))
+
+
+def specificity_images(size: int, max_test: int) -> int:
+    return min(max_test, size // 2)
+
+
+def allocate(
+    budget: Budget,
+    n_images: int,
+    costs: PassCosts,
+    concepts: Sequence[ConceptRef],
+    testable: Callable[[ConceptRef], bool],
+    seed: int,
+    mc_samples: int,
+    tta_samples: int,
+    mc_dropout: bool,
+    pruning_variants: int,
+    max_test_images: int,
+    reference_images: int,
+    importance_sets: int,
+) -> Allocation:
+    """The plan (see the module doc). `testable(concept)`: whether its images can give a
+    p-value below alpha at all; `pruning_variants`: model variants per held-out image."""
+    full = budget == "full"
+    allowed = None if full else float(budget) * n_images
+    order = np.random.default_rng([seed, 24]).permutation(n_images)
+    spent: dict[str, float] = {}
+
+    # 2. dropout and augmentation passes on a seeded sample
+    dropout = (
+        mc_samples * costs.full
+        if mc_dropout
+        else (costs.dropout_prefix + mc_samples * costs.dropout_partial) * (mc_samples > 0)
+    )
+    per_image = dropout + tta_samples * costs.full
+    sample = n_images if full else _affordable(PASSES_SHARE * (allowed or 0.0), per_image, n_images)
+    passes_rows = np.sort(order[:sample]) if per_image > 0 else np.empty(0, dtype=np.int64)
+    spent["model passes"] = per_image * passes_rows.shape[0]
+
+    # 3. the pruning curve on held-out images (the last of the seeded order: apart from the
+    # passes' sample wherever the collection allows)
+    per_image = costs.prefix + pruning_variants * costs.partial
+    left = None if full else (allowed or 0.0) - spent["model passes"]
+    held_out = n_images // 2 if full else _affordable(PRUNING_SHARE * max(left or 0.0, 0.0), per_image, n_images // 2)
+    pruning_rows = np.sort(order[n_images - held_out :]) if pruning_variants else np.empty(0, dtype=np.int64)
+    spent["pruning"] = per_image * pruning_rows.shape[0]
+
+    # 4. specificity: largest concepts first while the budget lasts
+    shared = reference_images * (costs.prefix + costs.partial)
+    remaining = None if full else (allowed or 0.0) - spent["model passes"] - spent["pruning"] - shared
+    status: dict[tuple[int, int], str] = {}
+    spent["specificity"] = 0.0
+    exhausted = False
+    for concept in concept_order(concepts):
+        key = (concept.level, concept.index)
+        if not concept.has_group:
+            status[key] = "no_group"
+            continue
+        if not testable(concept):
+            status[key] = "too_few_images"
+            continue
+        t = specificity_images(concept.size, max_test_images)
+        cost = t * costs.prefix + (4 * t + 2 * reference_images) * costs.partial
+        if exhausted or (remaining is not None and cost > remaining):
+            exhausted = True
+            status[key] = "budget"
+            continue
+        status[key] = "tested"
+        spent["specificity"] += cost
+        if remaining is not None:
+            remaining -= cost
+    if any(s == "tested" for s in status.values()):
+        spent["specificity"] += shared
+
+    # 5. importance against uniform random sets: only with everything allowed
+    importance = full and importance_sets > 0
+    if importance:
+        per_concept = [
+            specificity_images(c.size, max_test_images) * 2 or min(c.size, max_test_images)
+            for c in concepts
+            if c.has_group
+        ]
+        spent["importance"] = sum(
+            k * (costs.prefix + (2 + 2 * importance_sets) * costs.partial) for k in per_concept
+        )
+    return Allocation(budget, allowed, passes_rows, pruning_rows, status, importance, spent)
+
+
+def _affordable(allowance: float, per_image: float, most: int) -> int:
+    """Images a step can afford, or none when fewer than MIN_SAMPLE (an estimate on fewer says
+    nothing)."""
+    if per_image <= 0:
+        return most
+    count = min(most, int(allowance // per_image))
+    return count if count >= min(MIN_SAMPLE, most) else 0
