@@ -335,3 +335,16 @@ def test_a_threshold_that_prunes_nothing_says_so(planted: Planted) -> None:
     assert result.verdict.sentence.endswith(
         "prunes nothing: every neuron is in a membership selective at that q"
     )
+
+
+def test_a_cluster_without_selection_images_keeps_no_neuron(planted: Planted) -> None:
+    """Concept 3's images all held out: nothing shows its detectors selective, so they are
+    pruned too (6 more than with its selection images)."""
+    selection = planted.selection[planted.concepts[planted.selection] != 3]
+    heldout = np.setdiff1d(np.arange(planted.concepts.shape[0]), selection)
+    result = report(planted, selection_rows=selection, heldout_rows=heldout, thresholds=())
+    q_values = selection_q_values(planted.mask, planted.partitions, planted.members, selection, ALPHA)
+    assert (q_values[0][3] == 1.0).all()
+    assert not kept_at(q_values, planted.members, ALPHA)[sorted(planted_detectors(3))].any()
+    assert result.at_alpha.neurons_pruned == report(planted, thresholds=()).at_alpha.neurons_pruned + 6
+    assert (result.selection_images, result.heldout_images, result.labelled_images) == (15, 25, 25)
