@@ -28,7 +28,7 @@ from neuron_core.layers import LayerInfo
 from services.uncertainty import ablation as abl
 from services.uncertainty.model_inputs import ModelInputs
 from services.uncertainty.model_uncertainty import stochastic_active_sets
-from services.uncertainty.pruning import pruning_curve
+from services.uncertainty.pruning import curve_thresholds, pruning_cost, pruning_report
 from services.uncertainty.stage import _causal_checks, compute_uncertainty
 from shared.options import PipelineOptions
 
@@ -156,17 +156,21 @@ def bench_model_passes(n_images: int, options: PipelineOptions) -> None:
     every = timings["from the first read layer, every set"]
     ablated = abl.AblatedModel(model, layers)
     start = time.perf_counter()
-    # one curve point per threshold, pruning shares as a significance sweep gives them
-    shares = np.linspace(0.7, 0.3, len(options.pruning_thresholds))
-    prunes = [
-        (q, np.random.default_rng(1).random(960) < share)
-        for q, share in zip(options.pruning_thresholds, shares, strict=True)
-    ]
-    pruning_curve(
+    # the curve on half of the images, its selectivity counted on the other half; the first
+    # dropout pass's active sets stand in for the activations that rank the least active
+    rows = np.arange(n_images)
+    mask = activity.passes[0]
+    pruning_report(
         ablated,
         inputs,
-        n_images,
-        prunes,
+        rows[rows % 2 == 1],
+        rows[rows % 2 == 0],
+        mask,
+        partitions,
+        [level.members for level in levels],
+        mask.astype(np.float32),
+        options.pruning_thresholds,
+        options.alpha,
         layers,
         options.pruning_random_sets,
         options.seed,
@@ -188,9 +192,11 @@ def bench_model_passes(n_images: int, options: PipelineOptions) -> None:
         f"{timings['whole passes, every set']:.1f} s "
         f"({timings['whole passes, every set'] / causal:.2f}x); same decisions: {same}"
     )
+    points = len(curve_thresholds(options.pruning_thresholds, options.alpha))
     print(
-        f"  pruning curve ({len(options.pruning_thresholds)} points x (1 + {options.pruning_random_sets} "
-        "random sets)): "
+        f"  pruning curve ({points} points, {options.pruning_random_sets} random sets, on "
+        f"{n_images // 2} held-out images: at most "
+        f"{pruning_cost(len(layers), points, options.pruning_random_sets)} variants an image): "
         f"{pruning:.1f} s = {pruning / plain:.1f}x"
     )
 

@@ -258,21 +258,29 @@ def planted(per_concept: int, random_sets: int) -> None:
     )
     pruning = document["pruning"]
     print(
-        f"  pruning curve ({job['images']} labelled images; unpruned top-1 accuracy "
-        f"{pruning['unpruned_top1_accuracy']}):"
+        f"  pruning curve ({pruning['heldout_images']} held-out images, selectivity counted on "
+        f"{pruning['selection_images']}; unpruned top-1 accuracy {pruning['unpruned_top1_accuracy']}; "
+        f"random: mean [95% percentile interval] of {pruning['random_sets']} sets):"
     )
-    print("    q <=     share   agreement  accuracy | random: agreement  accuracy")
+    print("    q <=     pruned                share   significance  random               least active")
     for point in pruning["curve"]:
-        pruned, randoms = point["pruned"], point["random"]
-        if pruned is None:
-            print(f"    {point['q_threshold']:<8g} {point['share_pruned']:.3f}   (nothing pruned)")
-            continue
-        agree = np.mean([r["top1_agreement"] for r in randoms])
-        accuracy = np.mean([r["top1_accuracy"] for r in randoms])
-        print(
-            f"    {point['q_threshold']:<8g} {point['share_pruned']:.3f}   {pruned['top1_agreement']:.3f}"
-            f"      {pruned['top1_accuracy']:.3f}    |         {agree:.3f}      {accuracy:.3f}"
-        )
+        for name, outcome in [("all layers", point), *((x["layer"], x) for x in point["layers"])]:
+            where = f"{point['q_threshold']:<8g} {name:<20}  {outcome['share_pruned']:.3f}"
+            if outcome["significance"] is None:
+                print(f"    {where}   (nothing pruned)")
+                continue
+            random = outcome["random"]
+            spread = (
+                f"{random['mean']['top1_accuracy']:.3f} [{random['lower']['top1_accuracy']:.3f}, "
+                f"{random['upper']['top1_accuracy']:.3f}]"
+                if random
+                else "-" * 20
+            )
+            print(
+                f"    {where}   {outcome['significance']['top1_accuracy']:.3f}         {spread}  "
+                f"{outcome['least_active']['top1_accuracy']:.3f}"
+            )
+    print(f"  verdict: {pruning['verdict']['sentence']}")
 
 
 def main() -> None:

@@ -139,18 +139,8 @@ def print_uncertainty_report(hierarchy: Hierarchy, stream: TextIO) -> None:
         f"(Benjamini-Hochberg across clusters{floor}){passes}",
         file=stream,
     )
-    if pruning and pruning.pruned:
-        random = pruning.random
-        versus = (
-            f" (random pruning of as many: {sum(r.top1_agreement for r in random) / len(random):.0%})"
-            if random
-            else ""
-        )
-        print(
-            f"pruning {pruning.neurons_pruned} neurons in no selective membership keeps top-1 "
-            f"agreement at {pruning.pruned.top1_agreement:.0%}{versus}",
-            file=stream,
-        )
+    if pruning:
+        print(pruning.verdict.sentence, file=stream)
 
 
 def print_labelling_report(labelling: Labelling, stream: TextIO) -> None:

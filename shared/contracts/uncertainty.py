@@ -421,36 +421,92 @@ class UncertaintySummary(Contract):
 
 
 class OutputChange(Contract):
+    """How far a pruned model's outputs moved from the unpruned model's, on the held-out images."""
+
     top1_agreement: Probability = Field(description="Share of images whose top class is unchanged.")
     mean_abs_logit_change: float = Field(ge=0)
-    top_logit_drop: float
+    top_logit_drop: float = Field(description="Mean drop of the logit of each image's unpruned top class.")
     top1_accuracy: Probability | None = Field(
-        None, description="Top-1 accuracy on the labelled images; null without labels."
+        None, description="Top-1 accuracy on the labelled held-out images; null without labels."
     )
 
 
-class PruningPoint(Contract):
-    """One point of the pruning curve: the neurons in no membership selective at `q_threshold`
-    zeroed, next to random prunings of as many neurons per layer (drawn from the whole layer)."""
+class RandomPrunings(Contract):
+    """Uniform random prunings of as many neurons per layer as significance pruning (each drawn
+    from the whole layer): every output's mean over the sets, and its 95% percentile interval
+    (the 2.5th and 97.5th percentiles of the sets, linearly interpolated): where random prunings
+    of that size fall, not a confidence interval of their mean."""
 
-    q_threshold: Probability
+    mean: OutputChange
+    lower: OutputChange
+    upper: OutputChange
+    sets: list[OutputChange] = Field(description="Each random pruning's outputs, in the order drawn.")
+
+
+class PruningOutcome(Contract):
+    """Three prunings of the same number of neurons per layer, each measured on the held-out
+    images: by significance, uniformly at random, and the least active (lowest mean activation
+    on the selection images). Outputs are null where nothing is pruned."""
+
     neurons_pruned: Count
     share_pruned: Probability
-    pruned: OutputChange | None
-    random: list[OutputChange]
+    significance: OutputChange | None = Field(
+        description="The neurons in no membership selective at q_threshold zeroed."
+    )
+    random: RandomPrunings | None
+    least_active: OutputChange | None = Field(
+        description="The least-active neurons zeroed: significance pruning keeps the active "
+        "neurons, so this baseline separates significance from activity."
+    )
+
+
+class LayerPruning(PruningOutcome):
+    """One layer pruned alone (every other layer intact); shares are of that layer's neurons."""
+
+    layer: str
+    channels: Count
+
+
+class PruningPoint(PruningOutcome):
+    """One point of the pruning curve: all layers pruned at once at `q_threshold`, and each layer
+    pruned alone at it."""
+
+    q_threshold: Probability
+    layers: list[LayerPruning]
+
+
+class PruningVerdict(Contract):
+    """Whether pruning by significance loses accuracy (agreement without labels), in a sentence."""
+
+    measure: Literal["top1_accuracy", "top1_agreement"] = Field(
+        description="top1_accuracy where held-out images carry labels, else top1_agreement."
+    )
+    tolerance: float = Field(ge=0, description="A fall of the measure by more than this is a loss.")
+    loses: bool = Field(description="Pruning by significance at q <= alpha loses more than tolerance.")
+    loses_at: list[Probability] = Field(description="Every q threshold of the curve at which it loses.")
+    worst_layer: str | None = Field(
+        description="At the threshold the sentence reports a loss for (alpha, else the largest "
+        "loss): the layer whose significance pruning alone keeps the least; null without a loss."
+    )
+    sentence: str
 
 
 class Pruning(Contract):
-    """Significance pruning (Jo, Jun & Park 2020) at alpha, and its curve over `q_threshold`."""
+    """Significance pruning (Jo, Jun & Park 2020) on held-out images: which neurons are in no
+    selective membership is decided on the selection images only (selectivity q-values counted
+    there); the model's outputs are measured on the held-out images, at alpha and along a curve
+    over `q_threshold`, for all layers at once and for each layer alone, next to random and
+    least-active prunings of as many neurons per layer."""
 
-    neurons_pruned: Count
-    share_pruned: Probability
-    images: Count
-    pruned: OutputChange | None
-    random: list[OutputChange]
-    labelled_images: Count = Field(0, description="Images with a class label (top1_accuracy).")
+    alpha: Probability
+    heldout_images: Count = Field(description="Images the curve runs on (never used for selection).")
+    selection_images: Count = Field(description="Images the selectivity q-values are counted on.")
+    labelled_images: Count = Field(0, description="Held-out images with a class label (top1_accuracy).")
+    random_sets: Count = Field(description="Random prunings at every point and layer.")
     unpruned_top1_accuracy: Probability | None = None
-    curve: list[PruningPoint] = Field(default_factory=list)
+    at_alpha: PruningPoint
+    curve: list[PruningPoint]
+    verdict: PruningVerdict
 
 
 class JobUncertainty(Contract):
