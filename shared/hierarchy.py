@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from shared import artifacts
+from shared.contracts.base import Contract
 from shared.contracts.groups import Groups
 from shared.contracts.hierarchy import (
     SCHEMA_VERSION,
@@ -33,7 +34,6 @@ from shared.contracts.hierarchy import (
     TargetRecord,
 )
 from shared.contracts.labels import ClusterLabel, Labelling, Labels
-from shared.contracts.base import Contract
 from shared.contracts.uncertainty import (
     EVIDENCE_COLUMNS,
     Evidence,
@@ -95,7 +95,9 @@ def _image_uncertainty(rows: Mapping[int, int], table: ImageModelUncertainty | N
         return None
     j = rows[i]
     return ImageModelUncertaintyRecord(
-        total=table.total[j], expected_entropy=table.expected_entropy[j], mutual_information=table.mutual_information[j]
+        total=table.total[j],
+        expected_entropy=table.expected_entropy[j],
+        mutual_information=table.mutual_information[j],
     )
 
 

@@ -171,7 +171,10 @@ class PipelineOptions(BaseModel):
         "dropout there (Ledda et al. 2023), unless labelled images calibrate another.",
     )
     tta_samples: int = Field(
-        4, ge=0, le=1000, description="Test-time augmentation passes per sampled image (input sensitivity); 0: none."
+        4,
+        ge=0,
+        le=1000,
+        description="Test-time augmentation passes per sampled image (input sensitivity); 0: none.",
     )
     ablation_max_images: int = Field(
         8,
@@ -181,7 +184,7 @@ class PipelineOptions(BaseModel):
         "zeroed per importance test).",
     )
     specificity_reference_images: int = Field(
-        32,
+        16,
         ge=1,
         le=100_000,
         description="Images from outside a concept (a seeded choice) that its held-out images are "

@@ -45,7 +45,9 @@ def importance_test(
     images = rows
     if images.shape[0] > max_images:
         images = np.sort(rng.choice(images, max_images, replace=False))
-    result = abl.causal_check(model, inputs(images.tolist()), group, layers, random_sets, alpha, rng, batch_size)
+    result = abl.causal_check(
+        model, inputs(images.tolist()), group, layers, random_sets, alpha, rng, batch_size
+    )
     return Importance(
         status="tested",
         note="tested",

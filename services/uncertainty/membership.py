@@ -48,7 +48,9 @@ class MembershipTable:
         columns: dict[str, Any] = {
             "neuron": members.tolist(),
             "count": self.counts[k, members].tolist(),
-            "interval": [[a, b] for a, b in zip(_r(s.lower[k, members]), _r(s.upper[k, members]), strict=True)],
+            "interval": [
+                [a, b] for a, b in zip(_r(s.lower[k, members]), _r(s.upper[k, members]), strict=True)
+            ],
             "p_value": _sig(s.p_value[k, members]),
             "q_value": _sig(s.q_value[k, members]),
             "selective": s.significant[k, members].tolist(),
@@ -61,7 +63,11 @@ class MembershipTable:
         }
         for name, values in self.extra.items():
             row = values[k, members]
-            columns[name] = None if row.size and np.isnan(row).all() else _r(row, 4 if name == "inclusion_probability" else 6)
+            columns[name] = (
+                None
+                if row.size and np.isnan(row).all()
+                else _r(row, 4 if name == "inclusion_probability" else 6)
+            )
         for name in EVIDENCE_COLUMNS:
             columns.setdefault(name, None)
         unknown = set(columns) - set(EVIDENCE_COLUMNS) - {"neuron"}

@@ -12,14 +12,16 @@ The budget is spent in a fixed order that depends on no result:
    (no model passes; bounded by their own options);
 2. the dropout and augmentation passes, on a seeded sample of images (at most a quarter of the
    budget);
-3. the pruning curve, on a seeded held-out sample (at most a sixth of what is left of the
-   budget after step 2);
+3. the pruning curve, on a seeded held-out sample (at most a third of the budget; each layer
+   alone is pruned at alpha only, all layers at every threshold);
 4. the specificity tests, concepts largest first (then highest level, then id), each on at most
    `ablation_max_images` held-out images and the shared reference images, while the rest of the
    budget lasts: the concepts after the first that does not fit are "not tested (budget)";
 5. the importance test (uniform random sets), with `full` only.
 
-`full` runs every method on every image and every concept, as the stage did before budgets.
+A job of fewer than MIN_BUDGET_IMAGES images is budgeted as if it had that many. `full` runs
+every method on every image and every concept, as the stage did before budgets (the pruning
+curve on half of the images, held out).
 """
 
 from __future__ import annotations
@@ -39,8 +41,11 @@ from neuron_core.read_layer_start import ReadLayerStart
 Budget = float | Literal["full"]
 BFLOAT16_FACTOR = 0.5  # a bfloat16 pass counts half a float32 one (measured 0.4-0.6 on CPU and GPU)
 PASSES_SHARE = 0.25
-PRUNING_SHARE = 1 / 6
+PRUNING_SHARE = 1 / 3
 MIN_SAMPLE = 16  # fewer sampled images than this give no useful estimate: the step is skipped
+# A small job is budgeted as if it had this many images: X times a tiny activation pass buys no
+# estimate at all, and the extra seconds are few (a 48-image demo gets seconds, not minutes).
+MIN_BUDGET_IMAGES = 256
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,9 @@ def pass_costs(
     )
 
 
-def _timed(module: nn.Module, start: ReadLayerStart | None, sample: torch.Tensor, dtype: torch.dtype) -> dict[str, float]:
+def _timed(
+    module: nn.Module, start: ReadLayerStart | None, sample: torch.Tensor, dtype: torch.dtype
+) -> dict[str, float]:
     from services.uncertainty.precision import autocast
 
     def seconds(run: Callable[[], object]) -> float:
@@ -177,14 +184,16 @@ def allocate(
     tta_samples: int,
     mc_dropout: bool,
     pruning_variants: int,
+    full_pruning_variants: int,
     max_test_images: int,
     reference_images: int,
     importance_sets: int,
 ) -> Allocation:
     """The plan (see the module doc). `testable(concept)`: whether its images can give a
-    p-value below alpha at all; `pruning_variants`: model variants per held-out image."""
+    p-value below alpha at all; `pruning_variants`: model variants per held-out image
+    (`full_pruning_variants` with `full`, every layer alone at every threshold)."""
     full = budget == "full"
-    allowed = None if full else float(budget) * n_images
+    allowed = None if full else float(budget) * max(n_images, MIN_BUDGET_IMAGES)
     order = np.random.default_rng([seed, 24]).permutation(n_images)
     spent: dict[str, float] = {}
 
@@ -201,9 +210,11 @@ def allocate(
 
     # 3. the pruning curve on held-out images (the last of the seeded order: apart from the
     # passes' sample wherever the collection allows)
-    per_image = costs.prefix + pruning_variants * costs.partial
-    left = None if full else (allowed or 0.0) - spent["model passes"]
-    held_out = n_images // 2 if full else _affordable(PRUNING_SHARE * max(left or 0.0, 0.0), per_image, n_images // 2)
+    variants = full_pruning_variants if full else pruning_variants
+    per_image = costs.prefix + variants * costs.partial
+    held_out = (
+        n_images // 2 if full else _affordable(PRUNING_SHARE * (allowed or 0.0), per_image, n_images // 2)
+    )
     pruning_rows = np.sort(order[n_images - held_out :]) if pruning_variants else np.empty(0, dtype=np.int64)
     spent["pruning"] = per_image * pruning_rows.shape[0]
 
@@ -237,11 +248,7 @@ def allocate(
     # 5. importance against uniform random sets: only with everything allowed
     importance = full and importance_sets > 0
     if importance:
-        per_concept = [
-            specificity_images(c.size, max_test_images) * 2 or min(c.size, max_test_images)
-            for c in concepts
-            if c.has_group
-        ]
+        per_concept = [min(c.size, max_test_images) for c in concepts if c.has_group]
         spent["importance"] = sum(
             k * (costs.prefix + (2 + 2 * importance_sets) * costs.partial) for k in per_concept
         )

@@ -53,14 +53,18 @@ def curve_thresholds(thresholds: Sequence[float], alpha: float) -> list[float]:
     return sorted({*(float(q) for q in thresholds), float(alpha)})
 
 
-def pruning_cost(n_layers: int, thresholds: int, random_sets: int) -> int:
+def pruning_cost(
+    n_layers: int, thresholds: int, random_sets: int, layer_thresholds: int | None = None
+) -> int:
     """Model variants per held-out image, at most: the unpruned model, and at each of the curve's
     `thresholds` q thresholds (alpha included, `len(curve_thresholds(...))`) significance,
-    least-active and `random_sets` random prunings, of all layers at once and of each layer alone
-    (with one layer, that is the same variant). Each variant is a pass from the first read layer's
-    output on; identical variants (a layer with nothing pruned) run once, so a run may use fewer."""
-    scopes = 1 if n_layers == 1 else n_layers + 1
-    return 1 + thresholds * scopes * (random_sets + 2)
+    least-active and `random_sets` random prunings of all layers at once, and at
+    `layer_thresholds` of them (None: all) the same of each layer alone (with one layer, that is
+    the same variant). Each variant is a pass from the first read layer's output on; identical
+    variants (a layer with nothing pruned) run once, so a run may use fewer."""
+    per_layer = thresholds if layer_thresholds is None else layer_thresholds
+    layers = 0 if n_layers == 1 else n_layers
+    return 1 + (thresholds + per_layer * layers) * (random_sets + 2)
 
 
 def selection_q_values(
@@ -262,9 +266,12 @@ def pruning_report(
     batch_size: int,
     labels: np.ndarray | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
+    layers_at_alpha_only: bool = False,
 ) -> Pruning:
     """The job's `pruning`: the curve on `heldout_rows` of the job's images, the selectivity that
-    decides what is pruned counted on `selection_rows` (disjoint from them).
+    decides what is pruned counted on `selection_rows` (disjoint from them). Each layer alone is
+    pruned at every threshold, or at alpha only (`layers_at_alpha_only`, a budgeted run's way to
+    keep the per-layer curve's cost to one point).
 
     `mask` (images x neurons, active sets), `partitions` (images x levels) and `pooled` (images x
     neurons, mean activations; its selection rows rank the least-active neurons: pass the active
@@ -282,6 +289,8 @@ def pruning_report(
     for i, threshold in enumerate(points):
         prune = ~kept_at(q_values, members, threshold)
         scopes = scopes_at(prune, activity, layers, random_sets, np.random.default_rng([seed, 0, i]))
+        if layers_at_alpha_only and threshold != float(alpha):
+            scopes = scopes[:1]
         rows_of = [
             (variants.add(s.significance), [variants.add(r) for r in s.random], variants.add(s.least_active))
             for s in scopes

@@ -38,7 +38,12 @@ from neuron_core.groups import group_on
 from neuron_core.layers import LayerInfo
 from services.uncertainty import ablation as abl
 from services.uncertainty.model_inputs import ModelInputs
-from services.uncertainty.stats import EXACT_ARRANGEMENTS, PERMUTATION_DRAWS, mean_difference_test, welch_interval
+from services.uncertainty.stats import (
+    EXACT_ARRANGEMENTS,
+    PERMUTATION_DRAWS,
+    mean_difference_test,
+    welch_interval,
+)
 from shared.contracts.uncertainty import KeepOnlySpecificity, Specificity, SpecificityResult
 
 NULL = (
@@ -68,9 +73,7 @@ def reference_rows(order: np.ndarray, concept: np.ndarray, count: int) -> np.nda
     return np.sort(outside[:count])
 
 
-def equally_active(
-    group: np.ndarray, activity: np.ndarray, layers: Sequence[LayerInfo]
-) -> np.ndarray:
+def equally_active(group: np.ndarray, activity: np.ndarray, layers: Sequence[LayerInfo]) -> np.ndarray:
     """As many neurons per layer as the group holds there, the most active (`activity`, mean
     pooled activation on the selection images) of those outside it."""
     chosen = np.zeros_like(group)
@@ -133,7 +136,12 @@ def drops(base: BaseOutputs, rows: np.ndarray, keeps: np.ndarray) -> np.ndarray:
     starts = base.starts(rows)
     m, variants = rows.shape[0], keeps.shape[0]
     logits = abl.masked_logits(
-        base.model, starts, keeps, np.tile(np.arange(m), variants), np.repeat(np.arange(variants), m), base.batch_size
+        base.model,
+        starts,
+        keeps,
+        np.tile(np.arange(m), variants),
+        np.repeat(np.arange(variants), m),
+        base.batch_size,
     )
     classes, top = base.top(rows)
     chosen = logits.gather(1, torch.from_numpy(np.tile(classes, variants)).view(-1, 1)).view(-1).numpy()
@@ -223,7 +231,9 @@ def specificity_test(
             ),
             equally_active_drop=_r(active_t.mean()) if active_set.any() else None,
             drop_per_activation=_r(group_t.mean() / removed) if removed > 0 else None,
-            equally_active_drop_per_activation=_r(active_t.mean() / removed_active) if removed_active > 0 else None,
+            equally_active_drop_per_activation=_r(active_t.mean() / removed_active)
+            if removed_active > 0
+            else None,
         ),
     )
 

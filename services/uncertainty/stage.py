@@ -61,7 +61,7 @@ from services.uncertainty.model_uncertainty import (
 )
 from services.uncertainty.plan import Allocation, ConceptRef, PassCosts, allocate, pass_costs
 from services.uncertainty.precision import dtype_name, pass_dtype, runs_in
-from services.uncertainty.pruning import pruning_cost, pruning_report
+from services.uncertainty.pruning import curve_thresholds, pruning_cost, pruning_report
 from services.uncertainty.selectivity import collection_rate
 from services.uncertainty.stats import benjamini_hochberg, can_be_reliable, chance_rates, membership_stats
 from shared import artifacts
@@ -220,14 +220,19 @@ def run_uncertainty(
     side = None
     if target is not None and read_bytes is not None:
         side = ModelSide(
-            target.module, manifest_image_reader(manifest, image_ids, read_bytes), target.device, target.preprocessing
+            target.module,
+            manifest_image_reader(manifest, image_ids, read_bytes),
+            target.device,
+            target.preprocessing,
         )
     uncertainty = compute_uncertainty(arrays, options, side)
     artifacts.write_model(store, artifacts.UNCERTAINTY, uncertainty)
     return uncertainty
 
 
-def compute_uncertainty(arrays: JobArrays, options: PipelineOptions, side: ModelSide | None = None) -> Uncertainty:
+def compute_uncertainty(
+    arrays: JobArrays, options: PipelineOptions, side: ModelSide | None = None
+) -> Uncertainty:
     """The uncertainty.json document (see the module doc)."""
     started = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -301,7 +306,9 @@ def compute_uncertainty(arrays: JobArrays, options: PipelineOptions, side: Model
         passes.close()
     for lv, table in enumerate(tables):
         if activity is not None:
-            support = expected_support(activity.passes, activity.rows, partitions[:, lv], levels[lv].sizes.shape[0])
+            support = expected_support(
+                activity.passes, activity.rows, partitions[:, lv], levels[lv].sizes.shape[0]
+            )
             table.extra["expected_support"] = support.mean
             table.extra["expected_support_sd"] = support.sd_passes
         if sensitivity is not None:
@@ -425,6 +432,7 @@ class _ModelPasses:
             ]
             refs = [ConceptRef(c.level, c.index, c.rows.shape[0], bool(c.group.any())) for c in concepts]
             mc_dropout = pick_method(side.module, names, device, side.prep.input_size) == "mc_dropout"
+            thresholds = curve_thresholds(options.pruning_thresholds, options.alpha)
             reference = options.specificity_reference_images
 
             def testable(concept: ConceptRef) -> bool:
@@ -447,7 +455,8 @@ class _ModelPasses:
                 options.mc_samples,
                 options.tta_samples,
                 mc_dropout,
-                pruning_cost(len(arrays.layers), len(set(options.pruning_thresholds) | {options.alpha}), options.pruning_random_sets),
+                pruning_cost(len(arrays.layers), len(thresholds), options.pruning_random_sets, 1),
+                pruning_cost(len(arrays.layers), len(thresholds), options.pruning_random_sets),
                 options.ablation_max_images,
                 reference,
                 options.ablation_random_sets,
@@ -529,7 +538,10 @@ class _ModelPasses:
             arrays.mask,
             arrays.partitions,
             [level.members for level in arrays.levels],
-            arrays.pooled,
+            # "least active" ranks by how often a neuron is in the top fraction on the selection
+            # images (the product's own sense of active), not by mean activation: a signed
+            # detector that is off on most images would rank lowest by its mean
+            arrays.mask.astype(np.float32),
             options.pruning_thresholds,
             options.alpha,
             arrays.layers,
@@ -537,6 +549,7 @@ class _ModelPasses:
             options.seed,
             options.batch_size,
             arrays.labels,
+            layers_at_alpha_only=self.allocation.budget != "full",
         )
 
     def specificity(self, allowed: np.ndarray) -> dict[tuple[int, int], Specificity]:
@@ -606,7 +619,9 @@ def _not_run_specificity(level: LevelGroups, lv: int, k: int, allocation: Alloca
     if not level.members[k].any():
         return Specificity(status="no_group", note="no group to test")
     if allocation is None:
-        return Specificity(status="off", note="not run: no model passes (--uncertainty-budget 0, or no model)")
+        return Specificity(
+            status="off", note="not run: no model passes (--uncertainty-budget 0, or no model)"
+        )
     if allocation.specificity.get((lv, k)) == "too_few_images":
         return Specificity(status="too_few_images", note=f"not tested: {size} images")
     return Specificity(status="budget", note="not tested: budget")
@@ -693,7 +708,11 @@ def correct_across_clusters(clusters: Mapping[str, ClusterStats], alpha: float) 
     families: list[list[Any]] = [
         [c.specificity.result for c in clusters.values() if c.specificity.result is not None],
         [c.specificity.result.keep_only for c in clusters.values() if c.specificity.result is not None],
-        [c.difference_test.result for c in clusters.values() if c.difference_test and c.difference_test.result],
+        [
+            c.difference_test.result
+            for c in clusters.values()
+            if c.difference_test and c.difference_test.result
+        ],
         [c.importance.result for c in clusters.values() if c.importance.result is not None],
     ]
     for tests in families:
@@ -709,7 +728,9 @@ def _counts(states: Sequence[tuple[str, Any]]) -> TestCounts:
     """(status, result) pairs of one test across the job's clusters."""
     return TestCounts(
         tested=sum(1 for status, _ in states if status == "tested"),
-        significant=sum(1 for status, result in states if status == "tested" and result and result.significant),
+        significant=sum(
+            1 for status, result in states if status == "tested" and result and result.significant
+        ),
         not_tested_budget=sum(1 for status, _ in states if status == "budget"),
         not_tested_too_few_images=sum(1 for status, _ in states if status == "too_few_images"),
     )
@@ -728,9 +749,12 @@ def _summary(
         for level, t in zip(levels, tables, strict=True)
     )
     too_small = sum(
-        int((level.members & ~t.can_be_reliable[:, None]).sum()) for level, t in zip(levels, tables, strict=True)
+        int((level.members & ~t.can_be_reliable[:, None]).sum())
+        for level, t in zip(levels, tables, strict=True)
     )
-    selective = sum(int((level.members & t.stats.significant).sum()) for level, t in zip(levels, tables, strict=True))
+    selective = sum(
+        int((level.members & t.stats.significant).sum()) for level, t in zip(levels, tables, strict=True)
+    )
     above_chance = sum(
         int((level.members & t.stats.above_chance).sum()) for level, t in zip(levels, tables, strict=True)
     )
@@ -738,7 +762,9 @@ def _summary(
     clustering = [c.clustering_stability for c in clusters.values() if c.clustering_stability is not None]
     specificities = [(c.specificity.status, c.specificity.result) for c in clusters.values()]
     keep_only = [(status, result.keep_only if result else None) for status, result in specificities]
-    differences = [(c.difference_test.status, c.difference_test.result) for c in clusters.values() if c.difference_test]
+    differences = [
+        (c.difference_test.status, c.difference_test.result) for c in clusters.values() if c.difference_test
+    ]
     share = (lambda x: round(x / memberships, 6)) if memberships else (lambda x: None)
     return {
         "memberships": memberships,
@@ -754,7 +780,9 @@ def _summary(
         "mean_clustering_stability": round(float(np.mean(clustering)), 6) if clustering else None,
         "specificity": _counts(specificities).document(),
         "keep_only": _counts(keep_only).document(),
-        "importance": _counts([(c.importance.status, c.importance.result) for c in clusters.values()]).document(),
+        "importance": _counts(
+            [(c.importance.status, c.importance.result) for c in clusters.values()]
+        ).document(),
         "difference": _counts(differences).document(),
     }
 
@@ -792,7 +820,11 @@ def _method(
             else None
         ),
         "input_sensitivity": (
-            {"method": "tta", "samples": int(sensitivity.passes.shape[0]), "images": int(sensitivity.rows.shape[0])}
+            {
+                "method": "tta",
+                "samples": int(sensitivity.passes.shape[0]),
+                "images": int(sensitivity.rows.shape[0]),
+            }
             if sensitivity
             else None
         ),
@@ -834,7 +866,9 @@ def _plan_document(
         ),
     ]
     if allocation is None or passes is None:
-        reason = "no model passes: --uncertainty-budget 0" if budget == 0 else "no model passes: no target model"
+        reason = (
+            "no model passes: --uncertainty-budget 0" if budget == 0 else "no model passes: no target model"
+        )
         steps.append(PlanStep(name="model passes", ran=False, note=reason))
         return Plan(
             budget=budget,
@@ -855,7 +889,12 @@ def _plan_document(
             ran=sample > 0,
             images=sample,
             cost=round(costs.get("model passes", 0.0), 3),
-            seconds=round(_s(seconds, "dropout calibration") + _s(seconds, "dropout passes") + _s(seconds, "augmentation passes"), 3),
+            seconds=round(
+                _s(seconds, "dropout calibration")
+                + _s(seconds, "dropout passes")
+                + _s(seconds, "augmentation passes"),
+                3,
+            ),
             note=(
                 f"a seeded sample of {sample} of {n_images} images"
                 if sample
@@ -889,7 +928,9 @@ def _plan_document(
             ran=allocation.importance,
             cost=round(costs.get("importance", 0.0), 3),
             seconds=_s(seconds, "importance tests"),
-            note="with --uncertainty-budget full" if allocation.importance else "runs with --uncertainty-budget full",
+            note="with --uncertainty-budget full"
+            if allocation.importance
+            else "runs with --uncertainty-budget full",
         ),
     ]
     return Plan(

@@ -187,7 +187,9 @@ def welch_interval(first: np.ndarray, second: np.ndarray, alpha: float) -> tuple
     return difference - half, difference + half
 
 
-def can_be_reliable(sizes: np.ndarray, alpha: float, min_support: float, method: IntervalMethod) -> np.ndarray:
+def can_be_reliable(
+    sizes: np.ndarray, alpha: float, min_support: float, method: IntervalMethod
+) -> np.ndarray:
     """Per cluster size, whether any count can clear min_support at 1 - alpha: n of n is the
     best a cluster of n images can show (Clopper-Pearson needs 6 images at 0.5 and alpha 0.05)."""
     n = np.asarray(sizes, dtype=np.int64)

@@ -9,11 +9,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.contracts.uncertainty import Evidence
 from shared.contracts.labels import Labelling
 from shared.contracts.models import ModelRecord, Preprocessing
 from shared.contracts.problem import TYPE_PREFIX, ProblemDetails
-from shared.contracts.uncertainty import UncertaintySummary
+from shared.contracts.uncertainty import Evidence, UncertaintySummary
 from shared.options import PipelineOptions
 from shared.public_text import redact
 

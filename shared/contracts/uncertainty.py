@@ -39,8 +39,7 @@ class Evidence(Contract):
         "of the cluster."
     )
     selective: bool = Field(
-        description="q_value <= alpha: the neuron is active here more often than elsewhere, not "
-        "merely often."
+        description="q_value <= alpha: the neuron is active here more often than elsewhere, not merely often."
     )
     chance_p_value: Probability = Field(
         description="One-sided exact binomial test of the support against the chance rate "
@@ -338,7 +337,9 @@ class PlanStep(Contract):
     name: str
     ran: bool
     images: Count | None = None
-    passes_per_image: float | None = Field(None, description="Model passes per image, in forward-pass equivalents.")
+    passes_per_image: float | None = Field(
+        None, description="Model passes per image, in forward-pass equivalents."
+    )
     cost: float = Field(0.0, ge=0, description="Planned cost in forward-pass equivalents (FPE).")
     seconds: float | None = Field(None, ge=0, description="Measured wall time.")
     tested: Count | None = Field(None, description="Clusters tested (per-cluster tests).")
