@@ -120,7 +120,7 @@ def bench_model_passes(n_images: int, options: PipelineOptions) -> None:
         model,
         layers,
         ModelInputs(read, device),
-        n_images,
+        range(n_images),
         options.top_fraction,
         options.ranking,
         options.mc_samples,

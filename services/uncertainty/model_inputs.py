@@ -22,6 +22,8 @@ from shared.ingest import decode_threads
 
 ImageSource = Callable[[Sequence[int]], list[Image.Image]]
 """Decoded images for row indices of the job (the order of its image ids)."""
+InputSource = Callable[[Sequence[int]], torch.Tensor]
+"""The target model's normalised input batch for row indices of the job (`ModelInputs`)."""
 
 DEFAULT_BUDGET_BYTES = 2**30
 
