@@ -188,25 +188,34 @@ def allocate(
     max_test_images: int,
     reference_images: int,
     importance_sets: int,
+    labelled: np.ndarray | None = None,
+    calibration: float = 0.0,
 ) -> Allocation:
     """The plan (see the module doc). `testable(concept)`: whether its images can give a
     p-value below alpha at all; `pruning_variants`: model variants per held-out image
-    (`full_pruning_variants` with `full`, every layer alone at every threshold)."""
+    (`full_pruning_variants` with `full`, every layer alone at every threshold); `labelled`
+    (bool per image) and `calibration` (passes per labelled image that fitting and scoring
+    injected dropout's rate take)."""
     full = budget == "full"
     allowed = None if full else float(budget) * max(n_images, MIN_BUDGET_IMAGES)
     order = np.random.default_rng([seed, 24]).permutation(n_images)
     spent: dict[str, float] = {}
 
-    # 2. dropout and augmentation passes on a seeded sample
+    # 2. dropout and augmentation passes on a seeded sample (labelled images in it also fit and
+    # score injected dropout's rate: `calibration` passes from the read layer's input each)
     dropout = (
         mc_samples * costs.full
         if mc_dropout
         else (costs.dropout_prefix + mc_samples * costs.dropout_partial) * (mc_samples > 0)
     )
-    per_image = dropout + tta_samples * costs.full
-    sample = n_images if full else _affordable(PASSES_SHARE * (allowed or 0.0), per_image, n_images)
-    passes_rows = np.sort(order[:sample]) if per_image > 0 else np.empty(0, dtype=np.int64)
-    spent["model passes"] = per_image * passes_rows.shape[0]
+    per_image = np.full(n_images, dropout + tta_samples * costs.full)
+    if labelled is not None and calibration and not mc_dropout and mc_samples > 0:
+        per_image[labelled[order]] += calibration * costs.dropout_partial
+    cumulative = np.cumsum(per_image)
+    share = PASSES_SHARE * (allowed or 0.0)
+    sample = n_images if full else _affordable_prefix(cumulative, share)
+    passes_rows = np.sort(order[:sample]) if per_image[0] > 0 else np.empty(0, dtype=np.int64)
+    spent["model passes"] = float(cumulative[passes_rows.shape[0] - 1]) if passes_rows.shape[0] else 0.0
 
     # 3. the pruning curve on held-out images (the last of the seeded order: apart from the
     # passes' sample wherever the collection allows)
@@ -253,6 +262,12 @@ def allocate(
             k * (costs.prefix + (2 + 2 * importance_sets) * costs.partial) for k in per_concept
         )
     return Allocation(budget, allowed, passes_rows, pruning_rows, status, importance, spent)
+
+
+def _affordable_prefix(cumulative: np.ndarray, allowance: float) -> int:
+    """How many of the first images their cumulative cost affords, or none below MIN_SAMPLE."""
+    count = int(np.searchsorted(cumulative, allowance, side="right"))
+    return count if count >= min(MIN_SAMPLE, cumulative.shape[0]) else 0
 
 
 def _affordable(allowance: float, per_image: float, most: int) -> int:

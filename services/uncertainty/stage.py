@@ -49,7 +49,12 @@ from services.uncertainty import ablation as abl
 from services.uncertainty import difference, importance, specificity
 from services.uncertainty.bootstrap import BootstrapResult, bootstrap_groups
 from services.uncertainty.cluster_stability import ClusteringStability, clustering_stability
-from services.uncertainty.dropout_calibration import DropoutCalibration, calibrate_injected_dropout
+from services.uncertainty.dropout_calibration import (
+    DEFAULT_GRID,
+    DropoutCalibration,
+    calibrate_injected_dropout,
+    calibration_passes,
+)
 from services.uncertainty.entropy import EntropySplit, cluster_means
 from services.uncertainty.membership import MembershipTable
 from services.uncertainty.model_inputs import ImageSource, ModelInputs
@@ -460,6 +465,8 @@ class _ModelPasses:
                 options.ablation_max_images,
                 reference,
                 options.ablation_random_sets,
+                arrays.labels >= 0 if arrays.labels is not None else None,
+                _calibration_cost(options.mc_samples),
             )
         return cls(side, arrays, options, dtype, costs, allocation, inputs, ablated, concepts)
 
@@ -814,7 +821,7 @@ def _method(
                 "samples": int(activity.passes.shape[0]),
                 "images": int(activity.rows.shape[0]),
                 "dropout_rate": activity.dropout_rate,
-                "calibration": calibration.document() if calibration is not None else None,
+                "calibration": _calibration_document(calibration) if calibration is not None else None,
             }
             if activity
             else None
@@ -830,6 +837,35 @@ def _method(
         ),
         "pass_precision": dtype_name(passes.dtype) if passes is not None and ran else None,
         "seed": options.seed,
+    }
+
+
+def _calibration_cost(samples: int) -> float:
+    """Passes from the read layer's input per labelled image of the sample: half of them fit the
+    rate, half score it (dropout_calibration.calibration_split)."""
+    passes = calibration_passes(DEFAULT_GRID, samples)
+    return (passes.fit + passes.evaluation) / 2
+
+
+def _calibration_document(calibration: DropoutCalibration) -> dict[str, Any]:
+    def r(values: Sequence[float]) -> list[float]:
+        return [round(float(v), 6) for v in values]
+
+    return {
+        "rate": calibration.rate,
+        "calibrated": calibration.calibrated,
+        "finding": calibration.finding,
+        "samples": calibration.samples,
+        "fit_images": len(calibration.fit_rows),
+        "evaluation_images": len(calibration.evaluation_rows),
+        "grid": list(calibration.grid),
+        "fit_nll": r(calibration.fit_nll),
+        "fit_ece": r(calibration.fit_ece),
+        "nll": round(calibration.evaluation_nll, 6),
+        "ece": round(calibration.evaluation_ece, 6),
+        "deterministic_nll": round(calibration.deterministic_nll, 6),
+        "deterministic_ece": round(calibration.deterministic_ece, 6),
+        "gain_se": round(calibration.gain_se, 6),
     }
 
 

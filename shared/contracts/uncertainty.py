@@ -284,9 +284,16 @@ class ImageModelUncertainty(Contract):
 
 
 class DropoutCalibration(Contract):
-    """Injected dropout's rate fitted on labelled images by negative log-likelihood."""
+    """Injected dropout's rate fitted on labelled images by negative log-likelihood (nats), and
+    scored on other labelled images against the model without dropout."""
 
     rate: float = Field(ge=0, description="The rate chosen; 0: no rate calibrated better than none.")
+    calibrated: bool = Field(
+        description="A rate above 0 lowered the held-out NLL by more than 2 standard errors: the "
+        "passes are then read as epistemic uncertainty."
+    )
+    finding: str = Field(description="What the calibration found, in a sentence.")
+    samples: int = Field(ge=1)
     fit_images: Count
     evaluation_images: Count
     grid: list[float]
@@ -296,6 +303,7 @@ class DropoutCalibration(Contract):
     ece: float
     deterministic_nll: float = Field(description="The model without dropout, on the evaluation images.")
     deterministic_ece: float
+    gain_se: float = Field(ge=0, description="Standard error of the held-out NLL gain, paired per image.")
 
 
 class ModelUncertaintyMethod(Contract):
