@@ -25,6 +25,7 @@ from neuron_core.layers import LayerInfo
 from neuron_core.read_layer_start import split_at_first_read_layer
 from services.uncertainty.precision import autocast
 from services.uncertainty.selectivity import hypergeom_upper_tail
+from services.uncertainty.sequential import decided_after, sequential_pvalue
 
 
 class ChannelAblation:
@@ -297,15 +298,6 @@ def _drops(model: AblatedModel, starts: torch.Tensor, keeps: np.ndarray, batch_s
     return top_class_drop(base[rows], changed, top[rows]).reshape(n_variants, m).T
 
 
-def decided_after(random_sets: int, alpha: float) -> int:
-    """The number of random sets at least as extreme as the group after which p <= alpha is out
-    of reach with `random_sets` sets: the least g with (g + 1) / (random_sets + 1) > alpha."""
-    g = 0
-    while (g + 1) / (random_sets + 1) <= alpha:
-        g += 1
-    return max(g, 1)
-
-
 def _extreme(drops: np.ndarray, greater: bool) -> np.ndarray:
     means = drops.mean(axis=0)
     return means[1:] >= means[0] - 1e-12 if greater else means[1:] <= means[0] + 1e-12
@@ -318,11 +310,7 @@ def _exceedances(drops: np.ndarray, greater: bool) -> int:
 def sequential_rank_pvalue(drops: np.ndarray, stop_at: int, greater: bool = True) -> float:
     """`set_rank_pvalue` when every set ran; Besag and Clifford's h / l when the test stopped at
     the h-th (= `stop_at`) random set at least as extreme as the group, the l-th evaluated."""
-    extreme = _extreme(drops, greater)
-    hits = np.flatnonzero(extreme)
-    if hits.shape[0] >= stop_at:
-        return float(stop_at / (hits[stop_at - 1] + 1))
-    return set_rank_pvalue(drops, greater)
+    return sequential_pvalue(_extreme(drops, greater), stop_at)[0]
 
 
 def difference_separation(
