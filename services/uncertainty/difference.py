@@ -50,6 +50,12 @@ import scipy.sparse as sp
 from neuron_core.groups import build_groups, difference_neurons
 from services.uncertainty.sequential import decided_after, sequential_pvalue
 
+NULL = (
+    "The parent's images are exchangeable between the child and its siblings: the group rule, "
+    "re-run on every permutation of them, picks difference neurons that mark the child's images "
+    "as strongly."
+)
+
 DifferenceStatus = Literal["tested", "no difference", "no siblings", "too few images"]
 Statistic = Literal["support", "carriers"]
 

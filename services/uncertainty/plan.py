@@ -220,12 +220,12 @@ def allocate(
     # 3. the pruning curve on held-out images (the last of the seeded order: apart from the
     # passes' sample wherever the collection allows)
     variants = full_pruning_variants if full else pruning_variants
-    per_image = costs.prefix + variants * costs.partial
+    per_held_out = costs.prefix + variants * costs.partial
     held_out = (
-        n_images // 2 if full else _affordable(PRUNING_SHARE * (allowed or 0.0), per_image, n_images // 2)
+        n_images // 2 if full else _affordable(PRUNING_SHARE * (allowed or 0.0), per_held_out, n_images // 2)
     )
     pruning_rows = np.sort(order[n_images - held_out :]) if pruning_variants else np.empty(0, dtype=np.int64)
-    spent["pruning"] = per_image * pruning_rows.shape[0]
+    spent["pruning"] = per_held_out * pruning_rows.shape[0]
 
     # 4. specificity: largest concepts first while the budget lasts
     shared = reference_images * (costs.prefix + costs.partial)

@@ -157,7 +157,7 @@ class Concept:
 
 
 def untested(status: str, note: str) -> Specificity:
-    return Specificity(status=status, note=note)  # type: ignore[arg-type]
+    return Specificity(status=status, note=note)
 
 
 def specificity_test(

@@ -120,8 +120,9 @@ TESTS = (
     TestMethod(
         name="difference",
         null=difference.NULL,
-        statistic="the child's carrier share minus its siblings', against the same with the "
-        "parent's images permuted among its children and the group rule re-run",
+        statistic="mean support of the difference neurons among the child's images minus among "
+        "its siblings', against the same with the parent's images permuted among its children "
+        "and the group rule re-run",
         multiple_testing="Benjamini-Hochberg across the job's tested children",
     ),
     TestMethod(
@@ -318,7 +319,7 @@ def compute_uncertainty(
             table.extra["expected_support_sd"] = support.sd_passes
         if sensitivity is not None:
             augmented = expected_support(
-                sensitivity.passes, sensitivity.rows, partitions[:, lv], levels[lv].sizes.shape[0]
+                sensitivity.passes, sensitivity.rows.tolist(), partitions[:, lv], levels[lv].sizes.shape[0]
             )
             table.extra["augmented_support"] = augmented.mean
             table.extra["augmented_support_sd"] = augmented.sd_passes
@@ -330,7 +331,7 @@ def compute_uncertainty(
             key = (lv, k)
             clusters[cluster_id(lv + 1, k)] = ClusterStats(
                 size=int(level.sizes[k]),
-                members=table.columns(k, np.flatnonzero(level.members[k])),  # type: ignore[arg-type]
+                members=table.columns(k, np.flatnonzero(level.members[k])),
                 group_stability=round(float(boot.stability[lv][k]), 6) if boot else None,
                 clustering_stability=_clustering_at(clustering, lv, k),
                 specificity=specificities.get(key) or _not_run_specificity(level, lv, k, allocation),
@@ -492,7 +493,7 @@ class _ModelPasses:
                     side.module,
                     self.arrays.layers,
                     self.inputs,
-                    rows,
+                    rows.tolist(),
                     labels,
                     samples=options.mc_samples,
                     seed=options.seed,
@@ -659,14 +660,16 @@ def _difference_document(
             "too few images": ("too_few_images", f"not tested: {int(level.sizes[k])} images"),
         }
         status, note = notes[found.status]
-        return DifferenceTest(status=status, note=note)  # type: ignore[arg-type]
+        return DifferenceTest(status=status, note=note)
     return DifferenceTest(
         status="tested",
         note="tested",
         result=DifferenceResult(
+            child_support=round(float(found.child_support or 0.0), 6),
+            sibling_support=round(float(found.sibling_support or 0.0), 6),
+            statistic=round(float(found.statistic or 0.0), 6),
             child_carrier_share=round(float(found.child_carrier_share or 0.0), 6),
             sibling_carrier_share=round(float(found.sibling_carrier_share or 0.0), 6),
-            statistic=round(float(found.statistic or 0.0), 6),
             permutations=found.permutations,
             p_value=float(f"{found.p_value:.4g}"),
             min_p_value=float(f"{found.min_p_value:.4g}"),

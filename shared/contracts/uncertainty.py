@@ -217,13 +217,17 @@ class Importance(TestState):
 
 
 class DifferenceResult(Contract):
-    """Carriers of the difference neurons (an image carries them when at least min_support of
-    them are active in it) among the child's images and its siblings'."""
+    """How much more the child's images use its difference neurons than its siblings' images."""
 
-    child_carrier_share: Probability
+    child_support: Probability = Field(description="Mean support of the difference neurons among the child's images.")
+    sibling_support: Probability = Field(description="The same among its siblings' images.")
+    statistic: float = Field(description="child_support - sibling_support.")
+    child_carrier_share: Probability = Field(
+        description="Share of the child's images that carry the difference neurons (at least "
+        "min_support of them active)."
+    )
     sibling_carrier_share: Probability
-    statistic: float = Field(description="child_carrier_share - sibling_carrier_share.")
-    permutations: Count = Field(description="Permutations evaluated (sequential stopping).")
+    permutations: Count = Field(description="Permutations compared (sequential stopping).")
     p_value: Probability = Field(
         description="Share of permutations of the parent's images among its children, with the "
         "group rule re-run in each, whose statistic reaches the observed one."
