@@ -131,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="metadata.csv/.jsonl with file_name and caption columns (default: "
         "the folder's own metadata file); images without one are captioned by BLIP",
     )
+    run.add_argument(
+        "--labels",
+        type=user_path,
+        metavar="FILE",
+        help="class labels: a CSV with file_name,label columns or a JSON object {file_name: label}; "
+        "each label is the target model's class index of the image (wins over a metadata label "
+        "column). With labels the run checks the model's accuracy on them",
+    )
     add_option_flags(run)
     _add_label_options(run)
 
@@ -210,6 +218,7 @@ def run_to_folder(
     overwrite: bool,
     show_progress: bool,
     label_settings: LabelSettings | None = None,
+    labels: Path | None = None,
 ) -> Hierarchy:
     """Run into a staging folder beside OUT_DIR; only a finished result replaces it."""
     from neuron_atlas.pipeline import run
@@ -225,7 +234,7 @@ def run_to_folder(
     try:
         with TerminalProgress(enabled=show_progress) as progress:
             hierarchy = run(
-                image_dir, staging, options, captions, progress, package_version(), label_settings
+                image_dir, staging, options, captions, progress, package_version(), label_settings, labels
             )
         _replace_dir(staging, out_dir)
     finally:
@@ -281,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.overwrite,
             interactive,
             label_settings_from_args(args),
+            args.labels,
         )
         if not args.quiet:
             from neuron_atlas.terminal import print_run_report, print_tree

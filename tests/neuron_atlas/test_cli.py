@@ -160,6 +160,23 @@ def test_bad_options_get_a_clear_error_and_leave_the_output_folder_alone(
     assert not list(tmp_path.glob(".out.partial-*"))
 
 
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("labels.json", '{"circle-red-00.png": 0,', "is not valid JSON"),
+        ("labels.csv", "image,class\ncircle-red-00.png,0\n", "needs a header with file_name and label"),
+        ("labels.json", '{"elsewhere/a.png": 0}', "None of the 1 labels in"),
+    ],
+)
+def test_a_bad_labels_file_is_exit_2_with_what_is_wrong(sample_dir, tmp_path, capsys, name, content, message):
+    (tmp_path / name).write_text(content)
+    out = tmp_path / "out"
+    assert main(["run", str(sample_dir), "--out", str(out), "--labels", str(tmp_path / name), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "what to do:" in err
+    assert not out.exists() and not list(tmp_path.glob(".out.partial-*"))
+
+
 def test_no_imagenet_weights_and_no_permission_for_random_ones_is_exit_3(
     sample_dir, tmp_path, capsys, monkeypatch
 ):
