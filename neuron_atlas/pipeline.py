@@ -181,7 +181,11 @@ def run(
     run_labelling(store, models.embedder, label_settings, progress=progress)
     progress.start("uncertainty", 1)
     run_uncertainty(
-        store, options, models.target, lambda entry: (image_dir / entry["file_name"]).read_bytes()
+        store,
+        options,
+        models.target,
+        lambda entry: (image_dir / entry["file_name"]).read_bytes(),
+        progress,
     )
     progress.finish("uncertainty")
     return assemble_hierarchy(store, version)

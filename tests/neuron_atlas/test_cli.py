@@ -1,4 +1,6 @@
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -53,6 +55,8 @@ def cli_run(messy_sample: Path, tmp_path_factory: pytest.TempPathFactory):
         capture_output=True,
         text=True,
         timeout=600,
+        # a progress line at every step, not every 30 s: the test sees the lines within stages
+        env={**os.environ, "NEURON_ATLAS_PROGRESS_INTERVAL_S": "0"},
     )
     return proc, out
 
@@ -114,14 +118,69 @@ def test_run_shows_what_it_used_and_a_tree_without_progress_bars_when_piped(cli_
     assert "━" not in proc.stderr and "\r" not in proc.stderr  # no progress bars into a pipe
 
 
-def test_the_same_input_gives_the_same_hierarchy(cli_run, messy_sample, tmp_path):
+PROGRESS_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d neuron-atlas: (.*)$")
+
+
+def test_a_run_whose_stderr_is_not_a_terminal_logs_progress_lines(cli_run):
+    proc, _ = cli_run
+    lines = [m.group(1) for line in proc.stderr.splitlines() if (m := PROGRESS_LINE.match(line))]
+    assert lines[0] == "activations: started, 0/25"  # the shard's undecodable file counts too
+    for stage in ("embed+cluster", "groups", "uncertainty"):
+        assert f"{stage}: started" in lines and any(
+            re.fullmatch(rf"{re.escape(stage)}: done in \d+ s", x) for x in lines
+        )
+    assert any(re.fullmatch(r"activations: done 25/25 in \d+ s", x) for x in lines)
+    assert any(re.fullmatch(r"labels: done 12/12 in \d+ s", x) for x in lines)
+    # within a stage: counts, share and time left (the interval is 0 in this run)
+    within = [x for x in lines if x.startswith("causal checks: ") and "so far" in x]
+    assert within and re.fullmatch(
+        r"causal checks: 1/\d+ \(\d+%\), \d+ s so far, about \d+ s left", within[0]
+    )
+    assert lines.index("uncertainty: started") < lines.index(within[0]) < len(lines) - 1
+
+
+def test_the_same_input_gives_the_same_hierarchy(cli_run, messy_sample, tmp_path, capsys):
     _, out = cli_run
-    assert main(["-q", "run", str(messy_sample), "--out", str(tmp_path / "again"), *FAST]) == 0
+    assert main(["run", str(messy_sample), "--out", str(tmp_path / "again"), *FAST, "--quiet"]) == 0
+    assert not any(PROGRESS_LINE.match(line) for line in capsys.readouterr().err.splitlines())  # --quiet
     first = json.loads((out / "hierarchy.json").read_text())
     second = json.loads((tmp_path / "again" / "hierarchy.json").read_text())
     first.pop("created_at"), second.pop("created_at")
     assert first == second
     assert np.array_equal(np.load(out / "partitions.npy"), np.load(tmp_path / "again" / "partitions.npy"))
+
+
+def test_with_log_format_json_every_line_on_stderr_is_a_json_record(sample_dir, tmp_path):
+    light = ["--layers", "layer4", "--mc-samples", "0", "--tta-samples", "0", "--ablation-random-sets", "0"]
+    command = [str(Path(sys.executable).with_name("neuron-atlas")), "run", str(sample_dir)]
+    proc = subprocess.run(
+        [
+            *command,
+            "--out",
+            str(tmp_path / "out"),
+            "--allow-random-weights",
+            "--bootstrap-resamples",
+            "0",
+            *light,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "LOG_FORMAT": "json"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stderr.splitlines()]  # every line, or this fails
+    progress = [r for r in records if r["logger"] == "neuron_atlas.progress"]
+    assert {"event": "start", "stage": "activations", "done": 0, "total": 24} in [
+        {k: r[k] for k in ("event", "stage", "done", "total")} for r in progress
+    ]
+    assert {r["stage"] for r in progress if r["event"] == "finish"} >= {
+        "activations",
+        "groups",
+        "uncertainty",
+    }
+    assert any(r["message"].startswith("result: ") for r in records)  # the run's report too
+    assert "L1-" in proc.stdout or "L2-" in proc.stdout  # the tree stays text on stdout
 
 
 def test_images_without_captions_are_captioned_by_the_model(sample_dir, tmp_path):
