@@ -1,7 +1,8 @@
 """`neuron-atlas`: the command line. Results on stdout, progress and errors on stderr.
 
-Exit status: 0 done, 1 unexpected failure, 2 bad input or options, 3 a model could not be
-loaded, 4 the labelling endpoint failed in strict mode, 130 interrupted. `remote` adds its own
+Exit status: 0 done, 1 unexpected failure, 2 bad input or options (with --strict, also labelled
+images the model does not recognise as given), 3 a model could not be loaded, 4 the labelling
+endpoint failed in strict mode, 130 interrupted. `remote` adds its own
 (`neuron_atlas.remote_cli`): 5 the job failed, 6 it was cancelled, 7 the wait timed out, 8 the key
 was refused, 9 no such job, 10 conflict (e.g. not finished yet), 11 the gateway is unavailable.
 """

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from neuron_core.target_model import LoadedModel, TargetSpec, target_model
+from services.activation.input_check import enforce, run_input_check
 from services.activation.stage import hook_layers, run_activation_shard, run_groups
 from services.caption.captioning import Captioner
 from services.caption.stage import run_caption_shard
@@ -140,6 +141,18 @@ def image_stages(
     progress.finish("activations")
 
 
+def check_inputs(
+    store: Store, options: PipelineOptions, target: LoadedModel, image_dir: Path, progress: Progress
+) -> None:
+    """Where images carry class labels: does the model recognise them as given? A warning is
+    logged at once (and kept for hierarchy.json), before the long stages; under `strict` the
+    run fails with it instead."""
+    check = run_input_check(store, options, lambda: target, folder_image_reader(image_dir), progress)
+    enforce(check, options)
+    for warning in check.warnings if check else []:
+        log.warning("%s\n  what to do: %s", warning.message, warning.fix)
+
+
 def folder_image_reader(image_dir: Path) -> Callable[[dict[str, Any]], bytes]:
     """Bytes of a manifest entry's image in the user's folder (the suite reads the bucket)."""
     return lambda entry: (image_dir / entry["file_name"]).read_bytes()
@@ -172,6 +185,7 @@ def run(
     manifest = ingest(store, image_dir, options, captions_file, labels_file)
     models = load_models(options, [e["file_name"] for e in manifest["images"] if e["caption"] is None])
     image_stages(store, image_dir, manifest, options, models, progress)
+    check_inputs(store, options, models.target, image_dir, progress)
     progress.start("embed+cluster", 1)
     run_embed_cluster(store, options, models.embedder)
     progress.finish("embed+cluster")

@@ -126,6 +126,8 @@ def print_run_report(hierarchy: Hierarchy, out_dir: Path, stream: TextIO) -> Non
         print(f"skipped {skipped.file_name}: {skipped.reason}", file=stream)
     print_labelling_report(hierarchy.labelling, stream)
     print_uncertainty_report(hierarchy, stream)
+    for warning in hierarchy.warnings or []:
+        print(f"WARNING ({warning.kind}): {warning.message}\n  what to do: {warning.fix}", file=stream)
     print(f"result: {out_dir / 'hierarchy.json'}", file=stream)
 
 

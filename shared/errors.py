@@ -31,3 +31,10 @@ class LabellingError(NeuronAtlasError):
     """The labelling endpoint failed and strict mode forbids falling back to offline labels."""
 
     kind = "labelling-failed"
+
+
+class InputCheckFailed(InputError):
+    """With `strict`: the target model does not recognise the labelled images as given (input
+    size, normalisation, or a head that does not match the labels)."""
+
+    kind = "model-input-mismatch"

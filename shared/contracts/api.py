@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts.hierarchy import Evidence
+from shared.contracts.input_check import RunWarning
 from shared.contracts.labels import Labelling
 from shared.contracts.models import ModelRecord, Preprocessing
 from shared.contracts.problem import TYPE_PREFIX, ProblemDetails
@@ -17,6 +18,8 @@ from shared.options import PipelineOptions
 
 if TYPE_CHECKING:
     from shared.jobstore import JobRecord
+
+INPUT_CHECK_REPORT = "input_check"  # the job store's report of the activation service's input check
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
 
@@ -105,6 +108,12 @@ class JobPublic(BaseModel):
         description="Once the uncertainty stage ran: share of reliable and of significant "
         "memberships, mean bootstrap stability, clusters with a significant causal effect.",
     )
+    warnings: list[RunWarning] = Field(
+        default_factory=list,
+        description="What makes the result doubtful, each with what to do (hierarchy.json's "
+        "`warnings`), as soon as it is found: e.g. labelled images that the target model gets near "
+        "chance with the input size used. With options.strict the job fails with it instead.",
+    )
     links: JobLinks
 
     @classmethod
@@ -124,6 +133,10 @@ class JobPublic(BaseModel):
             error=_problem(record.error),
             labelling=_report(Labelling, record.reports.get("labelling")),
             uncertainty=_report(UncertaintySummary, record.reports.get("uncertainty")),
+            warnings=[
+                RunWarning.model_validate(w)
+                for w in (record.reports.get(INPUT_CHECK_REPORT) or {}).get("warnings", [])
+            ],
             links=JobLinks(
                 self=base,
                 hierarchy=f"{base}/hierarchy",
