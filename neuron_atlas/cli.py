@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from neuron_atlas.cli_logging import configure_cli_logging, stderr_stream
+from neuron_atlas.cli_logging import REPORT_LOGGER, configure_cli_logging, json_logs, stderr_stream
 from neuron_atlas.option_flags import add_option_flags, options_from_args, user_path
 from shared.errors import InputError, LabellingError, ModelLoadError, NeuronAtlasError
 from shared.options import PipelineOptions
@@ -375,10 +375,14 @@ def _layers(args: argparse.Namespace) -> int:
 
 
 def _print_error(exc: NeuronAtlasError) -> None:
-    stream = stderr_stream(logging.ERROR)
-    print(f"neuron-atlas: error: {exc.problem}", file=stream)
+    if json_logs():  # one record, what to do in its own field
+        logging.getLogger(REPORT_LOGGER).error(
+            "neuron-atlas: error: %s", exc.problem, extra={"kind": exc.kind, "fix": exc.fix or None}
+        )
+        return
+    print(f"neuron-atlas: error: {exc.problem}", file=sys.stderr)
     if exc.fix:
-        print(f"  what to do: {exc.fix}", file=stream)
+        print(f"  what to do: {exc.fix}", file=sys.stderr)
 
 
 def _relabel(args: argparse.Namespace) -> int:

@@ -66,8 +66,8 @@ class LogLines(io.TextIOBase):
             self._pending = ""
 
 
-def stderr_stream(level: int = logging.INFO) -> TextIO:
-    """Where the CLI prints to stderr: stderr itself, or with LOG_FORMAT=json log records."""
+def stderr_stream() -> TextIO:
+    """Where the CLI prints its report: stderr itself, or with LOG_FORMAT=json log records."""
     if json_logs():
-        return cast(TextIO, LogLines(logging.getLogger(REPORT_LOGGER), level))
+        return cast(TextIO, LogLines(logging.getLogger(REPORT_LOGGER)))
     return sys.stderr

@@ -150,7 +150,12 @@ def check_inputs(
     check = run_input_check(store, options, lambda: target, folder_image_reader(image_dir), progress)
     enforce(check, options)
     for warning in check.warnings if check else []:
-        log.warning("%s\n  what to do: %s", warning.message, warning.fix)
+        log.warning(
+            "%s\n  what to do: %s",
+            warning.message,
+            warning.fix,
+            extra={"kind": warning.kind, "fix": warning.fix},
+        )
 
 
 def folder_image_reader(image_dir: Path) -> Callable[[dict[str, Any]], bytes]:

@@ -233,7 +233,7 @@ def read_label_file(source: Path) -> dict[str, str]:
         text = source.read_text(encoding="utf-8-sig")
     except OSError as exc:
         problem = f"Cannot read labels file {source}: {exc.strerror or exc}."
-        raise InputError(problem, LABEL_FILE_FIX) from None
+        raise InputError(problem, "Check the path given to --labels.") from None
     except UnicodeDecodeError:
         raise InputError(f"Labels file {source} is not UTF-8 text.", "Save it as UTF-8.") from None
     is_json = source.suffix.lower() == ".json"

@@ -21,7 +21,8 @@ from typing import Any
 _CONTEXT: ContextVar[dict[str, Any] | None] = ContextVar("neuron_atlas_log_context", default=None)
 FIELDS = ("job_id", "tenant")
 # Fields a record may carry (`extra=`) that its JSON line keeps: a request's (the gateway's request
-# log) and a progress line's (the CLI off a terminal, neuron_atlas.progress_lines).
+# log), a progress line's (the CLI off a terminal, neuron_atlas.progress_lines) and an error's or
+# warning's kind and fix (the CLI's).
 EXTRA_FIELDS = (
     "method",
     "path",
@@ -33,6 +34,8 @@ EXTRA_FIELDS = (
     "total",
     "elapsed_s",
     "eta_s",
+    "kind",
+    "fix",
 )
 
 

@@ -183,6 +183,23 @@ def test_with_log_format_json_every_line_on_stderr_is_a_json_record(sample_dir, 
     assert "L1-" in proc.stdout or "L2-" in proc.stdout  # the tree stays text on stdout
 
 
+def test_with_log_format_json_an_error_is_one_json_record_with_what_to_do(tmp_path):
+    (tmp_path / "empty").mkdir()
+    command = [str(Path(sys.executable).with_name("neuron-atlas")), "run", str(tmp_path / "empty")]
+    proc = subprocess.run(
+        [*command, "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "LOG_FORMAT": "json"},
+    )
+    assert proc.returncode == 2
+    [record] = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert record["level"] == "error" and record["kind"] == "invalid-input"
+    assert record["message"] == f"neuron-atlas: error: Image folder {tmp_path / 'empty'} holds no files."
+    assert record["fix"].startswith("Add JPEG, PNG")
+
+
 def test_images_without_captions_are_captioned_by_the_model(sample_dir, tmp_path):
     folder = tmp_path / "images"
     shutil.copytree(sample_dir, folder)
