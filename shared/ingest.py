@@ -206,7 +206,8 @@ def read_labels(source: Path) -> dict[str, str]:
 
 def labels_from_text(text: str, source: Path) -> dict[str, str]:
     """`file_name -> label` from a metadata file's optional `label` column or field: the target
-    model's class index of the image, which lets the pruning curve report top-1 accuracy."""
+    model's class index of the image, which lets the input check and the pruning curve measure
+    top-1 accuracy."""
     rows: Iterable[dict[str, str]] = (
         _rows_from_jsonl(text, source) if source.suffix == ".jsonl" else _rows_from_csv(text)
     )

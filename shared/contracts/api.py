@@ -54,8 +54,9 @@ class JobSpec(BaseModel):
     )
     labels: dict[str, str] = Field(
         default_factory=dict,
-        description="file_name -> class label (the target model's class index), for the pruning "
-        "curve's accuracy; wins over a metadata.csv/jsonl `label` column.",
+        description="file_name -> class label (the target model's class index, as a string), for "
+        "the input check (the job's `warnings`) and the pruning curve's accuracy; wins over a "
+        "metadata.csv/jsonl `label` column.",
     )
 
 
