@@ -128,7 +128,9 @@ def run_input_check(
             probe_images = len(rows)
             if accuracy is None:  # no predictions kept: the probe's measure of the transform used
                 accuracy = probe[0].top1_accuracy
-        warning = _diagnose(accuracy, chance, labels, predicted if measured else None, probe, len(ids))
+        warning = _diagnose(
+            accuracy, chance, labels, predicted if measured else None, probe, len(ids), probe_images
+        )
         if warning:
             warnings.append(warning)
     check = InputCheck(
@@ -251,6 +253,7 @@ def _diagnose(
     predicted: np.ndarray | None,
     probe: Sequence[ProbeResult],
     n: int,
+    probe_images: int,
 ) -> RunWarning | None:
     if accuracy is None:
         return None
@@ -261,7 +264,7 @@ def _diagnose(
     if probe:
         used, best = probe[0], max(probe, key=lambda r: r.top1_accuracy)
         if best.top1_accuracy >= used.top1_accuracy + GAP:
-            return _better_transform(measured, used, best)
+            return _better_transform(measured, used, best, probe_images)
     near_chance = accuracy <= max(chance + min(chance, 0.1), FLOOR)
     if not near_chance:
         return None
@@ -296,7 +299,7 @@ def _head_beyond(beyond: int, labelled: int, largest: int, outputs: int) -> RunW
     )
 
 
-def _better_transform(measured: str, used: ProbeResult, best: ProbeResult) -> RunWarning:
+def _better_transform(measured: str, used: ProbeResult, best: ProbeResult, probe_images: int) -> RunWarning:
     a, b = used.preprocessing, best.preprocessing
     size_differs = (a.input_size, a.resize) != (b.input_size, b.resize)
     norm_differs = (a.mean, a.std) != (b.mean, b.std)
@@ -308,17 +311,16 @@ def _better_transform(measured: str, used: ProbeResult, best: ProbeResult) -> Ru
         else "normalisation"
     )
     cause = {
-        "input-size": f"the input size: the model was likely trained at {b.input_size} px, "
-        f"not {a.input_size}",
+        "input-size": f"the input size: the model was likely trained on {_size(b)} inputs, not {_size(a)}",
         "normalisation": f"the normalisation: the model was likely trained with {_norm(b)}, not {_norm(a)}",
-        "preprocessing": f"the input size and normalisation: the model was likely trained at "
-        f"{b.input_size} px with {_norm(b)}, not {a.input_size} px with {_norm(a)}",
+        "preprocessing": f"the input size and normalisation: the model was likely trained on "
+        f"{_size(b)} inputs with {_norm(b)}, not {_size(a)} with {_norm(a)}",
     }[kind]
     flag = json.dumps(b.model_dump(mode="json"), separators=(", ", ": "))
     return RunWarning(
         kind=kind,
-        message=f"{measured} with the input used ({_describe(a)}); on a probe of the same images, "
-        f"{_describe(b)} gives {best.top1_accuracy:.2f} against {used.top1_accuracy:.2f}. Likely "
+        message=f"{measured} with the input used ({_describe(a)}); on a probe of {probe_images} of "
+        f"them, {_describe(b)} gives {best.top1_accuracy:.2f} against {used.top1_accuracy:.2f}. Likely "
         f"cause: {cause}. Every neuron group then describes a model fed the wrong input.",
         fix=f"Run again with --preprocessing '{flag}' (the API: this object as options.preprocessing, "
         "or the registered model's preprocessing).",
@@ -334,6 +336,11 @@ def _norm(prep: Preprocessing) -> str:
     return f"mean {list(prep.mean)} and std {list(prep.std)}"
 
 
-def _describe(prep: Preprocessing) -> str:
+def _size(prep: Preprocessing) -> str:
+    """'32 px', or '224 px crop of a 256 px resize'."""
     resized = "" if prep.resize == prep.input_size else f" crop of a {prep.resize} px resize"
-    return f"{prep.input_size} px{resized}, {_norm(prep)}"
+    return f"{prep.input_size} px{resized}"
+
+
+def _describe(prep: Preprocessing) -> str:
+    return f"{_size(prep)}, {_norm(prep)}"

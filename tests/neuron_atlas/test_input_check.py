@@ -52,7 +52,11 @@ def test_the_wrong_input_size_is_said_on_stderr_with_the_flag_that_fixes_it(wron
         "labelled images is 0.25 (chance 0.25) with the input used (224 px crop of a 256 px resize"
         in proc.stderr
     )
-    assert "Likely cause: the input size: the model was likely trained at 32 px, not 224." in proc.stderr
+    cause = "Likely cause: the input size: the model was likely trained on 32 px inputs, not 224 px crop"
+    assert (
+        cause in proc.stderr
+        and "on a probe of 16 of them, 32 px, ImageNet normalisation gives 1.00" in proc.stderr
+    )
     assert f"what to do: Run again with {FIX}" in proc.stderr
     # said when found (before the long stages), and again in the report at the end
     warned = proc.stderr.index("Likely cause")
@@ -64,7 +68,7 @@ def test_the_warning_is_recorded_in_hierarchy_json(wrong_size):
     _, hierarchy = wrong_size
     [warning] = hierarchy["warnings"]
     assert warning["kind"] == "input-size"
-    assert "trained at 32 px" in warning["message"] and FIX in warning["fix"]
+    assert "trained on 32 px inputs" in warning["message"] and FIX in warning["fix"]
     assert {image["label"] for image in hierarchy["images"]} == {"0", "1", "2", "3"}  # from --labels
     assert hierarchy["schema_version"] == "1.5"
 

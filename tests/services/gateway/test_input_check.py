@@ -58,7 +58,7 @@ def test_the_job_records_the_wrong_input_size_with_its_fix(api, striped, model_i
     assert job["status"] == "succeeded", job["error"]
     [warning] = job["warnings"]
     assert warning["kind"] == "input-size"
-    assert "trained at 32 px, not 224" in warning["message"]
+    assert "trained on 32 px inputs, not 224 px crop of a 256 px resize" in warning["message"]
     assert '"input_size": 32, "resize": 32' in warning["fix"] and "options.preprocessing" in warning["fix"]
     hierarchy = api.get(f"/v1/jobs/{job['id']}/hierarchy").json()
     assert hierarchy["warnings"] == [warning]
