@@ -46,12 +46,14 @@ from shared.contracts.models import IMAGENET_EVAL, Preprocessing
 from shared.contracts.uncertainty import Uncertainty
 from shared.ingest import decode_image
 from shared.options import PipelineOptions
+from shared.progress import NoProgress, Progress
 from shared.storage import Store, get_json, get_npy
 from shared.tree import cluster_id
 
 log = logging.getLogger(__name__)
 
 PHASE_MESSAGE = "uncertainty phase %s: %.3f s"
+CAUSAL_STEP = "causal checks"  # the progress this stage reports: one step per checked cluster
 
 
 @contextmanager
@@ -110,9 +112,11 @@ def run_uncertainty(
     options: PipelineOptions,
     target: LoadedModel | None = None,
     read_bytes: Callable[[dict[str, Any]], bytes] | None = None,
+    progress: Progress | None = None,
 ) -> Uncertainty:
     """Statistics for every membership, cluster and the job into `uncertainty.json`; with a
-    target model and `read_bytes` (a manifest entry's image bytes), the model passes too."""
+    target model and `read_bytes` (a manifest entry's image bytes), the model passes too;
+    `progress` hears of the causal checks, cluster by cluster (the stage's long part)."""
     image_ids = [row["image_id"] for row in artifacts.read_usable_captions(store)]
     active = read_active_sets(store, image_ids)
     partitions = get_npy(store, artifacts.PARTITIONS)
@@ -132,6 +136,7 @@ def run_uncertainty(
         target.device if target else None,
         class_labels(manifest, image_ids),
         target.preprocessing if target else IMAGENET_EVAL,
+        progress,
     )
     artifacts.write_model(store, artifacts.UNCERTAINTY, uncertainty)
     return uncertainty
@@ -148,6 +153,7 @@ def compute_uncertainty(
     device: torch.device | None = None,
     labels: np.ndarray | None = None,
     prep: Preprocessing = IMAGENET_EVAL,
+    progress: Progress | None = None,
 ) -> Uncertainty:
     """The uncertainty.json document from partitions (images x levels), active sets and the
     groups of every level; `labels` (class index per image, -1 unknown) for pruning accuracy."""
@@ -226,7 +232,9 @@ def compute_uncertainty(
         ablated = abl.AblatedModel(model, layers, dtype=dtype)
         try:
             with _phase("causal checks"):
-                _causal_checks(clusters, partitions, levels, layers, options, ablated, inputs)
+                _causal_checks(
+                    clusters, partitions, levels, layers, options, ablated, inputs, progress=progress
+                )
             with _phase("pruning curve"):
                 pruning = pruning_report(
                     ablated,
@@ -381,10 +389,13 @@ def _causal_checks(
     ablated: abl.AblatedModel,
     inputs: ModelInputs,
     sequential: bool = True,
+    progress: Progress | None = None,
 ) -> None:
     """A causal check for every cluster with a non-empty group, on at most
     `ablation_max_images` of its images (a seeded choice); `sequential=False` runs every random
     set (the benchmark's reference for early stopping)."""
+    progress = progress or NoProgress()
+    progress.start(CAUSAL_STEP, sum(int(level.members.any(axis=1).sum()) for level in levels))
     for lv, level in enumerate(levels):
         for k in range(level.sizes.shape[0]):
             if not level.members[k].any():
@@ -406,6 +417,8 @@ def _causal_checks(
                 sequential=sequential,
             )
             clusters[cluster_id(lv + 1, k)]["causal"] = result.document(options.alpha)
+            progress.advance(CAUSAL_STEP)
+    progress.finish(CAUSAL_STEP)
 
 
 def _method(
