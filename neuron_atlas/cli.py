@@ -1,8 +1,9 @@
 """`neuron-atlas`: the command line. Results on stdout, progress and errors on stderr.
 
 Exit status: 0 done, 1 unexpected failure or a missing extra (`pip install
-'neuron-atlas[mlflow]'`), 2 bad input or options, 3 a model could not be
-loaded, 4 the labelling endpoint failed in strict mode, 130 interrupted. `remote` adds its own
+'neuron-atlas[mlflow]'`), 2 bad input or options (with --strict, also labelled images the model
+does not recognise as given), 3 a model could not be loaded, 4 the labelling endpoint failed in
+strict mode, 130 interrupted. `remote` adds its own
 (`neuron_atlas.remote_cli`): 5 the job failed, 6 it was cancelled, 7 the wait timed out, 8 the key
 was refused, 9 no such job, 10 conflict (e.g. not finished yet), 11 the gateway is unavailable.
 """
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from neuron_atlas.cli_logging import REPORT_LOGGER, configure_cli_logging, json_logs, stderr_stream
 from neuron_atlas.option_flags import add_option_flags, options_from_args, user_path
 from shared.errors import InputError, LabellingError, MissingExtra, ModelLoadError, NeuronAtlasError
 from shared.options import PipelineOptions
@@ -118,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for hierarchy.json and the stage artifacts",
     )
     run.add_argument("--overwrite", action="store_true", help="replace an existing result in OUT_DIR")
+    # also after `run` (where users type it); SUPPRESS keeps `neuron-atlas -q run ...` working
+    run.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress, no tree"
+    )
     run.add_argument(
         "--tree-levels",
         type=int,
@@ -131,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="metadata.csv/.jsonl with file_name and caption columns (default: "
         "the folder's own metadata file); images without one are captioned by BLIP",
+    )
+    run.add_argument(
+        "--labels",
+        type=user_path,
+        metavar="FILE",
+        help="class labels: a CSV with file_name,label columns or a JSON object {file_name: label}; "
+        "each label is the target model's class index of the image (wins over a metadata label "
+        "column). With labels the run checks the model's accuracy on them",
     )
     add_option_flags(run)
     _add_label_options(run)
@@ -209,12 +223,14 @@ def run_to_folder(
     options: PipelineOptions,
     captions: Path | None,
     overwrite: bool,
-    show_progress: bool,
+    quiet: bool,
     label_settings: LabelSettings | None = None,
+    labels: Path | None = None,
 ) -> Hierarchy:
-    """Run into a staging folder beside OUT_DIR; only a finished result replaces it."""
+    """Run into a staging folder beside OUT_DIR; only a finished result replaces it. Progress:
+    bars on a terminal, log lines elsewhere, none when `quiet`."""
     from neuron_atlas.pipeline import run
-    from neuron_atlas.terminal import TerminalProgress
+    from neuron_atlas.progress_lines import progress_display
 
     out_dir = out_dir.resolve()  # through a symlink: the result replaces the folder it points to
     if (out_dir / "hierarchy.json").exists() and not overwrite:
@@ -224,9 +240,9 @@ def run_to_folder(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
-        with TerminalProgress(enabled=show_progress) as progress:
+        with progress_display(quiet) as progress:
             hierarchy = run(
-                image_dir, staging, options, captions, progress, package_version(), label_settings
+                image_dir, staging, options, captions, progress, package_version(), label_settings, labels
             )
         _replace_dir(staging, out_dir)
     finally:
@@ -236,12 +252,7 @@ def run_to_folder(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    interactive = sys.stderr.isatty() and not args.quiet
+    configure_cli_logging(args.verbose)
     if args.command == "remote":
         from neuron_atlas.remote_cli import run_remote
 
@@ -268,11 +279,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(index.resolve().as_uri())  # open it in a browser; no server needed
             return 0
         if args.command == "demo":
-            return _demo(args, interactive)
+            return _demo(args)
         if args.command == "mlflow-log":
             return _mlflow_log(args)
         if args.command == "relabel":
-            return _relabel(args, interactive)
+            return _relabel(args)
         options = options_from_args(args)
         hierarchy = run_to_folder(
             args.image_dir,
@@ -280,13 +291,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             options,
             args.captions,
             args.overwrite,
-            interactive,
+            args.quiet,
             label_settings_from_args(args),
+            args.labels,
         )
         if not args.quiet:
             from neuron_atlas.terminal import print_run_report, print_tree
 
-            print_run_report(hierarchy, args.out, sys.stderr)
+            print_run_report(hierarchy, args.out, stderr_stream())
             print_tree(hierarchy, args.tree_levels, sys.stdout)
         return 0
     except InputError as exc:
@@ -369,14 +381,20 @@ def _layers(args: argparse.Namespace) -> int:
 
 
 def _print_error(exc: NeuronAtlasError) -> None:
+    if json_logs():  # one record, what to do in its own field
+        logging.getLogger(REPORT_LOGGER).error(
+            "neuron-atlas: error: %s", exc.problem, extra={"kind": exc.kind, "fix": exc.fix or None}
+        )
+        return
     print(f"neuron-atlas: error: {exc.problem}", file=sys.stderr)
     if exc.fix:
         print(f"  what to do: {exc.fix}", file=sys.stderr)
 
 
-def _relabel(args: argparse.Namespace, interactive: bool) -> int:
+def _relabel(args: argparse.Namespace) -> int:
     """New labels for a finished result, in place; the rest of the result is reused."""
-    from neuron_atlas.terminal import TerminalProgress, print_labelling_report, print_tree
+    from neuron_atlas.progress_lines import progress_display
+    from neuron_atlas.terminal import print_labelling_report, print_tree
     from services.labelling.stage import run_relabel
     from shared.hierarchy import read_hierarchy
     from shared.storage import LocalStore
@@ -386,7 +404,7 @@ def _relabel(args: argparse.Namespace, interactive: bool) -> int:
         raise InputError(
             f"{args.out_dir} holds no hierarchy.json.", "Point relabel at the OUT_DIR of a finished run."
         )
-    with TerminalProgress(enabled=interactive) as progress:
+    with progress_display(args.quiet) as progress:
         store = LocalStore(args.out_dir)
         run_relabel(store, package_version(), settings, progress=progress)
         hierarchy = read_hierarchy(store)
@@ -397,7 +415,7 @@ def _relabel(args: argparse.Namespace, interactive: bool) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace, interactive: bool) -> int:
+def _demo(args: argparse.Namespace) -> int:
     """The sample, run with ImageNet weights when cached, else random weights, said plainly."""
     from neuron_atlas.sample import make_sample
     from neuron_atlas.terminal import print_run_report, print_tree
@@ -413,7 +431,7 @@ def _demo(args: argparse.Namespace, interactive: bool) -> int:
         print(f"demo: {_demo_settings_said()}", file=sys.stderr)
         options = PipelineOptions(allow_random_weights=True, **DEMO_SETTINGS)
         os.environ.setdefault("NEURON_ATLAS_OFFLINE", "1")  # the demo never reaches for a hub
-        hierarchy = run_to_folder(sample, args.out, options, None, True, interactive)
+        hierarchy = run_to_folder(sample, args.out, options, None, True, args.quiet)
     print_run_report(hierarchy, args.out, sys.stderr)
     if "random" in hierarchy.models.target.weights:
         print(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from neuron_core.target_model import LoadedModel, TargetSpec, target_model
+from services.activation.input_check import enforce, run_input_check
 from services.activation.stage import hook_layers, run_activation_shard, run_groups
 from services.caption.captioning import Captioner
 from services.caption.stage import run_caption_shard
@@ -23,13 +24,14 @@ from services.labelling.stage import check_label_settings, run_labelling
 from services.uncertainty.stage import run_uncertainty
 from shared import artifacts
 from shared.contracts.hierarchy import Hierarchy
-from shared.errors import ModelLoadError
+from shared.errors import InputError, ModelLoadError
 from shared.hierarchy import assemble_hierarchy
 from shared.ingest import (
     decode_shard,
     find_caption_file,
     manifest_document,
     read_captions,
+    read_label_file,
     read_labels,
     scan_image_folder,
 )
@@ -51,27 +53,49 @@ class Models:
 
 
 def ingest(
-    store: Store, image_dir: Path, options: PipelineOptions, captions_file: Path | None
+    store: Store,
+    image_dir: Path,
+    options: PipelineOptions,
+    captions_file: Path | None,
+    labels_file: Path | None = None,
 ) -> dict[str, Any]:
-    """Find the images and their captions; write spec.json and manifest.json."""
+    """Find the images, their captions and class labels; write spec.json and manifest.json.
+    Labels come from the metadata file's `label` column, and from `labels_file` (`--labels`),
+    which wins."""
+    given_labels = read_label_file(labels_file) if labels_file else {}  # a bad file fails first
     records, skipped = scan_image_folder(image_dir, options.max_image_pixels)
+    known = {r.file_name for r in records} | {s.file_name for s in skipped}
     source = captions_file or find_caption_file(image_dir)
     provided = read_captions(source) if source else {}
     if source:
-        known = {r.file_name for r in records} | {s.file_name for s in skipped}
-        unmatched = sorted(set(provided) - known)
-        if unmatched:
-            log.warning(
-                "%d captions in %s name no file in %s (first: %s)",
-                len(unmatched),
-                source,
-                image_dir,
-                ", ".join(unmatched[:3]),
+        _warn_unmatched("captions", provided, source, image_dir, known)
+    labels = read_labels(source) if source else {}
+    if labels_file:
+        if not set(given_labels) & known:
+            raise InputError(
+                f"None of the {len(given_labels)} labels in {labels_file} names a file in {image_dir} "
+                f"(first: {', '.join(sorted(given_labels)[:3])}).",
+                "Use the images' paths relative to IMAGE_DIR as file names (e.g. cats/001.jpg).",
             )
-    manifest = manifest_document(records, skipped, provided, read_labels(source) if source else None)
+        _warn_unmatched("labels", given_labels, labels_file, image_dir, known)
+        labels |= given_labels
+    manifest = manifest_document(records, skipped, provided, labels or None)
     put_json(store, artifacts.SPEC, {"options": options.model_dump(mode="json")})
     put_json(store, artifacts.MANIFEST, manifest)
     return manifest
+
+
+def _warn_unmatched(what: str, given: dict[str, str], source: Path, image_dir: Path, known: set[str]) -> None:
+    unmatched = sorted(set(given) - known)
+    if unmatched:
+        log.warning(
+            "%d %s in %s name no file in %s (first: %s)",
+            len(unmatched),
+            what,
+            source,
+            image_dir,
+            ", ".join(unmatched[:3]),
+        )
 
 
 def load_models(options: PipelineOptions, uncaptioned: list[str]) -> Models:
@@ -117,6 +141,23 @@ def image_stages(
     progress.finish("activations")
 
 
+def check_inputs(
+    store: Store, options: PipelineOptions, target: LoadedModel, image_dir: Path, progress: Progress
+) -> None:
+    """Where images carry class labels: does the model recognise them as given? A warning is
+    logged at once (and kept for hierarchy.json), before the long stages; under `strict` the
+    run fails with it instead."""
+    check = run_input_check(store, options, lambda: target, folder_image_reader(image_dir), progress)
+    enforce(check, options)
+    for warning in check.warnings if check else []:
+        log.warning(
+            "%s\n  what to do: %s",
+            warning.message,
+            warning.fix,
+            extra={"kind": warning.kind, "fix": warning.fix},
+        )
+
+
 def folder_image_reader(image_dir: Path) -> Callable[[dict[str, Any]], bytes]:
     """Bytes of a manifest entry's image in the user's folder (the suite reads the bucket)."""
     return lambda entry: (image_dir / entry["file_name"]).read_bytes()
@@ -136,18 +177,20 @@ def run(
     progress: Progress | None = None,
     version: str = "0",
     label_settings: LabelSettings | None = None,
+    labels_file: Path | None = None,
 ) -> Hierarchy:
     """The whole method on one folder of images; writes the artifacts and returns hierarchy.json.
 
     `label_settings` default to the environment's (`NEURON_ATLAS_LLM__*`): no endpoint there
-    means offline labels."""
+    means offline labels. `labels_file`: class labels (`--labels`)."""
     progress = progress or NoProgress()
     label_settings = label_settings or get_settings()
     check_label_settings(label_settings)
     store = LocalStore(out_dir)
-    manifest = ingest(store, image_dir, options, captions_file)
+    manifest = ingest(store, image_dir, options, captions_file, labels_file)
     models = load_models(options, [e["file_name"] for e in manifest["images"] if e["caption"] is None])
     image_stages(store, image_dir, manifest, options, models, progress)
+    check_inputs(store, options, models.target, image_dir, progress)
     progress.start("embed+cluster", 1)
     run_embed_cluster(store, options, models.embedder)
     progress.finish("embed+cluster")
@@ -157,7 +200,11 @@ def run(
     run_labelling(store, models.embedder, label_settings, progress=progress)
     progress.start("uncertainty", 1)
     run_uncertainty(
-        store, options, models.target, lambda entry: (image_dir / entry["file_name"]).read_bytes()
+        store,
+        options,
+        models.target,
+        lambda entry: (image_dir / entry["file_name"]).read_bytes(),
+        progress,
     )
     progress.finish("uncertainty")
     return assemble_hierarchy(store, version)

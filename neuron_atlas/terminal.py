@@ -63,7 +63,9 @@ def evidence(cluster: Cluster) -> str:
         return ""
     reliable = sum(1 for n in cluster.neurons if n.evidence and n.evidence.reliable)
     parts = [f"{reliable} reliable"]
-    if cluster.uncertainty.stability is not None:
+    # An empty group is "stable" in every resample (Jaccard of two empty sets reads 1): that
+    # says nothing, so it is not shown.
+    if cluster.uncertainty.stability is not None and cluster.neurons:
         parts.append(f"stable {cluster.uncertainty.stability:.2f}")
     causal = cluster.uncertainty.causal
     if causal:
@@ -71,18 +73,33 @@ def evidence(cluster: Cluster) -> str:
     return ", " + ", ".join(parts)
 
 
+def group_size(cluster: Cluster, intersect: bool) -> str:
+    """'12 neurons'; an empty group under the intersect rule says why it is empty."""
+    if not cluster.neurons and intersect and cluster.children:
+        return "no neuron common to all its children"
+    return f"{len(cluster.neurons)} neurons"
+
+
+def difference(cluster: Cluster) -> str:
+    """'  [+3 neurons: snowy forest]': what a child adds to its parent's group, and its words.
+    A child that adds no neuron shows nothing: the words alone would suggest neurons to match."""
+    if not cluster.difference_neurons or not cluster.difference_description:
+        return ""
+    return f"  [+{len(cluster.difference_neurons)} neurons: {cluster.difference_description}]"
+
+
 def print_tree(hierarchy: Hierarchy, levels: int, stream: TextIO = sys.stdout, max_children: int = 8) -> None:
     """The top `levels` levels: label, images, group size and what sets each child apart."""
     clusters = {c.id: c for c in hierarchy.clusters}
     top = max(c.level for c in clusters.values())
     lowest = max(1, top - levels + 1)
+    intersect = hierarchy.options.group_rule == "intersect"
 
     def show(cluster: Cluster, depth: int) -> None:
-        diff = cluster.difference_description
-        extra = f"  [+{len(cluster.difference_neurons)} neurons: {diff}]" if diff else ""
         print(
             f"{'  ' * depth}{cluster.id}  {cluster.label!r}  "
-            f"({cluster.size} images, {len(cluster.neurons)} neurons{evidence(cluster)}){extra}",
+            f"({cluster.size} images, {group_size(cluster, intersect)}{evidence(cluster)})"
+            f"{difference(cluster)}",
             file=stream,
         )
         if cluster.level > lowest:
@@ -109,6 +126,8 @@ def print_run_report(hierarchy: Hierarchy, out_dir: Path, stream: TextIO) -> Non
         print(f"skipped {skipped.file_name}: {skipped.reason}", file=stream)
     print_labelling_report(hierarchy.labelling, stream)
     print_uncertainty_report(hierarchy, stream)
+    for warning in hierarchy.warnings or []:
+        print(f"WARNING ({warning.kind}): {warning.message}\n  what to do: {warning.fix}", file=stream)
     print(f"result: {out_dir / 'hierarchy.json'}", file=stream)
 
 

@@ -77,7 +77,11 @@ def write_activation_shard(
     mask: np.ndarray,
     layers: Sequence[LayerInfo],
     weights: str,
+    predicted: np.ndarray | None = None,
 ) -> None:
+    """`predicted`: the model's top-1 class of each image in the same pass (kept where the
+    model's output is a classifier's)."""
+    extra = {} if predicted is None else {"predicted": np.asarray(predicted, dtype=np.int64)}
     put_npz(
         store,
         artifacts.activations_key(shard),
@@ -87,7 +91,19 @@ def write_activation_shard(
         layer_names=np.array([layer.name for layer in layers]),
         layer_channels=np.array([layer.channels for layer in layers], dtype=np.int64),
         weights=np.array(weights),
+        **extra,
     )
+
+
+def read_predictions(store: Store) -> dict[str, int]:
+    """Every decoded image's top-1 class from the activation pass; -1 where its shard has none."""
+    predictions: dict[str, int] = {}
+    for key in sorted(store.list("activations/")):
+        arrays = get_npz(store, key)
+        ids = [str(i) for i in arrays["image_ids"]]
+        classes = arrays["predicted"].tolist() if "predicted" in arrays else [-1] * len(ids)
+        predictions.update(zip(ids, (int(c) for c in classes), strict=True))
+    return predictions
 
 
 def read_active_sets(store: Store, order: Sequence[str] | None = None, pooled: bool = False) -> ActiveSets:

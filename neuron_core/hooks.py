@@ -45,6 +45,9 @@ class ActivationReader:
         self.module = module
         self.layers = list(layers)
         self._pooled: dict[str, torch.Tensor] = {}
+        # What the last pass returned (the logits of a classifier): the activation pass runs the
+        # whole model, so its predictions come free (services.activation.input_check reads them).
+        self.output: object = None
         self._reading = False  # hooks record only inside read(), not in other passes of the model
         modules = dict(module.named_modules())
         self._handles = [modules[name].register_forward_hook(self._hook_for(name)) for name in self.layers]
@@ -82,7 +85,7 @@ class ActivationReader:
         self._pooled.clear()
         self._reading = True
         try:
-            (forward or self.module)(batch)
+            self.output = (forward or self.module)(batch)
         finally:
             self._reading = False
         missing = [name for name in self.layers if name not in self._pooled]
@@ -103,6 +106,14 @@ class ActivationReader:
     @torch.inference_mode()
     def _probe(self, device: torch.device, input_size: int) -> dict[str, torch.Tensor]:
         return self._pass(torch.zeros(1, 3, input_size, input_size, device=device))
+
+    def predicted(self) -> torch.Tensor | None:
+        """Top-1 class of each image of the last pass, or None where the model's output is not a
+        (images, classes) tensor (a model cut short, or one that returns a structure)."""
+        output = self.output[0] if isinstance(self.output, tuple) and self.output else self.output
+        if not isinstance(output, torch.Tensor) or output.ndim != 2:
+            return None
+        return output.argmax(dim=1)
 
     def close(self) -> None:
         for handle in self._handles:

@@ -21,6 +21,7 @@ LABELLING = "labelling.json"  # how the labels were written: source, accounting,
 UNCERTAINTY = "uncertainty.json"
 HIERARCHY = "hierarchy.json"
 TARGET = "target.json"  # the target model explained: architecture, weights, preprocessing
+INPUT_CHECK = "input_check.json"  # the model's accuracy on labelled images; warnings
 
 
 def image_key(sha256: str, ext: str) -> str:

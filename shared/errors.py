@@ -37,3 +37,10 @@ class MissingExtra(NeuronAtlasError):
     """A command needs an optional part of the package that is not installed (an extra)."""
 
     kind = "missing-extra"
+
+
+class InputCheckFailed(InputError):
+    """With `strict`: the target model does not recognise the labelled images as given (input
+    size, normalisation, or a head that does not match the labels)."""
+
+    kind = "model-input-mismatch"

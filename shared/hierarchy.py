@@ -33,6 +33,7 @@ from shared.contracts.hierarchy import (
     SkippedFile,
     TargetRecord,
 )
+from shared.contracts.input_check import InputCheck
 from shared.contracts.labels import ClusterLabel, Labelling, Labels
 from shared.contracts.uncertainty import (
     EVIDENCE_COLUMNS,
@@ -234,6 +235,11 @@ def _hierarchy_parts(store: Store, version: str) -> tuple[Hierarchy, Iterator[Cl
         if store.exists(artifacts.UNCERTAINTY)
         else None
     )
+    input_check = (
+        artifacts.read_model(store, artifacts.INPUT_CHECK, InputCheck)
+        if store.exists(artifacts.INPUT_CHECK)
+        else None
+    )
     file_names = {image["id"]: image["file_name"] for image in manifest["images"]}
     class_labels = {image["id"]: image.get("label") for image in manifest["images"]}
     entropy = uncertainty.image_model_uncertainty if uncertainty else None
@@ -261,6 +267,7 @@ def _hierarchy_parts(store: Store, version: str) -> tuple[Hierarchy, Iterator[Cl
         levels=[LevelSize(level=i + 1, clusters=len(nodes)) for i, nodes in enumerate(tree)],
         clusters=[],
         uncertainty=uncertainty.job() if uncertainty else None,
+        warnings=input_check.warnings if input_check and input_check.warnings else None,
     )
     clusters = cluster_documents(tree, groups, labels, [row["image_id"] for row in rows], uncertainty)
     return head, clusters

@@ -206,7 +206,8 @@ def read_labels(source: Path) -> dict[str, str]:
 
 def labels_from_text(text: str, source: Path) -> dict[str, str]:
     """`file_name -> label` from a metadata file's optional `label` column or field: the target
-    model's class index of the image, which lets the pruning curve report top-1 accuracy."""
+    model's class index of the image, which lets the input check and the pruning curve measure
+    top-1 accuracy."""
     rows: Iterable[dict[str, str]] = (
         _rows_from_jsonl(text, source) if source.suffix == ".jsonl" else _rows_from_csv(text)
     )
@@ -215,6 +216,79 @@ def labels_from_text(text: str, source: Path) -> dict[str, str]:
         label = row.get("label")
         if "file_name" in row and label is not None and str(label).strip():
             labels[str(row["file_name"]).strip().lstrip("./")] = str(label).strip()
+    return labels
+
+
+LABEL_FILE_FIX = (
+    'Give a CSV with a header "file_name,label" and one row per image, or a JSON object '
+    '{"file_name": label, ...}; each label is the target model\'s class index of the image.'
+)
+
+
+def read_label_file(source: Path) -> dict[str, str]:
+    """`--labels FILE`: class labels from a CSV (`file_name,label`) or a JSON object mapping file
+    name to label. A malformed file is an InputError that says what is wrong, never a partial read."""
+    if source.suffix.lower() not in (".csv", ".json"):
+        raise InputError(f"Labels file {source} is neither .csv nor .json.", LABEL_FILE_FIX)
+    try:
+        text = source.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        problem = f"Cannot read labels file {source}: {exc.strerror or exc}."
+        raise InputError(problem, "Check the path given to --labels.") from None
+    except UnicodeDecodeError:
+        raise InputError(f"Labels file {source} is not UTF-8 text.", "Save it as UTF-8.") from None
+    is_json = source.suffix.lower() == ".json"
+    labels = _labels_from_json(text, source) if is_json else _labels_from_csv(text, source)
+    if not labels:
+        raise InputError(f"Labels file {source} holds no labels.", LABEL_FILE_FIX)
+    return labels
+
+
+def _labels_from_csv(text: str, source: Path) -> dict[str, str]:
+    reader = csv.DictReader(io.StringIO(text))
+    columns = [c.strip() for c in reader.fieldnames or []]
+    if "file_name" not in columns or "label" not in columns:
+        raise InputError(
+            f"Labels file {source} needs a header with file_name and label columns; found "
+            f"{columns or 'no header'}.",
+            LABEL_FILE_FIX,
+        )
+    reader.fieldnames = columns
+    labels: dict[str, str] = {}
+    for row in reader:
+        name, label = (row.get("file_name") or "").strip(), (row.get("label") or "").strip()
+        if not name or not label:
+            raise InputError(
+                f"Labels file {source} line {reader.line_num} has "
+                f"{'no file_name' if not name else 'no label'}.",
+                "Give every row a file name and a label, or remove the row.",
+            )
+        labels[name.lstrip("./")] = label
+    return labels
+
+
+def _labels_from_json(text: str, source: Path) -> dict[str, str]:
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"Labels file {source} is not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno}).",
+            LABEL_FILE_FIX,
+        ) from None
+    if not isinstance(document, dict):
+        raise InputError(
+            f"Labels file {source} holds a JSON {type(document).__name__}, not an object.", LABEL_FILE_FIX
+        )
+    labels: dict[str, str] = {}
+    for name, label in document.items():
+        # bool is an int to Python; true/false is no class index
+        if isinstance(label, bool) or not isinstance(label, int | str) or not str(label).strip():
+            raise InputError(
+                f"Labels file {source}: the label of {name!r} is {json.dumps(label)}, not a class "
+                "index or name.",
+                LABEL_FILE_FIX,
+            )
+        labels[name.strip().lstrip("./")] = str(label).strip()
     return labels
 
 

@@ -20,6 +20,23 @@ from typing import Any
 
 _CONTEXT: ContextVar[dict[str, Any] | None] = ContextVar("neuron_atlas_log_context", default=None)
 FIELDS = ("job_id", "tenant")
+# Fields a record may carry (`extra=`) that its JSON line keeps: a request's (the gateway's request
+# log), a progress line's (the CLI off a terminal, neuron_atlas.progress_lines) and an error's or
+# warning's kind and fix (the CLI's).
+EXTRA_FIELDS = (
+    "method",
+    "path",
+    "status",
+    "duration_ms",
+    "event",
+    "stage",
+    "done",
+    "total",
+    "elapsed_s",
+    "eta_s",
+    "kind",
+    "fix",
+)
 
 
 def new_context(**fields: Any) -> Token[dict[str, Any] | None]:
@@ -58,7 +75,7 @@ class JsonFormatter(logging.Formatter):
             "job_id": getattr(record, "job_id", None) or bound.get("job_id"),
             "tenant": getattr(record, "tenant", None) or bound.get("tenant"),
         }
-        for name in ("method", "path", "status", "duration_ms"):
+        for name in EXTRA_FIELDS:
             if hasattr(record, name):
                 entry[name] = getattr(record, name)
         if record.exc_info:

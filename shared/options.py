@@ -89,6 +89,12 @@ class PipelineOptions(BaseModel):
     allow_random_weights: bool = Field(
         False, description="Use random weights when no trained weights can be had (demos, tests)."
     )
+    strict: bool = Field(
+        False,
+        description="Fail instead of warning when images carry class labels and the target model "
+        "gets them near chance, or far below what another input size or normalisation gives "
+        "(wrong input size, normalisation, or a head that does not match the labels).",
+    )
     layers: tuple[str, ...] | None = Field(
         None,
         description="Module names to read; default: the output of each residual stage.",

@@ -193,3 +193,79 @@ def save_planted_resnet18(path: Path, seed: int = 0) -> Path:
                 weight[3 * b + i] = torch.tensor(direction, dtype=weight.dtype).view(3, 1, 1) / 49.0
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return path
+
+
+# --- A model whose right answers depend on its input size -------------------------------------
+# Texture classes (stripes of four orientations, two pixels wide) at 32 px, and a ResNet18 with
+# random convolutions whose head is fitted (least squares on its pooled features) to those
+# images at 32 px with ImageNet normalisation: it recognises them at 32 px and at no other size
+# (at ImageNet's 256/224 every image falls to one class). The input check must say so.
+
+SIZED_CLASSES = 4
+SIZED_INPUT = 32
+
+
+def sized_images(per_class: int, seed: int = 0, size: int = SIZED_INPUT) -> tuple[list[Any], np.ndarray]:
+    """`per_class` noisy striped images of each class (horizontal, vertical, two diagonals)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size]
+    stripes = [(y // 2) % 2, (x // 2) % 2, ((x + y) // 2) % 2, ((x - y) // 2) % 2]
+    images, labels = [], []
+    for label, pattern in enumerate(stripes):
+        for _ in range(per_class):
+            grey = 0.5 + 0.35 * (pattern - 0.5) * 1.2 + 0.08 * rng.standard_normal((size, size))
+            rgb = np.stack([grey, 0.9 * grey + 0.05, 1 - grey], axis=-1)
+            images.append(Image.fromarray((rgb.clip(0, 1) * 255).astype(np.uint8)))
+            labels.append(label)
+    return images, np.array(labels)
+
+
+def save_sized_resnet18(path: Path, images: list[Any], labels: np.ndarray, seed: int = 0) -> Path:
+    """A 4-class ResNet18 (random convolutions) whose head is fitted to `images` at 32 px."""
+    import torch
+    import torchvision.models as tvm
+    from safetensors.torch import save_file
+
+    from neuron_core.hooks import preprocess
+    from shared.contracts.models import Preprocessing
+
+    torch.manual_seed(seed)
+    model = tvm.resnet18(weights=None, num_classes=SIZED_CLASSES).eval()
+    features: list[Any] = []
+    handle = model.fc.register_forward_hook(lambda _m, inputs, _o: features.append(inputs[0]))
+    with torch.no_grad():
+        model(preprocess(images, Preprocessing(input_size=SIZED_INPUT, resize=SIZED_INPUT)))
+    handle.remove()
+    pooled = torch.cat([features[0].double(), torch.ones(len(images), 1, dtype=torch.float64)], dim=1)
+    targets = 2 * torch.nn.functional.one_hot(torch.as_tensor(labels), SIZED_CLASSES).double() - 1
+    ridge = 1e-3 * torch.eye(pooled.shape[1], dtype=torch.float64)
+    head = torch.linalg.solve(pooled.T @ pooled + ridge, pooled.T @ targets)
+    with torch.no_grad():
+        model.fc.weight.copy_(head[:-1].T.float())
+        model.fc.bias.copy_(head[-1].float())
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+SIZED_STRIPES = ("horizontal", "vertical", "diagonal", "antidiagonal")
+
+
+def write_striped_collection(root: Path, per_class: int = 12) -> Path:
+    """`root/images/` (PNGs, captions in metadata.csv), `root/labels.json` (file name -> class
+    index, for --labels or the API spec's labels) and `root/model.safetensors` (fitted at 32 px)."""
+    import json
+
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    images, labels = sized_images(per_class)
+    rows, classes = ["file_name,caption"], {}
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        name = f"{SIZED_STRIPES[label]}-{i:02d}.png"
+        image.save(root / "images" / name)
+        rows.append(f"{name},a photo of {SIZED_STRIPES[label]} stripes")
+        classes[name] = int(label)
+    (root / "images" / "metadata.csv").write_text("\n".join(rows) + "\n")
+    (root / "labels.json").write_text(json.dumps(classes))
+    save_sized_resnet18(root / "model.safetensors", images, labels)
+    return root

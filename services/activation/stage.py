@@ -41,13 +41,13 @@ def run_activation_shard(
     if shard.kept:
         with hook_layers(target, options) as reader:
             layers = reader.layer_infos(target.device, target.preprocessing.input_size)
-            pooled, mask = shard_activations(
+            pooled, mask, predicted = shard_activations(
                 shard.images, reader, layers, options, target.device, target.preprocessing
             )
         ids = [entry["id"] for entry in shard.kept]
         # Every shard writes the same record (which shard runs first is not known); it is small.
         artifacts.write_model(store, artifacts.TARGET, target.record())
-        write_activation_shard(store, shard.index, ids, pooled, mask, layers, target.weights)
+        write_activation_shard(store, shard.index, ids, pooled, mask, layers, target.weights, predicted)
         write_thumbnails(store, ids, shard.images)  # for the explorer, from the images decoded here
     return len(shard.entries)
 
@@ -59,14 +59,21 @@ def shard_activations(
     options: PipelineOptions,
     device: torch.device,
     prep: Preprocessing = IMAGENET_EVAL,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled activations (float32) and active sets of one shard's decoded images."""
-    parts = []
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Pooled activations (float32), active sets and the model's top-1 classes (None where its
+    output is no classifier's) of one shard's decoded images."""
+    parts, classes = [], []
     for start in range(0, len(images), options.batch_size):
         batch = preprocess(images[start : start + options.batch_size], prep).to(device)
         parts.append(reader.read(batch).cpu().numpy())
+        classes.append(reader.predicted())
     pooled = np.concatenate(parts, axis=0)
-    return pooled, active_mask(pooled, layers, options.top_fraction, options.ranking)
+    predicted = (
+        np.concatenate([c.cpu().numpy() for c in classes if c is not None])
+        if all(c is not None for c in classes)
+        else None
+    )
+    return pooled, active_mask(pooled, layers, options.top_fraction, options.ranking), predicted
 
 
 def run_groups(store: Store, options: PipelineOptions) -> list[LevelGroups]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from neuron_core.target_model import LoadedModel, TargetSpec, target_model
+from services.activation.input_check import enforce, run_input_check
 from services.activation.settings import ActivationSettings
 from services.activation.stage import run_activation_shard, run_groups
 from shared import artifacts
+from shared.contracts.api import INPUT_CHECK_REPORT
 from shared.ingest import decode_shard
 from shared.options import PipelineOptions
 from shared.queue import ACTIVATION_GROUPS, ACTIVATION_SHARD
@@ -43,5 +45,13 @@ def activation_shard(job: JobContext, shard: int) -> None:
 @job_task(ACTIVATION_GROUPS, stage="groups")
 def activation_groups(job: JobContext) -> None:
     _, options = job_inputs(job)
+    check = run_input_check(
+        job.store, options, lambda: job_target(job, options), artifacts.stored_image_reader(job.store)
+    )
+    if check is not None and check.warnings:  # on the job (GET /v1/jobs/{id}), failed or not
+        job.jobs.set_report(
+            job.job_id, INPUT_CHECK_REPORT, {"warnings": [w.document() for w in check.warnings]}
+        )
+    enforce(check, options)
     run_groups(job.store, options)
     job.jobs.shard_done(job.job_id, "groups", 0, 1)

@@ -17,6 +17,9 @@ from shared.tree import ClusterNode
 
 OFFLINE = "offline"  # label_source and difference_source of what this module writes
 
+# Function words only (articles, prepositions, pronouns, auxiliaries, vague quantifiers): words
+# that say nothing about what a picture shows. Numbers are content ("two dogs" is not "dogs"), so
+# no number word is here, and numerals ("2", "3rd", "1990s", "3-year-old") are words too.
 STOPWORDS = frozenset(
     [
         "a",
@@ -52,12 +55,8 @@ STOPWORDS = frozenset(
         "her",
         "some",
         "any",
-        "two",
-        "three",
-        "four",
         "several",
         "many",
-        "one",
         "very",
         "into",
         "onto",
@@ -76,14 +75,14 @@ STOPWORDS = frozenset(
         "having",
     ]
 )
-_WORD = re.compile(r"[a-z][a-z'-]*")
+_WORD = re.compile(r"\d+(?:[.,]\d+)*(?:-?[a-z0-9]+)*|[a-z][a-z0-9'-]*")
 
 
 def content_words(text: str) -> list[str]:
-    """Lower-case words of `text` that carry meaning, in order, each once."""
+    """Lower-case words of `text` that carry meaning (numerals included), in order, each once."""
     seen: dict[str, None] = {}
     for word in _WORD.findall(text.lower()):
-        if word not in STOPWORDS and len(word) > 1:
+        if word not in STOPWORDS and (len(word) > 1 or word.isdigit()):
             seen.setdefault(word, None)
     return list(seen)
 

@@ -87,6 +87,7 @@ from shared.contracts.uncertainty import (
 )
 from shared.ingest import decode_image
 from shared.options import PipelineOptions
+from shared.progress import NoProgress, Progress
 from shared.storage import Store, get_json, get_npy
 from shared.tree import cluster_id
 
@@ -94,6 +95,7 @@ log = logging.getLogger(__name__)
 
 PHASE_MESSAGE = "uncertainty phase %s: %.3f s"
 CLUSTERING_FRACTION = 0.8
+SPECIFICITY_STEP = "specificity tests"  # the progress this stage reports: one step per tested concept
 
 TESTS = (
     TestMethod(
@@ -205,9 +207,11 @@ def run_uncertainty(
     options: PipelineOptions,
     target: LoadedModel | None = None,
     read_bytes: Callable[[dict[str, Any]], bytes] | None = None,
+    progress: Progress | None = None,
 ) -> Uncertainty:
     """Statistics for every membership, cluster and the job into `uncertainty.json`; with a
-    target model and `read_bytes` (a manifest entry's image bytes), the model passes too."""
+    target model and `read_bytes` (a manifest entry's image bytes), the model passes too;
+    `progress` hears of the specificity tests, concept by concept (the stage's long part)."""
     image_ids = [row["image_id"] for row in artifacts.read_usable_captions(store)]
     active = read_active_sets(store, image_ids, pooled=True)
     partitions = get_npy(store, artifacts.PARTITIONS)
@@ -231,7 +235,7 @@ def run_uncertainty(
             target.device,
             target.preprocessing,
         )
-    uncertainty = compute_uncertainty(arrays, options, side)
+    uncertainty = compute_uncertainty(arrays, options, side, progress)
     artifacts.write_model(store, artifacts.UNCERTAINTY, uncertainty)
     return uncertainty
 
@@ -306,7 +310,7 @@ def compute_uncertainty(
         with _phase("pruning curve", seconds):
             pruning = passes.pruning()
         with _phase("specificity tests", seconds):
-            specificities = passes.specificity(allowed)
+            specificities = passes.specificity(allowed, progress or NoProgress())
         with _phase("importance tests", seconds):
             importances = passes.importance()
         passes.close()
@@ -560,7 +564,7 @@ class _ModelPasses:
             layers_at_alpha_only=self.allocation.budget != "full",
         )
 
-    def specificity(self, allowed: np.ndarray) -> dict[tuple[int, int], Specificity]:
+    def specificity(self, allowed: np.ndarray, progress: Progress) -> dict[tuple[int, int], Specificity]:
         arrays, options = self.arrays, self.options
         order = np.random.default_rng([options.seed, 23]).permutation(arrays.mask.shape[0])
         n_neurons = arrays.mask.shape[1]
@@ -572,11 +576,13 @@ class _ModelPasses:
             keep_starts_of={int(r) for r in order[: 2 * options.specificity_reference_images]},
         )
         results: dict[tuple[int, int], Specificity] = {}
+        progress.start(SPECIFICITY_STEP, list(self.allocation.specificity.values()).count("tested"))
         for concept in self.concepts:
             key = (concept.level, concept.index)
             status = self.allocation.specificity.get(key)
             if status != "tested":
                 continue
+            progress.advance(SPECIFICITY_STEP)
             results[key] = specificity.specificity_test(
                 base,
                 concept,
@@ -593,6 +599,7 @@ class _ModelPasses:
                 options.alpha,
                 options.seed,
             )
+        progress.finish(SPECIFICITY_STEP)
         return results
 
     def importance(self) -> dict[tuple[int, int], Importance]:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.contracts.input_check import RunWarning
 from shared.contracts.labels import Labelling
 from shared.contracts.models import ModelRecord, Preprocessing
 from shared.contracts.problem import TYPE_PREFIX, ProblemDetails
@@ -18,6 +19,8 @@ from shared.public_text import redact
 
 if TYPE_CHECKING:
     from shared.jobstore import JobRecord
+
+INPUT_CHECK_REPORT = "input_check"  # the job store's report of the activation service's input check
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
 
@@ -52,8 +55,9 @@ class JobSpec(BaseModel):
     )
     labels: dict[str, str] = Field(
         default_factory=dict,
-        description="file_name -> class label (the target model's class index), for the pruning "
-        "curve's accuracy; wins over a metadata.csv/jsonl `label` column.",
+        description="file_name -> class label (the target model's class index, as a string), for "
+        "the input check (the job's `warnings`) and the pruning curve's accuracy; wins over a "
+        "metadata.csv/jsonl `label` column.",
     )
 
 
@@ -106,6 +110,12 @@ class JobPublic(BaseModel):
         description="Once the uncertainty stage ran: share of reliable and of significant "
         "memberships, mean bootstrap stability, clusters with a significant causal effect.",
     )
+    warnings: list[RunWarning] = Field(
+        default_factory=list,
+        description="What makes the result doubtful, each with what to do (hierarchy.json's "
+        "`warnings`), as soon as it is found: e.g. labelled images that the target model gets near "
+        "chance with the input size used. With options.strict the job fails with it instead.",
+    )
     links: JobLinks
 
     @classmethod
@@ -125,6 +135,10 @@ class JobPublic(BaseModel):
             error=_problem(record.error),
             labelling=_report(Labelling, record.reports.get("labelling")),
             uncertainty=_report(UncertaintySummary, record.reports.get("uncertainty")),
+            warnings=[
+                RunWarning.model_validate(w)
+                for w in (record.reports.get(INPUT_CHECK_REPORT) or {}).get("warnings", [])
+            ],
             links=JobLinks(
                 self=base,
                 hierarchy=f"{base}/hierarchy",

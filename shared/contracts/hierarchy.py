@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from shared.contracts.base import Contract, Count, Probability, omitted_when_none
 from shared.contracts.groups import Layer
+from shared.contracts.input_check import RunWarning
 from shared.contracts.labels import (
     DIFFERENCE_SOURCE_PATTERN,
     LABEL_SOURCE,
@@ -186,4 +187,9 @@ class Hierarchy(Contract):
     clusters: list[Cluster]
     uncertainty: JobUncertainty | None = omitted_when_none(
         "Present when the uncertainty stage ran (design §1 step 8)."
+    )
+    warnings: list[RunWarning] | None = omitted_when_none(
+        "Schema 1.5: what makes this result doubtful, each with what to do; present when there is "
+        "any. E.g. images with class labels that the target model gets near chance with the "
+        "input transform used, where another input size gives far more (kind input-size)."
     )

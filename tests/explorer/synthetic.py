@@ -169,7 +169,7 @@ def make_job(out: Path, images: int, concepts: int, seed: int = 0, thumbs: bool 
             )
     leaf_of = assign[0]
     hierarchy = {
-        "schema_version": "1.4",
+        "schema_version": "1.5",
         "created_at": "2026-01-01T00:00:00Z",
         "generator": {"name": "synthetic", "version": "0"},
         "options": {},

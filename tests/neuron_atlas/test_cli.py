@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,8 @@ def cli_run(messy_sample: Path, tmp_path_factory: pytest.TempPathFactory):
         capture_output=True,
         text=True,
         timeout=600,
+        # a progress line at every step, not every 30 s: the test sees the lines within stages
+        env={**os.environ, "NEURON_ATLAS_PROGRESS_INTERVAL_S": "0"},
     )
     return proc, out
 
@@ -119,14 +122,87 @@ def test_run_shows_what_it_used_and_a_tree_without_progress_bars_when_piped(cli_
     assert "━" not in proc.stderr and "\r" not in proc.stderr  # no progress bars into a pipe
 
 
-def test_the_same_input_gives_the_same_hierarchy(cli_run, messy_sample, tmp_path):
+PROGRESS_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d neuron-atlas: (.*)$")
+TIME = r"\d+ (s|min \d\d s|h \d\d min)"  # 42 s, 3 min 05 s, 1 h 02 min
+
+
+def test_a_run_whose_stderr_is_not_a_terminal_logs_progress_lines(cli_run):
+    proc, _ = cli_run
+    lines = [m.group(1) for line in proc.stderr.splitlines() if (m := PROGRESS_LINE.match(line))]
+    assert lines[0] == "activations: started, 0/25"  # the shard's undecodable file counts too
+    for stage in ("embed+cluster", "groups", "uncertainty"):
+        assert f"{stage}: started" in lines and any(
+            re.fullmatch(rf"{re.escape(stage)}: done in {TIME}", x) for x in lines
+        )
+    assert any(re.fullmatch(rf"activations: done 25/25 in {TIME}", x) for x in lines)
+    assert any(re.fullmatch(rf"labels: done 12/12 in {TIME}", x) for x in lines)
+    # within a stage: counts, share and time left (the interval is 0 in this run)
+    within = [x for x in lines if x.startswith("causal checks: ") and "so far" in x]
+    assert within and re.fullmatch(
+        rf"causal checks: 1/\d+ \(\d+%\), {TIME} so far, about {TIME} left", within[0]
+    )
+    assert lines.index("uncertainty: started") < lines.index(within[0]) < len(lines) - 1
+
+
+def test_the_same_input_gives_the_same_hierarchy(cli_run, messy_sample, tmp_path, capsys):
     _, out = cli_run
-    assert main(["-q", "run", str(messy_sample), "--out", str(tmp_path / "again"), *FAST]) == 0
+    assert main(["run", str(messy_sample), "--out", str(tmp_path / "again"), *FAST, "--quiet"]) == 0
+    assert not any(PROGRESS_LINE.match(line) for line in capsys.readouterr().err.splitlines())  # --quiet
     first = json.loads((out / "hierarchy.json").read_text())
     second = json.loads((tmp_path / "again" / "hierarchy.json").read_text())
     first.pop("created_at"), second.pop("created_at")
     assert first == second
     assert np.array_equal(np.load(out / "partitions.npy"), np.load(tmp_path / "again" / "partitions.npy"))
+
+
+def test_with_log_format_json_every_line_on_stderr_is_a_json_record(sample_dir, tmp_path):
+    light = ["--layers", "layer4", "--mc-samples", "0", "--tta-samples", "0", "--ablation-random-sets", "0"]
+    command = [str(Path(sys.executable).with_name("neuron-atlas")), "run", str(sample_dir)]
+    proc = subprocess.run(
+        [
+            *command,
+            "--out",
+            str(tmp_path / "out"),
+            "--allow-random-weights",
+            "--bootstrap-resamples",
+            "0",
+            *light,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "LOG_FORMAT": "json"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stderr.splitlines()]  # every line, or this fails
+    progress = [r for r in records if r["logger"] == "neuron_atlas.progress"]
+    assert {"event": "start", "stage": "activations", "done": 0, "total": 24} in [
+        {k: r[k] for k in ("event", "stage", "done", "total")} for r in progress
+    ]
+    assert {r["stage"] for r in progress if r["event"] == "finish"} >= {
+        "activations",
+        "groups",
+        "uncertainty",
+    }
+    assert any(r["message"].startswith("result: ") for r in records)  # the run's report too
+    assert "L1-" in proc.stdout or "L2-" in proc.stdout  # the tree stays text on stdout
+
+
+def test_with_log_format_json_an_error_is_one_json_record_with_what_to_do(tmp_path):
+    (tmp_path / "empty").mkdir()
+    command = [str(Path(sys.executable).with_name("neuron-atlas")), "run", str(tmp_path / "empty")]
+    proc = subprocess.run(
+        [*command, "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "LOG_FORMAT": "json"},
+    )
+    assert proc.returncode == 2
+    [record] = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert record["level"] == "error" and record["kind"] == "invalid-input"
+    assert record["message"] == f"neuron-atlas: error: Image folder {tmp_path / 'empty'} holds no files."
+    assert record["fix"].startswith("Add JPEG, PNG")
 
 
 def test_images_without_captions_are_captioned_by_the_model(sample_dir, tmp_path):
@@ -163,6 +239,23 @@ def test_bad_options_get_a_clear_error_and_leave_the_output_folder_alone(
     assert message in err and "neuron-atlas: error:" in err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert not list(tmp_path.glob(".out.partial-*"))
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("labels.json", '{"circle-red-00.png": 0,', "is not valid JSON"),
+        ("labels.csv", "image,class\ncircle-red-00.png,0\n", "needs a header with file_name and label"),
+        ("labels.json", '{"elsewhere/a.png": 0}', "None of the 1 labels in"),
+    ],
+)
+def test_a_bad_labels_file_is_exit_2_with_what_is_wrong(sample_dir, tmp_path, capsys, name, content, message):
+    (tmp_path / name).write_text(content)
+    out = tmp_path / "out"
+    assert main(["run", str(sample_dir), "--out", str(out), "--labels", str(tmp_path / name), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "what to do:" in err
+    assert not out.exists() and not list(tmp_path.glob(".out.partial-*"))
 
 
 def test_no_imagenet_weights_and_no_permission_for_random_ones_is_exit_3(

@@ -47,7 +47,7 @@ def test_embedded_run_puts_uncertainty_into_the_hierarchy(sample_dir: Path, tmp_
     )
     hierarchy = run(sample_dir, tmp_path / "out", options).document()
     validate_hierarchy(hierarchy)
-    assert hierarchy["schema_version"] == SCHEMA_VERSION == "1.4"
+    assert hierarchy["schema_version"] == SCHEMA_VERSION == "1.5"
     method = hierarchy["uncertainty"]["method"]
     # ResNet18 has no dropout: dropout is injected before the read layers, at the stated rate
     assert method["model_uncertainty"] == {"method": "injected_dropout", "samples": 2, "dropout_rate": 0.1}

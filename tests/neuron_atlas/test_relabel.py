@@ -46,7 +46,7 @@ def untouched(out: Path) -> dict[str, int]:
 
 def test_run_without_endpoint_records_offline_labels(finished: Path) -> None:
     document = read(finished)
-    assert document["schema_version"] == "1.4"
+    assert document["schema_version"] == "1.5"
     assert document["labelling"]["source"] == "offline"
     assert {c["label_source"] for c in document["clusters"]} == {"offline"}
     assert document["labelling"]["quality"]["clusters_scored"] > 0

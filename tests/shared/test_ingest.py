@@ -14,6 +14,7 @@ from shared.ingest import (
     PixelBudget,
     decode_entries,
     read_captions,
+    read_label_file,
     read_labels,
     scan_image_folder,
     sha256_bytes,
@@ -95,6 +96,36 @@ def test_class_labels_come_from_an_optional_label_column(tmp_path):
     plain = tmp_path / "plain.csv"
     plain.write_text("file_name,caption\na.png,x\n")
     assert read_labels(plain) == {}
+
+
+def test_a_labels_file_is_a_csv_or_a_json_object(tmp_path):
+    csv_file = tmp_path / "labels.csv"
+    csv_file.write_text("file_name,label\na.png,3\n./sub/b.png, 7 \n")
+    assert read_label_file(csv_file) == {"a.png": "3", "sub/b.png": "7"}
+    json_file = tmp_path / "labels.json"
+    json_file.write_text(json.dumps({"a.png": 2, "sub/b.png": "5"}))
+    assert read_label_file(json_file) == {"a.png": "2", "sub/b.png": "5"}
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("labels.txt", "a.png 3", "neither .csv nor .json"),
+        ("labels.csv", "name,class\na.png,3\n", "needs a header with file_name and label columns"),
+        ("labels.csv", "file_name,label\na.png,3\nb.png,\n", "line 3 has no label"),
+        ("labels.csv", "file_name,label\n", "holds no labels"),
+        ("labels.json", '{"a.png": 3,}', "is not valid JSON"),
+        ("labels.json", '[["a.png", 3]]', "holds a JSON list, not an object"),
+        ("labels.json", '{"a.png": null}', "the label of 'a.png' is null"),
+        ("labels.json", '{"a.png": true}', "the label of 'a.png' is true"),
+        ("labels.json", "{}", "holds no labels"),
+    ],
+)
+def test_a_malformed_labels_file_says_what_is_wrong_and_what_to_do(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(InputError, match=message) as err:
+        read_label_file(tmp_path / name)
+    assert err.value.fix
 
 
 @pytest.mark.parametrize(

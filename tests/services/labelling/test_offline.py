@@ -34,6 +34,30 @@ def test_content_words_drop_stopwords_and_repeats():
     assert content_words("A dog and a dog on the Grass") == ["dog", "grass"]
 
 
+def test_a_parent_label_keeps_the_number_its_children_share():
+    assert generalise(["a photo of two dogs", "two dogs on a beach"], [3, 2]) == "photo two dogs"
+
+
+def test_numbers_colours_and_counts_are_content():
+    assert content_words("Two red cars and 3 blue bikes in the 1990s, 3rd place, a 2-year-old") == [
+        "two",
+        "red",
+        "cars",
+        "3",
+        "blue",
+        "bikes",
+        "1990s",
+        "3rd",
+        "place",
+        "2-year-old",
+    ]
+    children = ["four white horses in a field", "four brown horses in a field", "one black horse in a field"]
+    assert generalise(children, [5, 5, 2]) == "four horses field"
+    assert describe_difference(children[2], "four horses field") == "one black horse"
+    assert describe_difference("a player wearing number 7", "player wearing number") == "7"
+    assert generalise(["a 1 on a red sign", "a 1 on a blue sign"], [2, 2]) == "1 sign"
+
+
 def test_label_tree_labels_every_cluster_and_describes_children():
     partitions = np.array([[0, 0], [0, 0], [1, 0], [1, 0]])
     captions = ["a red circle", "a red circle on sand", "a blue circle", "a blue circle on sand"]
