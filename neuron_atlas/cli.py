@@ -35,20 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("neuron_atlas")
 
-# The demo keeps the first run short (README "Two commands" says how long): fewer model passes for
-# the uncertainty stage than a real job's defaults. Every cluster still gets its causal check,
-# the demo says what it changed, and the options in hierarchy.json record it.
-DEMO_SETTINGS: dict[str, Any] = {
-    "mc_samples": 2,
-    "tta_samples": 1,
-    # with 3 random sets the smallest causal p-value is 1/4: the demo shows the checks, not
-    # significance; the terminal report says so
-    "ablation_random_sets": 3,
-    "ablation_max_images": 3,
-    "pruning_random_sets": 1,
-    "pruning_thresholds": (0.05,),
-}
-
 
 def package_version() -> str:
     try:
@@ -428,8 +414,13 @@ def _demo(args: argparse.Namespace) -> int:
             f"(metadata.csv), so no captioning model is needed",
             file=sys.stderr,
         )
-        print(f"demo: {_demo_settings_said()}", file=sys.stderr)
-        options = PipelineOptions(allow_random_weights=True, **DEMO_SETTINGS)
+        options = PipelineOptions(allow_random_weights=True)
+        print(
+            f"demo: default settings; the uncertainty stage plans its model passes within "
+            f"--uncertainty-budget {options.uncertainty_budget} (hierarchy.json's uncertainty.plan "
+            "says what ran and what did not)",
+            file=sys.stderr,
+        )
         os.environ.setdefault("NEURON_ATLAS_OFFLINE", "1")  # the demo never reaches for a hub
         hierarchy = run_to_folder(sample, args.out, options, None, True, args.quiet)
     print_run_report(hierarchy, args.out, sys.stderr)
@@ -443,15 +434,6 @@ def _demo(args: argparse.Namespace) -> int:
         print_tree(hierarchy, args.tree_levels, sys.stdout)
     print(f"demo: done in {time.monotonic() - started:.0f} s", file=sys.stderr)
     return 0
-
-
-def _demo_settings_said() -> str:
-    defaults = PipelineOptions()
-    changes = ", ".join(
-        f"--{name.replace('_', '-')} {value} (default {getattr(defaults, name)})"
-        for name, value in DEMO_SETTINGS.items()
-    )
-    return f"lighter settings than a real run's defaults, to keep the first run short on a CPU: {changes}"
 
 
 if __name__ == "__main__":

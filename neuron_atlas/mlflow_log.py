@@ -2,9 +2,10 @@
 or `log_result` / `log_job` from Python.
 
 One MLflow run gets hierarchy.json and the explorer report as artifacts, the job's options as
-params, summary metrics (concepts, reliable and selective shares, label quality, causal share)
-and tags naming the target model and its sha256. The tracking server is `--tracking-uri`, else
-MLFLOW_TRACKING_URI, as MLflow's own tools read it. Needs `mlflow-skinny` (the `mlflow` extra).
+params, summary metrics (concepts, reliable and selective shares, label quality, the share of
+tested concepts with a specific causal effect) and tags naming the target model and its sha256.
+The tracking server is `--tracking-uri`, else MLFLOW_TRACKING_URI, as MLflow's own tools read it.
+Needs `mlflow-skinny` (the `mlflow` extra).
 """
 
 from __future__ import annotations
@@ -57,12 +58,14 @@ def summary_metrics(hierarchy: Hierarchy) -> dict[str, float]:
         summary = hierarchy.uncertainty.summary
         if summary.reliable_share is not None:
             metrics["reliable_share"] = summary.reliable_share
-        if summary.significant_share is not None:
-            metrics["selective_share"] = summary.significant_share  # selectivity test, BH-controlled
-        if summary.mean_stability is not None:
-            metrics["mean_stability"] = summary.mean_stability
-        if summary.clusters_checked:
-            metrics["causal_share"] = summary.clusters_with_causal_effect / summary.clusters_checked
+        if summary.selective_share is not None:
+            metrics["selective_share"] = summary.selective_share  # selectivity test, BH-controlled
+        if summary.mean_group_stability is not None:
+            metrics["mean_group_stability"] = summary.mean_group_stability
+        if summary.mean_clustering_stability is not None:
+            metrics["mean_clustering_stability"] = summary.mean_clustering_stability
+        if summary.specificity.tested:
+            metrics["specific_share"] = summary.specificity.significant / summary.specificity.tested
     used = hierarchy.labelling.accounting
     metrics["llm_requests"] = float(used.requests)
     metrics["llm_tokens"] = float(used.total_tokens)

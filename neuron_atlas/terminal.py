@@ -57,19 +57,34 @@ class TerminalProgress:
             self._bars.update(task, completed=self._bars.tasks[task].total)
 
 
-def evidence(cluster: Cluster) -> str:
-    """', 12 reliable, stable 0.97, ablation +2.8 p=0.001' when the uncertainty stage ran."""
+def specificity_words(cluster: Cluster) -> str:
+    """The specificity test in a few words: 'specific +2.8 p=0.001', 'not specific p=0.4',
+    'not tested: 3 images', 'not tested: budget'."""
     if cluster.uncertainty is None:
         return ""
-    reliable = sum(1 for n in cluster.neurons if n.evidence and n.evidence.reliable)
-    parts = [f"{reliable} reliable"]
+    state = cluster.uncertainty.specificity
+    result = state.result
+    if result is None:
+        return state.note if state.status in ("budget", "too_few_images") else ""
+    verdict = "specific" if result.significant else "not specific"
+    return f"{verdict} {result.effect:+.2f} p={result.p_value:.2g}"
+
+
+def evidence(cluster: Cluster) -> str:
+    """', 12 reliable, stable 0.97, specific +2.8 p=0.001' when the uncertainty stage ran."""
+    if cluster.uncertainty is None:
+        return ""
+    evidences = [n.evidence for n in cluster.neurons if n.evidence]
+    if evidences and all(e.reliable is None for e in evidences):
+        parts = ["too few images to tell reliability"]
+    else:
+        parts = [f"{sum(1 for e in evidences if e.reliable)} reliable"]
     # An empty group is "stable" in every resample (Jaccard of two empty sets reads 1): that
     # says nothing, so it is not shown.
-    if cluster.uncertainty.stability is not None and cluster.neurons:
-        parts.append(f"stable {cluster.uncertainty.stability:.2f}")
-    causal = cluster.uncertainty.causal
-    if causal:
-        parts.append(f"ablation {causal.effect:+.1f} p={causal.p_value:.2g}")
+    if cluster.uncertainty.group_stability is not None and cluster.neurons:
+        parts.append(f"stable {cluster.uncertainty.group_stability:.2f}")
+    if words := specificity_words(cluster):
+        parts.append(words)
     return ", " + ", ".join(parts)
 
 
@@ -139,25 +154,34 @@ def print_uncertainty_report(hierarchy: Hierarchy, stream: TextIO) -> None:
     def share(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.0%}"
 
-    stability = summary.mean_stability
-    causal = hierarchy.uncertainty.method.causal
-    floor = (
-        f"; with {causal.random_sets} random sets no p-value is below {1 / (causal.random_sets + 1):.3g}"
-        if causal
-        else ""
-    )
+    stability = summary.mean_group_stability
+    clustering = summary.mean_clustering_stability
     precision = hierarchy.uncertainty.method.pass_precision
     passes = f"; model passes in {precision}" if precision else ""
+    specific = summary.specificity
+    untested = specific.not_tested_budget + specific.not_tested_too_few_images
     print(
-        f"uncertainty: {summary.memberships} memberships, {share(summary.reliable_share)} reliable, "
-        f"{share(summary.significant_share)} selective (more active in the cluster than in the rest), "
-        f"{summary.generic_memberships} held by {summary.generic_neurons} generic neurons (active in "
-        f"at least min_support of all images); bootstrap "
-        f"stability {'n/a' if stability is None else f'{stability:.2f}'}; causal effect in "
-        f"{summary.clusters_with_causal_effect} of {summary.clusters_checked} clusters checked "
-        f"(Benjamini-Hochberg across clusters{floor}){passes}",
+        f"uncertainty: {summary.memberships} memberships, {share(summary.reliable_share)} reliable "
+        f"({share(summary.too_few_images_share)} in clusters too small to tell), "
+        f"{share(summary.selective_share)} selective (more active in the cluster than in the rest), "
+        f"{summary.generic_memberships} generic (no more active there than elsewhere); "
+        f"group stability {'n/a' if stability is None else f'{stability:.2f}'}, clustering "
+        f"stability {'n/a' if clustering is None else f'{clustering:.2f}'}; specific causal effect "
+        f"(on held-out images, Benjamini-Hochberg across concepts) in {specific.significant} of "
+        f"{specific.tested} concepts tested ({untested} not tested: {specific.not_tested_budget} for "
+        f"the budget, {specific.not_tested_too_few_images} with too few images); difference neurons "
+        f"that mark the child in {summary.difference.significant} of {summary.difference.tested} "
+        f"children tested{passes}",
         file=stream,
     )
+    model = hierarchy.uncertainty.method.model_uncertainty
+    if model is not None:
+        calibrated = f"; {model.calibration.finding}" if model.calibration else ""
+        print(
+            f"dropout passes: {model.samples} per image on {model.images} sampled images, read as "
+            f"{model.interpretation}{calibrated}",
+            file=stream,
+        )
     if pruning:
         print(pruning.verdict.sentence, file=stream)
 

@@ -111,29 +111,24 @@ def pass_costs(
     )
 
 
-def _timed(
-    module: nn.Module, start: ReadLayerStart | None, sample: torch.Tensor, dtype: torch.dtype
-) -> dict[str, float]:
+def _timed(module: nn.Module, start: ReadLayerStart | None, sample: torch.Tensor, dtype: torch.dtype) -> dict[str, float]:
+    """Seconds per image of one run of each kind of pass over `sample`, for the record only: a
+    single run each (no repeats), so it costs a few passes and is as noisy as one batch is."""
     from services.uncertainty.precision import autocast
 
-    def seconds(run: Callable[[], object]) -> float:
-        with torch.inference_mode(), autocast(sample.device, dtype):
-            run()  # warm
+    def seconds(run: Callable[[], object], precision: torch.dtype) -> float:
+        with torch.inference_mode(), autocast(sample.device, precision):
             began = time.perf_counter()
             run()
         return round((time.perf_counter() - began) / sample.shape[0], 6)
 
-    measured = {"forward_float32": 0.0}
-    with torch.inference_mode():
-        began = time.perf_counter()
-        module(sample)
-        measured["forward_float32"] = round((time.perf_counter() - began) / sample.shape[0], 6)
-    measured["full"] = seconds(lambda: module(sample))
+    measured = {"forward_float32": seconds(lambda: module(sample), torch.float32)}
+    measured["full"] = seconds(lambda: module(sample), dtype)
     if start is not None:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(sample.device, dtype):
             begun = start.prefix(sample)
-        measured["prefix"] = seconds(lambda: start.prefix(sample))
-        measured["partial"] = seconds(lambda: start.suffix(begun))
+        measured["prefix"] = seconds(lambda: start.prefix(sample), dtype)
+        measured["partial"] = seconds(lambda: start.suffix(begun), dtype)
     return measured
 
 

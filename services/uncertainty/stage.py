@@ -241,7 +241,10 @@ def run_uncertainty(
 
 
 def compute_uncertainty(
-    arrays: JobArrays, options: PipelineOptions, side: ModelSide | None = None
+    arrays: JobArrays,
+    options: PipelineOptions,
+    side: ModelSide | None = None,
+    progress: Progress | None = None,
 ) -> Uncertainty:
     """The uncertainty.json document (see the module doc)."""
     started = time.perf_counter()
@@ -317,7 +320,7 @@ def compute_uncertainty(
     for lv, table in enumerate(tables):
         if activity is not None:
             support = expected_support(
-                activity.passes, activity.rows, partitions[:, lv], levels[lv].sizes.shape[0]
+                activity.passes, activity.rows.tolist(), partitions[:, lv], levels[lv].sizes.shape[0]
             )
             table.extra["expected_support"] = support.mean
             table.extra["expected_support_sd"] = support.sd_passes
@@ -426,7 +429,7 @@ class _ModelPasses:
         names = [layer.name for layer in arrays.layers]
         ablated = abl.AblatedModel(side.module, arrays.layers, dtype=dtype)
         n = arrays.mask.shape[0]
-        sample_rows = list(range(min(n, options.batch_size, 16)))
+        sample_rows = list(range(min(n, 8)))  # one small batch: the timings are for the record
         with _phase("planning", seconds):
             costs = pass_costs(
                 side.module,

@@ -219,7 +219,9 @@ class Importance(TestState):
 class DifferenceResult(Contract):
     """How much more the child's images use its difference neurons than its siblings' images."""
 
-    child_support: Probability = Field(description="Mean support of the difference neurons among the child's images.")
+    child_support: Probability = Field(
+        description="Mean support of the difference neurons among the child's images."
+    )
     sibling_support: Probability = Field(description="The same among its siblings' images.")
     statistic: float = Field(description="child_support - sibling_support.")
     child_carrier_share: Probability = Field(
