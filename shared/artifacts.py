@@ -19,6 +19,7 @@ GROUPS = "groups.json"
 LABELS = "labels.json"
 LABELLING = "labelling.json"  # how the labels were written: source, accounting, quality
 UNCERTAINTY = "uncertainty.json"
+UNCERTAINTY_TIMING = "uncertainty_timing.json"  # the stage's seconds here (not part of the result)
 HIERARCHY = "hierarchy.json"
 TARGET = "target.json"  # the target model explained: architecture, weights, preprocessing
 INPUT_CHECK = "input_check.json"  # the model's accuracy on labelled images; warnings

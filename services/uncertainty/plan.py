@@ -111,7 +111,9 @@ def pass_costs(
     )
 
 
-def _timed(module: nn.Module, start: ReadLayerStart | None, sample: torch.Tensor, dtype: torch.dtype) -> dict[str, float]:
+def _timed(
+    module: nn.Module, start: ReadLayerStart | None, sample: torch.Tensor, dtype: torch.dtype
+) -> dict[str, float]:
     """Seconds per image of one run of each kind of pass over `sample`, for the record only: a
     single run each (no repeats), so it costs a few passes and is as noisy as one batch is."""
     from services.uncertainty.precision import autocast

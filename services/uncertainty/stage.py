@@ -84,6 +84,7 @@ from shared.contracts.uncertainty import (
     TestCounts,
     TestMethod,
     Uncertainty,
+    UncertaintyTiming,
 )
 from shared.ingest import decode_image
 from shared.options import PipelineOptions
@@ -235,8 +236,9 @@ def run_uncertainty(
             target.device,
             target.preprocessing,
         )
-    uncertainty = compute_uncertainty(arrays, options, side, progress)
+    uncertainty, timing = computed_with_timing(arrays, options, side, progress)
     artifacts.write_model(store, artifacts.UNCERTAINTY, uncertainty)
+    artifacts.write_model(store, artifacts.UNCERTAINTY_TIMING, timing)
     return uncertainty
 
 
@@ -247,6 +249,16 @@ def compute_uncertainty(
     progress: Progress | None = None,
 ) -> Uncertainty:
     """The uncertainty.json document (see the module doc)."""
+    return computed_with_timing(arrays, options, side, progress)[0]
+
+
+def computed_with_timing(
+    arrays: JobArrays,
+    options: PipelineOptions,
+    side: ModelSide | None = None,
+    progress: Progress | None = None,
+) -> tuple[Uncertainty, UncertaintyTiming]:
+    """uncertainty.json's document, and what it took here (uncertainty_timing.json)."""
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     partitions, mask, levels, layers = arrays.partitions, arrays.mask, arrays.levels, arrays.layers
@@ -347,8 +359,9 @@ def compute_uncertainty(
                 model_uncertainty=_entropy_at(entropy, k),
             )
     correct_across_clusters(clusters, options.alpha)
-    plan = _plan_document(options, allocation, passes, seconds, time.perf_counter() - started, n_images)
-    return Uncertainty.model_validate(
+    plan = _plan_document(options, allocation, passes, n_images)
+    timing = timing_document(seconds, time.perf_counter() - started, passes)
+    uncertainty = Uncertainty.model_validate(
         {
             "method": _method(options, layers, chance, activity, sensitivity, calibration, passes),
             "plan": plan,
@@ -358,6 +371,7 @@ def compute_uncertainty(
             "image_model_uncertainty": _image_entropy(activity),
         }
     )
+    return uncertainty, timing
 
 
 def _group_bootstrap(arrays: JobArrays, options: PipelineOptions) -> BootstrapResult | None:
@@ -886,31 +900,26 @@ def _plan_document(
     options: PipelineOptions,
     allocation: Allocation | None,
     passes: _ModelPasses | None,
-    seconds: Mapping[str, float],
-    total_seconds: float,
     n_images: int,
 ) -> dict[str, Any]:
     budget = options.uncertainty_budget
     steps = [
-        PlanStep(name="statistics", ran=True, images=n_images, seconds=_s(seconds, "statistics")),
+        PlanStep(name="statistics", ran=True, images=n_images),
         PlanStep(
             name="group bootstrap",
             ran=options.bootstrap_resamples > 0,
             images=n_images,
-            seconds=_s(seconds, "bootstrap"),
             note=f"{options.bootstrap_resamples} resamples",
         ),
         PlanStep(
             name="clustering resamples",
             ran=options.clustering_resamples > 0,
             images=n_images,
-            seconds=_s(seconds, "clustering resamples"),
             note=f"{options.clustering_resamples} FINCH runs on {CLUSTERING_FRACTION:.0%} subsamples",
         ),
         PlanStep(
             name="difference tests",
             ran=options.difference_permutations > 0,
-            seconds=_s(seconds, "difference tests"),
             note=f"up to {options.difference_permutations} permutations each",
         ),
     ]
@@ -924,9 +933,7 @@ def _plan_document(
             allowed=None if budget == "full" else float(budget) * n_images,
             planned=0.0,
             pass_costs={},
-            measured_seconds_per_image={},
             steps=steps,
-            seconds=round(total_seconds, 3),
         ).document()
     costs = allocation.costs
     sample = int(allocation.passes_rows.shape[0])
@@ -938,12 +945,6 @@ def _plan_document(
             ran=sample > 0,
             images=sample,
             cost=round(costs.get("model passes", 0.0), 3),
-            seconds=round(
-                _s(seconds, "dropout calibration")
-                + _s(seconds, "dropout passes")
-                + _s(seconds, "augmentation passes"),
-                3,
-            ),
             note=(
                 f"a seeded sample of {sample} of {n_images} images"
                 if sample
@@ -955,7 +956,6 @@ def _plan_document(
             ran=held_out > 0,
             images=held_out,
             cost=round(costs.get("pruning", 0.0), 3),
-            seconds=_s(seconds, "pruning curve"),
             note=(
                 f"{held_out} held-out images; significance counted on the other {n_images - held_out}"
                 if held_out
@@ -966,7 +966,6 @@ def _plan_document(
             name="specificity tests",
             ran=statuses.count("tested") > 0,
             cost=round(costs.get("specificity", 0.0), 3),
-            seconds=_s(seconds, "specificity tests"),
             tested=statuses.count("tested"),
             not_tested_budget=statuses.count("budget"),
             not_tested_too_few_images=statuses.count("too_few_images"),
@@ -976,7 +975,6 @@ def _plan_document(
             name="importance tests",
             ran=allocation.importance,
             cost=round(costs.get("importance", 0.0), 3),
-            seconds=_s(seconds, "importance tests"),
             note="with --uncertainty-budget full"
             if allocation.importance
             else "runs with --uncertainty-budget full",
@@ -987,11 +985,15 @@ def _plan_document(
         allowed=allocation.allowed,
         planned=round(allocation.planned, 3),
         pass_costs=passes.costs.document(),
-        measured_seconds_per_image=passes.costs.seconds,
         steps=steps,
-        seconds=round(total_seconds, 3),
     ).document()
 
 
-def _s(seconds: Mapping[str, float], name: str) -> float:
-    return round(float(seconds.get(name, 0.0)), 3)
+def timing_document(
+    seconds: Mapping[str, float], total: float, passes: _ModelPasses | None
+) -> UncertaintyTiming:
+    return UncertaintyTiming(
+        seconds=round(total, 3),
+        phases={name: round(value, 3) for name, value in seconds.items()},
+        seconds_per_image=passes.costs.seconds if passes is not None else {},
+    )

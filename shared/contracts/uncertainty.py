@@ -355,7 +355,6 @@ class PlanStep(Contract):
         None, description="Model passes per image, in forward-pass equivalents."
     )
     cost: float = Field(0.0, ge=0, description="Planned cost in forward-pass equivalents (FPE).")
-    seconds: float | None = Field(None, ge=0, description="Measured wall time.")
     tested: Count | None = Field(None, description="Clusters tested (per-cluster tests).")
     not_tested_budget: Count | None = None
     not_tested_too_few_images: Count | None = None
@@ -366,7 +365,8 @@ class Plan(Contract):
     """How the uncertainty stage spent its budget (--uncertainty-budget): allocated in a fixed
     order that depends on no result, in forward-pass equivalents (FPE: the FLOPs of one float32
     pass of the target model over one image; a bfloat16 pass counts half), so that the same job
-    plans the same on any machine."""
+    plans the same on any machine and repeats exactly. What each step took in seconds, and one
+    batch of each kind of pass timed, are in uncertainty_timing.json beside it."""
 
     budget: float | Literal["full"] = Field(
         description="FPE per image the stage may spend (the activation pass is 1), or full."
@@ -375,13 +375,20 @@ class Plan(Contract):
     planned: float = Field(ge=0, description="FPE the steps below plan to spend.")
     pass_costs: dict[str, float] = Field(
         description="FPE per image of each kind of pass: prefix (up to the first read layer), "
-        "partial (from it), full."
-    )
-    measured_seconds_per_image: dict[str, float] = Field(
-        description="One batch of each kind of pass, timed on this machine (not used to plan)."
+        "partial (from it), full; dropout_* from the first read layer's input."
     )
     steps: list[PlanStep]
-    seconds: float = Field(ge=0, description="Wall time of the whole stage.")
+
+
+class UncertaintyTiming(Contract):
+    """uncertainty_timing.json: the stage's wall time on this machine (not part of the result,
+    which repeats exactly)."""
+
+    seconds: float = Field(ge=0, description="The whole stage.")
+    phases: dict[str, float] = Field(description="Seconds per phase.")
+    seconds_per_image: dict[str, float] = Field(
+        description="One batch of each kind of pass, timed (forward_float32, full, prefix, partial)."
+    )
 
 
 class UncertaintyMethod(Contract):

@@ -36,39 +36,57 @@ def test_uncertainty_flags_reach_the_options() -> None:
 
 @pytest.mark.slow
 def test_embedded_run_puts_uncertainty_into_the_hierarchy(sample_dir: Path, tmp_path: Path) -> None:
-    options = PipelineOptions(
-        allow_random_weights=True,
-        bootstrap_resamples=20,
-        mc_samples=2,
-        tta_samples=1,
-        ablation_random_sets=2,
-        ablation_max_images=2,
-        pruning_random_sets=1,
-    )
+    options = PipelineOptions(allow_random_weights=True, bootstrap_resamples=20, clustering_resamples=3)
     hierarchy = run(sample_dir, tmp_path / "out", options).document()
     validate_hierarchy(hierarchy)
-    assert hierarchy["schema_version"] == SCHEMA_VERSION == "1.5"
-    method = hierarchy["uncertainty"]["method"]
-    # ResNet18 has no dropout: dropout is injected before the read layers, at the stated rate
-    assert method["model_uncertainty"] == {"method": "injected_dropout", "samples": 2, "dropout_rate": 0.1}
-    assert method["input_sensitivity"] == {"method": "tta", "samples": 1}
-    assert all("predictive_entropy" in image for image in hierarchy["images"])
-    assert [p["q_threshold"] for p in hierarchy["uncertainty"]["pruning"]["curve"]] == [0.001, 0.05, 0.25]
-    assert hierarchy["uncertainty"]["pruning"]["images"] == len(hierarchy["images"])
-    summary = hierarchy["uncertainty"]["summary"]
+    assert hierarchy["schema_version"] == SCHEMA_VERSION == "2.0"
+    job = hierarchy["uncertainty"]
+    method, plan = job["method"], job["plan"]
+    # ResNet18 has no dropout: dropout is injected before the read layers, and without labels it
+    # is read as sensitivity to feature dropout, on the sample the default budget affords
+    sampled = method["model_uncertainty"]["images"]
+    assert method["model_uncertainty"] == {
+        "method": "injected_dropout",
+        "interpretation": "sensitivity to feature dropout",
+        "samples": 8,
+        "images": sampled,
+        "dropout_rate": 0.1,
+        "calibration": None,
+    }
+    assert 16 <= sampled <= len(hierarchy["images"])
+    assert sum("model_uncertainty" in image for image in hierarchy["images"]) == sampled
+    steps = {step["name"]: step for step in plan["steps"]}
+    assert plan["budget"] == options.uncertainty_budget and plan["planned"] <= plan["allowed"]
+    assert steps["dropout and augmentation passes"]["images"] == sampled
+    assert steps["importance tests"]["ran"] is False
+    assert {test["name"] for test in method["tests"]} == {
+        "selectivity",
+        "specificity",
+        "keep_only",
+        "difference",
+        "importance",
+    }
+    summary = job["summary"]
     assert summary["memberships"] == sum(len(c["neurons"]) for c in hierarchy["clusters"])
+    tested = 0
     for cluster in hierarchy["clusters"]:
         for neuron in cluster["neurons"]:
             evidence = neuron["evidence"]
             low, high = evidence["interval"]
             assert low <= neuron["support"] <= high
-            assert evidence["generic"] == (evidence["collection_rate"] >= options.min_support)
+            assert evidence["generic"] == (not evidence["selective"])
             assert evidence["count"] == round(neuron["support"] * cluster["size"])
-        causal = cluster["uncertainty"]["causal"]
-        assert (causal is None) == (not cluster["neurons"])
-        assert (cluster["uncertainty"]["difference_test"] is None) == (
-            cluster["parent"] is None or not cluster["difference_neurons"]
-        )
+            assert (evidence["reliable"] is None) == (cluster["size"] < 6)  # Clopper-Pearson at 0.05
+        uncertainty = cluster["uncertainty"]
+        state = uncertainty["specificity"]
+        # never a bare absence: a concept is tested, or says why not
+        assert state["status"] in ("tested", "budget", "too_few_images", "no_group"), state
+        if state["status"] == "too_few_images":
+            assert state["note"] == f"not tested: {cluster['size']} images"
+        tested += state["status"] == "tested"
+        assert (uncertainty["difference_test"] is None) == (cluster["parent"] is None)
+        assert uncertainty["importance"]["status"] in ("off", "no_group")
+    assert tested == summary["specificity"]["tested"] == steps["specificity tests"]["tested"] > 0
     # Assembly validates through the contract and does not walk the document with jsonschema
     # again (17 s of a 22 s assembly at 1,024 images); what it writes still meets the schema.
     store = LocalStore(tmp_path / "out")

@@ -18,6 +18,7 @@ from services.activation.stage import run_groups
 from services.caption.stage import write_caption_shard
 from services.uncertainty.stage import class_labels, correct_across_clusters, run_uncertainty
 from shared import artifacts
+from shared.contracts.uncertainty import EVIDENCE_COLUMNS
 from shared.options import PipelineOptions
 from shared.storage import LocalStore, get_json, put_json, put_npy
 
@@ -74,39 +75,52 @@ def test_step_writes_evidence_for_every_membership(tmp_path: Path, images: list[
     level1 = document["clusters"]["L1-2"]
     members = level1["members"]
     assert {6, 7, 8, 18} <= set(members["neuron"])  # the planted ones (noise may add one)
+    # every column of the membership table is an Evidence field, one entry per member
+    assert set(members) == {"neuron", *EVIDENCE_COLUMNS}
+    assert all(len(v) == len(members["neuron"]) for v in members.values() if v is not None)
     assert len(members["inclusion_probability"]) == len(members["neuron"])
+    # a 3-image cluster cannot show a reliable membership at alpha 0.05: too few images to tell
+    assert members["reliable"] == [None] * len(members["neuron"])
+    assert members["generic"] == [not s for s in members["selective"]]
+    # 12 images: the budget of a small job covers the passes' sample of all 12
+    plan = document["plan"]
+    assert (
+        plan["budget"] == OPTIONS.uncertainty_budget and plan["allowed"] == OPTIONS.uncertainty_budget * 256
+    )
     assert all(0 <= p <= 1 for p in level1["members"]["expected_support"])
-    assert level1["causal"]["random_sets"] == 3 and level1["causal"]["images"] == 3
-    assert level1["difference_test"] is not None  # the parent's group is empty: all four differ
     assert document["method"]["model_uncertainty"] == {
         "method": "mc_dropout",
+        "interpretation": "epistemic",
         "samples": 3,
+        "images": 12,
         "dropout_rate": None,
+        "calibration": None,
     }
-    assert document["method"]["input_sensitivity"] == {"method": "tta", "samples": 2}
+    assert document["method"]["input_sensitivity"] == {"method": "tta", "samples": 2, "images": 12}
     assert len(members["augmented_support"]) == len(members["neuron"])
-    entropy = level1["predictive_entropy"]
-    assert entropy["total"] == pytest.approx(entropy["aleatoric"] + entropy["epistemic"], abs=2e-6)
-    assert len(document["image_entropy"]["epistemic"]) == 12
-    # the causal and difference decisions read the q-value across the job's clusters
-    checked = [c["causal"] for c in document["clusters"].values() if c["causal"]]
-    assert all(c["significant"] == (c["q_value"] <= OPTIONS.alpha) for c in checked)
-    assert all(c["q_value"] >= c["p_value"] for c in checked)
-    assert (
-        document["pruning"]["neurons_pruned"]
-        + len(
-            {
-                n
-                for c in document["clusters"].values()
-                for n, s in zip(*[c["members"][k] for k in ("neuron", "significant")], strict=True)
-                if s
-            }
-        )
-        == 24
+    entropy = level1["model_uncertainty"]
+    assert entropy["images"] == 3
+    assert entropy["total"] == pytest.approx(
+        entropy["expected_entropy"] + entropy["mutual_information"], abs=2e-6
     )
-    assert document["summary"]["clusters_checked"] == sum(
-        1 for c in document["clusters"].values() if c["members"]["neuron"]
-    )
+    assert len(document["image_model_uncertainty"]["mutual_information"]) == 12
+    # 3-image level-1 concepts hold out one image against 9 others: p can reach 0.1 at best
+    assert level1["specificity"] == {
+        "status": "too_few_images",
+        "note": "not tested: 3 images",
+        "result": None,
+    }
+    top = document["clusters"]["L2-0"]
+    assert top["specificity"]["status"] in ("tested", "no_group")
+    assert level1["difference_test"]["status"] in ("tested", "too_few_images")
+    assert level1["importance"]["status"] == "off"
+    # tested decisions read the q-value across the job's clusters
+    tested = [c["specificity"]["result"] for c in document["clusters"].values() if c["specificity"]["result"]]
+    assert all(t["significant"] == (t["q_value"] <= OPTIONS.alpha) for t in tested)
+    assert all(t["q_value"] >= t["p_value"] for t in tested)
+    counts = document["summary"]["specificity"]
+    assert counts["tested"] == len(tested)
+    assert counts["not_tested_too_few_images"] >= 4
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -134,7 +148,7 @@ def test_step_records_the_number_format_its_model_passes_ran_in(
     target = LoadedModel("tiny", refusing, "random")
     document = run_uncertainty(store, OPTIONS, target, artifacts.stored_image_reader(store)).document()
     assert document["method"]["pass_precision"] == "float32"
-    assert document["summary"]["clusters_checked"] > 0
+    assert document["method"]["model_uncertainty"] is not None
 
 
 def test_step_repeats_exactly(tmp_path: Path, images: list[Image.Image]) -> None:
@@ -144,7 +158,13 @@ def test_step_repeats_exactly(tmp_path: Path, images: list[Image.Image]) -> None
 def test_step_without_a_model_skips_the_model_passes(tmp_path: Path, images: list[Image.Image]) -> None:
     document = run_uncertainty(write_job(tmp_path, images), OPTIONS).document()
     assert document["pruning"] is None and document["method"]["model_uncertainty"] is None
-    assert all(c["causal"] is None for c in document["clusters"].values())
+    assert all(c["specificity"]["status"] in ("off", "no_group") for c in document["clusters"].values())
+    assert document["plan"]["steps"][-1] == {
+        **document["plan"]["steps"][-1],
+        "name": "model passes",
+        "ran": False,
+        "note": "no model passes: no target model",
+    }
     members = document["clusters"]["L1-0"]["members"]
     planted = [
         p
@@ -169,25 +189,38 @@ def test_the_stage_reads_the_stored_groups_and_does_not_apply_the_group_rule_aga
     assert members.neuron == cluster["group"]
 
 
-def test_causal_and_difference_decisions_are_corrected_across_clusters() -> None:
-    """p = 0.04 passes alone at alpha 0.05; among five clusters' checks its BH q-value is 0.2."""
-    clusters: dict[str, dict[str, Any]] = {}
+def test_each_tests_decisions_are_corrected_across_clusters(
+    tmp_path: Path, images: list[Image.Image]
+) -> None:
+    """p = 0.04 passes alone at alpha 0.05; among five clusters' tests its BH q-value is 0.2."""
+    from shared.contracts.uncertainty import ClusterStats, DifferenceResult, DifferenceTest, Importance
+
+    template = ClusterStats.model_validate(run_step(tmp_path, images)["clusters"]["L1-0"])
+    clusters = {}
     for i, p in enumerate([0.04, 0.5, 0.6, 0.7, 0.8]):
-        causal = {
-            "p_value": p,
-            "significant": p <= 0.05,
-            "keep_only": {"p_value": p, "significant": p <= 0.05},
-        }
-        difference = {"p_value": p / 100, "significant": True}
-        clusters[f"L1-{i}"] = {"causal": causal, "difference_test": difference}
+        result = DifferenceResult(
+            child_support=1.0,
+            sibling_support=0.0,
+            statistic=1.0,
+            child_carrier_share=1.0,
+            sibling_carrier_share=0.0,
+            permutations=999,
+            p_value=p / 100,
+            min_p_value=0.001,
+        )
+        clusters[f"L1-{i}"] = template.model_copy(
+            update={
+                "difference_test": DifferenceTest(status="tested", note="tested", result=result),
+                "importance": Importance(status="off", note="off"),
+            },
+            deep=True,
+        )
     correct_across_clusters(clusters, 0.05)
-    first = clusters["L1-0"]
-    assert first["causal"]["q_value"] == pytest.approx(0.2) and not first["causal"]["significant"]
-    assert not first["causal"]["keep_only"]["significant"]
-    assert (
-        first["difference_test"]["q_value"] == pytest.approx(0.002)
-        and first["difference_test"]["significant"]
-    )
+    first = clusters["L1-0"].difference_test
+    assert first is not None and first.result is not None
+    assert first.result.q_value == pytest.approx(0.002) and first.result.significant
+    last = clusters["L1-4"].difference_test
+    assert last is not None and last.result is not None and last.result.q_value == pytest.approx(0.008)
 
 
 def test_class_labels_come_from_the_manifest() -> None:
