@@ -1,0 +1,368 @@
+"""Null calibration and power of every test the product reports as significant, in one table.
+
+A claim is only as good as its behaviour under a null built by the product's own selection rule:
+here the groups (and difference sets) are always the ones the pipeline itself picks, on
+clusters that FINCH makes of caption embeddings, never sets drawn to be exchangeable by
+construction.
+
+Nulls:
+- random image sets: the captions are shuffled across the images before they are embedded and
+  clustered, so every cluster is a random set of images (on a random-weight ResNet18, and on the
+  planted model, whose neurons carry planted concepts that no random cluster shares);
+- exchangeable children: real clusters, with each parent's images shuffled among its children
+  (the difference test's null; the other tests compare a concept with the whole collection, so
+  a real parent makes them true positives there, not false ones).
+
+Power: the planted model's concepts (tests/tiny_models.py) and a model trained on the factor
+world (benchmarks/factor_world.py: shape x colour decide the class), each on its own images with
+their captions.
+
+Units: selectivity, a cluster with any selective membership (BH across its neurons); the
+specificity, keep-only and importance tests, a tested concept; the difference test, a tested
+child. A false-positive rate passes when it is at most alpha + 2 SE, with enough repetitions for
+an SE of at most 0.02 (120 units; `--small` runs fewer and only flags rates clearly off).
+
+    python benchmarks/null_calibration.py               # the table (about 20 min on 2 CPU cores)
+    python benchmarks/null_calibration.py --small       # CI's quick version
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from neuron_core.active_sets import active_mask
+from neuron_core.groups import build_groups
+from neuron_core.hooks import ActivationReader
+from neuron_core.layers import LayerInfo
+from services.uncertainty.model_inputs import ModelInputs
+from services.uncertainty.stage import JobArrays, ModelSide, compute_uncertainty
+from shared.clustering import finch_partitions
+from shared.contracts.models import Preprocessing
+from shared.options import PipelineOptions
+from shared.sentence_embedder import Embedder
+
+ALPHA = 0.05
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+TESTS = ("selectivity", "specificity", "keep_only", "difference", "importance")
+NULLS = ("random sets, random ResNet18", "random sets, planted model", "exchangeable children")
+POWERS = ("power, planted model", "power, trained model")
+
+
+@dataclass
+class Collection:
+    images: list[Image.Image]
+    captions: list[str]
+    labels: np.ndarray | None = None
+
+
+@dataclass
+class TargetModel:
+    name: str
+    module: torch.nn.Module
+    layers: list[LayerInfo]
+    prep: Preprocessing
+    top_fraction: float = 0.1
+
+
+@dataclass
+class Tally:
+    """Units tested and significant, per (test, column)."""
+
+    cells: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+
+    def add(self, test: str, column: str, hits: int, units: int) -> None:
+        cell = self.cells.setdefault((test, column), [0, 0])
+        cell[0] += hits
+        cell[1] += units
+
+    def rate(self, test: str, column: str) -> tuple[float, int] | None:
+        hits, units = self.cells.get((test, column), [0, 0])
+        return (hits / units, units) if units else None
+
+
+def resnet18(seed: int) -> TargetModel:
+    import torchvision
+
+    torch.manual_seed(seed)
+    module = torchvision.models.resnet18().eval()
+    layers, offset = [], 0
+    for name, channels in (("layer1", 64), ("layer2", 128), ("layer3", 256), ("layer4", 512)):
+        layers.append(LayerInfo(name, channels, offset))
+        offset += channels
+    return TargetModel(
+        "random ResNet18",
+        module,
+        layers,
+        Preprocessing(input_size=64, resize=64, mean=IMAGENET[0], std=IMAGENET[1]),
+    )
+
+
+def planted() -> TargetModel:
+    from tests.tiny_models import PLANTED_TOP_FRACTION, planted_layers, planted_net
+
+    prep = Preprocessing(input_size=32, resize=32, mean=IMAGENET[0], std=IMAGENET[1])
+    return TargetModel("planted model", planted_net(), planted_layers(), prep, PLANTED_TOP_FRACTION)
+
+
+def sample_collection(per_concept: int, seed: int) -> Collection:
+    """The demo's scenes (six concepts) with their captions, drawn in memory."""
+    from neuron_atlas import sample
+
+    rng = np.random.default_rng(seed)
+    images, captions = [], []
+    for shape, colour_name, colour, background_name, background in sample.CONCEPTS:
+        for _ in range(per_concept):
+            images.append(sample._draw(shape, colour, background, rng, 64))
+            phrase = sample.PHRASES[int(rng.integers(len(sample.PHRASES)))]
+            captions.append(phrase.format(c=colour_name, s=shape, b=background_name))
+    return Collection(images, captions)
+
+
+def planted_collection(per_concept: int, seed: int) -> Collection:
+    from tests.tiny_models import planted_images
+
+    images, concepts = planted_images(per_concept, seed=seed, size=32)
+    words = ("top left", "top right", "bottom left", "bottom right")
+    forms = ("a bright {} corner", "light in the {} quarter", "the {} part is bright")
+    rng = np.random.default_rng(seed)
+    captions = [forms[int(rng.integers(len(forms)))].format(words[c]) for c in concepts]
+    return Collection(images, captions, concepts)
+
+
+_EMBEDDER = Embedder()
+
+
+def partitions_of(captions: Sequence[str], shuffle_seed: int | None) -> np.ndarray:
+    """FINCH's partitions of the captions' embeddings, as the pipeline makes them; shuffled
+    across the images first when `shuffle_seed` is given (every cluster a random image set)."""
+    order = list(captions)
+    if shuffle_seed is not None:
+        order = [order[i] for i in np.random.default_rng(shuffle_seed).permutation(len(order))]
+    return finch_partitions(_EMBEDDER.embed(order))
+
+
+def run_job(
+    target: TargetModel,
+    collection: Collection,
+    partitions: np.ndarray,
+    options: PipelineOptions,
+) -> dict[str, Any]:
+    """The uncertainty stage on one job: activations, the groups by the product's rule, and
+    every test, as uncertainty.json holds them."""
+    images = collection.images
+    inputs = ModelInputs(lambda rows: [images[i] for i in rows], torch.device("cpu"), prep=target.prep)
+    reader = ActivationReader(target.module, [layer.name for layer in target.layers])
+    try:
+        pooled = np.concatenate(
+            [
+                reader.read(inputs(list(range(s, min(s + 128, len(images)))))).numpy()
+                for s in range(0, len(images), 128)
+            ]
+        )
+    finally:
+        reader.close()
+    mask = active_mask(pooled, target.layers, options.top_fraction, options.ranking)
+    levels = build_groups(partitions, mask, options.min_support, options.group_rule)
+    arrays = JobArrays(partitions, mask, pooled, levels, target.layers, labels=collection.labels)
+    side = ModelSide(target.module, lambda rows: [images[i] for i in rows], torch.device("cpu"), target.prep)
+    return compute_uncertainty(arrays, options, side).document()
+
+
+def count(
+    document: dict[str, Any],
+    tally: Tally,
+    column: str,
+    tests: Sequence[str] = TESTS,
+    pure_in: tuple[np.ndarray, np.ndarray] | None = None,
+) -> None:
+    """Units and significant ones (p <= alpha, each test on its own) of one job. `pure_in`
+    (partitions, a label per image): only clusters whose images all share a label count, the
+    true concepts that power is measured on."""
+    clusters = document["clusters"]
+    if pure_in is not None:
+        partitions, labels = pure_in
+        keep = {}
+        for key, cluster in clusters.items():
+            level, index = (int(part) for part in key[1:].split("-"))
+            rows = np.flatnonzero(partitions[:, level - 1] == index)
+            if np.unique(labels[rows]).shape[0] == 1:
+                keep[key] = cluster
+        clusters = keep
+    chosen = list(clusters.values())
+    if "selectivity" in tests:
+        with_group = [c for c in chosen if c["members"]["neuron"]]
+        tally.add(
+            "selectivity", column, sum(any(c["members"]["selective"]) for c in with_group), len(with_group)
+        )
+    for test, read in (
+        ("specificity", lambda c: c["specificity"]["result"]),
+        ("keep_only", lambda c: c["specificity"]["result"] and c["specificity"]["result"]["keep_only"]),
+        ("difference", lambda c: c["difference_test"] and c["difference_test"]["result"]),
+        ("importance", lambda c: c["importance"]["result"]),
+    ):
+        if test not in tests:
+            continue
+        results = [r for r in (read(c) for c in chosen) if r]
+        tally.add(test, column, sum(r["p_value"] <= ALPHA for r in results), len(results))
+
+
+def exchangeable_children(partitions: np.ndarray, seed: int) -> np.ndarray:
+    """The images of each top-level cluster shuffled among its slots (every level below moves
+    with the slots), so at every level a child is a random set of its parent's images and
+    shares no difference with it by construction, while the top-level clusters stay real."""
+    shuffled = partitions.copy()
+    rng = np.random.default_rng(seed)
+    top = partitions.shape[1] - 1
+    for cluster in np.unique(partitions[:, top]):
+        rows = np.flatnonzero(partitions[:, top] == cluster)
+        shuffled[rows, :top] = partitions[rng.permutation(rows), :top]
+    return shuffled
+
+
+def options_for(target: TargetModel, importance: bool) -> PipelineOptions:
+    return PipelineOptions(
+        top_fraction=target.top_fraction,
+        bootstrap_resamples=0,
+        clustering_resamples=0,
+        mc_samples=0,
+        tta_samples=0,
+        pruning_random_sets=0,
+        ablation_random_sets=19 if importance else 0,
+        uncertainty_budget="full" if importance else 1000.0,  # every concept tested
+        batch_size=256,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", action="store_true", help="CI's quick version: fewer repetitions")
+    parser.add_argument("--repeats", type=int, default=None, help="jobs per null (default 6; --small 2)")
+    parser.add_argument(
+        "--per-concept", type=int, default=None, help="images per concept (default 40; --small 16)"
+    )
+    parser.add_argument(
+        "--trained", type=Path, default=None, help="folder of a factor-world model (trained if absent)"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (2 if args.small else 6)
+    per_concept = args.per_concept or (16 if args.small else 40)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    started = time.perf_counter()
+    tally = Tally()
+    targets = {"random ResNet18": resnet18(0), "planted model": planted()}
+    for repeat in range(repeats):
+        for column, target, collection in (
+            (NULLS[0], targets["random ResNet18"], sample_collection(per_concept, repeat)),
+            (NULLS[1], targets["planted model"], planted_collection(per_concept * 6 // 4, repeat)),
+        ):
+            partitions = partitions_of(collection.captions, shuffle_seed=1000 + repeat)
+            document = run_job(target, collection, partitions, options_for(target, importance=repeat == 0))
+            count(document, tally, column)
+        collection = sample_collection(per_concept, 100 + repeat)
+        real = partitions_of(collection.captions, shuffle_seed=None)
+        document = run_job(
+            targets["random ResNet18"],
+            collection,
+            exchangeable_children(real, repeat),
+            options_for(targets["random ResNet18"], False),
+        )
+        count(document, tally, NULLS[2], tests=("difference",))
+    planted_jobs = planted_collection(per_concept * 6 // 4, 7)
+    partitions = partitions_of(planted_jobs.captions, shuffle_seed=None)
+    document = run_job(
+        targets["planted model"], planted_jobs, partitions, options_for(targets["planted model"], True)
+    )
+    assert planted_jobs.labels is not None
+    count(document, tally, POWERS[0], pure_in=(partitions, planted_jobs.labels))
+    trained = trained_power(args, tally)
+    table = render(tally, per_concept, repeats, time.perf_counter() - started, trained)
+    print(table["text"])
+    if args.json:
+        args.json.write_text(json.dumps(table["cells"], indent=1))
+    return table
+
+
+def trained_power(args: argparse.Namespace, tally: Tally) -> dict[str, Any] | None:
+    """Power on the factor-world model: its concepts are learned, not planted."""
+    try:
+        from benchmarks import factor_world
+    except ImportError:
+        return None
+    folder = args.trained or Path("/tmp/neuron-atlas-factor-model")
+    model = factor_world.trained_factor_model(folder)
+    from neuron_core.target_model import load_target_model
+
+    loaded = load_target_model(model.architecture, str(model.weights), preprocessing=model.preprocessing)
+    layers, offset = [], 0
+    for name, channels in (("layer1", 64), ("layer2", 128), ("layer3", 256), ("layer4", 512)):
+        layers.append(LayerInfo(name, channels, offset))
+        offset += channels
+    target = TargetModel("trained model", loaded.module, layers, model.preprocessing)
+    collection = factor_world.generate(240 if args.small else 480, seed=99)
+    images = [Image.fromarray(pixels) for pixels in collection.images]
+    job = Collection(images, list(collection.captions), np.array(collection.labels))
+    document = run_job(
+        target, job, partitions_of(job.captions, shuffle_seed=None), options_for(target, False)
+    )
+    count(document, tally, POWERS[1])
+    return {"images": len(images)}
+
+
+def render(
+    tally: Tally, per_concept: int, repeats: int, seconds: float, trained: dict[str, Any] | None
+) -> dict[str, Any]:
+    columns = (*NULLS, *POWERS)
+    lines = [
+        f"Null calibration (alpha {ALPHA}): false-positive rate under each null, power on planted and "
+        f"trained concepts; {repeats} jobs per null, {per_concept} images per concept, {seconds:.0f} s",
+        "",
+        "| test | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    cells: dict[str, dict[str, Any]] = {}
+    for test in TESTS:
+        row = []
+        for column in columns:
+            found = tally.rate(test, column)
+            if found is None:
+                row.append("n/a")
+                continue
+            rate, units = found
+            se = math.sqrt(max(ALPHA * (1 - ALPHA), 1e-9) / units)
+            verdict = ""
+            if column in NULLS:
+                verdict = " ok" if rate <= ALPHA + 2 * se else " OFF"
+            row.append(f"{rate:.3f} ({units}){verdict}")
+            cells.setdefault(test, {})[column] = {"rate": rate, "units": units, "se": se}
+        lines.append(f"| {test} | " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "Units: selectivity, clusters with any selective membership; specificity, keep-only and "
+        "importance, tested concepts; difference, tested children. Power counts only clusters "
+        "whose images all share a planted concept or a class (shape x colour). 'ok': at most "
+        "alpha + 2 SE.",
+        "importance is the old causal check (group against uniform random neurons): its null is "
+        "not the product's, and random image sets pass it.",
+    ]
+    if trained is None:
+        lines.append("The trained-model column needs benchmarks/factor_world.py.")
+    return {"text": "\n".join(lines), "cells": cells}
+
+
+if __name__ == "__main__":
+    main()
