@@ -3,14 +3,14 @@
 1. Coverage of the support interval at 95%: simulated (seeded) for Wilson and Clopper-Pearson on
    a grid of n and p, the exact worst case over n = 8..128, p in [0.05, 0.95], and how often
    "reliable" (lower bound >= min_support 0.5) fires when the true support is exactly 0.5.
-2. The causal test under the null: a model whose neurons carry no concept, random groups of
-   neurons; the share with p <= alpha (it must be about alpha).
-3. Planted ground truth: a model with known concept detectors, generic (always-on) neurons and
+2. Planted ground truth: a model with known concept detectors, generic (always-on) neurons and
    random neurons (tests.tiny_models.planted_net) through the whole uncertainty stage: recovery
-   of the planted memberships, false memberships, generic neurons flagged and not selective, the
-   causal check on planted groups, and the pruning curve against random pruning.
+   of the planted memberships, false memberships, generic memberships flagged and not selective,
+   the specificity test on the planted concepts, and the pruning curve against its baselines.
 
-    python benchmarks/uncertainty_statistics.py [--draws 20000] [--null-groups 300]
+Each test's false-positive rate under the product's own nulls is benchmarks/null_calibration.py's.
+
+    python benchmarks/uncertainty_statistics.py [--draws 20000]
 
 Runs in about a minute on 2 cores.
 """
@@ -33,9 +33,7 @@ sys.path.insert(0, str(ROOT))
 from neuron_core.active_sets import active_mask  # noqa: E402
 from neuron_core.groups import build_groups  # noqa: E402
 from neuron_core.hooks import ActivationReader, preprocess  # noqa: E402
-from services.uncertainty import ablation as abl  # noqa: E402
-from services.uncertainty.ablation import AblatedModel, causal_check  # noqa: E402
-from services.uncertainty.stage import compute_uncertainty  # noqa: E402
+from services.uncertainty.stage import JobArrays, ModelSide, compute_uncertainty  # noqa: E402
 from services.uncertainty.stats import proportion_interval  # noqa: E402
 from shared.options import PipelineOptions  # noqa: E402
 from tests.tiny_models import (  # noqa: E402
@@ -96,83 +94,6 @@ def coverage(draws: int) -> None:
     print(f"    wilson at n = 16, p = 0.5: {wilson16:.3f}")
 
 
-def per_image_permutation_pvalue(
-    drops: np.ndarray, rng: np.random.Generator, permutations: int = 9999
-) -> float:
-    """The p-value the stage used before schema 1.3, for comparison: per image, which set plays
-    the group is permuted independently, as if a set's effect were not shared by the images."""
-    m, n_sets = drops.shape
-    totals = drops.sum(axis=1, keepdims=True)
-
-    def statistic(chosen: np.ndarray) -> np.ndarray:
-        return np.mean(chosen - (totals - chosen) / (n_sets - 1), axis=0)
-
-    observed = float(statistic(drops[:, :1])[0])
-    null = statistic(np.take_along_axis(drops, rng.integers(0, n_sets, size=(m, permutations)), axis=1))
-    return float((1 + np.count_nonzero(null >= observed - 1e-12)) / (permutations + 1))
-
-
-def null_false_positives(groups: int, random_sets: int, alpha: float = 0.05) -> None:
-    images, _ = planted_images(4, seed=1)
-    model = planted_net(planted=False)
-    inputs = preprocess(images)[:, :, :32, :32]  # the model is resolution-free: small is fast
-    ablated = AblatedModel(model, LAYERS)
-    rng = np.random.default_rng(0)
-    p_values, keep_only, before = [], [], []
-    rank_pvalue = abl.set_rank_pvalue
-
-    def capture(drops: np.ndarray, greater: bool = True) -> float:
-        if greater:
-            before.append(per_image_permutation_pvalue(drops, np.random.default_rng(len(before))))
-        return rank_pvalue(drops, greater)
-
-    abl.set_rank_pvalue = capture  # type: ignore[assignment]
-    start = time.perf_counter()
-    try:
-        for _ in range(groups):
-            group = np.zeros(N_NEURONS, dtype=bool)
-            group[rng.choice(64, 5, replace=False)] = True
-            group[64 + rng.choice(48, 3, replace=False)] = True
-            rows = rng.choice(len(images), 6, replace=False)
-            result = causal_check(ablated, inputs[rows], group, LAYERS, random_sets, alpha, rng, 4096)
-            p_values.append(result.p_value)
-            keep_only.append(result.keep_only_p_value)
-    finally:
-        ablated.close()
-        abl.set_rank_pvalue = rank_pvalue  # type: ignore[assignment]
-    p, k = np.array(p_values), np.array(keep_only)
-    se = np.sqrt(alpha * (1 - alpha) / groups)
-    print(
-        f"\n2. Causal test under the null (no neuron carries a concept): {groups} random groups, "
-        f"{random_sets} random sets each ({time.perf_counter() - start:.0f} s)"
-    )
-    print(
-        f"  ablation:  p <= {alpha}: {np.mean(p <= alpha):.3f}   (nominal {alpha}, standard error {se:.3f})"
-    )
-    print(f"  keep-only: p <= {alpha}: {np.mean(k <= alpha):.3f}")
-    print(f"  ablation:  p <= 0.10: {np.mean(p <= 0.10):.3f}   (nominal 0.10)")
-    print(
-        f"  before 1.3 (per-image permutation, same groups and sets): p <= {alpha}: "
-        f"{np.mean(np.array(before) <= alpha):.3f}"
-    )
-
-
-def shared_set_effects(trials: int = 1000, alpha: float = 0.05) -> None:
-    """Synthetic drops where each set's effect is shared by all images (what ablation gives when
-    some neurons matter): the per-image permutation rejects far too often; the rank does not."""
-    rng = np.random.default_rng(0)
-    rank, before = [], []
-    for _ in range(trials):
-        drops = rng.normal(size=(1, 20)) + 0.1 * rng.normal(size=(8, 20))
-        rank.append(abl.set_rank_pvalue(drops))
-        before.append(per_image_permutation_pvalue(drops, rng, 999))
-    print(
-        f"  synthetic, set effects shared by 8 images, 19 random sets, {trials} trials: p <= {alpha}: "
-        f"rank {np.mean(np.array(rank) <= alpha):.3f}, per-image permutation "
-        f"{np.mean(np.array(before) <= alpha):.3f}"
-    )
-
-
 def planted_job(per_concept: int, random_sets: int) -> dict[str, Any]:
     options = PipelineOptions(
         top_fraction=PLANTED_TOP_FRACTION,
@@ -180,10 +101,11 @@ def planted_job(per_concept: int, random_sets: int) -> dict[str, Any]:
         mc_samples=4,
         tta_samples=2,
         ablation_random_sets=random_sets,
-        ablation_max_images=4,
+        ablation_max_images=10,
         pruning_random_sets=10,
         pruning_thresholds=(1e-4, 0.05, 1.0),
         batch_size=512,
+        uncertainty_budget="full",
     )
     images, concepts = planted_images(per_concept)
     model = planted_net()
@@ -196,17 +118,9 @@ def planted_job(per_concept: int, random_sets: int) -> dict[str, Any]:
     partitions = np.stack([concepts, concepts // 2], axis=1)
     levels = build_groups(partitions, mask, options.min_support)
     start = time.perf_counter()
-    document = compute_uncertainty(
-        partitions,
-        mask,
-        levels,
-        LAYERS,
-        options,
-        model,
-        lambda rows: [images[i] for i in rows],
-        torch.device("cpu"),
-        labels=concepts,
-    ).document()
+    arrays = JobArrays(partitions, mask, pooled, levels, LAYERS, labels=concepts)
+    side = ModelSide(model, lambda rows: [images[i] for i in rows], torch.device("cpu"))
+    document = compute_uncertainty(arrays, options, side).document()
     return {"document": document, "seconds": time.perf_counter() - start, "images": len(images)}
 
 
@@ -214,7 +128,7 @@ def planted(per_concept: int, random_sets: int) -> None:
     job = planted_job(per_concept, random_sets)
     document = job["document"]
     print(
-        f"\n3. Planted ground truth: {PLANTED_CONCEPTS} concepts x {per_concept} images, "
+        f"\n2. Planted ground truth: {PLANTED_CONCEPTS} concepts x {per_concept} images, "
         f"{N_NEURONS} neurons ({len(PLANTED_GENERIC)} generic, {PLANTED_CONCEPTS * 6} detectors, the rest "
         f"random); stage in {job['seconds']:.0f} s"
     )
@@ -225,17 +139,15 @@ def planted(per_concept: int, random_sets: int) -> None:
         rows = {n: j for j, n in enumerate(members["neuron"])}
         planted_total += len(planted_group(concept))
         recovered += len(planted_group(concept) & set(rows))
-        selective += sum(
-            1 for n in planted_detectors(concept) if n in rows and members["significant"][rows[n]]
-        )
+        selective += sum(1 for n in planted_detectors(concept) if n in rows and members["selective"][rows[n]])
         extra = set(rows) - planted_group(concept)
         false += len(extra)
-        false_selective += sum(1 for n in extra if members["significant"][rows[n]])
+        false_selective += sum(1 for n in extra if members["selective"][rows[n]])
         for n in PLANTED_GENERIC:
             if n in rows:
                 generic_total += 1
                 generic_flagged += members["generic"][rows[n]]
-                generic_selective += members["significant"][rows[n]]
+                generic_selective += members["selective"][rows[n]]
                 generic_above_chance += members["above_chance"][rows[n]]
     detectors = PLANTED_CONCEPTS * 6
     print(f"  planted level-1 memberships recovered by the group rule: {recovered} of {planted_total}")
@@ -246,15 +158,23 @@ def planted(per_concept: int, random_sets: int) -> None:
         f"{generic_selective}, above chance (the old test) {generic_above_chance}"
     )
     for concept in range(PLANTED_CONCEPTS):
-        causal = document["clusters"][f"L1-{concept}"]["causal"]
+        cluster = document["clusters"][f"L1-{concept}"]
+        tested, importance = cluster["specificity"]["result"], cluster["importance"]["result"]
         print(
-            f"  causal, concept {concept}: effect {causal['effect']:.2f}, p {causal['p_value']:.4f}, "
-            f"q {causal['q_value']:.4f}, significant {causal['significant']}"
+            f"  concept {concept}: specificity effect {tested['effect']:.2f} (held-out drop "
+            f"{tested['test_drop']:.2f}, reference {tested['reference_drop']:.2f}, equally active "
+            f"neurons {tested['equally_active_drop']:.2f}), p {tested['p_value']:.4g}, q "
+            f"{tested['q_value']:.4g}; keep-only p {tested['keep_only']['p_value']:.4g}; importance p "
+            f"{importance['p_value']:.4g}"
         )
-    entropy = [document["clusters"][f"L1-{c}"]["predictive_entropy"] for c in range(PLANTED_CONCEPTS)]
+    model = document["method"]["model_uncertainty"]
+    entropy = [document["clusters"][f"L1-{c}"]["model_uncertainty"] for c in range(PLANTED_CONCEPTS)]
     print(
-        "  predictive entropy per concept (total = aleatoric + epistemic, nats): "
-        + "; ".join(f"{e['total']:.3f} = {e['aleatoric']:.3f} + {e['epistemic']:.3f}" for e in entropy)
+        f"  predictive entropy per concept (total = expected entropy + mutual information, nats; "
+        f"{model['method']}, read as {model['interpretation']}): "
+        + "; ".join(
+            f"{e['total']:.3f} = {e['expected_entropy']:.3f} + {e['mutual_information']:.3f}" for e in entropy
+        )
     )
     pruning = document["pruning"]
     print(
@@ -286,15 +206,11 @@ def planted(per_concept: int, random_sets: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=20_000)
-    parser.add_argument("--null-groups", type=int, default=300)
-    parser.add_argument("--null-random-sets", type=int, default=19)
     parser.add_argument("--per-concept", type=int, default=20)
     parser.add_argument("--planted-random-sets", type=int, default=199)
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     coverage(args.draws)
-    null_false_positives(args.null_groups, args.null_random_sets)
-    shared_set_effects()
     planted(args.per_concept, args.planted_random_sets)
 
 

@@ -1,13 +1,13 @@
-"""Causal checks by ablation: zero neurons with forward hooks and watch the model's output.
+"""Ablation: zero neurons with forward hooks and watch the model's output. The mechanics that
+every ablating method shares (`AblatedModel`, `masked_logits`, the top-class drop, matched random
+sets), and the importance check:
 
-- A cluster's group is zeroed on the cluster's images; the drop of the logit of each image's
-  unablated top class is compared with the drop that size-matched random neuron sets (same
-  count per layer, drawn uniformly from the layer) cause on the same images. The keep-only
-  variant zeroes every selected neuron except the group, against keeping only random sets.
-- Significance pruning (pruning.py) zeroes every neuron that is in no significant membership,
-  next to random prunings of as many neurons per layer drawn from the whole layer.
-- Difference neurons: a hypergeometric test that the child's images carry its difference
-  neurons more often than its siblings' images do.
+- `importance_check`: a group zeroed on a concept's images against size-matched random neuron
+  sets (same count per layer, drawn uniformly from the layer) on the same images, by the drop of
+  each image's unablated top-class logit; keep-only zeroes everything else. It measures how much
+  activity a set carries, not a concept (importance.py); the causal test is specificity.py's.
+- Significance pruning (pruning.py) zeroes every neuron that is in no selective membership,
+  next to random and least-active prunings of as many neurons per layer.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from torch import nn
 from neuron_core.layers import LayerInfo
 from neuron_core.read_layer_start import split_at_first_read_layer
 from services.uncertainty.precision import autocast
-from services.uncertainty.selectivity import hypergeom_upper_tail
 from services.uncertainty.sequential import decided_after, sequential_pvalue
 
 
@@ -180,7 +179,7 @@ def mean_interval(values: np.ndarray, alpha: float) -> tuple[float, float] | Non
 
 
 @dataclass(frozen=True)
-class CausalResult:
+class ImportanceCheck:
     images: int
     random_sets: int
     group_drop: float
@@ -220,7 +219,7 @@ class CausalResult:
         }
 
 
-def causal_check(
+def importance_check(
     model: AblatedModel,
     inputs: torch.Tensor,
     group: np.ndarray,
@@ -231,7 +230,7 @@ def causal_check(
     batch_size: int = 64,
     round_size: int = 8,
     sequential: bool = True,
-) -> CausalResult:
+) -> ImportanceCheck:
     """Ablate `group` (bool over neurons) and keep only it, each against up to `random_sets`
     matched random sets, on `inputs` (a cluster's preprocessed images).
 
@@ -267,7 +266,7 @@ def causal_check(
     random_means = ablate_drops[:, 1:].mean(axis=0)
     paired = ablate_drops[:, 0] - ablate_drops[:, 1:].mean(axis=1)
     keep_paired = keep_drops[:, 1:].mean(axis=1) - keep_drops[:, 0]
-    return CausalResult(
+    return ImportanceCheck(
         images=m,
         random_sets=ablate_drops.shape[1] - 1,
         group_drop=float(ablate_drops[:, 0].mean()),
@@ -311,36 +310,6 @@ def sequential_rank_pvalue(drops: np.ndarray, stop_at: int, greater: bool = True
     """`set_rank_pvalue` when every set ran; Besag and Clifford's h / l when the test stopped at
     the h-th (= `stop_at`) random set at least as extreme as the group, the l-th evaluated."""
     return sequential_pvalue(_extreme(drops, greater), stop_at)[0]
-
-
-def difference_separation(
-    child_mask: np.ndarray,
-    sibling_mask: np.ndarray,
-    difference: np.ndarray,
-    min_support: float,
-    alpha: float,
-) -> dict[str, Any] | None:
-    """Hypergeometric test that the child's images carry its difference neurons more often than
-    its siblings' images. An image *carries* them when at least `min_support` of the difference
-    neurons are active in it (the group rule, turned per image). Masks are (images, neurons) of
-    the child's and of its siblings' images; None when there is nothing to test."""
-    if not difference.any():
-        return None
-    need = min_support * difference.sum()
-    child = int(np.count_nonzero(child_mask[:, difference].sum(axis=1) >= need))
-    siblings = int(np.count_nonzero(sibling_mask[:, difference].sum(axis=1) >= need))
-    n_child, n_parent = child_mask.shape[0], child_mask.shape[0] + sibling_mask.shape[0]
-    # P(X >= child) for X ~ Hypergeom(parent images, carriers among them, child images)
-    carriers = np.array([child + siblings])
-    p_value = float(hypergeom_upper_tail(np.array([[child]]), np.array([n_child]), carriers, n_parent)[0, 0])
-    return {
-        "child_carrier_share": round(child / n_child, 6),
-        "sibling_carrier_share": round(siblings / sibling_mask.shape[0], 6)
-        if sibling_mask.shape[0]
-        else None,
-        "p_value": float(f"{p_value:.4g}"),
-        "significant": bool(p_value <= alpha),
-    }
 
 
 def output_change(base: torch.Tensor, changed: torch.Tensor) -> dict[str, float]:

@@ -1,5 +1,5 @@
 """Importance versus random neurons: the reported group zeroed on the concept's images, against
-size-matched sets drawn uniformly from each layer (`ablation.causal_check`, the exact rank test
+size-matched sets drawn uniformly from each layer (`ablation.importance_check`, the exact rank test
 the stage called its causal check before).
 
 Its null is that the group is as important as uniformly drawn neurons. Most uniformly drawn
@@ -45,7 +45,7 @@ def importance_test(
     images = rows
     if images.shape[0] > max_images:
         images = np.sort(rng.choice(images, max_images, replace=False))
-    result = abl.causal_check(
+    result = abl.importance_check(
         model, inputs(images.tolist()), group, layers, random_sets, alpha, rng, batch_size
     )
     return Importance(

@@ -14,8 +14,7 @@ from neuron_core.hooks import preprocess
 from neuron_core.layers import LayerInfo
 from services.uncertainty.ablation import (
     AblatedModel,
-    causal_check,
-    difference_separation,
+    importance_check,
     matched_random_sets,
     set_rank_pvalue,
 )
@@ -67,7 +66,9 @@ def test_planted_group_has_a_large_significant_causal_effect(
     setup: tuple[nn.Module, AblatedModel, torch.Tensor],
 ) -> None:
     _, ablated, inputs = setup
-    result = causal_check(ablated, inputs, group_of(0, 1, 8, 9), LAYERS, 199, 0.05, np.random.default_rng(0))
+    result = importance_check(
+        ablated, inputs, group_of(0, 1, 8, 9), LAYERS, 199, 0.05, np.random.default_rng(0)
+    )
     assert result.group_drop == pytest.approx(10.0, rel=0.05)  # class 0's whole logit
     # random pairs of these 8-channel layers often hold 0 and 1 (or 8 and 9) too: 1 in 28 each
     assert result.random_drop_mean < result.group_drop / 2
@@ -81,7 +82,7 @@ def test_planted_group_has_a_large_significant_causal_effect(
 def test_random_sets_have_no_causal_effect(setup: tuple[nn.Module, AblatedModel, torch.Tensor]) -> None:
     _, ablated, inputs = setup
     for seed, group in enumerate([group_of(13, 14), group_of(2, 12), group_of(4, 5)]):
-        result = causal_check(ablated, inputs, group, LAYERS, 8, 0.05, np.random.default_rng(seed))
+        result = importance_check(ablated, inputs, group, LAYERS, 8, 0.05, np.random.default_rng(seed))
         assert result.group_drop == pytest.approx(0.0, abs=1e-4)
         assert result.p_value > 0.05
         assert not result.document(0.05)["significant"]
@@ -115,15 +116,3 @@ def test_set_rank_pvalue_is_uniform_when_set_effects_are_shared_by_the_images() 
     assert np.mean(np.array(p) <= 0.1) == pytest.approx(0.1, abs=0.03)
     assert np.mean(np.array(p) <= 0.05) == pytest.approx(0.05, abs=0.02)
     assert set_rank_pvalue(np.array([[5.0, 1.0, 2.0, 0.0]])) == 0.25  # the smallest: 1 / sets
-
-
-def test_difference_neurons_that_mark_the_child_separate_it_from_siblings() -> None:
-    rng = np.random.default_rng(0)
-    child = rng.random((30, 16)) < 0.1
-    siblings = rng.random((60, 16)) < 0.1
-    child[:, [3, 4]] = rng.random((30, 2)) < 0.9
-    marked = difference_separation(child, siblings, group_of(3, 4), 0.5, 0.05)
-    assert marked is not None and marked["significant"] and marked["p_value"] < 1e-10
-    unmarked = difference_separation(child, siblings, group_of(10, 11), 0.5, 0.05)
-    assert unmarked is not None and not unmarked["significant"]
-    assert difference_separation(child, siblings, np.zeros(16, dtype=bool), 0.5, 0.05) is None

@@ -13,7 +13,7 @@ from neuron_core.active_sets import active_mask
 from neuron_core.groups import build_groups, group_on
 from neuron_core.hooks import ActivationReader, preprocess
 from services.uncertainty import specificity
-from services.uncertainty.ablation import AblatedModel, causal_check, matched_random_sets
+from services.uncertainty.ablation import AblatedModel, importance_check, matched_random_sets
 from services.uncertainty.model_inputs import ModelInputs
 from services.uncertainty.stage import JobArrays, ModelSide, compute_uncertainty
 from shared.contracts.models import Preprocessing
@@ -167,7 +167,7 @@ def random_groups_tests(
                 0.05,
                 k,
             )
-            old = causal_check(
+            old = importance_check(
                 ablated, inputs(rows.tolist()), group, layers, 39, 0.05, np.random.default_rng(k), 512
             )
             results.append({"specificity": tested.result, "importance": old.p_value})
@@ -253,7 +253,7 @@ def test_the_importance_rank_test_is_exact_for_uniformly_drawn_groups(dtype: tor
             group[rng.choice(64, 5, replace=False)] = True
             group[64 + rng.choice(48, 3, replace=False)] = True
             rows = rng.choice(len(images), 6, replace=False)
-            result = causal_check(ablated, inputs[rows], group, LAYERS, 19, 0.05, rng, 4096)
+            result = importance_check(ablated, inputs[rows], group, LAYERS, 19, 0.05, rng, 4096)
             p_values.append(result.p_value)
     finally:
         ablated.close()
@@ -283,7 +283,7 @@ def test_stopping_early_gives_the_decisions_of_every_random_set() -> None:
         for k, group in enumerate(groups):
             rows = np.random.default_rng(k).choice(len(images), 6, replace=False)
             results = [
-                causal_check(
+                importance_check(
                     ablated, inputs[rows], group, LAYERS, 39, 0.05, np.random.default_rng(k), 512, 8, seq
                 )
                 for seq in (True, False)
