@@ -258,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--trained", type=Path, default=None, help="folder of a factor-world model (trained if absent)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
+    parser.add_argument("--skip-trained", action="store_true", help="leave out the trained model's column")
     args = parser.parse_args(argv)
     repeats = args.repeats or (2 if args.small else 6)
     per_concept = args.per_concept or (16 if args.small else 40)
@@ -289,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     assert planted_jobs.labels is not None
     count(document, tally, POWERS[0], pure_in=(partitions, planted_jobs.labels))
-    trained = trained_power(args, tally)
+    trained = None if args.skip_trained else trained_power(args, tally)
     table = render(tally, per_concept, repeats, time.perf_counter() - started, trained)
     print(table["text"])
     if args.json:

@@ -1,0 +1,36 @@
+"""The null-calibration benchmark in small: every test's false-positive rate under the product's
+own nulls is not clearly off, the old causal check (importance) is, and planted concepts are
+found. The full table is benchmarks/null_calibration.py's (docs: uncertainty)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmarks import null_calibration
+
+
+@pytest.mark.slow
+def test_no_test_passes_random_image_sets_clearly_more_often_than_alpha(tmp_path) -> None:
+    table = null_calibration.main(
+        ["--repeats", "1", "--per-concept", "12", "--skip-trained", "--json", str(tmp_path / "t.json")]
+    )
+    cells = table["cells"]
+    alpha = null_calibration.ALPHA
+    for test in ("selectivity", "specificity", "keep_only", "difference"):
+        for column in null_calibration.NULLS:
+            cell = cells.get(test, {}).get(column)
+            if cell is None or cell["units"] < 10:
+                continue
+            # clearly off: three standard errors above alpha (the full run holds it to two)
+            assert cell["rate"] <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / cell["units"]), (
+                test,
+                column,
+                cell,
+            )
+    assert cells["specificity"][null_calibration.NULLS[0]]["units"] >= 20
+    # the reproduction: random image sets pass the old check most of the time
+    assert cells["importance"][null_calibration.NULLS[0]]["rate"] >= 0.5
+    power = null_calibration.POWERS[0]
+    assert cells["specificity"][power]["rate"] >= 0.75 and cells["selectivity"][power]["rate"] >= 0.75
