@@ -379,10 +379,15 @@ def stand_in_captions(rows: list[dict[str, str]], file_names: Sequence[str]) -> 
     return [{**row, "caption": scene_caption(name)} for row, name in zip(rows, file_names, strict=True)]
 
 
-NO_MODEL_PASSES = {"mc_samples": 0, "tta_samples": 0, "ablation_random_sets": 0}
-# "uncertainty off" as the issue measured it: no model passes and no bootstrap (test-time
-# augmentation is a model pass too; left on, it made the "off" run 4 passes slower)
-UNCERTAINTY_OFF = {**NO_MODEL_PASSES, "bootstrap_resamples": 0}
+NO_MODEL_PASSES: dict[str, Any] = {"uncertainty_budget": 0.0}
+# "uncertainty off" as issue 11 measured it: no model passes and no resampling (no bootstrap,
+# no clustering resamples, no difference permutations): the intervals and tests only
+UNCERTAINTY_OFF: dict[str, Any] = {
+    **NO_MODEL_PASSES,
+    "bootstrap_resamples": 0,
+    "clustering_resamples": 0,
+    "difference_permutations": 0,
+}
 
 
 def run_pipeline(image_dir: Path, out_dir: Path, args: argparse.Namespace, clock: Clock) -> dict[str, Any]:
@@ -411,6 +416,9 @@ def run_pipeline(image_dir: Path, out_dir: Path, args: argparse.Namespace, clock
         device=str(device),
     )
     options = options.model_copy(update={"pass_precision": args.pass_precision})
+    if args.budget is not None:
+        budget = args.budget if args.budget == "full" else float(args.budget)
+        options = PipelineOptions.model_validate({**options.model_dump(), "uncertainty_budget": budget})
     if args.uncertainty == "statistics":
         # the growth runs: intervals, tests and the bootstrap, no model passes
         options = options.model_copy(update=NO_MODEL_PASSES)
@@ -474,7 +482,8 @@ def run_pipeline(image_dir: Path, out_dir: Path, args: argparse.Namespace, clock
         **phases.seconds,
         "images_read_in_uncertainty": reads.count - decoded_before,
     }
-    notes["clusters_checked"] = document.summary.clusters_checked
+    notes["concepts_tested"] = document.summary.specificity.document()
+    notes["plan"] = document.plan.document()
     notes["pass_precision_used"] = document.method.pass_precision
     clock.show("uncertainty")
     print("uncertainty phases:", json.dumps(notes["uncertainty_phases"]), flush=True)
@@ -700,6 +709,11 @@ def main() -> None:
         help="the uncertainty stage's model passes (option pass_precision; auto: the default run's)",
     )
     parser.add_argument(
+        "--budget",
+        default=None,
+        help="--uncertainty-budget of the run (a number or full; default: the option's default)",
+    )
+    parser.add_argument(
         "--uncertainty-off-too",
         action="store_true",
         help="also time the uncertainty stage with its model passes off, for that ratio",
@@ -729,6 +743,7 @@ def main() -> None:
         "captions": args.captions,
         "uncertainty": args.uncertainty,
         "pass_precision": args.pass_precision,
+        "budget": args.budget,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,

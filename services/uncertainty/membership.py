@@ -9,6 +9,7 @@ without a statistic, fails at once (`tests/services/uncertainty/test_membership.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,8 @@ class MembershipTable:
     collection_rate: np.ndarray  # (neurons,)
     can_be_reliable: np.ndarray  # (clusters,) bool: any count of this size could clear min_support
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    # (cluster, its members) -> the expected support's (lower, upper), from the passes' sample
+    expected_interval: Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
 
     def columns(self, k: int, members: np.ndarray) -> dict[str, Any]:
         """The columns of cluster `k`'s members (`members`: their neuron indices)."""
@@ -68,6 +71,12 @@ class MembershipTable:
                 if row.size and np.isnan(row).all()
                 else _r(row, 4 if name == "inclusion_probability" else 6)
             )
+        if self.expected_interval is not None:
+            lower, upper = self.expected_interval(k, members)
+            if not (lower.size and np.isnan(lower).all()):
+                columns["expected_support_interval"] = [
+                    [a, b] for a, b in zip(_r(lower), _r(upper), strict=True)
+                ]
         for name in EVIDENCE_COLUMNS:
             columns.setdefault(name, None)
         unknown = set(columns) - set(EVIDENCE_COLUMNS) - {"neuron"}

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -336,6 +337,7 @@ def computed_with_timing(
             )
             table.extra["expected_support"] = support.mean
             table.extra["expected_support_sd"] = support.sd_passes
+            table.expected_interval = partial(support.interval, alpha=options.alpha, method=options.interval)
         if sensitivity is not None:
             augmented = expected_support(
                 sensitivity.passes, sensitivity.rows.tolist(), partitions[:, lv], levels[lv].sizes.shape[0]

@@ -75,6 +75,11 @@ class Evidence(Contract):
     expected_support_sd: float | None = Field(
         None, ge=0, description="Its standard deviation across the dropout passes."
     )
+    expected_support_interval: Interval | None = Field(
+        None,
+        description="Its interval at 1 - alpha (the support interval's method), with each sampled "
+        "image of the cluster one trial: as wide as the sample is small.",
+    )
     augmented_support: Probability | None = Field(
         None,
         description="Support expected under test-time augmentation (input sensitivity, not model "
