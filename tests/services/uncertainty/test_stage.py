@@ -227,3 +227,10 @@ def test_class_labels_come_from_the_manifest() -> None:
     manifest = {"images": [{"id": "a", "label": "3"}, {"id": "b"}, {"id": "c", "label": "cat"}]}
     assert class_labels(manifest, ["c", "a", "b"]).tolist() == [-1, 3, -1]  # type: ignore[union-attr]
     assert class_labels({"images": [{"id": "a"}]}, ["a"]) is None
+
+
+def test_the_evidence_reference_page_is_what_the_code_says() -> None:
+    """docs/reference/evidence.md is generated from the tests' nulls and Evidence's fields."""
+    from services.uncertainty.reference import PAGE, page_text
+
+    assert PAGE.read_text() == page_text(), "run python -m services.uncertainty.reference"
