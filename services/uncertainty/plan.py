@@ -89,13 +89,12 @@ def pass_costs(
     full = max(count_flops(lambda: module(one)), 1)
 
     def split_costs(split: ReadLayerStart | None) -> tuple[float, float]:
+        """(prefix, partial) as shares of the full pass: the two halves of the split graph hold
+        every operation of the pass once, so the partial pass is the rest."""
         if split is None:
             return 0.0, 1.0
-        with torch.inference_mode():
-            begun = split.prefix(one)
-        prefix = count_flops(lambda: split.prefix(one)) / full
-        suffix = count_flops(lambda: split.suffix(begun)) / full
-        return prefix, suffix
+        prefix = min(count_flops(lambda: split.prefix(one)) / full, 1.0)
+        return prefix, 1.0 - prefix
 
     factor = BFLOAT16_FACTOR if dtype == torch.bfloat16 else 1.0
     prefix, partial = split_costs(start)

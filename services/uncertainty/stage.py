@@ -445,7 +445,7 @@ class _ModelPasses:
         names = [layer.name for layer in arrays.layers]
         ablated = abl.AblatedModel(side.module, arrays.layers, dtype=dtype)
         n = arrays.mask.shape[0]
-        sample_rows = list(range(min(n, 8)))  # one small batch: the timings are for the record
+        sample_rows = list(range(min(n, 4)))  # one small batch: the timings are for the record
         with _phase("planning", seconds):
             costs = pass_costs(
                 side.module,
