@@ -107,8 +107,10 @@ class JobPublic(BaseModel):
     )
     uncertainty: UncertaintySummary | None = Field(
         None,
-        description="Once the uncertainty stage ran: share of reliable and of significant "
-        "memberships, mean bootstrap stability, clusters with a significant causal effect.",
+        description="Once the uncertainty stage ran: shares of reliable and of selective "
+        "memberships, group and clustering stability, and per test (specificity, keep-only, "
+        "difference, importance) the concepts tested, significant, and not tested (budget, too "
+        "few images).",
     )
     warnings: list[RunWarning] = Field(
         default_factory=list,
@@ -205,9 +207,10 @@ class NeuronClusterPublic(BaseModel):
     difference: bool = Field(description="In the cluster's group but not in its parent's.")
     evidence: Evidence | None = Field(
         None,
-        description="How far to trust this membership: count, confidence interval, p- and q-value, "
-        "significant, reliable, bootstrap inclusion probability, expected support under model "
-        "uncertainty (hierarchy.json schema, $defs/evidence).",
+        description="How far to trust this membership: count, confidence interval, selectivity p- "
+        "and q-value, selective, generic, reliable (null: too few images to tell), bootstrap "
+        "inclusion probability, expected support under the dropout passes (hierarchy.json schema, "
+        "$defs/Evidence; docs/reference/evidence.md).",
     )
 
 

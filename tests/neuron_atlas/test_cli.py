@@ -23,8 +23,6 @@ FAST = [
     "--allow-random-weights",
     "--layers",
     "layer3,layer4",
-    "--ablation-random-sets",
-    "8",
     "--tta-samples",
     "0",
     "--pruning-thresholds",
@@ -137,9 +135,9 @@ def test_a_run_whose_stderr_is_not_a_terminal_logs_progress_lines(cli_run):
     assert any(re.fullmatch(rf"activations: done 25/25 in {TIME}", x) for x in lines)
     assert any(re.fullmatch(rf"labels: done 12/12 in {TIME}", x) for x in lines)
     # within a stage: counts, share and time left (the interval is 0 in this run)
-    within = [x for x in lines if x.startswith("causal checks: ") and "so far" in x]
+    within = [x for x in lines if x.startswith("specificity tests: ") and "so far" in x]
     assert within and re.fullmatch(
-        rf"causal checks: 1/\d+ \(\d+%\), {TIME} so far, about {TIME} left", within[0]
+        rf"specificity tests: 1/\d+ \(\d+%\), {TIME} so far, about {TIME} left", within[0]
     )
     assert lines.index("uncertainty: started") < lines.index(within[0]) < len(lines) - 1
 

@@ -131,7 +131,7 @@ def test_demo_writes_its_default_relative_folder(elsewhere: Path, capsys: pytest
     hierarchy = _hierarchy(elsewhere / "demo-out")
     err = capsys.readouterr().err
     assert "result: demo-out/hierarchy.json" in err
-    assert "lighter settings" in err
+    assert "default settings" in err and "--uncertainty-budget" in err
     assert hierarchy["options"]["allow_random_weights"] is True
     # the report says in which number format the uncertainty stage's model passes ran
     precision = hierarchy["uncertainty"]["method"]["pass_precision"]

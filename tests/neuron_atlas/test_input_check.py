@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from shared.contracts.hierarchy import SCHEMA_VERSION
 from tests.tiny_models import SIZED_INPUT, write_striped_collection
 
 # the check runs after the activation pass; the later stages as light as they go
@@ -70,7 +71,7 @@ def test_the_warning_is_recorded_in_hierarchy_json(wrong_size):
     assert warning["kind"] == "input-size"
     assert "trained on 32 px inputs" in warning["message"] and FIX in warning["fix"]
     assert {image["label"] for image in hierarchy["images"]} == {"0", "1", "2", "3"}  # from --labels
-    assert hierarchy["schema_version"] == "1.5"
+    assert hierarchy["schema_version"] == SCHEMA_VERSION
 
 
 def test_with_the_right_input_size_the_run_says_nothing(striped, tmp_path):

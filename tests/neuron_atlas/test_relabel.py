@@ -11,6 +11,7 @@ import pytest
 
 from neuron_atlas.cli import main
 from services.labelling.settings import get_settings
+from shared.contracts.hierarchy import SCHEMA_VERSION
 from shared.hierarchy import validate_hierarchy
 from tests.services.labelling.fake_llm import FakeLLM
 
@@ -46,7 +47,7 @@ def untouched(out: Path) -> dict[str, int]:
 
 def test_run_without_endpoint_records_offline_labels(finished: Path) -> None:
     document = read(finished)
-    assert document["schema_version"] == "1.5"
+    assert document["schema_version"] == SCHEMA_VERSION
     assert document["labelling"]["source"] == "offline"
     assert {c["label_source"] for c in document["clusters"]} == {"offline"}
     assert document["labelling"]["quality"]["clusters_scored"] > 0

@@ -7,6 +7,7 @@ from typing import Any
 
 from neuron_atlas.terminal import print_tree
 from shared.contracts.hierarchy import Cluster, ClusterUncertainty, Hierarchy, Neuron
+from shared.contracts.uncertainty import Importance, Specificity
 from shared.options import PipelineOptions
 
 
@@ -33,7 +34,12 @@ def _cluster(id: str, level: int, parent: str | None, children: list[str], **fie
         "difference_neurons": [],
         "difference_description": description,
         "difference_source": "offline" if description else None,
-        "uncertainty": ClusterUncertainty(stability=1.0, causal=None, difference_test=None),
+        "uncertainty": ClusterUncertainty(
+            group_stability=1.0,
+            specificity=Specificity(status="no_group", note="no group to test"),
+            importance=Importance(status="off", note="not run"),
+            difference_test=None,
+        ),
     }
     return Cluster(**(values | fields))
 

@@ -8,24 +8,29 @@ from typing import cast
 
 from neuron_atlas.terminal import print_uncertainty_report
 from shared.contracts.hierarchy import Hierarchy
+from shared.contracts.uncertainty import TestCounts, UncertaintySummary
 
 
 def test_the_summary_prints_the_pruning_verdict() -> None:
     sentence = "pruning by significance at q <= 0.05 (88 of 112 neurons) loses accuracy: ..."
-    summary = SimpleNamespace(
+    counts = TestCounts(tested=0, significant=0, not_tested_budget=0, not_tested_too_few_images=0)
+    summary = UncertaintySummary(
         memberships=10,
         reliable_share=0.5,
-        significant_share=0.5,
+        too_few_images_share=0.0,
+        selective_share=0.5,
         above_chance_share=0.5,
-        generic_neurons=0,
-        generic_memberships=0,
-        mean_stability=None,
-        clusters_checked=0,
-        clusters_with_causal_effect=0,
+        frequent_neurons=0,
+        generic_memberships=5,
+        mean_group_stability=None,
+        specificity=counts,
+        keep_only=counts,
+        importance=counts,
+        difference=counts,
     )
     uncertainty = SimpleNamespace(
         summary=summary,
-        method=SimpleNamespace(causal=None, pass_precision=None),
+        method=SimpleNamespace(pass_precision=None, model_uncertainty=None),
         pruning=SimpleNamespace(verdict=SimpleNamespace(sentence=sentence)),
     )
     stream = io.StringIO()
