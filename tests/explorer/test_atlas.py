@@ -295,3 +295,26 @@ def test_plot_colours_keep_aa_contrast_on_white() -> None:
     assert all(_contrast(c, plots.PAPER) >= 3 for c in plots.MARK_COLOURS), [
         (c, round(_contrast(c, plots.PAPER), 2)) for c in plots.MARK_COLOURS
     ]
+
+
+def test_a_result_without_the_uncertainty_stage_has_every_page(job: tuple[Path, dict[str, Any]]) -> None:
+    """--uncertainty off: no evidence anywhere; the pages say so instead of failing."""
+    import copy
+
+    hierarchy = copy.deepcopy(job[1])
+    del hierarchy["uncertainty"]
+    for cluster in hierarchy["clusters"]:
+        del cluster["uncertainty"]
+        for neuron in cluster["neurons"]:
+            del neuron["evidence"]
+    atlas = Atlas(hierarchy)
+    summary = atlas.summary()
+    assert summary["uncertainty"] is None and summary["plots"]["pruning"] is None
+    assert "<svg" in summary["plots"]["summary"]
+    cluster = hierarchy["clusters"][0]
+    row = atlas.node(cluster)
+    assert row["specificity"] is None and row["selective"] is None and row["too_few_images"] is False
+    page = atlas.concept(cluster["id"])
+    assert page["uncertainty"] is None and page["plots"]["model_uncertainty"] is None
+    neuron = cluster["neurons"][0]
+    assert atlas.neuron(neuron["layer"], neuron["channel"])["collection_rate"] is None

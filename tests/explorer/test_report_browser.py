@@ -184,6 +184,9 @@ def test_overview_plots_show_the_numbers_of_the_run(embedded: dict[str, Any], br
     )
     assert layers == [layer["layer"] for layer in point["layers"]]
     assert pruning["verdict"]["sentence"] in browser.find_element("id", "main").text
+    stability = browser.find_element("css selector", "[data-fact=stability]").text
+    assert f"mean group stability {summary['mean_group_stability']:.2f}" in stability
+    assert f"mean clustering stability {summary['mean_clustering_stability']:.2f}" in stability
     # what ran, from the plan
     plan_rows = browser.find_elements("css selector", "table.plan tbody tr")
     assert [r.find_element("tag name", "th").text for r in plan_rows] == [

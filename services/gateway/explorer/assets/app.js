@@ -412,7 +412,13 @@
       h("h1", {}, summary.title ? `Result: ${summary.title}` : "Result"), facts, warnings,
       h("nav", { class: "toc", "aria-label": "On this page" }, h("ul", {},
         [["#concepts", "Concepts"], ["#evidence", "Evidence at a glance"], ["#pruning", "Pruning"], ["#plan", "What ran"], ["#tests", "Tests and their nulls"]]
-          .map(([id, text]) => h("li", {}, h("a", { href: id, onclick: (e) => { e.preventDefault(); document.querySelector(id).scrollIntoView(); } }, text))))),
+          .map(([id, text]) => h("li", {}, h("a", { href: id, onclick: (e) => {
+          // in-page links, not routes: scroll there and move the focus along (keyboard users)
+          e.preventDefault();
+          const target = document.querySelector(id);
+          target.setAttribute("tabindex", "-1");
+          target.focus();
+        } }, text))))),
       form, results,
       h("h2", { id: "concepts" }, "Concepts"),
       h("p", { class: "legend" }, `Top level first; open a concept's sub-concepts with its + button. Each row shows the concept's ${summary.typical} most typical images: ${summary.typical_source}. `,
@@ -420,6 +426,9 @@
       treeList(job, null, top, gen),
       h("h2", { id: "evidence" }, "Evidence at a glance"),
       plot(summary.plots.summary, job),
+      u && u.summary ? h("ul", { class: "facts", "data-fact": "stability" },
+        h("li", {}, "mean group stability ", h("b", {}, fmt(u.summary.mean_group_stability)), " (groups recomputed on bootstrap resamples of the images, the clustering held fixed)"),
+        h("li", {}, "mean clustering stability ", h("b", {}, fmt(u.summary.mean_clustering_stability)), " (FINCH run again on subsamples of the captions)")) : "",
       u ? modelUncertaintyWords(u.model_uncertainty) : h("p", { class: "meta" }, "The uncertainty stage did not run for this result."),
       h("h2", { id: "pruning" }, "Pruning"),
       u && u.pruning ? [h("p", {}, h("b", {}, "Verdict: "), u.pruning.verdict),
@@ -480,7 +489,7 @@
         r.equally_active_drop !== null && r.equally_active_drop !== undefined ? ` Beyond activity: as many of the most active non-group neurons zeroed instead drop the held-out images by ${fmt(r.equally_active_drop, 3)}; per unit of activation removed, ${fmt(r.drop_per_activation, 4)} (group) vs ${fmt(r.equally_active_drop_per_activation, 4)}.` : "")] : ""));
     const k = r && r.keep_only;
     rows.push(testRow("Keep only the group", nulls.keep_only,
-      k ? h("span", { class: "chip chip-" + (k.significant ? "yes" : "no") }, k.significant ? "keeps them" : "not significant") : decision(s),
+      k ? h("span", { class: "chip chip-" + (k.significant ? "yes" : "no") }, k.significant ? "significant" : "not significant") : decision(s),
       k ? `${signed(k.effect, 3)} [${interval(k.interval, 3)}]` : "", k ? pq(k) : ""));
     const d = u.difference_test;
     const dr = d && d.result;
