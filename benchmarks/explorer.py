@@ -1,12 +1,20 @@
-"""Time to first render of the explorer's concept page for a large job, in headless Chromium.
+"""Time to an interactive overview, and to a concept page, for a large job, in headless Chromium.
 
+    PYTHONPATH=. .venv/bin/python benchmarks/explorer.py                 # 16,000 images
     PYTHONPATH=. .venv/bin/python benchmarks/explorer.py --images 25000 --concepts 5000
 
-Writes a synthetic finished job (hierarchy.json, pooled activations, a WebP thumbnail per image;
-tests/explorer/synthetic.py) and measures, for a top-level concept (the most images) and a
-level-1 concept, from navigation start to the page's first complete render (heading, statistics,
-neuron strips, relatives and the first grid page laid out; app.js records it) and to every
-thumbnail of the first grid page painted:
+Writes a synthetic finished job of the schema-2 contract (hierarchy.json, caption embeddings,
+pooled activations with active bitsets, a WebP thumbnail per image; tests/explorer/synthetic.py)
+and measures, from navigation start:
+  - the overview (what a report opens on): first complete render (heading, facts, the tree's
+    top level with its rows' typical-image strips and evidence badges, the summary and pruning
+    plots, the plan, every button and link live: app.js records it; the page is interactive from
+    then, as nothing runs after it but thumbnail loads), the visible rows' thumbnails painted, and
+    one level expanded on demand (a click on the first row's + until its sub-concepts are drawn);
+  - a top-level concept (the most images) and a level-1 concept: first complete render (heading,
+    statistics, plots, neuron strips, relatives and the first grid page laid out) and every
+    thumbnail of the first grid page painted;
+each from
   - the static report (`neuron-atlas report`), opened from disk;
   - the gateway's `/ui` (uvicorn, real redis-server and SeaweedFS on 127.0.0.1, the artifacts in
     the bucket): the first open after the gateway started (it reads and indexes hierarchy.json)
@@ -33,8 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 from services.gateway.explorer.atlas import Atlas  # noqa: E402
 from services.gateway.explorer.report import write_report  # noqa: E402
-from shared.storage import LocalStore  # noqa: E402
-from tests.explorer.browser import chromium, thumbs_loaded, wait_rendered  # noqa: E402
+from shared.storage import LocalStore, get_npy  # noqa: E402
+from tests.explorer.browser import chromium, thumbs_loaded, wait_for, wait_rendered  # noqa: E402
 from tests.explorer.synthetic import make_job  # noqa: E402
 from tests.servers import ProcessGroup, start_gateway, start_redis, start_seaweedfs  # noqa: E402
 
@@ -53,10 +61,46 @@ def measure(driver: Any, url: str) -> tuple[float, float]:
     return float(first), painted
 
 
+VISIBLE_THUMBS = (
+    "(() => { const h = innerHeight; const i = [...document.querySelectorAll('.typical img')]"
+    ".filter(x => { const r = x.getBoundingClientRect(); return r.bottom > 0 && r.top < h; });"
+    " return i.length > 0 && i.every(x => x.complete && x.naturalWidth > 0); })()"
+)
+
+
+def measure_overview(driver: Any, url: str) -> tuple[float, float, float]:
+    """(ms to the overview's first render, ms until the visible rows' thumbnails have painted,
+    ms from a click on the first + to its sub-concepts drawn) of one fresh load."""
+    driver.get("about:blank")
+    start = time.perf_counter()
+    driver.get(url)
+    wait_rendered(driver, "overview", timeout=120)
+    wait_for(driver, VISIBLE_THUMBS, timeout=120)
+    painted = (time.perf_counter() - start) * 1000
+    first = driver.execute_script("return window.atlasTimings.find(t => t.page === 'overview').ms")
+    expand = driver.execute_script(
+        "const b = document.querySelector('ul.tree > li > .row button.toggle');"
+        "window.__t0 = performance.now(); b.click(); return !!b;"
+    )
+    assert expand, "the top level has no branch to open"
+    wait_for(driver, "document.querySelector('ul.tree > li [role=group] li[data-concept]')", timeout=60)
+    opened = driver.execute_script("return performance.now() - window.__t0")
+    return float(first), painted, float(opened)
+
+
 def report(name: str, samples: list[tuple[float, float]]) -> None:
     render = statistics.median(s[0] for s in samples)
     painted = statistics.median(s[1] for s in samples)
     print(f"  {name:<44} first render {render:7.0f} ms   thumbnails painted {painted:7.0f} ms", flush=True)
+
+
+def report_overview(name: str, samples: list[tuple[float, float, float]]) -> None:
+    render, painted, opened = (statistics.median(s[i] for s in samples) for i in range(3))
+    print(
+        f"  {name:<44} interactive {render:7.0f} ms   visible thumbnails {painted:7.0f} ms   "
+        f"a level opened in {opened:5.0f} ms",
+        flush=True,
+    )
 
 
 def upload(folder: Path, store: Any, prefix: str) -> int:
@@ -71,15 +115,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--images", type=int, default=25_000)
-    parser.add_argument("--concepts", type=int, default=5_000)
+    parser.add_argument("--images", type=int, default=16_000)
+    parser.add_argument("--concepts", type=int, default=None, help="default: images / 5")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-gateway", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="explorer-bench-") as tmp:
         out = Path(tmp) / "out"
         start = time.perf_counter()
-        hierarchy = make_job(out, args.images, args.concepts)
+        hierarchy = make_job(out, args.images, args.concepts or max(1, args.images // 5))
         size = (out / "hierarchy.json").stat().st_size
         print(
             f"synthetic job: {args.images} images, {len(hierarchy['clusters'])} concepts, "
@@ -106,6 +150,9 @@ def main() -> None:
         )
         with chromium() as driver:
             print("static report from disk (median of repeats):", flush=True)
+            report_overview(
+                "overview", [measure_overview(driver, index.as_uri()) for _ in range(args.repeats)]
+            )
             for name, cid in concepts.items():
                 report(
                     name,
@@ -146,12 +193,16 @@ def gateway(driver: Any, out: Path, concepts: dict[str, str], repeats: int, tmp:
         read = time.perf_counter() - start
         document = json.loads(raw)
         parsed = time.perf_counter() - start - read
-        Atlas(document, True).concept(concepts_first(concepts))
-        indexed = time.perf_counter() - start - read - parsed
-        del raw, document
+        atlas = Atlas(document, True, embeddings=lambda: get_npy(store, f"jobs/{job_id}/embeddings.npy"))
+        atlas.summary()
+        atlas.children(None)
+        overview = time.perf_counter() - start - read - parsed
+        atlas.concept(concepts_first(concepts))
+        concept = time.perf_counter() - start - read - parsed - overview
+        del raw, document, atlas
         print(
             f"gateway's first open, in process: read hierarchy.json {read:.1f} s, parse {parsed:.1f} s, "
-            f"index + concept {indexed:.1f} s",
+            f"index + overview (embeddings read, plots drawn) {overview:.1f} s, a concept {concept:.2f} s",
             flush=True,
         )
         jobs = JobStore.from_url(redis_server.url)
@@ -175,10 +226,13 @@ def gateway(driver: Any, out: Path, concepts: dict[str, str], repeats: int, tmp:
         driver.get(url + "/ui/")
         driver.execute_script("sessionStorage.setItem('neuron-atlas-api-key', arguments[0])", KEY)
         print("gateway /ui:", flush=True)
-        for i, (name, cid) in enumerate(concepts.items()):
+        overview = f"{url}/ui/#/job/{job_id}"
+        report_overview("overview, first open (reads hierarchy)", [measure_overview(driver, overview)])
+        report_overview(
+            "overview, warm (median)", [measure_overview(driver, overview) for _ in range(repeats)]
+        )
+        for name, cid in concepts.items():
             page = f"{url}/ui/#/job/{job_id}/concept/{cid}"
-            if i == 0:
-                report(f"{name}, first open (reads hierarchy)", [measure(driver, page)])
             report(f"{name}, warm (median)", [measure(driver, page) for _ in range(repeats)])
     finally:
         group.stop()

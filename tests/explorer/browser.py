@@ -91,6 +91,18 @@ def thumbs_loaded(driver: Any, timeout: float = WAIT_S) -> int:
     )
 
 
+def typical_loaded(driver: Any, scope: str = "", timeout: float = WAIT_S) -> int:
+    """Wait until the tree's typical-image thumbnails (under `scope`) have painted; their count."""
+    return int(
+        wait_for(
+            driver,
+            f"(() => {{ const i = [...document.querySelectorAll('{scope} .typical img')];"
+            " return i.every(x => x.complete && x.naturalWidth > 0) ? i.length || -1 : 0; })()",
+            timeout,
+        )
+    )
+
+
 def console_errors(driver: Any) -> list[dict[str, Any]]:
     return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 

@@ -64,12 +64,68 @@ def test_tree_pages_every_level_from_the_top(atlas: Atlas, job: tuple[Path, dict
                 break
     assert seen == {c["id"] for c in hierarchy["clusters"]}
     row = top["items"][0]
-    assert set(row) >= {"label", "size", "label_quality", "reliable_share", "level", "children"}
+    assert set(row) >= {"label", "size", "label_quality", "reliable_share", "level", "children", "typical"}
     cluster = atlas.clusters[row["id"]]
     reliable = [n["evidence"]["reliable"] for n in cluster["neurons"]]
-    assert row["reliable_share"] == pytest.approx(sum(reliable) / len(reliable), abs=1e-3)
-    selective = [n["evidence"]["significant"] for n in cluster["neurons"]]
+    decided = [r for r in reliable if r is not None]
+    assert row["reliable_share"] == pytest.approx(sum(decided) / len(decided), abs=1e-3)
+    selective = [n["evidence"]["selective"] for n in cluster["neurons"]]
+    assert row["selective"] == sum(selective)
     assert row["selective_share"] == pytest.approx(sum(selective) / len(selective), abs=1e-3)
+
+
+def test_the_synthetic_job_is_a_schema_2_result(job: tuple[Path, dict[str, Any]]) -> None:
+    """The benchmark and the browser tests read what a run writes, not an older shape."""
+    from shared.contracts.hierarchy import Hierarchy
+
+    Hierarchy.model_validate(job[1])
+
+
+def test_a_small_concept_says_too_few_images_and_never_unreliable(atlas: Atlas) -> None:
+    small = next(c for c in atlas.clusters.values() if c["size"] < 6 and c["neurons"])
+    row = atlas.node(small)
+    assert row["too_few_images"] is True and row["reliable"] is None and row["reliable_share"] is None
+    strips = atlas.concept(small["id"])["layers"]
+    assert all(n["reliable"] is None for layer in strips for n in layer["neurons"])
+
+
+def test_every_specificity_state_has_its_words(atlas: Atlas) -> None:
+    """The badge says specific / not specific where tested, else the contract's note
+    ("not tested: budget", "not tested: 3 images"), never a bare absence."""
+    seen = set()
+    for cluster in atlas.clusters.values():
+        state = cluster["uncertainty"]["specificity"]
+        badge = atlas.node(cluster)["specificity"]
+        seen.add(state["status"])
+        if state["status"] == "tested":
+            significant = state["result"]["significant"]
+            assert (badge["kind"], badge["text"]) == (
+                ("yes", "specific") if significant else ("no", "not specific")
+            )
+            assert badge["q_value"] == pytest.approx(state["result"]["q_value"], abs=1e-6)
+        else:
+            assert badge == {"kind": "untested", "text": state["note"], "status": state["status"]}
+            assert badge["text"].startswith("not tested: ")
+    assert seen == {"tested", "budget", "too_few_images"}
+
+
+def test_typical_images_lie_nearest_the_caption_centroid(
+    atlas: Atlas, job: tuple[Path, dict[str, Any]]
+) -> None:
+    out, hierarchy = job
+    embeddings = np.load(out / "embeddings.npy")
+    row = {image["id"]: i for i, image in enumerate(hierarchy["images"])}
+    for cluster in sorted(hierarchy["clusters"], key=lambda c: -c["size"])[:5]:
+        vectors = embeddings[[row[i] for i in cluster["images"]]]
+        scores = vectors @ vectors.mean(axis=0)
+        expected = [cluster["images"][j] for j in np.argsort(-scores, kind="stable")[:5]]
+        assert [i["id"] for i in atlas.node(cluster)["typical"]] == expected
+    assert "centroid" in atlas.summary()["typical_source"]
+    # without embeddings: the first images, and the page says so
+    bare = Atlas(hierarchy)
+    cluster = hierarchy["clusters"][0]
+    assert [i["id"] for i in bare.node(cluster)["typical"]] == cluster["images"][:5]
+    assert "first images" in bare.summary()["typical_source"]
 
 
 def test_search_matches_every_word_and_gives_the_path(atlas: Atlas) -> None:
@@ -118,7 +174,7 @@ def test_neuron_page_lists_its_concepts_and_its_top_images(
 ) -> None:
     out, hierarchy = job
     cluster = hierarchy["clusters"][0]
-    neuron = cluster["neurons"][0]
+    neuron = next(n for n in cluster["neurons"] if n["evidence"]["collection_rate"] < 0.5)  # no ties
     answer = atlas.neuron(neuron["layer"], neuron["channel"])
     holders = {
         c["id"]
@@ -138,6 +194,21 @@ def test_neuron_page_lists_its_concepts_and_its_top_images(
     values = [i["activation"] for i in answer["top_images"]]
     assert values == sorted(values, reverse=True) and len(values) == 24
     assert answer["top_images"][0]["id"] == ids[int(np.argmax(pooled[:, offset]))]
+    assert answer["top_kept"] == 24
+    # the collection rate from the stored bitsets: what every membership's evidence says too
+    bits = np.concatenate([np.unpackbits(s["active_bits"], axis=1, count=pooled.shape[1]) for s in shards])
+    assert answer["collection_rate"] == pytest.approx(bits[:, offset].mean(), abs=1e-4)
+    for concept in answer["concepts"]:
+        assert concept["collection_rate"] == pytest.approx(answer["collection_rate"], abs=1e-3)
+        held = next(
+            n
+            for n in atlas.clusters[concept["id"]]["neurons"]
+            if (n["layer"], n["channel"]) == (neuron["layer"], neuron["channel"])
+        )
+        assert concept["selective"] == held["evidence"]["selective"]
+        assert concept["support"] == pytest.approx(held["support"], abs=1e-3)
+    assert answer["frequent"] is (answer["collection_rate"] >= 0.5)
+    assert atlas.neuron("layer1", 0)["frequent"] is True  # the synthetic job's always-active neuron
     with pytest.raises(KeyError):
         atlas.neuron("layer1", 64)
 
@@ -161,6 +232,11 @@ def test_report_data_cannot_close_a_script_and_is_split_per_concept(job: tuple[P
     )
     biggest = max((data / "concept").glob("*.js"), key=lambda p: p.stat().st_size).stat().st_size
     assert biggest < (out / "hierarchy.json").stat().st_size / 10
+    # the job's plots as files that open without JavaScript, linked from the page's noscript
+    for name in ("summary", "pruning"):
+        svg = (out / "explorer" / "plots" / f"{name}.svg").read_text()
+        assert svg.startswith("<svg") and "<script" not in svg and " style=" not in svg
+        assert f'href="plots/{name}.svg"' in index.read_text()
 
 
 def test_report_of_a_folder_without_a_result_is_exit_2(
@@ -197,7 +273,48 @@ def test_text_colours_keep_aa_contrast_on_their_backgrounds() -> None:
         ("ok", "paper"),
         ("ink", "diff-bg"),
         ("paper", "ink"),
+        ("yes", "yes-bg"),
+        ("muted", "no-bg"),
+        ("untested", "untested-bg"),
+        ("generic", "paper"),
     ]
     for text, background in pairs:
-        lighter, darker = sorted((_luminance(colours[text]), _luminance(colours[background])), reverse=True)
-        assert (lighter + 0.05) / (darker + 0.05) >= 4.5, (text, background)
+        assert _contrast(colours[text], colours[background]) >= 4.5, (text, background)
+
+
+def _contrast(a: str, b: str) -> float:
+    lighter, darker = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+def test_plot_colours_keep_aa_contrast_on_white() -> None:
+    """Plot text at 4.5:1 and marks at 3:1 (WCAG 1.4.11, non-text contrast) on the plots' white."""
+    from services.gateway.explorer import plots
+
+    assert all(_contrast(c, plots.PAPER) >= 4.5 for c in plots.TEXT_COLOURS)
+    assert all(_contrast(c, plots.PAPER) >= 3 for c in plots.MARK_COLOURS), [
+        (c, round(_contrast(c, plots.PAPER), 2)) for c in plots.MARK_COLOURS
+    ]
+
+
+def test_a_result_without_the_uncertainty_stage_has_every_page(job: tuple[Path, dict[str, Any]]) -> None:
+    """--uncertainty off: no evidence anywhere; the pages say so instead of failing."""
+    import copy
+
+    hierarchy = copy.deepcopy(job[1])
+    del hierarchy["uncertainty"]
+    for cluster in hierarchy["clusters"]:
+        del cluster["uncertainty"]
+        for neuron in cluster["neurons"]:
+            del neuron["evidence"]
+    atlas = Atlas(hierarchy)
+    summary = atlas.summary()
+    assert summary["uncertainty"] is None and summary["plots"]["pruning"] is None
+    assert "<svg" in summary["plots"]["summary"]
+    cluster = hierarchy["clusters"][0]
+    row = atlas.node(cluster)
+    assert row["specificity"] is None and row["selective"] is None and row["too_few_images"] is False
+    page = atlas.concept(cluster["id"])
+    assert page["uncertainty"] is None and page["plots"]["model_uncertainty"] is None
+    neuron = cluster["neurons"][0]
+    assert atlas.neuron(neuron["layer"], neuron["channel"])["collection_rate"] is None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
+from xml.sax.saxutils import escape
 
 ASSETS = ("app.js", "style.css")
 MODES = ("api", "static")
@@ -14,10 +16,19 @@ def asset(name: str) -> bytes:
     return resources.files(__package__).joinpath("assets", name).read_bytes()
 
 
-def index_html(mode: str) -> str:
+PLOT_TITLES = {"summary": "The result at a glance", "pruning": "The pruning curve"}
+
+
+def index_html(mode: str, plots: Sequence[str] = ()) -> str:
     """index.html for `mode`: "api" (the gateway's `/ui`, data from `/ui/api`) or "static" (the
-    report's folder, data from `data/*.js`, which a browser loads from disk where fetch cannot)."""
+    report's folder, data from `data/*.js`, which a browser loads from disk where fetch cannot).
+    `plots`: the report's `plots/{name}.svg` files, linked for a browser without JavaScript."""
     if mode not in MODES:
         raise ValueError(mode)
     text = resources.files(__package__).joinpath("assets", "index.html").read_text(encoding="utf-8")
-    return text.replace("{{mode}}", mode)
+    links = "".join(
+        f'<li><a href="plots/{escape(name)}.svg">{escape(PLOT_TITLES.get(name, name))}</a></li>'
+        for name in plots
+    )
+    noscript = f"<p>Without JavaScript, the plots open on their own:</p><ul>{links}</ul>" if links else ""
+    return text.replace("{{mode}}", mode).replace("{{noscript}}", noscript)

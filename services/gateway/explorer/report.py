@@ -2,7 +2,9 @@
 from disk. Browsers refuse `fetch` on file:// pages, so each answer the gateway's `/ui/api` would
 give is a small script here (`atlasData(key, value)`), one file per concept, image page and neuron:
 a concept page loads its own file and never the whole hierarchy. Thumbnails stay where the run
-wrote them (`OUT_DIR/thumbs/`) and are linked as `../thumbs/{id}.webp`."""
+wrote them (`OUT_DIR/thumbs/`) and are linked as `../thumbs/{id}.webp`. The job's plots are also
+written as SVG files (`plots/summary.svg`, `plots/pruning.svg`), which open and print without
+JavaScript."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from services.gateway.explorer.atlas import Atlas, read_top_images, safe_name
 from services.gateway.explorer.page import ASSETS, asset, index_html
 from shared import artifacts
 from shared.errors import InputError
-from shared.storage import LocalStore, get_json
+from shared.storage import LocalStore, get_json, get_npy
 
 FOLDER = "explorer"
 
@@ -42,7 +44,15 @@ def load_atlas(out_dir: Path) -> Atlas:
     store = LocalStore(out_dir)
     hierarchy = get_json(store, artifacts.HIERARCHY)
     thumbs = {p.stem for p in (out_dir / "thumbs").glob("*.webp")}
-    return Atlas(hierarchy, thumbs, lambda: read_top_images(store), title=out_dir.resolve().name)
+    return Atlas(
+        hierarchy,
+        thumbs,
+        lambda: read_top_images(store),
+        title=out_dir.resolve().name,
+        embeddings=lambda: (
+            get_npy(store, artifacts.EMBEDDINGS) if store.exists(artifacts.EMBEDDINGS) else None
+        ),
+    )
 
 
 def write_report(out_dir: Path) -> Path:
@@ -53,10 +63,17 @@ def write_report(out_dir: Path) -> Path:
     if staging.exists():
         shutil.rmtree(staging)
     (staging / "assets").mkdir(parents=True)
-    (staging / "index.html").write_text(index_html("static"), encoding="utf-8")
     for name in ASSETS:
         (staging / "assets" / name).write_bytes(asset(name))
-    _write(staging, "summary.js", "summary", atlas.summary())
+    summary = atlas.summary()
+    (staging / "plots").mkdir()
+    written = []
+    for name, svg in summary["plots"].items():
+        if svg:
+            (staging / "plots" / f"{name}.svg").write_text(svg, encoding="utf-8")
+            written.append(name)
+    (staging / "index.html").write_text(index_html("static", written), encoding="utf-8")
+    _write(staging, "summary.js", "summary", summary)
     _write(staging, "labels.js", "labels", atlas.label_index())  # for search, loaded on first use
     _write(staging, "children/_top.js", "children/_top", atlas.children(None, 0, len(atlas.roots)))
     for cluster_id, cluster in atlas.clusters.items():

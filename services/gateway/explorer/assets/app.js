@@ -1,10 +1,15 @@
 // Neuron Atlas explorer: one page, hash routes, no build step and no third-party code.
 // Two data sources with one interface: "api" (the gateway's /ui/api, API key in sessionStorage)
 // and "static" (the report folder: data/*.js scripts, which load from disk where fetch cannot).
+// A report opens on its result (the overview); on the gateway "#/" is the tenant's jobs list.
+// Plots arrive as SVG text drawn by Python (services/gateway/explorer/plots.py) and are parsed
+// with DOMParser as SVG, never as HTML: nothing in them runs, and their colours are presentation
+// attributes, which the Content-Security-Policy allows where it refuses style attributes.
 "use strict";
 (function () {
   const MODE = document.querySelector('meta[name="atlas-mode"]').content;
   const KEY_ITEM = "neuron-atlas-api-key";
+  const SVGNS = "http://www.w3.org/2000/svg";
   const main = document.getElementById("main");
   const crumbs = document.getElementById("crumbs");
   const changeKey = document.getElementById("change-key");
@@ -12,6 +17,7 @@
   let generation = 0; // bumps on every route change: late answers of an old page are dropped
   let blobUrls = [];
   let pollTimer = null;
+  let observer = null; // lazy thumbnails of the tree
 
   // --- DOM helpers: text always goes in as text, never as HTML ---
   function h(tag, attrs, ...children) {
@@ -24,24 +30,29 @@
       else if (k === "style") el.style.cssText = v;
       else el.setAttribute(k, v === true ? "" : v);
     }
-    for (const c of children.flat()) {
+    for (const c of children.flat(Infinity)) {
       if (c === null || c === undefined || c === false) continue;
       el.append(c instanceof Node ? c : document.createTextNode(String(c)));
     }
     return el;
   }
   const fmt = (x, d = 2) => (x === null || x === undefined ? "–" : Number(x).toFixed(d));
+  const signed = (x, d = 2) => (x === null || x === undefined ? "–" : (x > 0 ? "+" : "") + Number(x).toFixed(d));
   const pct = (x) => (x === null || x === undefined ? "–" : Math.round(x * 100) + "%");
   const pval = (p) => (p === null || p === undefined ? "–" : p < 0.001 ? p.toExponential(1) : p.toFixed(3));
   const count = (n) => Number(n).toLocaleString("en");
+  const plural = (n, word) => `${count(n)} ${word}${n === 1 ? "" : "s"}`;
+  const interval = (iv, d = 2) => (iv ? `${fmt(iv[0], d)} to ${fmt(iv[1], d)}` : "–");
   const enc = encodeURIComponent;
   const route = {
-    jobs: () => "#/",
+    home: () => "#/",
     tree: (job) => `#/job/${enc(job)}`,
     concept: (job, id, page) => `#/job/${enc(job)}/concept/${enc(id)}` + (page ? `/page/${page + 1}` : ""),
     neuron: (job, layer, ch) => `#/job/${enc(job)}/neuron/${enc(layer)}/${ch}`,
     compare: (job, a, b) => `#/job/${enc(job)}/compare/${enc(a)}/${enc(b)}`,
   };
+  // the breadcrumbs' first steps: the jobs list (gateway only), then the result's overview
+  const base = (job, title) => [...(MODE === "api" ? [["Jobs", route.home()]] : []), [title || "Overview", route.tree(job)]];
 
   // --- data sources ---
   class HttpError extends Error {
@@ -97,10 +108,6 @@
   }
   const PAGE = 100;
   const local = {
-    jobs: async () => {
-      const s = await local.summary();
-      return { jobs: [{ id: "report", title: s.title, status: "succeeded", stage: "done", images: s.images, progress: {} }] };
-    },
     summary: () => load("summary", "summary.js"),
     async children(job, parent, offset) {
       const all = await load(`children/${parent || "_top"}`, `children/${parent || "_top"}.js`);
@@ -133,7 +140,8 @@
 
   // --- page frame ---
   function setCrumbs(items) {
-    crumbs.replaceChildren(...items.map(([text, href]) => h("li", {}, href ? h("a", { href }, text) : h("span", { "aria-current": "page" }, text))));
+    crumbs.replaceChildren(...items.map(([text, href], i) => h("li", {},
+      href && i < items.length - 1 ? h("a", { href }, text) : h("span", { "aria-current": "page" }, text))));
   }
   function show(title, ...content) {
     document.title = `${title} · Neuron Atlas`;
@@ -155,6 +163,107 @@
   function focusHeading() {
     const h1 = main.querySelector("h1");
     if (h1) { h1.setAttribute("tabindex", "-1"); h1.focus({ preventScroll: false }); }
+  }
+
+  // --- plots: SVG text from the data layer ---
+  function plot(text, job) {
+    if (!text) return null;
+    const doc = new DOMParser().parseFromString(text, "image/svg+xml");
+    if (doc.documentElement.namespaceURI !== SVGNS) return null; // a parse error
+    const svg = document.importNode(doc.documentElement, true);
+    // marks of a neuron or a concept link to its page (by pointer; the keyboard has the strips
+    // and tables, which hold the same links, so Tab does not stop at every dot)
+    for (const mark of svg.querySelectorAll("[data-channel], [data-concept]")) {
+      const a = document.createElementNS(SVGNS, "a");
+      const href = mark.dataset.concept ? route.concept(job, mark.dataset.concept) : route.neuron(job, mark.dataset.layer, mark.dataset.channel);
+      a.setAttribute("href", href);
+      a.setAttribute("tabindex", "-1");
+      mark.replaceWith(a);
+      a.append(mark);
+    }
+    return h("figure", { class: "plot-frame" }, svg);
+  }
+
+  // --- thumbnails ---
+  const queue = []; // {img, job, gen}: thumbnails to load, six at a time
+  let inFlight = 0;
+  function pump() {
+    while (inFlight < 6 && queue.length) {
+      const { img, job, gen } = queue.shift();
+      if (gen !== generation) continue; // a page left since
+      inFlight++;
+      data.thumb(job, img.dataset.thumb)
+        .then((url) => { img.src = url; }, () => img.replaceWith(h("span", { class: "noimg" }, img.alt)))
+        .finally(() => { inFlight--; pump(); });
+    }
+  }
+  function loadThumbs(job, container, gen) {
+    // a grid: every thumbnail now
+    for (const img of container.querySelectorAll("img[data-thumb]")) queue.push({ img, job, gen });
+    pump();
+  }
+  function lazyThumbs(job, container, gen) {
+    // the tree: a row's thumbnails load when it comes near the viewport
+    if (!("IntersectionObserver" in window)) return loadThumbs(job, container, gen);
+    if (!observer) {
+      observer = new IntersectionObserver((entries) => {
+        for (const e of entries) {
+          if (!e.isIntersecting) continue;
+          observer.unobserve(e.target);
+          queue.push({ img: e.target, job, gen });
+        }
+        pump();
+      }, { rootMargin: "300px" });
+    }
+    for (const img of container.querySelectorAll("img[data-thumb]")) observer.observe(img);
+  }
+  function figure(img, index, note) {
+    const caption = img.caption || img.file_name;
+    const alt = `Image ${index + 1}: ${caption}`;
+    return h("li", {}, h("figure", { class: "thumb", tabindex: "0", "data-image": img.id, title: caption },
+      img.thumb ? h("img", { alt, "data-thumb": img.id, width: 160, height: 160 }) :
+        h("span", { class: "noimg", role: "img", "aria-label": alt }, img.file_name),
+      h("figcaption", {}, caption, note ? ` (${note})` : "")));
+  }
+  function grid(job, images, start, gen, noteOf) {
+    const list = h("ul", { class: "grid", "aria-label": "Images" }, images.map((img, i) => figure(img, start + i, noteOf ? noteOf(img) : null)));
+    loadThumbs(job, list, gen);
+    return list;
+  }
+  function typicalStrip(n) {
+    if (!n.typical || !n.typical.length) return h("span", { class: "typical typical-empty" });
+    return h("ul", { class: "typical", "aria-label": `Most typical images of “${n.label}”` }, n.typical.map((img) => h("li", {},
+      img.thumb ? h("img", { alt: img.caption || img.file_name, title: img.caption || img.file_name, "data-thumb": img.id, width: 44, height: 44 })
+        : h("span", { class: "noimg", role: "img", "aria-label": img.caption || img.file_name }, "·"))));
+  }
+
+  // --- evidence in words (the CLI's wording; "not tested" states say why) ---
+  function badges(n) {
+    const out = [];
+    const s = n.specificity;
+    if (s) {
+      const why = s.status === "tested"
+        ? `Specificity, on held-out images: effect ${signed(s.effect)}, q ${pval(s.q_value)}`
+        : "Specificity test: " + s.text;
+      out.push(h("span", { class: "chip chip-" + s.kind, title: why }, s.text));
+    }
+    if (n.selective !== null && n.selective !== undefined) {
+      out.push(h("span", { class: "chip", title: "Neurons of its group that are more active in this concept than in the rest of the images (q ≤ alpha)" },
+        `${n.selective}/${n.neurons} selective`));
+    }
+    if (n.too_few_images) out.push(h("span", { class: "chip chip-untested", title: "No count of its images can clear min_support: too few images to tell whether a membership is reliable" }, "reliability: too few images to tell"));
+    else if (n.reliable !== null && n.reliable !== undefined) out.push(h("span", { class: "chip", title: "Memberships whose interval's lower bound clears min_support" }, `${pct(n.reliable_share)} reliable`));
+    return out;
+  }
+  function nodeFacts(n) {
+    const parts = [h("span", { class: "badge" }, `level ${n.level}`), plural(n.size, "image")];
+    if (n.children) parts.push(plural(n.children, "sub-concept"));
+    return h("span", { class: "meta" }, ...parts.flatMap((p, i) => (i ? [" · ", p] : [p])));
+  }
+  function reliableText(r) { return r === null || r === undefined ? "too few images to tell" : r ? "yes" : "no"; }
+  function selectiveText(x) {
+    if (x.selective === null || x.selective === undefined) return "–";
+    return x.selective ? `yes (q ${pval(x.q_value)})` : `no, generic here (q ${pval(x.q_value)})`;
   }
 
   // --- API key (api mode): entered once, kept for this browser session ---
@@ -181,15 +290,15 @@
     keyForm();
   });
 
-  // --- jobs (live progress) ---
+  // --- jobs (the gateway only; live progress) ---
   async function jobsPage(gen) {
     setCrumbs([["Jobs", null]]);
     const body = h("tbody", {});
     const table = h("table", { class: "jobs" },
-      h("caption", { class: "meta" }, MODE === "api" ? "Your jobs, newest first; progress refreshes every 2 seconds." : "This report"),
+      h("caption", { class: "meta" }, "Your jobs, newest first; progress refreshes every 2 seconds."),
       h("thead", {}, h("tr", {}, ["Job", "Status", "Stage", "Progress", "Images", ""].map((t) => h("th", { scope: "col" }, t)))),
       body);
-    show("Jobs", h("h1", {}, MODE === "api" ? "Jobs" : "Result"), table);
+    show("Jobs", h("h1", {}, "Jobs"), table);
     const fill = async () => {
       const answer = await data.jobs();
       if (gen !== generation) return false;
@@ -211,23 +320,16 @@
     };
     if (!(await fill())) return;
     rendered("jobs");
-    if (MODE === "api") {
-      pollTimer = setInterval(() => { fill().catch(() => {}); }, 2000);
-    }
+    pollTimer = setInterval(() => { fill().catch(() => {}); }, 2000);
   }
 
-  // --- the concept tree ---
-  function nodeFacts(n) {
-    const parts = [h("span", { class: "badge" }, `level ${n.level}`), `${count(n.size)} images`];
-    if (n.label_quality !== undefined) parts.push(`label quality ${fmt(n.label_quality)}`);
-    if (n.reliable_share !== undefined) parts.push(`${pct(n.reliable_share)} of ${n.neurons} neurons reliable`);
-    if (n.selective_share !== undefined && n.selective_share !== null) parts.push(`${pct(n.selective_share)} selective`);
-    return h("span", { class: "meta" }, ...parts.flatMap((p, i) => (i ? [" · ", p] : [p])));
-  }
-  function treeList(job, parent, answer) {
+  // --- the overview: the concept tree as an atlas, and the job's evidence ---
+  function treeList(job, parent, answer, gen) {
     const list = h("ul", parent ? { role: "group" } : { class: "tree", "aria-label": "Concepts" });
     const addRows = (ans) => {
-      for (const n of ans.items) list.append(treeRow(job, n));
+      const rows = ans.items.map((n) => treeRow(job, n, gen));
+      list.append(...rows);
+      for (const row of rows) lazyThumbs(job, row.querySelector(".row"), gen);
       const left = ans.total - (ans.offset + ans.items.length);
       if (left > 0) {
         const more = h("li", {}, h("button", { type: "button", onclick: async () => {
@@ -240,9 +342,9 @@
     addRows(answer);
     return list;
   }
-  function treeRow(job, n) {
+  function treeRow(job, n, gen) {
     const li = h("li", { "data-concept": n.id });
-    const link = h("a", { href: route.concept(job, n.id) }, n.label);
+    const link = h("a", { href: route.concept(job, n.id), class: "concept-link" }, n.label);
     let toggle = h("span", { class: "toggle-space" });
     if (n.children) {
       toggle = h("button", { type: "button", class: "toggle", "aria-expanded": "false", "aria-label": `Show the ${n.children} concepts under “${n.label}”` }, "+");
@@ -250,26 +352,47 @@
       toggle.addEventListener("click", async () => {
         const open = toggle.getAttribute("aria-expanded") === "true";
         if (open) { sub.hidden = true; toggle.setAttribute("aria-expanded", "false"); toggle.textContent = "+"; return; }
-        if (!sub) { sub = treeList(job, n.id, await data.children(job, n.id, 0)); li.append(sub); }
+        if (!sub) { sub = treeList(job, n.id, await data.children(job, n.id, 0), gen); li.append(sub); }
         sub.hidden = false; toggle.setAttribute("aria-expanded", "true"); toggle.textContent = "−";
       });
     }
-    li.append(h("div", { class: "row" }, toggle, link, nodeFacts(n)));
+    li.append(h("div", { class: "row" }, toggle, typicalStrip(n),
+      h("div", { class: "about" }, link, " ", nodeFacts(n), h("div", { class: "chips-row" }, badges(n)))));
     return li;
   }
-  async function treePage(gen, job) {
+  function modelUncertaintyWords(mu) {
+    if (!mu) return null;
+    const how = mu.method === "mc_dropout" ? "the model's own dropout (MC dropout)" : `dropout injected at rate ${fmt(mu.dropout_rate)}`;
+    const read = mu.interpretation === "epistemic"
+      ? "read as epistemic uncertainty (the model's own), beside aleatoric (in the images)"
+      : "read as sensitivity to feature dropout, not as the model's own uncertainty (the rate was not calibrated on labelled images)";
+    return h("p", { class: "method" }, h("b", {}, "Dropout passes: "), `${how}, ${mu.samples} passes on ${plural(mu.images, "sampled image")}; mutual information is ${read}.`,
+      mu.calibration ? ` Calibration: ${mu.calibration.finding}` : "");
+  }
+  function planTable(plan) {
+    if (!plan) return null;
+    const budget = plan.budget === "full" ? "full (every method on every image and concept)" : `${plan.budget} forward-pass equivalents per image`;
+    const rows = plan.steps.map((s) => {
+      const tests = s.tested !== null && s.tested !== undefined
+        ? `${s.tested} tested; not tested: ${s.not_tested_budget || 0} budget, ${s.not_tested_too_few_images || 0} too few images` : "";
+      return h("tr", { class: s.ran ? null : "not-run" }, h("th", { scope: "row" }, s.name), h("td", {}, s.ran ? "ran" : "not run"),
+        h("td", {}, s.images === null || s.images === undefined ? "–" : count(s.images)), h("td", {}, [tests, tests && s.note ? "; " : "", s.note].join("")));
+    });
+    return [h("p", {}, `Budget: ${budget}; planned ${fmt(plan.planned, 0)}` + (plan.allowed !== null ? ` of ${fmt(plan.allowed, 0)} allowed.` : ".")),
+      h("table", { class: "plan" }, h("thead", {}, h("tr", {}, ["Step", "Ran", "Images", "What it did"].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows))];
+  }
+  async function overviewPage(gen, job) {
     const [summary, top] = await Promise.all([data.summary(job), data.children(job, null, 0)]);
     if (gen !== generation) return;
-    setCrumbs([["Jobs", route.jobs()], [summary.title || "Concepts", null]]);
-    const u = summary.uncertainty || {};
+    setCrumbs(base(job, summary.title));
+    const u = summary.uncertainty;
+    const target = (summary.models || {}).target || {};
     const facts = h("ul", { class: "facts" },
       h("li", {}, h("b", {}, count(summary.images)), " images"),
       h("li", {}, h("b", {}, count(summary.concepts)), " concepts"),
       h("li", {}, h("b", {}, summary.levels.length), " levels"),
       h("li", {}, "layers ", summary.layers.map((l) => l.name).join(", ")),
-      u.reliable_share !== undefined ? h("li", {}, h("b", {}, pct(u.reliable_share)), " of memberships reliable") : "",
-      u.significant_share !== undefined && u.significant_share !== null ? h("li", {}, h("b", {}, pct(u.significant_share)), " selective (more active in the concept than in the rest of the images)") : "",
-      u.generic_neurons !== undefined ? h("li", {}, h("b", {}, count(u.generic_neurons)), " generic neurons (active in at least min_support of all images)") : "",
+      target.architecture ? h("li", {}, "model ", h("b", {}, target.architecture), target.weights ? ` (${target.weights})` : "") : "",
       summary.labelling && summary.labelling.source ? h("li", {}, "labels: ", summary.labelling.source) : "");
     const input = h("input", { id: "search", type: "search", placeholder: "e.g. snowy forest", autocomplete: "off" });
     const results = h("div", { id: "results", "aria-live": "polite" });
@@ -283,9 +406,41 @@
           h("a", { href: route.concept(job, n.id) }, n.label), " ", nodeFacts(n),
           n.path && n.path.length ? h("div", { class: "meta" }, "in: ", n.path.map((p) => p.label).join(" › ")) : ""))));
     } }, h("label", { for: "search" }, "Search labels "), input, " ", h("button", { type: "submit" }, "Search"));
-    show("Concepts", h("h1", {}, "Concept tree"), facts, form, results,
-      h("h2", {}, "All levels (top first; open a branch with its + button)"), treeList(job, null, top));
-    rendered("tree");
+    const pruningStep = u && u.plan ? u.plan.steps.find((s) => s.name === "pruning curve") : null;
+    const warnings = (summary.warnings || []).map((w) => h("p", { class: "error" }, w.message || w.text || JSON.stringify(w)));
+    show(summary.title ? `Result: ${summary.title}` : "Result",
+      h("h1", {}, summary.title ? `Result: ${summary.title}` : "Result"), facts, warnings,
+      h("nav", { class: "toc", "aria-label": "On this page" }, h("ul", {},
+        [["#concepts", "Concepts"], ["#evidence", "Evidence at a glance"], ["#pruning", "Pruning"], ["#plan", "What ran"], ["#tests", "Tests and their nulls"]]
+          .map(([id, text]) => h("li", {}, h("a", { href: id, onclick: (e) => {
+          // in-page links, not routes: scroll there and move the focus along (keyboard users)
+          e.preventDefault();
+          const target = document.querySelector(id);
+          target.setAttribute("tabindex", "-1");
+          target.focus();
+        } }, text))))),
+      form, results,
+      h("h2", { id: "concepts" }, "Concepts"),
+      h("p", { class: "legend" }, `Top level first; open a concept's sub-concepts with its + button. Each row shows the concept's ${summary.typical} most typical images: ${summary.typical_source}. `,
+        "Then its evidence: whether zeroing its group hurts its own held-out images more than other images (specific, not specific, or why it was not tested), how many of its neurons are selective here, and whether their support is reliable."),
+      treeList(job, null, top, gen),
+      h("h2", { id: "evidence" }, "Evidence at a glance"),
+      plot(summary.plots.summary, job),
+      u && u.summary ? h("ul", { class: "facts", "data-fact": "stability" },
+        h("li", {}, "mean group stability ", h("b", {}, fmt(u.summary.mean_group_stability)), " (groups recomputed on bootstrap resamples of the images, the clustering held fixed)"),
+        h("li", {}, "mean clustering stability ", h("b", {}, fmt(u.summary.mean_clustering_stability)), " (FINCH run again on subsamples of the captions)")) : "",
+      u ? modelUncertaintyWords(u.model_uncertainty) : h("p", { class: "meta" }, "The uncertainty stage did not run for this result."),
+      h("h2", { id: "pruning" }, "Pruning"),
+      u && u.pruning ? [h("p", {}, h("b", {}, "Verdict: "), u.pruning.verdict),
+        plot(summary.plots.pruning, job),
+        h("p", { class: "legend" }, `Measured on ${plural(u.pruning.heldout_images, "held-out image")}; which neurons are in no selective membership was decided on the other ${count(u.pruning.selection_images)}. Random prunings: ${u.pruning.random_sets} per point, the band holding the middle 95% of them.`)]
+        : h("p", { class: "meta" }, pruningStep ? `Not run: ${pruningStep.note.replace(/^not run: /, "")}` : "Not run."),
+      h("h2", { id: "plan" }, "What ran (the uncertainty budget's plan)"),
+      u ? planTable(u.plan) : h("p", { class: "meta" }, "Nothing: the uncertainty stage was off."),
+      h("h2", { id: "tests" }, "The tests and their nulls"),
+      u && u.tests.length ? h("dl", { class: "tests" }, u.tests.map((t) => [h("dt", {}, t.name), h("dd", {}, h("span", { class: "null" }, "Null: ", t.null), " ", h("span", { class: "meta" }, `Statistic: ${t.statistic}. ${t.multiple_testing}.`))]))
+        : h("p", { class: "meta" }, "None."));
+    rendered("overview");
   }
 
   // --- a concept ---
@@ -293,59 +448,70 @@
     return h("ul", { class: "strip", "aria-label": `Neurons of ${layer.layer}` }, layer.neurons.map((n) => {
       const iv = n.interval;
       const label = `${layer.layer} channel ${n.channel}: support ${fmt(n.support)}` + (iv ? `, interval ${fmt(iv[0])} to ${fmt(iv[1])}` : "") +
-        (n.reliable === false ? ", not reliable" : n.reliable ? ", reliable" : "") +
-        (n.selective === false ? ", not selective" : n.selective ? `, selective (q ${fmt(n.q_value, 4)})` : "") +
-        (n.generic ? `, generic: active in ${pct(n.collection_rate)} of all images` : "") + (n.difference ? ", difference neuron" : "");
+        (n.reliable === false ? ", not reliable" : n.reliable ? ", reliable" : n.interval ? ", reliability: too few images to tell" : "") +
+        (n.selective === false ? `, not selective here (generic here, q ${pval(n.q_value)})` : n.selective ? `, selective here (q ${pval(n.q_value)})` : "") +
+        (n.frequent ? `, frequent: active in ${pct(n.collection_rate)} of all images` : "") + (n.difference ? ", difference neuron" : "");
       const bar = h("span", { class: "bar", "aria-hidden": "true" },
         iv ? h("span", { class: "iv", style: `left:${iv[0] * 100}%;width:${Math.max(1, (iv[1] - iv[0]) * 100)}%` }) : "",
         h("span", { class: "sup", style: `left:calc(${n.support * 100}% - 1px)` }));
+      const cls = [n.difference ? "diff" : "", n.selective ? "selective" : n.selective === false ? "generic" : "", n.reliable === false ? "unreliable" : ""];
       return h("li", {}, h("a", { href: route.neuron(job, layer.layer, n.channel), title: label, "aria-label": label,
-        class: [n.difference ? "diff" : "", n.reliable === false ? "unreliable" : "", n.generic ? "generic" : ""].join(" ").trim() || null },
+        class: cls.filter(Boolean).join(" ") || null },
         h("span", { class: "ch" }, n.channel), bar, h("span", {}, fmt(n.support))));
     }));
   }
-  function loadThumbs(job, container, gen) {
-    const imgs = [...container.querySelectorAll("img[data-thumb]")];
-    let next = 0;
-    const worker = async () => {
-      while (next < imgs.length && gen === generation) {
-        const img = imgs[next++];
-        try { img.src = await data.thumb(job, img.dataset.thumb); } catch (e) { img.replaceWith(h("span", { class: "noimg" }, img.alt)); }
-      }
-    };
-    return Promise.all([0, 1, 2, 3, 4, 5].map(worker));
+  function decision(t, yes, no) {
+    if (!t) return "–";
+    if (t.status !== "tested" || !t.result) return h("span", { class: "chip chip-untested" }, t.note);
+    const r = t.result;
+    return h("span", { class: "chip chip-" + (r.significant ? "yes" : "no") }, r.significant ? yes : no);
   }
-  function figure(img, index, note) {
-    const caption = img.caption || img.file_name;
-    const alt = `Image ${index + 1}: ${caption}`;
-    return h("li", {}, h("figure", { class: "thumb", tabindex: "0", "data-image": img.id, title: caption },
-      img.thumb ? h("img", { alt, "data-thumb": img.id, width: 160, height: 160, style: "object-fit:contain" }) :
-        h("span", { class: "noimg", role: "img", "aria-label": alt }, img.file_name),
-      h("figcaption", {}, caption, note ? ` (${note})` : "")));
+  function pq(r) { return r ? `p ${pval(r.p_value)}` + (r.q_value !== null && r.q_value !== undefined ? `, q ${pval(r.q_value)}` : "") : "–"; }
+  function testRow(name, nul, result, effect, detail) {
+    return h("tr", {}, h("th", { scope: "row" }, name, nul ? h("p", { class: "null" }, "Null: ", nul) : ""),
+      h("td", {}, result), h("td", {}, effect), h("td", {}, detail));
   }
-  function grid(job, images, start, gen, noteOf) {
-    const list = h("ul", { class: "grid", "aria-label": "Images" }, images.map((img, i) => figure(img, start + i, noteOf ? noteOf(img) : null)));
-    loadThumbs(job, list, gen);
-    return list;
-  }
-  function statsTable(u) {
+  function evidenceTable(c) {
+    const u = c.uncertainty;
     if (!u) return h("p", { class: "meta" }, "No uncertainty statistics in this result.");
-    const rows = [];
-    if (u.stability !== undefined) rows.push(["Stability (bootstrap Jaccard)", fmt(u.stability), "", ""]);
-    const c = u.causal;
-    // decisions read the q-value: Benjamini-Hochberg across all concepts of the job
-    const decided = (t) => pval(t.p_value) + (t.q_value !== undefined && t.q_value !== null ? `, q ${pval(t.q_value)} across concepts` : "") + (t.significant ? " (significant)" : "");
-    if (c) {
-      rows.push(["Causal effect (group ablated vs random sets)", fmt(c.effect, 3), c.interval ? `${fmt(c.interval[0], 3)} to ${fmt(c.interval[1], 3)}` : "–", decided(c)]);
-      if (c.keep_only) rows.push(["Keep only the group", fmt(c.keep_only.effect, 3), c.keep_only.interval ? `${fmt(c.keep_only.interval[0], 3)} to ${fmt(c.keep_only.interval[1], 3)}` : "–", decided(c.keep_only)]);
-    }
+    const nulls = c.nulls || {};
+    const rows = [
+      testRow("Group stability", null, fmt(u.group_stability), "", "Mean Jaccard of the group recomputed on bootstrap resamples of the concept's images (the clustering held fixed)."),
+      testRow("Clustering stability", null, u.clustering_stability === null || u.clustering_stability === undefined ? "not computed" : fmt(u.clustering_stability), "",
+        "Mean Jaccard of this concept with its best match when FINCH runs again on subsamples of the captions."),
+    ];
+    const s = u.specificity;
+    const r = s && s.result;
+    rows.push(testRow("Specificity (on held-out images)", nulls.specificity, decision(s, "specific", "not specific"),
+      r ? `${signed(r.effect, 3)} [${interval(r.interval, 3)}]` : "",
+      r ? [pq(r), h("div", { class: "meta" },
+        `Group chosen again on ${r.selection_images} images (Jaccard ${fmt(r.selection_group_jaccard)} with the reported group); drop of ${r.test_images} held-out images ${fmt(r.test_drop, 3)} vs ${r.reference_images} other images ${fmt(r.reference_drop, 3)}.`,
+        r.equally_active_drop !== null && r.equally_active_drop !== undefined ? ` Beyond activity: as many of the most active non-group neurons zeroed instead drop the held-out images by ${fmt(r.equally_active_drop, 3)}; per unit of activation removed, ${fmt(r.drop_per_activation, 4)} (group) vs ${fmt(r.equally_active_drop_per_activation, 4)}.` : "")] : ""));
+    const k = r && r.keep_only;
+    rows.push(testRow("Keep only the group", nulls.keep_only,
+      k ? h("span", { class: "chip chip-" + (k.significant ? "yes" : "no") }, k.significant ? "significant" : "not significant") : decision(s),
+      k ? `${signed(k.effect, 3)} [${interval(k.interval, 3)}]` : "", k ? pq(k) : ""));
     const d = u.difference_test;
-    if (d) rows.push(["Difference neurons carried (child vs siblings)", `${pct(d.child_carrier_share)} vs ${pct(d.sibling_carrier_share)}`, "", decided(d)]);
-    const e = u.predictive_entropy;
-    if (e) rows.push(["Model unsure (predictive entropy, nats): aleatoric + epistemic", fmt(e.total, 3), `${fmt(e.aleatoric, 3)} (in the images) + ${fmt(e.epistemic, 3)} (the model lacks knowledge)`, ""]);
-    if (!rows.length) return h("p", { class: "meta" }, "No uncertainty statistics for this concept.");
-    return h("table", { class: "stats" }, h("thead", {}, h("tr", {}, ["Statistic", "Value", "Interval", "p-value"].map((t) => h("th", { scope: "col" }, t)))),
-      h("tbody", {}, rows.map((r) => h("tr", {}, h("th", { scope: "row" }, r[0]), ...r.slice(1).map((x) => h("td", {}, x))))));
+    const dr = d && d.result;
+    rows.push(testRow("Difference neurons (child vs siblings)", nulls.difference,
+      d ? decision(d, "mark the child", "not significant") : h("span", { class: "chip chip-untested" }, "none: a top-level concept"),
+      dr ? `${pct(dr.child_support)} vs ${pct(dr.sibling_support)}` : "",
+      dr ? [pq(dr), h("div", { class: "meta" }, `Carried by ${pct(dr.child_carrier_share)} of its images vs ${pct(dr.sibling_carrier_share)} of its siblings'; ${dr.permutations} permutations.`)] : ""));
+    const im = u.importance;
+    const ir = im && im.result;
+    rows.push(testRow("Importance vs random neurons", nulls.importance, decision(im, "important", "not significant"),
+      ir ? `${signed(ir.effect, 3)} [${interval(ir.interval, 3)}]` : "",
+      ir ? [pq(ir), h("div", { class: "meta" }, `Group drop ${fmt(ir.group_drop, 3)} vs ${ir.random_sets} random sets ${fmt(ir.random_drop_mean, 3)} on ${ir.images} images. It measures how much activity the group carries, not a concept.`)] : ""));
+    return h("table", { class: "stats" }, h("thead", {}, h("tr", {}, ["Test", "Result", "Effect [interval]", "p, q and details"].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows));
+  }
+  function modelUncertaintySection(c, job) {
+    const u = c.uncertainty;
+    if (!u) return null;
+    const mu = u.model_uncertainty;
+    if (!mu) return h("p", { class: "meta" }, "None of this concept's images were in the dropout passes' sample (or no passes ran), so it has no model-uncertainty split.");
+    const mi = c.interpretation === "epistemic" ? "epistemic (the model's uncertainty)" : "sensitivity to feature dropout (not the model's own uncertainty: injected dropout, uncalibrated)";
+    return [h("p", {}, `Mean predictive entropy over ${plural(mu.images, "sampled image")} of this concept: total ${fmt(mu.total, 4)} nats = expected entropy ${fmt(mu.expected_entropy, 4)}`
+      + (c.interpretation === "epistemic" ? " (aleatoric)" : "") + ` + mutual information ${fmt(mu.mutual_information, 4)}, read as ${mi}.`), plot(c.plots.model_uncertainty, job)];
   }
   function relatives(job, c) {
     const links = (items) => h("ul", {}, items.map((r) => h("li", {}, h("a", { href: route.concept(job, r.id) }, r.label), h("span", { class: "meta" }, ` (${count(r.size)})`))));
@@ -361,7 +527,7 @@
     const c = await data.concept(job, id);
     const images = page ? await data.images(job, id, page) : c.images_page;
     if (gen !== generation) return;
-    setCrumbs([["Jobs", route.jobs()], ["Concepts", route.tree(job)], ...c.path.map((p) => [p.label, route.concept(job, p.id)]), [c.label, null]]);
+    setCrumbs([...base(job), ...c.path.map((p) => [p.label, route.concept(job, p.id)]), [c.label, null]]);
     const pager = () => h("nav", { class: "pager", "aria-label": "Image pages" },
       h("a", { href: images.page > 0 ? route.concept(job, id, images.page - 1) : null, "aria-disabled": images.page > 0 ? null : "true", rel: "prev" }, "‹ Previous"),
       h("span", {}, `Page ${images.page + 1} of ${images.pages}`),
@@ -373,8 +539,8 @@
         h("li", {}, h("span", { class: "badge" }, `level ${c.level}`)),
         h("li", {}, h("b", {}, count(c.size)), " images"),
         h("li", {}, "label quality ", h("b", {}, fmt(c.label_quality))),
-        h("li", {}, h("b", {}, pct(c.reliable_share)), ` of ${c.neurons} neurons reliable`),
         h("li", {}, "label by ", c.label_source || "–")),
+      h("div", { class: "chips-row" }, badges(c)),
       c.label_warning ? h("p", { class: "error" }, c.label_warning) : "",
       c.difference_description || c.difference_count ? h("p", { class: "apart" },
         h("b", {}, "What sets it apart" + (c.parent ? ` from “${c.parent.label}”` : "") + ": "),
@@ -382,9 +548,12 @@
         ` — ${c.difference_count} difference neuron${c.difference_count === 1 ? "" : "s"}, marked Δ below.`) : "",
       h("h2", { id: "images" }, `Images (${count(images.total)}; ${first + 1}–${first + images.items.length} shown)`),
       pager(), grid(job, images.items, first, gen), images.pages > 1 ? pager() : "",
-      h("h2", {}, "Statistics"), statsTable(c.uncertainty),
+      h("h2", {}, "Evidence"), evidenceTable(c),
+      h("h3", {}, "Model uncertainty"), modelUncertaintySection(c, job),
       h("h2", {}, `Neuron group (${c.neurons})`),
-      h("p", { class: "legend" }, "Each cell: channel, a bar with the support (dark line) and its interval (blue), the support. Δ with an orange frame: a difference neuron (in this group, not the parent's). Dashed frame: not reliable (the interval reaches below min_support). Dotted grey: generic, active in most of all images, so not specific to this concept. Hover a cell for selectivity: whether the neuron is more active here than in the rest of the images."),
+      c.plots && c.plots.support ? [plot(c.plots.support, job),
+        h("p", { class: "legend" }, `Each neuron's support (dot: the share of this concept's images in which it is active) and its interval (line); filled green: selective here, hollow grey: not selective here (generic here); dashed line: min_support ${c.min_support}.`)] : "",
+      h("p", { class: "legend" }, "Each cell links to the neuron's page: channel, a bar with the support (dark line) and its interval (blue), the support. Solid green frame: selective here (more active in this concept than in the rest of the images, q ≤ alpha). Dotted grey frame: not selective here (generic here: its rate is explained by its rate in the collection). Dashed frame: not reliable (the interval reaches below min_support); in a concept too small for any count to clear it, reliability is “too few images to tell”. Δ with an orange frame: a difference neuron (in this group, not the parent's)."),
       c.layers.length ? c.layers.map((l) => [h("h3", {}, `${l.layer} (${l.neurons.length}${l.channels ? ` of ${l.channels}` : ""})`), strip(job, l)]) : h("p", { class: "meta" }, "No neuron is common to this concept's images."),
       h("h2", {}, "Related concepts"), relatives(job, c));
     rendered("concept");
@@ -394,18 +563,26 @@
   async function neuronPage(gen, job, layer, ch) {
     const n = await data.neuron(job, layer, ch);
     if (gen !== generation) return;
-    setCrumbs([["Jobs", route.jobs()], ["Concepts", route.tree(job)], [`${layer} / ${ch}`, null]]);
-    const rows = n.concepts.map((c) => h("tr", { class: c.difference ? "diff" : null },
+    setCrumbs([...base(job), [`${layer} / ${ch}`, null]]);
+    const rows = n.concepts.map((c) => h("tr", { class: c.difference ? "diff" : null, "data-concept": c.id },
       h("td", {}, h("a", { href: route.concept(job, c.id) }, c.label)), h("td", {}, c.level), h("td", {}, count(c.size)),
-      h("td", {}, fmt(c.support)), h("td", {}, c.interval ? `${fmt(c.interval[0])} to ${fmt(c.interval[1])}` : "–"),
-      h("td", {}, c.reliable === null || c.reliable === undefined ? "–" : c.reliable ? "yes" : "no"),
-      h("td", {}, c.selective === null || c.selective === undefined ? "–" : c.selective ? "yes" : c.generic ? "no (generic)" : "no"), h("td", {}, c.difference ? "Δ yes" : "")));
+      h("td", {}, fmt(c.support)), h("td", {}, interval(c.interval)),
+      h("td", {}, reliableText(c.reliable)), h("td", {}, selectiveText(c)), h("td", {}, c.difference ? "Δ yes" : "")));
+    const rate = n.collection_rate;
     show(`Neuron ${layer}/${ch}`,
       h("h1", {}, `Neuron ${layer} / channel ${ch}`),
+      h("ul", { class: "facts" },
+        h("li", {}, "collection rate ", h("b", { "data-fact": "collection-rate" }, rate === null ? "–" : pct(rate)), " (the share of all images in which it is active)"),
+        h("li", { "data-fact": "frequent" }, n.frequent === null ? "frequent: unknown" : n.frequent
+          ? h("span", { class: "chip chip-no" }, `frequent: active in at least min_support (${n.min_support}) of all images, so it joins groups by its base rate`)
+          : `not frequent (below min_support ${n.min_support} of all images)`),
+        h("li", {}, h("b", {}, n.concepts.length), " concepts hold it; selective in ", h("b", {}, n.selective_in))),
       h("h2", {}, `Concepts whose group holds it (${n.concepts.length})`),
-      n.concepts.length ? h("table", {}, h("thead", {}, h("tr", {}, ["Concept", "Level", "Images", "Support", "Interval", "Reliable", "Selective", "Difference"].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows))
+      n.plot ? [plot(n.plot, job), n.plot_rows < n.concepts.length ? h("p", { class: "meta" }, `The plot shows the first ${n.plot_rows} of ${n.concepts.length} concepts (highest level first); the table lists all.`) : ""] : "",
+      n.concepts.length ? h("table", { class: "neuron-concepts" }, h("thead", {}, h("tr", {}, ["Concept", "Level", "Images", "Support", "Interval", "Reliable", "Selective here", "Difference"].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows))
         : h("p", { class: "meta" }, "No concept's group holds this neuron."),
       h("h2", {}, `Most strongly activating images (${n.top_images.length})`),
+      h("p", { class: "legend" }, `Its ${n.top_kept} most strongly activating images of the whole collection (pooled activation, from the stored activations; ${n.top_kept} are kept per neuron).`),
       n.top_images.length ? grid(job, n.top_images, 0, gen, (img) => `activation ${fmt(img.activation)}`) : h("p", { class: "meta" }, "No stored activations."));
     rendered("neuron");
   }
@@ -414,7 +591,7 @@
   async function comparePage(gen, job, a, b) {
     const [A, B] = await Promise.all([data.concept(job, a), data.concept(job, b)]);
     if (gen !== generation) return;
-    setCrumbs([["Jobs", route.jobs()], ["Concepts", route.tree(job)], [A.label, route.concept(job, a)], [`compared with ${B.label}`, null]]);
+    setCrumbs([...base(job), [A.label, route.concept(job, a)], [`compared with ${B.label}`, null]]);
     const keys = (c) => new Map(c.layers.flatMap((l) => l.neurons.map((n) => [`${l.layer}/${n.channel}`, [l.layer, n.channel]])));
     const ka = keys(A), kb = keys(B);
     const chips = (entries, cls) => entries.length ? h("ul", { class: "chips " + (cls || "") }, entries.map(([k, [layer, ch]]) => h("li", {}, h("a", { href: route.neuron(job, layer, ch) }, k))))
@@ -423,6 +600,7 @@
     const column = (X, own, other) => h("section", { "aria-label": X.label },
       h("h2", {}, h("a", { href: route.concept(job, X.id) }, X.label)),
       h("p", { class: "meta" }, `level ${X.level} · ${count(X.size)} images · label quality ${fmt(X.label_quality)}`),
+      h("div", { class: "chips-row" }, badges(X)),
       X.difference_description ? h("p", { class: "apart" }, X.difference_description) : "",
       h("h3", {}, `Only in this concept's group (${[...own].filter(([k]) => !other.has(k)).length})`),
       chips([...own].filter(([k]) => !other.has(k)), "apart-chips"),
@@ -439,18 +617,20 @@
     const gen = ++generation;
     routeStart = timings.length ? performance.now() : 0;
     if (pollTimer) { clearInterval(pollTimer); pollTimer = null; }
+    if (observer) { observer.disconnect(); observer = null; }
+    queue.length = 0;
     blobUrls.forEach((u) => URL.revokeObjectURL(u));
     blobUrls = [];
     delete document.body.dataset.rendered;
     const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
     if (MODE === "api" && api.key() === null) return keyForm();
     try {
-      if (parts[0] !== "job") await jobsPage(gen);
-      else if (parts.length === 2) await treePage(gen, parts[1]);
+      if (parts[0] !== "job") await (MODE === "api" ? jobsPage(gen) : overviewPage(gen, "report"));
+      else if (parts.length === 2) await overviewPage(gen, parts[1]);
       else if (parts[2] === "concept") await conceptPage(gen, parts[1], parts[3], parts[4] === "page" ? Math.max(0, Number(parts[5]) - 1) : 0);
       else if (parts[2] === "neuron") await neuronPage(gen, parts[1], parts[3], Number(parts[4]));
       else if (parts[2] === "compare") await comparePage(gen, parts[1], parts[3], parts[4]);
-      else await jobsPage(gen);
+      else await overviewPage(gen, parts[1]);
       if (gen === generation && timings.length > 1) focusHeading();
     } catch (err) {
       if (gen === generation) fail(err);
