@@ -132,6 +132,7 @@ THIRD_PARTY_VARIABLES = {
     "OMP_NUM_THREADS",
     "REDIS_PASSWORD",  # Redis's requirepass and KEDA's scaler; the services read REDIS_URL
     "PROMETHEUS_MULTIPROC_DIR",  # prometheus-client's multiprocess mode (shared/metrics.py)
+    "TMPDIR",  # Python's tempfile: the activation workers' model checks scratch on the model cache
 }
 
 
