@@ -67,8 +67,9 @@ def embedded_result(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="session")
 def factor_model(tmp_path_factory: pytest.TempPathFactory) -> FactorModel:
     """A resnet18 trained from random init on factor-world images (benchmarks/factor_world.py),
-    once per session: about 1.5 min on 2 cores. NEURON_ATLAS_FACTOR_MODEL_DIR names a folder
-    that keeps it between sessions (reused while the config and the generator's code match)."""
+    once per session: 2.5 min on a busy 2-core machine, about 1.5 min on an idle one.
+    NEURON_ATLAS_FACTOR_MODEL_DIR names a folder that keeps it between sessions (reused while
+    the config and the generator's code match)."""
     from benchmarks.factor_world import trained_factor_model
 
     kept = os.environ.get("NEURON_ATLAS_FACTOR_MODEL_DIR")
