@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -27,6 +27,9 @@ from tests.servers import (
     start_suite,
     wait_http,
 )
+
+if TYPE_CHECKING:
+    from benchmarks.factor_world import FactorModel
 
 # Tests never reach for a model hub: every model they use is built here or shipped by a package.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -59,6 +62,18 @@ def embedded_result(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     )
     run(sample_dir, out, options)
     return out
+
+
+@pytest.fixture(scope="session")
+def factor_model(tmp_path_factory: pytest.TempPathFactory) -> FactorModel:
+    """A resnet18 trained from random init on factor-world images (benchmarks/factor_world.py),
+    once per session: 2.5 min on a busy 2-core machine, about 1.5 min on an idle one.
+    NEURON_ATLAS_FACTOR_MODEL_DIR names a folder that keeps it between sessions (reused while
+    the config and the generator's code match)."""
+    from benchmarks.factor_world import trained_factor_model
+
+    kept = os.environ.get("NEURON_ATLAS_FACTOR_MODEL_DIR")
+    return trained_factor_model(Path(kept) if kept else tmp_path_factory.mktemp("factor-model"))
 
 
 @pytest.fixture
