@@ -1,4 +1,5 @@
-"""The embedded run: every stage in this process, artifacts in a local folder (design §5).
+"""The embedded run: every stage in this process, artifacts in a local folder
+(docs/architecture.md, 'Two ways to run, one code path').
 
 It calls each stage's one entry (`run_<stage>`), the same ones the suite's Celery tasks call,
 over a `LocalStore`, so the two cannot drift. One difference, on purpose: each shard is decoded

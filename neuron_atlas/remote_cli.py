@@ -36,7 +36,7 @@ from shared.contracts.api import WEBHOOK_EVENTS
 from shared.contracts.models import ModelRecord
 from shared.errors import InputError
 
-# Exit statuses a CI step can branch on (README "Integrations").
+# Exit statuses a CI step can branch on (docs/integrations.md).
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 EXIT_JOB_FAILED, EXIT_JOB_CANCELLED, EXIT_TIMEOUT = 5, 6, 7
 EXIT_AUTH, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_UNAVAILABLE = 8, 9, 10, 11

@@ -49,7 +49,7 @@ def active_mask(
 
 
 def pack_mask(mask: np.ndarray) -> np.ndarray:
-    """Active sets as bitsets, 8 neurons a byte (design §3 `active bitsets`)."""
+    """Active sets as bitsets, 8 neurons a byte (docs/architecture.md, 'Object storage layout')."""
     return np.packbits(mask, axis=1)
 
 

@@ -1,4 +1,5 @@
-"""Artifact keys of one job (design §3). The embedded run uses them relative to its output folder."""
+"""Artifact keys of one job (docs/architecture.md, 'Object storage layout'). The embedded run
+uses them relative to its output folder."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The suite's Celery app, its queues and routes, and the canvas of one job (design §2).
+"""The suite's Celery app, its queues and routes, and the canvas of one job
+(docs/architecture.md, 'The service suite').
 
 Defined once here: the gateway builds canvases from task *names* (it imports no worker code),
 and each worker entry (`services/<svc>/worker.py`) imports this app plus its own tasks.
@@ -62,7 +63,8 @@ TASK_STAGES = {
 }
 JOB_TASKS = frozenset(TASK_STAGES)
 
-# Steps after the neuron groups, in order, before the assembly of hierarchy.json (design §2).
+# Steps after the neuron groups, in order, before the assembly of hierarchy.json
+# (docs/architecture.md, 'Stages and their artifacts').
 STEPS_AFTER_GROUPS: list[str] = [LABELLING_LABEL, UNCERTAINTY_RUN]
 
 

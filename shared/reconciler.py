@@ -88,7 +88,7 @@ def lost_problem(idle_s: float) -> dict[str, Any]:
         "waits in a queue: its next message was lost (Redis lost data, or a worker lost it with "
         "its connection).",
         "Submit the job again; artifacts computed so far are kept. Keep Redis's append-only file "
-        "on (README: running it by hand).",
+        "on (docs/deployment.md, 'Running it by hand').",
     ).body()
 
 

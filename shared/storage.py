@@ -21,7 +21,8 @@ if TYPE_CHECKING:  # the minio client is only needed by the suite
 
 
 class Store(Protocol):
-    """Keys are `/`-separated paths relative to the store's root (design §3 names)."""
+    """Keys are `/`-separated paths relative to the store's root, named as in
+    docs/architecture.md, 'Object storage layout'."""
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
     def put_file(self, key: str, path: Path) -> None:

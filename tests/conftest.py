@@ -103,7 +103,7 @@ TENANT_QUOTAS = {
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     if shutil.which("redis-server") is None:  # fail, not skip: the suite's tests must not vanish
         pytest.fail("The service tests need redis-server: apt-get install redis-server")
-    # Append-only, as the README asks of a deployment's Redis (the fault tests restart it).
+    # Append-only, as docs/deployment.md asks of a deployment's Redis (the fault tests restart it).
     server = start_redis(tmp_path_factory.mktemp("redis"), appendonly=True)
     yield server
     server.stop()

@@ -1,4 +1,5 @@
-"""The shell examples of README.md, read out of the README itself, so tests run what users read.
+"""The shell examples of README.md and of every docs/ page, read out of the pages themselves,
+so tests run what users read.
 
 A fenced ```bash block is one `Block`; its commands are its logical lines (backslash
 continuations joined, comments kept, since bash ignores them). Inline `code` spans that start
@@ -10,10 +11,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 
 # Inline spans that read as commands a user would type.
 COMMAND_START = re.compile(r"^(\.venv/bin/|python |scripts/|kubectl |docker |neuron-atlas |curl )")
+
+
+def pages() -> list[Path]:
+    """README.md, then every page of the docs site."""
+    return [README, *sorted(DOCS.rglob("*.md"))]
 
 
 @dataclass(frozen=True)
@@ -21,10 +29,11 @@ class Block:
     heading: str  # the nearest `## ` heading above it
     line: int  # 1-based line of the opening fence
     commands: tuple[str, ...]
+    page: str = "README.md"  # relative to the project folder
 
     @property
     def name(self) -> str:
-        return f"{self.heading}: {self.commands[0][:60]}"
+        return f"{self.page}, {self.heading}: {self.commands[0][:60]}"
 
     def script(self, skip: tuple[str, ...] = (), substitutions: dict[str, str] | None = None) -> str:
         """The block as one bash script, without the commands that start with an entry of
@@ -33,7 +42,7 @@ class Block:
         text = "\n".join(kept)
         for old, new in (substitutions or {}).items():
             if old not in text:
-                raise AssertionError(f"README example at line {self.line} no longer holds {old!r}")
+                raise AssertionError(f"{self.page} example at line {self.line} no longer holds {old!r}")
             text = text.replace(old, new)
         return text + "\n"
 
@@ -56,8 +65,8 @@ def _logical_lines(lines: list[str]) -> tuple[str, ...]:
     return tuple(commands)
 
 
-def bash_blocks(text: str | None = None) -> list[Block]:
-    lines = (text if text is not None else README.read_text()).splitlines()
+def blocks_of(text: str, page: str = "README.md") -> list[Block]:
+    lines = text.splitlines()
     blocks, heading, index = [], "", 0
     while index < len(lines):
         line = lines[index]
@@ -70,13 +79,26 @@ def bash_blocks(text: str | None = None) -> list[Block]:
             while lines[index].strip() != "```":
                 body.append(lines[index])
                 index += 1
-            blocks.append(Block(heading, start + 1, _logical_lines(body)))
+            blocks.append(Block(heading, start + 1, _logical_lines(body), page))
         index += 1
     return blocks
 
 
-def inline_commands(text: str | None = None) -> list[str]:
+def bash_blocks(page: Path | None = None) -> list[Block]:
+    """The ```bash blocks of one page, or of every page (README.md first)."""
+    return [
+        block
+        for path in ([page] if page else pages())
+        for block in blocks_of(path.read_text(), str(path.relative_to(ROOT)))
+    ]
+
+
+def spans_of(text: str) -> set[str]:
     """Inline code spans outside fenced blocks that start like a shell command."""
-    prose = re.sub(r"```.*?```", "", text if text is not None else README.read_text(), flags=re.S)
-    spans = re.findall(r"`([^`\n]+)`", prose)
-    return sorted({span for span in spans if COMMAND_START.match(span)})
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    return {span for span in re.findall(r"`([^`\n]+)`", prose) if COMMAND_START.match(span)}
+
+
+def inline_commands() -> list[str]:
+    """The command spans of every page."""
+    return sorted({span for path in pages() for span in spans_of(path.read_text())})

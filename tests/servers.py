@@ -63,7 +63,7 @@ class RedisServer:
 
 
 def start_redis(folder: Path, appendonly: bool = False) -> RedisServer:
-    """redis-server on a free port; `appendonly` keeps its data across a restart (as the README
+    """redis-server on a free port; `appendonly` keeps its data across a restart (as docs/deployment.md
     asks of a deployment's Redis), else it keeps nothing on disk."""
     port = free_port()
     args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)]

@@ -1,7 +1,8 @@
-"""README.md's shell examples, run as written, so the README cannot drift from the code.
+"""The shell examples of README.md and of every docs/ page, run as written, so the README and
+the docs cannot drift from the code.
 
 Each example runs in a fresh folder laid out like the project folder (`.venv` is the venv
-running these tests), with only what the README itself leaves to the reader filled in: free
+running these tests), with only what the page itself leaves to the reader filled in: free
 ports for the servers' usual ones, SeaweedFS in MinIO's place, a fake OpenAI-compatible
 endpoint for Ollama, generated secrets for `...`. What cannot run here is reported as a skipped
 test that names the command and why."""
@@ -35,7 +36,7 @@ CANNOT_RUN_HERE = {
     ".venv/bin/neuron-atlas fetch-models": "downloads from the model hubs, which this machine cannot "
     "reach; the tests put a stand-in ResNet18 checkpoint into the torch cache instead",
     "neuron-atlas fetch-models": "downloads from the model hubs, which this machine cannot reach",
-    "python benchmarks/": "a benchmark, minutes long: run by hand; its numbers are in the README",
+    "python benchmarks/": "a benchmark, minutes long: run by hand; its numbers are in docs/performance.md",
     ".venv/bin/pip install": "it would reinstall the venv running these tests from a scratch folder; "
     "the venv has the extra already, and scripts/suite's install step (skipped when nothing is "
     "missing) is what test_readme_suite_script_from_start_to_stop runs",
@@ -49,13 +50,32 @@ COVERED_INLINE = {
     "python -m shared.heartbeat /tmp/heartbeat --max-age 60": "tests/deploy/test_worker_lifecycle.py "
     "runs the workers' liveness probe, read from the rendered manifests",
     "scripts/suite": "the 'Running it by hand' example (test_readme_suite_script_from_start_to_stop)",
+    "scripts/suite start": "the 'Running it by hand' example (test_readme_suite_script_from_start_to_stop)",
+    "scripts/setup": "scripts/demo and scripts/test run it, on CI's fresh clone (.ci/run)",
+    "scripts/docs": "tests/test_docs.py::test_scripts_docs_serves_the_site",
+    "scripts/": "the folder's name, in docs/architecture.md's layout table",
+    "neuron-atlas demo": "scripts/demo runs it, on CI's fresh clone (.ci/run)",
+    "neuron-atlas run DIR": "the 'Running it on your images' example",
+    "neuron-atlas layers": "the 'Your own model' example (test_readme_own_model_cli_example)",
+    "neuron-atlas relabel": "the language model example (test_readme_language_model_example)",
+    "python -m shared.contracts.schema": "tests/shared/test_hierarchy_schema.py holds its file current",
+    "python -m services.uncertainty.reference": "tests/services/uncertainty/test_stage.py holds its "
+    "page current",
+    "python -m services.gateway.openapi_docs": "tests/services/gateway/test_openapi_docs.py holds its "
+    "page current",
 }
 TIMEOUT_S = 600
 
 
 def _blocks_named(start: str) -> Block:
+    """The example that starts with `start`. The README and a docs page may show the same one
+    (the tour and its page); then every copy must be the same, so the one test runs them all."""
     found = [b for b in bash_blocks() if b.commands[0].lstrip().startswith(start)]
-    assert len(found) == 1, f"expected one README example starting with {start!r}, found {len(found)}"
+    where = ", ".join(f"{b.page}:{b.line}" for b in found)
+    assert found, f"no README or docs example starts with {start!r}"
+    assert len({b.commands for b in found}) == 1, (
+        f"the examples starting with {start!r} differ ({where}): make them the same, or tell them apart"
+    )
     return found[0]
 
 
@@ -70,7 +90,7 @@ HANDLED_BLOCKS = (
     "scripts/suite start",
     'curl -s -H "Authorization: Bearer $KEY" -F',
     "kubectl apply -f k8s/base/namespace.yaml",  # skipped: kubectl (tests/deploy checks k8s/)
-    "export NEURON_ATLAS_URL",  # run by tests/integrations/test_readme_integrations.py
+    "export NEURON_ATLAS_URL",  # run by tests/integrations/test_docs_integrations.py
     "# 1. Save the state dict",
     # skipped: the same requests (upload, layers, a job naming model_id) run against the suite in
     # tests/services/gateway/test_models.py, with a small model instead of convnext_tiny
@@ -81,11 +101,11 @@ HANDLED_BLOCKS = (
 def test_every_readme_example_is_run_or_named_as_skipped():
     for block in bash_blocks():
         assert command_matches(block.commands[0], HANDLED_BLOCKS), (
-            f"README example at line {block.line} ({block.name}) is run by no test: add it here"
+            f"example at {block.page}:{block.line} ({block.name}) is run by no test: add it here"
         )
     for span in inline_commands():
         assert command_matches(span, SKIP_STARTS) or span in COVERED_INLINE, (
-            f"README command `{span}` is run by no test and not named as skipped"
+            f"command `{span}` (README or docs) is run by no test and not named as skipped"
         )
 
 
@@ -120,7 +140,7 @@ def torch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def project_folder(root: Path) -> Path:
-    """A folder laid out like the project's, where README commands run as written."""
+    """A folder laid out like the project's, where the examples run as written."""
     root.mkdir(parents=True, exist_ok=True)
     (root / ".venv").symlink_to(Path(sys.prefix))
     return root
@@ -140,9 +160,7 @@ def run_bash(script: str, cwd: Path, env: dict[str, str]) -> subprocess.Complete
         text=True,
         timeout=TIMEOUT_S,
     )
-    assert proc.returncode == 0, (
-        f"README example failed ({proc.returncode}):\n{script}\n{proc.stderr[-4000:]}"
-    )
+    assert proc.returncode == 0, f"example failed ({proc.returncode}):\n{script}\n{proc.stderr[-4000:]}"
     return proc
 
 

@@ -1,4 +1,4 @@
-"""Labels from a language model (design §1 step 7): level-1 clusters from a sample of their
+"""Labels from a language model (docs/labels.md): level-1 clusters from a sample of their
 captions, higher levels as a generalisation of their children's labels together with each
 child's difference description. Where the endpoint fails, the offline labeller's answer is
 used and marked, or, in strict mode, the job fails."""

@@ -186,7 +186,7 @@ class Hierarchy(Contract):
     levels: list[LevelSize]
     clusters: list[Cluster]
     uncertainty: JobUncertainty | None = omitted_when_none(
-        "Present when the uncertainty stage ran (design §1 step 8)."
+        "Present when the uncertainty stage ran (docs/uncertainty.md)."
     )
     warnings: list[RunWarning] | None = omitted_when_none(
         "Schema 1.5: what makes this result doubtful, each with what to do; present when there is "

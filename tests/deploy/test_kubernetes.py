@@ -28,7 +28,7 @@ from tests.deploy.manifests import (
 # The overlays that run the in-cluster Redis and MinIO (k8s/managed points at managed ones).
 IN_CLUSTER = ["k8s", "k8s/gpu"]
 DEPLOYED = [o for o in overlays() if o != "k8s/base"] + ["k8s/base"]
-# Seconds a worker gets after its longest task to acknowledge it and close (README "Kubernetes").
+# Seconds a worker gets after its longest task to acknowledge it and close (docs/kubernetes.md, "Shutdown").
 SHUTDOWN_MARGIN_S = 60
 
 
@@ -406,7 +406,7 @@ def test_torch_uses_the_cores_a_worker_requests(overlay: str) -> None:
 
 
 def test_an_overlay_can_name_each_image_apart(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """README "Kubernetes": a user's overlay sets the registry and tag of each image."""
+    """docs/kubernetes.md: a user's overlay sets the registry and tag of each image."""
     import os
     import subprocess
 

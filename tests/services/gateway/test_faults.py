@@ -200,7 +200,7 @@ def test_a_worker_killed_mid_shard_costs_that_shard_and_the_job_succeeds(
 
 @pytest.mark.slow
 def test_a_job_survives_a_redis_restart(suite: Any, redis_server: Any, sample_dir: Path) -> None:
-    """Redis keeps an append-only file (as the README asks); stopped mid-job and started again on
+    """Redis keeps an append-only file (as docs/deployment.md asks); stopped mid-job and started again on
     the same port and folder, it comes back with every job record and queued message, the
     workers and the gateway reconnect, and the job succeeds with nothing lost."""
     with httpx.Client(base_url=suite.url, headers=suite.headers(), timeout=60) as client:

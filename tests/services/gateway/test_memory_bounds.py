@@ -1,7 +1,7 @@
 """The gateway's memory stays bounded under hostile uploads, with its default limits.
 
 Measured as the gateway process's peak resident memory (VmHWM) before and after each bomb; the
-README states the bound these numbers show."""
+docs/api.md states the bound these numbers show."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tests.services.gateway.helpers import wait_for
 from tests.services.gateway.test_api import LIGHT
 from tests.services.gateway.test_uploads import zeros_zip
 
-# An image worker's peak resident memory, as the README states it (torch, the models and a shard).
+# An image worker's peak resident memory, as docs/api.md states it (torch, the models and a shard).
 WORKER_PEAK_MB = 2000
 
 DEFAULT_LIMITS = ("GATEWAY_MAX_REQUEST_BYTES", "GATEWAY_MAX_EXPANDED_BYTES", "GATEWAY_MAX_ARCHIVE_ENTRIES")

@@ -181,7 +181,7 @@ def test_a_huge_header_neither_stalls_the_gateway_nor_grows_it(suite: Any, tmp_p
     assert peak < 200, peak  # the bound
     assert len(latencies) > 10
     # /healthz answered throughout; the bound is loose for a loaded 2-core CI machine (the
-    # stall was 10 to 14 s), the measured value is in the README
+    # stall was 10 to 14 s), the measured value is in docs/own-model.md
     assert max(latencies) < 1.0, max(latencies)
 
 

@@ -1,4 +1,4 @@
-"""README "Integrations", run as written against the session's suite: the shell example, the
+"""docs/integrations.md, run as written against the session's suite: the shell example, the
 Python task, the webhook receiver's check, and the CI step's commands (parsed by the CLI)."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from neuron_atlas.cli import build_parser
 from neuron_atlas.client import Client
 from tests.integrations.conftest import LIGHT
 from tests.integrations.receiver import Receiver
-from tests.readme_examples import README, bash_blocks
+from tests.readme_examples import DOCS, bash_blocks
 
 # The suite's workers have no ImageNet weights and two cores: the light options of the shared job.
 LIGHT_FLAGS = "--allow-random-weights --layers layer4 --bootstrap-resamples 20 --mc-samples 0 " + (
@@ -30,18 +30,18 @@ LIGHT_FLAGS = "--allow-random-weights --layers layer4 --bootstrap-resamples 20 -
 )
 
 
+PAGE = DOCS / "integrations.md"
+
+
 def section(kind: str) -> list[str]:
-    """The ```{kind} blocks of the Integrations section, in order."""
-    text = README.read_text()
-    body = text[text.index("## Integrations") :]
-    body = body[: body.index("\n## ", 3)]
-    return re.findall(rf"```{kind}\n(.*?)```", body, flags=re.S)
+    """The ```{kind} blocks of the Integrations page, in order."""
+    return re.findall(rf"```{kind}\n(.*?)```", PAGE.read_text(), flags=re.S)
 
 
 def test_the_shell_example_runs_and_logs_to_mlflow(
     suite: Any, mlflow_server: str, sample_dir: Path, receiver: Receiver, tmp_path: Path
 ) -> None:
-    (block,) = [b for b in bash_blocks() if b.heading == "Integrations"]
+    (block,) = bash_blocks(PAGE)
     script = block.script(
         substitutions={
             "http://localhost:8000": suite.url,
@@ -85,7 +85,7 @@ def test_the_webhook_check_accepts_a_real_delivery_and_refuses_a_forged_one(
     check = section("python")[2]
     assert len([line for line in check.strip().splitlines() if line.strip()]) <= 12  # "in ten lines"
     namespace: dict[str, Any] = {}
-    exec(compile(check, "README webhook check", "exec"), namespace)
+    exec(compile(check, "docs/integrations.md webhook check", "exec"), namespace)
     assert namespace["handle"](message.body, message.headers) == 204
     forged = message.body.replace(b'"succeeded"', b'"failed"', 1)
     assert forged != message.body
@@ -102,7 +102,7 @@ def test_the_python_task_runs_a_job_and_logs_it(
     assert '{"model": "resnet18"}' in task
     code = task.replace('{"model": "resnet18"}', repr({**LIGHT, "model": "resnet18"}))
     namespace: dict[str, Any] = {}
-    exec(compile(code, "README task", "exec"), namespace)
+    exec(compile(code, "docs/integrations.md task", "exec"), namespace)
     job_id = namespace["explain_checkpoint"](str(sample_dir), "cd" * 32)
     with Client() as atlas:
         assert atlas.job(job_id).status == "succeeded"
