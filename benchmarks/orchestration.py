@@ -8,9 +8,9 @@ all on 127.0.0.1. Reports:
     time vs. suite time from POST to `succeeded` (after a warm-up job, so workers hold their
     models, as a running deployment does), each the median of `--repeats` alternated runs;
     ratio and per-image overhead in ms. The uncertainty stage is in both, with its model
-    passes at the demo's light settings (`--passes demo`: dropout, augmentation, causal checks
-    and pruning all run, in the uncertainty worker in the suite) or none (`--passes off`:
-    statistics only);
+    passes at the default budget, as the demo runs them (`--passes default`: the planned
+    dropout, augmentation, specificity and pruning passes, in the uncertainty worker in the
+    suite) or none (`--passes off`: `--uncertainty-budget 0`, statistics only);
   - gateway latency of GET /v1/jobs/{id} under 100 concurrent pollers on kept-alive connections
     (p50, p99), with GET /healthz under the same load as the baseline (the server's cost with no
     work). The load generator shares the machine with the gateway.
@@ -118,9 +118,10 @@ def main() -> None:
     parser.add_argument("--requests-each", type=int, default=20)
     parser.add_argument(
         "--passes",
-        choices=("demo", "off"),
-        default="demo",
-        help="uncertainty model passes: the demo's light settings, or none (statistics only)",
+        choices=("default", "off"),
+        default="default",
+        help="uncertainty model passes: the default budget (as the demo runs it), or none "
+        "(--uncertainty-budget 0: statistics only)",
     )
     parser.add_argument(
         "--poll-interval",
@@ -141,18 +142,12 @@ def main() -> None:
     os.environ.setdefault("NEURON_ATLAS_OFFLINE", "1")
 
     from neuron_atlas import pipeline
-    from neuron_atlas.cli import DEMO_SETTINGS
     from neuron_atlas.sample import make_sample
     from shared.options import PipelineOptions
 
-    # The uncertainty stage runs in both modes. Its model passes cost the same in both, so the
-    # light demo settings keep them in the canvas (and in the uncertainty worker) without
-    # letting them drown the orchestration overhead measured.
-    passes = (
-        dict(DEMO_SETTINGS)
-        if args.passes == "demo"
-        else {"mc_samples": 0, "tta_samples": 0, "ablation_random_sets": 0, "pruning_random_sets": 0}
-    )
+    # The uncertainty stage runs in both modes. Its model passes cost the same in both; "off"
+    # keeps them from drowning the orchestration overhead measured.
+    passes: dict[str, object] = {} if args.passes == "default" else {"uncertainty_budget": 0}
     options = {"allow_random_weights": True, "shard_size": args.shard_size, "device": "cpu", **passes}
     options = {name: list(v) if isinstance(v, tuple) else v for name, v in options.items()}  # JSON
     with tempfile.TemporaryDirectory() as tmp:

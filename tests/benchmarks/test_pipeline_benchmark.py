@@ -49,6 +49,6 @@ def test_pipeline_benchmark_growth_mode_reports_peak_memory_per_stage(tmp_path: 
     the process's peak resident memory."""
     result = run_benchmark(tmp_path, "--uncertainty", "statistics")
     assert result["uncertainty"] == "statistics"
-    assert result["notes"]["options"]["mc_samples"] == 0 == result["notes"]["options"]["ablation_random_sets"]
+    assert result["notes"]["options"]["uncertainty_budget"] == 0
     assert result["notes"]["uncertainty_phases"]["images_read_in_uncertainty"] == 0
     assert all(stage["peak_rss_gb"] > 0 for stage in result["stages"].values())
