@@ -42,6 +42,9 @@ class Stage:
     writes: tuple[str, ...]
     after: tuple[str, ...] = ()
     does: str = ""  # one line for the docs' table
+    # The entry's own progress step that spans the whole stage, which the suite shows as the
+    # stage's progress (the embedded run shows every step on the terminal); "": done or not.
+    step: str = ""
 
     @property
     def queued(self) -> bool:
@@ -119,6 +122,7 @@ PIPELINE: tuple[Stage, ...] = (
         writes=("labels.json", "labelling.json"),
         after=("groups",),
         does="a label per concept from its captions (LLM, or offline)",
+        step="labels",
     ),
     Stage(
         "uncertainty",

@@ -269,30 +269,36 @@ def _images_of(job: JobContext, stage: str, args: tuple[Any, ...]) -> int:
 
 
 class JobProgress:
-    """`shared.progress.Progress` onto the job store, for stages that report finer steps."""
+    """`shared.progress.Progress` onto the job store. Only `step`, the one step that spans the
+    whole stage (the stage table's `Stage.step`), is the stage's progress there: a step within
+    it (say the uncertainty stage's specificity tests) would show the stage done too early."""
 
-    def __init__(self, job: JobContext) -> None:
+    def __init__(self, job: JobContext, step: str = "") -> None:
         self.job = job
-        self._done: dict[str, int] = {}
-        self._total: dict[str, int] = {}
+        self.step = step
+        self._done = 0
+        self._total: int | None = None
 
     def start(self, stage: str, total: int) -> None:
-        self._done[stage], self._total[stage] = 0, total
-        self.job.jobs.set_total(self.job.job_id, self.job.stage, total)
+        if stage == self.step:
+            self._done, self._total = 0, total
+            self.job.jobs.set_total(self.job.job_id, self.job.stage, total)
 
     def advance(self, stage: str, amount: int = 1) -> None:
-        self._done[stage] = self._done.get(stage, 0) + amount
-        self.job.jobs.shard_done(self.job.job_id, self.job.stage, 0, self._done[stage])
+        if stage == self.step:
+            self._done += amount
+            self.job.jobs.shard_done(self.job.job_id, self.job.stage, 0, self._done)
 
     def finish(self, stage: str) -> None:
         """Done: steps that were never reported one by one (e.g. offline labels) count too."""
-        if stage in self._total:
-            self.job.jobs.shard_done(self.job.job_id, self.job.stage, 0, self._total[stage])
+        if stage == self.step and self._total is not None:
+            self.job.jobs.shard_done(self.job.job_id, self.job.stage, 0, self._total)
 
     def complete(self) -> None:
-        """The job stage has finished: all of it done, whatever steps it reported (none: 1 of 1)."""
-        done = max(self._total.values(), default=1)
-        self.job.jobs.shard_done(self.job.job_id, self.job.stage, 0, done)
+        """The job stage has finished: all of it done (no step reported: 1 of 1)."""
+        self.job.jobs.shard_done(
+            self.job.job_id, self.job.stage, 0, 1 if self._total is None else self._total
+        )
 
 
 # A service's resources by name (`StageJob.resource`): each made from the job on first use.
@@ -305,11 +311,11 @@ class SuiteJob:
     """The suite's `shared.stage_job.StageJob`: the job's S3 prefix, this worker's models (its
     `resources`), progress and reports to the job store."""
 
-    def __init__(self, context: JobContext, resources: Resources) -> None:
+    def __init__(self, context: JobContext, resources: Resources, step: str = "") -> None:
         self.context = context
         self._resources = resources
         self._made: dict[str, Any] = {}
-        self._progress = JobProgress(context)
+        self._progress = JobProgress(context, step)
 
     @property
     def store(self) -> Store:
@@ -374,7 +380,7 @@ def _stage_body(stage: stages.Stage, resources: Resources, around: Around | None
     last = stage is stages.PIPELINE[-1]
 
     def body(context: JobContext, shard: int | None = None) -> None:
-        job = SuiteJob(context, resources)
+        job = SuiteJob(context, resources, stage.step)
         with around(context) if around else nullcontext():
             done = entry(job, shard)
         if shard is not None:

@@ -19,6 +19,7 @@ from shared.model_names import check_allowed
 from shared.queue import LABELLING_RELABEL
 from shared.sentence_embedder import Embedder
 from shared.settings import get_infra_settings
+from shared.stages import BY_NAME
 from shared.tasks import (
     JobContext,
     JobProgress,
@@ -53,7 +54,7 @@ def _label_kwargs(job: JobContext) -> dict[str, Any]:
     return {
         "embedder": embedder(options.embed_model),
         "cache": ResponseCache(object_store(), CACHE_PREFIX),
-        "progress": JobProgress(job),
+        "progress": JobProgress(job, BY_NAME["labelling"].step),
         # An endpoint that is down is waited out (job_task tries again), then fails the job.
         "fail_when_unreachable": True,
     }

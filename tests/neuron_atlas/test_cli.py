@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.stages import STAGE_NAMES
 from neuron_atlas.cli import main
 from shared.hierarchy import validate_hierarchy
 from shared.hub import OFFLINE_VARIABLES
+from shared.stages import STAGE_NAMES
 from tests.tiny_models import save_tiny_blip
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -91,7 +91,9 @@ def test_canvas_follows_the_stage_tables_waves() -> None:
     assert canvas["task"] == "celery.chain"
     first, last = canvas["kwargs"]["tasks"]  # Celery folds the steps after a chord into its body
     assert first["task"] == "celery.chord" and last["task"] == "celery.chord"
-    assert sorted(t["task"] for t in first["kwargs"]["header"]) == sorted(["caption.shard", "activation.shard"] * 2)
+    assert sorted(t["task"] for t in first["kwargs"]["header"]) == sorted(
+        ["caption.shard", "activation.shard"] * 2
+    )
     after_shards = [t["task"] for t in first["kwargs"]["body"]["kwargs"]["tasks"]]
     assert after_shards == ["embed_cluster.run", "activation.groups"]
     assert sorted(t["task"] for t in last["kwargs"]["header"]) == ["labelling.label", "uncertainty.run"]

@@ -40,7 +40,7 @@ def test_waves_respect_after_and_reject_a_cycle(monkeypatch: pytest.MonkeyPatch)
         assert all(set(stage.after) <= seen for stage in wave)
         seen |= {stage.name for stage in wave}
     assert seen == set(stages.STAGE_NAMES)
-    assert [[s.name for s in wave] for wave in waves][0] == ["caption", "activation"]
+    assert [s.name for s in waves[0]] == ["caption", "activation"]
     looped = (
         stages.Stage("a", "x", "job", "m:a", "x.a", (), (), after=("b",)),
         stages.Stage("b", "x", "job", "m:b", "x.b", (), (), after=("a",)),
@@ -94,4 +94,6 @@ def test_kubernetes_runs_a_worker_for_every_service_of_the_table(overlay: str) -
 def test_architecture_doc_has_the_tables_current_picture_and_table() -> None:
     path = ROOT / "docs" / "architecture.md"
     text = path.read_text()
-    assert stages.architecture_text(text) == text, "run `python -m shared.stages` and commit docs/architecture.md"
+    assert stages.architecture_text(text) == text, (
+        "run `python -m shared.stages` and commit docs/architecture.md"
+    )
