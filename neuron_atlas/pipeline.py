@@ -238,7 +238,8 @@ def run(
     label_settings = label_settings or get_settings()
     check_label_settings(label_settings)
     store = LocalStore(out_dir)
-    manifest = ingest(store, image_dir, options, captions_file, labels_file)
+    with observe("ingest", None):
+        manifest = ingest(store, image_dir, options, captions_file, labels_file)
     if models is None:
         models = load_models(options, [e["file_name"] for e in manifest["images"] if e["caption"] is None])
     resources = {
