@@ -11,8 +11,9 @@ It generates N distinct JPEGs (640x480 unless --photo says otherwise; in paralle
 embedded run on them (`neuron_atlas.pipeline.run`, the stage table's order) with an observer that
 puts a timer and a GPU-memory peak around each stage's entry: ingest, decode, caption,
 activations (ResNet18, the default layers), embed (the real all-MiniLM-L6-v2), FINCH, groups,
-offline labels, and the uncertainty stage with its defaults (or, with `--uncertainty statistics`, its statistics and bootstrap only). Each stage's seconds,
-peak GPU memory and peak resident memory of the process (sampled every 10 ms) are reported.
+offline labels, and the uncertainty stage with its defaults (or, with `--uncertainty
+statistics`, its statistics and bootstrap only). Each stage's seconds, peak GPU memory and peak
+resident memory of the process (sampled every 10 ms) are reported.
 
 - Captions come from a BLIP-base-shaped model: built from `BlipConfig()` with random weights (no
   hub is reachable; speed does not depend on the values). Greedy, `max_new_tokens` 30. Random
