@@ -262,7 +262,7 @@ def _images_of(job: JobContext, stage: str, args: tuple[Any, ...]) -> int:
     except Exception:  # metrics never fail a task
         return 0
     total = len(manifest.get("images", []))
-    if stage in ("caption", "activation") and args and isinstance(args[0], int):
+    if stages.BY_NAME[stage].per == "shard" and args and isinstance(args[0], int):
         start = args[0] * options.shard_size
         return max(0, min(total, start + options.shard_size) - start)
     return total
