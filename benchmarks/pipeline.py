@@ -8,12 +8,12 @@
         --uncertainty statistics                                   # how each stage grows
 
 It generates N distinct JPEGs (640x480 unless --photo says otherwise; in parallel) and runs the
-embedded run's stages on them through the same `run_<stage>` entries,
-step for step as `neuron_atlas.pipeline.run` sequences them, with a timer and a GPU-memory peak
-around each: ingest, decode, caption, activations (ResNet18, the default layers), embed (the real
-all-MiniLM-L6-v2), FINCH, groups, offline labels, and the uncertainty stage with its defaults
-(or, with `--uncertainty statistics`, its statistics and bootstrap only). Each stage's seconds,
-peak GPU memory and peak resident memory of the process (sampled every 10 ms) are reported.
+embedded run on them (`neuron_atlas.pipeline.run`, the stage table's order) with an observer that
+puts a timer and a GPU-memory peak around each stage's entry: ingest, decode, caption,
+activations (ResNet18, the default layers), embed (the real all-MiniLM-L6-v2), FINCH, groups,
+offline labels, and the uncertainty stage with its defaults (or, with `--uncertainty
+statistics`, its statistics and bootstrap only). Each stage's seconds, peak GPU memory and peak
+resident memory of the process (sampled every 10 ms) are reported.
 
 - Captions come from a BLIP-base-shaped model: built from `BlipConfig()` with random weights (no
   hub is reachable; speed does not depend on the values). Greedy, `max_new_tokens` 30. Random
@@ -390,20 +390,24 @@ UNCERTAINTY_OFF: dict[str, Any] = {
 }
 
 
+# The report's names for the stage table's stages (its columns predate the table).
+REPORT_NAMES = {
+    "activation": "activations",
+    "embed_cluster": "embed+FINCH",
+    "labelling": "labels",
+    "assemble": "hierarchy",
+}
+
+
 def run_pipeline(image_dir: Path, out_dir: Path, args: argparse.Namespace, clock: Clock) -> dict[str, Any]:
-    """The embedded run's stages in `neuron_atlas.pipeline.run`'s order, through the same
-    `run_<stage>` entries, each timed."""
-    from neuron_atlas.pipeline import folder_image_reader, ingest
+    """The embedded run itself (`neuron_atlas.pipeline.run`, the stage table's order), with the
+    benchmark's models and an observer that times every stage's entry and each shard's decode."""
+    from neuron_atlas import pipeline
     from neuron_core.target_model import TargetSpec, target_model
-    from services.activation.stage import run_activation_shard, run_groups
-    from services.caption.stage import run_caption_shard
-    from services.embed_cluster.stage import run_embed_cluster
     from services.labelling.settings import LabelSettings
-    from services.labelling.stage import run_labelling
     from services.uncertainty import stage as uncertainty_stage
     from shared import artifacts
-    from shared.hierarchy import assemble_hierarchy
-    from shared.ingest import decode_shard
+    from shared.contracts.uncertainty import Uncertainty
     from shared.options import PipelineOptions
     from shared.storage import LocalStore, get_json, put_json
 
@@ -426,9 +430,7 @@ def run_pipeline(image_dir: Path, out_dir: Path, args: argparse.Namespace, clock
         options = options.model_copy(update=UNCERTAINTY_OFF)
     store = LocalStore(out_dir)
     notes: dict[str, Any] = {}
-    with clock.stage("ingest"):
-        manifest = ingest(store, image_dir, options, None)
-    captioned = all(entry["caption"] is not None for entry in manifest["images"])
+    captioned = (image_dir / "metadata.csv").exists()  # generate_images writes it for --captions provided
     with clock.stage("load models"):
         target = target_model(TargetSpec.of(options))
         autocast = not args.no_autocast
@@ -438,63 +440,69 @@ def run_pipeline(image_dir: Path, out_dir: Path, args: argparse.Namespace, clock
         embedder, notes["embedder"] = make_embedder(args.embed_model, device, not args.no_autocast)
     timed_embedder = TimedEmbedder(embedder or RandomEmbedder(), clock)
     clock.show("models")
+    models = pipeline.Models(target, captioner, timed_embedder)  # type: ignore[arg-type]
+    reads = CountingReader(pipeline.folder_image_reader(image_dir))
+    phases = PhaseLog()
+    logging.getLogger(uncertainty_stage.__name__).addHandler(phases)
+    logging.getLogger(uncertainty_stage.__name__).setLevel(logging.INFO)
+    reads_before_uncertainty = 0
 
-    reads = CountingReader(folder_image_reader(image_dir))
-    for index in range(artifacts.shard_count(len(manifest["images"]), options.shard_size)):
-        with clock.stage("decode"):
-            shard = decode_shard(manifest, index, options.shard_size, reads)
-        with clock.stage("caption"):
-            run_caption_shard(store, manifest, shard, options, lambda: captioner)  # type: ignore[arg-type,return-value]
-        if captioner:
-            with clock.stage("write shards"):
-                document = get_json(store, artifacts.captions_key(index))
-                names = {e["id"]: e["file_name"] for e in shard.kept}
+    @contextmanager
+    def observe(stage: str, shard: int | None) -> Iterator[None]:
+        nonlocal reads_before_uncertainty
+        if stage == "labelling":
+            timed_embedder.stage_name = "embed (labels)"
+        if stage == "uncertainty":
+            reads_before_uncertainty = reads.count
+        with clock.stage(REPORT_NAMES.get(stage, stage)):
+            yield
+        if stage == "caption" and captioner and shard is not None:
+            with clock.stage("write shards"):  # what a trained captioner would have said
+                manifest = get_json(store, artifacts.MANIFEST)
+                names = {
+                    e["id"]: e["file_name"]
+                    for e in artifacts.shard_entries(manifest, shard, options.shard_size)
+                }
+                document = get_json(store, artifacts.captions_key(shard))
                 for row in document["captions"]:
                     row["caption"] = scene_caption(names[row["image_id"]])
-                put_json(store, artifacts.captions_key(index), document)
-        with clock.stage("activations"):
-            run_activation_shard(store, shard, options, target)
-    rows = artifacts.read_usable_captions(store)
-    notes["distinct_captions"] = len({row["caption"] for row in rows})
-    clock.show("decode, caption, activations")
+                put_json(store, artifacts.captions_key(shard), document)
+        if stage in ("activation", "embed_cluster", "uncertainty"):
+            clock.show(stage)
 
-    with clock.stage("embed+FINCH"):
-        _, partitions = run_embed_cluster(store, options, timed_embedder)  # type: ignore[arg-type]
+    pipeline.run(
+        image_dir,
+        out_dir,
+        options,
+        version="bench",
+        label_settings=LabelSettings(offline=True),
+        models=models,
+        read_image=reads,
+        observe=observe,
+    )
+    # FINCH is embed_cluster's time less the embedder's (booked under "embed" inside it)
     clock.seconds["FINCH"] = clock.seconds.pop("embed+FINCH") - clock.seconds.get("embed", 0.0)
     if "embed+FINCH" in clock.peak_gb:
         clock.peak_gb["FINCH"] = clock.peak_gb.pop("embed+FINCH")
     clock.peak_rss_gb["FINCH"] = clock.peak_rss_gb.pop("embed+FINCH")  # embedding's inside it
+    rows = artifacts.read_usable_captions(store)
+    notes["distinct_captions"] = len({row["caption"] for row in rows})
+    partitions = np.load(out_dir / artifacts.PARTITIONS)
     notes["clusters_per_level"] = [int(c.max()) + 1 for c in partitions.T]
-    clock.show("embed, FINCH")
-    with clock.stage("groups"):
-        run_groups(store, options)
-    timed_embedder.stage_name = "labels"
-    with clock.stage("labels"):
-        run_labelling(store, timed_embedder, LabelSettings(offline=True))  # type: ignore[arg-type]
-    clock.show("groups, labels")
-    phases = PhaseLog()
-    logging.getLogger(uncertainty_stage.__name__).addHandler(phases)
-    logging.getLogger(uncertainty_stage.__name__).setLevel(logging.INFO)
-    decoded_before = reads.count
-    with clock.stage("uncertainty"):
-        document = uncertainty_stage.run_uncertainty(store, options, target, reads)
+    document = artifacts.read_model(store, artifacts.UNCERTAINTY, Uncertainty)
     notes["uncertainty_phases"] = {
         **phases.seconds,
-        "images_read_in_uncertainty": reads.count - decoded_before,
+        "images_read_in_uncertainty": reads.count - reads_before_uncertainty,
     }
     notes["concepts_tested"] = document.summary.specificity.document()
     notes["plan"] = document.plan.document()
     notes["pass_precision_used"] = document.method.pass_precision
-    clock.show("uncertainty")
     print("uncertainty phases:", json.dumps(notes["uncertainty_phases"]), flush=True)
     if args.uncertainty_off_too:
         off = options.model_copy(update=UNCERTAINTY_OFF)
         with clock.stage("uncertainty (off)"):
             uncertainty_stage.run_uncertainty(store, off, target, reads)
-        # the default document goes into the hierarchy, as in a real run
-        artifacts.write_model(store, artifacts.UNCERTAINTY, document)
-    with clock.stage("hierarchy"):
-        assemble_hierarchy(store, "bench")
+        artifacts.write_model(store, artifacts.UNCERTAINTY, document)  # the run's own stays
     notes["options"] = options.model_dump(mode="json")
     return notes
 

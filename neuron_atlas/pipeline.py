@@ -1,33 +1,33 @@
 """The embedded run: every stage in this process, artifacts in a local folder
 (docs/architecture.md, 'Two ways to run, one code path').
 
-It calls each stage's one entry (`run_<stage>`), the same ones the suite's Celery tasks call,
-over a `LocalStore`, so the two cannot drift. One difference, on purpose: each shard is decoded
-once and given to both per-shard entries, where the suite's parallel branches decode it each.
+`run_stages` walks the stage table (shared/stages.py) wave by wave and calls each stage's entry,
+the same ones the suite's Celery tasks call, over a `LocalJob`, so the two cannot drift. One
+difference, on purpose: each shard is decoded once and given to every per-shard entry, where the
+suite's parallel branches decode it each.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from neuron_core.target_model import LoadedModel, TargetSpec, target_model
-from services.activation.input_check import enforce, run_input_check
-from services.activation.stage import hook_layers, run_activation_shard, run_groups
+from services.activation.stage import hook_layers
 from services.caption.captioning import Captioner
-from services.caption.stage import run_caption_shard
-from services.embed_cluster.stage import run_embed_cluster
 from services.labelling.settings import LabelSettings, get_settings
-from services.labelling.stage import check_label_settings, run_labelling
-from services.uncertainty.stage import run_uncertainty
-from shared import artifacts
+from services.labelling.stage import check_label_settings
+from shared import artifacts, stages
 from shared.contracts.hierarchy import Hierarchy
+from shared.contracts.input_check import RunWarning
 from shared.errors import InputError, ModelLoadError
-from shared.hierarchy import assemble_hierarchy
+from shared.hierarchy import read_hierarchy
 from shared.ingest import (
+    DecodedShard,
     decode_shard,
     find_caption_file,
     manifest_document,
@@ -39,6 +39,7 @@ from shared.ingest import (
 from shared.options import PipelineOptions
 from shared.progress import NoProgress, Progress
 from shared.sentence_embedder import Embedder
+from shared.stage_job import ShardDecoder
 from shared.storage import LocalStore, Store, put_json
 
 log = logging.getLogger(__name__)
@@ -120,54 +121,98 @@ def load_models(options: PipelineOptions, uncaptioned: list[str]) -> Models:
     return Models(target, captioner, embedder)
 
 
-def image_stages(
-    store: Store,
-    image_dir: Path,
-    manifest: dict[str, Any],
-    options: PipelineOptions,
-    models: Models,
-    progress: Progress,
-) -> None:
-    """Per shard: decode once, then the caption and activation entries on it."""
-    entries = manifest["images"]
-    progress.start("caption", sum(1 for e in entries if e["caption"] is None))
-    progress.start("activations", len(entries))
-    for index in range(artifacts.shard_count(len(entries), options.shard_size)):
-        shard = decode_shard(manifest, index, options.shard_size, folder_image_reader(image_dir))
-        run_caption_shard(store, manifest, shard, options, lambda: _loaded(models.captioner))
-        progress.advance("caption", sum(1 for e in shard.kept if e["caption"] is None))
-        done = run_activation_shard(store, shard, options, models.target)
-        progress.advance("activations", done)
-    progress.finish("caption")
-    progress.finish("activations")
-
-
-def check_inputs(
-    store: Store, options: PipelineOptions, target: LoadedModel, image_dir: Path, progress: Progress
-) -> None:
-    """Where images carry class labels: does the model recognise them as given? A warning is
-    logged at once (and kept for hierarchy.json), before the long stages; under `strict` the
-    run fails with it instead."""
-    check = run_input_check(store, options, lambda: target, folder_image_reader(image_dir), progress)
-    enforce(check, options)
-    for warning in check.warnings if check else []:
-        log.warning(
-            "%s\n  what to do: %s",
-            warning.message,
-            warning.fix,
-            extra={"kind": warning.kind, "fix": warning.fix},
-        )
-
-
 def folder_image_reader(image_dir: Path) -> Callable[[dict[str, Any]], bytes]:
     """Bytes of a manifest entry's image in the user's folder (the suite reads the bucket)."""
     return lambda entry: (image_dir / entry["file_name"]).read_bytes()
 
 
-def _loaded(captioner: Captioner | None) -> Captioner:
-    if captioner is None:  # load_models loads one whenever an image has no caption
-        raise ValueError("images without captions need a captioner")
-    return captioner
+# `observe(stage, shard)`: a context around each call of a stage's entry (and "decode" around
+# each shard's decoding); the pipeline benchmark times the stages with it.
+Observer = Callable[[str, int | None], AbstractContextManager[Any]]
+
+
+@contextmanager
+def _unobserved(stage: str, shard: int | None) -> Iterator[None]:
+    yield
+
+
+class LocalJob:
+    """The embedded run's `shared.stage_job.StageJob`: a local folder, the models loaded up
+    front, warnings to the log, progress to the caller (the CLI's terminal)."""
+
+    def __init__(
+        self,
+        store: Store,
+        options: PipelineOptions,
+        manifest: dict[str, Any],
+        read_image: Callable[[dict[str, Any]], bytes],
+        resources: dict[str, Any],
+        progress: Progress,
+        observe: Observer = _unobserved,
+    ) -> None:
+        self.store, self.options, self.progress = store, options, progress
+        self._manifest, self._read_image, self._resources = manifest, read_image, resources
+        self._observe = observe
+        self._decoded: DecodedShard | None = None
+
+    def manifest(self) -> dict[str, Any]:
+        return self._manifest
+
+    def read_image(self, entry: dict[str, Any]) -> bytes:
+        return self._read_image(entry)
+
+    def shard(self, index: int, decoder: ShardDecoder) -> DecodedShard:
+        # Decoded once, fully, for every per-shard stage of the wave (a full decode serves any
+        # decoder); kept until the next shard's.
+        if self._decoded is None or self._decoded.index != index:
+            self._decoded = None  # the last shard's pixels go before the next shard's come
+            with self._observe("decode", index):
+                self._decoded = decode_shard(self._manifest, index, self.options.shard_size, self._read_image)
+        return self._decoded
+
+    def resource(self, name: str) -> Any:
+        if self._resources.get(name) is None:
+            raise ValueError(f"the embedded run has no {name!r} (images without captions need a captioner)")
+        return self._resources[name]
+
+    def report(self, name: str, document: dict[str, Any]) -> None:
+        pass  # the embedded run's summaries are in hierarchy.json and on the terminal
+
+    def warn(self, warnings: Sequence[RunWarning]) -> None:
+        for warning in warnings:
+            log.warning(
+                "%s\n  what to do: %s",
+                warning.message,
+                warning.fix,
+                extra={"kind": warning.kind, "fix": warning.fix},
+            )
+
+    def count_undecodable(self, shard: int, count: int) -> None:
+        pass  # undecodable/{shard}.json has them; the run report counts them from there
+
+
+def run_stages(job: LocalJob, progress: Progress, observe: Observer = _unobserved) -> None:
+    """Every queued stage of the table, wave by wave: a wave's per-shard stages shard by shard
+    (each shard decoded once for them all), then its per-job stages in the table's order."""
+    images = len(job.manifest()["images"])
+    totals = stages.totals(images)
+    for wave in stages.waves():
+        per_shard = [stage for stage in wave if stage.per == "shard"]
+        for stage in per_shard:
+            progress.start(stage.name, totals[stage.name])
+        for index in range(artifacts.shard_count(images, job.options.shard_size) if per_shard else 0):
+            for stage in per_shard:
+                with observe(stage.name, index):
+                    done = stages.entry_function(stage)(job, index)
+                progress.advance(stage.name, done)
+        for stage in per_shard:
+            progress.finish(stage.name)
+        for stage in wave:
+            if stage.per == "job":
+                progress.start(stage.name, totals[stage.name])
+                with observe(stage.name, None):
+                    stages.entry_function(stage)(job, None)
+                progress.finish(stage.name)
 
 
 def run(
@@ -179,33 +224,33 @@ def run(
     version: str = "0",
     label_settings: LabelSettings | None = None,
     labels_file: Path | None = None,
+    models: Models | None = None,
+    read_image: Callable[[dict[str, Any]], bytes] | None = None,
+    observe: Observer = _unobserved,
 ) -> Hierarchy:
     """The whole method on one folder of images; writes the artifacts and returns hierarchy.json.
 
     `label_settings` default to the environment's (`NEURON_ATLAS_LLM__*`): no endpoint there
-    means offline labels. `labels_file`: class labels (`--labels`)."""
+    means offline labels. `labels_file`: class labels (`--labels`). `models` (else loaded from
+    the options), `read_image` (else the folder's files) and `observe` serve the pipeline
+    benchmark."""
     progress = progress or NoProgress()
     label_settings = label_settings or get_settings()
     check_label_settings(label_settings)
     store = LocalStore(out_dir)
-    manifest = ingest(store, image_dir, options, captions_file, labels_file)
-    models = load_models(options, [e["file_name"] for e in manifest["images"] if e["caption"] is None])
-    image_stages(store, image_dir, manifest, options, models, progress)
-    check_inputs(store, options, models.target, image_dir, progress)
-    progress.start("embed+cluster", 1)
-    run_embed_cluster(store, options, models.embedder)
-    progress.finish("embed+cluster")
-    progress.start("groups", 1)
-    run_groups(store, options)
-    progress.finish("groups")
-    run_labelling(store, models.embedder, label_settings, progress=progress)
-    progress.start("uncertainty", 1)
-    run_uncertainty(
-        store,
-        options,
-        models.target,
-        lambda entry: (image_dir / entry["file_name"]).read_bytes(),
-        progress,
+    with observe("ingest", None):
+        manifest = ingest(store, image_dir, options, captions_file, labels_file)
+    if models is None:
+        models = load_models(options, [e["file_name"] for e in manifest["images"] if e["caption"] is None])
+    resources = {
+        "target": models.target,
+        "captioner": models.captioner,
+        "embedder": models.embedder,
+        "labelling": {"settings": label_settings},
+        "version": version,
+    }
+    job = LocalJob(
+        store, options, manifest, read_image or folder_image_reader(image_dir), resources, progress, observe
     )
-    progress.finish("uncertainty")
-    return assemble_hierarchy(store, version)
+    run_stages(job, progress, observe)
+    return read_hierarchy(store)

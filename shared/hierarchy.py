@@ -43,6 +43,7 @@ from shared.contracts.uncertainty import (
     member_column,
 )
 from shared.options import PipelineOptions
+from shared.stage_job import StageJob
 from shared.storage import Store, get_json, get_npy
 from shared.tree import ClusterNode, build_tree
 
@@ -302,3 +303,8 @@ def validate_hierarchy(document: Mapping[str, Any]) -> None:
     import jsonschema
 
     jsonschema.validate(document, hierarchy_schema())
+
+
+def assemble_stage(job: StageJob, shard: int | None = None) -> None:
+    """The stage table's entry (shared/stages.py): hierarchy.json, for the package `version`."""
+    write_hierarchy(job.store, job.resource("version"))

@@ -28,22 +28,13 @@ from typing import Any, cast
 import redis
 
 from shared.contracts.api import Status
+from shared.stages import STAGE_NAMES
 
 ACTIVE: tuple[Status, ...] = ("queued", "running", "cancelling")
 TERMINAL: tuple[Status, ...] = ("succeeded", "failed", "cancelled")
 
-# Stages in the order a job reaches them; `caption` and `activation` run side by side. Later
-# stages (uncertainty, ...) go before `assemble`.
-STAGES: tuple[str, ...] = (
-    "ingest",
-    "caption",
-    "activation",
-    "embed_cluster",
-    "groups",
-    "labelling",
-    "uncertainty",
-    "assemble",
-)
+# Stages in the order a job reaches them: the stage table's (shared/stages.py).
+STAGES: tuple[str, ...] = STAGE_NAMES
 
 # Set `status` to ARGV[2] when it is one of the space-separated ARGV[1]; then set the fields in
 # ARGV[3..]. Returns the status found. Atomic, so two workers cannot both win a transition.

@@ -14,58 +14,41 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from celery import Celery, bootsteps, chord, group, signature
+from celery import Celery, bootsteps, chain, chord, group, signature
 from celery.canvas import Signature
 from celery.signals import worker_init
 
-from shared import heartbeat, queue_settings_check
+from shared import heartbeat, queue_settings_check, stages
 from shared.settings import InfraSettings, get_infra_settings
 
-# Task names: `domain.action`; the domain is the queue, except the light final step, which runs
-# on the labelling workers (no service of its own: it only reads and writes JSON).
-CAPTION_SHARD = "caption.shard"
-ACTIVATION_SHARD = "activation.shard"
-EMBED_CLUSTER_RUN = "embed_cluster.run"
-ACTIVATION_GROUPS = "activation.groups"
-LABELLING_LABEL = "labelling.label"
+# Task names are `domain.action`. The pipeline's come from the stage table (shared/stages.py),
+# with their queues, the order of the canvas and the stage each task reports; the tasks below
+# are the ones outside a job's canvas.
 LABELLING_RELABEL = "labelling.relabel"
-UNCERTAINTY_RUN = "uncertainty.run"
-PIPELINE_ASSEMBLE = "pipeline.assemble"
 WEBHOOKS_DELIVER = "webhooks.deliver"
 # The model registry's checks: the gateway waits for their answer (Celery's result backend).
 MODEL_CHECK = "activation.model_check"
 MODEL_IMPORT = "activation.model_import"
 
-QUEUES = ("caption", "embed_cluster", "activation", "labelling", "uncertainty")
-ROUTES = {
-    "caption.*": {"queue": "caption"},
-    "embed_cluster.*": {"queue": "embed_cluster"},
-    "activation.*": {"queue": "activation"},
-    "labelling.*": {"queue": "labelling"},
-    "uncertainty.*": {"queue": "uncertainty"},
-    "pipeline.*": {"queue": "labelling"},
-    "webhooks.*": {"queue": "labelling"},  # light, and the labelling workers have egress (shared.webhooks)
+QUEUES: tuple[str, ...] = stages.SERVICES
+ROUTES: dict[str, dict[str, str]] = {
+    **{stage.task: {"queue": stage.service} for stage in stages.PIPELINE if stage.queued},
+    LABELLING_RELABEL: {"queue": "labelling"},
+    MODEL_CHECK: {"queue": "activation"},
+    MODEL_IMPORT: {"queue": "activation"},
+    WEBHOOKS_DELIVER: {
+        "queue": "labelling"
+    },  # light, and the labelling workers have egress (shared.webhooks)
 }
-
 
 # Tasks of a job (shared.tasks.job_task) and the stage each runs: each holds a lock while it
 # runs, which the reconciler reads, and one that stalls for good fails its job at its stage.
 # Webhook deliveries are not among them: they are short, and retried by their own rules.
-TASK_STAGES = {
-    CAPTION_SHARD: "caption",
-    ACTIVATION_SHARD: "activation",
-    EMBED_CLUSTER_RUN: "embed_cluster",
-    ACTIVATION_GROUPS: "groups",
-    LABELLING_LABEL: "labelling",
+TASK_STAGES: dict[str, str] = {
+    **{stage.task: stage.name for stage in stages.PIPELINE if stage.queued},
     LABELLING_RELABEL: "labelling",
-    UNCERTAINTY_RUN: "uncertainty",
-    PIPELINE_ASSEMBLE: "assemble",
 }
 JOB_TASKS = frozenset(TASK_STAGES)
-
-# Steps after the neuron groups, in order, before the assembly of hierarchy.json
-# (docs/architecture.md, 'Stages and their artifacts').
-STEPS_AFTER_GROUPS: list[str] = [LABELLING_LABEL, UNCERTAINTY_RUN]
 
 
 class Heartbeat(bootsteps.StartStopStep):
@@ -205,21 +188,31 @@ def _sig(name: str, *args: object) -> Signature:
 
 
 def job_canvas(job_id: str, shards: int) -> Signature:
-    """Caption and activation shards side by side; then embed+cluster, groups, labels, ...,
-    assemble. Messages carry the job id and a shard index, nothing else.
+    """The stage table's waves (shared/stages.py) as one canvas: a wave's tasks side by side (a
+    per-shard stage as one task per shard), each wave after the one before. Messages carry the
+    job id and a shard index, nothing else.
 
     Embedding waits for the activation shards too: they decide which images decode (a caption
     shard whose captions were all provided decodes nothing), and clustering must see only
-    those. The activation shards are the long part of a job whose captions were provided, and
-    the caption shards that of one whose were not, so little runs later for it."""
-    shard_tasks = [_sig(CAPTION_SHARD, job_id, s) for s in range(shards)]
-    shard_tasks += [_sig(ACTIVATION_SHARD, job_id, s) for s in range(shards)]
-    steps = [
-        _sig(EMBED_CLUSTER_RUN, job_id),
-        _sig(ACTIVATION_GROUPS, job_id),
-        *(_sig(n, job_id) for n in STEPS_AFTER_GROUPS),
+    those."""
+    steps: list[list[Signature]] = [
+        [
+            _sig(stage.task, job_id, *([shard] if stage.per == "shard" else []))
+            for stage in wave
+            for shard in (range(shards) if stage.per == "shard" else [None])
+        ]
+        for wave in stages.waves()
     ]
-    canvas: Signature = chord(group(shard_tasks), steps[0])
-    for step in [*steps[1:], _sig(PIPELINE_ASSEMBLE, job_id)]:
-        canvas = canvas | step
-    return canvas
+    parts: list[Signature] = []
+    while steps:
+        tasks = steps.pop(0)
+        if len(tasks) == 1:
+            parts.append(tasks[0])
+            continue
+        # Parallel tasks, then the next wave once they have all finished: a chord, whose body
+        # must be one task (the table ends in one, `assemble`; two parallel waves in a row would
+        # need a joining stage between them).
+        if not steps or len(steps[0]) != 1:
+            raise ValueError("after a wave of parallel stages the table needs a single stage")
+        parts.append(chord(group(tasks), steps.pop(0)[0]))
+    return chain(*parts) if len(parts) > 1 else parts[0]

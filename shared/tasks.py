@@ -2,7 +2,9 @@
 or failed, record progress, and turn an exception into the job's error.
 
 Task bodies stay plain functions `(job: JobContext, *ids) -> None` over a store; this module
-registers them on the shared Celery app under their `domain.action` name.
+registers them on the shared Celery app under their `domain.action` name. The pipeline's tasks
+are not written by hand: `register_stage_tasks` registers one per row of the stage table
+(shared/stages.py) that the service runs, calling the stage's entry over a `SuiteJob`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,16 +21,20 @@ from typing import Any, TypeVar
 
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
-from shared import artifacts, metrics
+from shared import artifacts, metrics, stages
+from shared.contracts.api import INPUT_CHECK_REPORT
+from shared.contracts.input_check import RunWarning
 from shared.contracts.problem import ProblemDetails
 from shared.dependencies import dependency_errors, unavailable_dependency
 from shared.errors import NeuronAtlasError
+from shared.ingest import DecodedShard
 from shared.jobstore import JobStore
 from shared.options import PipelineOptions
 from shared.public_text import public_text, redact
 from shared.queue import get_app
 from shared.registered_model import RegisteredWeights, job_model, local_weights
 from shared.settings import get_infra_settings
+from shared.stage_job import ShardDecoder
 from shared.storage import PrefixedStore, S3Store, Store, get_json, make_s3_client
 from shared.task_heartbeat import TaskHeartbeat, new_token
 
@@ -255,29 +262,134 @@ def _images_of(job: JobContext, stage: str, args: tuple[Any, ...]) -> int:
     except Exception:  # metrics never fail a task
         return 0
     total = len(manifest.get("images", []))
-    if stage in ("caption", "activation") and args and isinstance(args[0], int):
+    if stages.BY_NAME[stage].per == "shard" and args and isinstance(args[0], int):
         start = args[0] * options.shard_size
         return max(0, min(total, start + options.shard_size) - start)
     return total
 
 
 class JobProgress:
-    """`shared.progress.Progress` onto the job store, for stages that report finer steps."""
+    """`shared.progress.Progress` onto the job store. Only `step`, the one step that spans the
+    whole stage (the stage table's `Stage.step`), is the stage's progress there: a step within
+    it (say the uncertainty stage's specificity tests) would show the stage done too early."""
 
-    def __init__(self, job: JobContext) -> None:
+    def __init__(self, job: JobContext, step: str = "") -> None:
         self.job = job
-        self._done: dict[str, int] = {}
-        self._total: dict[str, int] = {}
+        self.step = step
+        self._done = 0
+        self._total: int | None = None
 
     def start(self, stage: str, total: int) -> None:
-        self._done[stage], self._total[stage] = 0, total
-        self.job.jobs.set_total(self.job.job_id, self.job.stage, total)
+        if stage == self.step:
+            self._done, self._total = 0, total
+            self.job.jobs.set_total(self.job.job_id, self.job.stage, total)
 
     def advance(self, stage: str, amount: int = 1) -> None:
-        self._done[stage] = self._done.get(stage, 0) + amount
-        self.job.jobs.shard_done(self.job.job_id, self.job.stage, 0, self._done[stage])
+        if stage == self.step:
+            self._done += amount
+            self.job.jobs.shard_done(self.job.job_id, self.job.stage, 0, self._done)
 
     def finish(self, stage: str) -> None:
         """Done: steps that were never reported one by one (e.g. offline labels) count too."""
-        if stage in self._total:
-            self.job.jobs.shard_done(self.job.job_id, self.job.stage, 0, self._total[stage])
+        if stage == self.step and self._total is not None:
+            self.job.jobs.shard_done(self.job.job_id, self.job.stage, 0, self._total)
+
+    def complete(self) -> None:
+        """The job stage has finished: all of it done (no step reported: 1 of 1)."""
+        self.job.jobs.shard_done(
+            self.job.job_id, self.job.stage, 0, 1 if self._total is None else self._total
+        )
+
+
+# A service's resources by name (`StageJob.resource`): each made from the job on first use.
+Resources = Mapping[str, Callable[["SuiteJob"], Any]]
+# Around a stage's entry, for what only the suite does (e.g. counting a tenant's LLM spend).
+Around = Callable[[JobContext], AbstractContextManager[Any]]
+
+
+class SuiteJob:
+    """The suite's `shared.stage_job.StageJob`: the job's S3 prefix, this worker's models (its
+    `resources`), progress and reports to the job store."""
+
+    def __init__(self, context: JobContext, resources: Resources, step: str = "") -> None:
+        self.context = context
+        self._resources = resources
+        self._made: dict[str, Any] = {}
+        self._progress = JobProgress(context, step)
+
+    @property
+    def store(self) -> Store:
+        return self.context.store
+
+    @property
+    def options(self) -> PipelineOptions:
+        return job_inputs(self.context)[1]
+
+    @property
+    def progress(self) -> JobProgress:
+        return self._progress
+
+    def manifest(self) -> dict[str, Any]:
+        return job_inputs(self.context)[0]
+
+    def read_image(self, entry: dict[str, Any]) -> bytes:
+        return artifacts.stored_image_reader(self.store)(entry)
+
+    def shard(self, index: int, decoder: ShardDecoder) -> DecodedShard:
+        budget = get_infra_settings().decode_pixel_budget
+        return decoder(self.manifest(), index, self.options.shard_size, self.read_image, budget)
+
+    def resource(self, name: str) -> Any:
+        if name not in self._made:
+            if name not in self._resources:
+                raise KeyError(
+                    f"the {self.context.stage} stage needs {name!r}, which this worker does not provide"
+                )
+            self._made[name] = self._resources[name](self)
+        return self._made[name]
+
+    def report(self, name: str, document: dict[str, Any]) -> None:
+        self.context.jobs.set_report(self.context.job_id, name, document)
+
+    def warn(self, warnings: Sequence[RunWarning]) -> None:
+        # On the job (GET /v1/jobs/{id}) at once, whether or not `strict` then fails it.
+        self.report(INPUT_CHECK_REPORT, {"warnings": [w.document() for w in warnings]})
+
+    def count_undecodable(self, shard: int, count: int) -> None:
+        self.context.jobs.shard_undecodable(self.context.job_id, shard, count)
+
+
+def register_stage_tasks(
+    service: str, resources: Resources, around: Mapping[str, Around] | None = None
+) -> dict[str, Any]:
+    """Register the Celery task of each stage of the table that `service` runs: its entry over a
+    `SuiteJob`, then the stage marked done (a shard's images, or the whole stage), and the job
+    succeeded after the table's last stage. `around[stage]` wraps the entry. Returns the tasks
+    by stage name."""
+    registered: dict[str, Any] = {}
+    for stage in stages.PIPELINE:
+        if stage.service == service:
+            registered[stage.name] = job_task(stage.task, stage.name)(
+                _stage_body(stage, resources, (around or {}).get(stage.name))
+            )
+    return registered
+
+
+def _stage_body(stage: stages.Stage, resources: Resources, around: Around | None) -> Callable[..., None]:
+    entry = stages.entry_function(stage)
+    last = stage is stages.PIPELINE[-1]
+
+    def body(context: JobContext, shard: int | None = None) -> None:
+        job = SuiteJob(context, resources, stage.step)
+        with around(context) if around else nullcontext():
+            done = entry(job, shard)
+        if shard is not None:
+            context.jobs.shard_done(context.job_id, stage.name, shard, done)
+        else:
+            job.progress.complete()
+        if last:
+            context.jobs.succeed(context.job_id)
+
+    body.__name__ = body.__qualname__ = stage.task.replace(".", "_")
+    body.__doc__ = f"The {stage.name} stage's task: `{stage.entry}` over the job (shared/stages.py)."
+    return body

@@ -18,10 +18,12 @@ from neuron_core.groups import LevelGroups, build_groups, groups_document
 from neuron_core.hooks import ActivationReader, preprocess
 from neuron_core.layers import LayerInfo, resolve_layers
 from neuron_core.target_model import LoadedModel
+from services.activation.input_check import enforce, run_input_check
 from shared import artifacts
 from shared.contracts.models import IMAGENET_EVAL, Preprocessing
-from shared.ingest import DecodedShard
+from shared.ingest import DecodedShard, decode_shard
 from shared.options import PipelineOptions
+from shared.stage_job import StageJob
 from shared.storage import Store, get_npy
 from shared.thumbnails import write_thumbnails
 
@@ -87,3 +89,25 @@ def run_groups(store: Store, options: PipelineOptions) -> list[LevelGroups]:
     )
     artifacts.write_model(store, artifacts.GROUPS, groups_document(levels, active))
     return levels
+
+
+def activation_stage(job: StageJob, shard: int | None) -> int:
+    """The stage table's entry (shared/stages.py): one shard's activations; images written."""
+    assert shard is not None, "the activation stage runs per shard"
+    images = job.shard(shard, decode_shard)
+    done = run_activation_shard(job.store, images, job.options, job.resource("target"))
+    # This branch decodes every image, so it is the one that counts the undecodable ones.
+    job.count_undecodable(shard, len(images.skipped))
+    return done
+
+
+def groups_stage(job: StageJob, shard: int | None = None) -> None:
+    """The stage table's entry (shared/stages.py): the input check where images carry class
+    labels (its warnings shown at once, or the run failed under `strict`), then the groups."""
+    check = run_input_check(
+        job.store, job.options, lambda: job.resource("target"), job.read_image, job.progress
+    )
+    if check is not None and check.warnings:
+        job.warn(check.warnings)
+    enforce(check, job.options)
+    run_groups(job.store, job.options)

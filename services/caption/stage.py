@@ -12,6 +12,7 @@ from services.caption.captioning import Captioner
 from shared import artifacts
 from shared.ingest import DECODE_PIXEL_BUDGET, DecodedShard, decode_shard, undecoded_shard
 from shared.options import PipelineOptions
+from shared.stage_job import StageJob
 from shared.storage import Store, put_json
 
 
@@ -94,3 +95,12 @@ def run_caption_shard(
         store, shard.index, options.caption_model if job_needs_model else None, rows, shard.skipped
     )
     return len(shard.entries)
+
+
+def caption_stage(job: StageJob, shard: int | None) -> int:
+    """The stage table's entry (shared/stages.py): caption one shard; images it held, for progress."""
+    assert shard is not None, "the caption stage runs per shard"
+    images = job.shard(shard, shard_to_caption)
+    return run_caption_shard(
+        job.store, job.manifest(), images, job.options, lambda: job.resource("captioner")
+    )

@@ -1,4 +1,5 @@
-"""Celery tasks of the caption service: thin shells over `services.caption.stage`."""
+"""Celery tasks of the caption service: its stage of the table (shared/stages.py), with one
+captioner per model kept in the worker process."""
 
 from __future__ import annotations
 
@@ -8,13 +9,10 @@ import torch
 
 from services.caption.captioning import Captioner
 from services.caption.settings import CaptionSettings
-from services.caption.stage import run_caption_shard, shard_to_caption
-from shared import artifacts
 from shared.devices import resolve_device
 from shared.model_names import check_allowed
-from shared.queue import CAPTION_SHARD
 from shared.settings import get_infra_settings
-from shared.tasks import JobContext, job_inputs, job_task
+from shared.tasks import SuiteJob, register_stage_tasks
 
 
 @lru_cache(maxsize=2)
@@ -27,17 +25,8 @@ def captioner(model_id: str, device: str | None) -> Captioner:
     return Captioner(model_id, torch.device(chosen), cache_dir=settings.model_cache_dir)
 
 
-@job_task(CAPTION_SHARD, stage="caption")
-def caption_shard(job: JobContext, shard: int) -> None:
-    manifest, options = job_inputs(job)
-    images = shard_to_caption(
-        manifest,
-        shard,
-        options.shard_size,
-        artifacts.stored_image_reader(job.store),
-        get_infra_settings().decode_pixel_budget,
-    )
-    done = run_caption_shard(
-        job.store, manifest, images, options, lambda: captioner(options.caption_model, options.device)
-    )
-    job.jobs.shard_done(job.job_id, "caption", shard, done)
+def job_captioner(job: SuiteJob) -> Captioner:
+    return captioner(job.options.caption_model, job.options.device)
+
+
+TASKS = register_stage_tasks("caption", {"captioner": job_captioner})

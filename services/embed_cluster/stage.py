@@ -11,6 +11,7 @@ from shared import artifacts
 from shared.clustering import finch_partitions
 from shared.options import PipelineOptions
 from shared.sentence_embedder import Embedder
+from shared.stage_job import StageJob
 from shared.storage import Store, put_json, put_npy
 
 
@@ -40,3 +41,8 @@ def run_embed_cluster(
     """Every usable caption, in image order, into embeddings and partitions."""
     rows = artifacts.read_usable_captions(store)
     return embed_and_cluster(store, options, embedder, [row["caption"] for row in rows])
+
+
+def embed_cluster_stage(job: StageJob, shard: int | None = None) -> None:
+    """The stage table's entry (shared/stages.py)."""
+    run_embed_cluster(job.store, job.options, job.resource("embedder"))

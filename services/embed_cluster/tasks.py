@@ -1,16 +1,15 @@
-"""Celery tasks of the embed_cluster service: thin shells over `services.embed_cluster.stage`."""
+"""Celery tasks of the embed_cluster service: its stage of the table (shared/stages.py), with
+one sentence embedder per model kept in the worker process."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
 from services.embed_cluster.settings import EmbedClusterSettings
-from services.embed_cluster.stage import run_embed_cluster
 from shared.model_names import check_allowed
-from shared.queue import EMBED_CLUSTER_RUN
 from shared.sentence_embedder import Embedder
 from shared.settings import get_infra_settings
-from shared.tasks import JobContext, job_inputs, job_task
+from shared.tasks import SuiteJob, register_stage_tasks
 
 
 @lru_cache(maxsize=2)
@@ -21,8 +20,8 @@ def embedder(name: str, device: str | None) -> Embedder:
     return Embedder(name, device or EmbedClusterSettings().device)
 
 
-@job_task(EMBED_CLUSTER_RUN, stage="embed_cluster")
-def embed_cluster_run(job: JobContext) -> None:
-    _, options = job_inputs(job)
-    run_embed_cluster(job.store, options, embedder(options.embed_model, options.device))
-    job.jobs.shard_done(job.job_id, "embed_cluster", 0, 1)
+def job_embedder(job: SuiteJob) -> Embedder:
+    return embedder(job.options.embed_model, job.options.device)
+
+
+TASKS = register_stage_tasks("embed_cluster", {"embedder": job_embedder})

@@ -12,10 +12,10 @@ from typing import IO, Any
 
 from services.gateway.settings import GatewaySettings, Quota
 from services.gateway.uploads import Collector, Limits
-from shared import artifacts
+from shared import artifacts, stages
 from shared.contracts.api import JobFromBucket, JobSpec
 from shared.errors import InputError
-from shared.jobstore import STAGES, JobRecord, JobStore
+from shared.jobstore import JobRecord, JobStore
 from shared.options import PipelineOptions
 from shared.registered_model import JOB_ARTIFACT, JobModel
 from shared.storage import PrefixedStore, Store, put_json
@@ -113,8 +113,7 @@ def submit(
         raise
     images = len(manifest["images"])
     shards = artifacts.shard_count(images, options.shard_size)
-    totals = {stage: 1 for stage in STAGES if stage != "ingest"}
-    totals.update(ingest=images, caption=images, activation=images)
+    totals = stages.totals(images)
     callbacks = [c.model_dump(mode="json") for c in spec.callbacks]
     try:
         record = jobs.create(

@@ -24,6 +24,7 @@ from shared.errors import InputError
 from shared.hierarchy import write_hierarchy
 from shared.progress import NoProgress, Progress
 from shared.sentence_embedder import Embedder
+from shared.stage_job import StageJob
 from shared.storage import LocalStore, Store, get_npy
 from shared.tree import build_tree
 
@@ -183,3 +184,11 @@ def run_relabel(
         )
     run_labelling(store, embedder, settings, cache, progress, fail_when_unreachable)
     write_hierarchy(store, version)
+
+
+def labelling_stage(job: StageJob, shard: int | None = None) -> None:
+    """The stage table's entry (shared/stages.py). `labelling` is the runner's: the settings
+    (the suite's carry the tenant's token budget), the response cache, and whether an endpoint
+    that does not answer fails the run (the suite's) or falls back to offline labels."""
+    run_labelling(job.store, job.resource("embedder"), progress=job.progress, **job.resource("labelling"))
+    job.report("labelling", labelling_summary(job.store).document())

@@ -1,5 +1,6 @@
-"""Celery tasks of the labelling service: labels, relabels, and the final assembly of
-hierarchy.json (light JSON work, so it runs here rather than in a service of its own)."""
+"""Celery tasks of the labelling service: its stages of the table (shared/stages.py), labels
+and the final assembly of hierarchy.json (light JSON work, so it runs here rather than in a
+service of its own), and relabels of finished jobs."""
 
 from __future__ import annotations
 
@@ -12,14 +13,22 @@ from typing import Any
 from services.labelling.budget import LLMBudgetExceeded
 from services.labelling.cache import ResponseCache
 from services.labelling.settings import LabelSettings, get_settings
-from services.labelling.stage import labelling_summary, run_labelling, run_relabel
-from shared.hierarchy import write_hierarchy
+from services.labelling.stage import labelling_summary, run_relabel
 from shared.metrics import observe_llm
 from shared.model_names import check_allowed
-from shared.queue import LABELLING_LABEL, LABELLING_RELABEL, PIPELINE_ASSEMBLE
+from shared.queue import LABELLING_RELABEL
 from shared.sentence_embedder import Embedder
 from shared.settings import get_infra_settings
-from shared.tasks import JobContext, JobProgress, job_inputs, job_task, object_store
+from shared.stages import BY_NAME
+from shared.tasks import (
+    JobContext,
+    JobProgress,
+    SuiteJob,
+    job_inputs,
+    job_task,
+    object_store,
+    register_stage_tasks,
+)
 
 # Shared by every job and tenant: an answer depends only on (model, prompt version, input).
 CACHE_PREFIX = "label-cache/"
@@ -45,7 +54,7 @@ def _label_kwargs(job: JobContext) -> dict[str, Any]:
     return {
         "embedder": embedder(options.embed_model),
         "cache": ResponseCache(object_store(), CACHE_PREFIX),
-        "progress": JobProgress(job),
+        "progress": JobProgress(job, BY_NAME["labelling"].step),
         # An endpoint that is down is waited out (job_task tries again), then fails the job.
         "fail_when_unreachable": True,
     }
@@ -64,10 +73,15 @@ def _budgeted(settings: LabelSettings, job: JobContext) -> LabelSettings:
 
 
 def _report(job: JobContext) -> None:
-    """The job's labelling summary; its LLM usage counted in the worker's metrics and against
-    the tenant's spend window (the gateway's `max_llm_tokens_per_window` quota)."""
+    """The job's labelling summary, and its LLM use accounted."""
+    job.jobs.set_report(job.job_id, "labelling", labelling_summary(job.store).document())
+    _account(job)
+
+
+def _account(job: JobContext) -> None:
+    """The job's LLM usage counted in the worker's metrics and against the tenant's spend window
+    (the gateway's `max_llm_tokens_per_window` quota)."""
     summary = labelling_summary(job.store)
-    job.jobs.set_report(job.job_id, "labelling", summary.document())
     used = summary.accounting
     observe_llm(summary.model, used.requests, used.prompt_tokens, used.completion_tokens, used.cost_usd)
     _count_spend(job, used.prompt_tokens + used.completion_tokens)
@@ -87,13 +101,6 @@ def _spend_counted_on_budget_failure(job: JobContext) -> Iterator[None]:
         raise
 
 
-@job_task(LABELLING_LABEL, stage="labelling")
-def labelling_label(job: JobContext) -> None:
-    with _spend_counted_on_budget_failure(job):
-        run_labelling(job.store, settings=_budgeted(get_settings(), job), **_label_kwargs(job))
-    _report(job)
-
-
 @job_task(LABELLING_RELABEL, stage="labelling")
 def labelling_relabel(job: JobContext, overrides: dict[str, Any]) -> None:
     """Label a finished job again with other settings; captions, clusters and neurons stay."""
@@ -105,8 +112,30 @@ def labelling_relabel(job: JobContext, overrides: dict[str, Any]) -> None:
     job.jobs.succeed(job.job_id)
 
 
-@job_task(PIPELINE_ASSEMBLE, stage="assemble")
-def pipeline_assemble(job: JobContext) -> None:
-    write_hierarchy(job.store, package_version())
-    job.jobs.shard_done(job.job_id, "assemble", 0, 1)
-    job.jobs.succeed(job.job_id)
+def _label_run(job: SuiteJob) -> dict[str, Any]:
+    """`run_labelling`'s settings here: the tenant's token budget, the shared response cache, and
+    an endpoint that is down waited out (job_task tries again), then the job failed."""
+    return {
+        "settings": _budgeted(get_settings(), job.context),
+        "cache": ResponseCache(object_store(), CACHE_PREFIX),
+        "fail_when_unreachable": True,
+    }
+
+
+@contextmanager
+def _accounted(job: JobContext) -> Iterator[None]:
+    """The labelling stage's LLM use: counted in the worker's metrics and the tenant's spend."""
+    with _spend_counted_on_budget_failure(job):
+        yield
+    _account(job)
+
+
+TASKS = register_stage_tasks(
+    "labelling",
+    {
+        "embedder": lambda job: embedder(job.options.embed_model),
+        "labelling": _label_run,
+        "version": lambda job: package_version(),
+    },
+    around={"labelling": _accounted},
+)

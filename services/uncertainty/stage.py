@@ -90,6 +90,7 @@ from shared.contracts.uncertainty import (
 from shared.ingest import decode_image
 from shared.options import PipelineOptions
 from shared.progress import NoProgress, Progress
+from shared.stage_job import StageJob
 from shared.storage import Store, get_json, get_npy
 from shared.tree import cluster_id
 
@@ -999,3 +1000,11 @@ def timing_document(
         phases={name: round(value, 3) for name, value in seconds.items()},
         seconds_per_image=passes.costs.seconds if passes is not None else {},
     )
+
+
+def uncertainty_stage(job: StageJob, shard: int | None = None) -> None:
+    """The stage table's entry (shared/stages.py)."""
+    uncertainty = run_uncertainty(
+        job.store, job.options, job.resource("target"), job.read_image, job.progress
+    )
+    job.report("uncertainty", uncertainty.summary.document())

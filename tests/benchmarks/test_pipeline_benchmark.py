@@ -35,7 +35,7 @@ def run_benchmark(tmp_path: Path, *flags: str) -> dict:
 def test_pipeline_benchmark_runs_end_to_end_on_a_cpu(tmp_path: Path) -> None:
     result = run_benchmark(tmp_path, "--photo", "800x600", "--uncertainty-off-too")
     assert result["images"] == 12 and result["image_size"] == [800, 600]
-    assert {"decode", "activations", "uncertainty", "uncertainty (off)"} <= set(result["stages"])
+    assert {"ingest", "decode", "activations", "uncertainty", "uncertainty (off)"} <= set(result["stages"])
     assert result["ratios"]["run_over_floor"] > 1
     assert result["notes"]["uncertainty_phases"]["images_read_in_uncertainty"] <= 12
     # the default run's number format for the model passes, resolved and recorded

@@ -89,7 +89,7 @@ def test_the_lists_the_scalers_watch_are_the_ones_celery_fills(tmp_path, monkeyp
     consuming those queues."""
     import redis
 
-    from shared import queue
+    from shared import queue, stages
     from shared.settings import get_infra_settings
     from tests.servers import start_redis
 
@@ -102,10 +102,9 @@ def test_the_lists_the_scalers_watch_are_the_ones_celery_fills(tmp_path, monkeyp
     try:
         client.flushdb()
         app = get_app()
-        for name in (queue.CAPTION_SHARD, queue.EMBED_CLUSTER_RUN, queue.ACTIVATION_SHARD):
-            app.send_task(name, args=("job", 0))
-        for name in (queue.LABELLING_LABEL, queue.UNCERTAINTY_RUN):
-            app.send_task(name, args=("job",))
+        for service in stages.SERVICES:  # one of the table's tasks per service's queue
+            task = next(stage.task for stage in stages.PIPELINE if stage.service == service)
+            app.send_task(task, args=("job",))
         for overlay in ("k8s", "k8s/gpu"):
             for scaled in named(render(overlay), "ScaledObject").values():
                 list_name = scaled["spec"]["triggers"][0]["metadata"]["listName"]

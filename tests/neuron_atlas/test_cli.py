@@ -13,6 +13,7 @@ import pytest
 from neuron_atlas.cli import main
 from shared.hierarchy import validate_hierarchy
 from shared.hub import OFFLINE_VARIABLES
+from shared.stages import STAGE_NAMES
 from tests.tiny_models import save_tiny_blip
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,12 +128,13 @@ TIME = r"\d+ (s|min \d\d s|h \d\d min)"  # 42 s, 3 min 05 s, 1 h 02 min
 def test_a_run_whose_stderr_is_not_a_terminal_logs_progress_lines(cli_run):
     proc, _ = cli_run
     lines = [m.group(1) for line in proc.stderr.splitlines() if (m := PROGRESS_LINE.match(line))]
-    assert lines[0] == "activations: started, 0/25"  # the shard's undecodable file counts too
-    for stage in ("embed+cluster", "groups", "uncertainty"):
+    # the stage table's names (shared/stages.py), as the job store has them
+    assert lines[:2] == ["caption: started, 0/25", "activation: started, 0/25"]  # undecodable counts too
+    for stage in ("embed_cluster", "groups", "labelling", "uncertainty", "assemble"):
         assert f"{stage}: started" in lines and any(
             re.fullmatch(rf"{re.escape(stage)}: done in {TIME}", x) for x in lines
         )
-    assert any(re.fullmatch(rf"activations: done 25/25 in {TIME}", x) for x in lines)
+    assert any(re.fullmatch(rf"activation: done 25/25 in {TIME}", x) for x in lines)
     assert any(re.fullmatch(rf"labels: done 12/12 in {TIME}", x) for x in lines)
     # within a stage: counts, share and time left (the interval is 0 in this run)
     within = [x for x in lines if x.startswith("specificity tests: ") and "so far" in x]
@@ -174,14 +176,10 @@ def test_with_log_format_json_every_line_on_stderr_is_a_json_record(sample_dir, 
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in proc.stderr.splitlines()]  # every line, or this fails
     progress = [r for r in records if r["logger"] == "neuron_atlas.progress"]
-    assert {"event": "start", "stage": "activations", "done": 0, "total": 24} in [
+    assert {"event": "start", "stage": "activation", "done": 0, "total": 24} in [
         {k: r[k] for k in ("event", "stage", "done", "total")} for r in progress
     ]
-    assert {r["stage"] for r in progress if r["event"] == "finish"} >= {
-        "activations",
-        "groups",
-        "uncertainty",
-    }
+    assert {r["stage"] for r in progress if r["event"] == "finish"} >= set(STAGE_NAMES) - {"ingest"}
     assert any(r["message"].startswith("result: ") for r in records)  # the run's report too
     assert "L1-" in proc.stdout or "L2-" in proc.stdout  # the tree stays text on stdout
 

@@ -59,9 +59,10 @@ def test_the_wrong_input_size_is_said_on_stderr_with_the_flag_that_fixes_it(wron
         and "on a probe of 16 of them, 32 px, ImageNet normalisation gives 1.00" in proc.stderr
     )
     assert f"what to do: Run again with {FIX}" in proc.stderr
-    # said when found (before the long stages), and again in the report at the end
+    # said when found (in the groups stage, before labelling and the uncertainty stage), and
+    # again in the report at the end
     warned = proc.stderr.index("Likely cause")
-    assert warned < proc.stderr.index("embed+cluster: started")
+    assert proc.stderr.index("groups: started") < warned < proc.stderr.index("uncertainty: started")
     assert "WARNING (input-size): " in proc.stderr[proc.stderr.index("images: 48 used") :]
 
 
@@ -93,5 +94,5 @@ def test_strict_turns_the_warning_into_exit_2_with_the_same_words(striped, wrong
     [warning] = hierarchy["warnings"]
     assert f"neuron-atlas: error: {warning['message']}" in proc.stderr
     assert f"what to do: {warning['fix']}" in proc.stderr
-    assert "embed+cluster" not in proc.stderr  # failed before the long stages
+    assert "labelling: started" not in proc.stderr  # failed before the later stages
     assert not out.exists()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from celery import Celery
 
-from shared import queue
+from shared import queue, stages
 from shared.settings import InfraSettings, get_infra_settings
 
 
@@ -33,12 +33,16 @@ def app() -> Celery:
 def test_every_task_name_routes_to_its_services_queue(app: Celery) -> None:
     router = app.amqp.router
     expected = {
-        queue.CAPTION_SHARD: "caption",
-        queue.ACTIVATION_SHARD: "activation",
-        queue.EMBED_CLUSTER_RUN: "embed_cluster",
-        queue.ACTIVATION_GROUPS: "activation",
-        queue.LABELLING_LABEL: "labelling",
-        queue.PIPELINE_ASSEMBLE: "labelling",
+        "caption.shard": "caption",
+        "activation.shard": "activation",
+        "embed_cluster.run": "embed_cluster",
+        "activation.groups": "activation",
+        "labelling.label": "labelling",
+        "uncertainty.run": "uncertainty",
+        "pipeline.assemble": "labelling",
+        queue.LABELLING_RELABEL: "labelling",
+        queue.MODEL_IMPORT: "activation",
+        queue.WEBHOOKS_DELIVER: "labelling",
     }
     for name, expected_queue in expected.items():
         assert router.route({}, name)["queue"].name == expected_queue, name
@@ -70,29 +74,27 @@ def test_canvas_runs_both_branches_in_shards_and_carries_only_ids() -> None:
     document = json.loads(json.dumps(canvas))  # JSON-serialisable, as the broker needs
     tasks = _flatten(document)
     names = [t["task"] for t in tasks]
-    assert names.count(queue.CAPTION_SHARD) == 100 and names.count(queue.ACTIVATION_SHARD) == 100
-    for name in (
-        queue.EMBED_CLUSTER_RUN,
-        queue.ACTIVATION_GROUPS,
-        queue.LABELLING_LABEL,
-        queue.PIPELINE_ASSEMBLE,
-    ):
-        assert names.count(name) == 1
+    assert names.count("caption.shard") == 100 and names.count("activation.shard") == 100
+    for stage in stages.PIPELINE:
+        if stage.queued and stage.per == "job":
+            assert names.count(stage.task) == 1, stage.task
     assert all(t["args"][0] == "0" * 32 and len(t["args"]) <= 2 for t in tasks)
     assert all(t["immutable"] for t in tasks)
     assert len(json.dumps(document)) < 64 * 1024 * 2  # the whole job, 200 shard tasks: ids only
 
 
-def test_canvas_embeds_after_both_branches_and_assembles_last() -> None:
-    """Embedding waits for the activation shards: they decide which images decode when the
-    caption shards decode nothing (every caption provided)."""
+def test_canvas_follows_the_stage_tables_waves() -> None:
+    """Shards of both branches, then embedding (it waits for the activation shards: they decide
+    which images decode when the caption shards decode nothing), groups, labelling beside
+    uncertainty, and the assembly once both are done."""
     canvas = json.loads(json.dumps(queue.job_canvas("1" * 32, shards=2)))
-    header = canvas["kwargs"]["header"]
-    assert sorted(t["task"] for t in header) == sorted([queue.CAPTION_SHARD, queue.ACTIVATION_SHARD] * 2)
-    after_both = [t["task"] for t in canvas["kwargs"]["body"]["kwargs"]["tasks"]]
-    assert after_both == [
-        queue.EMBED_CLUSTER_RUN,
-        queue.ACTIVATION_GROUPS,
-        *queue.STEPS_AFTER_GROUPS,
-        queue.PIPELINE_ASSEMBLE,
-    ]
+    assert canvas["task"] == "celery.chain"
+    first, last = canvas["kwargs"]["tasks"]  # Celery folds the steps after a chord into its body
+    assert first["task"] == "celery.chord" and last["task"] == "celery.chord"
+    assert sorted(t["task"] for t in first["kwargs"]["header"]) == sorted(
+        ["caption.shard", "activation.shard"] * 2
+    )
+    after_shards = [t["task"] for t in first["kwargs"]["body"]["kwargs"]["tasks"]]
+    assert after_shards == ["embed_cluster.run", "activation.groups"]
+    assert sorted(t["task"] for t in last["kwargs"]["header"]) == ["labelling.label", "uncertainty.run"]
+    assert last["kwargs"]["body"]["task"] == "pipeline.assemble"

@@ -1,0 +1,99 @@
+"""The stage table (shared/stages.py) is the pipeline's one definition: these tests hold every
+place that runs or describes the pipeline to it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shared import stages
+from shared.jobstore import STAGES
+from shared.queue import QUEUES, ROUTES, TASK_STAGES
+from tests.deploy.manifests import is_worker, render, worker_queue, workloads
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_entry_exists_and_takes_a_job_and_a_shard() -> None:
+    for stage in stages.PIPELINE:
+        if stage.queued:
+            entry = stages.entry_function(stage)
+            assert callable(entry), stage.entry
+            assert list(entry.__code__.co_varnames[:2]) == ["job", "shard"], stage.entry
+
+
+def test_names_queues_routes_and_task_stages_come_from_the_table() -> None:
+    assert STAGES == stages.STAGE_NAMES
+    assert QUEUES == stages.SERVICES
+    for stage in stages.PIPELINE:
+        if stage.queued:
+            assert ROUTES[stage.task] == {"queue": stage.service}
+            assert TASK_STAGES[stage.task] == stage.name
+
+
+def test_waves_respect_after_and_reject_a_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
+    waves = stages.waves()
+    seen: set[str] = {"ingest"}
+    for wave in waves:
+        assert all(set(stage.after) <= seen for stage in wave)
+        seen |= {stage.name for stage in wave}
+    assert seen == set(stages.STAGE_NAMES)
+    assert [s.name for s in waves[0]] == ["caption", "activation"]
+    looped = (
+        stages.Stage("a", "x", "job", "m:a", "x.a", (), (), after=("b",)),
+        stages.Stage("b", "x", "job", "m:b", "x.b", (), (), after=("a",)),
+    )
+    monkeypatch.setattr(stages, "PIPELINE", looped)
+    with pytest.raises(ValueError, match="wait for each other"):
+        stages.waves()
+
+
+def test_each_service_registers_a_task_for_each_of_its_stages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker runs its service's tasks module: every stage the table gives the service is
+    registered there, under the table's task name."""
+    import importlib
+
+    from shared.queue import get_app
+    from shared.settings import get_infra_settings
+
+    monkeypatch.setenv("ENVIRONMENT", "development")  # the Celery app is built from the environment
+    get_infra_settings.cache_clear()
+    get_app.cache_clear()
+
+    for service in stages.SERVICES:
+        module = importlib.import_module(f"services.{service}.tasks")
+        mine = {stage.name for stage in stages.PIPELINE if stage.service == service}
+        assert set(module.TASKS) == mine, service
+        for name, task in module.TASKS.items():
+            assert task.name == stages.BY_NAME[name].task
+    get_infra_settings.cache_clear()
+    get_app.cache_clear()
+
+
+def test_docker_compose_runs_a_worker_for_every_service_of_the_table() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    queues = set()
+    for service in compose["services"].values():
+        command = service.get("command") or []
+        if command[:1] == ["celery"]:
+            app = command[command.index("-A") + 1]
+            queue = command[command.index("-Q") + 1]
+            assert app == f"services.{queue}.worker", (app, queue)
+            queues.add(queue)
+    assert queues == set(stages.SERVICES)
+
+
+@pytest.mark.parametrize("overlay", ["k8s", "k8s/gpu"])
+def test_kubernetes_runs_a_worker_for_every_service_of_the_table(overlay: str) -> None:
+    queues = {worker_queue(w) for w in workloads(render(overlay)) if is_worker(w)}
+    assert queues == set(stages.SERVICES)
+
+
+def test_architecture_doc_has_the_tables_current_picture_and_table() -> None:
+    path = ROOT / "docs" / "architecture.md"
+    text = path.read_text()
+    assert stages.architecture_text(text) == text, (
+        "run `python -m shared.stages` and commit docs/architecture.md"
+    )
