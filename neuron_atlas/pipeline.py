@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from neuron_atlas_client.contracts.hierarchy import Hierarchy
+from neuron_atlas_client.errors import InputError, ModelLoadError
+from neuron_atlas_client.options import PipelineOptions
 from neuron_core.target_model import LoadedModel, TargetSpec, target_model
 from services.activation.input_check import enforce, run_input_check
 from services.activation.stage import hook_layers, run_activation_shard, run_groups
@@ -24,8 +27,6 @@ from services.labelling.settings import LabelSettings, get_settings
 from services.labelling.stage import check_label_settings, run_labelling
 from services.uncertainty.stage import run_uncertainty
 from shared import artifacts
-from shared.contracts.hierarchy import Hierarchy
-from shared.errors import InputError, ModelLoadError
 from shared.hierarchy import assemble_hierarchy
 from shared.ingest import (
     decode_shard,
@@ -36,7 +37,6 @@ from shared.ingest import (
     read_labels,
     scan_image_folder,
 )
-from shared.options import PipelineOptions
 from shared.progress import NoProgress, Progress
 from shared.sentence_embedder import Embedder
 from shared.storage import LocalStore, Store, put_json

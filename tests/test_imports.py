@@ -35,7 +35,7 @@ def test_gateway_app_imports_without_torch_or_worker_code() -> None:
 def test_the_client_and_remote_cli_import_no_torch_and_no_server_libraries() -> None:
     """A pipeline step that only talks to a gateway stays light: no torch, no Redis, no Celery."""
     code = (
-        "import sys, neuron_atlas.client, neuron_atlas.remote_cli; "
+        "import sys, neuron_atlas_client, neuron_atlas_client.remote_cli; "
         "bad = sorted(n for n in sys.modules if n.split('.')[0] in "
         "('torch', 'torchvision', 'transformers', 'sentence_transformers', 'redis', 'celery', "
         "'fastapi', 'minio', 'mlflow', 'numpy')); print(bad); sys.exit(1 if bad else 0)"

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from neuron_atlas_client.options import PipelineOptions
 from neuron_core.target_model import LoadedModel, TargetSpec, target_model
 from services.activation.input_check import enforce, run_input_check
 from services.activation.settings import ActivationSettings
 from services.activation.stage import run_activation_shard, run_groups
 from shared import artifacts
-from shared.contracts.api import INPUT_CHECK_REPORT
 from shared.ingest import decode_shard
-from shared.options import PipelineOptions
+from shared.job_public import INPUT_CHECK_REPORT
 from shared.queue import ACTIVATION_GROUPS, ACTIVATION_SHARD
 from shared.settings import get_infra_settings
 from shared.tasks import JobContext, job_inputs, job_task, registered_weights

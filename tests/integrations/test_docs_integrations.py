@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from neuron_atlas.cli import build_parser
-from neuron_atlas.client import Client
+from neuron_atlas_client import Client
 from tests.integrations.conftest import LIGHT
 from tests.integrations.receiver import Receiver
 from tests.readme_examples import DOCS, bash_blocks
