@@ -32,9 +32,8 @@ USER_AGENT = "neuron-atlas-client/1"
 
 Model = TypeVar("Model", bound=BaseModel)
 ProgressCallback = Callable[[JobPublic], None]
-log = logging.getLogger(
-    "neuron_atlas.client"
-)  # the name it always had: logging setups that name it keep working
+# The logger's name from before the client had a distribution of its own: setups that name it work.
+log = logging.getLogger("neuron_atlas.client")
 
 
 class ClientError(Exception):
