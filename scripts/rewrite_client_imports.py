@@ -39,10 +39,10 @@ MOVED = {
     "neuron_atlas.mlflow_log": "neuron_atlas_client.mlflow_log",
     "neuron_atlas.option_flags": "neuron_atlas_client.option_flags",
 }
-# Longest first, whole dotted names only: `shared.options_x` and `my.shared.options` stay.
-PATTERN = re.compile(
-    r"(?<![\w.])(" + "|".join(re.escape(old) for old in sorted(MOVED, key=len, reverse=True)) + r")(?![\w])"
-)
+# Longest first, whole dotted names only: `shared.options_x` and `my.shared.options` stay, and so
+# do logger names (the client's logger keeps "neuron_atlas.client").
+OLD_NAMES = "|".join(re.escape(old) for old in sorted(MOVED, key=len, reverse=True))
+PATTERN = re.compile(r"(?<![\w.])(?<!getLogger\(\")(" + OLD_NAMES + r")(?![\w])")
 # `from shared.contracts import api` and `from neuron_atlas import remote_cli`: the package moved too.
 FROM_PACKAGE = re.compile(
     r"^(\s*)from (shared\.contracts|shared|neuron_atlas) import ([\w, ]+)$", re.MULTILINE
