@@ -55,10 +55,10 @@ def bench_activations(device: str, n_images: int, batch: int) -> dict[str, float
     import torch
     import torchvision
 
+    from neuron_atlas_client.options import PipelineOptions
     from neuron_core import active_sets, hooks
     from neuron_core import layers as layer_names
     from services.activation.stage import shard_activations
-    from shared.options import PipelineOptions
 
     dev = torch.device(device)
     model = torchvision.models.resnet18().eval().to(dev)

@@ -51,9 +51,9 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 
+from neuron_atlas_client.contracts.models import Preprocessing
 from neuron_core.hooks import normalise
 from neuron_core.target_model import LoadedModel, build_architecture, load_target_model, read_state_dict
-from shared.contracts.models import Preprocessing
 
 # The shapes' colours and the sand and night sky are neuron_atlas/sample.py's; grass is olive
 # and water teal, so that a green or a blue shape stands out from them.

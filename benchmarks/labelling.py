@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from neuron_atlas_client.contracts.labels import ClusterLabel
+from neuron_atlas_client.options import PipelineOptions
 from services.labelling.quality import label_quality
 from services.labelling.settings import LabelSettings
 from services.labelling.stage import label_clusters, label_vectors, labelling_summary
 from shared import artifacts
 from shared.clustering import finch_partitions
-from shared.contracts.labels import ClusterLabel
-from shared.options import PipelineOptions
 from shared.sentence_embedder import Embedder
 from shared.storage import LocalStore, get_json, get_npy, put_json, put_npy
 from shared.tree import build_tree

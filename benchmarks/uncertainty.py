@@ -24,11 +24,11 @@ import torch
 import torchvision
 from PIL import Image
 
+from neuron_atlas_client.options import PipelineOptions
 from neuron_core import active_sets, hooks
 from neuron_core.groups import build_groups
 from neuron_core.layers import LayerInfo
 from services.uncertainty.stage import JobArrays, ModelSide, computed_with_timing
-from shared.options import PipelineOptions
 
 RESNET18_LAYERS = [("layer1", 64), ("layer2", 128), ("layer3", 256), ("layer4", 512)]
 

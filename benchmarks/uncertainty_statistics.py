@@ -30,12 +30,12 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from neuron_atlas_client.options import PipelineOptions  # noqa: E402
 from neuron_core.active_sets import active_mask  # noqa: E402
 from neuron_core.groups import build_groups  # noqa: E402
 from neuron_core.hooks import ActivationReader, preprocess  # noqa: E402
 from services.uncertainty.stage import JobArrays, ModelSide, compute_uncertainty  # noqa: E402
 from services.uncertainty.stats import proportion_interval  # noqa: E402
-from shared.options import PipelineOptions  # noqa: E402
 from tests.tiny_models import (  # noqa: E402
     PLANTED_CONCEPTS,
     PLANTED_GENERIC,

@@ -4,7 +4,9 @@ FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 COPY services/gateway/requirements.txt /tmp/gateway-requirements.txt
-RUN pip install -r /tmp/gateway-requirements.txt
+# The API's models live in the client distribution (httpx and pydantic, pinned alike).
+COPY client /tmp/client
+RUN pip install -r /tmp/gateway-requirements.txt /tmp/client && rm -r /tmp/client
 # Only the gateway's own code and the shared library: worker code never enters this image.
 COPY shared shared
 COPY services/__init__.py services/__init__.py

@@ -15,11 +15,12 @@ RUN case "$DEVICE" in \
       *) echo "DEVICE must be cpu or gpu" >&2; exit 1 ;; \
     esac && pip install --index-url "$index" torch==2.14.1 torchvision==0.29.1
 COPY pyproject.toml README.md ./
+COPY client client
 COPY shared shared
 COPY services services
 COPY neuron_core neuron_core
 COPY neuron_atlas neuron_atlas
-RUN pip install ".[suite,mlflow]"  # celery, redis, minio; webhooks and metrics; the MLflow client (model imports)
+RUN pip install ./client ".[suite,mlflow]"  # celery, redis, minio; webhooks and metrics; the MLflow client (model imports)
 # Bake the default models (BLIP base, ResNet18 ImageNet weights; the embedder ships in its
 # package) into /models, so a container starts without reaching a hub. The compose file mounts
 # a volume there; a fresh volume is filled from the image.

@@ -4,7 +4,7 @@ Exit status: 0 done, 1 unexpected failure or a missing extra (`pip install
 'neuron-atlas[mlflow]'`), 2 bad input or options (with --strict, also labelled images the model
 does not recognise as given), 3 a model could not be loaded, 4 the labelling endpoint failed in
 strict mode, 130 interrupted. `remote` adds its own
-(`neuron_atlas.remote_cli`): 5 the job failed, 6 it was cancelled, 7 the wait timed out, 8 the key
+(`neuron_atlas_client.remote_cli`): 5 the job failed, 6 it was cancelled, 7 the wait timed out, 8 the key
 was refused, 9 no such job, 10 conflict (e.g. not finished yet), 11 the gateway is unavailable.
 """
 
@@ -25,13 +25,19 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from neuron_atlas.cli_logging import REPORT_LOGGER, configure_cli_logging, json_logs, stderr_stream
-from neuron_atlas.option_flags import add_option_flags, options_from_args, user_path
-from shared.errors import InputError, LabellingError, MissingExtra, ModelLoadError, NeuronAtlasError
-from shared.options import PipelineOptions
+from neuron_atlas_client.errors import (
+    InputError,
+    LabellingError,
+    MissingExtra,
+    ModelLoadError,
+    NeuronAtlasError,
+)
+from neuron_atlas_client.option_flags import add_option_flags, options_from_args, user_path
+from neuron_atlas_client.options import PipelineOptions
 
 if TYPE_CHECKING:
+    from neuron_atlas_client.contracts.hierarchy import Hierarchy
     from services.labelling.settings import LabelSettings
-    from shared.contracts.hierarchy import Hierarchy
 
 log = logging.getLogger("neuron_atlas")
 
@@ -174,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fetch.add_argument("--embed-model", default=PipelineOptions().embed_model, metavar="ID_OR_PATH")
 
-    from neuron_atlas.remote_cli import add_remote_parser
+    from neuron_atlas_client.remote_cli import add_remote_parser
 
     add_remote_parser(commands)
 
@@ -240,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_cli_logging(args.verbose)
     if args.command == "remote":
-        from neuron_atlas.remote_cli import run_remote
+        from neuron_atlas_client.remote_cli import run_remote
 
         return run_remote(args)
     try:
@@ -309,9 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _mlflow_log(args: argparse.Namespace) -> int:
-    from neuron_atlas.mlflow_log import log_job, log_result, require_mlflow
+    from neuron_atlas_client.mlflow_log import log_result, require_mlflow
+    from services.gateway.explorer.report import write_report  # numpy: off the other commands' path
 
-    require_mlflow()  # before a job's artifacts are downloaded
+    require_mlflow("mlflow-log", install="neuron-atlas[mlflow]")  # before a job's artifacts are downloaded
 
     kwargs: dict[str, Any] = {
         "tracking_uri": args.tracking_uri,
@@ -319,16 +326,17 @@ def _mlflow_log(args: argparse.Namespace) -> int:
         "run_id": args.run_id,
         "run_name": args.run_name,
         "model_sha256": args.model_sha256,
+        "report": write_report,
     }
     target = Path(args.target).expanduser()
     if target.is_dir():
         run_id = log_result(target, **kwargs)
     elif len(args.target) == 32 and args.target.isalnum():
-        from neuron_atlas.client import Client, ClientError
+        from neuron_atlas_client import Client, ClientError
 
         try:
             with Client(args.url) as client:
-                run_id = log_job(client, args.target, **kwargs)
+                run_id = client.log_to_mlflow(args.target, **kwargs)
         except ClientError as exc:
             raise InputError(
                 f"Job {args.target}: {exc}", "Check the job id, --url and NEURON_ATLAS_API_KEY."

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from shared.errors import ModelLoadError
+from neuron_atlas_client.errors import ModelLoadError
 from shared.hub import TORCHVISION_WEIGHTS, downloads_allowed, hf_endpoint, log_through_root, unreachable_hubs
 
 log = logging.getLogger(__name__)

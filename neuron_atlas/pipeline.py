@@ -16,15 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from neuron_atlas_client.contracts.hierarchy import Hierarchy
+from neuron_atlas_client.contracts.input_check import RunWarning
+from neuron_atlas_client.errors import InputError, ModelLoadError
+from neuron_atlas_client.options import PipelineOptions
 from neuron_core.target_model import LoadedModel, TargetSpec, target_model
 from services.activation.stage import hook_layers
 from services.caption.captioning import Captioner
 from services.labelling.settings import LabelSettings, get_settings
 from services.labelling.stage import check_label_settings
 from shared import artifacts, stages
-from shared.contracts.hierarchy import Hierarchy
-from shared.contracts.input_check import RunWarning
-from shared.errors import InputError, ModelLoadError
 from shared.hierarchy import read_hierarchy
 from shared.ingest import (
     DecodedShard,
@@ -36,7 +37,6 @@ from shared.ingest import (
     read_labels,
     scan_image_folder,
 )
-from shared.options import PipelineOptions
 from shared.progress import NoProgress, Progress
 from shared.sentence_embedder import Embedder
 from shared.stage_job import ShardDecoder

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from neuron_atlas.terminal import TerminalProgress
-from shared.errors import InputError
+from neuron_atlas_client.errors import InputError
 
 LOGGER = "neuron_atlas.progress"
 INTERVAL_S = 30.0

@@ -10,8 +10,8 @@ from typing import TextIO
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from shared.contracts.hierarchy import Cluster, Hierarchy
-from shared.contracts.labels import Labelling
+from neuron_atlas_client.contracts.hierarchy import Cluster, Hierarchy
+from neuron_atlas_client.contracts.labels import Labelling
 
 
 class TerminalProgress:

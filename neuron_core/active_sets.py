@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from neuron_atlas_client.errors import InputError
 from neuron_core.layers import LayerInfo, stack_layers
 from shared import artifacts
-from shared.errors import InputError
 from shared.storage import Store, get_npz, put_npz
 
 

@@ -14,8 +14,8 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from shared.contracts.models import Preprocessing
-from shared.errors import InputError
+from neuron_atlas_client.contracts.models import Preprocessing
+from neuron_atlas_client.errors import InputError
 
 ZOOS = ("torchvision", "timm")
 

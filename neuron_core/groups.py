@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from neuron_atlas_client.contracts.groups import Groups
+from neuron_atlas_client.errors import InputError
 from neuron_core.active_sets import ActiveSets
-from shared.contracts.groups import Groups
-from shared.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from neuron_atlas_client.contracts.models import IMAGENET_EVAL, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from neuron_atlas_client.errors import InputError
 from neuron_core.layers import LayerInfo, stack_layers
-from shared.contracts.models import IMAGENET_EVAL, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from shared.errors import InputError
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ActivationReader", "crops", "normalise", "preprocess"]
 RESAMPLING = {

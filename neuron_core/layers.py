@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from shared.errors import InputError
+from neuron_atlas_client.errors import InputError
 
 
 @dataclass(frozen=True)

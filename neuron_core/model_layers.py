@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from neuron_atlas_client.contracts.models import ModelLayer, ModelLayers
+from neuron_atlas_client.errors import InputError
 from neuron_core.layers import default_layers, readable_layers
-from shared.contracts.models import ModelLayer, ModelLayers
-from shared.errors import InputError
 
 
 def describe_layers(

@@ -22,6 +22,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from neuron_atlas_client.contracts.hierarchy import TargetRecord
+from neuron_atlas_client.contracts.models import IMAGENET_EVAL, Preprocessing, WeightsSource
+from neuron_atlas_client.errors import InputError, ModelLoadError
+from neuron_atlas_client.options import PipelineOptions
 from neuron_core.architectures import Architecture, classifier_weight_key
 from neuron_core.weights_check import (
     ModelTooLarge,
@@ -31,12 +35,8 @@ from neuron_core.weights_check import (
     parameter_count,
     shapes_of,
 )
-from shared.contracts.hierarchy import TargetRecord
-from shared.contracts.models import IMAGENET_EVAL, Preprocessing, WeightsSource
 from shared.devices import resolve_device
-from shared.errors import InputError, ModelLoadError
 from shared.hub import downloads_allowed
-from shared.options import PipelineOptions
 from shared.registered_model import RegisteredWeights
 from shared.safetensors_file import SafetensorsSummary, check_safetensors, file_sha256
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from neuron_atlas_client.errors import InputError, ModelLoadError
 from neuron_core.architectures import Architecture, classifier_weight_key
-from shared.errors import InputError, ModelLoadError
 from shared.safetensors_file import FLOAT_DTYPES, SafetensorsSummary
 
 Shape = tuple[int, ...]

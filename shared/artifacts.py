@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from shared.options import PipelineOptions
+from neuron_atlas_client.options import PipelineOptions
 from shared.storage import Store, get_json, put_json
 
 SPEC = "spec.json"
@@ -114,7 +114,7 @@ def read_caption_shards(store: Store) -> tuple[list[dict[str, Any]], list[dict[s
 
 def read_usable_captions(store: Store) -> list[dict[str, Any]]:
     """The caption rows of the images that decoded; an error that says why when none did."""
-    from shared.errors import InputError
+    from neuron_atlas_client.errors import InputError
 
     rows, skipped = read_caption_shards(store)
     if not rows:

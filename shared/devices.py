@@ -6,7 +6,7 @@ model. torch is imported inside the function: the gateway imports `shared` and n
 
 from __future__ import annotations
 
-from shared.errors import InputError
+from neuron_atlas_client.errors import InputError
 
 
 def resolve_device(requested: str | None) -> str:

@@ -14,10 +14,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from shared import artifacts
-from shared.contracts.base import Contract
-from shared.contracts.groups import Groups
-from shared.contracts.hierarchy import (
+from neuron_atlas_client.contracts.base import Contract
+from neuron_atlas_client.contracts.groups import Groups
+from neuron_atlas_client.contracts.hierarchy import (
     SCHEMA_VERSION,
     CaptionerRecord,
     Cluster,
@@ -33,16 +32,17 @@ from shared.contracts.hierarchy import (
     SkippedFile,
     TargetRecord,
 )
-from shared.contracts.input_check import InputCheck
-from shared.contracts.labels import ClusterLabel, Labelling, Labels
-from shared.contracts.uncertainty import (
+from neuron_atlas_client.contracts.input_check import InputCheck
+from neuron_atlas_client.contracts.labels import ClusterLabel, Labelling, Labels
+from neuron_atlas_client.contracts.uncertainty import (
     EVIDENCE_COLUMNS,
     Evidence,
     ImageModelUncertainty,
     Uncertainty,
     member_column,
 )
-from shared.options import PipelineOptions
+from neuron_atlas_client.options import PipelineOptions
+from shared import artifacts
 from shared.stage_job import StageJob
 from shared.storage import Store, get_json, get_npy
 from shared.tree import ClusterNode, build_tree

@@ -22,7 +22,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from shared.errors import InputError
+from neuron_atlas_client.errors import InputError
 
 METADATA_NAMES = ("metadata.csv", "metadata.jsonl")
 DECODE_MIN_SIDE = 384

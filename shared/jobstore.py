@@ -27,7 +27,7 @@ from typing import Any, cast
 
 import redis
 
-from shared.contracts.api import Status
+from neuron_atlas_client.contracts.api import Status
 from shared.stages import STAGE_NAMES
 
 ACTIVE: tuple[Status, ...] = ("queued", "running", "cancelling")

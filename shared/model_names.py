@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from shared.errors import InputError
+from neuron_atlas_client.errors import InputError
 
 
 class ModelNotAllowed(InputError):

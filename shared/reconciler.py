@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 
-from shared.contracts.problem import ProblemDetails
+from neuron_atlas_client.contracts.problem import ProblemDetails
 from shared.jobstore import JobStore
 from shared.queue import TASK_STAGES
 from shared.settings import InfraSettings

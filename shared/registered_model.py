@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shared.contracts.models import ModelRecord
-from shared.errors import ModelLoadError
+from neuron_atlas_client.contracts.models import ModelRecord
+from neuron_atlas_client.errors import ModelLoadError
 from shared.safetensors_file import file_sha256
 from shared.storage import S3Store, Store, get_json
 

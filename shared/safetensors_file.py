@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import InputError
+from neuron_atlas_client.errors import InputError
 
 # The largest model in the zoos (timm's eva02 and vit_huge families, ~500 tensors) has a header
 # of about 60 kB; 4 MiB leaves room for 40,000 tensors. At this cap `json.loads` takes ~0.1 s and

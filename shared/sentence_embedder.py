@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from neuron_atlas_client.errors import ModelLoadError
+from neuron_atlas_client.options import DEFAULT_EMBED_MODEL
 from shared.devices import resolve_device
-from shared.errors import ModelLoadError
-from shared.options import DEFAULT_EMBED_MODEL
 
 if TYPE_CHECKING:  # importing sentence-transformers takes seconds; load() does it on first use
     from sentence_transformers import SentenceTransformer

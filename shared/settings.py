@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.options import DEFAULT_CAPTION_MODEL, DEFAULT_EMBED_MODEL
+from neuron_atlas_client.options import DEFAULT_CAPTION_MODEL, DEFAULT_EMBED_MODEL
 
 Environment = Literal["development", "production"]
 

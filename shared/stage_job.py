@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from shared.contracts.input_check import RunWarning
+from neuron_atlas_client.contracts.input_check import RunWarning
+from neuron_atlas_client.options import PipelineOptions
 from shared.ingest import DecodedShard
-from shared.options import PipelineOptions
 from shared.progress import Progress
 from shared.storage import Store
 

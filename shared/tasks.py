@@ -21,15 +21,15 @@ from typing import Any, TypeVar
 
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
+from neuron_atlas_client.contracts.input_check import RunWarning
+from neuron_atlas_client.contracts.problem import ProblemDetails
+from neuron_atlas_client.errors import NeuronAtlasError
+from neuron_atlas_client.options import PipelineOptions
 from shared import artifacts, metrics, stages
-from shared.contracts.api import INPUT_CHECK_REPORT
-from shared.contracts.input_check import RunWarning
-from shared.contracts.problem import ProblemDetails
 from shared.dependencies import dependency_errors, unavailable_dependency
-from shared.errors import NeuronAtlasError
 from shared.ingest import DecodedShard
+from shared.job_public import INPUT_CHECK_REPORT
 from shared.jobstore import JobStore
-from shared.options import PipelineOptions
 from shared.public_text import public_text, redact
 from shared.queue import get_app
 from shared.registered_model import RegisteredWeights, job_model, local_weights

@@ -8,7 +8,7 @@ import logging
 import time
 from typing import Any
 
-from shared.contracts.api import JobPublic
+from shared.job_public import job_public
 from shared.jobstore import JobStore, now
 from shared.metrics import WEBHOOK_DELIVERIES
 from shared.queue import WEBHOOKS_DELIVER, get_app
@@ -28,7 +28,7 @@ def announce(jobs: JobStore, job_id: str, status: str) -> None:
     if record is None:
         return
     # Built once, so every attempt sends the same body: a few kB (status, progress, summaries).
-    body = message(event, JobPublic.of(record).model_dump(mode="json"))
+    body = message(event, job_public(record).model_dump(mode="json"))
     for index, callback in enumerate(callbacks):
         if event in callback.get("events", ()):
             args = [job_id, index, event, new_webhook_id(), body]

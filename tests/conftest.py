@@ -49,7 +49,7 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def embedded_result(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample, run once through the embedded pipeline with light uncertainty settings."""
     from neuron_atlas.pipeline import run
-    from shared.options import PipelineOptions
+    from neuron_atlas_client.options import PipelineOptions
 
     out = tmp_path_factory.mktemp("embedded") / "out"
     options = PipelineOptions(

@@ -76,6 +76,29 @@ def test_every_build_context_dockerfile_and_copied_path_exists():
                     assert (context / source).exists(), f"{dockerfile.name} copies missing {source}"
 
 
+FIRST_PARTY = {"shared", "services", "neuron_core", "neuron_atlas", "neuron_atlas_client"}
+
+
+def test_each_image_holds_every_package_its_code_imports():
+    """The gateway's code imports the contracts from the client distribution: its image copies
+    shared/ and services/ and installs client/ (so does the workers')."""
+    from tests.test_imports import imported_modules
+
+    imported = {
+        name.split(".")[0]
+        for package in ("services/gateway", "shared")
+        for path in (ROOT / package).rglob("*.py")
+        for name in imported_modules(path)
+    }
+    assert imported & FIRST_PARTY == {"shared", "services", "neuron_atlas_client"}
+    for image, client in (("gateway", "/tmp/client"), ("worker", "./client")):
+        text = (ROOT / f"docker/{image}.Dockerfile").read_text()
+        copied = {line.split()[1] for line in text.splitlines() if line.startswith("COPY ")}
+        assert {"shared", "client"} <= copied, f"{image}: {copied}"
+        installs = re.search(rf"^RUN pip install .*{re.escape(client)}\b", text, re.M)
+        assert installs, f"{image}'s image does not install the client distribution"
+
+
 def test_required_secrets_are_demanded_not_defaulted():
     text = (ROOT / "docker-compose.yml").read_text()
     for variable in SECRETS:

@@ -35,7 +35,7 @@ def test_gateway_app_imports_without_torch_or_worker_code() -> None:
 def test_the_client_and_remote_cli_import_no_torch_and_no_server_libraries() -> None:
     """A pipeline step that only talks to a gateway stays light: no torch, no Redis, no Celery."""
     code = (
-        "import sys, neuron_atlas.client, neuron_atlas.remote_cli; "
+        "import sys, neuron_atlas_client, neuron_atlas_client.remote_cli; "
         "bad = sorted(n for n in sys.modules if n.split('.')[0] in "
         "('torch', 'torchvision', 'transformers', 'sentence_transformers', 'redis', 'celery', "
         "'fastapi', 'minio', 'mlflow', 'numpy')); print(bad); sys.exit(1 if bad else 0)"
@@ -70,10 +70,12 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def forbidden_imports(package: str, forbidden: tuple[str, ...]) -> list[str]:
+    """Imports of the modules `forbidden` names or their submodules (`neuron_atlas` forbids
+    `neuron_atlas.cli`, not `neuron_atlas_client`)."""
     found = []
     for path in sorted((ROOT / package).rglob("*.py")):
         for name in imported_modules(path):
-            if name.startswith(forbidden):
+            if any(name == f or name.startswith(f + ".") for f in forbidden):
                 found.append(f"{path.relative_to(ROOT)} imports {name}")
     return found
 
@@ -94,7 +96,23 @@ def test_no_service_imports_another_service() -> None:
 
 def test_shared_and_neuron_core_import_no_service_and_no_runner() -> None:
     assert forbidden_imports("shared", ("services", "neuron_core", "neuron_atlas")) == []
+    assert forbidden_imports("shared", ("neuron_atlas_client",)) != []  # the rule tells the two apart
     assert forbidden_imports("neuron_core", ("services", "neuron_atlas")) == []
+
+
+# What the client distribution may import: its own package, its two dependencies, the standard
+# library, and the optional parts it asks for only when used (the `mlflow` extra; rich's bar).
+CLIENT_MAY_IMPORT = {"neuron_atlas_client", "httpx", "pydantic", "mlflow", "rich"}
+
+
+def test_the_client_distribution_imports_only_itself_its_dependencies_and_the_standard_library() -> None:
+    found = []
+    for path in sorted((ROOT / "client/src/neuron_atlas_client").rglob("*.py")):
+        for name in imported_modules(path):
+            top = name.split(".")[0]
+            if top not in CLIENT_MAY_IMPORT and top not in sys.stdlib_module_names and top != "__future__":
+                found.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert found == []
 
 
 def test_the_rule_catches_an_import_inside_a_function(tmp_path: Path) -> None:

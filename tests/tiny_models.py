@@ -228,8 +228,8 @@ def save_sized_resnet18(path: Path, images: list[Any], labels: np.ndarray, seed:
     import torchvision.models as tvm
     from safetensors.torch import save_file
 
+    from neuron_atlas_client.contracts.models import Preprocessing
     from neuron_core.hooks import preprocess
-    from shared.contracts.models import Preprocessing
 
     torch.manual_seed(seed)
     model = tvm.resnet18(weights=None, num_classes=SIZED_CLASSES).eval()

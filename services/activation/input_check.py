@@ -27,17 +27,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from neuron_atlas_client.contracts.hierarchy import TargetRecord
+from neuron_atlas_client.contracts.input_check import InputCheck, ProbeResult, RunWarning, WarningKind
+from neuron_atlas_client.contracts.models import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from neuron_atlas_client.errors import InputCheckFailed
+from neuron_atlas_client.options import PipelineOptions
 from neuron_core.active_sets import read_predictions
 from neuron_core.architectures import Architecture
 from neuron_core.hooks import preprocess
 from neuron_core.target_model import LoadedModel
 from shared import artifacts
-from shared.contracts.hierarchy import TargetRecord
-from shared.contracts.input_check import InputCheck, ProbeResult, RunWarning, WarningKind
-from shared.contracts.models import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from shared.errors import InputCheckFailed
 from shared.ingest import decode_image
-from shared.options import PipelineOptions
 from shared.progress import NoProgress, Progress
 from shared.storage import Store, get_json
 

@@ -12,12 +12,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from neuron_atlas_client.contracts.models import Preprocessing
+from neuron_atlas_client.errors import InputError, NeuronAtlasError
 from neuron_core.hooks import preprocess
 from neuron_core.model_layers import describe_layers
 from neuron_core.target_model import load_target_model, num_outputs
 from neuron_core.weights_check import WeightsMismatch, describe_mismatch
-from shared.contracts.models import Preprocessing
-from shared.errors import InputError, NeuronAtlasError
 from shared.public_text import redact
 
 

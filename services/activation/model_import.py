@@ -11,8 +11,8 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from shared.contracts.api import MLFLOW_URI_PATTERN
-from shared.errors import InputError, ModelLoadError
+from neuron_atlas_client.contracts.api import MLFLOW_URI_PATTERN
+from neuron_atlas_client.errors import InputError, ModelLoadError
 from shared.hub import downloads_allowed
 from shared.model_names import check_allowed
 from shared.storage import S3Store
@@ -57,7 +57,7 @@ def from_bucket(store: S3Store, prefix: str, folder: Path) -> Path:
 
 
 def from_mlflow(uri: str, tracking_uri: str | None, folder: Path) -> Path:
-    # The gateway takes only these (shared.contracts.api); checked again here, because MLflow
+    # The gateway takes only these (neuron_atlas_client.contracts.api); checked again here, because MLflow
     # would read a file:// URI or a path with this worker's rights.
     if not re.fullmatch(MLFLOW_URI_PATTERN, uri) or ".." in uri.split("/"):
         raise InputError(

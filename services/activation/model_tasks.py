@@ -11,12 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from neuron_atlas_client.contracts.models import Preprocessing
+from neuron_atlas_client.errors import NeuronAtlasError
 from services.activation.model_check import check_model, problem_of
 from services.activation.model_import import from_bucket, from_hub, from_mlflow, scratch_folder
 from services.activation.settings import ActivationSettings
-from shared.contracts.models import Preprocessing
 from shared.dependencies import unavailable_dependency
-from shared.errors import NeuronAtlasError
 from shared.queue import MODEL_CHECK, MODEL_IMPORT, get_app
 from shared.safetensors_file import file_sha256
 from shared.settings import get_infra_settings

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from neuron_atlas_client.contracts.models import IMAGENET_EVAL, Preprocessing
+from neuron_atlas_client.options import PipelineOptions
 from neuron_core.active_sets import active_mask, read_active_sets, write_activation_shard
 from neuron_core.groups import LevelGroups, build_groups, groups_document
 from neuron_core.hooks import ActivationReader, preprocess
@@ -20,9 +22,7 @@ from neuron_core.layers import LayerInfo, resolve_layers
 from neuron_core.target_model import LoadedModel
 from services.activation.input_check import enforce, run_input_check
 from shared import artifacts
-from shared.contracts.models import IMAGENET_EVAL, Preprocessing
 from shared.ingest import DecodedShard, decode_shard
-from shared.options import PipelineOptions
 from shared.stage_job import StageJob
 from shared.storage import Store, get_npy
 from shared.thumbnails import write_thumbnails

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from shared.errors import ModelLoadError
+from neuron_atlas_client.errors import ModelLoadError
 from shared.hub import downloads_allowed
 
 log = logging.getLogger(__name__)

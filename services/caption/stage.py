@@ -8,10 +8,10 @@ from typing import Any
 
 from PIL import Image
 
+from neuron_atlas_client.options import PipelineOptions
 from services.caption.captioning import Captioner
 from shared import artifacts
 from shared.ingest import DECODE_PIXEL_BUDGET, DecodedShard, decode_shard, undecoded_shard
-from shared.options import PipelineOptions
 from shared.stage_job import StageJob
 from shared.storage import Store, put_json
 

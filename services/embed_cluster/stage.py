@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from neuron_atlas_client.options import PipelineOptions
 from shared import artifacts
 from shared.clustering import finch_partitions
-from shared.options import PipelineOptions
 from shared.sentence_embedder import Embedder
 from shared.stage_job import StageJob
 from shared.storage import Store, put_json, put_npy

@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from neuron_atlas_client.contracts.api import ModelImport
+from neuron_atlas_client.contracts.models import ModelLayers, ModelRecord, ModelSourceRecord, Preprocessing
+from neuron_atlas_client.errors import InputError
 from services.gateway.problems import RETRY_AFTER_S, Problem
-from shared.contracts.api import ModelImport
-from shared.contracts.models import ModelLayers, ModelRecord, ModelSourceRecord, Preprocessing
-from shared.errors import InputError
 from shared.model_names import check_allowed
 from shared.public_text import redact
 from shared.queue import MODEL_CHECK, MODEL_IMPORT, get_app

@@ -12,10 +12,10 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from neuron_atlas_client.contracts.problem import ProblemDetails
+from neuron_atlas_client.errors import NeuronAtlasError
 from services.gateway.methods import allowed_methods
-from shared.contracts.problem import ProblemDetails
 from shared.dependencies import dependency_errors, unavailable_dependency
-from shared.errors import NeuronAtlasError
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
 
+from neuron_atlas_client.contracts.hierarchy import Cluster, Hierarchy, Neuron
 from services.gateway.problems import Problem
 from shared import artifacts
-from shared.contracts.hierarchy import Cluster, Hierarchy, Neuron
 from shared.jobstore import JobRecord
 from shared.storage import PrefixedStore, S3Store
 

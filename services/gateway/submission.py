@@ -11,9 +11,9 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from neuron_atlas_client.contracts.api import JobFromBucket, JobSpec
 from services.gateway.problems import Problem
 from services.gateway.submit import Upload
-from shared.contracts.api import JobFromBucket, JobSpec
 
 # The multipart parser's own limits; the body size is limited while it streams in (limits.py).
 MAX_FILES, MAX_FIELDS, MAX_PART_BYTES = 10_000, 100, 1024 * 1024

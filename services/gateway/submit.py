@@ -10,13 +10,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
+from neuron_atlas_client.contracts.api import JobFromBucket, JobSpec
+from neuron_atlas_client.errors import InputError
+from neuron_atlas_client.options import PipelineOptions
 from services.gateway.settings import GatewaySettings, Quota
 from services.gateway.uploads import Collector, Limits
 from shared import artifacts, stages
-from shared.contracts.api import JobFromBucket, JobSpec
-from shared.errors import InputError
 from shared.jobstore import JobRecord, JobStore
-from shared.options import PipelineOptions
 from shared.registered_model import JOB_ARTIFACT, JobModel
 from shared.storage import PrefixedStore, Store, put_json
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from neuron_atlas_client.errors import InputError
 from shared import artifacts
-from shared.errors import InputError
 from shared.ingest import (
     METADATA_NAMES,
     ImageRecord,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from neuron_atlas_client.errors import LabellingError
 from services.labelling.sampling import estimate_tokens
-from shared.errors import LabellingError
 
 
 class LLMBudgetExceeded(LabellingError):

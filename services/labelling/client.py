@@ -21,11 +21,11 @@ from urllib.parse import urlsplit, urlunsplit
 import jsonschema
 import openai
 
+from neuron_atlas_client.contracts.labels import Accounting as AccountingRecord
 from services.labelling.budget import check_budget, request_estimate
 from services.labelling.cache import ResponseCache, cache_key
 from services.labelling.prompt_set import PromptSet
 from services.labelling.settings import LabelSettings
-from shared.contracts.labels import Accounting as AccountingRecord
 
 log = logging.getLogger(__name__)
 

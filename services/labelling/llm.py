@@ -13,11 +13,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from neuron_atlas_client.contracts.labels import ClusterLabel
+from neuron_atlas_client.errors import LabellingError
 from services.labelling.client import EndpointError, LLMClient, MalformedAnswer
 from services.labelling.offline import describe_difference, generalise, representative_caption
 from services.labelling.sampling import format_captions, sample_captions
-from shared.contracts.labels import ClusterLabel
-from shared.errors import LabellingError
 from shared.progress import NoProgress, Progress
 from shared.tree import ClusterNode
 

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from shared.errors import InputError
+from neuron_atlas_client.errors import InputError
 
 
 @dataclass(frozen=True)

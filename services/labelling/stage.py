@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from neuron_atlas_client.contracts.labels import ClusterLabel, Labelling, LabelQuality, Labels
+from neuron_atlas_client.errors import InputError
 from services.labelling.cache import ResponseCache
 from services.labelling.client import Accounting, LLMClient, public_endpoint
 from services.labelling.llm import TreeLabeller
@@ -18,9 +20,7 @@ from services.labelling.prompt_set import load_prompts
 from services.labelling.quality import label_quality, quality_summary
 from services.labelling.settings import LabelSettings, default_cache_dir, get_settings
 from shared import artifacts
-from shared.contracts.labels import ClusterLabel, Labelling, LabelQuality, Labels
 from shared.dependencies import Dependency, DependencyDown
-from shared.errors import InputError
 from shared.hierarchy import write_hierarchy
 from shared.progress import NoProgress, Progress
 from shared.sentence_embedder import Embedder

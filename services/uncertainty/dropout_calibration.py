@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from neuron_atlas_client.errors import InputError
 from neuron_core.layers import LayerInfo
 from neuron_core.read_layer_start import split_at_first_read_layer
 from services.uncertainty.entropy import Interpretation
 from services.uncertainty.model_inputs import InputSource
 from services.uncertainty.precision import autocast
 from services.uncertainty.row_dropout import InjectedDropout, RowDraws
-from shared.errors import InputError
 
 DEFAULT_GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
 ECE_BINS = 15

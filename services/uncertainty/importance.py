@@ -15,10 +15,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from neuron_atlas_client.contracts.uncertainty import Importance, ImportanceResult
 from neuron_core.layers import LayerInfo
 from services.uncertainty import ablation as abl
 from services.uncertainty.model_inputs import ModelInputs
-from shared.contracts.uncertainty import Importance, ImportanceResult
 
 NULL = (
     "The group is as important as the same number of neurons per layer drawn uniformly (which "

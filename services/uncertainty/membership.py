@@ -1,5 +1,5 @@
 """The membership table: every statistic of every (cluster, neuron) membership, one column per
-field of `shared.contracts.uncertainty.Evidence`, and nothing else.
+field of `neuron_atlas_client.contracts.uncertainty.Evidence`, and nothing else.
 
 The statistics are computed as (clusters x neurons) arrays per level (stats.py, the bootstrap,
 the passes); `MembershipTable.columns` turns one cluster's members into the columns of
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from neuron_atlas_client.contracts.uncertainty import EVIDENCE_COLUMNS
 from services.uncertainty.stats import MembershipStats
-from shared.contracts.uncertainty import EVIDENCE_COLUMNS
 
 
 def _r(values: np.ndarray, digits: int = 6) -> list[float]:

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from neuron_atlas_client.contracts.models import IMAGENET_EVAL, Preprocessing
 from neuron_core.hooks import crops, normalise
-from shared.contracts.models import IMAGENET_EVAL, Preprocessing
 from shared.ingest import decode_threads
 
 ImageSource = Callable[[Sequence[int]], list[Image.Image]]

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neuron_atlas_client.contracts.models import IMAGENET_EVAL, Preprocessing
 from neuron_core import hooks
 from neuron_core.active_sets import active_mask
 from neuron_core.groups import one_hot
@@ -43,7 +44,6 @@ from services.uncertainty.model_inputs import InputSource
 from services.uncertainty.precision import autocast
 from services.uncertainty.row_dropout import InjectedDropout, RowDraws, Stream, dropout_modules, own_dropout
 from services.uncertainty.stats import IntervalMethod, proportion_interval
-from shared.contracts.models import IMAGENET_EVAL, Preprocessing
 
 __all__ = [
     "ExpectedSupport",

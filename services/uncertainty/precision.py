@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from shared.options import PassPrecision
+from neuron_atlas_client.options import PassPrecision
 
 log = logging.getLogger(__name__)
 

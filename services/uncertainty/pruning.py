@@ -29,12 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from neuron_core.groups import active_matrix, one_hot
-from neuron_core.layers import LayerInfo
-from services.uncertainty import ablation as abl
-from services.uncertainty.model_uncertainty import InputSource
-from services.uncertainty.stats import membership_stats
-from shared.contracts.uncertainty import (
+from neuron_atlas_client.contracts.uncertainty import (
     LayerPruning,
     OutputChange,
     Pruning,
@@ -42,6 +37,11 @@ from shared.contracts.uncertainty import (
     PruningVerdict,
     RandomPrunings,
 )
+from neuron_core.groups import active_matrix, one_hot
+from neuron_core.layers import LayerInfo
+from services.uncertainty import ablation as abl
+from services.uncertainty.model_uncertainty import InputSource
+from services.uncertainty.stats import membership_stats
 
 DEFAULT_TOLERANCE = 0.02  # a fall of accuracy (or agreement) by more than this is a loss
 PERCENTILES = (2.5, 97.5)  # the random prunings' 95% percentile interval

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shared.contracts.uncertainty import Evidence
+from neuron_atlas_client.contracts.uncertainty import Evidence
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "reference" / "evidence.md"
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from shared.errors import InputError
+from neuron_atlas_client.errors import InputError
 
 log = logging.getLogger(__name__)
 

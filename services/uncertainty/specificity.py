@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from neuron_atlas_client.contracts.uncertainty import KeepOnlySpecificity, Specificity, SpecificityResult
 from neuron_core.groups import group_on
 from neuron_core.layers import LayerInfo
 from services.uncertainty import ablation as abl
@@ -44,7 +45,6 @@ from services.uncertainty.stats import (
     mean_difference_test,
     welch_interval,
 )
-from shared.contracts.uncertainty import KeepOnlySpecificity, Specificity, SpecificityResult
 
 NULL = (
     "Zeroing the group, chosen again on some of the concept's images, lowers its other (held-out) "

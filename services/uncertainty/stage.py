@@ -41,6 +41,23 @@ import torch
 from PIL import Image
 from torch import nn
 
+from neuron_atlas_client.contracts.groups import Groups
+from neuron_atlas_client.contracts.models import IMAGENET_EVAL, Preprocessing
+from neuron_atlas_client.contracts.uncertainty import (
+    ClusterModelUncertainty,
+    ClusterStats,
+    DifferenceResult,
+    DifferenceTest,
+    Importance,
+    Plan,
+    PlanStep,
+    Specificity,
+    TestCounts,
+    TestMethod,
+    Uncertainty,
+    UncertaintyTiming,
+)
+from neuron_atlas_client.options import PipelineOptions
 from neuron_core.active_sets import read_active_sets
 from neuron_core.groups import LevelGroups, allowed_neurons, stored_groups
 from neuron_core.layers import LayerInfo
@@ -71,24 +88,7 @@ from services.uncertainty.pruning import curve_thresholds, pruning_cost, pruning
 from services.uncertainty.selectivity import collection_rate
 from services.uncertainty.stats import benjamini_hochberg, can_be_reliable, chance_rates, membership_stats
 from shared import artifacts
-from shared.contracts.groups import Groups
-from shared.contracts.models import IMAGENET_EVAL, Preprocessing
-from shared.contracts.uncertainty import (
-    ClusterModelUncertainty,
-    ClusterStats,
-    DifferenceResult,
-    DifferenceTest,
-    Importance,
-    Plan,
-    PlanStep,
-    Specificity,
-    TestCounts,
-    TestMethod,
-    Uncertainty,
-    UncertaintyTiming,
-)
 from shared.ingest import decode_image
-from shared.options import PipelineOptions
 from shared.progress import NoProgress, Progress
 from shared.stage_job import StageJob
 from shared.storage import Store, get_json, get_npy

@@ -1,6 +1,4 @@
-"""Typed contracts: one pydantic model per stored artifact and per API answer.
-
-Artifacts are written and read only through these models (`shared.artifacts.write_model` /
-`read_model`), and the published JSON Schema of hierarchy.json is generated from `Hierarchy`
-(`python -m shared.contracts.schema`). Pure pydantic: the gateway imports them too.
+"""The published JSON Schema of hierarchy.json (`schema.py`). The contracts themselves, one
+pydantic model per stored artifact and per API answer, live in the client distribution
+(`neuron_atlas_client.contracts`), so the suite and the client share one definition.
 """

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shared.contracts.hierarchy import Hierarchy
+from neuron_atlas_client.contracts.hierarchy import Hierarchy
 
 PUBLISHED = Path(__file__).resolve().parents[1] / "schemas" / "hierarchy.schema.json"
 

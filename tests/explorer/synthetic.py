@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from shared.contracts.labels import Labelling
-from shared.options import PipelineOptions
+from neuron_atlas_client.contracts.labels import Labelling
+from neuron_atlas_client.options import PipelineOptions
 from shared.storage import LocalStore, put_npy, put_npz
 from shared.thumbnails import thumbnail_bytes, thumbnail_key
 

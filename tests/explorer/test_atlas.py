@@ -76,7 +76,7 @@ def test_tree_pages_every_level_from_the_top(atlas: Atlas, job: tuple[Path, dict
 
 def test_the_synthetic_job_is_a_schema_2_result(job: tuple[Path, dict[str, Any]]) -> None:
     """The benchmark and the browser tests read what a run writes, not an older shape."""
-    from shared.contracts.hierarchy import Hierarchy
+    from neuron_atlas_client.contracts.hierarchy import Hierarchy
 
     Hierarchy.model_validate(job[1])
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from neuron_atlas.client import Client, JobPublic
+from neuron_atlas_client import Client, JobPublic
 from tests.integrations.receiver import Receiver, start_receiver
 
 LIGHT: dict[str, Any] = {

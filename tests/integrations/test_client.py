@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from neuron_atlas.client import (
+from neuron_atlas_client import (
     ApiError,
     AsyncClient,
     Client,
@@ -24,7 +24,7 @@ from neuron_atlas.client import (
     RetryPolicy,
     WaitTimeout,
 )
-from neuron_atlas.client._core import RetryNotice
+from neuron_atlas_client._core import RetryNotice
 from tests.integrations.conftest import LIGHT, FinishedJob
 from tests.servers import zip_folder
 

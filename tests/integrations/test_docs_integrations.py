@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from neuron_atlas.cli import build_parser
-from neuron_atlas.client import Client
+from neuron_atlas_client import Client
+from neuron_atlas_client.remote_cli import build_parser as build_remote_parser
 from tests.integrations.conftest import LIGHT
 from tests.integrations.receiver import Receiver
 from tests.readme_examples import DOCS, bash_blocks
@@ -121,5 +122,6 @@ def test_the_ci_steps_commands_are_ones_the_cli_takes() -> None:
         if command.startswith("pip "):
             continue
         argv = shlex.split(re.sub(r'"\$\(.*?\)"', "0" * 32, command).split(">")[0])
-        assert argv[0] == "neuron-atlas"
-        build_parser().parse_args(argv[1:])  # exits (SystemExit) on an unknown flag
+        assert argv[0] in ("neuron-atlas", "neuron-atlas-remote")
+        parser = build_parser() if argv[0] == "neuron-atlas" else build_remote_parser()
+        parser.parse_args(argv[1:])  # exits (SystemExit) on an unknown flag

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from neuron_atlas.client import Client
+from neuron_atlas_client import Client
 from tests.integrations.conftest import FinishedJob
 
 ROOT = Path(__file__).resolve().parents[2]

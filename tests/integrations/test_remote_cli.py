@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from neuron_atlas.remote_cli import (
+from neuron_atlas_client.remote_cli import (
     EXIT_AUTH,
     EXIT_CONFLICT,
     EXIT_JOB_FAILED,

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from neuron_atlas.client import ApiError, Client
+from neuron_atlas_client import ApiError, Client
 from shared.webhooks import UnsafeTarget, WebhookSettings, check_url, deliver, next_delay
 from tests.integrations.conftest import LIGHT, FinishedJob
 from tests.integrations.receiver import Receiver

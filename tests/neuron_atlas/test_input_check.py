@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from shared.contracts.hierarchy import SCHEMA_VERSION
+from neuron_atlas_client.contracts.hierarchy import SCHEMA_VERSION
 from tests.tiny_models import SIZED_INPUT, write_striped_collection
 
 # the check runs after the activation pass; the later stages as light as they go

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from neuron_atlas.cli import build_parser
-from neuron_atlas.option_flags import API_ONLY, flag, options_from_args
-from shared.errors import InputError
-from shared.options import PipelineOptions
+from neuron_atlas_client.errors import InputError
+from neuron_atlas_client.option_flags import API_ONLY, flag, options_from_args
+from neuron_atlas_client.options import PipelineOptions
 
 
 def run_args(*flags: str) -> PipelineOptions:

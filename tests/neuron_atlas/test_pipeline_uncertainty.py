@@ -11,8 +11,9 @@ import pytest
 
 from neuron_atlas.cli import build_parser, options_from_args
 from neuron_atlas.pipeline import run
+from neuron_atlas_client.contracts.hierarchy import Cluster
+from neuron_atlas_client.options import PipelineOptions
 from shared import artifacts
-from shared.contracts.hierarchy import Cluster
 from shared.hierarchy import (
     SCHEMA_VERSION,
     assemble_hierarchy,
@@ -21,7 +22,6 @@ from shared.hierarchy import (
     validate_hierarchy,
     write_hierarchy,
 )
-from shared.options import PipelineOptions
 from shared.storage import LocalStore
 
 

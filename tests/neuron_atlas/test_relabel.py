@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from neuron_atlas.cli import main
+from neuron_atlas_client.contracts.hierarchy import SCHEMA_VERSION
 from services.labelling.settings import get_settings
-from shared.contracts.hierarchy import SCHEMA_VERSION
 from shared.hierarchy import validate_hierarchy
 from tests.services.labelling.fake_llm import FakeLLM
 

@@ -6,9 +6,9 @@ import io
 from typing import Any
 
 from neuron_atlas.terminal import print_tree
-from shared.contracts.hierarchy import Cluster, ClusterUncertainty, Hierarchy, Neuron
-from shared.contracts.uncertainty import Importance, Specificity
-from shared.options import PipelineOptions
+from neuron_atlas_client.contracts.hierarchy import Cluster, ClusterUncertainty, Hierarchy, Neuron
+from neuron_atlas_client.contracts.uncertainty import Importance, Specificity
+from neuron_atlas_client.options import PipelineOptions
 
 
 def _neurons(*channels: int) -> list[Neuron]:

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 from typing import cast
 
 from neuron_atlas.terminal import print_uncertainty_report
-from shared.contracts.hierarchy import Hierarchy
-from shared.contracts.uncertainty import TestCounts, UncertaintySummary
+from neuron_atlas_client.contracts.hierarchy import Hierarchy
+from neuron_atlas_client.contracts.uncertainty import TestCounts, UncertaintySummary
 
 
 def test_the_summary_prints_the_pruning_verdict() -> None:

@@ -4,10 +4,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from neuron_atlas_client.errors import InputError
 from neuron_core import hooks
 from neuron_core.active_sets import active_count, active_mask, pack_mask, unpack_mask
 from neuron_core.layers import LayerInfo, resolve_layers
-from shared.errors import InputError
 
 
 def layers(*channels: int) -> list[LayerInfo]:

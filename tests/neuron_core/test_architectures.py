@@ -13,11 +13,11 @@ import torchvision.models as tvm
 from safetensors.torch import save_file
 
 from neuron_atlas.cli import main as cli_main
+from neuron_atlas_client.errors import InputError
 from neuron_core.architectures import Architecture
 from neuron_core.layers import resolve_layers
 from neuron_core.target_model import load_target_model
 from neuron_core.weights_check import WeightsMismatch
-from shared.errors import InputError
 
 
 def test_names_pick_the_zoo_and_a_bare_name_stays_torchvision() -> None:

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from neuron_atlas_client.errors import InputError
 from neuron_core.groups import active_matrix, build_groups, cluster_counts, difference_neurons
-from shared.errors import InputError
 
 # 8 images x 6 neurons. Level 1: clusters {0,1,2}, {3,4}, {5,6,7}; level 2: {0..4}, {5,6,7}.
 ACTIVE = np.array(

@@ -6,8 +6,8 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
+from neuron_atlas_client.errors import InputError, ModelLoadError
 from neuron_core.target_model import load_target_model
-from shared.errors import InputError, ModelLoadError
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +75,8 @@ def test_without_weights_random_ones_need_explicit_permission(tmp_path):
 def test_on_a_cpu_the_target_model_runs_channels_last_with_the_same_outputs(tmp_path):
     """oneDNN runs channels-last convolutions and pooling faster (ResNet18: 16% less time, its
     max-pool a quarter); the arithmetic is the same, so outputs agree to float rounding."""
+    from neuron_atlas_client.options import PipelineOptions
     from neuron_core.target_model import TargetSpec, target_model
-    from shared.options import PipelineOptions
 
     options = PipelineOptions(allow_random_weights=True, device="cpu", seed=3)
     loaded = target_model(TargetSpec.of(options, cache_dir=tmp_path))

@@ -12,10 +12,10 @@ import torchvision.models as tvm
 from safetensors.numpy import save_file
 from safetensors.torch import save_file as save_torch
 
+from neuron_atlas_client.errors import ModelLoadError
 from neuron_core.architectures import Architecture
 from neuron_core.target_model import load_target_model
 from neuron_core.weights_check import ModelTooLarge, QuantisedWeights, WeightsMismatch, check_fits
-from shared.errors import ModelLoadError
 from shared.safetensors_file import check_safetensors
 
 

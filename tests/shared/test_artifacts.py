@@ -4,8 +4,8 @@ import json
 import math
 from pathlib import Path
 
+from neuron_atlas_client.contracts.base import Contract
 from shared.artifacts import read_model, write_model
-from shared.contracts.base import Contract
 from shared.storage import LocalStore
 
 

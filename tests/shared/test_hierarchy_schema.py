@@ -4,8 +4,8 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from shared.contracts.hierarchy import Cluster
-from shared.contracts.labels import ClusterLabel
+from neuron_atlas_client.contracts.hierarchy import Cluster
+from neuron_atlas_client.contracts.labels import ClusterLabel
 from shared.contracts.schema import PUBLISHED, hierarchy_json_schema, schema_text
 from shared.hierarchy import SCHEMA_VERSION, hierarchy_schema, validate_hierarchy
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.errors import InputError
+from neuron_atlas_client.errors import InputError
 from shared.ingest import (
     PixelBudget,
     decode_entries,

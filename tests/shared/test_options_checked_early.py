@@ -6,9 +6,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from neuron_atlas_client.errors import InputError, ModelLoadError
+from neuron_atlas_client.options import PipelineOptions
 from shared.devices import resolve_device
-from shared.errors import InputError, ModelLoadError
-from shared.options import PipelineOptions
 from shared.sentence_embedder import Embedder
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from shared.contracts.models import IMAGENET_EVAL, ModelRecord, ModelSourceRecord
-from shared.errors import ModelLoadError
+from neuron_atlas_client.contracts.models import IMAGENET_EVAL, ModelRecord, ModelSourceRecord
+from neuron_atlas_client.errors import ModelLoadError
 from shared.registered_model import KEEP_FILES, JobModel, local_weights
 from shared.storage import S3Store
 

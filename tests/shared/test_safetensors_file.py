@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
-from shared.errors import InputError
+from neuron_atlas_client.errors import InputError
 from shared.safetensors_file import MAX_HEADER_BYTES, check_safetensors, nesting_depth
 
 

@@ -67,7 +67,7 @@ def test_an_internal_error_names_no_path_host_or_address(message: str, hidden: s
 
 
 def test_a_user_facing_error_keeps_its_words_but_not_the_workers_paths() -> None:
-    from shared.errors import ModelLoadError
+    from neuron_atlas_client.errors import ModelLoadError
 
     exc = ModelLoadError(
         "No weights for resnet18 in /models/torch/hub/checkpoints (downloads are off).",

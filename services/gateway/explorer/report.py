@@ -13,10 +13,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from neuron_atlas_client.errors import InputError
 from services.gateway.explorer.atlas import Atlas, read_top_images, safe_name
 from services.gateway.explorer.page import ASSETS, asset, index_html
 from shared import artifacts
-from shared.errors import InputError
 from shared.storage import LocalStore, get_json, get_npy
 
 FOLDER = "explorer"

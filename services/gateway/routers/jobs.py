@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from neuron_atlas_client.contracts.api import JobFromBucket, JobPublic, JobSpec, JobsPublic, RelabelRequest
+from neuron_atlas_client.options import PipelineOptions
 from services.gateway.deps import JobDep, JobsDep, Services, ServicesDep, StoreDep, TenantDep
 from services.gateway.idempotency import IdempotentRequest
 from services.gateway.methods import JOB_ID
@@ -25,10 +27,9 @@ from services.gateway.submit import (
     submit,
 )
 from shared import artifacts
-from shared.contracts.api import JobFromBucket, JobPublic, JobSpec, JobsPublic, RelabelRequest
+from shared.job_public import job_public
 from shared.jobstore import ACTIVE
 from shared.model_names import check_allowed
-from shared.options import PipelineOptions
 from shared.queue import LABELLING_RELABEL, get_app, job_canvas
 from shared.registered_model import JobModel
 from shared.webhooks import UnsafeTarget, check_url
@@ -207,7 +208,7 @@ async def create_job(
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             ) from exc
         raise
-    job = JobPublic.of(record)
+    job = job_public(record)
     location = f"/v1/jobs/{record.id}"
     if idempotent:
         await idempotent.complete(202, location, job.model_dump(mode="json"))
@@ -227,13 +228,13 @@ def list_jobs(
     """The caller's jobs, newest first."""
     after = decode_page_token(page_token) if page_token else None
     records, cursor = jobs.page(tenant, page_size, after)
-    return JobsPublic(jobs=[JobPublic.of(r) for r in records], next_page_token=encode_page_token(cursor))
+    return JobsPublic(jobs=[job_public(r) for r in records], next_page_token=encode_page_token(cursor))
 
 
 @router.get("/" + JOB_ID, response_model=JobPublic)
 async def get_job(job: JobDep) -> JobPublic:
     """Status, current stage, per-stage progress, timestamps and error."""
-    return JobPublic.of(job)
+    return job_public(job)
 
 
 @router.post("/{job_id}:cancel", status_code=202, response_model=JobPublic)
@@ -247,7 +248,7 @@ def cancel_job(job: JobDep, jobs: JobsDep) -> JobPublic:
             f"The job is already {found}.",
             fix="Only queued or running jobs can be cancelled.",
         )
-    return JobPublic.of(jobs.get(job.id) or job)
+    return job_public(jobs.get(job.id) or job)
 
 
 @router.post("/{job_id}:relabel", status_code=202, response_model=JobPublic)
@@ -261,7 +262,7 @@ def relabel_job(job: JobDep, jobs: JobsDep, services: ServicesDep, request: Rela
         raise Problem(409, "conflict", f"The job is {found}.", fix="Only a succeeded job can be relabelled.")
     overrides = request.model_dump(exclude_none=True)
     get_app().send_task(LABELLING_RELABEL, args=[job.id, overrides])
-    return JobPublic.of(jobs.get(job.id) or job)
+    return job_public(jobs.get(job.id) or job)
 
 
 @router.delete("/" + JOB_ID, status_code=204)

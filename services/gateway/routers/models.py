@@ -11,13 +11,13 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
+from neuron_atlas_client.contracts.api import ModelImport, ModelsPublic
+from neuron_atlas_client.contracts.models import ModelLayers, ModelRecord
 from services.gateway import model_registry as registry
 from services.gateway.deps import ServicesDep, StoreDep, TenantDep
 from services.gateway.limits import MULTIPART_OVERHEAD_BYTES
 from services.gateway.problems import Problem
 from services.gateway.submission import MAX_JSON_BYTES, bounded_body, parse_json
-from shared.contracts.api import ModelImport, ModelsPublic
-from shared.contracts.models import ModelLayers, ModelRecord
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

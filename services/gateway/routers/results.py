@@ -6,12 +6,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from neuron_atlas_client.contracts.api import (
+    ArtifactPublic,
+    ArtifactsPublic,
+    NeuronClusterPublic,
+    NeuronPublic,
+)
+from neuron_atlas_client.contracts.hierarchy import Cluster, Hierarchy
 from services.gateway.deps import JobDep, SettingsDep, StoreDep
 from services.gateway.problems import Problem
 from services.gateway.results import job_result
 from shared import artifacts
-from shared.contracts.api import ArtifactPublic, ArtifactsPublic, NeuronClusterPublic, NeuronPublic
-from shared.contracts.hierarchy import Cluster, Hierarchy
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"])
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from neuron_atlas_client.contracts.api import DeliveriesPublic, DeliveryAttempt, WebhookSecretPublic
 from services.gateway.deps import JobDep, JobsDep, TenantDep
-from shared.contracts.api import DeliveriesPublic, DeliveryAttempt, WebhookSecretPublic
 from shared.webhooks import get_webhook_settings, tenant_secret
 
 router = APIRouter(tags=["webhooks"])

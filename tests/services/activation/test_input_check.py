@@ -14,14 +14,14 @@ import torch
 from PIL import Image
 from torch import nn
 
+from neuron_atlas_client.contracts.hierarchy import TargetRecord
+from neuron_atlas_client.errors import InputCheckFailed
+from neuron_atlas_client.options import PipelineOptions
 from neuron_core.active_sets import write_activation_shard
 from neuron_core.layers import LayerInfo
 from neuron_core.target_model import LoadedModel
 from services.activation.input_check import enforce, run_input_check
 from shared import artifacts
-from shared.contracts.hierarchy import TargetRecord
-from shared.errors import InputCheckFailed
-from shared.options import PipelineOptions
 from shared.storage import LocalStore, put_json
 
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
+from neuron_atlas_client.errors import ModelLoadError
 from services.caption.captioning import Captioner, load_blip
 from services.caption.stage import caption_rows
-from shared.errors import ModelLoadError
 from tests.tiny_models import WORDS, save_tiny_blip
 
 

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from neuron_atlas_client.options import PipelineOptions
 from services.caption.captioning import Captioner
 from services.caption.stage import run_caption_shard, shard_to_caption
 from shared import artifacts
 from shared.ingest import decode_shard
-from shared.options import PipelineOptions
 from shared.storage import LocalStore, get_json
 
 

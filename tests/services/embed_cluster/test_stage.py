@@ -2,10 +2,10 @@ from pathlib import Path
 
 import numpy as np
 
+from neuron_atlas_client.options import PipelineOptions
 from services.embed_cluster.stage import embed_and_cluster
 from shared import artifacts
 from shared.clustering import finch_partitions
-from shared.options import PipelineOptions
 from shared.sentence_embedder import Embedder
 from shared.storage import LocalStore, get_npy
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from neuron_atlas import pipeline
-from shared.options import PipelineOptions
+from neuron_atlas_client.options import PipelineOptions
 from tests.services.gateway.helpers import assert_same_document, wait_for, zip_folder
 
 OPTIONS = {

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from neuron_atlas_client.errors import InputError
 from services.gateway.uploads import Collector, LimitExceeded, Limits, UnsafeArchive, archive_kind, safe_name
-from shared.errors import InputError
 from shared.ingest import find_caption_file, manifest_document, read_captions, scan_image_folder
 
 LIMITS = Limits(max_images=100, max_image_pixels=10**8, max_archive_entries=100, max_expanded_bytes=10**8)
@@ -179,7 +179,7 @@ def test_entries_above_the_file_limit_or_a_bomb_ratio_are_skipped_unread(sample_
 
 
 def test_the_api_spec_takes_a_labels_map_beside_captions() -> None:
-    from shared.contracts.api import JobSpec
+    from neuron_atlas_client.contracts.api import JobSpec
 
     spec = JobSpec.model_validate({"captions": {"a.png": "a cat"}, "labels": {"a.png": "281"}})
     assert spec.labels == {"a.png": "281"}

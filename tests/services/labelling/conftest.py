@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from neuron_atlas_client.options import PipelineOptions
 from services.labelling.settings import LabelSettings
 from shared import artifacts
-from shared.options import PipelineOptions
 from shared.sentence_embedder import Embedder
 from shared.storage import LocalStore, put_json, put_npy
 from tests.services.labelling.fake_llm import FakeLLM

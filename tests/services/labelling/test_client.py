@@ -5,11 +5,11 @@ import time
 
 import pytest
 
+from neuron_atlas_client.errors import InputError
 from services.labelling.cache import ResponseCache, cache_key
 from services.labelling.client import parse_retry_after, public_endpoint, strip_fences
 from services.labelling.prompt_set import available_versions, load_prompts
 from services.labelling.settings import LabelSettings
-from shared.errors import InputError
 from shared.storage import LocalStore
 
 

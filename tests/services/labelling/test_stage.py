@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from neuron_atlas_client.errors import LabellingError
 from services.labelling.budget import LLMBudgetExceeded
 from services.labelling.settings import LabelSettings
 from services.labelling.stage import label_clusters, labelling_summary
 from shared.dependencies import DependencyDown, unavailable_dependency
-from shared.errors import LabellingError
 from shared.sentence_embedder import Embedder
 from shared.storage import LocalStore, get_json
 from tests.services.labelling.conftest import CAPTIONS

@@ -12,6 +12,7 @@ import torchvision
 from PIL import Image
 from torch import nn
 
+from neuron_atlas_client.errors import InputError
 from neuron_core.layers import LayerInfo
 from services.uncertainty import model_uncertainty
 from services.uncertainty.dropout_calibration import (
@@ -32,7 +33,6 @@ from services.uncertainty.model_uncertainty import (
     stochastic_active_sets,
 )
 from services.uncertainty.row_dropout import RowDraws, Stream, row_dropout
-from shared.errors import InputError
 
 LAYERS = [LayerInfo("layer1", 16, 0), LayerInfo("layer2", 8, 16)]
 CPU = torch.device("cpu")

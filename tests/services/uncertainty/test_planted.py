@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from neuron_atlas_client.contracts.models import Preprocessing
+from neuron_atlas_client.options import PipelineOptions
 from neuron_core.active_sets import active_mask
 from neuron_core.groups import build_groups, group_on
 from neuron_core.hooks import ActivationReader, preprocess
@@ -16,8 +18,6 @@ from services.uncertainty import specificity
 from services.uncertainty.ablation import AblatedModel, importance_check, matched_random_sets
 from services.uncertainty.model_inputs import ModelInputs
 from services.uncertainty.stage import JobArrays, ModelSide, compute_uncertainty
-from shared.contracts.models import Preprocessing
-from shared.options import PipelineOptions
 from tests.tiny_models import (
     PLANTED_CONCEPTS,
     PLANTED_GENERIC,

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torchvision
 
+from neuron_atlas_client.options import PipelineOptions
 from neuron_core.hooks import ActivationReader
 from neuron_core.layers import LayerInfo
 from services.uncertainty import precision
 from services.uncertainty.ablation import AblatedModel
-from shared.options import PipelineOptions
 
 CPU = torch.device("cpu")
 

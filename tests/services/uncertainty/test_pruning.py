@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from neuron_atlas_client.contracts.uncertainty import Pruning
 from neuron_core.active_sets import active_mask
 from neuron_core.groups import build_groups
 from neuron_core.hooks import ActivationReader, preprocess
@@ -23,7 +24,6 @@ from services.uncertainty.pruning import (
     scopes_at,
     selection_q_values,
 )
-from shared.contracts.uncertainty import Pruning
 from tests.tiny_models import (
     PLANTED_CONCEPTS,
     PLANTED_NEURONS,

@@ -11,6 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
+from neuron_atlas_client.contracts.uncertainty import EVIDENCE_COLUMNS
+from neuron_atlas_client.options import PipelineOptions
 from neuron_core.active_sets import active_mask, write_activation_shard
 from neuron_core.layers import LayerInfo
 from neuron_core.target_model import LoadedModel
@@ -18,8 +20,6 @@ from services.activation.stage import run_groups
 from services.caption.stage import write_caption_shard
 from services.uncertainty.stage import class_labels, correct_across_clusters, run_uncertainty
 from shared import artifacts
-from shared.contracts.uncertainty import EVIDENCE_COLUMNS
-from shared.options import PipelineOptions
 from shared.storage import LocalStore, get_json, put_json, put_npy
 
 from .test_model_uncertainty import TinyNet
@@ -193,7 +193,12 @@ def test_each_tests_decisions_are_corrected_across_clusters(
     tmp_path: Path, images: list[Image.Image]
 ) -> None:
     """p = 0.04 passes alone at alpha 0.05; among five clusters' tests its BH q-value is 0.2."""
-    from shared.contracts.uncertainty import ClusterStats, DifferenceResult, DifferenceTest, Importance
+    from neuron_atlas_client.contracts.uncertainty import (
+        ClusterStats,
+        DifferenceResult,
+        DifferenceTest,
+        Importance,
+    )
 
     template = ClusterStats.model_validate(run_step(tmp_path, images)["clusters"]["L1-0"])
     clusters = {}

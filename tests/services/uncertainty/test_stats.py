@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from neuron_atlas_client.options import PipelineOptions
 from neuron_core.layers import LayerInfo
 from services.uncertainty.selectivity import hypergeom_upper_tail
 from services.uncertainty.stats import (
@@ -15,7 +16,6 @@ from services.uncertainty.stats import (
     membership_stats,
     proportion_interval,
 )
-from shared.options import PipelineOptions
 
 
 @pytest.mark.parametrize(

@@ -1,16 +1,18 @@
 """The Python client of the Neuron Atlas API (on httpx; sync `Client`, async `AsyncClient`).
 
-    from neuron_atlas.client import Client
+    from neuron_atlas_client import Client
     with Client("http://gateway:8000") as atlas:   # key: NEURON_ATLAS_API_KEY
         job = atlas.submit("images/", {"model": "resnet18"})
         job = atlas.wait(job.id, timeout_s=3600, on_progress=print)
         top = atlas.concepts(job.id, level=max(c.level for c in atlas.concepts(job.id)))
 
-The answers are the API's own models (`shared.contracts.api`, `shared.contracts.hierarchy`).
-Light to import: no torch, no model libraries.
+The answers are the API's own models (`neuron_atlas_client.contracts.api`, `.contracts.hierarchy`).
+The distribution `neuron-atlas-client` (`pip install ./client`) needs httpx and pydantic only; it
+also holds the remote CLI (`neuron-atlas-remote`, `remote_cli`) and the MLflow helper
+(`Client.log_to_mlflow`, `mlflow_log`; the `mlflow` extra).
 """
 
-from neuron_atlas.client._core import (
+from neuron_atlas_client._core import (
     ApiError,
     ClientError,
     ConfigError,
@@ -20,9 +22,8 @@ from neuron_atlas.client._core import (
     TransportError,
     WaitTimeout,
 )
-from neuron_atlas.client.aio import AsyncClient
-from neuron_atlas.client.sync import Client
-from shared.contracts.api import (
+from neuron_atlas_client.aio import AsyncClient
+from neuron_atlas_client.contracts.api import (
     ArtifactsPublic,
     Callback,
     DeliveriesPublic,
@@ -31,7 +32,8 @@ from shared.contracts.api import (
     JobsPublic,
     NeuronPublic,
 )
-from shared.contracts.hierarchy import Cluster, Hierarchy
+from neuron_atlas_client.contracts.hierarchy import Cluster, Hierarchy
+from neuron_atlas_client.sync import Client
 
 __all__ = [
     "ApiError",

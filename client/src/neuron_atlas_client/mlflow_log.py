@@ -5,7 +5,10 @@ One MLflow run gets hierarchy.json and the explorer report as artifacts, the job
 params, summary metrics (concepts, reliable and selective shares, label quality, the share of
 tested concepts with a specific causal effect) and tags naming the target model and its sha256.
 The tracking server is `--tracking-uri`, else MLFLOW_TRACKING_URI, as MLflow's own tools read it.
-Needs `mlflow-skinny` (the `mlflow` extra).
+Needs `mlflow-skinny` (the `mlflow` extra). The explorer report is written by the main
+distribution (`neuron-atlas`), which registers its writer under the entry point group
+`neuron_atlas_client.report` (it needs numpy and the atlas code, which this one does not carry):
+without it, the run gets everything but `explorer/`.
 """
 
 from __future__ import annotations
@@ -14,24 +17,25 @@ import contextlib
 import hashlib
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from shared.contracts.hierarchy import Hierarchy
-from shared.errors import InputError, MissingExtra
+from neuron_atlas_client.contracts.api import ArtifactsPublic
+from neuron_atlas_client.contracts.hierarchy import Hierarchy
+from neuron_atlas_client.errors import InputError, MissingExtra
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
-
-    from neuron_atlas.client import Client
 
 PARAM_MAX = 6000  # MLflow's limit on a param's value
 # What the explorer needs besides hierarchy.json and activations/ (thumbnails are not logged: the
 # logged report shows file names in their place).
 REPORT_ARTIFACTS = ("hierarchy.json", "manifest.json", "spec.json", "groups.json", "labelling.json")
+REPORT_ENTRY_POINTS = "neuron_atlas_client.report"
+ReportWriter = Callable[[Path], Path]  # a result folder -> the report's index.html, written into it
 
 
 def sha256_of(path: Path) -> str:
@@ -97,7 +101,7 @@ def model_tags(hierarchy: Hierarchy, model_sha256: str | None) -> dict[str, str]
     }
 
 
-def require_mlflow() -> None:
+def require_mlflow(command: str = "MLflow logging", install: str = "neuron-atlas-client[mlflow]") -> None:
     """A one-line error, before any work, when the `mlflow` extra is not installed."""
     try:
         import mlflow.tracking  # noqa: F401
@@ -105,8 +109,8 @@ def require_mlflow() -> None:
         if (exc.name or "").partition(".")[0] != "mlflow":
             raise
         raise MissingExtra(
-            "mlflow-log needs the MLflow client, which is not installed.",
-            "pip install 'neuron-atlas[mlflow]'",
+            f"{command} needs the MLflow client, which is not installed.",
+            f"pip install '{install}'",
         ) from None
 
 
@@ -153,12 +157,12 @@ def log_result(
     run_name: str | None = None,
     model_sha256: str | None = None,
     tags: dict[str, str] | None = None,
+    report: ReportWriter | None = None,
 ) -> str:
-    """Log a finished result folder to an MLflow run (a new one, or `run_id`); returns the run id."""
+    """Log a finished result folder to an MLflow run (a new one, or `run_id`); returns the run id.
+    `report` writes the explorer report (default: the installed writer, `report_writer()`)."""
     client = mlflow_client(tracking_uri)
     from mlflow.entities import Metric, Param, RunTag
-
-    from services.gateway.explorer.report import write_report
 
     folder = Path(out_dir)
     path = folder / "hierarchy.json"
@@ -167,7 +171,8 @@ def log_result(
             f"{folder} holds no hierarchy.json.", "Point mlflow-log at a finished OUT_DIR or a job id."
         )
     hierarchy = Hierarchy.model_validate_json(path.read_bytes())
-    index = write_report(folder)
+    write_report = report or report_writer()
+    index = write_report(folder) if write_report is not None else None
     with mlflow_refusals(tracking_uri):
         if run_id is None:
             found = client.get_experiment_by_name(experiment)
@@ -186,20 +191,27 @@ def log_result(
             tags=[RunTag(k, v) for k, v in all_tags.items()],
         )
         client.log_artifact(run_id, str(path))
-        client.log_artifacts(run_id, str(index.parent), artifact_path="explorer")
+        if index is not None:
+            client.log_artifacts(run_id, str(index.parent), artifact_path="explorer")
         with contextlib.redirect_stdout(sys.stderr):  # MLflow prints the run's links: not our stdout
             client.set_terminated(run_id)
     return run_id
 
 
-def log_job(client: Client, job_id: str, **kwargs: Any) -> str:
-    """Log a finished suite job: its artifacts are downloaded (hierarchy.json and what the
-    explorer report needs), then logged like a result folder, tagged with the job id."""
-    require_mlflow()
-    with tempfile.TemporaryDirectory(prefix="neuron-atlas-mlflow-") as tmp:
-        available = {a.name for a in client.artifacts(job_id).artifacts}
-        wanted = [n for n in available if n in REPORT_ARTIFACTS or n.startswith("activations/")]
-        client.download_artifacts(job_id, tmp, wanted, thumbs=False)
-        tags = {**(kwargs.pop("tags", None) or {}), "neuron_atlas.job_id": job_id}
-        tags["neuron_atlas.gateway"] = client.config.url
-        return log_result(tmp, tags=tags, **kwargs)
+def report_writer() -> ReportWriter | None:
+    """The explorer report's writer that an installed distribution registers, or None."""
+    for entry in entry_points(group=REPORT_ENTRY_POINTS):
+        writer: ReportWriter = entry.load()
+        return writer
+    return None
+
+
+def report_artifacts(found: ArtifactsPublic) -> list[str]:
+    """Of a job's artifacts, those that hierarchy.json's logging and the explorer report read."""
+    names = {a.name for a in found.artifacts}
+    return [n for n in names if n in REPORT_ARTIFACTS or n.startswith("activations/")]
+
+
+def job_tags(tags: dict[str, str] | None, job_id: str, gateway: str) -> dict[str, str]:
+    """A suite job's run is tagged with the job id and the gateway it came from."""
+    return {**(tags or {}), "neuron_atlas.job_id": job_id, "neuron_atlas.gateway": gateway}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.contracts.base import Contract, Count
+from neuron_atlas_client.contracts.base import Contract, Count
 
 
 class Layer(Contract):

@@ -1,4 +1,5 @@
-"""`neuron-atlas remote ...`: drive a Neuron Atlas gateway from a shell or a CI step.
+"""`neuron-atlas remote ...` (or `neuron-atlas-remote ...` with only the client installed): drive a
+Neuron Atlas gateway from a shell or a CI step.
 
 The gateway is `--url` or NEURON_ATLAS_URL; the key is NEURON_ATLAS_API_KEY only (a flag would
 leave it in shell history and process lists). Results go to stdout: readable on a terminal, one
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import json
 import os
 import sys
@@ -20,7 +22,7 @@ from typing import Any, TextIO
 
 from pydantic import BaseModel
 
-from neuron_atlas.client import (
+from neuron_atlas_client import (
     ApiError,
     Client,
     ClientError,
@@ -30,11 +32,11 @@ from neuron_atlas.client import (
     TransportError,
     WaitTimeout,
 )
-from neuron_atlas.client._core import KEY_ENV, URL_ENV, RetryNotice
-from neuron_atlas.option_flags import add_option_flags, options_from_args
-from shared.contracts.api import WEBHOOK_EVENTS
-from shared.contracts.models import ModelRecord
-from shared.errors import InputError
+from neuron_atlas_client._core import KEY_ENV, URL_ENV, RetryNotice
+from neuron_atlas_client.contracts.api import WEBHOOK_EVENTS
+from neuron_atlas_client.contracts.models import ModelRecord
+from neuron_atlas_client.errors import InputError
+from neuron_atlas_client.option_flags import add_option_flags, options_from_args
 
 # Exit statuses a CI step can branch on (docs/integrations.md).
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -43,12 +45,30 @@ EXIT_AUTH, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_UNAVAILABLE = 8, 9, 10, 11
 
 
 def add_remote_parser(commands: Any) -> None:
+    """`remote` as a subcommand of another CLI (`neuron-atlas remote`)."""
     remote = commands.add_parser(
         "remote",
         help="submit and follow jobs on a Neuron Atlas gateway (key: NEURON_ATLAS_API_KEY)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_remote_arguments(remote)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`neuron-atlas-remote`: the same commands, for an install of the client alone."""
+    parser = argparse.ArgumentParser(
+        prog="neuron-atlas-remote", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_remote_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_remote(build_parser().parse_args(argv))
+
+
+def add_remote_arguments(remote: argparse.ArgumentParser) -> None:
     remote.add_argument("--url", help=f"the gateway, e.g. http://localhost:8000 (default: ${URL_ENV})")
     remote.add_argument(
         "--json", action="store_true", help="JSON lines on stdout even on a terminal (default when piped)"
@@ -184,7 +204,11 @@ def _fraction(job: JobPublic) -> tuple[int, int]:
 
 @contextmanager
 def progress_reporter(output: Output, bar: bool) -> Iterator[Callable[[JobPublic], None]]:
-    """A rich progress bar on stderr (terminal), or a JSON line per change on stdout (piped)."""
+    """A rich progress bar on stderr (terminal), or a JSON line per change on stdout (piped).
+    Without rich (the client installed alone), a plain line on stderr per change."""
+    if bar and importlib.util.find_spec("rich") is None:
+        yield _plain_progress()
+        return
     if bar:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -210,6 +234,19 @@ def progress_reporter(output: Output, bar: bool) -> Iterator[Callable[[JobPublic
             output.out.flush()
 
     yield emit
+
+
+def _plain_progress() -> Callable[[JobPublic], None]:
+    last: list[str] = []
+
+    def show(job: JobPublic) -> None:
+        done, total = _fraction(job)
+        line = f"{job.status}: {job.stage} {100 * done // total}%"
+        if last != [line]:
+            last[:] = [line]
+            print(line, file=sys.stderr, flush=True)
+
+    return show
 
 
 def _stderr_console() -> Any:
@@ -447,4 +484,7 @@ def _get(client: Client, args: argparse.Namespace, output: Output) -> int:
     return EXIT_OK
 
 
-__all__ = ["add_remote_parser", "run_remote"]
+__all__ = ["add_remote_parser", "build_parser", "main", "run_remote"]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from shared.contracts.base import Contract, Count, omitted_when_none
+from neuron_atlas_client.contracts.base import Contract, Count, omitted_when_none
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

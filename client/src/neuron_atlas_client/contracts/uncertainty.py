@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, cast
 
 from pydantic import Field, create_model
 
-from shared.contracts.base import Contract, Count, Probability
+from neuron_atlas_client.contracts.base import Contract, Count, Probability
 
 Interval = Annotated[list[float], Field(min_length=2, max_length=2)]  # [lower, upper]
 

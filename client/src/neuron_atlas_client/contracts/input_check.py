@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.contracts.base import Contract, Count, Probability
-from shared.contracts.models import Preprocessing
+from neuron_atlas_client.contracts.base import Contract, Count, Probability
+from neuron_atlas_client.contracts.models import Preprocessing
 
 WarningKind = Literal["input-size", "normalisation", "preprocessing", "head", "accuracy", "labels"]
 

@@ -1,26 +1,20 @@
 """Request and response bodies of the public API (`/v1`): the gateway answers with these and the
-Python client (`neuron_atlas.client`) reads them, so both sides share one definition. Pure
+Python client (`neuron_atlas_client`) reads them, so both sides share one definition. Pure
 pydantic: importing them pulls in neither Redis nor torch."""
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.contracts.input_check import RunWarning
-from shared.contracts.labels import Labelling
-from shared.contracts.models import ModelRecord, Preprocessing
-from shared.contracts.problem import TYPE_PREFIX, ProblemDetails
-from shared.contracts.uncertainty import Evidence, UncertaintySummary
-from shared.options import PipelineOptions
-from shared.public_text import redact
-
-if TYPE_CHECKING:
-    from shared.jobstore import JobRecord
-
-INPUT_CHECK_REPORT = "input_check"  # the job store's report of the activation service's input check
+from neuron_atlas_client.contracts.input_check import RunWarning
+from neuron_atlas_client.contracts.labels import Labelling
+from neuron_atlas_client.contracts.models import ModelRecord, Preprocessing
+from neuron_atlas_client.contracts.problem import ProblemDetails
+from neuron_atlas_client.contracts.uncertainty import Evidence, UncertaintySummary
+from neuron_atlas_client.options import PipelineOptions
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
 
@@ -119,56 +113,6 @@ class JobPublic(BaseModel):
         "chance with the input size used. With options.strict the job fails with it instead.",
     )
     links: JobLinks
-
-    @classmethod
-    def of(cls, record: JobRecord) -> JobPublic:
-        base = f"/v1/jobs/{record.id}"
-        return cls(
-            id=record.id,
-            status=record.status,
-            stage=record.stage,
-            progress={k: StageProgress(**v) for k, v in record.progress.items()},
-            images=record.images,
-            skipped=record.skipped,
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-            started_at=record.started_at,
-            finished_at=record.finished_at,
-            error=_problem(record.error),
-            labelling=_report(Labelling, record.reports.get("labelling")),
-            uncertainty=_report(UncertaintySummary, record.reports.get("uncertainty")),
-            warnings=[
-                RunWarning.model_validate(w)
-                for w in (record.reports.get(INPUT_CHECK_REPORT) or {}).get("warnings", [])
-            ],
-            links=JobLinks(
-                self=base,
-                hierarchy=f"{base}/hierarchy",
-                artifacts=f"{base}/artifacts",
-                cancel=f"{base}:cancel",
-            ),
-        )
-
-
-def _problem(error: dict[str, Any] | None) -> ProblemDetails | None:
-    """Workers record problem details; records from before carry the bare kind as `type`. A
-    worker's message may name its disk or a host: the tenant sees it redacted (the worker's log
-    keeps the whole text)."""
-    if error is None:
-        return None
-    kind = str(error.get("type", "internal"))
-    shown = {
-        key: redact(value) if key in ("title", "detail", "fix") and isinstance(value, str) else value
-        for key, value in error.items()
-    }
-    return ProblemDetails.model_validate({**shown, "type": kind if ":" in kind else TYPE_PREFIX + kind})
-
-
-Report = TypeVar("Report", bound=BaseModel)
-
-
-def _report(model: type[Report], report: dict[str, Any] | None) -> Report | None:
-    return None if report is None else model.model_validate(report)
 
 
 class RelabelRequest(BaseModel):

@@ -8,7 +8,7 @@ from typing import Any, Literal, Self
 from pydantic import ConfigDict, Field, RootModel, model_validator
 from pydantic.json_schema import JsonDict
 
-from shared.contracts.base import Contract, Count, Probability
+from neuron_atlas_client.contracts.base import Contract, Count, Probability
 
 LABEL_SOURCE = (
     "offline (no endpoint configured), offline-fallback (the endpoint failed; see label_warning) "

@@ -1,17 +1,21 @@
-"""The asynchronous client: the same calls as `Client`, awaited (for asyncio pipelines)."""
+"""The synchronous client: `Client(url, api_key)`, or NEURON_ATLAS_URL / NEURON_ATLAS_API_KEY.
+
+Generated from `aio.py` by `python client/generate_sync.py` (unasync): edit that file, not this
+one. A test fails when this one is stale."""
 
 from __future__ import annotations
 
-import asyncio
 import os
+import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from time import sleep  # time.sleep, once generated into sync.py
 from typing import Any
 
 import httpx
 
-from neuron_atlas.client._core import (
+from neuron_atlas_client._core import (
     ClientConfig,
     JobFailed,
     Model,
@@ -33,7 +37,7 @@ from neuron_atlas.client._core import (
     retry_notice,
     wanted_artifact,
 )
-from shared.contracts.api import (
+from neuron_atlas_client.contracts.api import (
     ArtifactsPublic,
     Callback,
     DeliveriesPublic,
@@ -43,12 +47,13 @@ from shared.contracts.api import (
     NeuronPublic,
     WebhookSecretPublic,
 )
-from shared.contracts.hierarchy import Cluster, Hierarchy
-from shared.contracts.models import ModelLayers, ModelRecord
-from shared.options import PipelineOptions
+from neuron_atlas_client.contracts.hierarchy import Cluster, Hierarchy
+from neuron_atlas_client.contracts.models import ModelLayers, ModelRecord
+from neuron_atlas_client.mlflow_log import job_tags, log_result, report_artifacts, require_mlflow
+from neuron_atlas_client.options import PipelineOptions
 
 
-class AsyncClient:
+class Client:
     """Neuron Atlas over HTTP. Every call retries 429/5xx and lost connections (honouring
     `Retry-After`); errors come back as `ApiError` with the API's problem document."""
 
@@ -59,14 +64,14 @@ class AsyncClient:
         *,
         timeout_s: float = 60.0,
         retry: RetryPolicy | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx.BaseTransport | None = None,
         on_retry: RetryCallback | None = None,
     ) -> None:
         """`on_retry(notice)` is called before each wait to retry (a quota's Retry-After, a 5xx,
         a lost connection), so a caller can say why nothing seems to happen."""
         self.config = ClientConfig.resolve(url, api_key, timeout_s, retry)
         self.on_retry = on_retry
-        self._http = httpx.AsyncClient(
+        self._http = httpx.Client(
             base_url=self.config.url,
             headers=self.config.headers(),
             timeout=httpx.Timeout(timeout_s, connect=10.0),
@@ -74,24 +79,24 @@ class AsyncClient:
             follow_redirects=False,
         )
 
-    async def close(self) -> None:
-        await self._http.aclose()
+    def close(self) -> None:
+        self._http.close()
 
-    async def __aenter__(self) -> AsyncClient:
+    def __enter__(self) -> Client:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- the request loop ----------------------------------------------------------------------
 
-    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One API call with the retry policy; the answer as is (errors included)."""
         retry, attempt = self.config.retry, 0
         while True:
             answer: httpx.Response | None = None
             try:
-                answer = await self._http.request(method, path, **kwargs)
+                answer = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
                 delay = retry.delay(attempt, None)
                 if delay is None:
@@ -101,17 +106,17 @@ class AsyncClient:
                 if delay is None:
                     return answer
             notify_retry(self.on_retry, retry_notice(method, path, attempt, delay, answer))
-            await asyncio.sleep(delay)
+            sleep(delay)
             attempt += 1
             if "files" in kwargs:  # rewind the upload for the next attempt
                 kwargs = {**kwargs, "files": _rewound(kwargs["files"])}
 
-    async def _get(self, path: str, model: type[Model], **params: Any) -> Model:
-        return parse(await self.request("GET", path, params=params or None), model)
+    def _get(self, path: str, model: type[Model], **params: Any) -> Model:
+        return parse(self.request("GET", path, params=params or None), model)
 
     # --- jobs ----------------------------------------------------------------------------------
 
-    async def submit(
+    def submit(
         self,
         source: str | os.PathLike[str],
         options: PipelineOptions | Mapping[str, Any] | None = None,
@@ -123,26 +128,26 @@ class AsyncClient:
         """Submit a folder, an archive or image, or a bucket prefix (`imports/TENANT/...`).
         One Idempotency-Key per call, reused by its retries: a retry never makes a second job."""
         with build_submission(source, job_spec(options, captions, callbacks), idempotency_key) as sub:
-            return await self.submit_prepared(sub)
+            return self.submit_prepared(sub)
 
-    async def submit_prepared(self, submission: Submission) -> JobPublic:
-        return parse(await self.request("POST", "/v1/jobs", **submission.request_kwargs()), JobPublic)
+    def submit_prepared(self, submission: Submission) -> JobPublic:
+        return parse(self.request("POST", "/v1/jobs", **submission.request_kwargs()), JobPublic)
 
-    async def job(self, job_id: str) -> JobPublic:
-        return await self._get(f"/v1/jobs/{job_id}", JobPublic)
+    def job(self, job_id: str) -> JobPublic:
+        return self._get(f"/v1/jobs/{job_id}", JobPublic)
 
-    async def list_page(self, page_size: int = 20, page_token: str | None = None) -> JobsPublic:
+    def list_page(self, page_size: int = 20, page_token: str | None = None) -> JobsPublic:
         params: dict[str, Any] = {"page_size": page_size}
         if page_token:
             params["page_token"] = page_token
-        return await self._get("/v1/jobs", JobsPublic, **params)
+        return self._get("/v1/jobs", JobsPublic, **params)
 
-    async def jobs(self, page_size: int = 50, limit: int | None = None) -> AsyncIterator[JobPublic]:
+    def jobs(self, page_size: int = 50, limit: int | None = None) -> Iterator[JobPublic]:
         """The tenant's jobs, newest first, page after page."""
         token: str | None = None
         seen = 0
         while True:
-            page = await self.list_page(page_size, token)
+            page = self.list_page(page_size, token)
             for job in page.jobs:
                 if limit is not None and seen >= limit:
                     return
@@ -152,15 +157,15 @@ class AsyncClient:
                 return
             token = page.next_page_token
 
-    async def cancel(self, job_id: str) -> JobPublic:
-        return parse(await self.request("POST", f"/v1/jobs/{job_id}:cancel"), JobPublic)
+    def cancel(self, job_id: str) -> JobPublic:
+        return parse(self.request("POST", f"/v1/jobs/{job_id}:cancel"), JobPublic)
 
-    async def delete(self, job_id: str) -> None:
-        response = await self.request("DELETE", f"/v1/jobs/{job_id}")
+    def delete(self, job_id: str) -> None:
+        response = self.request("DELETE", f"/v1/jobs/{job_id}")
         if response.is_error:
             raise error_of(response)
 
-    async def wait(
+    def wait(
         self,
         job_id: str,
         *,
@@ -173,7 +178,7 @@ class AsyncClient:
         after `timeout_s`, and `JobFailed` when it failed or was cancelled (unless told not to)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            job = await self.job(job_id)
+            job = self.job(job_id)
             if on_progress is not None:
                 on_progress(job)
             if is_terminal(job):
@@ -183,11 +188,11 @@ class AsyncClient:
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(job, timeout_s or 0.0)
             pause = poll_interval_s if deadline is None else min(poll_interval_s, deadline - time.monotonic())
-            await asyncio.sleep(max(0.0, pause))
+            sleep(max(0.0, pause))
 
     # --- models ----------------------------------------------------------------------------------
 
-    async def upload_model(
+    def upload_model(
         self,
         weights: str | os.PathLike[str],
         architecture: str,
@@ -200,7 +205,7 @@ class AsyncClient:
         path = Path(weights)
         with path.open("rb") as handle:
             return parse(
-                await self.request(
+                self.request(
                     "POST",
                     "/v1/models",
                     files=[("weights", (path.name, handle, "application/octet-stream"))],
@@ -209,57 +214,57 @@ class AsyncClient:
                 ModelRecord,
             )
 
-    async def import_model(self, architecture: str, kind: str, uri: str, **fields: Any) -> ModelRecord:
+    def import_model(self, architecture: str, kind: str, uri: str, **fields: Any) -> ModelRecord:
         """Register a model from `kind` "bucket" (a prefix under imports/TENANT/), "mlflow"
         (models:/NAME/VERSION, runs:/ID/PATH) or "hub" (a repository id)."""
         body = model_import_body(architecture, kind, uri, **fields)
-        return parse(await self.request("POST", "/v1/models", json=body), ModelRecord)
+        return parse(self.request("POST", "/v1/models", json=body), ModelRecord)
 
-    async def models(self, page_size: int = 100) -> AsyncIterator[ModelRecord]:
+    def models(self, page_size: int = 100) -> Iterator[ModelRecord]:
         """The tenant's models, page after page."""
         token: str | None = None
         while True:
             params: dict[str, Any] = {"page_size": page_size, **({"page_token": token} if token else {})}
-            page = await self._get("/v1/models", ModelsPublic, **params)
+            page = self._get("/v1/models", ModelsPublic, **params)
             for item in page.items:
                 yield item
             if not page.next_page_token:
                 return
             token = page.next_page_token
 
-    async def model(self, model_id: str) -> ModelRecord:
-        return await self._get(f"/v1/models/{model_id}", ModelRecord)
+    def model(self, model_id: str) -> ModelRecord:
+        return self._get(f"/v1/models/{model_id}", ModelRecord)
 
-    async def model_layers(self, model_id: str) -> ModelLayers:
-        return await self._get(f"/v1/models/{model_id}/layers", ModelLayers)
+    def model_layers(self, model_id: str) -> ModelLayers:
+        return self._get(f"/v1/models/{model_id}/layers", ModelLayers)
 
-    async def delete_model(self, model_id: str) -> None:
-        response = await self.request("DELETE", f"/v1/models/{model_id}")
+    def delete_model(self, model_id: str) -> None:
+        response = self.request("DELETE", f"/v1/models/{model_id}")
         if response.is_error:
             raise error_of(response)
 
     # --- results -------------------------------------------------------------------------------
 
-    async def hierarchy(self, job_id: str) -> Hierarchy:
-        return await self._get(f"/v1/jobs/{job_id}/hierarchy", Hierarchy)
+    def hierarchy(self, job_id: str) -> Hierarchy:
+        return self._get(f"/v1/jobs/{job_id}/hierarchy", Hierarchy)
 
-    async def concepts(self, job_id: str, level: int | None = None) -> list[Cluster]:
+    def concepts(self, job_id: str, level: int | None = None) -> list[Cluster]:
         """The hierarchy's concepts (clusters), all or one level's."""
-        clusters = (await self.hierarchy(job_id)).clusters
-        return [c for c in clusters if level is None or c.level == level]
+        hierarchy = self.hierarchy(job_id)
+        return [c for c in hierarchy.clusters if level is None or c.level == level]
 
-    async def concept(self, job_id: str, cluster_id: str) -> Cluster:
-        return await self._get(f"/v1/jobs/{job_id}/clusters/{cluster_id}", Cluster)
+    def concept(self, job_id: str, cluster_id: str) -> Cluster:
+        return self._get(f"/v1/jobs/{job_id}/clusters/{cluster_id}", Cluster)
 
-    async def neuron(self, job_id: str, layer: str, channel: int) -> NeuronPublic:
-        return await self._get(f"/v1/jobs/{job_id}/neurons/{layer}/{channel}", NeuronPublic)
+    def neuron(self, job_id: str, layer: str, channel: int) -> NeuronPublic:
+        return self._get(f"/v1/jobs/{job_id}/neurons/{layer}/{channel}", NeuronPublic)
 
-    async def artifacts(self, job_id: str, *, thumbs: bool = False) -> ArtifactsPublic:
+    def artifacts(self, job_id: str, *, thumbs: bool = False) -> ArtifactsPublic:
         """Presigned links to the job's artifacts; `thumbs`: the explorer's thumbnails too."""
         params = {"thumbs": "true"} if thumbs else {}
-        return await self._get(f"/v1/jobs/{job_id}/artifacts", ArtifactsPublic, **params)
+        return self._get(f"/v1/jobs/{job_id}/artifacts", ArtifactsPublic, **params)
 
-    async def download_artifacts(
+    def download_artifacts(
         self,
         job_id: str,
         dest: str | os.PathLike[str],
@@ -275,28 +280,43 @@ class AsyncClient:
         written = []
         # Presigned: each link is its own authorisation, so the API key is not sent to S3. One
         # connection for all of them (a job has a thumbnail per image).
-        async with httpx.AsyncClient(timeout=self.config.timeout_s) as plain:
-            for artifact in (await self.artifacts(job_id, thumbs=with_thumbs)).artifacts:
+        with httpx.Client(timeout=self.config.timeout_s) as plain:
+            found = self.artifacts(job_id, thumbs=with_thumbs)
+            for artifact in found.artifacts:
                 if not wanted_artifact(artifact.name, names, with_thumbs):
                     continue
                 target = artifact_target(folder, artifact.name)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                async with plain.stream("GET", artifact.url) as response:
+                with plain.stream("GET", artifact.url) as response:
                     if response.is_error:
-                        await response.aread()
+                        response.read()
                         raise error_of(response)
                     with target.open("wb") as out:
-                        async for chunk in response.aiter_bytes(1 << 20):
+                        for chunk in response.iter_bytes(1 << 20):
                             out.write(chunk)
                 written.append(target)
         return written
 
-    async def deliveries(self, job_id: str) -> DeliveriesPublic:
-        return await self._get(f"/v1/jobs/{job_id}/deliveries", DeliveriesPublic)
+    def deliveries(self, job_id: str) -> DeliveriesPublic:
+        return self._get(f"/v1/jobs/{job_id}/deliveries", DeliveriesPublic)
 
-    async def webhook_secret(self) -> str:
+    def log_to_mlflow(self, job_id: str, **kwargs: Any) -> str:
+        """Log the finished job to an MLflow run; the run id. Its artifacts are downloaded
+        (hierarchy.json and what the explorer report needs), then logged like a result folder,
+        tagged with the job id. Keyword arguments: `neuron_atlas_client.mlflow_log.log_result`'s
+        (tracking_uri, experiment, run_id, run_name, model_sha256, tags). MLflow's own client is
+        synchronous, so the logging itself blocks (an async caller's event loop too)."""
+        require_mlflow()  # before anything is downloaded
+        with tempfile.TemporaryDirectory(prefix="neuron-atlas-mlflow-") as tmp:
+            found = self.artifacts(job_id)
+            self.download_artifacts(job_id, tmp, report_artifacts(found), thumbs=False)
+            kwargs["tags"] = job_tags(kwargs.get("tags"), job_id, self.config.url)
+            return log_result(tmp, **kwargs)
+
+    def webhook_secret(self) -> str:
         """The tenant's webhook signing secret (`whsec_...`), for verifying deliveries."""
-        return (await self._get("/v1/webhooks/secret", WebhookSecretPublic)).secret
+        secret = self._get("/v1/webhooks/secret", WebhookSecretPublic)
+        return secret.secret
 
 
 def _rewound(files: list[Any]) -> list[Any]:

@@ -8,18 +8,18 @@ from typing import Literal, Self
 
 from pydantic import ConfigDict, Field, model_validator
 
-from shared.contracts.base import Contract, Count, Probability, omitted_when_none
-from shared.contracts.groups import Layer
-from shared.contracts.input_check import RunWarning
-from shared.contracts.labels import (
+from neuron_atlas_client.contracts.base import Contract, Count, Probability, omitted_when_none
+from neuron_atlas_client.contracts.groups import Layer
+from neuron_atlas_client.contracts.input_check import RunWarning
+from neuron_atlas_client.contracts.labels import (
     DIFFERENCE_SOURCE_PATTERN,
     LABEL_SOURCE,
     Labelling,
     check_difference_source,
     require_difference_source,
 )
-from shared.contracts.models import Preprocessing, WeightsSource
-from shared.contracts.uncertainty import (
+from neuron_atlas_client.contracts.models import Preprocessing, WeightsSource
+from neuron_atlas_client.contracts.uncertainty import (
     ClusterModelUncertainty,
     DifferenceTest,
     Evidence,
@@ -27,7 +27,7 @@ from shared.contracts.uncertainty import (
     JobUncertainty,
     Specificity,
 )
-from shared.options import PipelineOptions
+from neuron_atlas_client.options import PipelineOptions
 
 SCHEMA_VERSION = "2.0"
 

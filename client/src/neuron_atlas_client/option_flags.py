@@ -14,8 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from shared.errors import InputError
-from shared.options import PipelineOptions
+from neuron_atlas_client.errors import InputError
+from neuron_atlas_client.options import PipelineOptions
 
 # Where each group of flags begins, in the model's field order.
 GROUP_STARTS = {

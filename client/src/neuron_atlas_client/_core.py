@@ -21,9 +21,9 @@ from typing import IO, Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from shared.contracts.api import Callback, JobPublic
-from shared.contracts.problem import ProblemDetails
-from shared.options import PipelineOptions
+from neuron_atlas_client.contracts.api import Callback, JobPublic
+from neuron_atlas_client.contracts.problem import ProblemDetails
+from neuron_atlas_client.options import PipelineOptions
 
 URL_ENV, KEY_ENV = "NEURON_ATLAS_URL", "NEURON_ATLAS_API_KEY"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -32,6 +32,7 @@ USER_AGENT = "neuron-atlas-client/1"
 
 Model = TypeVar("Model", bound=BaseModel)
 ProgressCallback = Callable[[JobPublic], None]
+# The logger's name from before the client had a distribution of its own: setups that name it work.
 log = logging.getLogger("neuron_atlas.client")
 
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from shared.contracts.models import Preprocessing
+from neuron_atlas_client.contracts.models import Preprocessing
 
 DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
 DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
