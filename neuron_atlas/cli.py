@@ -1,11 +1,12 @@
 """`neuron-atlas`: the command line. Results on stdout, progress and errors on stderr.
 
-Exit status: 0 done, 1 unexpected failure or a missing extra (`pip install
-'neuron-atlas[mlflow]'`), 2 bad input or options (with --strict, also labelled images the model
-does not recognise as given), 3 a model could not be loaded, 4 the labelling endpoint failed in
-strict mode, 130 interrupted. `remote` adds its own
-(`neuron_atlas.remote_cli`): 5 the job failed, 6 it was cancelled, 7 the wait timed out, 8 the key
-was refused, 9 no such job, 10 conflict (e.g. not finished yet), 11 the gateway is unavailable.
+Exit status: 0 done, 1 unexpected failure, a missing extra (`pip install
+'neuron-atlas[mlflow]'`) or a failed gate of `compare` (`neuron_atlas.compare_cli`), 2 bad input
+or options (with --strict, also labelled images the model does not recognise as given), 3 a
+model could not be loaded, 4 the labelling endpoint failed in strict mode, 130 interrupted.
+`remote` adds its own (`neuron_atlas.remote_cli`): 5 the job failed, 6 it was cancelled, 7 the
+wait timed out, 8 the key was refused, 9 no such job, 10 conflict (e.g. not finished yet), 11 the
+gateway is unavailable.
 """
 
 from __future__ import annotations
@@ -174,8 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fetch.add_argument("--embed-model", default=PipelineOptions().embed_model, metavar="ID_OR_PATH")
 
+    from neuron_atlas.compare_cli import add_compare_parser
     from neuron_atlas.remote_cli import add_remote_parser
 
+    add_compare_parser(commands)
     add_remote_parser(commands)
 
     mlflow = commands.add_parser(
@@ -270,6 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _mlflow_log(args)
         if args.command == "relabel":
             return _relabel(args)
+        if args.command == "compare":
+            from neuron_atlas.compare_cli import run_compare
+
+            return run_compare(args, package_version())
         options = options_from_args(args)
         hierarchy = run_to_folder(
             args.image_dir,

@@ -54,7 +54,7 @@ MULTIPLE_TESTING = (
 )
 
 
-def _r(value: float) -> float:
+def _r(value: float | np.floating) -> float:
     return round(float(value), 6)
 
 
@@ -289,8 +289,8 @@ def compare(inputs: ComparisonInputs, alpha: float = 0.05, generator: str = "neu
         cluster = inputs.a.clusters[cid]
         group_a, group_b = groups[cid]
         side_a, side_b = _side(inputs.a, cid, rows[cid]), _side(inputs.b, cid, rows[cid])
-        effects = (side_a.causal.effect, side_b.causal.effect)
-        causal_change = _r(effects[1] - effects[0]) if None not in effects else None  # type: ignore[operator]
+        effect_a, effect_b = side_a.causal.effect, side_b.causal.effect
+        causal_change = _r(effect_b - effect_a) if effect_a is not None and effect_b is not None else None
         concept = ConceptComparison(
             id=cid,
             level=cluster.level,
