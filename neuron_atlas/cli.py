@@ -184,9 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     mlflow = commands.add_parser(
         "mlflow-log",
         help="log a result (OUT_DIR, or a suite JOB_ID) to an MLflow run: hierarchy.json and the "
-        "explorer as artifacts, options as params, summary metrics, model tags",
+        "explorer as artifacts, options as params, summary metrics, model tags; or a comparison "
+        "(compare's --out DIR): its summary metrics and comparison.json",
     )
-    mlflow.add_argument("target", metavar="OUT_DIR|JOB_ID")
+    mlflow.add_argument("target", metavar="OUT_DIR|JOB_ID|COMPARISON_DIR")
     mlflow.add_argument("--tracking-uri", metavar="URI", help="default: $MLFLOW_TRACKING_URI")
     mlflow.add_argument("--experiment", default="neuron-atlas", help="experiment name (%(default)s)")
     mlflow.add_argument("--run-id", metavar="ID", help="log into this existing run instead of a new one")
@@ -328,7 +329,16 @@ def _mlflow_log(args: argparse.Namespace) -> int:
         "model_sha256": args.model_sha256,
     }
     target = Path(args.target).expanduser()
-    if target.is_dir():
+    if (
+        target.is_dir()
+        and (target / "comparison.json").is_file()
+        and not (target / "hierarchy.json").exists()
+    ):
+        from neuron_atlas.mlflow_log import log_comparison
+
+        kwargs.pop("model_sha256")
+        run_id = log_comparison(target, **kwargs)
+    elif target.is_dir():
         run_id = log_result(target, **kwargs)
     elif len(args.target) == 32 and args.target.isalnum():
         from neuron_atlas.client import Client, ClientError

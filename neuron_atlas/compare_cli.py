@@ -33,6 +33,13 @@ def _alpha(text: str) -> float:
     return value
 
 
+def _causal_drop(text: str) -> CausalDrop:
+    try:
+        return parse_causal_drop(text)
+    except InputError as exc:  # argparse's own message and exit status 2
+        raise argparse.ArgumentTypeError(f"{exc.problem} {exc.fix}") from None
+
+
 def add_compare_parser(commands: argparse._SubParsersAction) -> None:
     compare = commands.add_parser(
         "compare",
@@ -67,7 +74,7 @@ def add_compare_parser(commands: argparse._SubParsersAction) -> None:
     gate.add_argument(
         "--fail-if-causal-drop",
         action="append",
-        type=parse_causal_drop,
+        type=_causal_drop,
         default=[],
         metavar="CONCEPT=DROP",
         help="the concept's causal (specificity) effect falls by more than DROP, or cannot be "
