@@ -55,6 +55,11 @@ def add_compare_parser(commands: argparse._SubParsersAction) -> None:
     )
     compare.add_argument("--alpha", type=_alpha, metavar="A", help="test level (default: A's alpha)")
     compare.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no summary")
+    add_gate_flags(compare)
+
+
+def add_gate_flags(compare: argparse.ArgumentParser) -> None:
+    """--fail-if-lost, --min-kept, --fail-if-causal-drop (also `remote compare`'s)."""
     gate = compare.add_argument_group("gate", "exit 1 when B breaks any of these")
     gate.add_argument(
         "--fail-if-lost",
@@ -124,6 +129,12 @@ def print_summary(comparison: Comparison, out: TextIO, limit: int = 10) -> None:
         print(f"  ... and {len(moved) - limit} more in comparison.json", file=out)
 
 
+def gate_failures(comparison: Comparison, args: argparse.Namespace) -> list[str]:
+    """What B breaks of the gate flags; an InputError for a gate that names no concept of A."""
+    drops: list[CausalDrop] = args.fail_if_causal_drop
+    return lost_failures(comparison, args.fail_if_lost, args.min_kept) + causal_failures(comparison, drops)
+
+
 def run_compare(args: argparse.Namespace, version: str) -> int:
     from services.uncertainty.comparison import compare_results
     from shared.artifacts import write_model
@@ -139,10 +150,7 @@ def run_compare(args: argparse.Namespace, version: str) -> int:
         alpha=args.alpha,
         generator=f"neuron-atlas {version}",
     )
-    drops: list[CausalDrop] = args.fail_if_causal_drop
-    failures = lost_failures(comparison, args.fail_if_lost, args.min_kept) + causal_failures(
-        comparison, drops
-    )
+    failures = gate_failures(comparison, args)
     out_dir: Path = args.out
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir} exists and is not a folder.", "Choose another --out.")

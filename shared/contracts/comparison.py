@@ -230,3 +230,24 @@ class Comparison(Contract):
     summary: ComparisonSummary
     layers: list[LayerSummary] | None = omitted_when_none("Per layer (same layers).")
     concepts: list[ConceptComparison]
+
+
+class ComparisonRequest(Contract):
+    """`POST /v1/comparisons`: two finished jobs of the caller over the same images."""
+
+    a: str = Field(pattern="^[0-9a-zA-Z]{32}$", description="The reference job's id.")
+    b: str = Field(pattern="^[0-9a-zA-Z]{32}$", description="The candidate job's id.")
+    alpha: float | None = Field(
+        None, gt=0.0, lt=1.0, description="Test level; default: the reference job's alpha."
+    )
+
+
+class ComparisonPublic(Contract):
+    """A comparison the gateway keeps: its id, the two jobs, and its summary; the whole
+    comparison.json is at `GET /v1/comparisons/{id}/comparison`."""
+
+    id: str
+    a: str
+    b: str
+    mode: Literal["same_layers", "different_layers"]
+    summary: ComparisonSummary
