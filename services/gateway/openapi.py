@@ -59,8 +59,8 @@ EXTRA_ANSWERS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/readyz"): (503,),
     # a pickled checkpoint is 415; an unreadable multipart body 400
     ("post", "/v1/models"): (400, 413, 415),
-    # a job of another tenant or none: 404; a job not finished: 409
-    ("post", "/v1/comparisons"): (404, 409),
+    # a body that is not JSON: 400; a job of another tenant or none: 404; one not finished: 409
+    ("post", "/v1/comparisons"): (400, 404, 409),
 }
 # Operations that touch neither Redis nor object storage: no 503.
 NO_DEPENDENCY = {("get", "/v1/webhooks/secret")}

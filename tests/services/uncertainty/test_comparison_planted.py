@@ -156,3 +156,26 @@ def test_results_over_other_images_or_another_concept_tree_are_refused(
 
     with pytest.raises(InputError, match=r"holds no hierarchy\.json"):
         compare(planted_runs.original, tmp_path)
+
+
+def test_another_architecture_has_no_neuron_identity_even_with_the_same_layer_names(
+    planted_runs: PlantedRuns, tmp_path: Path
+) -> None:
+    """A ResNet34 reads conv1 with 64 channels too; its channel 0 is not the ResNet18's."""
+    other = tmp_path / "resnet34"
+    shutil.copytree(planted_runs.zeroed, other)
+    document = json.loads((other / "hierarchy.json").read_text())
+    document["models"]["target"]["architecture"] = "resnet34"
+    (other / "hierarchy.json").write_text(json.dumps(document))
+    comparison = compare(planted_runs.original, other)
+    assert comparison.method.mode == "different_layers"
+    assert comparison.method.mode_reason.startswith("different architectures (resnet18, resnet34)")
+    for concept in comparison.concepts:
+        assert concept.neurons is None and concept.gained is None and concept.kept_share is None
+        # side by side: each model's own group, selectivity and causal effect
+        if concept.a.causal.status == concept.b.causal.status == "tested":
+            assert concept.causal_change == pytest.approx(
+                concept.b.causal.effect - concept.a.causal.effect, abs=1e-6
+            )
+    sand = next(c for c in comparison.concepts if c.id == "L2-0")
+    assert sand.status == "in_both" and sand.a.selectivity is not None and sand.b.selectivity is not None
