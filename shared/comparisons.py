@@ -1,13 +1,15 @@
-"""Comparisons on the suite (`POST /v1/comparisons`; docs/comparison.md): the worker task's name
-and where a tenant's comparisons are kept. The gateway names the task by string; the uncertainty
-workers run it (`services/uncertainty/comparison_tasks.py`), routed there by the `uncertainty.*`
-route of `shared.queue`."""
+"""Comparisons on the suite (`POST /v1/comparisons`; docs/comparison.md): the worker task's name,
+its queue, and where a tenant's comparisons are kept. The gateway names the task by string and
+sends it to the uncertainty queue by name, so it does not depend on `shared.queue`'s routes
+(which the stage table now generates); the uncertainty workers run it
+(`services/uncertainty/comparison_tasks.py`)."""
 
 from __future__ import annotations
 
 import re
 
 COMPARE = "uncertainty.compare"
+COMPARE_QUEUE = "uncertainty"
 COMPARISON_ID = re.compile(r"^[0-9a-f]{32}$")
 
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Path, Response
 
 from services.gateway.deps import JobsDep, StoreDep, TenantDep
 from services.gateway.problems import RETRY_AFTER_S, Problem
-from shared.comparisons import COMPARE, comparison_key
+from shared.comparisons import COMPARE, COMPARE_QUEUE, comparison_key
 from shared.contracts.comparison import Comparison, ComparisonPublic, ComparisonRequest, ComparisonSummary
 from shared.jobstore import JobRecord, JobStore
 from shared.queue import get_app
@@ -46,7 +46,7 @@ def _ask_worker(args: list[Any]) -> dict[str, Any]:
     runs this route in its thread pool)."""
     from celery.exceptions import TimeoutError as NoAnswer
 
-    result = get_app().send_task(COMPARE, args=args)
+    result = get_app().send_task(COMPARE, args=args, queue=COMPARE_QUEUE)
     try:
         answer: dict[str, Any] = result.get(timeout=COMPARISON_TIMEOUT_S, propagate=True)
     except NoAnswer:
