@@ -1,11 +1,12 @@
 """`neuron-atlas`: the command line. Results on stdout, progress and errors on stderr.
 
-Exit status: 0 done, 1 unexpected failure or a missing extra (`pip install
-'neuron-atlas[mlflow]'`), 2 bad input or options (with --strict, also labelled images the model
-does not recognise as given), 3 a model could not be loaded, 4 the labelling endpoint failed in
-strict mode, 130 interrupted. `remote` adds its own
-(`neuron_atlas_client.remote_cli`): 5 the job failed, 6 it was cancelled, 7 the wait timed out, 8 the key
-was refused, 9 no such job, 10 conflict (e.g. not finished yet), 11 the gateway is unavailable.
+Exit status: 0 done, 1 unexpected failure, a missing extra (`pip install
+'neuron-atlas[mlflow]'`) or a failed gate of `compare` (`neuron_atlas.compare_cli`), 2 bad input
+or options (with --strict, also labelled images the model does not recognise as given), 3 a
+model could not be loaded, 4 the labelling endpoint failed in strict mode, 130 interrupted.
+`remote` adds its own (`neuron_atlas_client.remote_cli`): 5 the job failed, 6 it was cancelled, 7 the
+wait timed out, 8 the key was refused, 9 no such job, 10 conflict (e.g. not finished yet), 11 the
+gateway is unavailable.
 """
 
 from __future__ import annotations
@@ -180,16 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fetch.add_argument("--embed-model", default=PipelineOptions().embed_model, metavar="ID_OR_PATH")
 
+    from neuron_atlas.compare_cli import add_compare_parser
     from neuron_atlas_client.remote_cli import add_remote_parser
 
+    add_compare_parser(commands)
     add_remote_parser(commands)
 
     mlflow = commands.add_parser(
         "mlflow-log",
         help="log a result (OUT_DIR, or a suite JOB_ID) to an MLflow run: hierarchy.json and the "
-        "explorer as artifacts, options as params, summary metrics, model tags",
+        "explorer as artifacts, options as params, summary metrics, model tags; or a comparison "
+        "(compare's --out DIR): its summary metrics and comparison.json",
     )
-    mlflow.add_argument("target", metavar="OUT_DIR|JOB_ID")
+    mlflow.add_argument("target", metavar="OUT_DIR|JOB_ID|COMPARISON_DIR")
     mlflow.add_argument("--tracking-uri", metavar="URI", help="default: $MLFLOW_TRACKING_URI")
     mlflow.add_argument("--experiment", default="neuron-atlas", help="experiment name (%(default)s)")
     mlflow.add_argument("--run-id", metavar="ID", help="log into this existing run instead of a new one")
@@ -276,6 +280,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _mlflow_log(args)
         if args.command == "relabel":
             return _relabel(args)
+        if args.command == "compare":
+            from neuron_atlas.compare_cli import run_compare
+
+            return run_compare(args, package_version())
         options = options_from_args(args)
         hierarchy = run_to_folder(
             args.image_dir,
@@ -329,7 +337,16 @@ def _mlflow_log(args: argparse.Namespace) -> int:
         "report": write_report,
     }
     target = Path(args.target).expanduser()
-    if target.is_dir():
+    if (
+        target.is_dir()
+        and (target / "comparison.json").is_file()
+        and not (target / "hierarchy.json").exists()
+    ):
+        from neuron_atlas_client.mlflow_log import log_comparison
+
+        kwargs.pop("model_sha256")
+        run_id = log_comparison(target, **kwargs)
+    elif target.is_dir():
         run_id = log_result(target, **kwargs)
     elif len(args.target) == 32 and args.target.isalnum():
         from neuron_atlas_client import Client, ClientError

@@ -18,7 +18,7 @@ from celery import Celery, bootsteps, chain, chord, group, signature
 from celery.canvas import Signature
 from celery.signals import worker_init
 
-from shared import heartbeat, queue_settings_check, stages
+from shared import comparisons, heartbeat, queue_settings_check, stages
 from shared.settings import InfraSettings, get_infra_settings
 
 # Task names are `domain.action`. The pipeline's come from the stage table (shared/stages.py),
@@ -36,6 +36,7 @@ ROUTES: dict[str, dict[str, str]] = {
     LABELLING_RELABEL: {"queue": "labelling"},
     MODEL_CHECK: {"queue": "activation"},
     MODEL_IMPORT: {"queue": "activation"},
+    comparisons.COMPARE: {"queue": comparisons.COMPARE_QUEUE},
     WEBHOOKS_DELIVER: {
         "queue": "labelling"
     },  # light, and the labelling workers have egress (shared.webhooks)
