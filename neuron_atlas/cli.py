@@ -344,7 +344,7 @@ def _mlflow_log(args: argparse.Namespace) -> int:
     ):
         from neuron_atlas_client.mlflow_log import log_comparison
 
-        kwargs.pop("model_sha256")
+        kwargs.pop("model_sha256"), kwargs.pop("report")  # a comparison has neither
         run_id = log_comparison(target, **kwargs)
     elif target.is_dir():
         run_id = log_result(target, **kwargs)

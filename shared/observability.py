@@ -9,7 +9,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from shared import logs, metrics
+from shared import comparisons, logs, metrics
 from shared.settings import InfraSettings
 
 _tokens: dict[str, Any] = {}
@@ -35,7 +35,12 @@ def install(app: Celery, settings: InfraSettings, queues: tuple[str, ...]) -> No
         if settings.worker_metrics_port:
             metrics.start_worker_metrics(settings.worker_metrics_port, settings.redis_url, queues)
 
-    def task_prerun(task_id: str, args: Any = (), **_: Any) -> None:
+    def task_prerun(task_id: str, args: Any = (), task: Any = None, **_: Any) -> None:
+        if getattr(task, "name", None) == comparisons.COMPARE:
+            # A comparison concerns two jobs, not one: its lines carry the tenant (its first
+            # argument) and no job id.
+            _tokens[task_id] = logs.new_context(job_id=None, tenant=args[0] if args else None)
+            return
         job_id = args[0] if args and isinstance(args[0], str) and len(args[0]) == 32 else None
         tenant = None
         if job_id is not None:
