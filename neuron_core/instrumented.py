@@ -97,6 +97,8 @@ class ChannelMask(Hooks):
         self.layers = list(layers)
         self.keep: torch.Tensor | None = None
         super().__init__(owner, [])
+        for layer in self.layers:  # every name checked before any hook
+            owner.layer(layer.name)
         self._handles = [owner._edit_hook(layer.name, self._edit_for(layer)) for layer in self.layers]
 
     def _edit_for(self, layer: LayerInfo) -> Edit:
@@ -142,7 +144,8 @@ class InstrumentedModel:
         each must run once per pass (a module that runs twice would be pooled after later
         in-place changes) and output a tensor (or a tuple that starts with one)."""
         new = [name for name in names if name not in self._retained_names]
-        handles = [self.layer(name).register_forward_hook(self._retain_hook(name)) for name in new]
+        targets = [(name, self.layer(name)) for name in new]  # every name checked before any hook
+        handles = [module.register_forward_hook(self._retain_hook(name)) for name, module in targets]
         self._retained_names += new
         return self._register(handles, retained=new)
 
@@ -230,10 +233,11 @@ class InstrumentedModel:
                 return lambda _module, inputs: watch(name, inputs[0] if inputs else None)
             return lambda _module, _inputs, output: watch(name, output)
 
+        targets = [(name, self.layer(name)) for name in names]  # every name checked before any hook
         if at_input:
-            handles = [self.layer(name).register_forward_pre_hook(hook_for(name)) for name in names]
+            handles = [module.register_forward_pre_hook(hook_for(name)) for name, module in targets]
         else:
-            handles = [self.layer(name).register_forward_hook(hook_for(name)) for name in names]
+            handles = [module.register_forward_hook(hook_for(name)) for name, module in targets]
         return self._register(handles)
 
     def stop_at(self, name: str, inputs: torch.Tensor, at_input: bool = False) -> torch.Tensor | None:

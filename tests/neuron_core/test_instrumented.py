@@ -163,6 +163,13 @@ def test_stop_at_returns_a_layer_output_or_input_without_running_the_rest() -> N
     assert hook_count(model) == 0
 
 
-def test_an_unknown_layer_is_a_clear_error() -> None:
+def test_an_unknown_layer_is_a_clear_error_and_leaves_no_hook() -> None:
+    model = net()
+    instrumented = InstrumentedModel(model)
     with pytest.raises(InputError, match="no module 'layer9'"):
-        InstrumentedModel(net()).retain(["layer9"])
+        instrumented.retain(["0", "layer9"])
+    with pytest.raises(InputError, match="no module 'layer9'"):
+        instrumented.watch(["0", "layer9"], lambda *_: None)
+    with pytest.raises(InputError, match="no module 'layer9'"):
+        instrumented.mask_channels(stack_layers(["0", "layer9"], [4, 6]))
+    assert hook_count(model) == 0
