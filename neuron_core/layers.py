@@ -6,12 +6,12 @@ import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
 from neuron_atlas_client.errors import InputError
+from neuron_core.instrumented import InstrumentedModel
 
 
 @dataclass(frozen=True)
@@ -69,24 +69,16 @@ def readable_layers(module: nn.Module, input_size: int, device: torch.device) ->
     calls: dict[str, int] = {}
     channels: dict[str, int] = {}
 
-    def hook_for(name: str) -> Any:
-        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-            calls[name] = calls.get(name, 0) + 1
-            tensor = output[0] if isinstance(output, tuple) else output
-            if isinstance(tensor, torch.Tensor) and 2 <= tensor.ndim <= 4:
-                channels[name] = int(tensor.shape[1] if tensor.ndim in (2, 4) else tensor.shape[2])
+    def count(name: str, output: object) -> None:
+        calls[name] = calls.get(name, 0) + 1
+        tensor = output[0] if isinstance(output, tuple) else output
+        if isinstance(tensor, torch.Tensor) and 2 <= tensor.ndim <= 4:
+            channels[name] = int(tensor.shape[1] if tensor.ndim in (2, 4) else tensor.shape[2])
 
-        return hook
-
-    named = [(name, child) for name, child in module.named_modules() if name]
-    handles = [child.register_forward_hook(hook_for(name)) for name, child in named]
-    try:
-        with torch.inference_mode():
-            module.eval()(torch.zeros(1, 3, input_size, input_size, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
-    names = [name for name, _ in named if calls.get(name) == 1 and name in channels]
+    every = [name for name, _ in module.named_modules() if name]
+    with InstrumentedModel(module).watch(every, count), torch.inference_mode():
+        module.eval()(torch.zeros(1, 3, input_size, input_size, device=device))
+    names = [name for name in every if calls.get(name) == 1 and name in channels]
     return stack_layers(names, [channels[name] for name in names])
 
 

@@ -25,11 +25,9 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
+from neuron_core.instrumented import InstrumentedModel
+
 log = logging.getLogger(__name__)
-
-
-class _StopForward(Exception):
-    """Raised from a hook once the first read layer has produced its output."""
 
 
 class _ReadLayersWhole(fx.Tracer):
@@ -53,30 +51,12 @@ class ReadLayerStart:
     at_input: bool = False
 
     def prefix(self, images: torch.Tensor) -> torch.Tensor:
-        captured: list[torch.Tensor] = []
-
-        def keep(value: object) -> None:
-            if isinstance(value, torch.Tensor):
-                captured.append(value)
-            raise _StopForward
-
-        layer = dict(self.module.named_modules())[self.first_layer]
-        if self.at_input:
-            # Prepended, so it sees the input before any other pre-hook (injected dropout) does.
-            handle = layer.register_forward_pre_hook(lambda _m, inputs: keep(inputs[0]), prepend=True)
-        else:
-            # Registered last, so it sees the output after any other hook on this layer; callers
-            # leave their ablation hooks inactive here.
-            handle = layer.register_forward_hook(lambda _m, _inputs, output: keep(output))
-        try:
-            self.module(images)
-        except _StopForward:
-            pass
-        finally:
-            handle.remove()
-        if not captured:  # the layer did not run: the split was wrong, never guess
+        # The input is taken before any other pre-hook (injected dropout) sees it; the output
+        # after every other hook on the layer: callers leave their ablation masks inactive here.
+        start = InstrumentedModel(self.module).stop_at(self.first_layer, images, at_input=self.at_input)
+        if start is None:  # the layer did not run: the split was wrong, never guess
             raise RuntimeError(f"read layer {self.first_layer!r} did not run on a tensor")
-        return captured[0]
+        return start
 
 
 def split_at_first_read_layer(

@@ -21,37 +21,11 @@ import torch
 from scipy import stats
 from torch import nn
 
+from neuron_core.instrumented import InstrumentedModel, scale_channels
 from neuron_core.layers import LayerInfo
 from neuron_core.read_layer_start import split_at_first_read_layer
 from services.uncertainty.precision import autocast
 from services.uncertainty.sequential import decided_after, sequential_pvalue
-
-
-class ChannelAblation:
-    """Forward hooks that multiply each selected layer's output by a per-image keep mask.
-
-    `keep` is a float tensor (batch, neurons) over all selected neurons, or None (no change)."""
-
-    def __init__(self, module: nn.Module, layers: Sequence[LayerInfo]) -> None:
-        self.layers = list(layers)
-        self.keep: torch.Tensor | None = None
-        modules = dict(module.named_modules())
-        self._handles = [
-            modules[layer.name].register_forward_hook(self._hook_for(layer)) for layer in self.layers
-        ]
-
-    def _hook_for(self, layer: LayerInfo) -> Any:
-        def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor | None:
-            if self.keep is None:
-                return None
-            cols = self.keep[:, layer.offset : layer.offset + layer.channels]
-            return output * cols.view(*cols.shape, *([1] * (output.ndim - 2))).to(output.dtype)
-
-        return hook
-
-    def close(self) -> None:
-        for handle in self._handles:
-            handle.remove()
 
 
 class AblatedModel:
@@ -70,7 +44,8 @@ class AblatedModel:
     ) -> None:
         self.module = module
         self.dtype = dtype  # the passes' number format (precision.py); logits come back float32
-        self.ablation = ChannelAblation(module, layers)
+        self.instrumented = InstrumentedModel(module)
+        self.ablation = self.instrumented.mask_channels(layers)  # per-row keep masks, off until set
         self.start = (
             split_at_first_read_layer(module, [layer.name for layer in layers]) if from_read_layer else None
         )
@@ -93,14 +68,13 @@ class AblatedModel:
                 if self.start is None or self._first is None:
                     return self.module(starts).float()
                 first = self._first
-                cols = keep[:, first.offset : first.offset + first.channels]
-                kept = starts * cols.view(*cols.shape, *([1] * (starts.ndim - 2))).to(starts.dtype)
+                kept = scale_channels(starts, keep[:, first.offset : first.offset + first.channels])
                 return self.start.suffix(kept).float()
         finally:
             self.ablation.keep = None
 
     def close(self) -> None:
-        self.ablation.close()
+        self.instrumented.close()
 
 
 @torch.inference_mode()

@@ -36,6 +36,7 @@ from neuron_atlas_client.contracts.models import IMAGENET_EVAL, Preprocessing
 from neuron_core import hooks
 from neuron_core.active_sets import active_mask
 from neuron_core.groups import one_hot
+from neuron_core.instrumented import InstrumentedModel
 from neuron_core.layers import LayerInfo
 from neuron_core.read_layer_start import split_at_first_read_layer
 from services.uncertainty.dropout_calibration import DropoutCalibration
@@ -71,15 +72,11 @@ def dropout_reaches_layers(
     if not dropouts:
         return False
     calls: list[str] = []
-    named = dict(module.named_modules())
-    handles = [d.register_forward_hook(lambda *_: calls.append("dropout")) for d in dropouts]
-    handles += [named[name].register_forward_hook(lambda *_: calls.append("layer")) for name in layers]
-    try:
-        with torch.inference_mode():
-            module(torch.zeros(1, 3, input_size, input_size, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
+    names = {child: name for name, child in module.named_modules()}
+    with InstrumentedModel(module) as instrumented, torch.inference_mode():
+        instrumented.watch([names[d] for d in dropouts], lambda *_: calls.append("dropout"))
+        instrumented.watch(layers, lambda *_: calls.append("layer"))
+        module(torch.zeros(1, 3, input_size, input_size, device=device))
     last_layer = len(calls) - 1 - calls[::-1].index("layer")
     return "dropout" in calls[:last_layer]
 
@@ -179,8 +176,8 @@ def stochastic_active_sets(
     passes = np.empty((samples, len(rows), n_neurons), dtype=bool)
     reader = hooks.ActivationReader(module, names)
     outputs: list[torch.Tensor] = []
-    keep_output = module.register_forward_hook(
-        lambda _m, _i, out: outputs.append(out.detach()) if isinstance(out, torch.Tensor) else None
+    keep_output = reader.instrumented.watch(
+        [""], lambda _name, out: outputs.append(out.detach()) if isinstance(out, torch.Tensor) else None
     )
     split: list[EntropySplit] = []
     draws = RowDraws(seed, device, Stream.AUGMENTATION if method == "tta" else Stream.DROPOUT)

@@ -19,12 +19,14 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import IntEnum
+from functools import partial
 
 import numpy as np
 import torch
 from torch import nn
 
 from neuron_atlas_client.errors import InputError
+from neuron_core.instrumented import InstrumentedModel
 
 log = logging.getLogger(__name__)
 
@@ -96,37 +98,39 @@ def dropout_modules(module: nn.Module) -> list[nn.modules.dropout._DropoutNd]:
 
 
 class InjectedDropout:
-    """Dropout at `rate` on the input of each read layer (forward pre-hooks) inside `with`; the
-    rate may change between passes (0: no dropout, no draws)."""
+    """Dropout at `rate` on the input of each read layer (an input edit of
+    neuron_core.instrumented) inside `with`; the rate may change between passes (0: no
+    dropout, no draws)."""
 
     def __init__(self, module: nn.Module, layers: Sequence[str], rate: float, draws: RowDraws) -> None:
         self.module = module
         self.layers = list(layers)
         self.rate = rate
         self.draws = draws
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._instrumented = InstrumentedModel(module)
 
-    def _drop(self, _module: nn.Module, inputs: tuple[object, ...]) -> tuple[object, ...]:
-        first = inputs[0]
+    def _drop(self, first: object) -> torch.Tensor | None:
         if not isinstance(first, torch.Tensor) or self.rate <= 0.0:
-            return inputs
+            return None
         if first.shape[0] != self.draws.rows:
             raise InputError(
                 f"A read layer's input has {first.shape[0]} rows for a batch of {self.draws.rows} "
                 "images: dropout is drawn per image, which needs the images on the first axis.",
                 "Read layers whose inputs put the images first, or set --mc-samples 0.",
             )
-        return (row_dropout(first, self.rate, self.draws), *inputs[1:])
+        return row_dropout(first, self.rate, self.draws)
 
     def __enter__(self) -> InjectedDropout:
-        named = dict(self.module.named_modules())
-        self._handles = [named[name].register_forward_pre_hook(self._drop) for name in self.layers]
+        try:
+            for name in self.layers:
+                self._instrumented.edit(name, self._drop, at_input=True)
+        except BaseException:
+            self._instrumented.close()
+            raise
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+        self._instrumented.close()
 
 
 @contextmanager
@@ -134,12 +138,13 @@ def own_dropout(module: nn.Module, draws: RowDraws) -> Iterator[None]:
     """The model's own dropout modules on, each drawing per image at its own rate; everything
     else (batch norm) in eval mode, as before the block once it ends.
 
-    The dropout modules stay in eval mode (identity) and a forward hook drops their output with
-    the image's draws. A tensor whose first axis is not the batch (a sequence-first transformer)
-    gets the module's own dropout from the global generator instead, which the caller seeds."""
+    The dropout modules stay in eval mode (identity) and an output edit (neuron_core.instrumented)
+    drops their output with the image's draws. A tensor whose first axis is not the batch (a
+    sequence-first transformer) gets the module's own dropout from the global generator instead,
+    which the caller seeds."""
     warned: list[bool] = []
 
-    def drop(dropout: nn.modules.dropout._DropoutNd, _inputs: tuple[object, ...], output: object) -> object:
+    def drop(dropout: nn.modules.dropout._DropoutNd, output: object) -> object:
         if not isinstance(output, torch.Tensor):
             return output
         if output.shape[0] != draws.rows:
@@ -162,10 +167,12 @@ def own_dropout(module: nn.Module, draws: RowDraws) -> Iterator[None]:
 
     was_training = module.training
     module.eval()
-    handles = [d.register_forward_hook(drop) for d in dropout_modules(module)]
+    names = {child: name for name, child in module.named_modules()}
+    instrumented = InstrumentedModel(module)
     try:
+        for dropout in dropout_modules(module):
+            instrumented.edit(names[dropout], partial(drop, dropout))
         yield
     finally:
-        for handle in handles:
-            handle.remove()
+        instrumented.close()
         module.train(was_training)
