@@ -19,6 +19,7 @@ from celery.canvas import Signature
 from celery.signals import worker_init
 
 from shared import heartbeat, queue_settings_check
+from shared.reconciler import make_reconciler
 from shared.settings import InfraSettings, get_infra_settings
 
 # Task names: `domain.action`; the domain is the queue, except the light final step, which runs
@@ -120,13 +121,11 @@ class Reconciler(bootsteps.StartStopStep):
     requires = ("celery.worker.components:Hub",)
 
     def start(self, worker: Any) -> None:
-        from shared.reconciler import make_reconciler
-
         # A connection of its own (the consumer's is busy consuming); its channel knows kombu's
         # keys and puts a message back the way kombu does.
         self.connection = worker.app.connection_for_write()
         channel = self.connection.default_channel
-        reconciler = make_reconciler(channel, get_infra_settings(), JOB_TASKS, QUEUES)
+        reconciler = make_reconciler(channel, get_infra_settings(), TASK_STAGES, QUEUES)
         worker.timer.call_repeatedly(reconciler.interval_s, reconciler.sweep_quietly)
 
     def stop(self, worker: Any) -> None:
