@@ -14,6 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import jsonschema
+
 from shared import artifacts
 from shared.contracts.base import Contract
 from shared.contracts.groups import Groups
@@ -299,6 +301,4 @@ def hierarchy_schema() -> dict[str, Any]:
 
 def validate_hierarchy(document: Mapping[str, Any]) -> None:
     """Raise `jsonschema.ValidationError` when `document` breaks the published schema."""
-    import jsonschema
-
     jsonschema.validate(document, hierarchy_schema())

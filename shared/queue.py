@@ -14,11 +14,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import redis
 from celery import Celery, bootsteps, chord, group, signature
 from celery.canvas import Signature
 from celery.signals import worker_init
 
-from shared import heartbeat, queue_settings_check
+from shared import heartbeat, observability, queue_settings_check
 from shared.reconciler import make_reconciler
 from shared.settings import InfraSettings, get_infra_settings
 
@@ -102,8 +103,6 @@ class VisibilityTimeoutCheck(bootsteps.StartStopStep):
     requires = ("celery.worker.components:Hub",)
 
     def start(self, worker: Any) -> None:
-        import redis
-
         seconds = int(worker.app.conf.broker_transport_options["visibility_timeout"])
         client = redis.Redis.from_url(worker.app.conf.broker_url)
         try:
@@ -186,8 +185,6 @@ def configure(app: Celery, settings: InfraSettings) -> None:
     app.steps["worker"].add(Heartbeat)
     app.steps["worker"].add(VisibilityTimeoutCheck)
     app.steps["worker"].add(Reconciler)
-    from shared import observability
-
     observability.install(app, settings, QUEUES)
 
 

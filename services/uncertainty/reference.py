@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from services.uncertainty.stage import TESTS
 from shared.contracts.uncertainty import Evidence
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "reference" / "evidence.md"
@@ -33,8 +34,6 @@ def _json_type(schema: dict[str, Any]) -> str:
 
 
 def page_text() -> str:
-    from services.uncertainty.stage import TESTS
-
     lines = [
         "# Evidence reference",
         "",
