@@ -1,5 +1,6 @@
 """Worker hooks for logs and metrics, on Celery's signals: JSON logs carrying each task's job and
-tenant (`shared.logs`), the metrics server (`shared.metrics`), and retries counted."""
+tenant (`shared.logs`), the metrics server (`shared.metrics`),
+and retries counted."""
 
 from __future__ import annotations
 
