@@ -28,6 +28,7 @@ from neuron_atlas.cli_logging import REPORT_LOGGER, configure_cli_logging, json_
 from neuron_atlas.fetch import fetch_models
 from neuron_atlas.progress_lines import progress_display
 from neuron_atlas.terminal import print_labelling_report, print_run_report, print_tree
+from neuron_atlas_client import Client, ClientError
 from neuron_atlas_client.errors import (
     InputError,
     LabellingError,
@@ -35,8 +36,10 @@ from neuron_atlas_client.errors import (
     ModelLoadError,
     NeuronAtlasError,
 )
+from neuron_atlas_client.mlflow_log import log_result, require_mlflow
 from neuron_atlas_client.option_flags import add_option_flags, options_from_args, user_path
 from neuron_atlas_client.options import PipelineOptions
+from neuron_atlas_client.remote_cli import add_remote_parser, run_remote
 from services.labelling.settings import LabelSettings
 
 if TYPE_CHECKING:
@@ -181,8 +184,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fetch.add_argument("--embed-model", default=PipelineOptions().embed_model, metavar="ID_OR_PATH")
 
-    from neuron_atlas_client.remote_cli import add_remote_parser
-
     add_remote_parser(commands)
 
     mlflow = commands.add_parser(
@@ -246,8 +247,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_cli_logging(args.verbose)
     if args.command == "remote":
-        from neuron_atlas_client.remote_cli import run_remote
-
         return run_remote(args)
     try:
         if args.command == "sample":
@@ -311,7 +310,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _mlflow_log(args: argparse.Namespace) -> int:
-    from neuron_atlas_client.mlflow_log import log_result, require_mlflow
     from services.gateway.explorer.report import write_report  # numpy: off the other commands' path
 
     require_mlflow("mlflow-log", install="neuron-atlas[mlflow]")  # before a job's artifacts are downloaded
@@ -328,8 +326,6 @@ def _mlflow_log(args: argparse.Namespace) -> int:
     if target.is_dir():
         run_id = log_result(target, **kwargs)
     elif len(args.target) == 32 and args.target.isalnum():
-        from neuron_atlas_client import Client, ClientError
-
         try:
             with Client(args.url) as client:
                 run_id = client.log_to_mlflow(args.target, **kwargs)
