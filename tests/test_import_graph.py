@@ -19,15 +19,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = ("shared", "services", "neuron_core", "neuron_atlas", "neuron_atlas_client")
 
-# Known cycles that the client's move to its own distribution (issue 25) removes; empty this
-# once that is merged. An entry allows exactly that cycle, no larger one that contains it.
-ALLOWED_CYCLES_UNTIL_CLIENT_SPLIT: frozenset[frozenset[str]] = frozenset(
-    {
-        frozenset({"shared.contracts.api", "shared.jobstore"}),
-        frozenset({"neuron_atlas.client", "neuron_atlas.client.sync", "neuron_atlas.mlflow_log"}),
-    }
-)
-
 
 def import_cycles(packages: Iterable[str]) -> list[frozenset[str]]:
     """The strongly connected components of more than one module (Tarjan, iterative)."""
@@ -76,7 +67,7 @@ def test_no_import_cycles_in_product_code(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.syspath_prepend(str(ROOT))
     packages = [p for p in PRODUCT if importlib.util.find_spec(p) is not None]
     assert {"shared", "services", "neuron_core", "neuron_atlas"} <= set(packages)
-    found = [sorted(c) for c in import_cycles(packages) if c not in ALLOWED_CYCLES_UNTIL_CLIENT_SPLIT]
+    found = [sorted(c) for c in import_cycles(packages)]
     assert found == [], f"import cycles (break them; see docs/architecture.md): {found}"
 
 
