@@ -1,11 +1,12 @@
 """`neuron-atlas`: the command line. Results on stdout, progress and errors on stderr.
 
-Exit status: 0 done, 1 unexpected failure or a missing extra (`pip install
-'neuron-atlas[mlflow]'`), 2 bad input or options (with --strict, also labelled images the model
-does not recognise as given), 3 a model could not be loaded, 4 the labelling endpoint failed in
-strict mode, 130 interrupted. `remote` adds its own
-(`neuron_atlas_client.remote_cli`): 5 the job failed, 6 it was cancelled, 7 the wait timed out, 8 the key
-was refused, 9 no such job, 10 conflict (e.g. not finished yet), 11 the gateway is unavailable.
+Exit status: 0 done, 1 unexpected failure, a missing extra (`pip install
+'neuron-atlas[mlflow]'`) or a failed gate of `compare` (`neuron_atlas.compare_cli`), 2 bad input
+or options (with --strict, also labelled images the model does not recognise as given), 3 a
+model could not be loaded, 4 the labelling endpoint failed in strict mode, 130 interrupted.
+`remote` adds its own (`neuron_atlas_client.remote_cli`): 5 the job failed, 6 it was cancelled, 7 the
+wait timed out, 8 the key was refused, 9 no such job, 10 conflict (e.g. not finished yet), 11 the
+gateway is unavailable.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from neuron_atlas.cli_logging import REPORT_LOGGER, configure_cli_logging, json_logs, stderr_stream
+from neuron_atlas.compare_cli import add_compare_parser, run_compare
 from neuron_atlas.fetch import fetch_models
 from neuron_atlas.progress_lines import progress_display
 from neuron_atlas.terminal import print_labelling_report, print_run_report, print_tree
@@ -36,7 +38,7 @@ from neuron_atlas_client.errors import (
     ModelLoadError,
     NeuronAtlasError,
 )
-from neuron_atlas_client.mlflow_log import log_result, require_mlflow
+from neuron_atlas_client.mlflow_log import log_comparison, log_result, require_mlflow
 from neuron_atlas_client.option_flags import add_option_flags, options_from_args, user_path
 from neuron_atlas_client.options import PipelineOptions
 from neuron_atlas_client.remote_cli import add_remote_parser, run_remote
@@ -184,14 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fetch.add_argument("--embed-model", default=PipelineOptions().embed_model, metavar="ID_OR_PATH")
 
+    add_compare_parser(commands)
     add_remote_parser(commands)
 
     mlflow = commands.add_parser(
         "mlflow-log",
         help="log a result (OUT_DIR, or a suite JOB_ID) to an MLflow run: hierarchy.json and the "
-        "explorer as artifacts, options as params, summary metrics, model tags",
+        "explorer as artifacts, options as params, summary metrics, model tags; or a comparison "
+        "(compare's --out DIR): its summary metrics and comparison.json",
     )
-    mlflow.add_argument("target", metavar="OUT_DIR|JOB_ID")
+    mlflow.add_argument("target", metavar="OUT_DIR|JOB_ID|COMPARISON_DIR")
     mlflow.add_argument("--tracking-uri", metavar="URI", help="default: $MLFLOW_TRACKING_URI")
     mlflow.add_argument("--experiment", default="neuron-atlas", help="experiment name (%(default)s)")
     mlflow.add_argument("--run-id", metavar="ID", help="log into this existing run instead of a new one")
@@ -273,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _mlflow_log(args)
         if args.command == "relabel":
             return _relabel(args)
+        if args.command == "compare":
+            return run_compare(args, package_version())
         options = options_from_args(args)
         hierarchy = run_to_folder(
             args.image_dir,
@@ -323,7 +329,14 @@ def _mlflow_log(args: argparse.Namespace) -> int:
         "report": write_report,
     }
     target = Path(args.target).expanduser()
-    if target.is_dir():
+    if (
+        target.is_dir()
+        and (target / "comparison.json").is_file()
+        and not (target / "hierarchy.json").exists()
+    ):
+        kwargs.pop("model_sha256")
+        run_id = log_comparison(target, **kwargs)
+    elif target.is_dir():
         run_id = log_result(target, **kwargs)
     elif len(args.target) == 32 and args.target.isalnum():
         try:

@@ -29,6 +29,7 @@ CONTRACTS = (
     "models",
     "problem",
     "uncertainty",
+    "comparison",
 )
 MOVED = {
     **{f"shared.contracts.{name}": f"neuron_atlas_client.contracts.{name}" for name in CONTRACTS},
@@ -38,6 +39,7 @@ MOVED = {
     "neuron_atlas.remote_cli": "neuron_atlas_client.remote_cli",
     "neuron_atlas.mlflow_log": "neuron_atlas_client.mlflow_log",
     "neuron_atlas.option_flags": "neuron_atlas_client.option_flags",
+    "neuron_atlas.comparison_gate": "neuron_atlas_client.comparison_gate",
 }
 # Longest first, whole dotted names only: `shared.options_x` and `my.shared.options` stay, and so
 # do logger names (the client's logger keeps "neuron_atlas.client").

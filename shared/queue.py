@@ -19,7 +19,7 @@ from celery import Celery, bootsteps, chain, chord, group, signature
 from celery.canvas import Signature
 from celery.signals import worker_init
 
-from shared import heartbeat, observability, queue_settings_check, stages
+from shared import comparisons, heartbeat, observability, queue_settings_check, stages
 from shared.reconciler import make_reconciler
 from shared.settings import InfraSettings, get_infra_settings
 
@@ -38,6 +38,7 @@ ROUTES: dict[str, dict[str, str]] = {
     LABELLING_RELABEL: {"queue": "labelling"},
     MODEL_CHECK: {"queue": "activation"},
     MODEL_IMPORT: {"queue": "activation"},
+    comparisons.COMPARE: {"queue": comparisons.COMPARE_QUEUE},
     WEBHOOKS_DELIVER: {
         "queue": "labelling"
     },  # light, and the labelling workers have egress (shared.webhooks)

@@ -30,6 +30,7 @@ from tests.servers import (
 
 if TYPE_CHECKING:
     from benchmarks.factor_world import FactorModel
+    from tests.comparison_runs import PlantedRuns
 
 # Tests never reach for a model hub: every model they use is built here or shipped by a package.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -74,6 +75,15 @@ def factor_model(tmp_path_factory: pytest.TempPathFactory) -> FactorModel:
 
     kept = os.environ.get("NEURON_ATLAS_FACTOR_MODEL_DIR")
     return trained_factor_model(Path(kept) if kept else tmp_path_factory.mktemp("factor-model"))
+
+
+@pytest.fixture(scope="session")
+def planted_runs(tmp_path_factory: pytest.TempPathFactory) -> PlantedRuns:
+    """The sample run with the planted ResNet18 and with copies changed in one known place
+    (tests/comparison_runs.py), for the comparison's tests: four embedded runs, about 2 min."""
+    from tests.comparison_runs import make_planted_runs
+
+    return make_planted_runs(tmp_path_factory.mktemp("planted-runs"))
 
 
 @pytest.fixture

@@ -59,6 +59,8 @@ COVERED_INLINE = {
     "neuron-atlas layers": "the 'Your own model' example (test_readme_own_model_cli_example)",
     "neuron-atlas relabel": "the language model example (test_readme_language_model_example)",
     "python -m shared.contracts.schema": "tests/shared/test_hierarchy_schema.py holds its file current",
+    "neuron-atlas mlflow-log compare-v4": "tests/integrations/test_mlflow.py logs a comparison folder",
+    "neuron-atlas compare": "docs/comparison.md's examples (tests/neuron_atlas/test_compare_cli.py)",
     "python -m services.uncertainty.reference": "tests/services/uncertainty/test_stage.py holds its "
     "page current",
     "python -m services.gateway.openapi_docs": "tests/services/gateway/test_openapi_docs.py holds its "
@@ -95,6 +97,11 @@ HANDLED_BLOCKS = (
     # skipped: the same requests (upload, layers, a job naming model_id) run against the suite in
     # tests/services/gateway/test_models.py, with a small model instead of convnext_tiny
     "# 1. Upload (multipart",
+    # docs/comparison.md: run by tests/neuron_atlas/test_compare_cli.py on the planted runs (the
+    # two `neuron-atlas run` lines are those runs); the benchmark is skipped (python benchmarks/)
+    "neuron-atlas run images/ --out out-v3",
+    "neuron-atlas compare out-v3 out-v4 --out compare-v4",
+    "python benchmarks/comparison_calibration.py",
 )
 
 

@@ -59,6 +59,8 @@ EXTRA_ANSWERS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/readyz"): (503,),
     # a pickled checkpoint is 415; an unreadable multipart body 400
     ("post", "/v1/models"): (400, 413, 415),
+    # a body that is not JSON: 400; a job of another tenant or none: 404; one not finished: 409
+    ("post", "/v1/comparisons"): (400, 404, 409),
 }
 # Operations that touch neither Redis nor object storage: no 503.
 NO_DEPENDENCY = {("get", "/v1/webhooks/secret")}
@@ -76,6 +78,11 @@ MODEL_ID_IN = {
     ("post", "/v1/models", "201"): "$response.body#/id",
     ("get", "/v1/models", "200"): "$response.body#/items/0/id",
     ("get", "/v1/models/{model_id}", "200"): "$response.body#/id",
+}
+# Where a comparison's id can be read from an answer.
+COMPARISON_ID_IN = {
+    ("post", "/v1/comparisons", "201"): "$response.body#/id",
+    ("get", "/v1/comparisons/{comparison_id}", "200"): "$response.body#/id",
 }
 # And the other path parameters, beside the job's (the request's): from the hierarchy.
 IN_HIERARCHY = {
@@ -100,6 +107,10 @@ def install(app: FastAPI) -> None:
                 "Location": {**LOCATION["Location"], "description": "The new model: `/v1/models/{id}`."}
             }
             document["paths"]["/v1/models"]["post"]["responses"]["201"]["headers"] = model_location
+            comparison_location = {
+                "Location": {**LOCATION["Location"], "description": "The comparison: `/v1/comparisons/{id}`."}
+            }
+            document["paths"]["/v1/comparisons"]["post"]["responses"]["201"]["headers"] = comparison_location
             app.openapi_schema = document
         return app.openapi_schema
 
@@ -132,7 +143,7 @@ def add_problem_answers(document: dict[str, Any]) -> None:
             continue
         for method, operation in operations.items():
             statuses = {401, 422}
-            if "{job_id}" in path or "{model_id}" in path:
+            if "{job_id}" in path or "{model_id}" in path or "{comparison_id}" in path:
                 statuses.add(404)
             if (method, path) not in NO_DEPENDENCY:
                 statuses.add(503)
@@ -174,6 +185,10 @@ def add_links(document: dict[str, Any]) -> None:
         links = paths[path][method]["responses"][status].setdefault("links", {})
         for operation_id, _ in targets({"model_id"}):
             links[operation_id] = {"operationId": operation_id, "parameters": {"model_id": pointer}}
+    for (method, path, status), pointer in COMPARISON_ID_IN.items():
+        links = paths[path][method]["responses"][status].setdefault("links", {})
+        for operation_id, _ in targets({"comparison_id"}):
+            links[operation_id] = {"operationId": operation_id, "parameters": {"comparison_id": pointer}}
     links = paths["/v1/jobs/{job_id}/hierarchy"]["get"]["responses"]["200"].setdefault("links", {})
     for names in ({"cluster_id"}, {"image_id"}, {"layer", "channel"}):
         for operation_id, _ in targets({"job_id", *names}):

@@ -3,6 +3,7 @@ file store (the `mlflow_server` fixture)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from neuron_atlas.cli import main as cli_main
 from neuron_atlas_client import Client
+from tests.comparison_runs import PlantedRuns
 from tests.integrations.conftest import FinishedJob
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,6 +65,32 @@ def test_client_helper_logs_a_suite_job(mlflow_server: str, atlas: Client, finis
     assert run.data.metrics["images"] == finished_job.job.images
     assert run.data.params["layers"] == "layer4"
     assert "hierarchy.json" in top and "explorer/index.html" in explorer
+
+
+@pytest.mark.slow
+def test_mlflow_log_of_a_comparison_folder(
+    mlflow_server: str, planted_runs: PlantedRuns, tmp_path: Path
+) -> None:
+    """docs/comparison.md: `neuron-atlas mlflow-log compare-v4` logs the comparison's summary."""
+    folder = tmp_path / "compare-v4"
+    compare = [str(planted_runs.original), str(planted_runs.zeroed), "--out", str(folder)]
+    assert cli_main(["-q", "compare", *compare]) == 0
+    proc = subprocess.run(
+        [sys.executable, "-m", "neuron_atlas.cli", "mlflow-log", str(folder), "--tracking-uri", mlflow_server,
+         "--experiment", "promotions", "--run-name", "v3-to-v4"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    run, top, _ = run_data(mlflow_server, proc.stdout.strip())
+    comparison = json.loads((folder / "comparison.json").read_text())
+    metrics, tags = run.data.metrics, run.data.tags
+    assert "comparison.json" in top and run.info.run_name == "v3-to-v4"
+    assert metrics["comparison.changed"] == comparison["summary"]["changed"] == 4
+    assert metrics["comparison.significant_changes"] == comparison["summary"]["significant_changes"]
+    assert metrics["comparison.min_kept_share"] == comparison["summary"]["min_kept_share"]
+    assert metrics["comparison.layer.conv1.lost"] == comparison["layers"][0]["lost"]
+    assert tags["neuron_atlas.comparison.b.source"] == str(planted_runs.zeroed)
+    assert tags["neuron_atlas.comparison.a.architecture"] == "resnet18"
 
 
 def test_mlflow_log_refuses_what_is_neither_a_folder_nor_a_job(mlflow_server: str) -> None:

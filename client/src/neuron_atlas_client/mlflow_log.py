@@ -4,6 +4,8 @@ or `log_result` / `log_job` from Python.
 One MLflow run gets hierarchy.json and the explorer report as artifacts, the job's options as
 params, summary metrics (concepts, reliable and selective shares, label quality, the share of
 tested concepts with a specific causal effect) and tags naming the target model and its sha256.
+A comparison folder (`neuron-atlas compare ... --out DIR`) is logged by `log_comparison`: its
+summary metrics, comparison.json, and both models as tags.
 The tracking server is `--tracking-uri`, else MLFLOW_TRACKING_URI, as MLflow's own tools read it.
 Needs `mlflow-skinny` (the `mlflow` extra). The explorer report is written by the main
 distribution (`neuron-atlas`), which registers its writer under the entry point group
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from neuron_atlas_client.contracts.api import ArtifactsPublic
+from neuron_atlas_client.contracts.comparison import Comparison
 from neuron_atlas_client.contracts.hierarchy import Hierarchy
 from neuron_atlas_client.errors import InputError, MissingExtra
 
@@ -215,3 +218,68 @@ def report_artifacts(found: ArtifactsPublic) -> list[str]:
 def job_tags(tags: dict[str, str] | None, job_id: str, gateway: str) -> dict[str, str]:
     """A suite job's run is tagged with the job id and the gateway it came from."""
     return {**(tags or {}), "neuron_atlas.job_id": job_id, "neuron_atlas.gateway": gateway}
+
+
+def comparison_metrics(comparison: Comparison) -> dict[str, float]:
+    """A comparison's summary numbers (docs/comparison.md), per layer prefixed `layer.NAME.`; a
+    number that does not exist (no group in A anywhere, other layers) is left out."""
+    summary = comparison.summary
+    metrics: dict[str, float] = {
+        "comparison.images": float(comparison.images),
+        "comparison.concepts": float(summary.concepts),
+        "comparison.unchanged": float(summary.unchanged),
+        "comparison.changed": float(summary.changed),
+        "comparison.vanished": float(len(summary.vanished)),
+        "comparison.appeared": float(len(summary.appeared)),
+        "comparison.tests": float(summary.tests),
+        "comparison.significant_changes": float(summary.significant_changes),
+    }
+    if summary.min_kept_share is not None:
+        metrics["comparison.min_kept_share"] = summary.min_kept_share
+    if summary.mean_jaccard is not None:
+        metrics["comparison.mean_jaccard"] = summary.mean_jaccard
+    for layer in comparison.layers or []:
+        prefix = f"comparison.layer.{layer.layer}."
+        metrics[prefix + "lost"] = float(layer.lost)
+        metrics[prefix + "gained"] = float(layer.gained)
+        metrics[prefix + "significant_down"] = float(layer.significant_down)
+        if layer.mean_jaccard is not None:
+            metrics[prefix + "mean_jaccard"] = layer.mean_jaccard
+    return metrics
+
+
+def log_comparison(
+    folder: str | os.PathLike[str],
+    *,
+    tracking_uri: str | None = None,
+    experiment: str = "neuron-atlas",
+    run_id: str | None = None,
+    run_name: str | None = None,
+) -> str:
+    """Log a comparison folder (`neuron-atlas compare ... --out DIR`) to an MLflow run: its summary
+    metrics, comparison.json as an artifact, both models as tags; returns the run id."""
+    client = mlflow_client(tracking_uri)
+    from mlflow.entities import Metric, RunTag
+
+    path = Path(folder) / "comparison.json"
+    comparison = Comparison.model_validate_json(path.read_bytes())
+    tags = {"neuron_atlas.comparison_sha256": sha256_of(path)}
+    for side, record in (("a", comparison.a), ("b", comparison.b)):
+        tags[f"neuron_atlas.comparison.{side}.source"] = record.source[:PARAM_MAX]
+        tags[f"neuron_atlas.comparison.{side}.architecture"] = record.architecture
+        tags[f"neuron_atlas.comparison.{side}.sha256"] = record.sha256 or "unknown"
+    with mlflow_refusals(tracking_uri):
+        if run_id is None:
+            found = client.get_experiment_by_name(experiment)
+            experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+            run_id = client.create_run(experiment_id, run_name=run_name).info.run_id
+        now = int(time.time() * 1000)
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, now, 0) for k, v in comparison_metrics(comparison).items()],
+            tags=[RunTag(k, v) for k, v in tags.items()],
+        )
+        client.log_artifact(run_id, str(path))
+        with contextlib.redirect_stdout(sys.stderr):
+            client.set_terminated(run_id)
+    return run_id

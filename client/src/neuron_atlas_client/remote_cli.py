@@ -33,6 +33,7 @@ from neuron_atlas_client import (
     WaitTimeout,
 )
 from neuron_atlas_client._core import KEY_ENV, URL_ENV, RetryNotice
+from neuron_atlas_client.comparison_gate import add_gate_flags, gate_failures, print_summary
 from neuron_atlas_client.contracts.api import WEBHOOK_EVENTS
 from neuron_atlas_client.contracts.models import ModelRecord
 from neuron_atlas_client.errors import InputError
@@ -120,6 +121,17 @@ def add_remote_arguments(remote: argparse.ArgumentParser) -> None:
 
     listing = sub.add_parser("list", help="the tenant's jobs, newest first")
     listing.add_argument("--limit", type=int, default=20, metavar="N")
+
+    compare = sub.add_parser(
+        "compare",
+        help="compare two finished jobs over the same images (A the reference, B the candidate); "
+        "exit 1 when B breaks a gate (docs/comparison.md)",
+    )
+    compare.add_argument("job_a", metavar="A_JOB")
+    compare.add_argument("job_b", metavar="B_JOB")
+    compare.add_argument("--alpha", type=float, metavar="A", help="test level (default: A's alpha)")
+    compare.add_argument("-o", "--output", type=Path, metavar="FILE", help="write comparison.json to FILE")
+    add_gate_flags(compare)
 
     _add_models_parser(sub)
 
@@ -365,7 +377,24 @@ def _dispatch(client: Client, args: argparse.Namespace, output: Output) -> int:
         return EXIT_OK
     if command == "models":
         return _models(client, args, output)
+    if command == "compare":
+        return _compare(client, args, output)
     raise ConfigError(f"unknown command {command}")
+
+
+def _compare(client: Client, args: argparse.Namespace, output: Output) -> int:
+    """The comparison on the gateway, then the gates on its comparison.json."""
+    created = client.compare(args.job_a, args.job_b, args.alpha)
+    comparison = client.comparison(created.id)
+    if args.output:
+        args.output.write_text(comparison.model_dump_json(indent=1) + "\n")
+    output.model(created, lambda: f"comparison {created.id}")
+    if not output.json:
+        print_summary(comparison, output.out)
+    failures = gate_failures(comparison, args)
+    for failure in failures:
+        _error(f"gate failed: {failure}")
+    return EXIT_ERROR if failures else EXIT_OK
 
 
 def _model_fields(args: argparse.Namespace) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from neuron_atlas_client.contracts.api import (
     NeuronPublic,
     WebhookSecretPublic,
 )
+from neuron_atlas_client.contracts.comparison import Comparison, ComparisonPublic
 from neuron_atlas_client.contracts.hierarchy import Cluster, Hierarchy
 from neuron_atlas_client.contracts.models import ModelLayers, ModelRecord
 from neuron_atlas_client.mlflow_log import job_tags, log_result, report_artifacts, require_mlflow
@@ -242,6 +243,17 @@ class Client:
         response = self.request("DELETE", f"/v1/models/{model_id}")
         if response.is_error:
             raise error_of(response)
+
+    # --- comparisons (docs/comparison.md) -------------------------------------------------------
+
+    def compare(self, a: str, b: str, alpha: float | None = None) -> ComparisonPublic:
+        """Compare finished job `a` (the reference) with job `b` over the same images."""
+        body = {"a": a, "b": b} | ({} if alpha is None else {"alpha": alpha})
+        return parse(self.request("POST", "/v1/comparisons", json=body), ComparisonPublic)
+
+    def comparison(self, comparison_id: str) -> Comparison:
+        """The whole comparison.json of a comparison."""
+        return self._get(f"/v1/comparisons/{comparison_id}/comparison", Comparison)
 
     # --- results -------------------------------------------------------------------------------
 
