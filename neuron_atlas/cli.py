@@ -26,6 +26,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from neuron_atlas.cli_logging import REPORT_LOGGER, configure_cli_logging, json_logs, stderr_stream
+from neuron_atlas.compare_cli import add_compare_parser, run_compare
+from neuron_atlas.fetch import fetch_models
+from neuron_atlas.progress_lines import progress_display
+from neuron_atlas.terminal import print_labelling_report, print_run_report, print_tree
+from neuron_atlas_client import Client, ClientError
 from neuron_atlas_client.errors import (
     InputError,
     LabellingError,
@@ -33,12 +38,14 @@ from neuron_atlas_client.errors import (
     ModelLoadError,
     NeuronAtlasError,
 )
+from neuron_atlas_client.mlflow_log import log_comparison, log_result, require_mlflow
 from neuron_atlas_client.option_flags import add_option_flags, options_from_args, user_path
 from neuron_atlas_client.options import PipelineOptions
+from neuron_atlas_client.remote_cli import add_remote_parser, run_remote
+from services.labelling.settings import LabelSettings
 
 if TYPE_CHECKING:
     from neuron_atlas_client.contracts.hierarchy import Hierarchy
-    from services.labelling.settings import LabelSettings
 
 log = logging.getLogger("neuron_atlas")
 
@@ -72,8 +79,6 @@ def _add_label_options(parser: argparse.ArgumentParser) -> None:
 
 def label_settings_from_args(args: argparse.Namespace) -> LabelSettings:
     """The environment's labelling settings with the command line's flags on top."""
-    from services.labelling.settings import LabelSettings
-
     flags = {
         "base_url": args.llm_base_url,
         "model": args.llm_model,
@@ -181,9 +186,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fetch.add_argument("--embed-model", default=PipelineOptions().embed_model, metavar="ID_OR_PATH")
 
-    from neuron_atlas.compare_cli import add_compare_parser
-    from neuron_atlas_client.remote_cli import add_remote_parser
-
     add_compare_parser(commands)
     add_remote_parser(commands)
 
@@ -225,8 +227,7 @@ def run_to_folder(
 ) -> Hierarchy:
     """Run into a staging folder beside OUT_DIR; only a finished result replaces it. Progress:
     bars on a terminal, log lines elsewhere, none when `quiet`."""
-    from neuron_atlas.pipeline import run
-    from neuron_atlas.progress_lines import progress_display
+    from neuron_atlas.pipeline import run  # torch: `neuron-atlas --help` must not import it
 
     out_dir = out_dir.resolve()  # through a symlink: the result replaces the folder it points to
     if (out_dir / "hierarchy.json").exists() and not overwrite:
@@ -250,26 +251,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_cli_logging(args.verbose)
     if args.command == "remote":
-        from neuron_atlas_client.remote_cli import run_remote
-
         return run_remote(args)
     try:
         if args.command == "sample":
-            from neuron_atlas.sample import make_sample
+            from neuron_atlas.sample import make_sample  # numpy, PIL: off `--help`'s path
 
             folder = make_sample(args.folder, args.per_concept)
             print(folder)
             return 0
         if args.command == "fetch-models":
-            from neuron_atlas.fetch import fetch_models
-
             for line in fetch_models(args.caption_model, args.model, args.embed_model):
                 print(line)
             return 0
         if args.command == "layers":
             return _layers(args)
         if args.command == "report":
-            from services.gateway.explorer.report import write_report
+            from services.gateway.explorer.report import write_report  # numpy: off `--help`'s path
 
             index = write_report(args.out_dir)
             print(index.resolve().as_uri())  # open it in a browser; no server needed
@@ -281,8 +278,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "relabel":
             return _relabel(args)
         if args.command == "compare":
-            from neuron_atlas.compare_cli import run_compare
-
             return run_compare(args, package_version())
         options = options_from_args(args)
         hierarchy = run_to_folder(
@@ -296,8 +291,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.labels,
         )
         if not args.quiet:
-            from neuron_atlas.terminal import print_run_report, print_tree
-
             print_run_report(hierarchy, args.out, stderr_stream())
             print_tree(hierarchy, args.tree_levels, sys.stdout)
         return 0
@@ -323,7 +316,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _mlflow_log(args: argparse.Namespace) -> int:
-    from neuron_atlas_client.mlflow_log import log_result, require_mlflow
     from services.gateway.explorer.report import write_report  # numpy: off the other commands' path
 
     require_mlflow("mlflow-log", install="neuron-atlas[mlflow]")  # before a job's artifacts are downloaded
@@ -342,15 +334,11 @@ def _mlflow_log(args: argparse.Namespace) -> int:
         and (target / "comparison.json").is_file()
         and not (target / "hierarchy.json").exists()
     ):
-        from neuron_atlas_client.mlflow_log import log_comparison
-
         kwargs.pop("model_sha256"), kwargs.pop("report")  # a comparison has neither
         run_id = log_comparison(target, **kwargs)
     elif target.is_dir():
         run_id = log_result(target, **kwargs)
     elif len(args.target) == 32 and args.target.isalnum():
-        from neuron_atlas_client import Client, ClientError
-
         try:
             with Client(args.url) as client:
                 run_id = client.log_to_mlflow(args.target, **kwargs)
@@ -365,6 +353,7 @@ def _mlflow_log(args: argparse.Namespace) -> int:
 
 
 def _layers(args: argparse.Namespace) -> int:
+    # torch, torchvision: `neuron-atlas --help` must not import them
     from neuron_core.architectures import Architecture, names
     from neuron_core.model_layers import describe_layers
     from neuron_core.target_model import load_target_model
@@ -404,8 +393,7 @@ def _print_error(exc: NeuronAtlasError) -> None:
 
 def _relabel(args: argparse.Namespace) -> int:
     """New labels for a finished result, in place; the rest of the result is reused."""
-    from neuron_atlas.progress_lines import progress_display
-    from neuron_atlas.terminal import print_labelling_report, print_tree
+    # numpy, scipy, openai: `neuron-atlas --help` must not import them
     from services.labelling.stage import run_relabel
     from shared.hierarchy import read_hierarchy
     from shared.storage import LocalStore
@@ -428,8 +416,7 @@ def _relabel(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     """The sample, run with ImageNet weights when cached, else random weights, said plainly."""
-    from neuron_atlas.sample import make_sample
-    from neuron_atlas.terminal import print_run_report, print_tree
+    from neuron_atlas.sample import make_sample  # numpy, PIL: off `--help`'s path
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="neuron-atlas-sample-") as tmp:

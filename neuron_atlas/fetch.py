@@ -49,6 +49,7 @@ def fetch_models(
             "can reach). Models already in the caches need no download: runs use them with "
             "NEURON_ATLAS_OFFLINE=1.",
         )
+    # torch, transformers, sentence-transformers: seconds of import, after the quick checks above
     import torch
 
     from neuron_core.target_model import load_target_model

@@ -55,7 +55,7 @@ class Architecture:
         torch.manual_seed(seed)
         extra: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
         if self.zoo == "timm":
-            import timm
+            import timm  # timm: a second or more of import; only timm: models need it
 
             module: nn.Module = timm.create_model(self.name, pretrained=False, **extra)
         else:
@@ -66,7 +66,7 @@ class Architecture:
         """The evaluation transform the model was trained for: timm's pretrained config, or the
         transform of torchvision's default ImageNet weights."""
         if self.zoo == "timm":
-            import timm.data
+            import timm.data  # timm: a second or more of import; only timm: models need it
 
             config = timm.data.resolve_model_data_config(module)
             size = int(config["input_size"][-1])
@@ -94,7 +94,7 @@ def _interpolation(name: str) -> str:
 @lru_cache(maxsize=2)
 def names(zoo: str) -> list[str]:
     if zoo == "timm":
-        import timm
+        import timm  # timm: a second or more of import; only timm: models need it
 
         return sorted(timm.list_models())
     return sorted(tvm.list_models(module=tvm))

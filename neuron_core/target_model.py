@@ -143,7 +143,7 @@ def _load_imagenet(module: nn.Module, arch: Architecture, cache_dir: Path) -> st
                 f"Pretrained weights for {arch} come from the Hugging Face hub, and downloads are off.",
                 "Pass --weights FILE.safetensors, or use --allow-random-weights for a demo.",
             )
-        import timm
+        import timm  # timm: a second or more of import; only timm: models need it
 
         try:
             module.load_state_dict(timm.create_model(arch.name, pretrained=True).state_dict())

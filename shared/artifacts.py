@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from neuron_atlas_client.errors import InputError
 from neuron_atlas_client.options import PipelineOptions
 from shared.storage import Store, get_json, put_json
 
@@ -114,8 +115,6 @@ def read_caption_shards(store: Store) -> tuple[list[dict[str, Any]], list[dict[s
 
 def read_usable_captions(store: Store) -> list[dict[str, Any]]:
     """The caption rows of the images that decoded; an error that says why when none did."""
-    from neuron_atlas_client.errors import InputError
-
     rows, skipped = read_caption_shards(store)
     if not rows:
         raise InputError(

@@ -54,7 +54,7 @@ def first_neighbours(unit: np.ndarray) -> np.ndarray:
 
 
 def _deferred_nndescent(*args: Any, **kwargs: Any) -> Any:
-    from pynndescent import NNDescent
+    from pynndescent import NNDescent  # numba JIT-compiles it at import: see _finch
 
     return NNDescent(*args, **kwargs)
 
@@ -72,11 +72,11 @@ def _finch() -> Any:
         stand_in.NNDescent = _deferred_nndescent  # type: ignore[attr-defined]
         sys.modules["pynndescent"] = stand_in
         try:
-            import finch.finch  # noqa: F401
+            import finch.finch  # noqa: F401 (finch: the embedding stages only; see above)
         finally:
             if sys.modules.get("pynndescent") is stand_in:
                 del sys.modules["pynndescent"]
-    from finch import FINCH
+    from finch import FINCH  # the stand-in above: never pynndescent's import here
 
     return FINCH
 

@@ -29,6 +29,7 @@ def _storage_errors() -> tuple[type[Exception], ...]:
     """Connection failures, and any answer of the S3 server that is an error of its own: a
     missing key is turned into FileNotFoundError by the stores, so an S3Error that reaches here
     is the server refusing to work (storage full, access denied, bucket gone)."""
+    # minio, urllib3: the suite extra; embedded runs (labelling's stage) import this module without it
     import urllib3
     from minio.error import InvalidResponseError, S3Error, ServerError
 
@@ -36,6 +37,7 @@ def _storage_errors() -> tuple[type[Exception], ...]:
 
 
 def _redis_errors() -> tuple[type[Exception], ...]:
+    # redis, kombu: the suite extra, as above
     import redis
     from kombu.exceptions import OperationalError
 

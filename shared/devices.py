@@ -11,7 +11,7 @@ from neuron_atlas_client.errors import InputError
 
 def resolve_device(requested: str | None) -> str:
     """`requested` if this host has it (default: cuda when present, else cpu)."""
-    import torch
+    import torch  # torch: the gateway imports `shared` and must not load it
 
     if not requested:
         return "cuda" if torch.cuda.is_available() else "cpu"

@@ -14,6 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import jsonschema
+
 from neuron_atlas_client.contracts.base import Contract
 from neuron_atlas_client.contracts.groups import Groups
 from neuron_atlas_client.contracts.hierarchy import (
@@ -300,8 +302,6 @@ def hierarchy_schema() -> dict[str, Any]:
 
 def validate_hierarchy(document: Mapping[str, Any]) -> None:
     """Raise `jsonschema.ValidationError` when `document` breaks the published schema."""
-    import jsonschema
-
     jsonschema.validate(document, hierarchy_schema())
 
 

@@ -52,7 +52,9 @@ def unreachable_hubs(urls: list[str], timeout_s: float) -> dict[str, str]:
 def log_through_root() -> None:
     """huggingface_hub gives its logger a stderr handler of its own and lets records propagate
     to the root logger too, so each of its warnings was printed twice: keep only the root's."""
-    import huggingface_hub.utils.logging  # noqa: F401 (it adds its handler on import)
+    # huggingface_hub (it adds its handler on import): only runs that load a model call this, not
+    # `neuron-atlas --help`, which imports this module too
+    import huggingface_hub.utils.logging  # noqa: F401
 
     logger = logging.getLogger("huggingface_hub")
     if logger.propagate and logging.getLogger().handlers:

@@ -13,6 +13,7 @@ import json
 import os
 import threading
 import warnings
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -68,8 +69,6 @@ def _is_zip(data: bytes) -> bool:
     (where zip readers look). Its structure is checked, so photo data rarely looks like one."""
     if b"PK\x05\x06" not in data[-(65_536 + 22) :]:
         return False
-    import zipfile
-
     return zipfile.is_zipfile(io.BytesIO(data))
 
 

@@ -18,7 +18,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+import redis
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
@@ -58,8 +59,6 @@ class QueueDepths(Collector):
         self.redis_url, self.queues = redis_url, queues
 
     def collect(self) -> Any:
-        import redis
-
         family = GaugeMetricFamily(
             "neuron_atlas_queue_depth", "Tasks waiting in each queue.", labels=["queue"]
         )
@@ -79,8 +78,6 @@ class QueueDepths(Collector):
 def serving_registry() -> CollectorRegistry:
     """The registry to serve: the sum over every process's files in multiprocess mode."""
     if os.environ.get(MULTIPROC_ENV):
-        from prometheus_client import multiprocess
-
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return registry
@@ -107,8 +104,6 @@ def start_worker_metrics(port: int, redis_url: str, queues: tuple[str, ...]) -> 
 
 def process_exited(pid: int) -> None:
     if os.environ.get(MULTIPROC_ENV):
-        from prometheus_client import multiprocess
-
         multiprocess.mark_process_dead(pid)
 
 

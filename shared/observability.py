@@ -1,12 +1,15 @@
 """Worker hooks for logs and metrics, on Celery's signals: JSON logs carrying each task's job and
-tenant (`shared.logs`), the metrics server (`shared.metrics`), and retries counted."""
+tenant (`shared.logs`), the metrics server (`shared.metrics`),
+and retries counted."""
 
 from __future__ import annotations
 
 import logging
+import os
 from functools import lru_cache
 from typing import Any
 
+import redis
 from celery import Celery, signals
 
 from shared import comparisons, logs, metrics
@@ -17,8 +20,6 @@ _tokens: dict[str, Any] = {}
 
 @lru_cache(maxsize=256)
 def _tenant_of(redis_url: str, job_id: str) -> str | None:
-    import redis
-
     client = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=5)
     try:
         return client.hget(f"job:{job_id}", "tenant")  # type: ignore[return-value]
@@ -59,8 +60,6 @@ def install(app: Celery, settings: InfraSettings, queues: tuple[str, ...]) -> No
         metrics.TASK_RETRIES.labels(getattr(request, "task", None) or "unknown").inc()
 
     def process_shutdown(pid: int | None = None, **_: Any) -> None:
-        import os
-
         metrics.process_exited(pid or os.getpid())
 
     # weak=False: the receivers are closures that nothing else keeps alive.

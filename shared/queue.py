@@ -14,11 +14,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import redis
 from celery import Celery, bootsteps, chain, chord, group, signature
 from celery.canvas import Signature
 from celery.signals import worker_init
 
-from shared import comparisons, heartbeat, queue_settings_check, stages
+from shared import comparisons, heartbeat, observability, queue_settings_check, stages
+from shared.reconciler import make_reconciler
 from shared.settings import InfraSettings, get_infra_settings
 
 # Task names are `domain.action`. The pipeline's come from the stage table (shared/stages.py),
@@ -85,8 +87,6 @@ class VisibilityTimeoutCheck(bootsteps.StartStopStep):
     requires = ("celery.worker.components:Hub",)
 
     def start(self, worker: Any) -> None:
-        import redis
-
         seconds = int(worker.app.conf.broker_transport_options["visibility_timeout"])
         client = redis.Redis.from_url(worker.app.conf.broker_url)
         try:
@@ -104,13 +104,11 @@ class Reconciler(bootsteps.StartStopStep):
     requires = ("celery.worker.components:Hub",)
 
     def start(self, worker: Any) -> None:
-        from shared.reconciler import make_reconciler
-
         # A connection of its own (the consumer's is busy consuming); its channel knows kombu's
         # keys and puts a message back the way kombu does.
         self.connection = worker.app.connection_for_write()
         channel = self.connection.default_channel
-        reconciler = make_reconciler(channel, get_infra_settings(), JOB_TASKS, QUEUES)
+        reconciler = make_reconciler(channel, get_infra_settings(), TASK_STAGES, QUEUES)
         worker.timer.call_repeatedly(reconciler.interval_s, reconciler.sweep_quietly)
 
     def stop(self, worker: Any) -> None:
@@ -171,8 +169,6 @@ def configure(app: Celery, settings: InfraSettings) -> None:
     app.steps["worker"].add(Heartbeat)
     app.steps["worker"].add(VisibilityTimeoutCheck)
     app.steps["worker"].add(Reconciler)
-    from shared import observability
-
     observability.install(app, settings, QUEUES)
 
 

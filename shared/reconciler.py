@@ -21,6 +21,7 @@ import base64
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,7 +30,6 @@ import redis
 
 from neuron_atlas_client.contracts.problem import ProblemDetails
 from shared.jobstore import JobStore
-from shared.queue import TASK_STAGES
 from shared.settings import InfraSettings
 from shared.task_heartbeat import TaskHeartbeat, job_alive_key
 
@@ -108,7 +108,9 @@ class Reconciler:
     heartbeats: TaskHeartbeat
     jobs: JobStore
     channel: Any  # a kombu Redis channel: its keys, and its own way to put a message back
-    job_tasks: frozenset[str]  # names of the tasks that hold a lock while they run
+    # Each task that holds a lock while it runs -> its stage; passed in (from shared.queue), since
+    # the queue module installs the reconciler on every worker.
+    task_stages: Mapping[str, str]
     max_resends: int
     interval_s: float
     queues: tuple[str, ...] = ()  # the suite's queues, whose waiting messages keep a job alive
@@ -187,7 +189,7 @@ class Reconciler:
         return found
 
     def _reconcile(self, message: Taken, now: float) -> str:
-        if message.name not in self.job_tasks:
+        if message.name not in self.task_stages:
             return "not-watched"
         if message.eta is not None and message.eta + self.heartbeats.stall_s > now:
             return "waiting-for-retry"
@@ -214,7 +216,7 @@ class Reconciler:
                 attempts,
             )
             stalled = stalled_problem(message.name, attempts, self.heartbeats.stall_s)
-            self.jobs.fail(job_id, stalled, stage=TASK_STAGES.get(message.name))
+            self.jobs.fail(job_id, stalled, stage=self.task_stages.get(message.name))
             self._forget(message)
             return "failed"
         log.warning(
@@ -246,7 +248,7 @@ class Reconciler:
 
 
 def make_reconciler(
-    channel: Any, settings: InfraSettings, job_tasks: frozenset[str], queues: tuple[str, ...] = ()
+    channel: Any, settings: InfraSettings, task_stages: Mapping[str, str], queues: tuple[str, ...] = ()
 ) -> Reconciler:
     """A worker's reconciler: its own Redis client with short timeouts, so that a sweep while
     Redis is away holds the event loop for seconds at most."""
@@ -257,7 +259,7 @@ def make_reconciler(
         TaskHeartbeat(client, settings.task_stall_s, 2 * settings.queue_visibility_timeout_s),
         JobStore(client),
         channel,
-        job_tasks,
+        task_stages,
         settings.task_max_resends,
         interval_s=max(0.5, settings.task_stall_s / 4),
         queues=queues,

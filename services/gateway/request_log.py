@@ -1,5 +1,5 @@
-"""One JSON log line per request, with its tenant and job (`shared.logs`): the job from the path,
-or, for a new job, from the answer's Location. Pure ASGI, so the routes run in this request's
+"""One JSON log line per request, with its tenant and job (`shared.logs`): the job
+from the path, or, for a new job, from the answer's Location. Pure ASGI, so the routes run in this request's
 log context and every line they log carries the same fields."""
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from neuron_core.read_layer_start import ReadLayerStart
+from services.uncertainty.precision import autocast
 
 Budget = float | Literal["full"]
 BFLOAT16_FACTOR = 0.5  # a bfloat16 pass counts half a float32 one (measured 0.4-0.6 on CPU and GPU)
@@ -115,7 +116,6 @@ def _timed(
 ) -> dict[str, float]:
     """Seconds per image of one run of each kind of pass over `sample`, for the record only: a
     single run each (no repeats), so it costs a few passes and is as noisy as one batch is."""
-    from services.uncertainty.precision import autocast
 
     def seconds(run: Callable[[], object], precision: torch.dtype) -> float:
         with torch.inference_mode(), autocast(sample.device, precision):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from neuron_atlas_client.contracts.uncertainty import Evidence
+from services.uncertainty.stage import TESTS
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "reference" / "evidence.md"
 
@@ -33,8 +34,6 @@ def _json_type(schema: dict[str, Any]) -> str:
 
 
 def page_text() -> str:
-    from services.uncertainty.stage import TESTS
-
     lines = [
         "# Evidence reference",
         "",

@@ -14,7 +14,7 @@ import redis
 from celery import Celery
 
 from shared.jobstore import JobStore
-from shared.queue import JOB_TASKS
+from shared.queue import TASK_STAGES
 from shared.reconciler import Reconciler
 from shared.task_heartbeat import TaskHeartbeat
 from tests.servers import RedisServer
@@ -96,7 +96,7 @@ def take(app: Celery, channel: Any, job_id: str) -> str:
 
 def reconciler(client: redis.Redis, channel: Any, stall_s: float = 1) -> Reconciler:
     watch = TaskHeartbeat(client, stall_s, 60)
-    return Reconciler(watch, JobStore(client), channel, JOB_TASKS, max_resends=2, interval_s=0.01)
+    return Reconciler(watch, JobStore(client), channel, TASK_STAGES, max_resends=2, interval_s=0.01)
 
 
 def test_a_task_nobody_runs_goes_back_to_its_queue_then_its_job_fails_as_stalled(
@@ -180,7 +180,7 @@ def idle_job(jobs: JobStore, client: redis.Redis, status: str = "running") -> st
 
 def watchdog(client: redis.Redis, channel: Any) -> Reconciler:
     watch = TaskHeartbeat(client, 1, 60)
-    return Reconciler(watch, JobStore(client), channel, JOB_TASKS, 2, interval_s=0.01, queues=(QUEUE,))
+    return Reconciler(watch, JobStore(client), channel, TASK_STAGES, 2, interval_s=0.01, queues=(QUEUE,))
 
 
 def test_an_idle_job_with_no_work_anywhere_fails_as_lost(

@@ -8,6 +8,7 @@ import logging
 import uuid
 from typing import Any
 
+from celery.exceptions import TimeoutError as NoAnswer
 from fastapi import APIRouter, Path, Response
 
 from neuron_atlas_client.contracts.comparison import (
@@ -49,8 +50,6 @@ def _finished_job(jobs: JobStore, tenant: str, job_id: str) -> JobRecord:
 def _ask_worker(args: list[Any]) -> dict[str, Any]:
     """Send the comparison to an uncertainty worker and wait for its answer (blocking: FastAPI
     runs this route in its thread pool)."""
-    from celery.exceptions import TimeoutError as NoAnswer
-
     result = get_app().send_task(COMPARE, args=args, queue=COMPARE_QUEUE)
     try:
         answer: dict[str, Any] = result.get(timeout=COMPARISON_TIMEOUT_S, propagate=True)

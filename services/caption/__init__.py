@@ -1,0 +1,1 @@
+"""The caption service: BLIP captions for the images that have none."""

@@ -1,0 +1,1 @@
+"""The embed-and-cluster service: caption embeddings and their FINCH partitions."""

@@ -1,0 +1,1 @@
+"""The gateway: the FastAPI app that takes jobs, serves results and queues tasks by name (no torch)."""
