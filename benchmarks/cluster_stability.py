@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from services.uncertainty.cluster_stability import best_match_jaccard, clustering_stability, stacked_one_hot
-from shared.clustering import finch_partitions
+from shared.pipeline.clustering import finch_partitions
 
 SUBJECTS = ["dog", "cat", "horse", "red car", "bus", "sailing boat", "bicycle", "bird", "cow", "train"]
 LOOKS = ["small", "large", "old", "shiny", "muddy", "young"]
@@ -92,7 +92,7 @@ def main() -> None:
     embedder = None
     for kind, n in itertools.product(args.kinds, args.sizes):
         if kind == "captions":
-            from shared.sentence_embedder import Embedder
+            from shared.models.sentence_embedder import Embedder
 
             embedder = embedder or Embedder()
             embeddings = embedder.embed(generated_captions(n, seed=n))

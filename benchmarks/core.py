@@ -120,7 +120,7 @@ def nested_partitions(n: int, levels: int, seed: int = 0) -> np.ndarray:
     for _ in range(levels - 1):
         k = max(1, k // 3)
         columns.append(rng.integers(0, k, int(columns[-1].max()) + 1)[columns[-1]])
-    from shared.clustering import canonical_labels
+    from shared.pipeline.clustering import canonical_labels
 
     return np.stack([canonical_labels(c) for c in columns], axis=1)
 
@@ -132,7 +132,7 @@ def bench_groups(n: int = 25_000, levels: int = 6) -> dict[str, float]:
     from neuron_core import layers as layer_names
     from neuron_core.active_sets import ActiveSets
     from neuron_core.groups import active_matrix, build_groups, groups_document, one_hot
-    from shared.tree import build_tree
+    from shared.pipeline.tree import build_tree
 
     infos, offset = [], 0
     for name, channels in [("layer1", 64), ("layer2", 128), ("layer3", 256), ("layer4", 512)]:
@@ -168,7 +168,7 @@ def bench_groups(n: int = 25_000, levels: int = 6) -> dict[str, float]:
 FINCH_CHILD = """
 import resource, sys, time, numpy as np
 sys.path.insert(0, {root!r})
-from shared.clustering import finch_partitions
+from shared.pipeline.clustering import finch_partitions
 rng = np.random.default_rng(0)
 centres = rng.normal(size=(400, 384))
 x = (centres[rng.integers(0, 400, {n})] + rng.normal(size=({n}, 384)) * 0.8).astype(np.float32)
@@ -192,7 +192,7 @@ def bench_finch(n: int = 25_000) -> dict[str, object]:
 
 def bench_embed(device: str | None, n: int = 2000) -> dict[str, float]:
     from neuron_atlas.sample import CONCEPTS, PHRASES
-    from shared.sentence_embedder import Embedder
+    from shared.models.sentence_embedder import Embedder
 
     captions = [
         PHRASES[i % 3].format(c=CONCEPTS[i % 6][1], s=CONCEPTS[i % 6][0], b=f"{CONCEPTS[i % 6][3]} {i}")

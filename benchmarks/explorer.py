@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from services.gateway.explorer.atlas import Atlas  # noqa: E402
 from services.gateway.explorer.report import write_report  # noqa: E402
-from shared.storage import LocalStore, get_npy  # noqa: E402
+from shared.storage.stores import LocalStore, get_npy  # noqa: E402
 from tests.explorer.browser import chromium, thumbs_loaded, wait_for, wait_rendered  # noqa: E402
 from tests.explorer.synthetic import make_job  # noqa: E402
 from tests.servers import ProcessGroup, start_gateway, start_redis, start_seaweedfs  # noqa: E402
@@ -170,8 +170,8 @@ def concepts_first(concepts: dict[str, str]) -> str:
 
 
 def gateway(driver: Any, out: Path, concepts: dict[str, str], repeats: int, tmp: Path) -> None:
-    from shared.jobstore import JobStore, now
-    from shared.storage import S3Store
+    from shared.jobs.jobstore import JobStore, now
+    from shared.storage.stores import S3Store
 
     for name in ("logs", "redis", "s3"):
         (tmp / name).mkdir()

@@ -26,11 +26,11 @@ from neuron_atlas_client.options import PipelineOptions
 from services.labelling.quality import label_quality
 from services.labelling.settings import LabelSettings
 from services.labelling.stage import label_clusters, label_vectors, labelling_summary
-from shared import artifacts
-from shared.clustering import finch_partitions
-from shared.sentence_embedder import Embedder
-from shared.storage import LocalStore, get_json, get_npy, put_json, put_npy
-from shared.tree import build_tree
+from shared.models.sentence_embedder import Embedder
+from shared.pipeline.clustering import finch_partitions
+from shared.pipeline.tree import build_tree
+from shared.storage import artifacts
+from shared.storage.stores import LocalStore, get_json, get_npy, put_json, put_npy
 from tests.services.labelling.fake_llm import FakeLLM
 
 SUBJECTS = ["dog", "cat", "horse", "red car", "bus", "sailing boat", "bicycle", "bird", "cow", "train"]

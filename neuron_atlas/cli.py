@@ -395,8 +395,8 @@ def _relabel(args: argparse.Namespace) -> int:
     """New labels for a finished result, in place; the rest of the result is reused."""
     # numpy, scipy, openai: `neuron-atlas --help` must not import them
     from services.labelling.stage import run_relabel
-    from shared.hierarchy import read_hierarchy
-    from shared.storage import LocalStore
+    from shared.pipeline.hierarchy import read_hierarchy
+    from shared.storage.stores import LocalStore
 
     settings = label_settings_from_args(args)
     if not (args.out_dir / "hierarchy.json").is_file():

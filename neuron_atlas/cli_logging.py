@@ -1,5 +1,5 @@
 """Where the CLI's log lines go: text on stderr, or with `LOG_FORMAT=json` one JSON object a line
-(the suite's format, `shared.logs`), so a log pipeline can read a CLI run like a worker's."""
+(the suite's format, `shared.observability.logs`), so a log pipeline can read a CLI run like a worker's."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from typing import TextIO, cast
 
 from neuron_atlas.progress_lines import LOGGER as PROGRESS_LOGGER
-from shared.logs import configure_logging
+from shared.observability.logs import configure_logging
 
 REPORT_LOGGER = "neuron_atlas.report"
 

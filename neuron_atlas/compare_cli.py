@@ -38,8 +38,8 @@ def add_compare_parser(commands: argparse._SubParsersAction) -> None:
 def run_compare(args: argparse.Namespace, version: str) -> int:
     # torch, numpy, scipy: `neuron-atlas --help` imports this module and must not load them
     from services.uncertainty.comparison import compare_results
-    from shared.artifacts import write_model
-    from shared.storage import LocalStore
+    from shared.storage.artifacts import write_model
+    from shared.storage.stores import LocalStore
 
     for path in (args.a_out, args.b_out):
         if not path.is_dir():

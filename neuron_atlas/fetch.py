@@ -14,7 +14,13 @@ import logging
 from pathlib import Path
 
 from neuron_atlas_client.errors import ModelLoadError
-from shared.hub import TORCHVISION_WEIGHTS, downloads_allowed, hf_endpoint, log_through_root, unreachable_hubs
+from shared.models.hub import (
+    TORCHVISION_WEIGHTS,
+    downloads_allowed,
+    hf_endpoint,
+    log_through_root,
+    unreachable_hubs,
+)
 
 log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 5.0
@@ -54,7 +60,7 @@ def fetch_models(
 
     from neuron_core.target_model import load_target_model
     from services.caption.captioning import load_blip
-    from shared.sentence_embedder import Embedder
+    from shared.models.sentence_embedder import Embedder
 
     log_through_root()
     cpu = torch.device("cpu")

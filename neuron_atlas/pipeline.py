@@ -1,7 +1,7 @@
 """The embedded run: every stage in this process, artifacts in a local folder
 (docs/architecture.md, 'Two ways to run, one code path').
 
-`run_stages` walks the stage table (shared/stages.py) wave by wave and calls each stage's entry,
+`run_stages` walks the stage table (shared/pipeline/stages.py) wave by wave and calls each stage's entry,
 the same ones the suite's Celery tasks call, over a `LocalJob`, so the two cannot drift. One
 difference, on purpose: each shard is decoded once and given to every per-shard entry, where the
 suite's parallel branches decode it each.
@@ -25,9 +25,10 @@ from services.activation.stage import hook_layers
 from services.caption.captioning import Captioner
 from services.labelling.settings import LabelSettings, get_settings
 from services.labelling.stage import check_label_settings
-from shared import artifacts, stages
-from shared.hierarchy import read_hierarchy
-from shared.ingest import (
+from shared.models.sentence_embedder import Embedder
+from shared.pipeline import stages
+from shared.pipeline.hierarchy import read_hierarchy
+from shared.pipeline.ingest import (
     DecodedShard,
     decode_shard,
     find_caption_file,
@@ -37,10 +38,10 @@ from shared.ingest import (
     read_labels,
     scan_image_folder,
 )
-from shared.progress import NoProgress, Progress
-from shared.sentence_embedder import Embedder
-from shared.stage_job import ShardDecoder
-from shared.storage import LocalStore, Store, put_json
+from shared.pipeline.progress import NoProgress, Progress
+from shared.pipeline.stage_job import ShardDecoder
+from shared.storage import artifacts
+from shared.storage.stores import LocalStore, Store, put_json
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def _unobserved(stage: str, shard: int | None) -> Iterator[None]:
 
 
 class LocalJob:
-    """The embedded run's `shared.stage_job.StageJob`: a local folder, the models loaded up
+    """The embedded run's `shared.pipeline.stage_job.StageJob`: a local folder, the models loaded up
     front, warnings to the log, progress to the caller (the CLI's terminal)."""
 
     def __init__(

@@ -1,7 +1,7 @@
 """Progress as log lines, for a stderr that is not a terminal (CI, `nohup`, a job runner): a line
 when a stage starts and when it ends, and within a stage at most one every `interval_s` (30 s)
 with done/total and an estimate of the time left. Log records of the logger `neuron_atlas.progress`,
-so `LOG_FORMAT=json` makes them JSON lines like the rest of the run's logs (`shared.logs`)."""
+so `LOG_FORMAT=json` makes them JSON lines like the rest of the run's logs (`shared.observability.logs`)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class _Stage:
 
 
 class ProgressLines:
-    """`shared.progress.Progress` as log lines; safe to call from several threads (the labeller
+    """`shared.pipeline.progress.Progress` as log lines; safe to call from several threads (the labeller
     reports from its request threads)."""
 
     def __init__(

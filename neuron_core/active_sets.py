@@ -11,8 +11,8 @@ import numpy as np
 
 from neuron_atlas_client.errors import InputError
 from neuron_core.layers import LayerInfo, stack_layers
-from shared import artifacts
-from shared.storage import Store, get_npz, put_npz
+from shared.storage import artifacts
+from shared.storage.stores import Store, get_npz, put_npz
 
 
 def active_count(channels: int, top_fraction: float) -> int:

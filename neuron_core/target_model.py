@@ -35,10 +35,10 @@ from neuron_core.weights_check import (
     parameter_count,
     shapes_of,
 )
-from shared.devices import resolve_device
-from shared.hub import downloads_allowed
-from shared.registered_model import RegisteredWeights
-from shared.safetensors_file import SafetensorsSummary, check_safetensors, file_sha256
+from shared.models.devices import resolve_device
+from shared.models.hub import downloads_allowed
+from shared.models.registered_model import RegisteredWeights
+from shared.models.safetensors_file import SafetensorsSummary, check_safetensors, file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from neuron_atlas_client.errors import InputError, ModelLoadError
 from neuron_core.architectures import Architecture, classifier_weight_key
-from shared.safetensors_file import FLOAT_DTYPES, SafetensorsSummary
+from shared.models.safetensors_file import FLOAT_DTYPES, SafetensorsSummary
 
 Shape = tuple[int, ...]
 

@@ -7,7 +7,7 @@ the option flags and the MLflow helper.
 Idempotent: run it again after merging a branch that still imports the old names. It rewrites
 dotted names (`shared.contracts.api` -> `neuron_atlas_client.contracts.api`), then lets ruff sort
 the imports it touched. It prints the files it changed, and any call of `JobPublic.of(record)`,
-which became `shared.job_public.job_public(record)` (server code, not the client's) and needs a
+which became `shared.jobs.job_public.job_public(record)` (server code, not the client's) and needs a
 hand edit.
 """
 

@@ -46,21 +46,21 @@ class InfraSettings(BaseSettings):
     s3_read_timeout_s: float = Field(60.0, gt=0)
     s3_retries: int = Field(3, ge=0, le=10)
     # A task that fails because object storage or Redis stopped answering is tried again, with
-    # growing pauses (5, 10, 20, 30, 30 ... s), for this long before the job fails (shared.tasks).
+    # growing pauses (5, 10, 20, 30, 30 ... s), for this long before the job fails (shared.jobs.tasks).
     dependency_retry_window_s: int = Field(120, ge=0)
     # A task that outlives the visibility timeout is handed to a second worker while the first
     # still runs; hard limit < visibility timeout rules that out.
     queue_visibility_timeout_s: int = Field(7200, ge=60)
     # A running task beats in Redis; one silent for this long (its worker killed, or cut off from
-    # Redis) is sent again, at most TASK_MAX_RESENDS times, then its job fails (shared.reconciler).
+    # Redis) is sent again, at most TASK_MAX_RESENDS times, then its job fails (shared.jobs.reconciler).
     task_stall_s: float = Field(120.0, ge=1)
     task_max_resends: int = Field(2, ge=0)
     task_time_limit_s: int = Field(3600, ge=10)
     task_soft_time_limit_s: int = Field(3540, ge=5)
-    # Liveness (shared/heartbeat.py): a worker touches this file from its event loop; unset, off.
+    # Liveness (shared/jobs/heartbeat.py): a worker touches this file from its event loop; unset, off.
     worker_heartbeat_file: Path | None = None
     worker_heartbeat_interval_s: float = Field(10.0, gt=0)
-    # Prometheus: a worker serves /metrics on this port (unset: off); see shared/metrics.py.
+    # Prometheus: a worker serves /metrics on this port (unset: off); see shared/observability/metrics.py.
     worker_metrics_port: int | None = Field(None, ge=1, le=65535)
     # A tenant's LLM spend is counted in fixed windows of this length (UTC-aligned; a day by
     # default): the gateway refuses new labelling work once the window's tokens are used up.

@@ -184,7 +184,7 @@ def suite(
         "GATEWAY_MAX_ARCHIVE_ENTRIES": "50",
         "GATEWAY_MAX_EXPANDED_BYTES": str(8 * 1024 * 1024),
         "OMP_NUM_THREADS": "1",
-        # A task silent this long is sent again (shared.reconciler); the default is minutes.
+        # A task silent this long is sent again (shared.jobs.reconciler); the default is minutes.
         "TASK_STALL_S": "8",
         # Webhooks: retries that a test can wait for (the defaults back off for up to an hour).
         "WEBHOOK_SIGNING_KEY": "suite-webhook-signing-key",

@@ -98,7 +98,7 @@ class S3Server:
     args: list[str] = field(default_factory=list)
 
     def client(self):  # type: ignore[no-untyped-def]
-        from shared.storage import make_s3_client
+        from shared.storage.stores import make_s3_client
 
         return make_s3_client(self.endpoint, self.access_key, self.secret_key, "us-east-1", retries=1)
 

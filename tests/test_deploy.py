@@ -154,7 +154,7 @@ THIRD_PARTY_VARIABLES = {
     "REDISCLI_AUTH",
     "OMP_NUM_THREADS",
     "REDIS_PASSWORD",  # Redis's requirepass and KEDA's scaler; the services read REDIS_URL
-    "PROMETHEUS_MULTIPROC_DIR",  # prometheus-client's multiprocess mode (shared/metrics.py)
+    "PROMETHEUS_MULTIPROC_DIR",  # prometheus-client's multiprocess mode (shared/observability/metrics.py)
     "TMPDIR",  # Python's tempfile: the activation workers' model checks scratch on the model cache
 }
 
@@ -167,7 +167,7 @@ def setting_names() -> set[str]:
     from services.labelling.settings import LabelSettings
     from services.uncertainty.settings import UncertaintySettings
     from shared.settings import InfraSettings
-    from shared.webhooks import WebhookSettings
+    from shared.webhooks.delivery import WebhookSettings
 
     names = {name.upper() for name in InfraSettings.model_fields}
     for cls in (

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.hierarchy import validate_hierarchy
+from shared.pipeline.hierarchy import validate_hierarchy
 from tests.readme_examples import Block, bash_blocks, command_matches, inline_commands
 from tests.servers import ProcessGroup, free_port, start_redis, start_seaweedfs, wait_http, zip_folder
 
@@ -47,7 +47,7 @@ COVERED_INLINE = {
     "neuron-atlas run": "the 'Running it on your images' example",
     "neuron-atlas run IMAGE_DIR --out OUT_DIR": "the 'Running it on your images' example",
     "neuron-atlas report OUT_DIR": "the 'Running it on your images' example",
-    "python -m shared.heartbeat /tmp/heartbeat --max-age 60": "tests/deploy/test_worker_lifecycle.py "
+    "python -m shared.jobs.heartbeat /tmp/heartbeat --max-age 60": "tests/deploy/test_worker_lifecycle.py "
     "runs the workers' liveness probe, read from the rendered manifests",
     "scripts/suite": "the 'Running it by hand' example (test_readme_suite_script_from_start_to_stop)",
     "scripts/suite start": "the 'Running it by hand' example (test_readme_suite_script_from_start_to_stop)",
@@ -269,7 +269,7 @@ def test_readme_compose_example_makes_a_working_key(tmp_path: Path, torch_home: 
 
 
 PING_WORKERS = (
-    "import json; from shared.queue import get_app; "
+    "import json; from shared.jobs.queue import get_app; "
     "print(json.dumps([n for answer in get_app().control.ping(timeout=3) for n in answer]))"
 )
 

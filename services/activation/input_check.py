@@ -36,10 +36,10 @@ from neuron_core.active_sets import read_predictions
 from neuron_core.architectures import Architecture
 from neuron_core.hooks import preprocess
 from neuron_core.target_model import LoadedModel
-from shared import artifacts
-from shared.ingest import decode_image
-from shared.progress import NoProgress, Progress
-from shared.storage import Store, get_json
+from shared.pipeline.ingest import decode_image
+from shared.pipeline.progress import NoProgress, Progress
+from shared.storage import artifacts
+from shared.storage.stores import Store, get_json
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from typing import TypeVar
 
 from neuron_atlas_client.contracts.api import MLFLOW_URI_PATTERN
 from neuron_atlas_client.errors import InputError, ModelLoadError
-from shared.hub import downloads_allowed
-from shared.model_names import check_allowed
-from shared.storage import S3Store
+from shared.models.hub import downloads_allowed
+from shared.models.model_names import check_allowed
+from shared.storage.stores import S3Store
 
 P = TypeVar("P", Path, str)
 

@@ -16,11 +16,11 @@ from neuron_atlas_client.errors import NeuronAtlasError
 from services.activation.model_check import check_model, problem_of
 from services.activation.model_import import from_bucket, from_hub, from_mlflow, scratch_folder
 from services.activation.settings import ActivationSettings
-from shared.dependencies import unavailable_dependency
-from shared.queue import MODEL_CHECK, MODEL_IMPORT, get_app
-from shared.safetensors_file import file_sha256
+from shared.jobs.dependencies import unavailable_dependency
+from shared.jobs.queue import MODEL_CHECK, MODEL_IMPORT, get_app
+from shared.jobs.tasks import object_store
+from shared.models.safetensors_file import file_sha256
 from shared.settings import get_infra_settings
-from shared.tasks import object_store
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from neuron_core.hooks import ActivationReader, preprocess
 from neuron_core.layers import LayerInfo, resolve_layers
 from neuron_core.target_model import LoadedModel
 from services.activation.input_check import enforce, run_input_check
-from shared import artifacts
-from shared.ingest import DecodedShard, decode_shard
-from shared.stage_job import StageJob
-from shared.storage import Store, get_npy
-from shared.thumbnails import write_thumbnails
+from shared.pipeline.ingest import DecodedShard, decode_shard
+from shared.pipeline.stage_job import StageJob
+from shared.storage import artifacts
+from shared.storage.stores import Store, get_npy
+from shared.storage.thumbnails import write_thumbnails
 
 
 def hook_layers(target: LoadedModel, options: PipelineOptions) -> ActivationReader:
@@ -92,7 +92,7 @@ def run_groups(store: Store, options: PipelineOptions) -> list[LevelGroups]:
 
 
 def activation_stage(job: StageJob, shard: int | None) -> int:
-    """The stage table's entry (shared/stages.py): one shard's activations; images written."""
+    """The stage table's entry (shared/pipeline/stages.py): one shard's activations; images written."""
     assert shard is not None, "the activation stage runs per shard"
     images = job.shard(shard, decode_shard)
     done = run_activation_shard(job.store, images, job.options, job.resource("target"))
@@ -102,7 +102,7 @@ def activation_stage(job: StageJob, shard: int | None) -> int:
 
 
 def groups_stage(job: StageJob, shard: int | None = None) -> None:
-    """The stage table's entry (shared/stages.py): the input check where images carry class
+    """The stage table's entry (shared/pipeline/stages.py): the input check where images carry class
     labels (its warnings shown at once, or the run failed under `strict`), then the groups."""
     check = run_input_check(
         job.store, job.options, lambda: job.resource("target"), job.read_image, job.progress

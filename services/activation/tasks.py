@@ -1,11 +1,11 @@
-"""Celery tasks of the activation service: its stages of the table (shared/stages.py), with the
+"""Celery tasks of the activation service: its stages of the table (shared/pipeline/stages.py), with the
 job's target model kept while consecutive jobs use the same one."""
 
 from __future__ import annotations
 
 from neuron_core.target_model import LoadedModel, TargetSpec, target_model
 from services.activation.settings import ActivationSettings
-from shared.tasks import SuiteJob, register_stage_tasks, registered_weights
+from shared.jobs.tasks import SuiteJob, register_stage_tasks, registered_weights
 
 
 def job_target(job: SuiteJob) -> LoadedModel:

@@ -2,6 +2,6 @@
 
 from services.activation import model_tasks as model_tasks
 from services.activation import tasks as tasks
-from shared.queue import get_app
+from shared.jobs.queue import get_app
 
 app = get_app()

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from neuron_atlas_client.errors import ModelLoadError
-from shared.hub import downloads_allowed
+from shared.models.hub import downloads_allowed
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from PIL import Image
 
 from neuron_atlas_client.options import PipelineOptions
 from services.caption.captioning import Captioner
-from shared import artifacts
-from shared.ingest import DECODE_PIXEL_BUDGET, DecodedShard, decode_shard, undecoded_shard
-from shared.stage_job import StageJob
-from shared.storage import Store, put_json
+from shared.pipeline.ingest import DECODE_PIXEL_BUDGET, DecodedShard, decode_shard, undecoded_shard
+from shared.pipeline.stage_job import StageJob
+from shared.storage import artifacts
+from shared.storage.stores import Store, put_json
 
 
 def caption_rows(
@@ -98,7 +98,7 @@ def run_caption_shard(
 
 
 def caption_stage(job: StageJob, shard: int | None) -> int:
-    """The stage table's entry (shared/stages.py): caption one shard; images it held, for
+    """The stage table's entry (shared/pipeline/stages.py): caption one shard; images it held, for
     progress."""
     assert shard is not None, "the caption stage runs per shard"
     images = job.shard(shard, shard_to_caption)

@@ -1,4 +1,4 @@
-"""Celery tasks of the caption service: its stage of the table (shared/stages.py), with one
+"""Celery tasks of the caption service: its stage of the table (shared/pipeline/stages.py), with one
 captioner per model kept in the worker process."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import torch
 
 from services.caption.captioning import Captioner
 from services.caption.settings import CaptionSettings
-from shared.devices import resolve_device
-from shared.model_names import check_allowed
+from shared.jobs.tasks import SuiteJob, register_stage_tasks
+from shared.models.devices import resolve_device
+from shared.models.model_names import check_allowed
 from shared.settings import get_infra_settings
-from shared.tasks import SuiteJob, register_stage_tasks
 
 
 @lru_cache(maxsize=2)

@@ -1,6 +1,6 @@
 """Caption worker: `celery -A services.caption.worker worker -Q caption`."""
 
 from services.caption import tasks as tasks
-from shared.queue import get_app
+from shared.jobs.queue import get_app
 
 app = get_app()

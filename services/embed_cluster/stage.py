@@ -8,11 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from neuron_atlas_client.options import PipelineOptions
-from shared import artifacts
-from shared.clustering import finch_partitions
-from shared.sentence_embedder import Embedder
-from shared.stage_job import StageJob
-from shared.storage import Store, put_json, put_npy
+from shared.models.sentence_embedder import Embedder
+from shared.pipeline.clustering import finch_partitions
+from shared.pipeline.stage_job import StageJob
+from shared.storage import artifacts
+from shared.storage.stores import Store, put_json, put_npy
 
 
 def embed_and_cluster(
@@ -44,5 +44,5 @@ def run_embed_cluster(
 
 
 def embed_cluster_stage(job: StageJob, shard: int | None = None) -> None:
-    """The stage table's entry (shared/stages.py)."""
+    """The stage table's entry (shared/pipeline/stages.py)."""
     run_embed_cluster(job.store, job.options, job.resource("embedder"))

@@ -1,4 +1,4 @@
-"""Celery tasks of the embed_cluster service: its stage of the table (shared/stages.py), with
+"""Celery tasks of the embed_cluster service: its stage of the table (shared/pipeline/stages.py), with
 one sentence embedder per model kept in the worker process."""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 from functools import lru_cache
 
 from services.embed_cluster.settings import EmbedClusterSettings
-from shared.model_names import check_allowed
-from shared.sentence_embedder import Embedder
+from shared.jobs.tasks import SuiteJob, register_stage_tasks
+from shared.models.model_names import check_allowed
+from shared.models.sentence_embedder import Embedder
 from shared.settings import get_infra_settings
-from shared.tasks import SuiteJob, register_stage_tasks
 
 
 @lru_cache(maxsize=2)

@@ -11,10 +11,10 @@ from fastapi import Depends, Request
 
 from services.gateway.problems import Problem
 from services.gateway.settings import GatewaySettings
-from shared import logs
-from shared.jobstore import JobRecord, JobStore
+from shared.jobs.jobstore import JobRecord, JobStore
+from shared.observability import logs
 from shared.settings import InfraSettings
-from shared.storage import S3Store
+from shared.storage.stores import S3Store
 
 
 @dataclass

@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from services.gateway.problems import Problem
 from services.gateway.submit import Upload, fingerprint
-from shared.jobstore import JobStore
+from shared.jobs.jobstore import JobStore
 
 
 @dataclass(frozen=True)

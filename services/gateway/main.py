@@ -1,5 +1,5 @@
 """The REST gateway: `uvicorn services.gateway.main:app`. No torch and no worker code here; the
-gateway names tasks by string (`shared.queue`)."""
+gateway names tasks by string (`shared.jobs.queue`)."""
 
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ from services.gateway.request_log import RequestLog
 from services.gateway.routers import comparisons, explorer, health, jobs, models, results, webhooks
 from services.gateway.security_headers import SecurityHeaders
 from services.gateway.settings import check_auth_setting, get_gateway_settings
-from shared.jobstore import JobStore
-from shared.logs import configure_logging
+from shared.jobs.jobstore import JobStore
+from shared.observability.logs import configure_logging
 from shared.settings import get_infra_settings
-from shared.storage import S3Store, make_s3_client
-from shared.webhook_announce import announce
-from shared.webhooks import get_webhook_settings
+from shared.storage.stores import S3Store, make_s3_client
+from shared.webhooks.announce import announce
+from shared.webhooks.delivery import get_webhook_settings
 
 if TYPE_CHECKING:
     from minio import Minio

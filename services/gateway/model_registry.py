@@ -21,10 +21,9 @@ from neuron_atlas_client.contracts.api import ModelImport
 from neuron_atlas_client.contracts.models import ModelLayers, ModelRecord, ModelSourceRecord, Preprocessing
 from neuron_atlas_client.errors import InputError
 from services.gateway.problems import RETRY_AFTER_S, Problem
-from shared.model_names import check_allowed
-from shared.public_text import redact
-from shared.queue import MODEL_CHECK, MODEL_IMPORT, get_app
-from shared.registered_model import (
+from shared.jobs.queue import MODEL_CHECK, MODEL_IMPORT, get_app
+from shared.models.model_names import check_allowed
+from shared.models.registered_model import (
     MODEL_LAYERS,
     MODEL_RECORD,
     MODEL_WEIGHTS,
@@ -32,8 +31,9 @@ from shared.registered_model import (
     model_prefix,
     tenant_models_prefix,
 )
-from shared.safetensors_file import PickledWeights, SafetensorsSummary, check_safetensors
-from shared.storage import S3Store, get_json, put_json
+from shared.models.safetensors_file import PickledWeights, SafetensorsSummary, check_safetensors
+from shared.public_text import redact
+from shared.storage.stores import S3Store, get_json, put_json
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def stage_upload(source: IO[bytes], limit: int, folder: Path) -> tuple[Path, str
 def check_header(path: Path, file_name: str, max_parameters: int) -> SafetensorsSummary:
     """Refuse pickles (415), truncated or malformed files (422) and models over the tenant's
     parameter cap (422) before any worker sees them. Parses the caller's header under a size
-    and depth cap (`shared.safetensors_file`): run it in a thread, never on the event loop."""
+    and depth cap (`shared.models.safetensors_file`): run it in a thread, never on the event loop."""
     try:
         summary = check_safetensors(path, file_name)
     except PickledWeights as exc:

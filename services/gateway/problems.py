@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from neuron_atlas_client.contracts.problem import ProblemDetails
 from neuron_atlas_client.errors import NeuronAtlasError
 from services.gateway.methods import allowed_methods
-from shared.dependencies import dependency_errors, unavailable_dependency
+from shared.jobs.dependencies import dependency_errors, unavailable_dependency
 
 log = logging.getLogger(__name__)
 

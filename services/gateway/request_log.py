@@ -1,4 +1,4 @@
-"""One JSON log line per request, with its tenant and job (`shared.logs`): the job
+"""One JSON log line per request, with its tenant and job (`shared.observability.logs`): the job
 from the path, or, for a new job, from the answer's Location. Pure ASGI, so the routes run in this request's
 log context and every line they log carries the same fields."""
 
@@ -10,7 +10,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared import logs
+from shared.observability import logs
 
 log = logging.getLogger("services.gateway.requests")
 JOB_IN_PATH = re.compile(r"/jobs/([0-9a-f]{32})")

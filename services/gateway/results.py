@@ -9,9 +9,9 @@ from functools import lru_cache
 
 from neuron_atlas_client.contracts.hierarchy import Cluster, Hierarchy, Neuron
 from services.gateway.problems import Problem
-from shared import artifacts
-from shared.jobstore import JobRecord
-from shared.storage import PrefixedStore, S3Store
+from shared.jobs.jobstore import JobRecord
+from shared.storage import artifacts
+from shared.storage.stores import PrefixedStore, S3Store
 
 NeuronKey = tuple[str, int]  # (layer, channel)
 

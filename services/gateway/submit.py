@@ -15,10 +15,11 @@ from neuron_atlas_client.errors import InputError
 from neuron_atlas_client.options import PipelineOptions
 from services.gateway.settings import GatewaySettings, Quota
 from services.gateway.uploads import Collector, Limits
-from shared import artifacts, stages
-from shared.jobstore import JobRecord, JobStore
-from shared.registered_model import JOB_ARTIFACT, JobModel
-from shared.storage import PrefixedStore, Store, put_json
+from shared.jobs.jobstore import JobRecord, JobStore
+from shared.models.registered_model import JOB_ARTIFACT, JobModel
+from shared.pipeline import stages
+from shared.storage import artifacts
+from shared.storage.stores import PrefixedStore, Store, put_json
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from neuron_atlas_client.errors import InputError
-from shared import artifacts
-from shared.ingest import (
+from shared.pipeline.ingest import (
     METADATA_NAMES,
     ImageRecord,
     SkippedFile,
@@ -35,6 +34,7 @@ from shared.ingest import (
     no_usable_images,
     sha256_bytes,
 )
+from shared.storage import artifacts
 
 log = logging.getLogger(__name__)
 

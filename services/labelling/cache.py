@@ -12,7 +12,7 @@ import logging
 import re
 from typing import Any
 
-from shared.storage import Store, get_json, put_json
+from shared.storage.stores import Store, get_json, put_json
 
 log = logging.getLogger(__name__)
 

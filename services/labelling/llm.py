@@ -18,8 +18,8 @@ from neuron_atlas_client.errors import LabellingError
 from services.labelling.client import EndpointError, LLMClient, MalformedAnswer
 from services.labelling.offline import describe_difference, generalise, representative_caption
 from services.labelling.sampling import format_captions, sample_captions
-from shared.progress import NoProgress, Progress
-from shared.tree import ClusterNode
+from shared.pipeline.progress import NoProgress, Progress
+from shared.pipeline.tree import ClusterNode
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

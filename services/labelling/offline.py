@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from neuron_atlas_client.contracts.labels import ClusterLabel
-from shared.tree import ClusterNode
+from shared.pipeline.tree import ClusterNode
 
 OFFLINE = "offline"  # label_source and difference_source of what this module writes
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
-from shared.tree import ClusterNode
+from shared.pipeline.tree import ClusterNode
 
 METRIC = "auroc_label_vs_sibling_captions"
 

@@ -19,14 +19,14 @@ from services.labelling.offline import label_tree
 from services.labelling.prompt_set import load_prompts
 from services.labelling.quality import label_quality, quality_summary
 from services.labelling.settings import LabelSettings, default_cache_dir, get_settings
-from shared import artifacts
-from shared.dependencies import Dependency, DependencyDown
-from shared.hierarchy import write_hierarchy
-from shared.progress import NoProgress, Progress
-from shared.sentence_embedder import Embedder
-from shared.stage_job import StageJob
-from shared.storage import LocalStore, Store, get_npy
-from shared.tree import build_tree
+from shared.jobs.dependencies import Dependency, DependencyDown
+from shared.models.sentence_embedder import Embedder
+from shared.pipeline.hierarchy import write_hierarchy
+from shared.pipeline.progress import NoProgress, Progress
+from shared.pipeline.stage_job import StageJob
+from shared.pipeline.tree import build_tree
+from shared.storage import artifacts
+from shared.storage.stores import LocalStore, Store, get_npy
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def run_relabel(
 
 
 def labelling_stage(job: StageJob, shard: int | None = None) -> None:
-    """The stage table's entry (shared/stages.py). `labelling` is the runner's: the settings
+    """The stage table's entry (shared/pipeline/stages.py). `labelling` is the runner's: the settings
     (the suite's carry the tenant's token budget), the response cache, and whether an endpoint
     that does not answer fails the run (the suite's) or falls back to offline labels."""
     run_labelling(job.store, job.resource("embedder"), progress=job.progress, **job.resource("labelling"))

@@ -1,4 +1,4 @@
-"""Celery tasks of the labelling service: its stages of the table (shared/stages.py), labels
+"""Celery tasks of the labelling service: its stages of the table (shared/pipeline/stages.py), labels
 and the final assembly of hierarchy.json (light JSON work, so it runs here rather than in a
 service of its own), and relabels of finished jobs."""
 
@@ -14,13 +14,8 @@ from services.labelling.budget import LLMBudgetExceeded
 from services.labelling.cache import ResponseCache
 from services.labelling.settings import LabelSettings, get_settings
 from services.labelling.stage import labelling_summary, run_relabel
-from shared.metrics import observe_llm
-from shared.model_names import check_allowed
-from shared.queue import LABELLING_RELABEL
-from shared.sentence_embedder import Embedder
-from shared.settings import get_infra_settings
-from shared.stages import BY_NAME
-from shared.tasks import (
+from shared.jobs.queue import LABELLING_RELABEL
+from shared.jobs.tasks import (
     JobContext,
     JobProgress,
     SuiteJob,
@@ -29,6 +24,11 @@ from shared.tasks import (
     object_store,
     register_stage_tasks,
 )
+from shared.models.model_names import check_allowed
+from shared.models.sentence_embedder import Embedder
+from shared.observability.metrics import observe_llm
+from shared.pipeline.stages import BY_NAME
+from shared.settings import get_infra_settings
 
 # Shared by every job and tenant: an answer depends only on (model, prompt version, input).
 CACHE_PREFIX = "label-cache/"

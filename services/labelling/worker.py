@@ -2,7 +2,7 @@
 final `pipeline.assemble` step and the webhook deliveries, `webhooks.deliver`)."""
 
 from services.labelling import tasks as tasks
-from shared import webhook_tasks as webhook_tasks
-from shared.queue import get_app
+from shared.jobs.queue import get_app
+from shared.webhooks import tasks as webhook_tasks  # noqa: F401
 
 app = get_app()

@@ -4,7 +4,7 @@ collection is resampled.
 Each resample draws round(`fraction` * n) images without replacement (a bootstrap with
 replacement would hand FINCH exact duplicates, which it links first, so every drawn image would
 keep its copies and the clusters would look more stable than they are) and runs the very FINCH
-clustering of the embed_cluster stage (`shared.clustering`, same `ann_threshold` and seed) on
+clustering of the embed_cluster stage (`shared.pipeline.clustering`, same `ann_threshold` and seed) on
 their caption embeddings. Every original cluster, at every level, restricted to the drawn
 images, is matched with the cluster of the resample, at any of its levels, that has the highest
 Jaccard index |A ∩ B| / |A ∪ B| with it: a concept that FINCH merges one level later in the
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from shared.clustering import finch_partitions
+from shared.pipeline.clustering import finch_partitions
 
 DEFAULT_FRACTION = 0.8
 

@@ -32,7 +32,7 @@ from neuron_atlas_client.contracts.comparison import (
 from services.uncertainty.comparison_inputs import ComparisonInputs, Result, read_inputs
 from services.uncertainty.paired_tests import PairedActivity, smallest_support_p
 from services.uncertainty.stats import benjamini_hochberg
-from shared.storage import Store
+from shared.storage.stores import Store
 
 NULL = (
     "Same model behaviour: on every image, the two models' activities of a neuron are "

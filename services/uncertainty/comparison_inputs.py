@@ -10,9 +10,9 @@ import numpy as np
 from neuron_atlas_client.contracts.hierarchy import Cluster, Hierarchy
 from neuron_atlas_client.errors import InputError
 from neuron_core.active_sets import ActiveSets, read_active_sets
-from shared import artifacts
-from shared.hierarchy import read_hierarchy
-from shared.storage import Store
+from shared.pipeline.hierarchy import read_hierarchy
+from shared.storage import artifacts
+from shared.storage.stores import Store
 
 # Options that decide the groups: with any of them different, a changed group says as much
 # about the options as about the model.

@@ -1,6 +1,6 @@
 """The comparison of two finished suite jobs (`POST /v1/comparisons`), on the uncertainty
 queue. The gateway waits for the answer: `{"ok": {...}}` with the comparison's mode and summary
-(comparison.json itself is stored under `shared.comparisons.comparison_key`), or
+(comparison.json itself is stored under `shared.jobs.comparisons.comparison_key`), or
 `{"problem": {...}}` with what was wrong; every outcome is an answer, never an exception, so the
 gateway can tell results that cannot be compared (422) from storage that is down (503)."""
 
@@ -11,13 +11,13 @@ from typing import Any
 
 from neuron_atlas_client.errors import NeuronAtlasError
 from services.uncertainty.comparison import compare_results
-from shared import artifacts
-from shared.artifacts import write_model
-from shared.comparisons import COMPARE, comparison_key
-from shared.dependencies import unavailable_dependency
-from shared.queue import get_app
-from shared.storage import PrefixedStore
-from shared.tasks import object_store
+from shared.jobs.comparisons import COMPARE, comparison_key
+from shared.jobs.dependencies import unavailable_dependency
+from shared.jobs.queue import get_app
+from shared.jobs.tasks import object_store
+from shared.storage import artifacts
+from shared.storage.artifacts import write_model
+from shared.storage.stores import PrefixedStore
 
 log = logging.getLogger(__name__)
 

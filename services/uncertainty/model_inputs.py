@@ -18,7 +18,7 @@ from PIL import Image
 
 from neuron_atlas_client.contracts.models import IMAGENET_EVAL, Preprocessing
 from neuron_core.hooks import crops, normalise
-from shared.ingest import decode_threads
+from shared.pipeline.ingest import decode_threads
 
 ImageSource = Callable[[Sequence[int]], list[Image.Image]]
 """Decoded images for row indices of the job (the order of its image ids)."""

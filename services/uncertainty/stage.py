@@ -87,12 +87,12 @@ from services.uncertainty.precision import dtype_name, pass_dtype, runs_in
 from services.uncertainty.pruning import curve_thresholds, pruning_cost, pruning_report
 from services.uncertainty.selectivity import collection_rate
 from services.uncertainty.stats import benjamini_hochberg, can_be_reliable, chance_rates, membership_stats
-from shared import artifacts
-from shared.ingest import decode_image
-from shared.progress import NoProgress, Progress
-from shared.stage_job import StageJob
-from shared.storage import Store, get_json, get_npy
-from shared.tree import cluster_id
+from shared.pipeline.ingest import decode_image
+from shared.pipeline.progress import NoProgress, Progress
+from shared.pipeline.stage_job import StageJob
+from shared.pipeline.tree import cluster_id
+from shared.storage import artifacts
+from shared.storage.stores import Store, get_json, get_npy
 
 log = logging.getLogger(__name__)
 
@@ -1003,7 +1003,7 @@ def timing_document(
 
 
 def uncertainty_stage(job: StageJob, shard: int | None = None) -> None:
-    """The stage table's entry (shared/stages.py)."""
+    """The stage table's entry (shared/pipeline/stages.py)."""
     uncertainty = run_uncertainty(
         job.store, job.options, job.resource("target"), job.read_image, job.progress
     )

@@ -1,10 +1,10 @@
-"""Celery tasks of the uncertainty service: its stage of the table (shared/stages.py)."""
+"""Celery tasks of the uncertainty service: its stage of the table (shared/pipeline/stages.py)."""
 
 from __future__ import annotations
 
 from neuron_core.target_model import LoadedModel, TargetSpec, target_model
 from services.uncertainty.settings import UncertaintySettings
-from shared.tasks import SuiteJob, register_stage_tasks, registered_weights
+from shared.jobs.tasks import SuiteJob, register_stage_tasks, registered_weights
 
 
 def job_target(job: SuiteJob) -> LoadedModel:

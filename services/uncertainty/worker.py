@@ -2,6 +2,6 @@
 
 from services.uncertainty import comparison_tasks as comparison_tasks
 from services.uncertainty import tasks as tasks
-from shared.queue import get_app
+from shared.jobs.queue import get_app
 
 app = get_app()

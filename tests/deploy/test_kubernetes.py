@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.queue import QUEUES, get_app
+from shared.jobs.queue import QUEUES, get_app
 from shared.settings import InfraSettings
 from tests.deploy.manifests import (
     Obj,
@@ -89,7 +89,8 @@ def test_the_lists_the_scalers_watch_are_the_ones_celery_fills(tmp_path, monkeyp
     consuming those queues."""
     import redis
 
-    from shared import queue, stages
+    from shared.jobs import queue
+    from shared.pipeline import stages
     from shared.settings import get_infra_settings
     from tests.servers import start_redis
 
@@ -198,7 +199,7 @@ def test_workers_probe_their_heartbeat_and_allow_time_to_start(overlay: str) -> 
         interval = InfraSettings(environment="development").worker_heartbeat_interval_s
         for probe in ("startupProbe", "livenessProbe"):
             command = container[probe]["exec"]["command"]
-            assert command[:4] == ["python", "-m", "shared.heartbeat", heartbeat_file]
+            assert command[:4] == ["python", "-m", "shared.jobs.heartbeat", heartbeat_file]
             # Three missed beats before the probe calls the worker stuck.
             assert float(command[command.index("--max-age") + 1]) >= 3 * interval
         startup = container["startupProbe"]

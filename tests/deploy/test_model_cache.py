@@ -10,7 +10,7 @@ from pathlib import PurePosixPath
 import pytest
 
 from services.gateway.settings import GatewaySettings
-from shared.registered_model import KEEP_FILES
+from shared.models.registered_model import KEEP_FILES
 from tests.deploy.manifests import Obj, config, is_worker, overlays, pod_spec, render, workloads
 
 DEPLOYED = [o for o in overlays() if o != "k8s/base"]

@@ -87,7 +87,7 @@ def forget_registered_visibility_timeout(redis_url: str) -> None:
     REGISTRATION_TTL_S after they stopped. A test that needs another value starts clean."""
     import redis
 
-    from shared.queue_settings_check import KEY
+    from shared.jobs.queue_settings_check import KEY
 
     redis.Redis.from_url(redis_url).delete(KEY)
 
@@ -164,7 +164,7 @@ def test_a_suite_task_redelivered_while_it_runs_is_not_run_twice_at_once(
     held and skips; the first finishes, and the task ran once. Before, both ran it at once."""
     import uuid
 
-    from shared.jobstore import JobStore
+    from shared.jobs.jobstore import JobStore
 
     jobs = JobStore.from_url(workers.redis_url)
     job_id = uuid.uuid4().hex
@@ -198,7 +198,7 @@ def test_a_suite_task_whose_pool_process_died_runs_again_once_its_lock_lapses(
     it comes back after TASK_STALL_S, finds the lock lapsed, and runs the task."""
     import uuid
 
-    from shared.jobstore import JobStore
+    from shared.jobs.jobstore import JobStore
 
     jobs = JobStore.from_url(workers.redis_url)
     job_id = uuid.uuid4().hex

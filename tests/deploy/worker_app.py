@@ -1,5 +1,5 @@
-"""A real Celery worker of the suite's app (shared.queue: its settings, its Heartbeat step) with
-a plain test task and a suite task (shared.tasks.job_task), for the liveness, shutdown and
+"""A real Celery worker of the suite's app (shared.jobs.queue: its settings, its Heartbeat step) with
+a plain test task and a suite task (shared.jobs.tasks.job_task), for the liveness, shutdown and
 redelivery tests:
 `celery -A tests.deploy.worker_app worker -Q lifecycle`."""
 
@@ -9,8 +9,8 @@ import os
 import time
 from pathlib import Path
 
-from shared.queue import get_app
-from shared.tasks import JobContext, job_task
+from shared.jobs.queue import get_app
+from shared.jobs.tasks import JobContext, job_task
 
 app = get_app()
 if "TEST_VISIBILITY_TIMEOUT_S" in os.environ:

@@ -20,8 +20,8 @@ from PIL import Image
 
 from neuron_atlas_client.contracts.labels import Labelling
 from neuron_atlas_client.options import PipelineOptions
-from shared.storage import LocalStore, put_npy, put_npz
-from shared.thumbnails import thumbnail_bytes, thumbnail_key
+from shared.storage.stores import LocalStore, put_npy, put_npz
+from shared.storage.thumbnails import thumbnail_bytes, thumbnail_key
 
 LAYERS = [("layer1", 64), ("layer2", 128), ("layer3", 256), ("layer4", 512)]
 WORDS = ["dog", "cat", "forest", "snowy", "beach", "city", "street", "red", "boat", "mountain", "bird", "car"]

@@ -13,8 +13,8 @@ from PIL import Image
 
 from services.gateway.explorer.atlas import PAGE_SIZE, Atlas, read_top_images
 from services.gateway.explorer.report import data_script, load_atlas, write_report
-from shared.storage import LocalStore, get_npz
-from shared.thumbnails import thumbnail_bytes, thumbnail_key, write_thumbnails
+from shared.storage.stores import LocalStore, get_npz
+from shared.storage.thumbnails import thumbnail_bytes, thumbnail_key, write_thumbnails
 from tests.explorer.synthetic import make_job
 
 

@@ -219,7 +219,7 @@ def test_another_tenant_in_the_browser_gets_not_found(
 def test_the_bucket_holds_a_webp_thumbnail_per_image(suite: Any, ui_job: dict[str, Any]) -> None:
     from PIL import Image
 
-    from shared.storage import S3Store, make_s3_client
+    from shared.storage.stores import S3Store, make_s3_client
 
     env = suite.env
     client = make_s3_client(env["S3_ENDPOINT"], env["S3_ACCESS_KEY"], env["S3_SECRET_KEY"], "us-east-1")

@@ -14,7 +14,7 @@ import pytest
 
 from neuron_atlas_client import ApiError, Client
 from services.uncertainty.comparison import compare_results
-from shared.storage import LocalStore
+from shared.storage.stores import LocalStore
 from tests.integrations.conftest import LIGHT, FinishedJob
 from tests.integrations.test_remote_cli import remote
 

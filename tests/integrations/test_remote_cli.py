@@ -196,7 +196,7 @@ def test_without_a_url_the_error_names_the_flag(suite: Any) -> None:
 def test_a_quota_wait_is_said_on_stderr(suite: Any, sample_dir: Path) -> None:
     """`tenant-quota` may run one job at a time (Retry-After: 7 s in the suite). With its slot
     taken, `submit` says it waits, and submits once the slot is free."""
-    from shared.jobstore import JobStore
+    from shared.jobs.jobstore import JobStore
 
     jobs = JobStore.from_url(suite.env["REDIS_URL"])
     holder = "f" * 32

@@ -13,7 +13,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from neuron_atlas_client import ApiError, Client
-from shared.webhooks import UnsafeTarget, WebhookSettings, check_url, deliver, next_delay
+from shared.webhooks.delivery import UnsafeTarget, WebhookSettings, check_url, deliver, next_delay
 from tests.integrations.conftest import LIGHT, FinishedJob
 from tests.integrations.receiver import Receiver
 

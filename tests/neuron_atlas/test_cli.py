@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from neuron_atlas.cli import main
-from shared.hierarchy import validate_hierarchy
-from shared.hub import OFFLINE_VARIABLES
-from shared.stages import STAGE_NAMES
+from shared.models.hub import OFFLINE_VARIABLES
+from shared.pipeline.hierarchy import validate_hierarchy
+from shared.pipeline.stages import STAGE_NAMES
 from tests.tiny_models import save_tiny_blip
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,7 +128,7 @@ TIME = r"\d+ (s|min \d\d s|h \d\d min)"  # 42 s, 3 min 05 s, 1 h 02 min
 def test_a_run_whose_stderr_is_not_a_terminal_logs_progress_lines(cli_run):
     proc, _ = cli_run
     lines = [m.group(1) for line in proc.stderr.splitlines() if (m := PROGRESS_LINE.match(line))]
-    # the stage table's names (shared/stages.py), as the job store has them
+    # the stage table's names (shared/pipeline/stages.py), as the job store has them
     assert lines[:2] == ["caption: started, 0/25", "activation: started, 0/25"]  # undecodable counts too
     for stage in ("embed_cluster", "groups", "labelling", "uncertainty", "assemble"):
         assert f"{stage}: started" in lines and any(
@@ -338,7 +338,7 @@ def test_fetch_models_with_no_hub_to_reach_fails_in_seconds_with_one_message() -
 def test_a_hub_warning_is_printed_once() -> None:
     code = (
         "import logging; logging.basicConfig(format='%(levelname)s %(name)s: %(message)s'); "
-        "from shared.hub import log_through_root; log_through_root(); "
+        "from shared.models.hub import log_through_root; log_through_root(); "
         "from huggingface_hub.utils import logging as hf; hf.get_logger('huggingface_hub.x').warning('once')"
     )
     proc = subprocess.run(

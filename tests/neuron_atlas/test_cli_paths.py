@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from neuron_atlas.cli import main
-from shared.hierarchy import validate_hierarchy
+from shared.pipeline.hierarchy import validate_hierarchy
 
 # Light settings: these tests are about paths, not statistics.
 LIGHT = [

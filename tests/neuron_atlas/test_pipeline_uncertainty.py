@@ -13,8 +13,7 @@ from neuron_atlas.cli import build_parser, options_from_args
 from neuron_atlas.pipeline import run
 from neuron_atlas_client.contracts.hierarchy import Cluster
 from neuron_atlas_client.options import PipelineOptions
-from shared import artifacts
-from shared.hierarchy import (
+from shared.pipeline.hierarchy import (
     SCHEMA_VERSION,
     assemble_hierarchy,
     hierarchy_bytes,
@@ -22,7 +21,8 @@ from shared.hierarchy import (
     validate_hierarchy,
     write_hierarchy,
 )
-from shared.storage import LocalStore
+from shared.storage import artifacts
+from shared.storage.stores import LocalStore
 
 
 def test_uncertainty_flags_reach_the_options() -> None:

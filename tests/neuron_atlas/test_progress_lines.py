@@ -8,7 +8,7 @@ import json
 import logging
 
 from neuron_atlas.progress_lines import ProgressLines, duration
-from shared.logs import JsonFormatter
+from shared.observability.logs import JsonFormatter
 
 
 class Clock:

@@ -12,7 +12,7 @@ import pytest
 from neuron_atlas.cli import main
 from neuron_atlas_client.contracts.hierarchy import SCHEMA_VERSION
 from services.labelling.settings import get_settings
-from shared.hierarchy import validate_hierarchy
+from shared.pipeline.hierarchy import validate_hierarchy
 from tests.services.labelling.fake_llm import FakeLLM
 
 

@@ -16,7 +16,7 @@ from neuron_atlas_client.errors import ModelLoadError
 from neuron_core.architectures import Architecture
 from neuron_core.target_model import load_target_model
 from neuron_core.weights_check import ModelTooLarge, QuantisedWeights, WeightsMismatch, check_fits
-from shared.safetensors_file import check_safetensors
+from shared.models.safetensors_file import check_safetensors
 
 
 def peak_mb() -> float:

@@ -5,8 +5,8 @@ import math
 from pathlib import Path
 
 from neuron_atlas_client.contracts.base import Contract
-from shared.artifacts import read_model, write_model
-from shared.storage import LocalStore
+from shared.storage.artifacts import read_model, write_model
+from shared.storage.stores import LocalStore
 
 
 class Document(Contract):

@@ -5,7 +5,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from shared.clustering import canonical_labels, finch_partitions
+from shared.pipeline.clustering import canonical_labels, finch_partitions
 
 
 def blobs(n_per: int, centres: int, dim: int = 16, seed: int = 0) -> np.ndarray:
@@ -35,7 +35,7 @@ def test_exact_neighbours_never_import_pynndescent():
         """
         import sys
         import numpy as np
-        from shared.clustering import finch_partitions
+        from shared.pipeline.clustering import finch_partitions
         x = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
         assert finch_partitions(x).shape[0] == 200
         import finch.finch
@@ -78,7 +78,7 @@ def test_too_few_images_make_one_cluster(n):
 def test_blocked_exact_neighbours_match_brute_force(monkeypatch):
     from sklearn.metrics import pairwise_distances
 
-    import shared.clustering as clustering
+    import shared.pipeline.clustering as clustering
 
     data = clustering.unit_rows(blobs(25, 4, seed=4))
     monkeypatch.setattr(clustering, "BLOCK_BYTES", 4 * len(data) * 7)  # 7 rows a block

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from shared import heartbeat
+from shared.jobs import heartbeat
 
 
 def test_the_probe_passes_on_a_fresh_file_and_fails_on_a_stale_or_missing_one(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from neuron_atlas_client.contracts.hierarchy import Cluster
 from neuron_atlas_client.contracts.labels import ClusterLabel
 from shared.contracts.schema import PUBLISHED, hierarchy_json_schema, schema_text
-from shared.hierarchy import SCHEMA_VERSION, hierarchy_schema, validate_hierarchy
+from shared.pipeline.hierarchy import SCHEMA_VERSION, hierarchy_schema, validate_hierarchy
 
 
 def test_published_schema_is_a_valid_json_schema_for_this_version():
@@ -80,7 +80,7 @@ def test_offline_labels_name_the_source_of_every_difference_description():
     import numpy as np
 
     from services.labelling.offline import label_tree
-    from shared.tree import build_tree
+    from shared.pipeline.tree import build_tree
 
     partitions = np.array([[0, 0], [0, 0], [1, 0], [1, 0]], dtype=np.int32)
     captions = ["a red circle", "a red circle on sand", "a blue circle", "a blue circle on sand"]

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from neuron_atlas_client.errors import InputError
-from shared.ingest import (
+from shared.pipeline.ingest import (
     PixelBudget,
     decode_entries,
     read_captions,
@@ -156,7 +156,7 @@ def jpeg(size: tuple[int, int], seed: int = 0) -> bytes:
 
 
 def test_large_jpegs_decode_at_a_reduced_scale_never_below_what_the_models_need():
-    from shared.ingest import DECODE_MIN_SIDE, decode_image
+    from shared.pipeline.ingest import DECODE_MIN_SIDE, decode_image
 
     # 4000 x 3000 decodes at 1/4 (1000 x 750); 1/8 would be 500 x 375, under 384 on one side.
     assert decode_image(jpeg((4000, 3000))).size == (1000, 750)
@@ -170,7 +170,7 @@ def test_scaled_decoding_gives_the_target_model_nearly_the_same_input():
     import torch
 
     from neuron_core.hooks import preprocess
-    from shared.ingest import decode_image
+    from shared.pipeline.ingest import decode_image
 
     data = jpeg((4000, 3000), seed=1)
     scaled, full = preprocess([decode_image(data)]), preprocess([decode_image(data, min_side=None)])
@@ -200,7 +200,7 @@ def _zip_bytes() -> bytes:
 
 @pytest.mark.parametrize("kind", ["png", "jpeg"])
 def test_an_image_with_an_archive_appended_is_refused(tmp_path, kind):
-    from shared.ingest import inspect_image
+    from shared.pipeline.ingest import inspect_image
 
     data = png(tmp_path / "a.png") if kind == "png" else jpeg((64, 48))
     assert inspect_image(data, 10**8)[0] in ("png", "jpeg")
@@ -209,7 +209,7 @@ def test_an_image_with_an_archive_appended_is_refused(tmp_path, kind):
 
 
 def test_a_caption_given_for_a_later_copy_goes_with_the_image_its_first_copy_keeps(tmp_path):
-    from shared.ingest import manifest_document
+    from shared.pipeline.ingest import manifest_document
 
     data = png(tmp_path / "b.png")
     (tmp_path / "a_copy.png").write_bytes(data)  # sorts first: it keeps the image
@@ -220,7 +220,7 @@ def test_a_caption_given_for_a_later_copy_goes_with_the_image_its_first_copy_kee
 
 
 def test_large_images_without_a_draft_mode_are_reduced_right_after_decoding():
-    from shared.ingest import decode_image
+    from shared.pipeline.ingest import decode_image
 
     buffer = io.BytesIO()
     Image.new("RGB", (4000, 3000), (10, 200, 30)).save(buffer, format="PNG")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.jobstore import JobStore
+from shared.jobs.jobstore import JobStore
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from pydantic import ValidationError
 
 from neuron_atlas_client.errors import InputError, ModelLoadError
 from neuron_atlas_client.options import PipelineOptions
-from shared.devices import resolve_device
-from shared.sentence_embedder import Embedder
+from shared.models.devices import resolve_device
+from shared.models.sentence_embedder import Embedder
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 from celery import Celery
 
-from shared import queue, stages
+from shared.jobs import queue
+from shared.pipeline import stages
 from shared.settings import InfraSettings, get_infra_settings
 
 

@@ -13,8 +13,8 @@ import pytest
 
 from neuron_atlas_client.contracts.models import IMAGENET_EVAL, ModelRecord, ModelSourceRecord
 from neuron_atlas_client.errors import ModelLoadError
-from shared.registered_model import KEEP_FILES, JobModel, local_weights
-from shared.storage import S3Store
+from shared.models.registered_model import KEEP_FILES, JobModel, local_weights
+from shared.storage.stores import S3Store
 
 
 @pytest.fixture(scope="module")

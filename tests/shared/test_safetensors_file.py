@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
 from neuron_atlas_client.errors import InputError
-from shared.safetensors_file import MAX_HEADER_BYTES, check_safetensors, nesting_depth
+from shared.models.safetensors_file import MAX_HEADER_BYTES, check_safetensors, nesting_depth
 
 
 def depth_by_walking(raw: bytes) -> int:

@@ -1,4 +1,4 @@
-"""The stage table (shared/stages.py) is the pipeline's one definition: these tests hold every
+"""The stage table (shared/pipeline/stages.py) is the pipeline's one definition: these tests hold every
 place that runs or describes the pipeline to it."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared import stages
-from shared.jobstore import STAGES
-from shared.queue import QUEUES, ROUTES, TASK_STAGES
+from shared.jobs.jobstore import STAGES
+from shared.jobs.queue import QUEUES, ROUTES, TASK_STAGES
+from shared.pipeline import stages
 from tests.deploy.manifests import is_worker, render, worker_queue, workloads
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +55,7 @@ def test_each_service_registers_a_task_for_each_of_its_stages(monkeypatch: pytes
     registered there, under the table's task name."""
     import importlib
 
-    from shared.queue import get_app
+    from shared.jobs.queue import get_app
     from shared.settings import get_infra_settings
 
     monkeypatch.setenv("ENVIRONMENT", "development")  # the Celery app is built from the environment
@@ -95,5 +95,5 @@ def test_architecture_doc_has_the_tables_current_picture_and_table() -> None:
     path = ROOT / "docs" / "architecture.md"
     text = path.read_text()
     assert stages.architecture_text(text) == text, (
-        "run `python -m shared.stages` and commit docs/architecture.md"
+        "run `python -m shared.pipeline.stages` and commit docs/architecture.md"
     )

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shared.storage import LocalStore, PrefixedStore, S3Store, Store, get_npy, make_s3_client, put_npy
+from shared.storage.stores import LocalStore, PrefixedStore, S3Store, Store, get_npy, make_s3_client, put_npy
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -7,8 +7,8 @@ import json
 import pytest
 import redis
 
-from shared.storage import make_s3_client
-from shared.tasks import describe_error
+from shared.jobs.tasks import describe_error
+from shared.storage.stores import make_s3_client
 from tests.servers import free_port
 
 
@@ -80,7 +80,7 @@ def test_a_user_facing_error_keeps_its_words_but_not_the_workers_paths() -> None
 
 
 def test_retry_pauses_grow_and_stop_at_the_window() -> None:
-    from shared.tasks import retry_pause
+    from shared.jobs.tasks import retry_pause
 
     pauses = []
     while (pause := retry_pause(len(pauses), 120)) is not None:

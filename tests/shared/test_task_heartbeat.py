@@ -13,10 +13,10 @@ import pytest
 import redis
 from celery import Celery
 
-from shared.jobstore import JobStore
-from shared.queue import TASK_STAGES
-from shared.reconciler import Reconciler
-from shared.task_heartbeat import TaskHeartbeat
+from shared.jobs.jobstore import JobStore
+from shared.jobs.queue import TASK_STAGES
+from shared.jobs.reconciler import Reconciler
+from shared.jobs.task_heartbeat import TaskHeartbeat
 from tests.servers import RedisServer
 
 QUEUE = "heartbeat-test-queue"  # not a suite queue: the session's workers share this Redis

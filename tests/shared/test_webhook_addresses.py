@@ -12,7 +12,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from shared.webhooks import UnsafeTarget, address_refusal, check_address, check_url
+from shared.webhooks.delivery import UnsafeTarget, address_refusal, check_address, check_url
 
 V4 = ipaddress.IPv4Address
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from services.gateway.explorer import plots
-from shared.storage import Store, get_npz
+from shared.storage.stores import Store, get_npz
 
 PAGE_SIZE = 48  # thumbnails per grid page
 CHILDREN_PAGE = 100  # rows per "more" step of the tree

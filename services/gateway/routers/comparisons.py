@@ -19,10 +19,10 @@ from neuron_atlas_client.contracts.comparison import (
 )
 from services.gateway.deps import JobsDep, StoreDep, TenantDep
 from services.gateway.problems import RETRY_AFTER_S, Problem
-from shared.comparisons import COMPARE, COMPARE_QUEUE, comparison_key
-from shared.jobstore import JobRecord, JobStore
-from shared.queue import get_app
-from shared.storage import S3Store
+from shared.jobs.comparisons import COMPARE, COMPARE_QUEUE, comparison_key
+from shared.jobs.jobstore import JobRecord, JobStore
+from shared.jobs.queue import get_app
+from shared.storage.stores import S3Store
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/comparisons", tags=["comparisons"])

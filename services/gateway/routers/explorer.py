@@ -17,10 +17,10 @@ from services.gateway.explorer.atlas import Atlas, read_top_images
 from services.gateway.explorer.page import ASSETS, asset, index_html
 from services.gateway.problems import Problem
 from services.gateway.results import job_result
-from shared import artifacts
-from shared.jobstore import JobRecord
-from shared.storage import PrefixedStore, S3Store, get_npy
-from shared.thumbnails import thumbnail_key
+from shared.jobs.jobstore import JobRecord
+from shared.storage import artifacts
+from shared.storage.stores import PrefixedStore, S3Store, get_npy
+from shared.storage.thumbnails import thumbnail_key
 
 router = APIRouter(tags=["explorer"])
 _MEDIA = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}

@@ -26,13 +26,13 @@ from services.gateway.submit import (
     new_job_id,
     submit,
 )
-from shared import artifacts
-from shared.job_public import job_public
-from shared.jobstore import ACTIVE
-from shared.model_names import check_allowed
-from shared.queue import LABELLING_RELABEL, get_app, job_canvas
-from shared.registered_model import JobModel
-from shared.webhooks import UnsafeTarget, check_url
+from shared.jobs.job_public import job_public
+from shared.jobs.jobstore import ACTIVE
+from shared.jobs.queue import LABELLING_RELABEL, get_app, job_canvas
+from shared.models.model_names import check_allowed
+from shared.models.registered_model import JobModel
+from shared.storage import artifacts
+from shared.webhooks.delivery import UnsafeTarget, check_url
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -119,7 +119,7 @@ def check_fits_model(store: Any, tenant: str, options: PipelineOptions, model: J
 
 def check_model_names(options: PipelineOptions, allowed: tuple[str, ...]) -> None:
     """The captioner and embedder a spec names must be hub ids the operator allows: a worker
-    loads what a name resolves to, a local folder first (`shared.model_names`)."""
+    loads what a name resolves to, a local folder first (`shared.models.model_names`)."""
     check_allowed("options.caption_model", options.caption_model, allowed)
     check_allowed("options.embed_model", options.embed_model, allowed)
 

@@ -16,7 +16,7 @@ from neuron_atlas_client.contracts.hierarchy import Cluster, Hierarchy
 from services.gateway.deps import JobDep, SettingsDep, StoreDep
 from services.gateway.problems import Problem
 from services.gateway.results import job_result
-from shared import artifacts
+from shared.storage import artifacts
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"])
 

@@ -1,4 +1,4 @@
-"""Webhooks: a job's delivery log, and the tenant's signing secret (see `shared.webhooks`)."""
+"""Webhooks: a job's delivery log, and the tenant's signing secret (see `shared.webhooks.delivery`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from neuron_atlas_client.contracts.api import DeliveriesPublic, DeliveryAttempt, WebhookSecretPublic
 from services.gateway.deps import JobDep, JobsDep, TenantDep
-from shared.webhooks import get_webhook_settings, tenant_secret
+from shared.webhooks.delivery import get_webhook_settings, tenant_secret
 
 router = APIRouter(tags=["webhooks"])
 

@@ -21,8 +21,8 @@ from neuron_core.active_sets import write_activation_shard
 from neuron_core.layers import LayerInfo
 from neuron_core.target_model import LoadedModel
 from services.activation.input_check import enforce, run_input_check
-from shared import artifacts
-from shared.storage import LocalStore, put_json
+from shared.storage import artifacts
+from shared.storage.stores import LocalStore, put_json
 
 
 def _png(seed: int) -> bytes:

@@ -64,7 +64,7 @@ def test_one_safetensors_file_is_chosen_or_the_choice_is_explained() -> None:
 @pytest.fixture
 def development_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The task module builds the process-wide Celery app from the environment."""
-    from shared import queue
+    from shared.jobs import queue
     from shared.settings import get_infra_settings
 
     monkeypatch.setenv("ENVIRONMENT", "development")

@@ -10,9 +10,9 @@ from typing import Any
 from neuron_atlas_client.options import PipelineOptions
 from services.caption.captioning import Captioner
 from services.caption.stage import run_caption_shard, shard_to_caption
-from shared import artifacts
-from shared.ingest import decode_shard
-from shared.storage import LocalStore, get_json
+from shared.pipeline.ingest import decode_shard
+from shared.storage import artifacts
+from shared.storage.stores import LocalStore, get_json
 
 
 def _entry(store: LocalStore, name: str, data: bytes, caption: str | None) -> dict[str, Any]:

@@ -4,10 +4,10 @@ import numpy as np
 
 from neuron_atlas_client.options import PipelineOptions
 from services.embed_cluster.stage import embed_and_cluster
-from shared import artifacts
-from shared.clustering import finch_partitions
-from shared.sentence_embedder import Embedder
-from shared.storage import LocalStore, get_npy
+from shared.models.sentence_embedder import Embedder
+from shared.pipeline.clustering import finch_partitions
+from shared.storage import artifacts
+from shared.storage.stores import LocalStore, get_npy
 
 
 def test_real_embedder_gives_unit_vectors_that_put_paraphrases_together():
@@ -20,7 +20,7 @@ def test_real_embedder_gives_unit_vectors_that_put_paraphrases_together():
 
 
 def test_stage_stores_the_shared_finch_partitions_of_its_embeddings(tmp_path: Path):
-    # the uncertainty stage re-runs `shared.clustering` on resampled images: it must be the very
+    # the uncertainty stage re-runs `shared.pipeline.clustering` on resampled images: it must be the very
     # clustering whose partitions this stage stores
     captions = [
         f"a {colour} {thing} on the {place}"

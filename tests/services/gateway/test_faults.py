@@ -127,7 +127,7 @@ def test_a_job_stuck_cancelling_can_be_deleted(suite: Any, redis_server: Any, s3
     import io
     import uuid
 
-    from shared.jobstore import JobStore
+    from shared.jobs.jobstore import JobStore
 
     jobs = JobStore.from_url(redis_server.url)
     job_id = uuid.uuid4().hex

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from services.gateway.settings import GatewaySettings, check_auth_setting
 from shared.settings import InfraSettings
-from shared.webhooks import WebhookSettings, check_signing_key, tenant_secret
+from shared.webhooks.delivery import WebhookSettings, check_signing_key, tenant_secret
 
 
 def test_placeholder_secrets_are_refused_outside_development(monkeypatch: pytest.MonkeyPatch) -> None:

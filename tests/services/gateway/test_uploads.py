@@ -14,7 +14,7 @@ from PIL import Image
 
 from neuron_atlas_client.errors import InputError
 from services.gateway.uploads import Collector, LimitExceeded, Limits, UnsafeArchive, archive_kind, safe_name
-from shared.ingest import find_caption_file, manifest_document, read_captions, scan_image_folder
+from shared.pipeline.ingest import find_caption_file, manifest_document, read_captions, scan_image_folder
 
 LIMITS = Limits(max_images=100, max_image_pixels=10**8, max_archive_entries=100, max_expanded_bytes=10**8)
 

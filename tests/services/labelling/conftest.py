@@ -10,9 +10,9 @@ import pytest
 
 from neuron_atlas_client.options import PipelineOptions
 from services.labelling.settings import LabelSettings
-from shared import artifacts
-from shared.sentence_embedder import Embedder
-from shared.storage import LocalStore, put_json, put_npy
+from shared.models.sentence_embedder import Embedder
+from shared.storage import artifacts
+from shared.storage.stores import LocalStore, put_json, put_npy
 from tests.services.labelling.fake_llm import FakeLLM
 
 # Four concepts of three images; level 2 pairs them: animals (dogs, cats), vehicles (cars, boats).

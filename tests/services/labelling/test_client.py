@@ -10,7 +10,7 @@ from services.labelling.cache import ResponseCache, cache_key
 from services.labelling.client import parse_retry_after, public_endpoint, strip_fences
 from services.labelling.prompt_set import available_versions, load_prompts
 from services.labelling.settings import LabelSettings
-from shared.storage import LocalStore
+from shared.storage.stores import LocalStore
 
 
 def test_retry_after_is_read_in_seconds_milliseconds_and_as_a_date() -> None:

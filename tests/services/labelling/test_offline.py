@@ -7,7 +7,7 @@ from services.labelling.offline import (
     label_tree,
     representative_caption,
 )
-from shared.tree import build_tree
+from shared.pipeline.tree import build_tree
 
 
 def test_representative_caption_is_the_one_nearest_the_centroid():

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from services.labelling.quality import auroc, label_quality, quality_summary, siblings
-from shared.sentence_embedder import Embedder
-from shared.tree import build_tree
+from shared.models.sentence_embedder import Embedder
+from shared.pipeline.tree import build_tree
 from tests.services.labelling.conftest import PARTITIONS
 
 

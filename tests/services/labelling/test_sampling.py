@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from services.labelling.sampling import estimate_tokens, format_captions, sample_captions
-from shared.sentence_embedder import Embedder
+from shared.models.sentence_embedder import Embedder
 
 
 def unit(rows: list[list[float]]) -> np.ndarray:

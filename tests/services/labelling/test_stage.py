@@ -11,9 +11,9 @@ from neuron_atlas_client.errors import LabellingError
 from services.labelling.budget import LLMBudgetExceeded
 from services.labelling.settings import LabelSettings
 from services.labelling.stage import label_clusters, labelling_summary
-from shared.dependencies import DependencyDown, unavailable_dependency
-from shared.sentence_embedder import Embedder
-from shared.storage import LocalStore, get_json
+from shared.jobs.dependencies import DependencyDown, unavailable_dependency
+from shared.models.sentence_embedder import Embedder
+from shared.storage.stores import LocalStore, get_json
 from tests.services.labelling.conftest import CAPTIONS
 from tests.services.labelling.fake_llm import FakeLLM
 

@@ -11,8 +11,8 @@ import scipy.sparse as sp
 
 from neuron_atlas.sample import CONCEPTS, make_sample
 from services.uncertainty.cluster_stability import best_match_jaccard, clustering_stability
-from shared.clustering import finch_partitions
-from shared.sentence_embedder import Embedder
+from shared.models.sentence_embedder import Embedder
+from shared.pipeline.clustering import finch_partitions
 
 
 @pytest.fixture(scope="module")

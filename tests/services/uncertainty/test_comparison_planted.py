@@ -15,7 +15,7 @@ import pytest
 from neuron_atlas_client.contracts.comparison import Comparison, ConceptComparison
 from neuron_atlas_client.errors import InputError
 from services.uncertainty.comparison import compare_results
-from shared.storage import LocalStore
+from shared.storage.stores import LocalStore
 from tests.comparison_runs import MOVED_TO, SAND, PlantedRuns
 
 pytestmark = pytest.mark.slow

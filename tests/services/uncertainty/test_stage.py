@@ -19,8 +19,8 @@ from neuron_core.target_model import LoadedModel
 from services.activation.stage import run_groups
 from services.caption.stage import write_caption_shard
 from services.uncertainty.stage import class_labels, correct_across_clusters, run_uncertainty
-from shared import artifacts
-from shared.storage import LocalStore, get_json, put_json, put_npy
+from shared.storage import artifacts
+from shared.storage.stores import LocalStore, get_json, put_json, put_npy
 
 from .test_model_uncertainty import TinyNet
 

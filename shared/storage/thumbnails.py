@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
-from shared.storage import Store
+from shared.storage.stores import Store
 
 SIZE = 160  # the longer side, in pixels
 QUALITY = 70

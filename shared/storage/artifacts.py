@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from neuron_atlas_client.errors import InputError
 from neuron_atlas_client.options import PipelineOptions
-from shared.storage import Store, get_json, put_json
+from shared.storage.stores import Store, get_json, put_json
 
 SPEC = "spec.json"
 MANIFEST = "manifest.json"

@@ -17,8 +17,8 @@ from pydantic import BaseModel
 
 from neuron_atlas_client.contracts.models import ModelRecord
 from neuron_atlas_client.errors import ModelLoadError
-from shared.safetensors_file import file_sha256
-from shared.storage import S3Store, Store, get_json
+from shared.models.safetensors_file import file_sha256
+from shared.storage.stores import S3Store, Store, get_json
 
 JOB_ARTIFACT = "registered_model.json"
 KEEP_FILES = 4  # weights files a worker keeps on disk; the least recently used go first

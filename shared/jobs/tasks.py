@@ -4,7 +4,7 @@ or failed, record progress, and turn an exception into the job's error.
 Task bodies stay plain functions `(job: JobContext, *ids) -> None` over a store; this module
 registers them on the shared Celery app under their `domain.action` name. The pipeline's tasks
 are not written by hand: `register_stage_tasks` registers one per row of the stage table
-(shared/stages.py) that the service runs, calling the stage's entry over a `SuiteJob`.
+(shared/pipeline/stages.py) that the service runs, calling the stage's entry over a `SuiteJob`.
 """
 
 from __future__ import annotations
@@ -25,19 +25,21 @@ from neuron_atlas_client.contracts.input_check import RunWarning
 from neuron_atlas_client.contracts.problem import ProblemDetails
 from neuron_atlas_client.errors import NeuronAtlasError
 from neuron_atlas_client.options import PipelineOptions
-from shared import artifacts, metrics, stages
-from shared.dependencies import dependency_errors, unavailable_dependency
-from shared.ingest import DecodedShard
-from shared.job_public import INPUT_CHECK_REPORT
-from shared.jobstore import JobStore
+from shared.jobs.dependencies import dependency_errors, unavailable_dependency
+from shared.jobs.job_public import INPUT_CHECK_REPORT
+from shared.jobs.jobstore import JobStore
+from shared.jobs.queue import get_app
+from shared.jobs.task_heartbeat import TaskHeartbeat, new_token
+from shared.models.registered_model import RegisteredWeights, job_model, local_weights
+from shared.observability import metrics
+from shared.pipeline import stages
+from shared.pipeline.ingest import DecodedShard
+from shared.pipeline.stage_job import ShardDecoder
 from shared.public_text import public_text, redact
-from shared.queue import get_app
-from shared.registered_model import RegisteredWeights, job_model, local_weights
 from shared.settings import get_infra_settings
-from shared.stage_job import ShardDecoder
-from shared.storage import PrefixedStore, S3Store, Store, get_json, make_s3_client
-from shared.task_heartbeat import TaskHeartbeat, new_token
-from shared.webhook_announce import announce
+from shared.storage import artifacts
+from shared.storage.stores import PrefixedStore, S3Store, Store, get_json, make_s3_client
+from shared.webhooks.announce import announce
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -184,8 +186,8 @@ def job_task(name: str, stage: str) -> Callable[[Callable[..., None]], Any]:
 
     A failure because object storage or Redis stopped answering is retried with growing pauses
     for `dependency_retry_window_s`; a job fails only after that, or at once for other errors.
-    While the body runs the task holds its lock and beats (shared.task_heartbeat): a copy of it
-    that arrives meanwhile skips, and one that stops beating is sent again (shared.reconciler)."""
+    While the body runs the task holds its lock and beats (shared.jobs.task_heartbeat): a copy of it
+    that arrives meanwhile skips, and one that stops beating is sent again (shared.jobs.reconciler)."""
 
     def register(body: Callable[..., None]) -> Any:
         @functools.wraps(body)
@@ -268,7 +270,7 @@ def _images_of(job: JobContext, stage: str, args: tuple[Any, ...]) -> int:
 
 
 class JobProgress:
-    """`shared.progress.Progress` onto the job store. Only `step`, the one step that spans the
+    """`shared.pipeline.progress.Progress` onto the job store. Only `step`, the one step that spans the
     whole stage (the stage table's `Stage.step`), is the stage's progress there: a step within
     it (say the uncertainty stage's specificity tests) would show the stage done too early."""
 
@@ -307,7 +309,7 @@ Around = Callable[[JobContext], AbstractContextManager[Any]]
 
 
 class SuiteJob:
-    """The suite's `shared.stage_job.StageJob`: the job's S3 prefix, this worker's models (its
+    """The suite's `shared.pipeline.stage_job.StageJob`: the job's S3 prefix, this worker's models (its
     `resources`), progress and reports to the job store."""
 
     def __init__(self, context: JobContext, resources: Resources, step: str = "") -> None:
@@ -390,5 +392,5 @@ def _stage_body(stage: stages.Stage, resources: Resources, around: Around | None
             context.jobs.succeed(context.job_id)
 
     body.__name__ = body.__qualname__ = stage.task.replace(".", "_")
-    body.__doc__ = f"The {stage.name} stage's task: `{stage.entry}` over the job (shared/stages.py)."
+    body.__doc__ = f"The {stage.name} stage's task: `{stage.entry}` over the job (shared/pipeline/stages.py)."
     return body

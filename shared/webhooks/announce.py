@@ -1,15 +1,15 @@
 """The job store's end-of-job hook: it queues one `webhooks.deliver` task per callback that asked
 for the event. Task names only, so the gateway installs it without registering the task; the
-task itself is in `shared.webhook_tasks`, on the labelling workers."""
+task itself is in `shared.webhooks.tasks`, on the labelling workers."""
 
 from __future__ import annotations
 
 import time
 
-from shared.job_public import job_public
-from shared.jobstore import JobStore
-from shared.queue import WEBHOOKS_DELIVER, get_app
-from shared.webhooks import message, new_webhook_id
+from shared.jobs.job_public import job_public
+from shared.jobs.jobstore import JobStore
+from shared.jobs.queue import WEBHOOKS_DELIVER, get_app
+from shared.webhooks.delivery import message, new_webhook_id
 
 
 def announce(jobs: JobStore, job_id: str, status: str) -> None:

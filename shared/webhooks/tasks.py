@@ -1,6 +1,6 @@
-"""The `webhooks.deliver` task (see `shared.webhooks` for why a task, on the labelling workers).
+"""The `webhooks.deliver` task (see `shared.webhooks.delivery` for why a task, on the labelling workers).
 The labelling worker imports this module to run the task; the end-of-job hook that queues it,
-which the gateway and every worker install on their job store, is `shared.webhook_announce`."""
+which the gateway and every worker install on their job store, is `shared.webhooks.announce`."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import logging
 import time
 from typing import Any
 
-from shared.jobstore import now
-from shared.metrics import WEBHOOK_DELIVERIES
-from shared.queue import WEBHOOKS_DELIVER, get_app
-from shared.tasks import job_store
-from shared.webhooks import deliver, development, get_webhook_settings, next_delay
-from shared.webhooks import tenant_secret as derive_secret
+from shared.jobs.jobstore import now
+from shared.jobs.queue import WEBHOOKS_DELIVER, get_app
+from shared.jobs.tasks import job_store
+from shared.observability.metrics import WEBHOOK_DELIVERIES
+from shared.webhooks.delivery import deliver, development, get_webhook_settings, next_delay
+from shared.webhooks.delivery import tenant_secret as derive_secret
 
 log = logging.getLogger(__name__)
 

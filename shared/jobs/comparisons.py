@@ -1,5 +1,5 @@
 """Comparisons on the suite (`POST /v1/comparisons`; docs/comparison.md): the worker task's name,
-its queue (`shared.queue.ROUTES` routes it there too), and where a tenant's comparisons are kept.
+its queue (`shared.jobs.queue.ROUTES` routes it there too), and where a tenant's comparisons are kept.
 The gateway names the task by string; the uncertainty workers run it
 (`services/uncertainty/comparison_tasks.py`)."""
 

@@ -4,11 +4,11 @@ waits hours for work that stopped; after TASK_MAX_RESENDS times the job fails as
 Celery's Redis transport keeps every message a worker took, and has not acknowledged, in the
 `unacked` hash (with the time it was taken in `unacked_index`), and hands it out again only after
 the visibility timeout: hours, since a shorter one would hand out tasks that still run. The task
-lock (shared.task_heartbeat) tells those apart: a message taken more than TASK_STALL_S ago whose
+lock (shared.jobs.task_heartbeat) tells those apart: a message taken more than TASK_STALL_S ago whose
 task holds no lock is not being run by anyone (its worker was SIGKILLed before or during the
 task, or lost the message with its connection), so it goes back to the front of its queue.
 
-It runs from every worker's event loop (the `Reconciler` bootstep in shared.queue), and a Redis
+It runs from every worker's event loop (the `Reconciler` bootstep in shared.jobs.queue), and a Redis
 lock lets one process sweep per interval, however many workers there are. Why there: the event
 loop of a prefork worker never runs a task, so a busy worker still sweeps; wherever work can be
 re-run a worker is up, so nothing needs a process of its own; and the gateway stays a plain web
@@ -29,9 +29,9 @@ from typing import Any
 import redis
 
 from neuron_atlas_client.contracts.problem import ProblemDetails
-from shared.jobstore import JobStore
+from shared.jobs.jobstore import JobStore
+from shared.jobs.task_heartbeat import TaskHeartbeat, job_alive_key
 from shared.settings import InfraSettings
-from shared.task_heartbeat import TaskHeartbeat, job_alive_key
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class Reconciler:
     heartbeats: TaskHeartbeat
     jobs: JobStore
     channel: Any  # a kombu Redis channel: its keys, and its own way to put a message back
-    # Each task that holds a lock while it runs -> its stage; passed in (from shared.queue), since
+    # Each task that holds a lock while it runs -> its stage; passed in (from shared.jobs.queue), since
     # the queue module installs the reconciler on every worker.
     task_stages: Mapping[str, str]
     max_resends: int

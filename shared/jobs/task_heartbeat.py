@@ -1,6 +1,6 @@
 """Each running suite task holds a lock in Redis and refreshes it from a thread (its heartbeat):
 a copy of the task that arrives while it runs skips, and a task whose lock lapsed is known not to
-run anywhere, so the reconciler (shared.reconciler) may hand its message out again.
+run anywhere, so the reconciler (shared.jobs.reconciler) may hand its message out again.
 
 Keys are by Celery task id: a task keeps its id when Celery retries or redelivers it, so every
 copy of one piece of work meets the same keys.
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def job_alive_key(job_id: str) -> str:
     """Present while some task of the job runs (refreshed with its lock): the job watchdog of
-    shared.reconciler leaves such a job alone, however long since its last progress."""
+    shared.jobs.reconciler leaves such a job alone, however long since its last progress."""
     return f"job:{job_id}:alive"
 
 

@@ -1,7 +1,7 @@
 """Worker liveness: the worker's event loop touches a file; a probe fails when the file goes stale.
 
 A hung worker (its main loop blocked, or unable to reach the broker for that long) stops touching
-the file, so `python -m shared.heartbeat FILE --max-age SECONDS` exits non-zero and Kubernetes
+the file, so `python -m shared.jobs.heartbeat FILE --max-age SECONDS` exits non-zero and Kubernetes
 restarts the pod. A long task does not stop it: tasks run in pool processes, and the hard time
 limit ends a stuck one. This module imports nothing heavy, so the probe starts in milliseconds.
 """

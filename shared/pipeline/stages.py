@@ -6,17 +6,17 @@ images or once per job, its entry (the one function both runners call, `module:f
 artifacts it reads and writes, and the stages it waits for. Derived from this table, never
 written again:
   - the embedded runner's order (`neuron_atlas.pipeline.run_stages`);
-  - the suite's Celery canvas, queues, routes and task names (`shared.queue`);
-  - the job store's stages and the gateway's progress totals (`shared.jobstore`);
+  - the suite's Celery canvas, queues, routes and task names (`shared.jobs.queue`);
+  - the job store's stages and the gateway's progress totals (`shared.jobs.jobstore`);
   - the pipeline benchmark, which observes the runner rather than copying it;
-  - the stage picture and table in docs/architecture.md (`python -m shared.stages`);
+  - the stage picture and table in docs/architecture.md (`python -m shared.pipeline.stages`);
   - the test that checks `k8s/` and `docker-compose.yml` run a worker for every service.
 
 This module imports nothing heavy: the gateway reads it (it has no torch), and entries are named
 by string for that reason; `entry_function` imports one where a runner needs it.
 
 Adding a stage: a row here, its entry in its service's `stage.py` (signature `(job: StageJob,
-shard: int | None) -> int | None`, see `shared.stage_job`), and, for a new service, its worker in
+shard: int | None) -> int | None`, see `shared.pipeline.stage_job`), and, for a new service, its worker in
 `docker-compose.yml` and `k8s/`.
 """
 
@@ -146,7 +146,7 @@ PIPELINE: tuple[Stage, ...] = (
         "assemble",
         "labelling",  # light JSON work: it runs on the labelling workers
         "job",
-        "shared.hierarchy:assemble_stage",
+        "shared.pipeline.hierarchy:assemble_stage",
         "pipeline.assemble",
         reads=("every artifact above",),
         writes=("hierarchy.json",),
@@ -258,7 +258,9 @@ def architecture_text(text: str) -> str:
     return text
 
 
-if __name__ == "__main__":  # python -m shared.stages: regenerate docs/architecture.md's picture and table
-    path = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+if (
+    __name__ == "__main__"
+):  # python -m shared.pipeline.stages: regenerate docs/architecture.md's picture and table
+    path = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
     path.write_text(architecture_text(path.read_text()))
     print(f"wrote the stage picture and table into {path}")

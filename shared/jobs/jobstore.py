@@ -28,12 +28,12 @@ from typing import Any, cast
 import redis
 
 from neuron_atlas_client.contracts.api import Status
-from shared.stages import STAGE_NAMES
+from shared.pipeline.stages import STAGE_NAMES
 
 ACTIVE: tuple[Status, ...] = ("queued", "running", "cancelling")
 TERMINAL: tuple[Status, ...] = ("succeeded", "failed", "cancelled")
 
-# Stages in the order a job reaches them: the stage table's (shared/stages.py).
+# Stages in the order a job reaches them: the stage table's (shared/pipeline/stages.py).
 STAGES: tuple[str, ...] = STAGE_NAMES
 
 # Set `status` to ARGV[2] when it is one of the space-separated ARGV[1]; then set the fields in

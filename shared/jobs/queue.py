@@ -5,7 +5,7 @@ Defined once here: the gateway builds canvases from task *names* (it imports no 
 and each worker entry (`services/<svc>/worker.py`) imports this app plus its own tasks.
 
 Redis is the broker. Celery's result backend (the same Redis) serves only to join chords; job
-state lives in the job store (`shared.jobstore`) and is never read from Celery's results.
+state lives in the job store (`shared.jobs.jobstore`) and is never read from Celery's results.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from celery import Celery, bootsteps, chain, chord, group, signature
 from celery.canvas import Signature
 from celery.signals import worker_init
 
-from shared import comparisons, heartbeat, observability, queue_settings_check, stages
-from shared.reconciler import make_reconciler
+from shared.jobs import comparisons, heartbeat, queue_settings_check
+from shared.jobs.reconciler import make_reconciler
+from shared.observability import worker_signals as observability
+from shared.pipeline import stages
 from shared.settings import InfraSettings, get_infra_settings
 
-# Task names are `domain.action`. The pipeline's come from the stage table (shared/stages.py),
+# Task names are `domain.action`. The pipeline's come from the stage table (shared/pipeline/stages.py),
 # with their queues, the order of the canvas and the stage each task reports; the tasks below
 # are the ones outside a job's canvas.
 LABELLING_RELABEL = "labelling.relabel"
@@ -41,10 +43,10 @@ ROUTES: dict[str, dict[str, str]] = {
     comparisons.COMPARE: {"queue": comparisons.COMPARE_QUEUE},
     WEBHOOKS_DELIVER: {
         "queue": "labelling"
-    },  # light, and the labelling workers have egress (shared.webhooks)
+    },  # light, and the labelling workers have egress (shared.webhooks.delivery)
 }
 
-# Tasks of a job (shared.tasks.job_task) and the stage each runs: each holds a lock while it
+# Tasks of a job (shared.jobs.tasks.job_task) and the stage each runs: each holds a lock while it
 # runs, which the reconciler reads, and one that stalls for good fails its job at its stage.
 # Webhook deliveries are not among them: they are short, and retried by their own rules.
 TASK_STAGES: dict[str, str] = {
@@ -82,7 +84,7 @@ class Heartbeat(bootsteps.StartStopStep):
 
 class VisibilityTimeoutCheck(bootsteps.StartStopStep):
     """Refuses to start a worker whose visibility timeout differs from the running ones'
-    (`shared.queue_settings_check`), and keeps its registration fresh from the event loop."""
+    (`shared.jobs.queue_settings_check`), and keeps its registration fresh from the event loop."""
 
     requires = ("celery.worker.components:Hub",)
 
@@ -98,7 +100,7 @@ class VisibilityTimeoutCheck(bootsteps.StartStopStep):
 
 
 class Reconciler(bootsteps.StartStopStep):
-    """Hands out again the messages of tasks that nobody runs any more (shared.reconciler, which
+    """Hands out again the messages of tasks that nobody runs any more (shared.jobs.reconciler, which
     says why every worker runs it), from the event loop's timer every TASK_STALL_S / 4."""
 
     requires = ("celery.worker.components:Hub",)
@@ -185,7 +187,7 @@ def _sig(name: str, *args: object) -> Signature:
 
 
 def job_canvas(job_id: str, shards: int) -> Signature:
-    """The stage table's waves (shared/stages.py) as one canvas: a wave's tasks side by side (a
+    """The stage table's waves (shared/pipeline/stages.py) as one canvas: a wave's tasks side by side (a
     per-shard stage as one task per shard), each wave after the one before. Messages carry the
     job id and a shard index, nothing else.
 

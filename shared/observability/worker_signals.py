@@ -1,5 +1,5 @@
 """Worker hooks for logs and metrics, on Celery's signals: JSON logs carrying each task's job and
-tenant (`shared.logs`), the metrics server (`shared.metrics`),
+tenant (`shared.observability.logs`), the metrics server (`shared.observability.metrics`),
 and retries counted."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Any
 import redis
 from celery import Celery, signals
 
-from shared import comparisons, logs, metrics
+from shared.jobs import comparisons
+from shared.observability import logs, metrics
 from shared.settings import InfraSettings
 
 _tokens: dict[str, Any] = {}

@@ -1,9 +1,9 @@
 """What a stage's entry needs of its job (docs/architecture.md, 'Stages and their artifacts').
 
-Every entry named in the stage table (`shared.stages.PIPELINE`) is `entry(job, shard)` over a
+Every entry named in the stage table (`shared.pipeline.stages.PIPELINE`) is `entry(job, shard)` over a
 `StageJob`. Two classes provide one: the embedded run's (`neuron_atlas.pipeline.LocalJob`: a
 local folder, models loaded up front, progress to the terminal) and the suite's
-(`shared.tasks.SuiteJob`: the job's S3 prefix, the worker's cached models, progress and reports
+(`shared.jobs.tasks.SuiteJob`: the job's S3 prefix, the worker's cached models, progress and reports
 to the job store). What differs between the two runs lives there and nowhere else.
 """
 
@@ -14,11 +14,11 @@ from typing import Any, Protocol
 
 from neuron_atlas_client.contracts.input_check import RunWarning
 from neuron_atlas_client.options import PipelineOptions
-from shared.ingest import DecodedShard
-from shared.progress import Progress
-from shared.storage import Store
+from shared.pipeline.ingest import DecodedShard
+from shared.pipeline.progress import Progress
+from shared.storage.stores import Store
 
-# `decoder(manifest, shard, shard_size, read_bytes, pixel_budget)`: `shared.ingest.decode_shard`,
+# `decoder(manifest, shard, shard_size, read_bytes, pixel_budget)`: `shared.pipeline.ingest.decode_shard`,
 # or a stage's own that decodes less (the caption stage's skips shards with every caption given).
 ShardDecoder = Callable[[dict[str, Any], int, int, Callable[[dict[str, Any]], bytes], int], DecodedShard]
 

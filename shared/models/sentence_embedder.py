@@ -14,7 +14,7 @@ import numpy as np
 
 from neuron_atlas_client.errors import ModelLoadError
 from neuron_atlas_client.options import DEFAULT_EMBED_MODEL
-from shared.devices import resolve_device
+from shared.models.devices import resolve_device
 
 if TYPE_CHECKING:  # importing sentence-transformers takes seconds; load() does it on first use
     from sentence_transformers import SentenceTransformer

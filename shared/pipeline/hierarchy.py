@@ -44,10 +44,10 @@ from neuron_atlas_client.contracts.uncertainty import (
     member_column,
 )
 from neuron_atlas_client.options import PipelineOptions
-from shared import artifacts
-from shared.stage_job import StageJob
-from shared.storage import Store, get_json, get_npy
-from shared.tree import ClusterNode, build_tree
+from shared.pipeline.stage_job import StageJob
+from shared.pipeline.tree import ClusterNode, build_tree
+from shared.storage import artifacts
+from shared.storage.stores import Store, get_json, get_npy
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -306,5 +306,5 @@ def validate_hierarchy(document: Mapping[str, Any]) -> None:
 
 
 def assemble_stage(job: StageJob, shard: int | None = None) -> None:
-    """The stage table's entry (shared/stages.py): hierarchy.json, for the package `version`."""
+    """The stage table's entry (shared/pipeline/stages.py): hierarchy.json, for the package `version`."""
     write_hierarchy(job.store, job.resource("version"))

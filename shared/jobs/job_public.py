@@ -15,7 +15,7 @@ from neuron_atlas_client.contracts.input_check import RunWarning
 from neuron_atlas_client.contracts.labels import Labelling
 from neuron_atlas_client.contracts.problem import TYPE_PREFIX, ProblemDetails
 from neuron_atlas_client.contracts.uncertainty import UncertaintySummary
-from shared.jobstore import JobRecord
+from shared.jobs.jobstore import JobRecord
 from shared.public_text import redact
 
 INPUT_CHECK_REPORT = "input_check"  # the job store's report of the activation service's input check

@@ -1,0 +1,1 @@
+"""A suite job's life: the Redis job store, the Celery queue and task shell, heartbeats."""

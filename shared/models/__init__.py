@@ -1,0 +1,1 @@
+"""Models: hub access, allowed names, registered models, safetensors, the embedder, devices."""

@@ -1,0 +1,1 @@
+"""Worker metrics (Prometheus), JSON logs, and the Celery signal hooks that wire them."""

@@ -1,0 +1,1 @@
+"""The method's shared steps: stage table, ingest, progress, clustering, tree, hierarchy."""

@@ -1,0 +1,1 @@
+"""Webhooks: signed delivery with its SSRF guard, the end-of-job hook, the delivery task."""
