@@ -19,7 +19,7 @@ import numpy as np
 
 from neuron_core import active_sets
 from neuron_core.groups import build_groups
-from neuron_core.layers import LayerInfo
+from neuron_core.neuron_axis import LayerInfo
 from services.embed_cluster.clustering import finch_partitions
 from services.uncertainty.difference import difference_tests
 

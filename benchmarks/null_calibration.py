@@ -49,7 +49,7 @@ from neuron_atlas_client.options import PipelineOptions
 from neuron_core.active_sets import active_mask
 from neuron_core.groups import build_groups
 from neuron_core.hooks import ActivationReader
-from neuron_core.layers import LayerInfo
+from neuron_core.neuron_axis import LayerInfo
 from services.uncertainty.model_inputs import ModelInputs
 from services.uncertainty.stage import JobArrays, ModelSide, compute_uncertainty
 from shared.models.sentence_embedder import Embedder

@@ -27,7 +27,7 @@ from PIL import Image
 from neuron_atlas_client.options import PipelineOptions
 from neuron_core import active_sets, hooks
 from neuron_core.groups import build_groups
-from neuron_core.layers import LayerInfo
+from neuron_core.neuron_axis import LayerInfo
 from services.uncertainty.stage import JobArrays, ModelSide, computed_with_timing
 
 RESNET18_LAYERS = [("layer1", 64), ("layer2", 128), ("layer3", 256), ("layer4", 512)]

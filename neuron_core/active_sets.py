@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from neuron_atlas_client.errors import InputError
-from neuron_core.layers import LayerInfo, stack_layers
+from neuron_core.neuron_axis import LayerInfo, stack_layers
 from shared.storage import artifacts
 from shared.storage.stores import Store, get_npz, put_npz
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from neuron_atlas_client.contracts.models import IMAGENET_EVAL, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from neuron_core.instrumented import InstrumentedModel
-from neuron_core.layers import LayerInfo, stack_layers
+from neuron_core.neuron_axis import LayerInfo, stack_layers
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ActivationReader", "crops", "normalise", "preprocess"]
 RESAMPLING = {

@@ -16,16 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from neuron_atlas_client.errors import InputError
-
-if TYPE_CHECKING:  # neuron_core.layers instruments its probe pass with this module
-    from neuron_core.layers import LayerInfo
+from neuron_core.neuron_axis import LayerInfo
 
 __all__ = ["ChannelMask", "Edit", "Hooks", "InstrumentedModel", "Watch", "pool_channels", "scale_channels"]
 

@@ -5,30 +5,13 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from neuron_atlas_client.errors import InputError
 from neuron_core.instrumented import InstrumentedModel
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    name: str
-    channels: int
-    offset: int  # first column of this layer in the neuron axis
-
-
-def stack_layers(names: Sequence[str], channels: Sequence[int]) -> list[LayerInfo]:
-    """Layers side by side in the neuron axis, in the order given."""
-    infos, offset = [], 0
-    for name, count in zip(names, channels, strict=True):
-        infos.append(LayerInfo(str(name), int(count), offset))
-        offset += int(count)
-    return infos
-
+from neuron_core.neuron_axis import LayerInfo, stack_layers
 
 # Where each family keeps its stages, first match wins: ResNet's layer1..4; timm's `stages`
 # (ConvNeXt, ...), `s1..s4` (RegNet) and `blocks` (ViT, EfficientNet, MobileNet); torchvision's

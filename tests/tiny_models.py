@@ -63,7 +63,7 @@ PLANTED_NEURONS = sum(channels for _, channels, _ in PLANTED_LAYERS)
 
 def planted_layers() -> list[Any]:
     """The planted model's read layers as the neuron axis sees them (LayerInfo)."""
-    from neuron_core.layers import LayerInfo
+    from neuron_core.neuron_axis import LayerInfo
 
     return [LayerInfo(name, channels, offset) for name, channels, offset in PLANTED_LAYERS]
 

@@ -18,7 +18,8 @@ from neuron_atlas_client.options import PipelineOptions
 from neuron_core.active_sets import active_mask, read_active_sets, write_activation_shard
 from neuron_core.groups import LevelGroups, build_groups, groups_document
 from neuron_core.hooks import ActivationReader, preprocess
-from neuron_core.layers import LayerInfo, resolve_layers
+from neuron_core.layers import resolve_layers
+from neuron_core.neuron_axis import LayerInfo
 from neuron_core.target_model import LoadedModel
 from services.activation.input_check import enforce, run_input_check
 from shared.pipeline.ingest import DecodedShard, decode_shard

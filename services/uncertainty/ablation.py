@@ -22,7 +22,7 @@ from scipy import stats
 from torch import nn
 
 from neuron_core.instrumented import InstrumentedModel, scale_channels
-from neuron_core.layers import LayerInfo
+from neuron_core.neuron_axis import LayerInfo
 from neuron_core.read_layer_start import split_at_first_read_layer
 from services.uncertainty.precision import autocast
 from services.uncertainty.sequential import decided_after, sequential_pvalue

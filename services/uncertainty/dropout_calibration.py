@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from neuron_atlas_client.errors import InputError
-from neuron_core.layers import LayerInfo
+from neuron_core.neuron_axis import LayerInfo
 from neuron_core.read_layer_start import split_at_first_read_layer
 from services.uncertainty.entropy import Interpretation
 from services.uncertainty.model_inputs import InputSource

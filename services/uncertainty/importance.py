@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from neuron_atlas_client.contracts.uncertainty import Importance, ImportanceResult
-from neuron_core.layers import LayerInfo
+from neuron_core.neuron_axis import LayerInfo
 from services.uncertainty import ablation as abl
 from services.uncertainty.model_inputs import ModelInputs
 

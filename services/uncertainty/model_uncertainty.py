@@ -37,7 +37,7 @@ from neuron_core import hooks
 from neuron_core.active_sets import active_mask
 from neuron_core.groups import one_hot
 from neuron_core.instrumented import InstrumentedModel
-from neuron_core.layers import LayerInfo
+from neuron_core.neuron_axis import LayerInfo
 from neuron_core.read_layer_start import split_at_first_read_layer
 from services.uncertainty.dropout_calibration import DropoutCalibration
 from services.uncertainty.entropy import EntropySplit, Interpretation, concatenate, decompose

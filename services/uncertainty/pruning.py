@@ -38,7 +38,7 @@ from neuron_atlas_client.contracts.uncertainty import (
     RandomPrunings,
 )
 from neuron_core.groups import active_matrix, one_hot
-from neuron_core.layers import LayerInfo
+from neuron_core.neuron_axis import LayerInfo
 from services.uncertainty import ablation as abl
 from services.uncertainty.model_uncertainty import InputSource
 from services.uncertainty.stats import membership_stats

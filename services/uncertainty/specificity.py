@@ -36,7 +36,7 @@ import torch
 
 from neuron_atlas_client.contracts.uncertainty import KeepOnlySpecificity, Specificity, SpecificityResult
 from neuron_core.groups import group_on
-from neuron_core.layers import LayerInfo
+from neuron_core.neuron_axis import LayerInfo
 from services.uncertainty import ablation as abl
 from services.uncertainty.model_inputs import ModelInputs
 from services.uncertainty.stats import (

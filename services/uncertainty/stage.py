@@ -60,7 +60,7 @@ from neuron_atlas_client.contracts.uncertainty import (
 from neuron_atlas_client.options import PipelineOptions
 from neuron_core.active_sets import read_active_sets
 from neuron_core.groups import LevelGroups, allowed_neurons, stored_groups
-from neuron_core.layers import LayerInfo
+from neuron_core.neuron_axis import LayerInfo
 from neuron_core.read_layer_start import split_at_first_read_layer
 from neuron_core.target_model import LoadedModel
 from services.uncertainty import ablation as abl

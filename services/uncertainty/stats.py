@@ -17,7 +17,7 @@ import numpy as np
 from scipy import stats
 
 from neuron_core.active_sets import active_count
-from neuron_core.layers import LayerInfo
+from neuron_core.neuron_axis import LayerInfo
 from services.uncertainty.selectivity import generic_neurons, hypergeom_upper_tail
 
 IntervalMethod = Literal["wilson", "clopper_pearson"]

@@ -7,7 +7,8 @@ from torch import nn
 from neuron_atlas_client.errors import InputError
 from neuron_core import hooks
 from neuron_core.active_sets import active_count, active_mask, pack_mask, unpack_mask
-from neuron_core.layers import LayerInfo, resolve_layers
+from neuron_core.layers import resolve_layers
+from neuron_core.neuron_axis import LayerInfo
 
 
 def layers(*channels: int) -> list[LayerInfo]:

@@ -11,7 +11,7 @@ from torch import nn
 
 from neuron_atlas_client.errors import InputError
 from neuron_core.instrumented import InstrumentedModel
-from neuron_core.layers import stack_layers
+from neuron_core.neuron_axis import stack_layers
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = ("neuron_core", "services", "shared", "neuron_atlas")

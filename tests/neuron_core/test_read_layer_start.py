@@ -8,7 +8,7 @@ import torch
 import torchvision
 from torch import nn
 
-from neuron_core.layers import stack_layers
+from neuron_core.neuron_axis import stack_layers
 from neuron_core.read_layer_start import split_at_first_read_layer
 from services.uncertainty.ablation import AblatedModel
 

@@ -18,7 +18,7 @@ from neuron_atlas_client.contracts.hierarchy import TargetRecord
 from neuron_atlas_client.errors import InputCheckFailed
 from neuron_atlas_client.options import PipelineOptions
 from neuron_core.active_sets import write_activation_shard
-from neuron_core.layers import LayerInfo
+from neuron_core.neuron_axis import LayerInfo
 from neuron_core.target_model import LoadedModel
 from services.activation.input_check import enforce, run_input_check
 from shared.storage import artifacts

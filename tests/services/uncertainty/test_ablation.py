@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 from neuron_core.hooks import preprocess
-from neuron_core.layers import LayerInfo
+from neuron_core.neuron_axis import LayerInfo
 from services.uncertainty.ablation import (
     AblatedModel,
     importance_check,

@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 from neuron_atlas_client.errors import InputError
-from neuron_core.layers import LayerInfo
+from neuron_core.neuron_axis import LayerInfo
 from services.uncertainty import model_uncertainty
 from services.uncertainty.dropout_calibration import (
     DEFAULT_GRID,

@@ -205,7 +205,7 @@ def test_clusters_of_random_images_pass_the_specificity_test_at_about_alpha_not_
 
 
 def resnet_layers() -> list[Any]:
-    from neuron_core.layers import LayerInfo
+    from neuron_core.neuron_axis import LayerInfo
 
     infos, offset = [], 0
     for name, channels in (("layer1", 64), ("layer2", 128), ("layer3", 256), ("layer4", 512)):

@@ -8,7 +8,7 @@ import torchvision
 
 from neuron_atlas_client.options import PipelineOptions
 from neuron_core.hooks import ActivationReader
-from neuron_core.layers import LayerInfo
+from neuron_core.neuron_axis import LayerInfo
 from services.uncertainty import precision
 from services.uncertainty.ablation import AblatedModel
 

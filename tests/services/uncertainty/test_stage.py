@@ -14,7 +14,7 @@ from PIL import Image
 from neuron_atlas_client.contracts.uncertainty import EVIDENCE_COLUMNS
 from neuron_atlas_client.options import PipelineOptions
 from neuron_core.active_sets import active_mask, write_activation_shard
-from neuron_core.layers import LayerInfo
+from neuron_core.neuron_axis import LayerInfo
 from neuron_core.target_model import LoadedModel
 from services.activation.stage import run_groups
 from services.caption.stage import write_caption_shard

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from neuron_atlas_client.options import PipelineOptions
-from neuron_core.layers import LayerInfo
+from neuron_core.neuron_axis import LayerInfo
 from services.uncertainty.selectivity import hypergeom_upper_tail
 from services.uncertainty.stats import (
     benjamini_hochberg,
