@@ -315,12 +315,12 @@ def trained_power(args: argparse.Namespace, tally: Tally) -> dict[str, Any] | No
         offset += channels
     target = TargetModel("trained model", loaded.module, layers, model.preprocessing)
     collection = factor_world.generate(240 if args.small else 480, seed=99)
-    images = [Image.fromarray(pixels) for pixels in collection.images]
+    images = [Image.fromarray(pixels) for pixels in collection.pixels]
     job = Collection(images, list(collection.captions), np.array(collection.labels))
-    document = run_job(
-        target, job, partitions_of(job.captions, shuffle_seed=None), options_for(target, False)
-    )
-    count(document, tally, POWERS[1])
+    partitions = partitions_of(job.captions, shuffle_seed=None)
+    document = run_job(target, job, partitions, options_for(target, False))
+    # as for the planted model: power on the clusters whose images all share a class
+    count(document, tally, POWERS[1], pure_in=(partitions, job.labels))
     return {"images": len(images)}
 
 

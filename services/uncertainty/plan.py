@@ -1,11 +1,13 @@
 """The uncertainty stage's plan: how much of each method its budget buys.
 
 `--uncertainty-budget X` lets the stage spend X forward-pass equivalents (FPE) per image, where
-one FPE is the FLOPs of one float32 pass of the target model over one image: the activation
-pass the stage follows costs 1. Costs are counted in FLOPs (torch's FlopCounterMode on one image)
-with a bfloat16 pass counted half, not in measured seconds, so the same job plans the same on
-any machine and repeats exactly; one batch of each kind of pass is still timed, and the plan
-records both.
+one FPE is one float32 pass of the target model over one image: the activation pass the stage
+follows costs 1. Each kind of pass is priced by its FLOPs (torch's FlopCounterMode on one image)
+and by what timing one batch of each kind against a float32 pass found a bfloat16 pass to cost
+on that kind of device (the constants below: not the half its arithmetic suggests on a CPU), not
+by seconds measured in the job, so the same job plans the same on the same kind of device and
+repeats exactly. One batch of each kind is still timed in every job, for the record
+(uncertainty_timing.json): where it departs from the constants, they are what to measure again.
 
 The budget is spent in a fixed order that depends on no result:
 1. statistics, the group bootstrap, the clustering resamples and the difference permutations
@@ -40,13 +42,32 @@ from neuron_core.read_layer_start import ReadLayerStart
 from services.uncertainty.precision import autocast
 
 Budget = float | Literal["full"]
-BFLOAT16_FACTOR = 0.5  # a bfloat16 pass counts half a float32 one (measured 0.4-0.6 on CPU and GPU)
+# What a pass costs beyond its FLOPs, measured by timing one batch of 64 of each kind of pass
+# against a float32 pass of the same batch (ResNet18, a 2-core CPU with AVX-512 BF16, process CPU
+# time, median of 7, 2026-12-07):
+# - a bfloat16 pass took 0.65 to 0.69 of a float32 one, not the half its arithmetic suggests;
+# - the saving is all in the later layers: the part up to layer1's output (a third of the FLOPs,
+#   at 56 x 56) took 0.27 to 0.37 in bfloat16, as long as in float32 (memory-bound), and the rest
+#   0.29 to 0.41, where the bfloat16 share of its FLOPs says 0.22 and 0.44;
+# - a test-time augmentation pass took 0.15 to 0.2 FPE more than the pass (a float32 resampling);
+# - injected dropout's per-image draws added under 0.05 FPE a pass;
+# - a pass over 8 to 24 images cost about three times as much per image as one over 64 (the
+#   stage batches its passes full).
+# In the stage itself (1,024 images, the default budget) pruning and specificity passes came to
+# 0.38-0.39 FPE each from layer1's output: 0.7 prices a bfloat16 pass at the top of the range.
+# No GPU was measured: there a bfloat16 pass, and each part of it, counts half its FLOPs.
+BFLOAT16_FACTOR = {"cpu": 0.7}
+BFLOAT16_FACTOR_ELSEWHERE = 0.5
+BFLOAT16_PREFIX_SAVES = {"cpu": False}  # the part before the first read layer runs no faster
+AUGMENTATION_FPE = {"cpu": 0.2}
 PASSES_SHARE = 0.25
 PRUNING_SHARE = 1 / 3
 MIN_SAMPLE = 16  # fewer sampled images than this give no useful estimate: the step is skipped
 # A small job is budgeted as if it had this many images: X times a tiny activation pass buys no
 # estimate at all, and the extra seconds are few (a 48-image demo gets seconds, not minutes).
-MIN_BUDGET_IMAGES = 256
+# At the default budget, priced as passes cost on a CPU, 384 buys the dropout and augmentation
+# passes a sample of 19 images (256 bought 12, under MIN_SAMPLE).
+MIN_BUDGET_IMAGES = 384
 
 
 @dataclass(frozen=True)
@@ -58,11 +79,13 @@ class PassCosts:
     partial: float  # from the first read layer's output
     dropout_prefix: float  # up to the first read layer's input (injected dropout starts there)
     dropout_partial: float
+    augmentation: float = 0.0  # a test-time augmentation pass beyond its forward pass
     seconds: dict[str, float] = field(default_factory=dict)  # measured, per image, not used to plan
 
     def document(self) -> dict[str, float]:
         return {
             "full": round(self.full, 4),
+            "augmentation": round(self.augmentation, 4),
             "prefix": round(self.prefix, 4),
             "partial": round(self.partial, 4),
             "dropout_prefix": round(self.dropout_prefix, 4),
@@ -89,24 +112,31 @@ def pass_costs(
     one = sample[:1]
     full = max(count_flops(lambda: module(one)), 1)
 
-    def split_costs(split: ReadLayerStart | None) -> tuple[float, float]:
-        """(prefix, partial) as shares of the full pass: the two halves of the split graph hold
-        every operation of the pass once, so the partial pass is the rest."""
-        if split is None:
-            return 0.0, 1.0
-        prefix = min(count_flops(lambda: split.prefix(one)) / full, 1.0)
-        return prefix, 1.0 - prefix
+    device = sample.device.type
+    bfloat16 = dtype == torch.bfloat16
+    factor = BFLOAT16_FACTOR.get(device, BFLOAT16_FACTOR_ELSEWHERE) if bfloat16 else 1.0
+    prefix_saves = BFLOAT16_PREFIX_SAVES.get(device, True)
 
-    factor = BFLOAT16_FACTOR if dtype == torch.bfloat16 else 1.0
+    def split_costs(split: ReadLayerStart | None) -> tuple[float, float]:
+        """(prefix, partial) in FPE: the two halves of the split graph hold every operation of
+        the pass once, so the partial pass is the rest of the pass's cost (see the constants)."""
+        if split is None:
+            return 0.0, factor
+        share = min(count_flops(lambda: split.prefix(one)) / full, 1.0)
+        prefix = share * factor if prefix_saves else min(share, factor)
+        # never below what the partial's own FLOPs cost at a bfloat16 rate
+        return prefix, max(factor - prefix, (1.0 - share) * (0.5 if bfloat16 else 1.0))
+
     prefix, partial = split_costs(start)
     dropout_prefix, dropout_partial = split_costs(dropout_start)
     seconds = _timed(module, start, sample, dtype) if time_it else {}
     return PassCosts(
         full=factor,
-        prefix=prefix * factor,
-        partial=partial * factor,
-        dropout_prefix=dropout_prefix * factor,
-        dropout_partial=dropout_partial * factor,
+        prefix=prefix,
+        partial=partial,
+        dropout_prefix=dropout_prefix,
+        dropout_partial=dropout_partial,
+        augmentation=AUGMENTATION_FPE.get(device, 0.0),
         seconds=seconds,
     )
 
@@ -204,7 +234,7 @@ def allocate(
         if mc_dropout
         else (costs.dropout_prefix + mc_samples * costs.dropout_partial) * (mc_samples > 0)
     )
-    per_image = np.full(n_images, dropout + tta_samples * costs.full)
+    per_image = np.full(n_images, dropout + tta_samples * (costs.full + costs.augmentation))
     if labelled is not None and calibration and not mc_dropout and mc_samples > 0:
         per_image[labelled[order]] += calibration * costs.dropout_partial
     cumulative = np.cumsum(per_image)

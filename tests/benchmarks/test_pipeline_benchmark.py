@@ -38,6 +38,10 @@ def test_pipeline_benchmark_runs_end_to_end_on_a_cpu(tmp_path: Path) -> None:
     assert {"ingest", "decode", "activations", "uncertainty", "uncertainty (off)"} <= set(result["stages"])
     assert result["ratios"]["run_over_floor"] > 1
     assert result["notes"]["uncertainty_phases"]["images_read_in_uncertainty"] <= 12
+    # process CPU time beside wall time: per stage, per uncertainty phase and as ratios
+    assert result["stages"]["activations"]["cpu_seconds"] > 0
+    assert result["notes"]["uncertainty_phases"]["statistics_cpu_s"] >= 0
+    assert result["ratios"]["cpu_run_over_floor"] > result["ratios"]["cpu_run_uncertainty_off_over_floor"] > 0
     # the default run's number format for the model passes, resolved and recorded
     assert result["pass_precision"] == "auto"
     assert result["notes"]["pass_precision_used"] in ("float32", "bfloat16")

@@ -12,7 +12,7 @@ from neuron_atlas_client.contracts.models import Preprocessing
 DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
 DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_TARGET_MODEL = "resnet18"
-DEFAULT_UNCERTAINTY_BUDGET = 1.5
+DEFAULT_UNCERTAINTY_BUDGET = 1.75
 
 Ranking = Literal["per_layer", "global"]
 GroupRule = Literal["intersect", "direct"]
@@ -132,7 +132,8 @@ class PipelineOptions(BaseModel):
     uncertainty_budget: float | Literal["full"] = Field(
         DEFAULT_UNCERTAINTY_BUDGET,
         description="What the uncertainty stage may spend, in forward-pass equivalents per image "
-        "(the activation pass is 1; counted in FLOPs, a bfloat16 pass counts half): it plans the "
+        "(the activation pass is 1; each kind of pass priced by its FLOPs and what a bfloat16 pass "
+        "was measured to cost on the kind of device): it plans the "
         "dropout and augmentation passes on a seeded sample, the pruning curve on a held-out "
         "sample, and the specificity tests on the largest concepts that fit, and records the plan. "
         "0: statistics, bootstraps and difference tests only (no model passes). full: every method "

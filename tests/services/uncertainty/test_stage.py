@@ -18,6 +18,7 @@ from neuron_core.neuron_axis import LayerInfo
 from neuron_core.target_model import LoadedModel
 from services.activation.stage import run_groups
 from services.caption.stage import write_caption_shard
+from services.uncertainty.plan import MIN_BUDGET_IMAGES
 from services.uncertainty.stage import class_labels, correct_across_clusters, run_uncertainty
 from shared.storage import artifacts
 from shared.storage.stores import LocalStore, get_json, put_json, put_npy
@@ -85,7 +86,8 @@ def test_step_writes_evidence_for_every_membership(tmp_path: Path, images: list[
     # 12 images: the budget of a small job covers the passes' sample of all 12
     plan = document["plan"]
     assert (
-        plan["budget"] == OPTIONS.uncertainty_budget and plan["allowed"] == OPTIONS.uncertainty_budget * 256
+        plan["budget"] == OPTIONS.uncertainty_budget
+        and plan["allowed"] == OPTIONS.uncertainty_budget * MIN_BUDGET_IMAGES
     )
     assert all(0 <= p <= 1 for p in level1["members"]["expected_support"])
     assert document["method"]["model_uncertainty"] == {

@@ -368,10 +368,11 @@ class PlanStep(Contract):
 
 class Plan(Contract):
     """How the uncertainty stage spent its budget (--uncertainty-budget): allocated in a fixed
-    order that depends on no result, in forward-pass equivalents (FPE: the FLOPs of one float32
-    pass of the target model over one image; a bfloat16 pass counts half), so that the same job
-    plans the same on any machine and repeats exactly. What each step took in seconds, and one
-    batch of each kind of pass timed, are in uncertainty_timing.json beside it."""
+    order that depends on no result, in forward-pass equivalents (FPE: one float32 pass of the
+    target model over one image; each kind of pass priced by its FLOPs and by what a bfloat16
+    pass was measured to cost on that kind of device), so that the same job plans the same on
+    the same kind of device and repeats exactly. What each step took in seconds, and one batch
+    of each kind of pass timed, are in uncertainty_timing.json beside it."""
 
     budget: float | Literal["full"] = Field(
         description="FPE per image the stage may spend (the activation pass is 1), or full."
@@ -380,7 +381,8 @@ class Plan(Contract):
     planned: float = Field(ge=0, description="FPE the steps below plan to spend.")
     pass_costs: dict[str, float] = Field(
         description="FPE per image of each kind of pass: prefix (up to the first read layer), "
-        "partial (from it), full; dropout_* from the first read layer's input."
+        "partial (from it), full; dropout_* from the first read layer's input; augmentation, "
+        "what a test-time augmentation adds to its pass."
     )
     steps: list[PlanStep]
 
