@@ -151,11 +151,12 @@ def partitions_of(captions: Sequence[str], shuffle_seed: int | None) -> np.ndarr
     `shuffle_seed`, the partitions' rows shuffled across the images afterwards, so every cluster
     is a random image set of the size FINCH made it.
 
-    Shuffling the captions before clustering is not enough: FINCH splits a caption repeated
-    across the images by their positions (exact ties between neighbours are broken by index), so
-    a cluster gathers nearby indices, and the collections list their images concept by concept. On the planted
-    model that made children of one concept (8 of 9 images), which the difference test rightly
-    found (issue 23: 0.417 false positives)."""
+    Shuffling the captions before clustering was not enough: whatever ties the clustering breaks
+    by position (copies of a caption were split by the neighbour product's rounding under two
+    BLAS threads, fixed in `first_neighbours`) make clusters of nearby indices, and the
+    collections list their images concept by concept. On the planted model that made children
+    of one concept (8 of 9 images), which the difference test rightly found (issue 23: 0.417
+    false positives). Shuffling the rows makes the sets random whatever the clustering does."""
     partitions = finch_partitions(_EMBEDDER.embed(list(captions)))
     if shuffle_seed is None:
         return partitions
