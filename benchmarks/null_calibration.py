@@ -53,7 +53,7 @@ from neuron_core.neuron_axis import LayerInfo
 from services.uncertainty.model_inputs import ModelInputs
 from services.uncertainty.stage import JobArrays, ModelSide, compute_uncertainty
 from shared.models.sentence_embedder import Embedder
-from shared.pipeline.clustering import finch_partitions
+from shared.pipeline.clustering import canonical_labels, finch_partitions
 
 ALPHA = 0.05
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -147,12 +147,21 @@ _EMBEDDER = Embedder()
 
 
 def partitions_of(captions: Sequence[str], shuffle_seed: int | None) -> np.ndarray:
-    """FINCH's partitions of the captions' embeddings, as the pipeline makes them; shuffled
-    across the images first when `shuffle_seed` is given (every cluster a random image set)."""
-    order = list(captions)
-    if shuffle_seed is not None:
-        order = [order[i] for i in np.random.default_rng(shuffle_seed).permutation(len(order))]
-    return finch_partitions(_EMBEDDER.embed(order))
+    """FINCH's partitions of the captions' embeddings, as the pipeline makes them; with
+    `shuffle_seed`, the partitions' rows shuffled across the images afterwards, so every cluster
+    is a random image set of the size FINCH made it.
+
+    Shuffling the captions before clustering was not enough: whatever ties the clustering breaks
+    by position (copies of a caption were split by the neighbour product's rounding under two
+    BLAS threads, fixed in `first_neighbours`) make clusters of nearby indices, and the
+    collections list their images concept by concept. On the planted model that made children
+    of one concept (8 of 9 images), which the difference test rightly found (issue 23: 0.417
+    false positives). Shuffling the rows makes the sets random whatever the clustering does."""
+    partitions = finch_partitions(_EMBEDDER.embed(list(captions)))
+    if shuffle_seed is None:
+        return partitions
+    rows = np.random.default_rng(shuffle_seed).permutation(partitions.shape[0])
+    return np.stack([canonical_labels(column) for column in partitions[rows].T], axis=1)
 
 
 def run_job(

@@ -41,15 +41,38 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 def first_neighbours(unit: np.ndarray) -> np.ndarray:
-    """Index of each row's most cosine-similar other row (lowest index on ties)."""
-    n = unit.shape[0]
-    block = max(1, min(n, BLOCK_BYTES // (4 * n)))
-    nearest = np.empty(n, dtype=np.int32)
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        sims = unit[start:stop] @ unit.T
+    """Index of each row's most cosine-similar other row (lowest index on ties).
+
+    Exact copies (a caption repeated) are decided before any product: each copy's neighbour is
+    the first of its copies, and the first's is the second. A matrix product cannot be trusted
+    with that tie: its rounding depends on where a row falls in BLAS's blocks and threads, so
+    with two threads copies scored 1.0 against 1.0000001, and one caption split into clusters
+    of nearby indices, which follow the order the images were listed in (issue 23)."""
+    _, first, inverse = np.unique(unit, axis=0, return_index=True, return_inverse=True)
+    # distinct rows numbered by their first index, so argmax's ties still go to the lowest index
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.shape[0])
+    group = rank[inverse.ravel()]
+    representative = first[order]
+    distinct = unit[representative]
+    m = distinct.shape[0]
+    block = max(1, min(m, BLOCK_BYTES // (4 * m)))
+    nearest_distinct = np.zeros(m, dtype=np.int64)
+    for start in range(0, m, block):
+        stop = min(m, start + block)
+        sims = distinct[start:stop] @ distinct.T
         sims[np.arange(stop - start), np.arange(start, stop)] = -np.inf
-        nearest[start:stop] = np.argmax(sims, axis=1)
+        nearest_distinct[start:stop] = np.argmax(sims, axis=1)
+    nearest = representative[nearest_distinct[group]].astype(np.int32)
+    counts = np.bincount(group, minlength=m)
+    copies = np.flatnonzero(counts[group] > 1)
+    if copies.shape[0]:
+        by_group = np.argsort(group, kind="stable")  # each group's rows in index order
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        nearest[copies] = representative[group[copies]]
+        firsts = copies[copies == representative[group[copies]]]
+        nearest[firsts] = by_group[starts[group[firsts]] + 1]
     return nearest
 
 
