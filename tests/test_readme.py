@@ -59,6 +59,8 @@ COVERED_INLINE = {
     "neuron-atlas layers": "the 'Your own model' example (test_readme_own_model_cli_example)",
     "neuron-atlas relabel": "the language model example (test_readme_language_model_example)",
     "python -m shared.contracts.schema": "tests/shared/test_hierarchy_schema.py holds its file current",
+    "python -m shared.pipeline.stages": "tests/shared/test_stages.py holds docs/architecture.md's "
+    "stage picture and table current",
     "neuron-atlas mlflow-log compare-v4": "tests/integrations/test_mlflow.py logs a comparison folder",
     "neuron-atlas compare": "docs/comparison.md's examples (tests/neuron_atlas/test_compare_cli.py)",
     "python -m services.uncertainty.reference": "tests/services/uncertainty/test_stage.py holds its "

@@ -10,6 +10,7 @@ state lives in the job store (`shared.jobs.jobstore`) and is never read from Cel
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -91,10 +92,22 @@ class VisibilityTimeoutCheck(bootsteps.StartStopStep):
     def start(self, worker: Any) -> None:
         seconds = int(worker.app.conf.broker_transport_options["visibility_timeout"])
         client = redis.Redis.from_url(worker.app.conf.broker_url)
-        try:
-            queue_settings_check.register_visibility_timeout(client, seconds)
-        except queue_settings_check.SettingMismatch as exc:
-            raise SystemExit(f"neuron-atlas worker refused to start: {exc}") from None
+        # Redis away while the worker starts (restarted, failing over) is waited out like any
+        # other outage, for DEPENDENCY_RETRY_WINDOW_S: failing here killed the worker, and its
+        # shard with it, when Redis blinked during a slow start.
+        deadline = time.monotonic() + get_infra_settings().dependency_retry_window_s
+        pause = 0.5
+        while True:
+            try:
+                queue_settings_check.register_visibility_timeout(client, seconds)
+                break
+            except queue_settings_check.SettingMismatch as exc:
+                raise SystemExit(f"neuron-atlas worker refused to start: {exc}") from None
+            except redis.ConnectionError:
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(2 * pause, 5.0)
         interval = queue_settings_check.REGISTRATION_TTL_S / 5
         worker.timer.call_repeatedly(interval, queue_settings_check.refresh, (client, seconds))
 

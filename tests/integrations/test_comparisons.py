@@ -41,11 +41,27 @@ def test_a_job_compared_with_itself_on_the_suite_changes_nothing_and_equals_the_
     assert suite.summary == local.summary and suite.a.source == job_id
 
 
+# Every comparison route: tests/services/gateway/test_tenancy.py's matrix counts them as checked here.
+COMPARISON_ROUTES = {
+    ("POST", "/v1/comparisons"),
+    ("GET", "/v1/comparisons/{comparison_id}"),
+    ("GET", "/v1/comparisons/{comparison_id}/comparison"),
+}
+
+
 def test_comparisons_are_the_tenants_own_and_errors_are_problems(
     suite: Any, atlas: Client, finished_job: FinishedJob
 ) -> None:
     job_id = finished_job.job.id
     created = atlas.compare(job_id, job_id)
+    with httpx.Client(base_url=suite.url, timeout=60) as anonymous:
+        for method, path in COMPARISON_ROUTES:  # every route, no key: 401
+            answer = anonymous.request(
+                method,
+                path.replace("{comparison_id}", created.id),
+                json={"a": job_id, "b": job_id} if method == "POST" else None,
+            )
+            assert answer.status_code == 401, (method, path)
     with httpx.Client(base_url=suite.url, headers=suite.headers("tenant-b"), timeout=60) as other:
         for path in (f"/v1/comparisons/{created.id}", f"/v1/comparisons/{created.id}/comparison"):
             answer = other.get(path)

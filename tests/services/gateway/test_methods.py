@@ -23,6 +23,7 @@ VALUES = {
     "channel": "3",
     "image_id": "a" * 64,
     "model_id": "b" * 32,
+    "comparison_id": "c" * 32,
 }
 
 
