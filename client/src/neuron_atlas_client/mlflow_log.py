@@ -151,6 +151,13 @@ def mlflow_refusals(tracking_uri: str | None) -> Iterator[None]:
         ) from None
 
 
+def new_run(client: MlflowClient, experiment: str, run_name: str | None) -> str:
+    """A new run in `experiment` (created if missing); its id."""
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    return str(client.create_run(experiment_id, run_name=run_name).info.run_id)
+
+
 def log_result(
     out_dir: str | os.PathLike[str],
     *,
@@ -177,10 +184,7 @@ def log_result(
     write_report = report or report_writer()
     index = write_report(folder) if write_report is not None else None
     with mlflow_refusals(tracking_uri):
-        if run_id is None:
-            found = client.get_experiment_by_name(experiment)
-            experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-            run_id = client.create_run(experiment_id, run_name=run_name).info.run_id
+        run_id = run_id or new_run(client, experiment, run_name)
         now = int(time.time() * 1000)
         all_tags = {
             **model_tags(hierarchy, model_sha256),
@@ -269,10 +273,7 @@ def log_comparison(
         tags[f"neuron_atlas.comparison.{side}.architecture"] = record.architecture
         tags[f"neuron_atlas.comparison.{side}.sha256"] = record.sha256 or "unknown"
     with mlflow_refusals(tracking_uri):
-        if run_id is None:
-            found = client.get_experiment_by_name(experiment)
-            experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-            run_id = client.create_run(experiment_id, run_name=run_name).info.run_id
+        run_id = run_id or new_run(client, experiment, run_name)
         now = int(time.time() * 1000)
         client.log_batch(
             run_id,
@@ -280,6 +281,6 @@ def log_comparison(
             tags=[RunTag(k, v) for k, v in tags.items()],
         )
         client.log_artifact(run_id, str(path))
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr):  # MLflow prints the run's links: not our stdout
             client.set_terminated(run_id)
     return run_id
