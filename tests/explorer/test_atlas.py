@@ -277,6 +277,10 @@ def test_text_colours_keep_aa_contrast_on_their_backgrounds() -> None:
         ("muted", "no-bg"),
         ("untested", "untested-bg"),
         ("generic", "paper"),
+        ("lost", "lost-bg"),
+        ("gained", "gained-bg"),
+        ("ink", "lost-bg"),
+        ("ink", "gained-bg"),
     ]
     for text, background in pairs:
         assert _contrast(colours[text], colours[background]) >= 4.5, (text, background)
