@@ -26,10 +26,17 @@ SAND_CONCEPT = "L2-0"  # blue circles on sand
 @pytest.fixture(scope="module")
 def compared(planted_runs: PlantedRuns, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("compared") / "v2"
-    assert cli_main(["-q", "compare", str(planted_runs.original), str(planted_runs.zeroed), "--out", str(out)]) == 0
+    assert (
+        cli_main(["-q", "compare", str(planted_runs.original), str(planted_runs.zeroed), "--out", str(out)])
+        == 0
+    )
     document = json.loads((out / "comparison.json").read_text())
     hierarchy = json.loads((planted_runs.original / "hierarchy.json").read_text())
-    return {"url": (out / "explorer" / "index.html").resolve().as_uri(), "document": document, "hierarchy": hierarchy}
+    return {
+        "url": (out / "explorer" / "index.html").resolve().as_uri(),
+        "document": document,
+        "hierarchy": hierarchy,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +65,12 @@ def test_the_tree_marks_each_concept_and_filters_to_the_changed_ones(
     screenshot(browser, "comparison-overview")
     browser.find_element("id", "changed-only").click()
     wait_for(browser, "document.querySelector('.changed-list li')")
-    listed = [e.get_attribute("data-concept") for e in browser.find_elements("css selector", ".changed-list > li")]
-    assert set(listed) == {c["id"] for c in document["concepts"] if c["status"] in {"changed", "vanished", "appeared"}}
+    listed = [
+        e.get_attribute("data-concept") for e in browser.find_elements("css selector", ".changed-list > li")
+    ]
+    assert set(listed) == {
+        c["id"] for c in document["concepts"] if c["status"] in {"changed", "vanished", "appeared"}
+    }
     assert SAND_CONCEPT in listed
     assert console_errors(browser) == []
 

@@ -59,7 +59,9 @@ def test_the_tree_holds_every_concept_once_with_its_documents_marker(zeroed: Com
         concept = document[row["id"]]
         assert row["marker"]["kind"] == marker_kind(concept)
         assert row["marker"]["text"] == MARKERS[row["marker"]["kind"]]["text"]
-        assert row["label"] == next(c["label"] for c in zeroed.hierarchy_a["clusters"] if c["id"] == row["id"])
+        assert row["label"] == next(
+            c["label"] for c in zeroed.hierarchy_a["clusters"] if c["id"] == row["id"]
+        )
         # an unchanged concept too small for any change to reach alpha says so
         if concept["status"] == "unchanged" and concept["testable"] is False:
             assert row["marker"]["kind"] == "untested"
@@ -68,7 +70,9 @@ def test_the_tree_holds_every_concept_once_with_its_documents_marker(zeroed: Com
     assert counts["changed"] == zeroed.comparison["summary"]["changed"] > 0
 
 
-def test_the_changed_filter_lists_exactly_the_changed_concepts_with_their_paths(zeroed: ComparisonView) -> None:
+def test_the_changed_filter_lists_exactly_the_changed_concepts_with_their_paths(
+    zeroed: ComparisonView,
+) -> None:
     changed = zeroed.changed()
     wanted = {c["id"] for c in zeroed.comparison["concepts"] if c["status"] in CHANGED_KINDS}
     assert {r["id"] for r in changed["items"]} == wanted and changed["total"] == len(wanted)
@@ -93,7 +97,9 @@ def test_a_concept_shows_both_groups_with_the_lost_and_gained_neurons(zeroed: Co
     assert lost == SAND == [n["channel"] for n in document["lost"]]
     assert gained == [n["channel"] for n in document["gained"]] and gained
     # the zeroed detectors lost all their support, beyond same-model noise
-    assert all(c["significant"] and c["change"] == -1.0 and c["q"] <= page["alpha"] for c in layer["a"] if c["lost"])
+    assert all(
+        c["significant"] and c["change"] == -1.0 and c["q"] <= page["alpha"] for c in layer["a"] if c["lost"]
+    )
     assert page["jaccard"] == round(document["jaccard"], 3)
     assert page["sides"]["a"]["causal"]["significant"] is True
     assert page["sides"]["b"]["causal"]["significant"] is False
@@ -137,6 +143,6 @@ def test_the_static_folder_has_a_data_file_per_concept(zeroed: ComparisonView, t
 
 
 def test_a_hierarchy_of_another_result_is_refused(zeroed: ComparisonView) -> None:
-    other = {"clusters": [{"id": "X", "parent": None, "children": [], "label": "x", "level": 1, "size": 1}]}
+    other: dict[str, Any] = {"clusters": [{"id": "X", "parent": None, "children": [], "label": "x", "level": 1, "size": 1}]}
     with pytest.raises(ValueError, match="not in model A's hierarchy"):
         comparison_view(zeroed.comparison, other, zeroed.hierarchy_b)

@@ -63,14 +63,23 @@ def test_another_tenant_never_sees_the_comparison(suite: Any, ui_comparison: dic
             assert client.get(path).status_code == 401, path
         # another tenant's comparison answers exactly as one that never existed
         never = client.get(f"/ui/api/comparisons/{'0' * 32}/summary", headers=suite.headers("tenant-b"))
-        theirs = client.get(f"/ui/api/comparisons/{ui_comparison['id']}/summary", headers=suite.headers("tenant-b"))
-        assert never.json()["title"].replace("0" * 32, "ID") == theirs.json()["title"].replace(ui_comparison["id"], "ID")
-        assert client.get(f"/ui/api/comparisons/{ui_comparison['id']}/summary", headers=suite.headers("tenant-a")).json()[
-            "models"
-        ]["a"]["job"] == ui_comparison["job"]
+        theirs = client.get(
+            f"/ui/api/comparisons/{ui_comparison['id']}/summary", headers=suite.headers("tenant-b")
+        )
+        assert never.json()["title"].replace("0" * 32, "ID") == theirs.json()["title"].replace(
+            ui_comparison["id"], "ID"
+        )
+        assert (
+            client.get(
+                f"/ui/api/comparisons/{ui_comparison['id']}/summary", headers=suite.headers("tenant-a")
+            ).json()["models"]["a"]["job"]
+            == ui_comparison["job"]
+        )
         # the page's address holds no data: it sends the browser to the explorer's route
         page = client.get(f"/ui/comparisons/{ui_comparison['id']}", follow_redirects=False)
-        assert page.status_code == 307 and page.headers["location"] == f"/ui/#/comparison/{ui_comparison['id']}"
+        assert (
+            page.status_code == 307 and page.headers["location"] == f"/ui/#/comparison/{ui_comparison['id']}"
+        )
         assert client.get("/ui/comparisons/not-an-id").status_code == 422
 
 

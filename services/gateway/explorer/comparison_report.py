@@ -17,7 +17,9 @@ from services.gateway.explorer.page import ASSETS, asset, index_html
 from services.gateway.explorer.report import FOLDER, data_script
 
 
-def load_comparison_view(comparison: dict[str, Any], a_out: Path, b_out: Path, title: str = "") -> ComparisonView:
+def load_comparison_view(
+    comparison: dict[str, Any], a_out: Path, b_out: Path, title: str = ""
+) -> ComparisonView:
     """The view of a comparison of two result folders (their `hierarchy.json`)."""
     hierarchies = [json.loads((out / "hierarchy.json").read_text(encoding="utf-8")) for out in (a_out, b_out)]
     return comparison_view(comparison, hierarchies[0], hierarchies[1], title=title)
@@ -46,10 +48,18 @@ def write_comparison_report(out_dir: Path, view: ComparisonView) -> Path:
         if cluster_id not in view.concepts:
             continue
         name = safe_name(cluster_id)
-        _write(staging, f"comparison/concept/{name}.js", f"comparison/concept/{cluster_id}", view.concept(cluster_id))
+        _write(
+            staging,
+            f"comparison/concept/{name}.js",
+            f"comparison/concept/{cluster_id}",
+            view.concept(cluster_id),
+        )
         if cluster["children"]:
             _write(
-                staging, f"comparison/children/{name}.js", f"comparison/children/{cluster_id}", view.children(cluster_id)
+                staging,
+                f"comparison/children/{name}.js",
+                f"comparison/children/{cluster_id}",
+                view.children(cluster_id),
             )
     if folder.exists():
         shutil.rmtree(folder)

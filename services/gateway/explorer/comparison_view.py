@@ -27,7 +27,8 @@ CHANGED_KINDS = ("changed", "vanished", "appeared")
 MARKERS: dict[str, dict[str, str]] = {
     "changed": {
         "text": "changed",
-        "title": "Some of its neurons' support changed beyond what two passes of the same model show (BH q ≤ alpha)",
+        "title": "Some of its neurons' support changed beyond what two passes of the same model show "
+        "(BH q ≤ alpha)",
     },
     "vanished": {"text": "group vanished", "title": "Model A has a neuron group for it, model B none"},
     "appeared": {"text": "group appeared", "title": "Model B has a neuron group for it, model A none"},
@@ -37,7 +38,8 @@ MARKERS: dict[str, dict[str, str]] = {
     },
     "untested": {
         "text": "not testable: too few images",
-        "title": "Too few images for any change to reach alpha (the smallest two-sided p of n images is 0.5^n)",
+        "title": "Too few images for any change to reach alpha "
+        "(the smallest two-sided p of n images is 0.5^n)",
     },
     "no_group": {"text": "no group in either", "title": "Neither model has a neuron group for it"},
     "in_both": {
@@ -144,7 +146,11 @@ class ComparisonView:
     def changed(self) -> dict[str, Any]:
         """The filter "changed concepts only": every changed, vanished or appeared concept with
         its path, the highest level first, then the smallest share of A's group kept."""
-        ids = [cid for cid, c in self.concepts.items() if marker_kind(c) in CHANGED_KINDS and cid in self.clusters]
+        ids = [
+            cid
+            for cid, c in self.concepts.items()
+            if marker_kind(c) in CHANGED_KINDS and cid in self.clusters
+        ]
         ids.sort(key=lambda i: (-self.clusters[i]["level"], self.concepts[i].get("kept_share") or 0.0, i))
         return {"total": len(ids), "items": [{**self.node(i), "path": self._path(i)} for i in ids]}
 
@@ -197,7 +203,9 @@ class ComparisonView:
             ]
         causal = _causal_null(self.hierarchy_a) or _causal_null(self.hierarchy_b)
         if causal:
-            tests.append({"name": "Causal effect (each model's own specificity test)", "text": f"Null: {causal}"})
+            tests.append(
+                {"name": "Causal effect (each model's own specificity test)", "text": f"Null: {causal}"}
+            )
         return tests
 
     # --- a concept ---
@@ -259,11 +267,21 @@ class ComparisonView:
                 }
                 if n["in_a"]:
                     cells["a"].append(
-                        {"channel": channel, "support": _num(n["support_a"], 3), "lost": not n["in_b"], **change}
+                        {
+                            "channel": channel,
+                            "support": _num(n["support_a"], 3),
+                            "lost": not n["in_b"],
+                            **change,
+                        }
                     )
                 if n["in_b"]:
                     cells["b"].append(
-                        {"channel": channel, "support": _num(n["support_b"], 3), "gained": not n["in_a"], **change}
+                        {
+                            "channel": channel,
+                            "support": _num(n["support_b"], 3),
+                            "gained": not n["in_a"],
+                            **change,
+                        }
                     )
             out.append(
                 {
@@ -317,7 +335,9 @@ class ComparisonView:
             }
             for n in c.get("neurons") or []
         ]
-        rows.sort(key=lambda r: (not r["significant"], -abs(r["support_change"] or 0.0), r["layer"], r["channel"]))
+        rows.sort(
+            key=lambda r: (not r["significant"], -abs(r["support_change"] or 0.0), r["layer"], r["channel"])
+        )
         return rows
 
 
@@ -331,7 +351,9 @@ def comparison_view(
     """The comparison view of a `comparison.json` (as plain JSON) and its two results'
     `hierarchy.json`. A concept of the comparison missing from A's hierarchy is refused: the
     three documents must be of one comparison."""
-    missing = [c["id"] for c in comparison["concepts"] if c["id"] not in {x["id"] for x in hierarchy_a["clusters"]}]
+    missing = [
+        c["id"] for c in comparison["concepts"] if c["id"] not in {x["id"] for x in hierarchy_a["clusters"]}
+    ]
     if missing:
         raise ValueError(f"the comparison's concepts {missing[:3]} are not in model A's hierarchy")
     return ComparisonView(comparison, hierarchy_a, hierarchy_b, title, dict(links or {}))

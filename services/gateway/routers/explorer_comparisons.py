@@ -31,7 +31,9 @@ def _job(jobs: JobStore, tenant: str, job_id: str, comparison_id: str) -> JobRec
     if record is None or record.tenant != tenant:
         raise Problem(404, "not-found", f"Job {job_id} of comparison {comparison_id} is no longer there.")
     if record.status != "succeeded":
-        raise Problem(409, "job-not-finished", f"Job {job_id} of comparison {comparison_id} is {record.status}.")
+        raise Problem(
+            409, "job-not-finished", f"Job {job_id} of comparison {comparison_id} is {record.status}."
+        )
     return record
 
 
@@ -68,7 +70,9 @@ class _ViewCache:
         document = json.loads(raw)
         stamps = self._stamps(jobs, tenant, comparison_id, document)
         job_a, job_b = (stamp.split("@")[0] for stamp in stamps)
-        hierarchies = [json.loads(store.get_bytes(artifacts.job_prefix(j) + artifacts.HIERARCHY)) for j in (job_a, job_b)]
+        hierarchies = [
+            json.loads(store.get_bytes(artifacts.job_prefix(j) + artifacts.HIERARCHY)) for j in (job_a, job_b)
+        ]
         view = comparison_view(
             document,
             hierarchies[0],
@@ -102,7 +106,11 @@ def ui_comparison_summary(
 
 @router.get("/ui/api/comparisons/{comparison_id}/children")
 def ui_comparison_children(
-    store: StoreDep, jobs: JobsDep, tenant: TenantDep, comparison_id: str = ComparisonId, parent: str | None = None
+    store: StoreDep,
+    jobs: JobsDep,
+    tenant: TenantDep,
+    comparison_id: str = ComparisonId,
+    parent: str | None = None,
 ) -> dict[str, Any]:
     """The concepts under `parent` (the top level without it), each with its change marker."""
     try:

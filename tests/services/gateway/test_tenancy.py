@@ -145,7 +145,12 @@ def test_every_route_is_in_the_matrix() -> None:
     # (tests/integrations/test_comparisons.py, which makes a comparison on the suite, and
     # tests/explorer/test_ui_comparison.py for the explorer's comparison view)
     listed = (
-        set(PUBLIC) | TENANT_WIDE | set(JOB_ROUTES) | set(MODEL_ROUTES) | COMPARISON_ROUTES | UI_COMPARISON_ROUTES
+        set(PUBLIC)
+        | TENANT_WIDE
+        | set(JOB_ROUTES)
+        | set(MODEL_ROUTES)
+        | COMPARISON_ROUTES
+        | UI_COMPARISON_ROUTES
     )
     uncovered = sorted(routes - listed)
     assert not uncovered, (
