@@ -143,6 +143,8 @@ def test_the_static_folder_has_a_data_file_per_concept(zeroed: ComparisonView, t
 
 
 def test_a_hierarchy_of_another_result_is_refused(zeroed: ComparisonView) -> None:
-    other: dict[str, Any] = {"clusters": [{"id": "X", "parent": None, "children": [], "label": "x", "level": 1, "size": 1}]}
+    other: dict[str, Any] = {
+        "clusters": [{"id": "X", "parent": None, "children": [], "label": "x", "level": 1, "size": 1}]
+    }
     with pytest.raises(ValueError, match="not in model A's hierarchy"):
         comparison_view(zeroed.comparison, other, zeroed.hierarchy_b)
