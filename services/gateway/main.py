@@ -17,7 +17,16 @@ from services.gateway import docs_pages, openapi, problems
 from services.gateway.deps import Services
 from services.gateway.limits import MULTIPART_OVERHEAD_BYTES, BodySizeLimit, PathLimit
 from services.gateway.request_log import RequestLog
-from services.gateway.routers import comparisons, explorer, health, jobs, models, results, webhooks
+from services.gateway.routers import (
+    comparisons,
+    explorer,
+    explorer_comparisons,
+    health,
+    jobs,
+    models,
+    results,
+    webhooks,
+)
 from services.gateway.security_headers import SecurityHeaders
 from services.gateway.settings import check_auth_setting, get_gateway_settings
 from shared.jobs.jobstore import JobStore
@@ -111,6 +120,7 @@ def create_app() -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(comparisons.router)
     app.include_router(explorer.router)
+    app.include_router(explorer_comparisons.router)
     app.include_router(docs_pages.router)
     settings = get_gateway_settings()
     # Model uploads have their own limit: a checkpoint can be larger than a batch of images.
