@@ -164,16 +164,11 @@ def partitions_of(captions: Sequence[str], shuffle_seed: int | None) -> np.ndarr
     return np.stack([canonical_labels(column) for column in partitions[rows].T], axis=1)
 
 
-def run_job(
-    target: TargetModel,
-    collection: Collection,
-    partitions: np.ndarray,
-    options: PipelineOptions,
-    model_passes: bool = True,
-) -> dict[str, Any]:
-    """The uncertainty stage on one job: activations, the groups by the product's rule, and
-    every test, as uncertainty.json holds them; without `model_passes`, only the tests that need
-    none (selectivity, difference), on the same groups."""
+def job_arrays(
+    target: TargetModel, collection: Collection, partitions: np.ndarray, options: PipelineOptions
+) -> JobArrays:
+    """What the uncertainty stage reads of one job: activations, and the groups by the
+    product's rule."""
     images = collection.images
     inputs = ModelInputs(lambda rows: [images[i] for i in rows], torch.device("cpu"), prep=target.prep)
     reader = ActivationReader(target.module, [layer.name for layer in target.layers])
@@ -188,9 +183,24 @@ def run_job(
         reader.close()
     mask = active_mask(pooled, target.layers, options.top_fraction, options.ranking)
     levels = build_groups(partitions, mask, options.min_support, options.group_rule)
-    arrays = JobArrays(partitions, mask, pooled, levels, target.layers, labels=collection.labels)
+    return JobArrays(partitions, mask, pooled, levels, target.layers, labels=collection.labels)
+
+
+def run_job(
+    target: TargetModel,
+    collection: Collection,
+    partitions: np.ndarray,
+    options: PipelineOptions,
+    model_passes: bool = True,
+    arrays: JobArrays | None = None,
+) -> dict[str, Any]:
+    """The uncertainty stage on one job: every test, as uncertainty.json holds them; without
+    `model_passes`, only the tests that need none (selectivity, difference), on the same
+    groups."""
+    arrays = arrays or job_arrays(target, collection, partitions, options)
     if not model_passes:  # the statistics and difference tests alone: they need no model pass
         return compute_uncertainty(arrays, options, None).document()
+    images = collection.images
     side = ModelSide(target.module, lambda rows: [images[i] for i in rows], torch.device("cpu"), target.prep)
     return compute_uncertainty(arrays, options, side).document()
 
@@ -349,6 +359,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
     parser.add_argument("--skip-trained", action="store_true", help="leave out the trained model's column")
+    parser.add_argument(
+        "--trained-only", action="store_true", help="only the trained model's column and factor recovery"
+    )
     args = parser.parse_args(argv)
     repeats = args.repeats or (2 if args.small else 6)
     per_concept = args.per_concept or (16 if args.small else 40)
@@ -357,20 +370,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     tally = Tally()
     targets = {"random ResNet18": resnet18(0), "planted model": planted()}
-    for repeat in range(repeats):
-        for column in NULLS:
-            document = null_job(column, repeat, targets, per_concept, importance=repeat == 0)
-            count(document, tally, column, tests=TESTS_OF[column])
-    top_ups = {
-        column: top_up(tally, column, targets, per_concept, repeats, min_units, max_extra) for column in NULLS
-    }
-    planted_jobs = planted_collection(per_concept * 6 // 4, 7)
-    partitions = partitions_of(planted_jobs.captions, shuffle_seed=None)
-    document = run_job(
-        targets["planted model"], planted_jobs, partitions, options_for(targets["planted model"], True)
-    )
-    assert planted_jobs.labels is not None
-    count(document, tally, POWERS[0], pure_in=(partitions, planted_jobs.labels))
+    top_ups: dict[str, dict[str, Any]] = {}
+    if not args.trained_only:
+        for repeat in range(repeats):
+            for column in NULLS:
+                document = null_job(column, repeat, targets, per_concept, importance=repeat == 0)
+                count(document, tally, column, tests=TESTS_OF[column])
+        top_ups = {
+            column: top_up(tally, column, targets, per_concept, repeats, min_units, max_extra)
+            for column in NULLS
+        }
+        planted_jobs = planted_collection(per_concept * 6 // 4, 7)
+        partitions = partitions_of(planted_jobs.captions, shuffle_seed=None)
+        document = run_job(
+            targets["planted model"], planted_jobs, partitions, options_for(targets["planted model"], True)
+        )
+        assert planted_jobs.labels is not None
+        count(document, tally, POWERS[0], pure_in=(partitions, planted_jobs.labels))
     trained = None if args.skip_trained else trained_power(args, tally)
     settings = {
         "repeats": repeats,
@@ -384,7 +400,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(table["text"])
     if args.json:
         args.json.write_text(
-            json.dumps({k: table[k] for k in ("machine", "settings", "top_ups", "cells")}, indent=1)
+            json.dumps(
+                {k: table[k] for k in ("machine", "settings", "top_ups", "cells", "trained")}, indent=1
+            )
         )
     return table
 
@@ -418,9 +436,11 @@ def machine() -> dict[str, Any]:
 
 
 def trained_power(args: argparse.Namespace, tally: Tally) -> dict[str, Any] | None:
-    """Power on the factor-world model: its concepts are learned, not planted."""
+    """Power on the factor-world model: its concepts are learned, not planted; and how far its
+    concept groups recover the factors (benchmarks/factor_recovery.py)."""
     try:
         from benchmarks import factor_world
+        from benchmarks.factor_recovery import factor_recovery, summary
     except ImportError:
         return None
     folder = args.trained or Path("/tmp/neuron-atlas-factor-model")
@@ -437,10 +457,26 @@ def trained_power(args: argparse.Namespace, tally: Tally) -> dict[str, Any] | No
     images = [Image.fromarray(pixels) for pixels in collection.pixels]
     job = Collection(images, list(collection.captions), np.array(collection.labels))
     partitions = partitions_of(job.captions, shuffle_seed=None)
-    document = run_job(target, job, partitions, options_for(target, False))
+    options = options_for(target, False)
+    arrays = job_arrays(target, job, partitions, options)
+    document = run_job(target, job, partitions, options, arrays=arrays)
     # as for the planted model: power on the clusters whose images all share a class
+    assert job.labels is not None
     count(document, tally, POWERS[1], pure_in=(partitions, job.labels))
-    return {"images": len(images)}
+    values = {f: [x.value(f) for x in collection.factors] for f in factor_world.FACTORS}
+    recovery = factor_recovery(
+        target.module,
+        target.prep,
+        layers,
+        images,
+        values,
+        job.labels,
+        partitions,
+        arrays.mask,
+        arrays.levels,
+        options.min_support,
+    )
+    return {"images": len(images), "recovery": [vars(r) for r in recovery], "summary": summary(recovery)}
 
 
 def render(
@@ -495,6 +531,17 @@ def render(
         )
     if trained is None and not settings["skip_trained"]:
         lines.append("The trained-model column needs benchmarks/factor_world.py.")
+    if trained is not None:
+        lines += [
+            "",
+            f"Factor recovery on the trained model ({trained['images']} images; benchmarks/"
+            "factor_recovery.py): per factor value, the FINCH cluster that best matches its images, "
+            "that cluster's group against the product's group on the value's own images, and the "
+            "drop of the true class's probability with the found group zeroed, on the value's images "
+            "and on the rest",
+            "",
+            *trained["summary"],
+        ]
     return {
         "text": "\n".join(lines),
         "cells": cells,
