@@ -9,11 +9,11 @@ For each value of each factor (e.g. colour = red), the images that have it are a
 - its *found concept* is the FINCH cluster, at any level, whose images overlap its images most
   (Jaccard of the image sets), and the found group that cluster's group;
 - recovery is the Jaccard of the image sets and of the found group with the true group;
-- ablation zeroes the found group on every image and compares the drop of the true class's
-  probability on the value's images with the drop on the rest (a probability, not top-1
-  accuracy: a planted detector zeroed leaves its class on top at a lower probability). Shape
-  and colour decide the class, so their groups should hurt their own images more; texture and
-  background do not, so theirs need not.
+- ablation zeroes the found group (and, apart, the true group) on every image and compares the
+  drop of the true class's probability on the value's images with the drop on the rest (a
+  probability, not top-1 accuracy: a planted detector zeroed leaves its class on top at a lower
+  probability). Shape and colour decide the class, so their groups should hurt their own images
+  more; texture and background do not, so theirs need not.
 
 This is not a test (no p-value): it reads what the power column's significance means on
 concepts nobody planted.
@@ -46,6 +46,8 @@ class ValueRecovery:
     true_neurons: int
     own_drop: float | None  # true-class probability drop on the value's images, found group zeroed
     other_drop: float | None  # the same on the other images
+    true_own_drop: float | None  # the same two with the true group zeroed
+    true_other_drop: float | None
 
 
 def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -92,10 +94,11 @@ def factor_recovery(
                 true = group_on(partitions, mask, np.flatnonzero(rows), 0, min_support, "direct", allowed)
                 level, cluster, image_jaccard = best_cluster(partitions, rows)
                 found.append((factor, value, rows, level, cluster, image_jaccard, true))
-        # one pass for all: the unablated model (row 0) and each found group zeroed
-        keeps = np.ones((len(found) + 1, mask.shape[1]), dtype=bool)
-        for i, (_, _, _, level, cluster, _, _) in enumerate(found):
+        # one pass for all: the unablated model (row 0), each found group zeroed, each true group
+        keeps = np.ones((2 * len(found) + 1, mask.shape[1]), dtype=bool)
+        for i, (_, _, _, level, cluster, _, true) in enumerate(found):
             keeps[i + 1] = ~levels[level].members[cluster]
+            keeps[len(found) + i + 1] = ~true
         n = len(images)
         image_index = np.tile(np.arange(n), keeps.shape[0])
         variant_index = np.repeat(np.arange(keeps.shape[0]), n)
@@ -110,6 +113,7 @@ def factor_recovery(
     for i, (factor, value, rows, level, cluster, image_jaccard, true) in enumerate(found):
         group = levels[level].members[cluster]
         drop = true_class[0] - true_class[i + 1]
+        true_drop = true_class[0] - true_class[len(found) + i + 1]
         results.append(
             ValueRecovery(
                 factor=factor,
@@ -121,28 +125,37 @@ def factor_recovery(
                 true_neurons=int(true.sum()),
                 own_drop=round(float(drop[rows].mean()), 3) if group.any() else None,
                 other_drop=round(float(drop[~rows].mean()), 3) if group.any() else None,
+                true_own_drop=round(float(true_drop[rows].mean()), 3) if true.any() else None,
+                true_other_drop=round(float(true_drop[~rows].mean()), 3) if true.any() else None,
             )
         )
     return results
 
 
 def summary(results: Sequence[ValueRecovery]) -> list[str]:
-    """One line per factor: median Jaccards, and how many values' groups hurt their own images
-    more than the others."""
+    """One line per factor: median Jaccards, and for the found and the true groups, how many
+    values' groups hurt their own images more than the others, with the mean drops."""
     lines = [
-        "| factor | values | median image Jaccard | median group Jaccard | own drop > other drop | "
-        "mean own drop | mean other drop |",
-        "|---|---|---|---|---|---|---|",
+        "| factor | values | median image Jaccard | median group Jaccard | found group: own > other "
+        "(mean own, other drop) | true group: own > other (mean own, other drop) |",
+        "|---|---|---|---|---|---|",
     ]
+
+    def hurt(pairs: Sequence[tuple[float | None, float | None]]) -> str:
+        done = [(own, other) for own, other in pairs if own is not None and other is not None]
+        if not done:
+            return "no group"
+        wins = sum(own > other for own, other in done)
+        own = float(np.mean([own for own, _ in done]))
+        other = float(np.mean([other for _, other in done]))
+        return f"{wins} of {len(done)} ({own:.3f}, {other:.3f})"
+
     for factor in dict.fromkeys(r.factor for r in results):
         rows = [r for r in results if r.factor == factor]
-        ablated = [r for r in rows if r.own_drop is not None and r.other_drop is not None]
-        hurt = sum(r.own_drop > r.other_drop for r in ablated)  # type: ignore[operator]
-        own = np.mean([r.own_drop for r in ablated]) if ablated else float("nan")
-        other = np.mean([r.other_drop for r in ablated]) if ablated else float("nan")
         lines.append(
             f"| {factor} | {len(rows)} | {np.median([r.cluster_jaccard for r in rows]):.2f} | "
-            f"{np.median([r.group_jaccard for r in rows]):.2f} | {hurt} of {len(ablated)} | "
-            f"{own:.3f} | {other:.3f} |"
+            f"{np.median([r.group_jaccard for r in rows]):.2f} | "
+            f"{hurt([(r.own_drop, r.other_drop) for r in rows])} | "
+            f"{hurt([(r.true_own_drop, r.true_other_drop) for r in rows])} |"
         )
     return lines

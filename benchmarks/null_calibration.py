@@ -548,6 +548,7 @@ def render(
         "machine": host,
         "settings": settings,
         "top_ups": top_ups,
+        "trained": trained,
     }
 
 

@@ -32,4 +32,6 @@ def test_planted_concepts_are_recovered_and_their_groups_hurt_their_own_images()
         assert found.cluster_jaccard >= 0.3 and found.group_jaccard >= 0.5, found
         assert found.own_drop is not None and found.other_drop is not None
         assert found.own_drop >= found.other_drop + 0.1, found
+        assert found.true_own_drop is not None and found.true_other_drop is not None
+        assert found.true_own_drop >= found.true_other_drop + 0.1, found
     assert summary(results)[2].startswith("| quadrant | 4 |")
