@@ -20,10 +20,15 @@ their captions.
 Units: selectivity, a cluster with any selective membership (BH across its neurons); the
 specificity, keep-only and importance tests, a tested concept; the difference test, a tested
 child. A false-positive rate passes when it is at most alpha + 2 SE, with enough repetitions for
-an SE of at most 0.02 (120 units; `--small` runs fewer and only flags rates clearly off).
+an SE of at most 0.02 (120 units; `--small` runs fewer and only flags rates clearly off). After
+`--repeats` jobs per null, each null's cells (importance aside) are topped up to `--min-units`
+with more jobs that run only what the short cells need: on the planted model's random sets few
+children have difference neurons (121 tested in 219 jobs), and those jobs skip every model pass.
 
-    python benchmarks/null_calibration.py               # the table (about 20 min on 2 CPU cores)
+    python benchmarks/null_calibration.py               # the table; 2026-12-07 on a shared 2-core
+                                                        # EPYC (load 9 to 12): 52 min, 19 min CPU
     python benchmarks/null_calibration.py --small       # CI's quick version
+    python benchmarks/null_calibration.py --trained-only  # the trained model and factor recovery
 """
 
 from __future__ import annotations
