@@ -26,7 +26,7 @@ with more jobs that run only what the short cells need: on the planted model's r
 children have difference neurons (121 tested in 219 jobs), and those jobs skip every model pass.
 
     python benchmarks/null_calibration.py               # the table; 2026-12-07 on a shared 2-core
-                                                        # EPYC (load 9 to 12): 52 min, 19 min CPU
+                                                        # EPYC (load 9 to 12): 52 min, 19 min of CPU
     python benchmarks/null_calibration.py --small       # CI's quick version
     python benchmarks/null_calibration.py --trained-only  # the trained model and factor recovery
 """
