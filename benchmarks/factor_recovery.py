@@ -41,7 +41,7 @@ class ValueRecovery:
     value: str
     images: int
     cluster_jaccard: float  # found cluster's images against the value's images
-    group_jaccard: float  # found group against the true group
+    group_jaccard: float | None  # found group against the true group; None: both empty
     found_neurons: int
     true_neurons: int
     own_drop: float | None  # true-class probability drop on the value's images, found group zeroed
@@ -120,7 +120,7 @@ def factor_recovery(
                 value=value,
                 images=int(rows.sum()),
                 cluster_jaccard=round(image_jaccard, 3),
-                group_jaccard=round(_jaccard(group, true), 3),
+                group_jaccard=round(_jaccard(group, true), 3) if (group | true).any() else None,
                 found_neurons=int(group.sum()),
                 true_neurons=int(true.sum()),
                 own_drop=round(float(drop[rows].mean()), 3) if group.any() else None,
@@ -150,11 +150,15 @@ def summary(results: Sequence[ValueRecovery]) -> list[str]:
         other = float(np.mean([other for _, other in done]))
         return f"{wins} of {len(done)} ({own:.3f}, {other:.3f})"
 
+    def median(values: Sequence[float | None]) -> str:
+        known = [v for v in values if v is not None]
+        return f"{np.median(known):.2f}" if known else "both empty"
+
     for factor in dict.fromkeys(r.factor for r in results):
         rows = [r for r in results if r.factor == factor]
         lines.append(
             f"| {factor} | {len(rows)} | {np.median([r.cluster_jaccard for r in rows]):.2f} | "
-            f"{np.median([r.group_jaccard for r in rows]):.2f} | "
+            f"{median([r.group_jaccard for r in rows])} | "
             f"{hurt([(r.own_drop, r.other_drop) for r in rows])} | "
             f"{hurt([(r.true_own_drop, r.true_other_drop) for r in rows])} |"
         )
