@@ -8,7 +8,8 @@ construction.
 Nulls:
 - random image sets: the captions are shuffled across the images before they are embedded and
   clustered, so every cluster is a random set of images (on a random-weight ResNet18, and on the
-  planted model, whose neurons carry planted concepts that no random cluster shares);
+  planted model, whose neurons carry planted concepts that no random cluster shares, and on
+  the model trained on the factor world, whose neurons learned theirs);
 - exchangeable children: real clusters, with each parent's images shuffled among its children
   (the difference test's null; the other tests compare a concept with the whole collection, so
   a real parent makes them true positives there, not false ones).
@@ -28,7 +29,8 @@ children have difference neurons (121 tested in 219 jobs), and those jobs skip e
     python benchmarks/null_calibration.py               # the table; 2026-12-07 on a shared 2-core
                                                         # EPYC (load 9 to 12): 52 min, 19 min of CPU
     python benchmarks/null_calibration.py --small       # CI's quick version
-    python benchmarks/null_calibration.py --trained-only  # the trained model and factor recovery
+    python benchmarks/null_calibration.py --trained-only  # the trained model: its null, power
+                                                          # and factor recovery
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ ALPHA = 0.05
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 TESTS = ("selectivity", "specificity", "keep_only", "difference", "importance")
 NULLS = ("random sets, random ResNet18", "random sets, planted model", "exchangeable children")
+# Random image sets on the model trained on the factor world: its neurons learned concepts
+# (shape, colour, texture) that no random cluster shares. Run with the trained column.
+TRAINED_NULL = "random sets, trained model"
 POWERS = ("power, planted model", "power, trained model")
 
 
@@ -280,7 +285,12 @@ MIN_UNITS = 120  # an SE of at most 0.02 at alpha 0.05: sqrt(0.05 * 0.95 / 120) 
 # positives), and those a top-up job may add: importance is left at its first job's count, since
 # it is shown to be off (every random set passes on the random ResNet18), not calibrated, and its
 # 19 random sets per concept are the costliest passes.
-TESTS_OF = {NULLS[0]: TESTS, NULLS[1]: TESTS, NULLS[2]: ("difference",)}
+TESTS_OF = {
+    NULLS[0]: TESTS,
+    NULLS[1]: TESTS,
+    NULLS[2]: ("difference",),
+    TRAINED_NULL: tuple(test for test in TESTS if test != "importance"),
+}
 NO_MODEL_PASS = ("selectivity", "difference")
 
 
@@ -301,6 +311,8 @@ def null_job(
         return run_job(target, collection, exchangeable_children(real, repeat), options, model_passes)
     if column == NULLS[0]:
         target, collection = targets["random ResNet18"], sample_collection(per_concept, repeat)
+    elif column == TRAINED_NULL:
+        target, collection = targets["trained model"], factor_collection(per_concept * 8, 300 + repeat)
     else:
         target, collection = targets["planted model"], planted_collection(per_concept * 6 // 4, repeat)
     partitions = partitions_of(collection.captions, shuffle_seed=1000 + repeat)
@@ -392,7 +404,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
         assert planted_jobs.labels is not None
         count(document, tally, POWERS[0], pure_in=(partitions, planted_jobs.labels))
-    trained = None if args.skip_trained else trained_power(args, tally)
+    trained = None
+    if not args.skip_trained:
+        trained, top_ups[TRAINED_NULL] = trained_columns(args, tally, per_concept, repeats, min_units, max_extra)
     settings = {
         "repeats": repeats,
         "per_concept": per_concept,
@@ -440,27 +454,51 @@ def machine() -> dict[str, Any]:
     }
 
 
-def trained_power(args: argparse.Namespace, tally: Tally) -> dict[str, Any] | None:
-    """Power on the factor-world model: its concepts are learned, not planted; and how far its
-    concept groups recover the factors (benchmarks/factor_recovery.py)."""
-    try:
-        from benchmarks import factor_world
-        from benchmarks.factor_recovery import factor_recovery, summary
-    except ImportError:
-        return None
-    folder = args.trained or Path("/tmp/neuron-atlas-factor-model")
-    model = factor_world.trained_factor_model(folder)
+def factor_collection(n: int, seed: int) -> Collection:
+    """`n` factor-world images (benchmarks/factor_world.py) with their captions and classes."""
+    from benchmarks import factor_world
+
+    collection = factor_world.generate(n, seed=seed)
+    images = [Image.fromarray(pixels) for pixels in collection.pixels]
+    return Collection(images, list(collection.captions), np.array(collection.labels))
+
+
+def trained_target(folder: Path) -> TargetModel:
+    """The factor-world model (trained into `folder` if it holds none), as the benchmark's target."""
+    from benchmarks import factor_world
     from neuron_core.target_model import load_target_model
 
+    model = factor_world.trained_factor_model(folder)
     loaded = load_target_model(model.architecture, str(model.weights), preprocessing=model.preprocessing)
     layers, offset = [], 0
     for name, channels in (("layer1", 64), ("layer2", 128), ("layer3", 256), ("layer4", 512)):
         layers.append(LayerInfo(name, channels, offset))
         offset += channels
-    target = TargetModel("trained model", loaded.module, layers, model.preprocessing)
+    return TargetModel("trained model", loaded.module, layers, model.preprocessing)
+
+
+def trained_columns(
+    args: argparse.Namespace,
+    tally: Tally,
+    per_concept: int,
+    repeats: int,
+    min_units: int,
+    max_extra: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The trained model's columns: its null (random image sets, `repeats` jobs topped up as the
+    other nulls are), its power, and how far its concept groups recover the factors
+    (benchmarks/factor_recovery.py). Returns the recovery and the null's top-up."""
+    from benchmarks import factor_world
+    from benchmarks.factor_recovery import factor_recovery, summary
+
+    target = trained_target(args.trained or Path("/tmp/neuron-atlas-factor-model"))
+    targets = {"trained model": target}
+    for repeat in range(repeats):
+        document = null_job(TRAINED_NULL, repeat, targets, per_concept)
+        count(document, tally, TRAINED_NULL, tests=TESTS_OF[TRAINED_NULL])
+    top = top_up(tally, TRAINED_NULL, targets, per_concept, repeats, min_units, max_extra)
     collection = factor_world.generate(240 if args.small else 480, seed=99)
-    images = [Image.fromarray(pixels) for pixels in collection.pixels]
-    job = Collection(images, list(collection.captions), np.array(collection.labels))
+    job = factor_collection(240 if args.small else 480, seed=99)
     partitions = partitions_of(job.captions, shuffle_seed=None)
     options = options_for(target, False)
     arrays = job_arrays(target, job, partitions, options)
@@ -472,8 +510,8 @@ def trained_power(args: argparse.Namespace, tally: Tally) -> dict[str, Any] | No
     recovery = factor_recovery(
         target.module,
         target.prep,
-        layers,
-        images,
+        target.layers,
+        job.images,
         values,
         job.labels,
         partitions,
@@ -481,13 +519,15 @@ def trained_power(args: argparse.Namespace, tally: Tally) -> dict[str, Any] | No
         arrays.levels,
         options.min_support,
     )
-    return {"images": len(images), "recovery": [vars(r) for r in recovery], "summary": summary(recovery)}
+    found = {"images": len(job.images), "recovery": [vars(r) for r in recovery], "summary": summary(recovery)}
+    return found, top
 
 
 def render(
     tally: Tally, settings: dict[str, Any], top_ups: dict[str, dict[str, Any]], trained: dict[str, Any] | None
 ) -> dict[str, Any]:
-    columns = (*NULLS, *POWERS)
+    nulls = (*NULLS, TRAINED_NULL) if trained is not None else NULLS
+    columns = (*nulls, *POWERS)
     host = machine()
     blas = ", ".join(f"{name} {threads}" for name, threads in host["blas_threads"].items())
     lines = [
@@ -513,7 +553,7 @@ def render(
             rate, units = found
             se = math.sqrt(max(ALPHA * (1 - ALPHA), 1e-9) / units)
             verdict = ""
-            if column in NULLS:
+            if column in nulls:
                 verdict = " ok" if rate <= ALPHA + 2 * se else " OFF"
             row.append(f"{rate:.3f} ({units}){verdict}")
             cells.setdefault(test, {})[column] = {"rate": rate, "units": units, "se": se}
@@ -534,8 +574,6 @@ def render(
             f"- {column}: {done['selection only']} selection-only, {done['with model passes']} with "
             f"model passes{short if done['short'] else ''}"
         )
-    if trained is None and not settings["skip_trained"]:
-        lines.append("The trained-model column needs benchmarks/factor_world.py.")
     if trained is not None:
         lines += [
             "",
