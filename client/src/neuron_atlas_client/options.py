@@ -37,6 +37,22 @@ def _budget_schema(schema: dict[str, Any]) -> None:
             branch["minimum"] = 0
 
 
+def _layer_names(value: object, info: ValidationInfo) -> object:
+    """"a,b" strings come from the CLI and the environment (Python mode); a JSON spec must send
+    the array its schema shows. Lists become tuples, as strict validation wants them."""
+    if isinstance(value, str) and info.mode == "python":
+        names = tuple(part.strip() for part in value.split(",") if part.strip())
+        return names or None
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _check_layer_names(value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    # An empty list would run the default layers and record none: say so instead.
+    if value is not None and (not value or not all(re.search(NAME_PATTERN, name) for name in value)):
+        raise ValueError("name at least one module (no empty names), or leave layers out for the default")
+    return value
+
+
 def _model_ids_schema(schema: dict[str, Any]) -> None:
     for branch in schema.get("anyOf", []):
         if branch.get("type") == "array":
@@ -76,8 +92,13 @@ class TargetModel(BaseModel):
 
     @field_validator("layers", mode="before")
     @classmethod
-    def _list_to_tuple(cls, value: object) -> object:
-        return tuple(value) if isinstance(value, list) else value
+    def _split_layers(cls, value: object, info: ValidationInfo) -> object:
+        return _layer_names(value, info)
+
+    @field_validator("layers")
+    @classmethod
+    def _some_layers(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return _check_layer_names(value)
 
     @property
     def resolved_key(self) -> str:
@@ -304,18 +325,12 @@ class PipelineOptions(BaseModel):
     @field_validator("layers", mode="before")
     @classmethod
     def _split_layers(cls, value: object, info: ValidationInfo) -> object:
-        if isinstance(value, str) and info.mode == "python":
-            names = tuple(part.strip() for part in value.split(",") if part.strip())
-            return names or None
-        return tuple(value) if isinstance(value, list) else value
+        return _layer_names(value, info)
 
     @field_validator("layers")
     @classmethod
     def _some_layers(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        # An empty list would run the default layers and record none: say so instead.
-        if value is not None and (not value or not all(re.search(NAME_PATTERN, name) for name in value)):
-            raise ValueError("name at least one module (no empty names), or leave layers out for the default")
-        return value
+        return _check_layer_names(value)
 
     @field_validator("uncertainty_budget")
     @classmethod
@@ -340,7 +355,9 @@ class PipelineOptions(BaseModel):
 
     @field_validator("model_ids", mode="before")
     @classmethod
-    def _ids_to_tuple(cls, value: object) -> object:
+    def _ids_to_tuple(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, str) and info.mode == "python":  # "a,b" from the CLI
+            return tuple(part.strip() for part in value.split(",") if part.strip())
         return tuple(value) if isinstance(value, list) else value
 
     @field_validator("model_ids")

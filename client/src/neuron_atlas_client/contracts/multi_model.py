@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from neuron_atlas_client.contracts.base import Contract, Count, Probability, omitted_when_none
 from neuron_atlas_client.contracts.comparison import CausalEffect
@@ -72,6 +72,15 @@ class CostNote(Contract):
 class MultiModelResult(Contract):
     """A job of several target models over the same images."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        ser_json_inf_nan="constants",
+        title="Neuron Atlas multi-model result",
+        json_schema_extra={
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"https://neuron-atlas.dev/schemas/models-{MULTI_MODEL_SCHEMA_VERSION}.json",
+        },
+    )
     schema_version: Literal["1.0"]
     created_at: str = Field(json_schema_extra={"format": "date-time"})
     generator: str
