@@ -17,7 +17,16 @@ from services.gateway import docs_pages, openapi, problems
 from services.gateway.deps import Services
 from services.gateway.limits import MULTIPART_OVERHEAD_BYTES, BodySizeLimit, PathLimit
 from services.gateway.request_log import RequestLog
-from services.gateway.routers import comparisons, explorer, health, jobs, models, results, webhooks
+from services.gateway.routers import (
+    comparisons,
+    explorer,
+    health,
+    job_models,
+    jobs,
+    models,
+    results,
+    webhooks,
+)
 from services.gateway.security_headers import SecurityHeaders
 from services.gateway.settings import check_auth_setting, get_gateway_settings
 from shared.jobs.jobstore import JobStore
@@ -108,6 +117,7 @@ def create_app() -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(results.router)
+    app.include_router(job_models.router)
     app.include_router(webhooks.router)
     app.include_router(comparisons.router)
     app.include_router(explorer.router)

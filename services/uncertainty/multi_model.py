@@ -17,9 +17,9 @@ from neuron_atlas_client.contracts.multi_model import (
     ConceptAcrossModels,
     ConceptInModel,
     CostNote,
+    GroupNeuron,
     ModelSection,
     MultiModelResult,
-    GroupNeuron,
 )
 from neuron_atlas_client.options import PipelineOptions
 from services.uncertainty.comparison import causal_effect, compare_results
