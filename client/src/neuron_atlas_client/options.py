@@ -16,6 +16,10 @@ DEFAULT_UNCERTAINTY_BUDGET = 1.75
 MAX_MODELS = 4  # target models of one job (issue 27): captions and clusters once, the rest per model
 # The fields each model of a multi-model job brings (`TargetModel`); every other option is the job's.
 MODEL_FIELDS = ("model", "model_id", "weights", "num_classes", "preprocessing", "layers")
+# Of those, the ones that name a model: a multi-model job names each in `models`. The rest hold for
+# every model of the job that does not set its own.
+NAMING_FIELDS = ("model", "model_id", "weights")
+SHARED_MODEL_FIELDS = ("num_classes", "preprocessing", "layers")
 MODEL_KEY_PATTERN = "^[a-z0-9][a-z0-9_.-]{0,39}$"
 
 Ranking = Literal["per_layer", "global"]
@@ -38,7 +42,7 @@ def _budget_schema(schema: dict[str, Any]) -> None:
 
 
 def _layer_names(value: object, info: ValidationInfo) -> object:
-    """"a,b" strings come from the CLI and the environment (Python mode); a JSON spec must send
+    """ "a,b" strings come from the CLI and the environment (Python mode); a JSON spec must send
     the array its schema shows. Lists become tuples, as strict validation wants them."""
     if isinstance(value, str) and info.mode == "python":
         names = tuple(part.strip() for part in value.split(",") if part.strip())
@@ -308,7 +312,8 @@ class PipelineOptions(BaseModel):
         description=f"Two to {MAX_MODELS} target models explained on the same images: captions, "
         "embeddings, clusters and labels are computed once; activations, groups and uncertainty "
         "per model. The first is the baseline the others are compared with. Leave model, "
-        "model_id, weights, num_classes, preprocessing and layers out when given.",
+        "model_id and weights out when given; num_classes, preprocessing and layers hold for "
+        "every model that sets none of its own.",
     )
     model_ids: tuple[str, ...] | None = Field(
         None,
@@ -374,7 +379,7 @@ class PipelineOptions(BaseModel):
         if self.models is not None and self.model_ids is not None:
             raise ValueError("give models or model_ids, not both")
         if self.models is not None or self.model_ids is not None:
-            named = [name for name in MODEL_FIELDS if getattr(self, name) != _DEFAULTS[name]]
+            named = [name for name in NAMING_FIELDS if getattr(self, name) != _DEFAULTS[name]]
             if named:
                 raise ValueError(
                     f"{', '.join(named)} given beside models/model_ids: name every model of a "
@@ -394,11 +399,15 @@ class PipelineOptions(BaseModel):
     def target_models(self) -> tuple[TargetModel, ...]:
         """The job's target models, the baseline first: `models`, `model_ids`, or the one the
         job's own fields name."""
-        if self.models is not None:
-            return self.models
-        if self.model_ids is not None:
-            return tuple(TargetModel(model_id=model_id) for model_id in self.model_ids)
-        return (TargetModel(**{name: getattr(self, name) for name in MODEL_FIELDS}),)
+        if self.models is None and self.model_ids is None:
+            return (TargetModel(**{name: getattr(self, name) for name in MODEL_FIELDS}),)
+        listed = self.models or tuple(TargetModel(model_id=model_id) for model_id in self.model_ids or ())
+        # The job's own layers, preprocessing and head size hold for a model that sets none.
+        shared = {name: value for name in SHARED_MODEL_FIELDS if (value := getattr(self, name)) is not None}
+        return tuple(
+            model.model_copy(update={k: v for k, v in shared.items() if getattr(model, k) is None})
+            for model in listed
+        )
 
     @property
     def multi_model(self) -> bool:
@@ -414,4 +423,4 @@ class PipelineOptions(BaseModel):
         return PipelineOptions.model_validate(values)
 
 
-_DEFAULTS = {name: PipelineOptions.model_fields[name].default for name in MODEL_FIELDS}
+_DEFAULTS = {name: PipelineOptions.model_fields[name].default for name in NAMING_FIELDS}
