@@ -13,7 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
+from neuron_atlas_client import Client
 from tests.comparison_runs import _changed_copy
+from tests.integrations.test_remote_cli import remote
 from tests.services.gateway.helpers import LIGHT_OPTIONS, assert_same_document, wait_for
 from tests.services.gateway.test_api import assert_problem, images, job_ids
 from tests.services.gateway.test_models import upload
@@ -67,7 +69,7 @@ def _without(document: dict[str, Any], keys: set[str]) -> dict[str, Any]:
 
 
 def test_a_multi_model_job_equals_the_two_single_model_jobs_and_their_comparison(
-    tenant_a: httpx.Client, model_ids: list[str], sample_dir: Path
+    suite: Any, tenant_a: httpx.Client, model_ids: list[str], sample_dir: Path
 ) -> None:
     submitted = [
         _submit(tenant_a, sample_dir, model_ids=model_ids),
@@ -96,6 +98,16 @@ def test_a_multi_model_job_equals_the_two_single_model_jobs_and_their_comparison
     document = tenant_a.get(f"/v1/jobs/{multi['id']}/models").raise_for_status().json()
     assert document["baseline"] == model_ids[0] and [m["key"] for m in document["models"]] == model_ids
     assert len(document["concepts"]) == len(baseline["clusters"])
+    # the Python client and the remote CLI answer the same
+    with Client(suite.url, suite.keys["tenant-a"], timeout_s=60) as atlas:
+        assert atlas.job_models(multi["id"]).document() == document
+        assert atlas.hierarchy(multi["id"], model_ids[1]).models.target.model_id == model_ids[1]
+        assert atlas.job_comparison(multi["id"]).b.source == f"models/{model_ids[1]}"
+    shown = remote(suite, "compare", multi["id"], "--model", model_ids[1])
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["summary"] == ours["summary"]
+    got = remote(suite, "get", multi["id"], "--model", model_ids[1])
+    assert got.returncode == 0 and json.loads(got.stdout)["models"]["target"]["model_id"] == model_ids[1]
     # a single-model job has no multi-model result, and names no other model
     one = singles[0]["id"]
     assert_problem(tenant_a.get(f"/v1/jobs/{one}/models"), 404, "not-found")
