@@ -320,6 +320,7 @@ class SuiteJob:
         self._resources = resources
         self._made: dict[str, Any] = {}
         self._progress = JobProgress(context, step)
+        self._warnings: list[RunWarning] = []
 
     @property
     def store(self) -> Store:
@@ -368,8 +369,10 @@ class SuiteJob:
         self.context.jobs.set_report(self.context.job_id, name, document)
 
     def warn(self, warnings: Sequence[RunWarning]) -> None:
-        # On the job (GET /v1/jobs/{id}) at once, whether or not `strict` then fails it.
-        self.report(INPUT_CHECK_REPORT, {"warnings": [w.document() for w in warnings]})
+        # On the job (GET /v1/jobs/{id}) at once, whether or not `strict` then fails it; every
+        # model's of a multi-model job (its task checks them in turn), each message naming its model.
+        self._warnings.extend(warnings)
+        self.report(INPUT_CHECK_REPORT, {"warnings": [w.document() for w in self._warnings]})
 
     def count_undecodable(self, shard: int, count: int) -> None:
         self.context.jobs.shard_undecodable(self.context.job_id, shard, count)

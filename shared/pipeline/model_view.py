@@ -36,8 +36,10 @@ class ModelJob:
     """One model's `StageJob` within a multi-model job; everything but the store, the options and
     the target model is the job's."""
 
-    def __init__(self, job: StageJob, model: TargetModel, make: ModelResource) -> None:
-        self.job, self.model, self.key = job, model, model.resolved_key
+    def __init__(
+        self, job: StageJob, model: TargetModel, make: ModelResource, baseline: bool = False
+    ) -> None:
+        self.job, self.model, self.key, self.baseline = job, model, model.resolved_key, baseline
         self.options: PipelineOptions = job.options.for_model(model)
         self.store: Store = model_store(job.store, self.key)
         self._make = make
@@ -59,7 +61,8 @@ class ModelJob:
         return self._make(name, self) if name in MODEL_RESOURCES else self.job.resource(name)
 
     def report(self, name: str, document: dict[str, Any]) -> None:
-        self.job.report(f"{name}:{self.key}", document)
+        # The baseline's summary is the job's (GET /v1/jobs/{id} shows it); the others' beside it.
+        self.job.report(name if self.baseline else f"{name}:{self.key}", document)
 
     def warn(self, warnings: Sequence[RunWarning]) -> None:
         self.job.warn([w.model_copy(update={"message": f"model {self.key}: {w.message}"}) for w in warnings])
@@ -75,7 +78,7 @@ def model_store(store: Store, key: str) -> Store:
 
 def model_jobs(job: StageJob, make: ModelResource) -> list[ModelJob]:
     """A view per target model of a multi-model job, the baseline first."""
-    return [ModelJob(job, model, make) for model in job.options.target_models()]
+    return [ModelJob(job, model, make, i == 0) for i, model in enumerate(job.options.target_models())]
 
 
 def stage_jobs(stage: Stage, job: StageJob, make: ModelResource) -> Sequence[StageJob]:
