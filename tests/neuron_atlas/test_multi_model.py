@@ -5,6 +5,10 @@ its comparison equals `neuron-atlas compare` of those two runs."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -126,3 +130,39 @@ def test_too_many_models_and_repeated_keys_are_refused_before_any_work(
     assert cli_main(["run", str(tmp_path), "--out", str(out), *extra]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_docs_one_job_example_runs_as_written(planted_runs: PlantedRuns, tmp_path: Path) -> None:
+    """docs/comparison.md's example, on a small sample, v3 the planted model and v4 its copy with
+    the sand detectors moved: the folder it shows, and each model's hierarchy.json valid alone."""
+    from neuron_atlas.sample import make_sample
+    from tests.readme_examples import DOCS, ROOT, bash_blocks
+
+    (example,) = (b for b in bash_blocks(DOCS / "comparison.md") if "--also-model" in b.script())
+    make_sample(tmp_path / "images", per_concept=2, size=64)
+    shutil.copy(planted_runs.sample.parent / "original.safetensors", tmp_path / "v3.safetensors")
+    shutil.copy(planted_runs.sample.parent / "moved.safetensors", tmp_path / "v4.safetensors")
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "neuron-atlas").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m neuron_atlas.cli "$@"\n')
+    (shim / "neuron-atlas").chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{shim}:{os.environ['PATH']}",
+        "PYTHONPATH": os.pathsep.join(str(ROOT / part) for part in ("", "client/src")),
+    }
+    run = subprocess.run(
+        ["bash", "-e", "-c", example.script()],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = tmp_path / "out"
+    assert (out / "models.json").is_file() and (out / "comparisons" / "v4.json").is_file()
+    schema = json.loads((ROOT / "shared" / "schemas" / "hierarchy.schema.json").read_text())
+    for key in ("v3", "v4"):
+        jsonschema.validate(json.loads((out / "models" / key / "hierarchy.json").read_text()), schema)
+    assert "v3 against v4" in run.stdout
