@@ -41,6 +41,10 @@ def _budget_schema(schema: dict[str, Any]) -> None:
             branch["minimum"] = 0
 
 
+def _is_none(value: object) -> bool:
+    return value is None
+
+
 def _layer_names(value: object, info: ValidationInfo) -> object:
     """ "a,b" strings come from the CLI and the environment (Python mode); a JSON spec must send
     the array its schema shows. Lists become tuples, as strict validation wants them."""
@@ -305,8 +309,11 @@ class PipelineOptions(BaseModel):
     )
     shard_size: int = Field(256, ge=1, le=65_536, description="Images per artifact shard.")
     # Several target models on one collection (issue 27; docs/comparison.md, 'One job, several models')
+    # Left out of a document when None (exclude_if): a single-model job's spec.json and
+    # hierarchy.json stay what they were, and readers of that version still read them.
     models: tuple[TargetModel, ...] | None = Field(
         None,
+        exclude_if=_is_none,
         min_length=2,
         max_length=MAX_MODELS,
         description=f"Two to {MAX_MODELS} target models explained on the same images: captions, "
@@ -317,6 +324,7 @@ class PipelineOptions(BaseModel):
     )
     model_ids: tuple[str, ...] | None = Field(
         None,
+        exclude_if=_is_none,
         min_length=2,
         max_length=MAX_MODELS,
         description=f"API: two to {MAX_MODELS} registered models (POST /v1/models) explained on the "
