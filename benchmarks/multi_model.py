@@ -153,8 +153,8 @@ def main() -> None:
     if args.captions == "model":
         captioner = make_captioner(device, 30, autocast=device.type == "cuda")
         captioner.load()
-    embedder, embedder_note = make_embedder(None, device, autocast=device.type == "cuda")
-    embedder = embedder or RandomEmbedder()
+    found, embedder_note = make_embedder(None, device, autocast=device.type == "cuda")
+    embedder: Any = found or RandomEmbedder()  # pipeline.Models wants an Embedder: duck-typed
 
     runs: dict[str, StageClock] = {}
     with tempfile.TemporaryDirectory() as tmp:
