@@ -20,10 +20,15 @@ their captions.
 Units: selectivity, a cluster with any selective membership (BH across its neurons); the
 specificity, keep-only and importance tests, a tested concept; the difference test, a tested
 child. A false-positive rate passes when it is at most alpha + 2 SE, with enough repetitions for
-an SE of at most 0.02 (120 units; `--small` runs fewer and only flags rates clearly off).
+an SE of at most 0.02 (120 units; `--small` runs fewer and only flags rates clearly off). After
+`--repeats` jobs per null, each null's cells (importance aside) are topped up to `--min-units`
+with more jobs that run only what the short cells need: on the planted model's random sets few
+children have difference neurons (121 tested in 219 jobs), and those jobs skip every model pass.
 
-    python benchmarks/null_calibration.py               # the table (about 20 min on 2 CPU cores)
+    python benchmarks/null_calibration.py               # the table; 2026-12-07 on a shared 2-core
+                                                        # EPYC (load 9 to 12): 52 min, 19 min of CPU
     python benchmarks/null_calibration.py --small       # CI's quick version
+    python benchmarks/null_calibration.py --trained-only  # the trained model and factor recovery
 """
 
 from __future__ import annotations
@@ -164,14 +169,11 @@ def partitions_of(captions: Sequence[str], shuffle_seed: int | None) -> np.ndarr
     return np.stack([canonical_labels(column) for column in partitions[rows].T], axis=1)
 
 
-def run_job(
-    target: TargetModel,
-    collection: Collection,
-    partitions: np.ndarray,
-    options: PipelineOptions,
-) -> dict[str, Any]:
-    """The uncertainty stage on one job: activations, the groups by the product's rule, and
-    every test, as uncertainty.json holds them."""
+def job_arrays(
+    target: TargetModel, collection: Collection, partitions: np.ndarray, options: PipelineOptions
+) -> JobArrays:
+    """What the uncertainty stage reads of one job: activations, and the groups by the
+    product's rule."""
     images = collection.images
     inputs = ModelInputs(lambda rows: [images[i] for i in rows], torch.device("cpu"), prep=target.prep)
     reader = ActivationReader(target.module, [layer.name for layer in target.layers])
@@ -186,7 +188,24 @@ def run_job(
         reader.close()
     mask = active_mask(pooled, target.layers, options.top_fraction, options.ranking)
     levels = build_groups(partitions, mask, options.min_support, options.group_rule)
-    arrays = JobArrays(partitions, mask, pooled, levels, target.layers, labels=collection.labels)
+    return JobArrays(partitions, mask, pooled, levels, target.layers, labels=collection.labels)
+
+
+def run_job(
+    target: TargetModel,
+    collection: Collection,
+    partitions: np.ndarray,
+    options: PipelineOptions,
+    model_passes: bool = True,
+    arrays: JobArrays | None = None,
+) -> dict[str, Any]:
+    """The uncertainty stage on one job: every test, as uncertainty.json holds them; without
+    `model_passes`, only the tests that need none (selectivity, difference), on the same
+    groups."""
+    arrays = arrays or job_arrays(target, collection, partitions, options)
+    if not model_passes:  # the statistics and difference tests alone: they need no model pass
+        return compute_uncertainty(arrays, options, None).document()
+    images = collection.images
     side = ModelSide(target.module, lambda rows: [images[i] for i in rows], torch.device("cpu"), target.prep)
     return compute_uncertainty(arrays, options, side).document()
 
@@ -256,6 +275,71 @@ def options_for(target: TargetModel, importance: bool) -> PipelineOptions:
     )
 
 
+MIN_UNITS = 120  # an SE of at most 0.02 at alpha 0.05: sqrt(0.05 * 0.95 / 120) = 0.0199
+# The tests each null applies to (exchangeable children: a real parent makes the others true
+# positives), and those a top-up job may add: importance is left at its first job's count, since
+# it is shown to be off (every random set passes on the random ResNet18), not calibrated, and its
+# 19 random sets per concept are the costliest passes.
+TESTS_OF = {NULLS[0]: TESTS, NULLS[1]: TESTS, NULLS[2]: ("difference",)}
+NO_MODEL_PASS = ("selectivity", "difference")
+
+
+def null_job(
+    column: str,
+    repeat: int,
+    targets: dict[str, TargetModel],
+    per_concept: int,
+    importance: bool = False,
+    model_passes: bool = True,
+) -> dict[str, Any]:
+    """Job `repeat` of null `column`: its collection, partitions and uncertainty document."""
+    if column == NULLS[2]:
+        target = targets["random ResNet18"]
+        collection = sample_collection(per_concept, 100_000 + repeat)
+        real = partitions_of(collection.captions, shuffle_seed=None)
+        options = options_for(target, False)
+        return run_job(target, collection, exchangeable_children(real, repeat), options, model_passes)
+    if column == NULLS[0]:
+        target, collection = targets["random ResNet18"], sample_collection(per_concept, repeat)
+    else:
+        target, collection = targets["planted model"], planted_collection(per_concept * 6 // 4, repeat)
+    partitions = partitions_of(collection.captions, shuffle_seed=1000 + repeat)
+    return run_job(target, collection, partitions, options_for(target, importance), model_passes)
+
+
+def top_up(
+    tally: Tally,
+    column: str,
+    targets: dict[str, TargetModel],
+    per_concept: int,
+    first_repeat: int,
+    min_units: int,
+    max_jobs: int,
+) -> dict[str, Any]:
+    """More jobs of null `column` until every test's cell (importance aside) has `min_units`, or
+    `max_jobs` ran. A job runs only what its short cells need: selectivity and the difference
+    test need no model pass (the pipeline's own groups and difference neurons, from one
+    activation pass), so while only they are short a job skips the other tests' ablations.
+    The stopping rule reads unit counts, never outcomes, so it does not bias the rates."""
+    jobs = {"selection only": 0, "with model passes": 0}
+    while sum(jobs.values()) < max_jobs:
+        tests = [t for t in TESTS_OF[column] if t != "importance"]
+        short = [t for t in tests if (tally.rate(t, column) or (0.0, 0))[1] < min_units]
+        if not short:
+            break
+        passes = any(t not in NO_MODEL_PASS for t in short)
+        repeat = first_repeat + sum(jobs.values())
+        document = null_job(column, repeat, targets, per_concept, model_passes=passes)
+        count(document, tally, column, tests=tests if passes else [t for t in tests if t in NO_MODEL_PASS])
+        jobs["with model passes" if passes else "selection only"] += 1
+    still_short = [
+        t
+        for t in TESTS_OF[column]
+        if t != "importance" and (tally.rate(t, column) or (0.0, 0))[1] < min_units
+    ]
+    return {**jobs, "cap": max_jobs, "short": still_short}
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", action="store_true", help="CI's quick version: fewer repetitions")
@@ -264,53 +348,104 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--per-concept", type=int, default=None, help="images per concept (default 40; --small 16)"
     )
     parser.add_argument(
+        "--min-units",
+        type=int,
+        default=None,
+        help=f"top each null's cells up to this many units (default {MIN_UNITS}; --small 20)",
+    )
+    parser.add_argument(
+        "--max-extra-jobs",
+        type=int,
+        default=None,
+        help="at most this many top-up jobs per null (default 400; --small 12)",
+    )
+    parser.add_argument(
         "--trained", type=Path, default=None, help="folder of a factor-world model (trained if absent)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
     parser.add_argument("--skip-trained", action="store_true", help="leave out the trained model's column")
+    parser.add_argument(
+        "--trained-only", action="store_true", help="only the trained model's column and factor recovery"
+    )
     args = parser.parse_args(argv)
     repeats = args.repeats or (2 if args.small else 6)
     per_concept = args.per_concept or (16 if args.small else 40)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    min_units = args.min_units if args.min_units is not None else (20 if args.small else MIN_UNITS)
+    max_extra = args.max_extra_jobs if args.max_extra_jobs is not None else (12 if args.small else 400)
     started = time.perf_counter()
     tally = Tally()
     targets = {"random ResNet18": resnet18(0), "planted model": planted()}
-    for repeat in range(repeats):
-        for column, target, collection in (
-            (NULLS[0], targets["random ResNet18"], sample_collection(per_concept, repeat)),
-            (NULLS[1], targets["planted model"], planted_collection(per_concept * 6 // 4, repeat)),
-        ):
-            partitions = partitions_of(collection.captions, shuffle_seed=1000 + repeat)
-            document = run_job(target, collection, partitions, options_for(target, importance=repeat == 0))
-            count(document, tally, column)
-        collection = sample_collection(per_concept, 100 + repeat)
-        real = partitions_of(collection.captions, shuffle_seed=None)
+    top_ups: dict[str, dict[str, Any]] = {}
+    if not args.trained_only:
+        for repeat in range(repeats):
+            for column in NULLS:
+                document = null_job(column, repeat, targets, per_concept, importance=repeat == 0)
+                count(document, tally, column, tests=TESTS_OF[column])
+        top_ups = {
+            column: top_up(tally, column, targets, per_concept, repeats, min_units, max_extra)
+            for column in NULLS
+        }
+        planted_jobs = planted_collection(per_concept * 6 // 4, 7)
+        partitions = partitions_of(planted_jobs.captions, shuffle_seed=None)
         document = run_job(
-            targets["random ResNet18"],
-            collection,
-            exchangeable_children(real, repeat),
-            options_for(targets["random ResNet18"], False),
+            targets["planted model"], planted_jobs, partitions, options_for(targets["planted model"], True)
         )
-        count(document, tally, NULLS[2], tests=("difference",))
-    planted_jobs = planted_collection(per_concept * 6 // 4, 7)
-    partitions = partitions_of(planted_jobs.captions, shuffle_seed=None)
-    document = run_job(
-        targets["planted model"], planted_jobs, partitions, options_for(targets["planted model"], True)
-    )
-    assert planted_jobs.labels is not None
-    count(document, tally, POWERS[0], pure_in=(partitions, planted_jobs.labels))
+        assert planted_jobs.labels is not None
+        count(document, tally, POWERS[0], pure_in=(partitions, planted_jobs.labels))
     trained = None if args.skip_trained else trained_power(args, tally)
-    table = render(tally, per_concept, repeats, time.perf_counter() - started, trained)
+    settings = {
+        "repeats": repeats,
+        "per_concept": per_concept,
+        "min_units": min_units,
+        "max_extra_jobs": max_extra,
+        "seconds": time.perf_counter() - started,
+        "skip_trained": args.skip_trained,
+    }
+    table = render(tally, settings, top_ups, trained)
     print(table["text"])
     if args.json:
-        args.json.write_text(json.dumps(table["cells"], indent=1))
+        args.json.write_text(
+            json.dumps(
+                {k: table[k] for k in ("machine", "settings", "top_ups", "cells", "trained")}, indent=1
+            )
+        )
     return table
 
 
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on: the CPU, its cores, the load, and the thread counts
+    that torch and the BLAS libraries use (the clustering once depended on them, issue 23)."""
+    import os
+    import platform
+
+    from threadpoolctl import threadpool_info
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "torch_threads": torch.get_num_threads(),
+        "blas_threads": {pool["internal_api"]: pool["num_threads"] for pool in threadpool_info()},
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }
+
+
 def trained_power(args: argparse.Namespace, tally: Tally) -> dict[str, Any] | None:
-    """Power on the factor-world model: its concepts are learned, not planted."""
+    """Power on the factor-world model: its concepts are learned, not planted; and how far its
+    concept groups recover the factors (benchmarks/factor_recovery.py)."""
     try:
         from benchmarks import factor_world
+        from benchmarks.factor_recovery import factor_recovery, summary
     except ImportError:
         return None
     folder = args.trained or Path("/tmp/neuron-atlas-factor-model")
@@ -327,19 +462,42 @@ def trained_power(args: argparse.Namespace, tally: Tally) -> dict[str, Any] | No
     images = [Image.fromarray(pixels) for pixels in collection.pixels]
     job = Collection(images, list(collection.captions), np.array(collection.labels))
     partitions = partitions_of(job.captions, shuffle_seed=None)
-    document = run_job(target, job, partitions, options_for(target, False))
+    options = options_for(target, False)
+    arrays = job_arrays(target, job, partitions, options)
+    document = run_job(target, job, partitions, options, arrays=arrays)
     # as for the planted model: power on the clusters whose images all share a class
+    assert job.labels is not None
     count(document, tally, POWERS[1], pure_in=(partitions, job.labels))
-    return {"images": len(images)}
+    values = {f: [x.value(f) for x in collection.factors] for f in factor_world.FACTORS}
+    recovery = factor_recovery(
+        target.module,
+        target.prep,
+        layers,
+        images,
+        values,
+        job.labels,
+        partitions,
+        arrays.mask,
+        arrays.levels,
+        options.min_support,
+    )
+    return {"images": len(images), "recovery": [vars(r) for r in recovery], "summary": summary(recovery)}
 
 
 def render(
-    tally: Tally, per_concept: int, repeats: int, seconds: float, trained: dict[str, Any] | None
+    tally: Tally, settings: dict[str, Any], top_ups: dict[str, dict[str, Any]], trained: dict[str, Any] | None
 ) -> dict[str, Any]:
     columns = (*NULLS, *POWERS)
+    host = machine()
+    blas = ", ".join(f"{name} {threads}" for name, threads in host["blas_threads"].items())
     lines = [
         f"Null calibration (alpha {ALPHA}): false-positive rate under each null, power on planted and "
-        f"trained concepts; {repeats} jobs per null, {per_concept} images per concept, {seconds:.0f} s",
+        f"trained concepts; {settings['repeats']} jobs per null, {settings['per_concept']} images per "
+        f"concept, cells topped up to {settings['min_units']} units (at most {settings['max_extra_jobs']} "
+        f"more jobs per null), {settings['seconds']:.0f} s",
+        f"Machine: {host['cpu']}, {host['cores']} cores, load average {host['load_average']}; "
+        f"torch threads {host['torch_threads']}, BLAS/OpenMP threads: {blas}; python {host['python']}, "
+        f"torch {host['torch']}, numpy {host['numpy']}",
         "",
         "| test | " + " | ".join(columns) + " |",
         "|---|" + "---|" * len(columns),
@@ -362,16 +520,41 @@ def render(
         lines.append(f"| {test} | " + " | ".join(row) + " |")
     lines += [
         "",
-        "Units: selectivity, clusters with any selective membership; specificity, keep-only and "
-        "importance, tested concepts; difference, tested children. Power counts only clusters "
-        "whose images all share a planted concept or a class (shape x colour). 'ok': at most "
-        "alpha + 2 SE.",
+        "Units (in brackets): selectivity, clusters with any selective membership; specificity, "
+        "keep-only and importance, tested concepts; difference, tested children. Power counts only "
+        "clusters whose images all share a planted concept or a class (shape x colour). 'ok': at "
+        "most alpha + 2 SE.",
         "importance is the old causal check (group against uniform random neurons): its null is "
-        "not the product's, and random image sets pass it.",
+        "not the product's, and random image sets pass it; it runs in each null's first job only.",
+        "Top-up jobs per null (selection only: selectivity and difference, no model pass):",
     ]
-    if trained is None:
+    for column, done in top_ups.items():
+        short = f"; still under {settings['min_units']} units at the cap: {', '.join(done['short'])}"
+        lines.append(
+            f"- {column}: {done['selection only']} selection-only, {done['with model passes']} with "
+            f"model passes{short if done['short'] else ''}"
+        )
+    if trained is None and not settings["skip_trained"]:
         lines.append("The trained-model column needs benchmarks/factor_world.py.")
-    return {"text": "\n".join(lines), "cells": cells}
+    if trained is not None:
+        lines += [
+            "",
+            f"Factor recovery on the trained model ({trained['images']} images; benchmarks/"
+            "factor_recovery.py): per factor value, the FINCH cluster that best matches its images, "
+            "that cluster's group against the product's group on the value's own images, and the "
+            "drop of the true class's probability with the found group zeroed, on the value's images "
+            "and on the rest",
+            "",
+            *trained["summary"],
+        ]
+    return {
+        "text": "\n".join(lines),
+        "cells": cells,
+        "machine": host,
+        "settings": settings,
+        "top_ups": top_ups,
+        "trained": trained,
+    }
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """`neuron-atlas compare A_OUT B_OUT --out DIR`: what changed between two models run on the same
-images (docs/comparison.md). Writes DIR/comparison.json, prints a short summary on stdout, and,
+images (docs/comparison.md). Writes DIR/comparison.json and the explorer's comparison view,
+DIR/explorer/index.html (docs/explorer.md), prints a short summary on stdout, and,
 with --fail-if-lost / --fail-if-causal-drop, exits 1 when the candidate B breaks a condition
 (a CI gate); 2 when the two results cannot be compared or a flag is wrong."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -28,7 +30,7 @@ def add_compare_parser(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("a_out", type=user_path, metavar="A_OUT", help="the reference result folder")
     compare.add_argument("b_out", type=user_path, metavar="B_OUT", help="the candidate result folder")
     compare.add_argument(
-        "--out", type=user_path, required=True, metavar="DIR", help=f"folder for {COMPARISON_FILE}"
+        "--out", type=user_path, required=True, metavar="DIR", help=f"folder for {COMPARISON_FILE} and explorer/ (its web pages)"
     )
     compare.add_argument("--alpha", type=alpha_level, metavar="A", help="test level (default: A's alpha)")
     compare.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no summary")
@@ -37,6 +39,7 @@ def add_compare_parser(commands: argparse._SubParsersAction) -> None:
 
 def run_compare(args: argparse.Namespace, version: str) -> int:
     # torch, numpy, scipy: `neuron-atlas --help` imports this module and must not load them
+    from services.gateway.explorer.comparison_report import load_comparison_view, write_comparison_report
     from services.uncertainty.comparison import compare_results
     from shared.storage.artifacts import write_model
     from shared.storage.stores import LocalStore
@@ -56,9 +59,14 @@ def run_compare(args: argparse.Namespace, version: str) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir} exists and is not a folder.", "Choose another --out.")
     write_model(LocalStore(out_dir), COMPARISON_FILE, comparison)
+    # the view reads the document as written, as the gateway does
+    document = json.loads((out_dir / COMPARISON_FILE).read_text(encoding="utf-8"))
+    view = load_comparison_view(document, args.a_out, args.b_out, title=out_dir.resolve().name)
+    index = write_comparison_report(out_dir, view)
     if not getattr(args, "quiet", False):
         print_summary(comparison, sys.stdout)
         print(f"result: {out_dir / COMPARISON_FILE}", file=sys.stderr)
+        print(f"explorer: {index.resolve().as_uri()}", file=sys.stderr)
     for failure in failures:
         print(f"neuron-atlas: gate failed: {failure}", file=sys.stderr)
     return GATE_FAILED if failures else 0

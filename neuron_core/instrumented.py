@@ -25,7 +25,16 @@ from torch.utils.hooks import RemovableHandle
 from neuron_atlas_client.errors import InputError
 from neuron_core.neuron_axis import LayerInfo
 
-__all__ = ["ChannelMask", "Edit", "Hooks", "InstrumentedModel", "Watch", "pool_channels", "scale_channels"]
+__all__ = [
+    "ChannelMask",
+    "Edit",
+    "Hooks",
+    "InstrumentedModel",
+    "Watch",
+    "channel_axis",
+    "pool_channels",
+    "scale_channels",
+]
 
 # An edit gets a layer's output (with `at_input`, its first input) as the module produced it and
 # returns its replacement, or None to leave it as it is.
@@ -36,6 +45,18 @@ Watch = Callable[[str, Any], None]
 
 class StopForward(Exception):
     """Raised from a hook to end a pass once the layer it waits for has run (`stop_at`)."""
+
+
+def channel_axis(output: torch.Tensor) -> int:
+    """Where a layer output keeps its channels: axis 1 of (N,C) and (N,C,H,W), the last axis of
+    a token layer's (N,T,C). Pooling, zeroing and masking all read it here, so an ablation
+    zeroes the channels that were pooled (a (N,C) mask on axis 1 of (N,T,C) would scale tokens
+    where T == C and fail to broadcast otherwise)."""
+    if output.ndim in (2, 4):
+        return 1
+    if output.ndim == 3:
+        return 2
+    raise InputError(f"Layer output of shape {tuple(output.shape)} has no channel axis.")
 
 
 def pool_channels(output: torch.Tensor) -> torch.Tensor:
@@ -51,9 +72,12 @@ def pool_channels(output: torch.Tensor) -> torch.Tensor:
 
 
 def scale_channels(output: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """`output` (images, channels, ...) with each channel multiplied by `scale`: (images,
-    channels), one row per image (a per-image mask), or (channels,), the same for every image."""
+    """`output` ((N,C), (N,C,H,W) or tokens (N,T,C); `channel_axis`) with each channel multiplied
+    by `scale`: (images, channels), one row per image (a per-image mask), or (channels,), the
+    same for every image."""
     rows = scale if scale.ndim == 2 else scale.view(1, -1)
+    if channel_axis(output) == 2:  # tokens: one row per image, the same for each of its tokens
+        return output * rows.unsqueeze(1).to(output.dtype)
     return output * rows.view(*rows.shape, *([1] * (output.ndim - 2))).to(output.dtype)
 
 
@@ -206,7 +230,7 @@ class InstrumentedModel:
         return module.register_forward_hook(hook)
 
     def zero_channels(self, name: str, channels: Sequence[int]) -> Hooks:
-        """Zero `channels` of layer `name`'s output (channels on axis 1) for every image."""
+        """Zero `channels` of layer `name`'s output (on its `channel_axis`) for every image."""
         return self.edit(name, _channel_scale(channels, keep=False))
 
     def keep_channels(self, name: str, channels: Sequence[int]) -> Hooks:
@@ -302,12 +326,13 @@ def _channel_scale(channels: Sequence[int], keep: bool) -> Edit:
     chosen = list(channels)
 
     def edit(output: object) -> torch.Tensor:
-        if not isinstance(output, torch.Tensor) or output.ndim not in (2, 4):
+        if not isinstance(output, torch.Tensor) or output.ndim not in (2, 3, 4):
             raise InputError(
-                "Channels can be zeroed only in an (images, channels) or (images, channels, H, W) output.",
-                "Choose a layer whose output puts the channels on its second axis.",
+                "Channels can be zeroed only in an (images, channels), (images, tokens, channels) "
+                "or (images, channels, H, W) output.",
+                "Choose a layer whose output is one of these.",
             )
-        scale = torch.full((output.shape[1],), float(not keep), device=output.device)
+        scale = torch.full((output.shape[channel_axis(output)],), float(not keep), device=output.device)
         scale[chosen] = float(keep)
         return scale_channels(output, scale)
 

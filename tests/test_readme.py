@@ -63,6 +63,8 @@ COVERED_INLINE = {
     "stage picture and table current",
     "neuron-atlas mlflow-log compare-v4": "tests/integrations/test_mlflow.py logs a comparison folder",
     "neuron-atlas compare": "docs/comparison.md's examples (tests/neuron_atlas/test_compare_cli.py)",
+    "neuron-atlas compare A_OUT B_OUT --out DIR": "tests/explorer/test_comparison_browser.py runs it "
+    "and opens DIR/explorer/",
     "python -m services.uncertainty.reference": "tests/services/uncertainty/test_stage.py holds its "
     "page current",
     "python -m services.gateway.openapi_docs": "tests/services/gateway/test_openapi_docs.py holds its "

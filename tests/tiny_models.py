@@ -269,3 +269,39 @@ def write_striped_collection(root: Path, per_class: int = 12) -> Path:
     (root / "labels.json").write_text(json.dumps(classes))
     save_sized_resnet18(root / "model.safetensors", images, labels)
     return root
+
+
+# A tiny vision transformer shape: its read layers output tokens (images, tokens, channels), as a
+# ViT's blocks do, with the channels on the last axis. 32 px in 8 px patches gives 16 tokens of
+# 16 channels: tokens == channels, so a mask put on the wrong axis broadcasts and goes unnoticed.
+TOKEN_CHANNELS = 16
+
+
+def token_net(seed: int = 0) -> Any:
+    """`patch` (a conv, not read), then `block1` and `block2` ((N, 16, 16): tokens, channels),
+    each a per-token linear map with a residual, then the mean token to 3 classes."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mix = nn.Linear(TOKEN_CHANNELS, TOKEN_CHANNELS)
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return tokens + torch.relu(self.mix(tokens))
+
+    class TokenNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch = nn.Conv2d(3, TOKEN_CHANNELS, 8, stride=8)
+            self.block1 = Block()
+            self.block2 = Block()
+            self.head = nn.Linear(TOKEN_CHANNELS, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            tokens = self.patch(x).flatten(2).transpose(1, 2)  # (N, tokens, channels)
+            return self.head(self.block2(self.block1(tokens)).mean(dim=1))
+
+    torch.manual_seed(seed)
+    return TokenNet().eval()

@@ -20,6 +20,7 @@ from services.gateway.request_log import RequestLog
 from services.gateway.routers import (
     comparisons,
     explorer,
+    explorer_comparisons,
     health,
     job_models,
     jobs,
@@ -121,6 +122,7 @@ def create_app() -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(comparisons.router)
     app.include_router(explorer.router)
+    app.include_router(explorer_comparisons.router)
     app.include_router(docs_pages.router)
     settings = get_gateway_settings()
     # Model uploads have their own limit: a checkpoint can be larger than a batch of images.

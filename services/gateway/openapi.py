@@ -61,6 +61,11 @@ EXTRA_ANSWERS: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/v1/models"): (400, 413, 415),
     # a body that is not JSON: 400; a job of another tenant or none: 404; one not finished: 409
     ("post", "/v1/comparisons"): (400, 404, 409),
+    # the comparison view: one of its two jobs is no longer finished (409)
+    ("get", "/ui/api/comparisons/{comparison_id}/summary"): (409,),
+    ("get", "/ui/api/comparisons/{comparison_id}/children"): (409,),
+    ("get", "/ui/api/comparisons/{comparison_id}/changed"): (409,),
+    ("get", "/ui/api/comparisons/{comparison_id}/concepts/{cluster_id}"): (409,),
 }
 # Operations that touch neither Redis nor object storage: no 503.
 NO_DEPENDENCY = {("get", "/v1/webhooks/secret")}

@@ -15,9 +15,27 @@ from benchmarks import null_calibration
 @pytest.mark.slow
 def test_no_test_passes_random_image_sets_clearly_more_often_than_alpha(tmp_path) -> None:
     table = null_calibration.main(
-        ["--repeats", "1", "--per-concept", "12", "--skip-trained", "--json", str(tmp_path / "t.json")]
+        [
+            "--repeats",
+            "1",
+            "--per-concept",
+            "12",
+            "--min-units",
+            "15",
+            "--max-extra-jobs",
+            "15",
+            "--skip-trained",
+            "--json",
+            str(tmp_path / "t.json"),
+        ]
     )
     cells = table["cells"]
+    # the planted model's random sets give few tested children (most have no difference
+    # neurons): selection-only jobs top the cell up, without the other tests' model passes
+    planted_null = null_calibration.NULLS[1]
+    top_up = table["top_ups"][planted_null]
+    assert top_up["selection only"] >= 1 and top_up["with model passes"] == 0, top_up
+    assert cells["difference"][planted_null]["units"] >= 15 or "difference" in top_up["short"], top_up
     alpha = null_calibration.ALPHA
     for test in ("selectivity", "specificity", "keep_only", "difference"):
         for column in null_calibration.NULLS:

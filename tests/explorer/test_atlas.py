@@ -249,6 +249,17 @@ def test_report_of_a_folder_without_a_result_is_exit_2(
     assert not (tmp_path / "explorer").exists()
 
 
+def test_report_of_a_comparison_folder_points_to_its_own_explorer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from neuron_atlas.cli import main
+
+    (tmp_path / "comparison.json").write_text("{}")
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "holds a comparison, not a result" in err and "neuron-atlas compare" in err
+
+
 def _luminance(hex_colour: str) -> float:
     channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
     linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
@@ -277,6 +288,10 @@ def test_text_colours_keep_aa_contrast_on_their_backgrounds() -> None:
         ("muted", "no-bg"),
         ("untested", "untested-bg"),
         ("generic", "paper"),
+        ("lost", "lost-bg"),
+        ("gained", "gained-bg"),
+        ("ink", "lost-bg"),
+        ("ink", "gained-bg"),
     ]
     for text, background in pairs:
         assert _contrast(colours[text], colours[background]) >= 4.5, (text, background)

@@ -34,7 +34,10 @@ def test_compare_writes_a_valid_comparison_and_a_summary(
     captured = capsys.readouterr()
     assert "changed beyond same-model noise" in captured.out
     assert f"{SAND_CONCEPT}     changed" in captured.out and "lost conv1:0,conv1:1,conv1:2" in captured.out
-    assert captured.err.strip() == f"result: {out / 'comparison.json'}"
+    assert captured.err.strip().splitlines() == [
+        f"result: {out / 'comparison.json'}",
+        f"explorer: {(out / 'explorer' / 'index.html').resolve().as_uri()}",
+    ]
 
 
 def test_the_gates_fail_the_zeroed_detectors_and_pass_the_moved_ones(

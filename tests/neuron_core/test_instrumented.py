@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from neuron_atlas_client.errors import InputError
-from neuron_core.instrumented import InstrumentedModel
+from neuron_core.instrumented import InstrumentedModel, pool_channels
 from neuron_core.neuron_axis import stack_layers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,4 +172,34 @@ def test_an_unknown_layer_is_a_clear_error_and_leaves_no_hook() -> None:
         instrumented.watch(["0", "layer9"], lambda *_: None)
     with pytest.raises(InputError, match="no module 'layer9'"):
         instrumented.mask_channels(stack_layers(["0", "layer9"], [4, 6]))
+    assert hook_count(model) == 0
+
+
+def test_token_layers_lose_the_channels_they_pool() -> None:
+    """A token layer (images, tokens, channels) pools its channels on the last axis; zeroing or
+    masking a channel must zero that axis in every token. The mask once multiplied axis 1: with
+    as many tokens as channels it zeroed tokens and left the pooled channel as it was."""
+    from tests.tiny_models import TOKEN_CHANNELS, token_net
+
+    model = token_net()
+    tokens = model.patch(torch.randn(3, 3, 32, 32)).flatten(2).transpose(1, 2)
+    base = model.block1(tokens)
+    instrumented = InstrumentedModel(model)
+    with instrumented.zero_channels("block1", [2, 5]):
+        zeroed = model.block1(tokens)
+    with instrumented.keep_channels("block1", [2, 5]):
+        kept = model.block1(tokens)
+    assert zeroed[..., [2, 5]].abs().sum() == 0 and kept[..., [0, 1, 3, 4]].abs().sum() == 0
+    torch.testing.assert_close(zeroed + kept, base)
+    assert pool_channels(zeroed)[:, [2, 5]].abs().sum() == 0  # the pooled neurons are the ones zeroed
+
+    layers = stack_layers(["block1", "block2"], [TOKEN_CHANNELS, TOKEN_CHANNELS])
+    mask = instrumented.mask_channels(layers)
+    mask.keep = torch.ones(3, 2 * TOKEN_CHANNELS)
+    mask.keep[0, 7] = 0.0  # image 0 loses channel 7 of block1
+    masked = model.block1(tokens)
+    assert masked[0, :, 7].abs().sum() == 0
+    torch.testing.assert_close(masked[0, :, :7], base[0, :, :7])
+    torch.testing.assert_close(masked[1:], base[1:])
+    instrumented.close()
     assert hook_count(model) == 0

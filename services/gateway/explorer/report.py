@@ -37,6 +37,12 @@ def _write(folder: Path, relative: str, key: str, value: Any) -> None:
 
 def load_atlas(out_dir: Path) -> Atlas:
     """The result in `out_dir` as an explorer index (thumbnails and activations read lazily)."""
+    if not (out_dir / artifacts.HIERARCHY).is_file() and (out_dir / "comparison.json").is_file():
+        raise InputError(
+            f"{out_dir} holds a comparison, not a result.",
+            f"`neuron-atlas compare` writes its explorer, {out_dir / FOLDER}/; "
+            "run compare again to refresh it.",
+        )
     if not (out_dir / artifacts.HIERARCHY).is_file():
         raise InputError(
             f"{out_dir} holds no hierarchy.json.", "Point report at the OUT_DIR of a finished run."

@@ -23,6 +23,7 @@ from fastapi.routing import iter_route_contexts
 from neuron_atlas_client.options import PipelineOptions
 from services.gateway.main import create_app
 from services.gateway.methods import endpoints
+from tests.explorer.test_ui_comparison import UI_COMPARISON_ROUTES
 from tests.integrations.test_comparisons import COMPARISON_ROUTES
 from tests.services.gateway.helpers import finished_job, wait_for
 from tests.services.gateway.test_api import LIGHT, PROBLEM, images, submit
@@ -40,6 +41,7 @@ PUBLIC = {
     ("GET", "/ui"): "redirect to /ui/",
     ("GET", "/ui/"): "the explorer's page (its data come from /ui/api, behind the keys)",
     ("GET", "/ui/assets/{name}"): "the explorer's script and style",
+    ("GET", "/ui/comparisons/{comparison_id}"): "redirect to the explorer's comparison route (data: /ui/api)",
 }
 
 
@@ -148,8 +150,16 @@ def app_routes() -> set[tuple[str, str]]:
 def test_every_route_is_in_the_matrix() -> None:
     routes = app_routes()
     # a comparison's routes: no key 401, another tenant 404 on a comparison or on jobs not its own
-    # (tests/integrations/test_comparisons.py, which makes a comparison on the suite)
-    listed = set(PUBLIC) | TENANT_WIDE | set(JOB_ROUTES) | set(MODEL_ROUTES) | COMPARISON_ROUTES
+    # (tests/integrations/test_comparisons.py, which makes a comparison on the suite, and
+    # tests/explorer/test_ui_comparison.py for the explorer's comparison view)
+    listed = (
+        set(PUBLIC)
+        | TENANT_WIDE
+        | set(JOB_ROUTES)
+        | set(MODEL_ROUTES)
+        | COMPARISON_ROUTES
+        | UI_COMPARISON_ROUTES
+    )
     uncovered = sorted(routes - listed)
     assert not uncovered, (
         "Routes missing from the two-tenant authorisation matrix (tests/services/gateway/"

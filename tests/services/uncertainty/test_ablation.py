@@ -116,3 +116,28 @@ def test_set_rank_pvalue_is_uniform_when_set_effects_are_shared_by_the_images() 
     assert np.mean(np.array(p) <= 0.1) == pytest.approx(0.1, abs=0.03)
     assert np.mean(np.array(p) <= 0.05) == pytest.approx(0.05, abs=0.02)
     assert set_rank_pvalue(np.array([[5.0, 1.0, 2.0, 0.0]])) == 0.25  # the smallest: 1 / sets
+
+
+def test_ablating_a_token_layer_zeroes_its_channels_in_every_token() -> None:
+    """The ablation passes (from the first read layer's output, and the hooks on later read
+    layers) on a token model: the logits with a channel ablated are those of the model with that
+    channel zeroed on the last axis, in every token, by hand."""
+    from tests.tiny_models import TOKEN_CHANNELS, token_net
+
+    model = token_net()
+    layers = [LayerInfo("block1", TOKEN_CHANNELS, 0), LayerInfo("block2", TOKEN_CHANNELS, TOKEN_CHANNELS)]
+    images = torch.randn(4, 3, 32, 32)
+    ablated = AblatedModel(model, layers)
+    keep = torch.ones(4, 2 * TOKEN_CHANNELS)
+    keep[:, 3] = 0.0  # block1 channel 3
+    keep[:, TOKEN_CHANNELS + 9] = 0.0  # block2 channel 9
+    logits = ablated.logits(ablated.starts(images), keep)
+    ablated.close()
+    with torch.no_grad():
+        tokens = model.patch(images).flatten(2).transpose(1, 2)
+        first = model.block1(tokens)
+        first[..., 3] = 0.0
+        second = model.block2(first)
+        second[..., 9] = 0.0
+        expected = model.head(second.mean(dim=1))
+    torch.testing.assert_close(logits, expected)

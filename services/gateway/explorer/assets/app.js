@@ -8,6 +8,8 @@
 "use strict";
 (function () {
   const MODE = document.querySelector('meta[name="atlas-mode"]').content;
+  // what a static folder opens on: a result (`neuron-atlas report`) or a comparison (`compare`)
+  const VIEW = (document.querySelector('meta[name="atlas-view"]') || { content: "result" }).content;
   const KEY_ITEM = "neuron-atlas-api-key";
   const SVGNS = "http://www.w3.org/2000/svg";
   const main = document.getElementById("main");
@@ -50,6 +52,8 @@
     concept: (job, id, page) => `#/job/${enc(job)}/concept/${enc(id)}` + (page ? `/page/${page + 1}` : ""),
     neuron: (job, layer, ch) => `#/job/${enc(job)}/neuron/${enc(layer)}/${ch}`,
     compare: (job, a, b) => `#/job/${enc(job)}/compare/${enc(a)}/${enc(b)}`,
+    comparison: (id) => `#/comparison/${enc(id)}`,
+    cmpConcept: (id, cid) => `#/comparison/${enc(id)}/concept/${enc(cid)}`,
   };
   // the breadcrumbs' first steps: the jobs list (gateway only), then the result's overview
   const base = (job, title) => [...(MODE === "api" ? [["Jobs", route.home()]] : []), [title || "Overview", route.tree(job)]];
@@ -79,6 +83,11 @@
     concept: (job, id) => api.get(`${api.job(job)}/concepts/${enc(id)}`),
     images: (job, id, page) => api.get(`${api.job(job)}/concepts/${enc(id)}/images?page=${page}`),
     neuron: (job, layer, ch) => api.get(`${api.job(job)}/neurons/${enc(layer)}/${ch}`),
+    cmp: (id) => `api/comparisons/${enc(id)}`,
+    cmpSummary: (id) => api.get(`${api.cmp(id)}/summary`),
+    cmpChildren: (id, parent) => api.get(`${api.cmp(id)}/children` + (parent ? `?parent=${enc(parent)}` : "")),
+    cmpChanged: (id) => api.get(`${api.cmp(id)}/changed`),
+    cmpConcept: (id, cid) => api.get(`${api.cmp(id)}/concepts/${enc(cid)}`),
     // thumbnails come through the authenticated route, so the key goes along; shown as blob URLs
     async thumb(job, id) {
       const r = await fetch(`${api.job(job)}/thumbs/${id}`, { headers: api.headers() });
@@ -135,6 +144,10 @@
     },
     neuron: (job, layer, ch) => load(`neuron/${layer}/${ch}`, `neuron/${layer}-${ch}.js`),
     thumb: async (job, id) => `../thumbs/${id}.webp`,
+    cmpSummary: () => load("comparison/summary", "comparison/summary.js"),
+    cmpChildren: (id, parent) => load(`comparison/children/${parent || "_top"}`, `comparison/children/${parent || "_top"}.js`),
+    cmpChanged: () => load("comparison/changed", "comparison/changed.js"),
+    cmpConcept: (id, cid) => load(`comparison/concept/${cid}`, `comparison/concept/${cid}.js`),
   };
   const data = MODE === "static" ? local : api;
 
@@ -298,7 +311,13 @@
       h("caption", { class: "meta" }, "Your jobs, newest first; progress refreshes every 2 seconds."),
       h("thead", {}, h("tr", {}, ["Job", "Status", "Stage", "Progress", "Images", ""].map((t) => h("th", { scope: "col" }, t)))),
       body);
-    show("Jobs", h("h1", {}, "Jobs"), table);
+    const cmpInput = h("input", { id: "comparison-id", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "32 hex digits" });
+    const openForm = h("form", { class: "openform", onsubmit: (e) => {
+      e.preventDefault();
+      const value = cmpInput.value.trim();
+      if (value) location.hash = route.comparison(value);
+    } }, h("label", { for: "comparison-id" }, "Open a comparison of two jobs (its id from POST /v1/comparisons) "), cmpInput, " ", h("button", { type: "submit" }, "Open"));
+    show("Jobs", h("h1", {}, "Jobs"), table, h("h2", {}, "Comparisons"), openForm);
     const fill = async () => {
       const answer = await data.jobs();
       if (gen !== generation) return false;
@@ -611,6 +630,188 @@
     rendered("compare");
   }
 
+  // --- a comparison of two models over the same images (issue 27; docs/comparison.md) ---
+  // The tree is the result's (concepts come from captions, not from the model); each concept
+  // carries one change marker, in words and a symbol as well as a colour.
+  const MARK_SYMBOL = { changed: "◆", vanished: "✕", appeared: "✚", unchanged: "=", untested: "?", no_group: "–", in_both: "↔" };
+  function marker(m) {
+    return h("span", { class: `chip marker marker-${m.kind}`, title: m.title, "data-marker": m.kind },
+      h("span", { "aria-hidden": "true" }, MARK_SYMBOL[m.kind] + " "), m.text);
+  }
+  const cmpBase = (id, title) => [...(MODE === "api" ? [["Jobs", route.home()]] : []), [title || "Comparison", route.comparison(id)]];
+  function cmpNumbers(n) {
+    const parts = [`A's group ${n.group_a} → B's group ${n.group_b}`];
+    if (n.lost || n.gained) parts.push(`lost ${n.lost}, gained ${n.gained}`);
+    if (n.jaccard !== null && n.jaccard !== undefined) parts.push(`Jaccard ${fmt(n.jaccard)}`);
+    if (n.kept_share !== null && n.kept_share !== undefined) parts.push(`B keeps ${pct(n.kept_share)} of A's group`);
+    return h("span", { class: "meta" }, parts.join(" · "));
+  }
+  function cmpRow(id, n) {
+    const li = h("li", { "data-concept": n.id, "data-marker": n.marker.kind });
+    const link = h("a", { href: route.cmpConcept(id, n.id), class: "concept-link" }, n.label);
+    let toggle = h("span", { class: "toggle-space" });
+    const below = n.changed_below ? h("span", { class: "meta changed-below" }, ` · ${plural(n.changed_below, "changed concept")} below`) : "";
+    if (n.children) {
+      toggle = h("button", { type: "button", class: "toggle", "aria-expanded": "false", "aria-label": `Show the ${n.children} concepts under “${n.label}”` }, "+");
+      let sub = null;
+      toggle.addEventListener("click", async () => {
+        const open = toggle.getAttribute("aria-expanded") === "true";
+        if (open) { sub.hidden = true; toggle.setAttribute("aria-expanded", "false"); toggle.textContent = "+"; return; }
+        if (!sub) { sub = cmpTreeList(id, n.id, await data.cmpChildren(id, n.id)); li.append(sub); }
+        sub.hidden = false; toggle.setAttribute("aria-expanded", "true"); toggle.textContent = "−";
+      });
+    }
+    li.append(h("div", { class: "row" }, toggle, h("div", { class: "about" }, link, " ", marker(n.marker), " ", nodeFacts(n), below,
+      n.label_b ? h("div", { class: "meta" }, `B's result words it “${n.label_b}”`) : "",
+      h("div", {}, cmpNumbers(n)))));
+    return li;
+  }
+  function cmpTreeList(id, parent, answer) {
+    return h("ul", parent ? { role: "group" } : { class: "tree", "aria-label": "Concepts" }, answer.items.map((n) => cmpRow(id, n)));
+  }
+  function changedList(id, answer) {
+    if (!answer.total) return h("p", { class: "meta" }, "No concept changed: every group is the same within same-model noise.");
+    return h("ol", { class: "results changed-list", "aria-label": "Changed concepts" }, answer.items.map((n) => h("li", { "data-concept": n.id, "data-marker": n.marker.kind },
+      h("a", { href: route.cmpConcept(id, n.id) }, n.label), " ", marker(n.marker), " ", nodeFacts(n), h("div", {}, cmpNumbers(n)),
+      n.path.length ? h("div", { class: "meta" }, "in: ", n.path.map((p) => p.label).join(" › ")) : "")));
+  }
+  function modelCell(s, side) {
+    const m = s.models[side];
+    const name = MODE === "api" && m.job ? h("a", { href: route.tree(m.job) }, m.source) : h("code", {}, m.source);
+    return h("td", {}, name, h("div", { class: "meta" }, `${m.architecture} · ${m.weights} · layers ${m.layers.join(", ")}`));
+  }
+  function testsList(tests) {
+    return h("dl", { class: "tests" }, tests.map((t) => [h("dt", {}, t.name), h("dd", {}, h("span", { class: "null" }, t.text))]));
+  }
+  async function comparisonPage(gen, id) {
+    const [s, top] = await Promise.all([data.cmpSummary(id), data.cmpChildren(id, null)]);
+    if (gen !== generation) return;
+    setCrumbs(cmpBase(id, s.title));
+    const same = s.mode === "same_layers";
+    const counts = h("ul", { class: "facts", "aria-label": "Concepts per change marker" },
+      Object.entries(s.counts).filter(([, n]) => n).map(([kind, n]) => h("li", { "data-count": kind }, marker({ kind, ...s.markers[kind] }), " ", h("b", {}, count(n)))));
+    const section = h("div", { id: "cmp-concepts" }, cmpTreeList(id, null, top));
+    const changedTotal = s.counts.changed + s.counts.vanished + s.counts.appeared;
+    const filter = h("button", { type: "button", id: "changed-only", "aria-pressed": "false", "aria-controls": "cmp-concepts" }, `Show only the changed concepts (${changedTotal})`);
+    filter.addEventListener("click", async () => {
+      const on = filter.getAttribute("aria-pressed") !== "true";
+      filter.setAttribute("aria-pressed", on ? "true" : "false");
+      filter.textContent = on ? "Show the whole tree" : `Show only the changed concepts (${changedTotal})`;
+      section.replaceChildren(on ? changedList(id, await data.cmpChanged(id)) : cmpTreeList(id, null, await data.cmpChildren(id, null)));
+    });
+    const layerRows = s.layers.map((l) => h("tr", {}, h("th", { scope: "row" }, l.layer), h("td", {}, count(l.memberships_a)), h("td", {}, count(l.memberships_b)),
+      h("td", {}, count(l.lost)), h("td", {}, count(l.gained)), h("td", {}, `${l.significant_down} down, ${l.significant_up} up`), h("td", {}, fmt(l.mean_jaccard))));
+    show(s.title || "Comparison",
+      h("h1", {}, "What changed between two models"),
+      h("table", { class: "models" }, h("tbody", {},
+        h("tr", {}, h("th", { scope: "row" }, "A, the reference"), modelCell(s, "a")),
+        h("tr", {}, h("th", { scope: "row" }, "B, the candidate"), modelCell(s, "b")))),
+      h("ul", { class: "facts" },
+        h("li", {}, h("b", {}, count(s.images)), " images in both"),
+        h("li", {}, h("b", {}, count(s.concepts)), " concepts"),
+        h("li", {}, `${s.summary.significant_changes} of ${s.summary.tests} neuron supports changed beyond same-model noise (alpha ${s.alpha})`)),
+      h("p", { class: "method" }, same ? "The same architecture and layers: a neuron is the same neuron in both models (by its index), so each concept shows the neurons B gained and lost. "
+        : "Other layers or another architecture: no neuron is the same neuron in both models, so each concept shows the two models' numbers side by side. ", h("span", { class: "meta" }, `(Found: ${s.mode_reason}.)`)),
+      counts,
+      h("h2", { id: "concepts" }, "Concepts"),
+      h("p", { class: "legend" }, "The concept tree of both results (the concepts come from the captions, so they are the same in both), top level first. Each concept's marker says what happened to its neuron group from A to B: ",
+        Object.entries(s.markers).map(([kind, m], i) => [i ? "; " : "", h("b", {}, m.text), `: ${m.title}`]), "."),
+      h("p", {}, filter), section,
+      same && s.layers.length ? [h("h2", { id: "layers" }, "Per layer"), h("table", { class: "stats" },
+        h("thead", {}, h("tr", {}, ["Layer", "Memberships in A", "In B", "Lost", "Gained", "Supports changed", "Mean Jaccard"].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, layerRows))] : "",
+      h("h2", { id: "tests" }, "The tests and their nulls"), testsList(s.tests));
+    rendered("comparison");
+  }
+  function cmpCell(c, side, jobs, layer) {
+    const tag = side === "a" ? (c.lost ? "lost" : "") : c.gained ? "gained" : "";
+    const change = `support ${fmt(c.support)} in ${side.toUpperCase()}; change B − A ${signed(c.change)}, q ${pval(c.q)}` + (c.significant ? ", changed beyond same-model noise" : ", within same-model noise");
+    const label = `${layer} channel ${c.channel}: ` + (tag === "lost" ? "lost (in A's group, not in B's), " : tag === "gained" ? "gained (in B's group, not in A's), " : "") + change;
+    const body = [h("span", { class: "ch" }, c.channel), tag ? h("span", { class: "tag" }, tag) : "", h("span", {}, fmt(c.support)), c.significant ? h("span", { class: "sig" }, "q " + pval(c.q)) : ""];
+    const cls = [tag, c.significant ? "significant" : ""].filter(Boolean).join(" ") || null;
+    const job = jobs && jobs[side];
+    return h("li", {}, MODE === "api" && job
+      ? h("a", { href: route.neuron(job, layer, c.channel), class: cls, title: label, "aria-label": label, "data-channel": c.channel }, body)
+      : h("span", { class: cls ? "cell " + cls : "cell", title: label, "aria-label": label, role: "img", "data-channel": c.channel }, body));
+  }
+  function causalText(c) {
+    if (c.status !== "tested" || c.effect === null || c.effect === undefined) return h("span", { class: "chip chip-untested" }, c.note || "not tested");
+    return [`${signed(c.effect, 3)} [${interval(c.interval, 3)}], q ${pval(c.q_value)} `,
+      h("span", { class: "chip chip-" + (c.significant ? "yes" : "no") }, c.significant ? "specific" : "not specific")];
+  }
+  function sideTable(c) {
+    const a = c.sides.a, b = c.sides.b;
+    const diff = (x, y, d) => (x === null || x === undefined || y === null || y === undefined ? "–" : signed(y - x, d));
+    const row = (name, what, x, y, change) => h("tr", {}, h("th", { scope: "row" }, name, h("p", { class: "null" }, what)), h("td", {}, x), h("td", {}, y), h("td", {}, change));
+    return h("table", { class: "stats side-by-side" },
+      h("thead", {}, h("tr", {}, ["", "A, the reference", "B, the candidate", "Change (B − A)"].map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", {},
+        row("Group size", "Neurons active in at least min_support of the concept's images.", count(a.group_size), count(b.group_size), diff(a.group_size, b.group_size, 0)),
+        row("Selectivity", "Mean over the group of its support here minus its active rate in the rest of the images.", fmt(a.selectivity, 3), fmt(b.selectivity, 3), diff(a.selectivity, b.selectivity, 3)),
+        row("Group stability", "Mean Jaccard of the group over bootstrap resamples of the concept's images.", fmt(a.group_stability), fmt(b.group_stability), diff(a.group_stability, b.group_stability, 2)),
+        row("Causal effect", "Each model's specificity test: zeroing the group lowers the concept's held-out images' outputs more than other images' (effect in top-logit units).",
+          causalText(a.causal), causalText(b.causal), c.causal_change === null || c.causal_change === undefined ? "–" : signed(c.causal_change, 3))));
+  }
+  function neuronTable(c) {
+    const yes = (x) => (x ? "yes" : "no");
+    const rows = c.neurons.map((n) => h("tr", { class: n.significant ? "significant" : null, "data-neuron": `${n.layer}/${n.channel}` },
+      h("th", { scope: "row" }, `${n.layer} / ${n.channel}`),
+      h("td", {}, yes(n.in_a), " → ", yes(n.in_b), n.in_a && !n.in_b ? h("span", { class: "tag tag-lost" }, " lost") : n.in_b && !n.in_a ? h("span", { class: "tag tag-gained" }, " gained") : ""),
+      h("td", {}, `${fmt(n.support_a)} → ${fmt(n.support_b)} (${signed(n.support_change)})`),
+      h("td", {}, `${n.a_only} / ${n.b_only}`),
+      h("td", {}, pval(n.support_q)),
+      h("td", {}, `${fmt(n.selectivity_a)} → ${fmt(n.selectivity_b)} (${signed(n.selectivity_change)})`),
+      h("td", {}, pval(n.selectivity_q)),
+      h("td", {}, n.significant ? h("b", {}, "changed") : "within noise")));
+    return h("table", { class: "stats neuron-changes" },
+      h("thead", {}, h("tr", {}, ["Neuron", "In the group (A → B)", "Support A → B (change)", "Images active only in A / only in B", "q (support)", "Selectivity A → B (change)", "q (selectivity)", "Verdict"].map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", {}, rows));
+  }
+  async function cmpConceptPage(gen, id, cid) {
+    const [s, c] = await Promise.all([data.cmpSummary(id), data.cmpConcept(id, cid)]);
+    if (gen !== generation) return;
+    setCrumbs([...cmpBase(id, s.title), ...c.path.map((p) => [p.label, route.cmpConcept(id, p.id)]), [c.label, null]]);
+    const same = c.mode === "same_layers";
+    const jobs = c.jobs || {};
+    const own = MODE === "api" && jobs.a ? h("p", {}, "This concept in each model's own explorer: ",
+      h("a", { href: route.concept(jobs.a, c.id) }, "model A"), ", ", h("a", { href: route.concept(jobs.b, c.id) }, "model B"), ".") : "";
+    const layers = same ? c.layers.map((l) => h("section", { class: "cmp-layer", "data-layer": l.layer },
+      h("h3", {}, `${l.layer}: A ${l.group_a}, B ${l.group_b} neurons; lost ${l.lost}, gained ${l.gained}; Jaccard ${fmt(l.jaccard)}; supports changed: ${l.significant_down} down, ${l.significant_up} up`),
+      h("div", { class: "compare" },
+        h("section", { "aria-label": `Model A's group in ${l.layer}` }, h("h4", {}, `Model A (reference): ${plural(l.a.length, "neuron")}`),
+          l.a.length ? h("ul", { class: "strip cmp-strip" }, l.a.map((x) => cmpCell(x, "a", jobs, l.layer))) : h("p", { class: "meta" }, "No group in this layer.")),
+        h("section", { "aria-label": `Model B's group in ${l.layer}` }, h("h4", {}, `Model B (candidate): ${plural(l.b.length, "neuron")}`),
+          l.b.length ? h("ul", { class: "strip cmp-strip" }, l.b.map((x) => cmpCell(x, "b", jobs, l.layer))) : h("p", { class: "meta" }, "No group in this layer.")))))
+      : h("table", { class: "stats" }, h("thead", {}, h("tr", {}, ["Model", "Layer", "Group size"].map((t) => h("th", { scope: "col" }, t)))),
+        h("tbody", {}, c.layers.map((l) => h("tr", {}, h("td", {}, l.model.toUpperCase()), h("td", {}, l.layer), h("td", {}, count(l.group))))));
+    show(c.label,
+      h("h1", {}, c.label),
+      c.label_b ? h("p", { class: "meta" }, `B's result words this concept “${c.label_b}” (the same images; labels are written per result).`) : "",
+      h("div", { class: "chips-row" }, marker(c.marker)),
+      h("ul", { class: "facts" },
+        h("li", {}, h("span", { class: "badge" }, `level ${c.level}`)),
+        h("li", {}, h("b", {}, count(c.size)), " images"),
+        same ? h("li", {}, "Jaccard of the two groups ", h("b", { "data-fact": "jaccard" }, fmt(c.jaccard))) : "",
+        same ? h("li", {}, "B keeps ", h("b", { "data-fact": "kept" }, pct(c.kept_share)), " of A's group") : "",
+        same && c.testable === false ? h("li", {}, h("span", { class: "chip chip-untested" }, "too few images for any change to reach alpha")) : ""),
+      own,
+      h("h2", {}, "Both models side by side"), sideTable(c),
+      h("h2", {}, same ? "Neuron groups by layer" : "Group sizes by layer"),
+      same ? h("p", { class: "legend" }, `Each cell: channel, its support in that model (the share of the concept's images in which it is active). `,
+        h("b", {}, "lost"), " (red frame, in A's column): in A's group, not in B's. ", h("b", {}, "gained"), " (blue frame, in B's column): in B's group, not in A's. ",
+        "Gained and lost are the group rule's verdict; a cell whose support changed beyond same-model noise also shows its q (thick frame). The table below has every tested neuron.")
+        : h("p", { class: "legend" }, "The two models read other layers (or are other architectures): no neuron is the same neuron in both, so only the numbers are side by side, without gained or lost neurons."),
+      layers,
+      same ? [h("h2", {}, `Every tested neuron (${c.neurons.length})`),
+        h("p", { class: "legend" }, "Tested: both groups, and every neuron whose support averaged over the two models is at least min_support / 2. Changed beyond same-model noise first."),
+        c.neurons.length ? neuronTable(c) : h("p", { class: "meta" }, "None.")] : "",
+      h("h2", {}, "The tests and their nulls"), testsList(c.tests),
+      h("h2", {}, "Related concepts"),
+      h("div", { class: "relatives" },
+        h("section", {}, h("h3", {}, "Parent"), c.parent ? h("ul", {}, h("li", {}, h("a", { href: route.cmpConcept(id, c.parent.id) }, c.parent.label))) : h("p", { class: "meta" }, "None: a top-level concept.")),
+        h("section", {}, h("h3", {}, `Children (${c.children})`), c.children ? h("ul", {}, c.children_links.map((r) => h("li", {}, h("a", { href: route.cmpConcept(id, r.id) }, r.label)))) : h("p", { class: "meta" }, "None: a finest-level concept."))));
+    rendered("comparison-concept");
+  }
+
   // --- routing ---
   let routeStart = 0;
   async function dispatch() {
@@ -625,7 +826,8 @@
     const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
     if (MODE === "api" && api.key() === null) return keyForm();
     try {
-      if (parts[0] !== "job") await (MODE === "api" ? jobsPage(gen) : overviewPage(gen, "report"));
+      if (parts[0] === "comparison") await (parts[2] === "concept" ? cmpConceptPage(gen, parts[1], parts[3]) : comparisonPage(gen, parts[1]));
+      else if (parts[0] !== "job") await (MODE === "api" ? jobsPage(gen) : VIEW === "comparison" ? comparisonPage(gen, "report") : overviewPage(gen, "report"));
       else if (parts.length === 2) await overviewPage(gen, parts[1]);
       else if (parts[2] === "concept") await conceptPage(gen, parts[1], parts[3], parts[4] === "page" ? Math.max(0, Number(parts[5]) - 1) : 0);
       else if (parts[2] === "neuron") await neuronPage(gen, parts[1], parts[3], Number(parts[4]));

@@ -1,0 +1,67 @@
+"""The comparison view as a static folder, `DIR/explorer/`, which `neuron-atlas compare A_OUT B_OUT
+--out DIR` writes beside `DIR/comparison.json`: the same page and assets as a result's report
+(`report.py`), opening on the comparison, with each answer the gateway's
+`/ui/api/comparisons/{id}/...` gives written as a `data/*.js` script (one per concept and per
+concept's children), so it opens from disk with no server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from services.gateway.explorer.atlas import safe_name
+from services.gateway.explorer.comparison_view import ComparisonView, comparison_view
+from services.gateway.explorer.page import ASSETS, asset, index_html
+from services.gateway.explorer.report import FOLDER, data_script
+
+
+def load_comparison_view(
+    comparison: dict[str, Any], a_out: Path, b_out: Path, title: str = ""
+) -> ComparisonView:
+    """The view of a comparison of two result folders (their `hierarchy.json`)."""
+    hierarchies = [json.loads((out / "hierarchy.json").read_text(encoding="utf-8")) for out in (a_out, b_out)]
+    return comparison_view(comparison, hierarchies[0], hierarchies[1], title=title)
+
+
+def _write(folder: Path, relative: str, key: str, value: Any) -> None:
+    path = folder / "data" / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data_script(key, value), encoding="utf-8")
+
+
+def write_comparison_report(out_dir: Path, view: ComparisonView) -> Path:
+    """Write `out_dir/explorer/` afresh for `view`; returns its index.html."""
+    folder = out_dir / FOLDER
+    staging = out_dir / f".{FOLDER}-staging"
+    if staging.exists():
+        shutil.rmtree(staging)
+    (staging / "assets").mkdir(parents=True)
+    for name in ASSETS:
+        (staging / "assets" / name).write_bytes(asset(name))
+    (staging / "index.html").write_text(index_html("static", view="comparison"), encoding="utf-8")
+    _write(staging, "comparison/summary.js", "comparison/summary", view.summary())
+    _write(staging, "comparison/changed.js", "comparison/changed", view.changed())
+    _write(staging, "comparison/children/_top.js", "comparison/children/_top", view.children(None))
+    for cluster_id, cluster in view.clusters.items():
+        if cluster_id not in view.concepts:
+            continue
+        name = safe_name(cluster_id)
+        _write(
+            staging,
+            f"comparison/concept/{name}.js",
+            f"comparison/concept/{cluster_id}",
+            view.concept(cluster_id),
+        )
+        if cluster["children"]:
+            _write(
+                staging,
+                f"comparison/children/{name}.js",
+                f"comparison/children/{cluster_id}",
+                view.children(cluster_id),
+            )
+    if folder.exists():
+        shutil.rmtree(folder)
+    staging.replace(folder)
+    return folder / "index.html"
