@@ -230,7 +230,7 @@ def run_to_folder(
     from neuron_atlas.pipeline import run  # torch: `neuron-atlas --help` must not import it
 
     out_dir = out_dir.resolve()  # through a symlink: the result replaces the folder it points to
-    if (out_dir / "hierarchy.json").exists() and not overwrite:
+    if ((out_dir / "hierarchy.json").exists() or (out_dir / "models.json").exists()) and not overwrite:
         raise InputError(f"{out_dir} already holds a result.", "Pass --overwrite or choose another --out.")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir} exists and is not a folder.", "Choose another --out.")
@@ -293,6 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.quiet:
             print_run_report(hierarchy, args.out, stderr_stream())
             print_tree(hierarchy, args.tree_levels, sys.stdout)
+            if options.multi_model:
+                _print_multi_model(args.out, options)
         return 0
     except InputError as exc:
         _print_error(exc)
@@ -313,6 +315,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`neuron-atlas layers MODEL | head`): stop quietly, like a Unix tool.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def _print_multi_model(out_dir: Path, options: PipelineOptions) -> None:
+    """A multi-model run: where each model's result and comparison are, and each comparison's
+    summary (the tree and report above are the baseline's)."""
+    from neuron_atlas_client.comparison_gate import print_summary
+    from neuron_atlas_client.contracts.comparison import Comparison
+
+    base, *others = [model.resolved_key for model in options.target_models()]
+    stream = stderr_stream()
+    print(f"models: {out_dir / 'models.json'} (the tree above is {base}'s, the baseline)", file=stream)
+    for key in [base, *others]:
+        print(f"  {key}: {out_dir / 'models' / key / 'hierarchy.json'}", file=stream)
+    for key in others:
+        path = out_dir / "comparisons" / f"{key}.json"
+        print(f"\n{base} against {key}: {path}", file=sys.stdout)
+        print_summary(Comparison.model_validate_json(path.read_bytes()), sys.stdout)
 
 
 def _mlflow_log(args: argparse.Namespace) -> int:

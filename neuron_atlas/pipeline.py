@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from shared.pipeline.ingest import (
     read_labels,
     scan_image_folder,
 )
+from shared.pipeline.model_view import ModelJob, model_store, stage_jobs, write_model_specs
 from shared.pipeline.progress import NoProgress, Progress
 from shared.pipeline.stage_job import ShardDecoder
 from shared.storage import artifacts
@@ -50,9 +51,11 @@ log = logging.getLogger(__name__)
 class Models:
     """Everything loaded and checked before the long work starts, so a typo fails in seconds."""
 
-    target: LoadedModel
+    target: LoadedModel  # the job's (a multi-model job's baseline)
     captioner: Captioner | None
     embedder: Embedder
+    # A multi-model job's target models by key, the baseline's included; empty for one model.
+    targets: dict[str, LoadedModel] = field(default_factory=dict)
 
 
 def ingest(
@@ -85,6 +88,8 @@ def ingest(
     manifest = manifest_document(records, skipped, provided, labels or None)
     put_json(store, artifacts.SPEC, {"options": options.model_dump(mode="json")})
     put_json(store, artifacts.MANIFEST, manifest)
+    if options.multi_model:
+        write_model_specs(store, options)
     return manifest
 
 
@@ -102,12 +107,17 @@ def _warn_unmatched(what: str, given: dict[str, str], source: Path, image_dir: P
 
 
 def load_models(options: PipelineOptions, uncaptioned: list[str]) -> Models:
-    """Load every model the job needs; `uncaptioned` names the images that need the captioner."""
-    target = target_model(TargetSpec.of(options))
-    with hook_layers(target, options) as reader:
-        reader.layer_infos(
-            target.device, target.preprocessing.input_size
-        )  # a layer that does not run fails now, not after captioning
+    """Load every model the job needs (each target model of a multi-model job);
+    `uncaptioned` names the images that need the captioner."""
+    targets: dict[str, LoadedModel] = {}
+    for model in options.target_models():
+        own = options.for_model(model) if options.multi_model else options
+        target = targets[model.resolved_key] = target_model(TargetSpec.of(own))
+        with hook_layers(target, own) as reader:
+            reader.layer_infos(
+                target.device, target.preprocessing.input_size
+            )  # a layer that does not run fails now, not after captioning
+    target = next(iter(targets.values()))
     captioner = Captioner(options.caption_model, target.device) if uncaptioned else None
     if captioner:
         try:
@@ -119,7 +129,7 @@ def load_models(options: PipelineOptions, uncaptioned: list[str]) -> Models:
             ) from None
     embedder = Embedder(options.embed_model, options.device)
     embedder.load()
-    return Models(target, captioner, embedder)
+    return Models(target, captioner, embedder, targets if options.multi_model else {})
 
 
 def folder_image_reader(image_dir: Path) -> Callable[[dict[str, Any]], bytes]:
@@ -176,6 +186,10 @@ class LocalJob:
             raise ValueError(f"the embedded run has no {name!r} (images without captions need a captioner)")
         return self._resources[name]
 
+    def model_resource(self, name: str, view: ModelJob) -> Any:
+        """A multi-model job's resource `name` for one of its models (`shared.pipeline.model_view`)."""
+        return self.resource(f"{name}:{view.key}")
+
     def report(self, name: str, document: dict[str, Any]) -> None:
         pass  # the embedded run's summaries are in hierarchy.json and on the terminal
 
@@ -194,17 +208,23 @@ class LocalJob:
 
 def run_stages(job: LocalJob, progress: Progress, observe: Observer = _unobserved) -> None:
     """Every queued stage of the table, wave by wave: a wave's per-shard stages shard by shard
-    (each shard decoded once for them all), then its per-job stages in the table's order."""
+    (each shard decoded once for them all), then its per-job stages in the table's order. A
+    per-model stage of a multi-model job runs once per model, over that model's view of the job
+    (`shared.pipeline.model_view.stage_jobs`)."""
     images = len(job.manifest()["images"])
-    totals = stages.totals(images)
-    for wave in stages.waves():
+    models = len(job.options.target_models())
+    totals = stages.totals(images, models)
+    for wave in stages.waves(models):
         per_shard = [stage for stage in wave if stage.per == "shard"]
         for stage in per_shard:
             progress.start(stage.name, totals[stage.name])
         for index in range(artifacts.shard_count(images, job.options.shard_size) if per_shard else 0):
             for stage in per_shard:
                 with observe(stage.name, index):
-                    done = stages.entry_function(stage)(job, index)
+                    done = sum(
+                        stages.entry_function(stage)(view, index)
+                        for view in stage_jobs(stage, job, job.model_resource)
+                    )
                 progress.advance(stage.name, done)
         for stage in per_shard:
             progress.finish(stage.name)
@@ -212,7 +232,8 @@ def run_stages(job: LocalJob, progress: Progress, observe: Observer = _unobserve
             if stage.per == "job":
                 progress.start(stage.name, totals[stage.name])
                 with observe(stage.name, None):
-                    stages.entry_function(stage)(job, None)
+                    for view in stage_jobs(stage, job, job.model_resource):
+                        stages.entry_function(stage)(view, None)
                 progress.finish(stage.name)
 
 
@@ -229,7 +250,8 @@ def run(
     read_image: Callable[[dict[str, Any]], bytes] | None = None,
     observe: Observer = _unobserved,
 ) -> Hierarchy:
-    """The whole method on one folder of images; writes the artifacts and returns hierarchy.json.
+    """The whole method on one folder of images; writes the artifacts and returns hierarchy.json
+    (a multi-model job's baseline's; each model's is under `models/{key}/`).
 
     `label_settings` default to the environment's (`NEURON_ATLAS_LLM__*`): no endpoint there
     means offline labels. `labels_file`: class labels (`--labels`). `models` (else loaded from
@@ -249,9 +271,19 @@ def run(
         "embedder": models.embedder,
         "labelling": {"settings": label_settings},
         "version": version,
+        **{f"target:{key}": target for key, target in models.targets.items()},
     }
     job = LocalJob(
         store, options, manifest, read_image or folder_image_reader(image_dir), resources, progress, observe
     )
     run_stages(job, progress, observe)
-    return read_hierarchy(store)
+    return read_hierarchy(result_store(store, options))
+
+
+def result_store(store: Store, options: PipelineOptions, key: str | None = None) -> Store:
+    """Where a run's hierarchy.json is read: the folder itself, or, for a multi-model run, the
+    view of model `key` (default: the baseline) over it."""
+    if not options.multi_model:
+        return store
+    model = next((m for m in options.target_models() if m.resolved_key == key), options.target_models()[0])
+    return model_store(store, model.resolved_key)

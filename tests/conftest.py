@@ -166,7 +166,10 @@ def suite(
     s3_server.make_bucket(bucket)
     env = {
         **os.environ,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        # The checkout's client package too: an installed (editable) one may be another checkout's.
+        "PYTHONPATH": os.pathsep.join(
+            str(Path(__file__).resolve().parents[1] / part) for part in ("", "client/src")
+        ),
         "ENVIRONMENT": "development",
         "REDIS_URL": redis_server.url,
         "S3_ENDPOINT": s3_server.endpoint,

@@ -106,6 +106,8 @@ HANDLED_BLOCKS = (
     "neuron-atlas run images/ --out out-v3",
     "neuron-atlas compare out-v3 out-v4 --out compare-v4",
     "python benchmarks/comparison_calibration.py",
+    # docs/comparison.md's one job of two models: run as written by tests/neuron_atlas/test_multi_model.py
+    "neuron-atlas run images/ --out out --weights v3.safetensors",
 )
 
 

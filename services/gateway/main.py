@@ -22,6 +22,7 @@ from services.gateway.routers import (
     explorer,
     explorer_comparisons,
     health,
+    job_models,
     jobs,
     models,
     results,
@@ -117,6 +118,7 @@ def create_app() -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(results.router)
+    app.include_router(job_models.router)
     app.include_router(webhooks.router)
     app.include_router(comparisons.router)
     app.include_router(explorer.router)

@@ -11,7 +11,7 @@ from neuron_atlas_client.contracts.hierarchy import Cluster, Hierarchy, Neuron
 from services.gateway.problems import Problem
 from shared.jobs.jobstore import JobRecord
 from shared.storage import artifacts
-from shared.storage.stores import PrefixedStore, S3Store
+from shared.storage.stores import PrefixedStore, S3Store, Store
 
 NeuronKey = tuple[str, int]  # (layer, channel)
 
@@ -45,13 +45,43 @@ class JobResult:
 # Keyed by when the job finished, so a relabelled job (finished again) is read afresh by every
 # gateway replica; a deleted job's entry is never asked for again and ages out.
 @lru_cache(maxsize=8)
-def _load(store: S3Store, job_id: str, finished_at: str | None) -> JobResult:
-    body = PrefixedStore(store, artifacts.job_prefix(job_id)).get_bytes(artifacts.HIERARCHY)
-    return JobResult.parse(body)
+def _load(store: S3Store, job_id: str, finished_at: str | None, key: str | None) -> JobResult:
+    view = PrefixedStore(store, artifacts.job_prefix(job_id))
+    return JobResult.parse(view.get_bytes(hierarchy_key(view, job_id, key)))
 
 
-def job_result(job: JobRecord, store: S3Store) -> JobResult:
-    """The result of a succeeded job; a 409 problem before it has succeeded."""
+def model_keys(view: Store) -> list[str]:
+    """The keys of a job's target models, the baseline first (one for a single-model job)."""
+    return [model.resolved_key for model in artifacts.read_options(view).target_models()]
+
+
+def hierarchy_key(view: Store, job_id: str, key: str | None) -> str:
+    """Where model `key`'s hierarchy.json is in the job (default: its only model, or a
+    multi-model job's baseline); a 404 problem for a key the job has no model of."""
+    keys = model_keys(view)
+    if key is not None and key not in keys:
+        raise Problem(
+            404, "not-found", f"Job {job_id} has no model {key}.", fix=f"Its models: {', '.join(keys)}."
+        )
+    if len(keys) == 1:
+        return artifacts.HIERARCHY
+    return artifacts.model_prefix(key or keys[0]) + artifacts.HIERARCHY
+
+
+def finished(job: JobRecord) -> None:
+    """A 409 problem before the job has succeeded."""
+    if job.status != "succeeded":
+        raise Problem(
+            409,
+            "job-not-finished",
+            f"The job is {job.status}; its result is not ready.",
+            fix="Poll the job until it has succeeded.",
+        )
+
+
+def job_result(job: JobRecord, store: S3Store, key: str | None = None) -> JobResult:
+    """The result of a succeeded job (of its model `key`, in a multi-model job; default the
+    baseline); a 409 problem before it has succeeded."""
     if job.status != "succeeded":
         raise Problem(
             409,
@@ -59,4 +89,4 @@ def job_result(job: JobRecord, store: S3Store) -> JobResult:
             f"The job is {job.status}; its hierarchy is not ready.",
             fix="Poll the job until it has succeeded.",
         )
-    return _load(store, job.id, job.finished_at)
+    return _load(store, job.id, job.finished_at, key)

@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 from neuron_atlas_client.contracts.api import JobFromBucket, JobSpec
@@ -18,6 +18,7 @@ from services.gateway.uploads import Collector, Limits
 from shared.jobs.jobstore import JobRecord, JobStore
 from shared.models.registered_model import JOB_ARTIFACT, JobModel
 from shared.pipeline import stages
+from shared.pipeline.model_view import write_model_specs
 from shared.storage import artifacts
 from shared.storage.stores import PrefixedStore, Store, put_json
 
@@ -93,12 +94,14 @@ def submit(
     tenant: str,
     spec: JobSpec,
     collect: Callable[[Store], Collector],
-    enqueue: Callable[[str, int], None],
+    enqueue: Callable[[str, int, int], None],
     job_id: str,
     llm_token_budget: int | None = None,
     model: JobModel | None = None,
+    models: Mapping[str, JobModel] | None = None,
 ) -> JobRecord:
-    """Ingest, record, enqueue; a refused submission leaves no objects behind."""
+    """Ingest, record, enqueue; a refused submission leaves no objects behind. `model`: the job's
+    registered model; `models`: a multi-model job's, by key, each written into its own folder."""
     view = PrefixedStore(store, artifacts.job_prefix(job_id))
     options = spec.options
     try:
@@ -109,12 +112,17 @@ def submit(
         put_json(view, artifacts.MANIFEST, manifest)
         if model is not None:  # the registered model, as the workers will load it
             put_json(view, JOB_ARTIFACT, model.model_dump(mode="json"))
+        if options.multi_model:
+            write_model_specs(view, options)
+        for key, registered in (models or {}).items():
+            put_json(view, artifacts.model_prefix(key) + JOB_ARTIFACT, registered.model_dump(mode="json"))
     except BaseException:
         store.delete_prefix(artifacts.job_prefix(job_id))
         raise
     images = len(manifest["images"])
     shards = artifacts.shard_count(images, options.shard_size)
-    totals = stages.totals(images)
+    count = len(options.target_models())
+    totals = stages.totals(images, count)
     callbacks = [c.model_dump(mode="json") for c in spec.callbacks]
     try:
         record = jobs.create(
@@ -127,7 +135,7 @@ def submit(
         jobs.delete_quietly(job_id)
         raise
     try:
-        enqueue(job_id, shards)
+        enqueue(job_id, shards, count)
     except Exception as exc:
         log.warning("could not enqueue job %s: %s", job_id, type(exc).__name__)
         # Nothing half-made stays behind: the caller is told to submit again.

@@ -29,6 +29,7 @@ from neuron_atlas_client.contracts.comparison import (
     NeuronChange,
     NeuronRef,
 )
+from neuron_atlas_client.contracts.hierarchy import Cluster
 from services.uncertainty.comparison_inputs import ComparisonInputs, Result, read_inputs
 from services.uncertainty.paired_tests import PairedActivity, smallest_support_p
 from services.uncertainty.stats import benjamini_hochberg
@@ -126,8 +127,9 @@ def _side_selectivity(mask: np.ndarray, rows: np.ndarray, group: np.ndarray) -> 
     return _r(np.mean(inside / rows.shape[0] - outside / rest))
 
 
-def _causal(result: Result, concept: str) -> CausalEffect:
-    uncertainty = result.clusters[concept].uncertainty
+def causal_effect(cluster: Cluster) -> CausalEffect:
+    """A concept's specificity test in one result, as a comparison (and models.json) shows it."""
+    uncertainty = cluster.uncertainty
     if uncertainty is None:
         return CausalEffect(status="no_uncertainty", note="not tested: the result has no uncertainty stage")
     specificity = uncertainty.specificity
@@ -151,7 +153,7 @@ def _side(result: Result, concept: str, rows: np.ndarray) -> ConceptSide:
         group_size=int(group.size),
         selectivity=_side_selectivity(result.active.mask, rows, group),
         group_stability=uncertainty.group_stability if uncertainty is not None else None,
-        causal=_causal(result, concept),
+        causal=causal_effect(result.clusters[concept]),
     )
 
 

@@ -1,5 +1,5 @@
 """The published JSON Schemas, generated from the contracts: hierarchy.json's from `Hierarchy`,
-comparison.json's from `Comparison`.
+comparison.json's from `Comparison`, a multi-model job's models.json's from `MultiModelResult`.
 
     python -m shared.contracts.schema     # rewrites shared/schemas/*.schema.json
 
@@ -16,10 +16,12 @@ from pydantic import BaseModel
 
 from neuron_atlas_client.contracts.comparison import Comparison
 from neuron_atlas_client.contracts.hierarchy import Hierarchy
+from neuron_atlas_client.contracts.multi_model import MultiModelResult
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 PUBLISHED = SCHEMAS / "hierarchy.schema.json"
 COMPARISON_PUBLISHED = SCHEMAS / "comparison.schema.json"
+MULTI_MODEL_PUBLISHED = SCHEMAS / "models.schema.json"
 
 
 def _json_schema(contract: type[BaseModel]) -> dict[str, Any]:
@@ -49,10 +51,19 @@ def comparison_schema_text() -> str:
     return _text(comparison_json_schema())
 
 
+def multi_model_json_schema() -> dict[str, Any]:
+    return _json_schema(MultiModelResult)
+
+
+def multi_model_schema_text() -> str:
+    return _text(multi_model_json_schema())
+
+
 def main() -> None:
     PUBLISHED.write_text(schema_text())
     COMPARISON_PUBLISHED.write_text(comparison_schema_text())
-    print(f"wrote {PUBLISHED} and {COMPARISON_PUBLISHED}")
+    MULTI_MODEL_PUBLISHED.write_text(multi_model_schema_text())
+    print(f"wrote {PUBLISHED}, {COMPARISON_PUBLISHED} and {MULTI_MODEL_PUBLISHED}")
 
 
 if __name__ == "__main__":

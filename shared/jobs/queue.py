@@ -199,10 +199,12 @@ def _sig(name: str, *args: object) -> Signature:
     return signature(name, args=args, immutable=True, app=get_app())
 
 
-def job_canvas(job_id: str, shards: int) -> Signature:
-    """The stage table's waves (shared/pipeline/stages.py) as one canvas: a wave's tasks side by side (a
-    per-shard stage as one task per shard), each wave after the one before. Messages carry the
-    job id and a shard index, nothing else.
+def job_canvas(job_id: str, shards: int, models: int = 1) -> Signature:
+    """The stage table's waves (shared/pipeline/stages.py) for a job of `models` target models as
+    one canvas: a wave's tasks side by side (a per-shard stage as one task per shard), each wave
+    after the one before. Messages carry the job id and a shard index, nothing else: a per-model
+    stage's task runs each model of the job in turn (shared.jobs.tasks), so only the several-model
+    stages (the job's comparison) make a multi-model job's canvas differ.
 
     Embedding waits for the activation shards too: they decide which images decode (a caption
     shard whose captions were all provided decodes nothing), and clustering must see only
@@ -213,7 +215,7 @@ def job_canvas(job_id: str, shards: int) -> Signature:
             for stage in wave
             for shard in (range(shards) if stage.per == "shard" else [None])
         ]
-        for wave in stages.waves()
+        for wave in stages.waves(models)
     ]
     parts: list[Signature] = []
     while steps:

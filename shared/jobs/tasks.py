@@ -34,6 +34,7 @@ from shared.models.registered_model import RegisteredWeights, job_model, local_w
 from shared.observability import metrics
 from shared.pipeline import stages
 from shared.pipeline.ingest import DecodedShard
+from shared.pipeline.model_view import ModelJob, stage_jobs
 from shared.pipeline.stage_job import ShardDecoder
 from shared.public_text import public_text, redact
 from shared.settings import get_infra_settings
@@ -85,10 +86,11 @@ def job_inputs(job: JobContext) -> tuple[dict[str, Any], PipelineOptions]:
     return _job_inputs(job.job_id)
 
 
-def registered_weights(job: JobContext, folder: Path) -> RegisteredWeights | None:
+def registered_weights(store: Store, folder: Path) -> RegisteredWeights | None:
     """A job's registered model (`model_id`) with its weights on this worker's disk; None for a
-    job that names none."""
-    model = job_model(job.store)
+    job that names none. `store`: the job's, or one model's view of a multi-model job's, where
+    that model's `registered_model.json` is."""
+    model = job_model(store)
     if model is None:
         return None
     path = local_weights(object_store(), model, folder)
@@ -302,8 +304,9 @@ class JobProgress:
         )
 
 
-# A service's resources by name (`StageJob.resource`): each made from the job on first use.
-Resources = Mapping[str, Callable[["SuiteJob"], Any]]
+# A service's resources by name (`StageJob.resource`): each made from the job (or, for a model's
+# own resource, that model's view of it) on first use.
+Resources = Mapping[str, Callable[[Any], Any]]
 # Around a stage's entry, for what only the suite does (e.g. counting a tenant's LLM spend).
 Around = Callable[[JobContext], AbstractContextManager[Any]]
 
@@ -317,6 +320,7 @@ class SuiteJob:
         self._resources = resources
         self._made: dict[str, Any] = {}
         self._progress = JobProgress(context, step)
+        self._warnings: list[RunWarning] = []
 
     @property
     def store(self) -> Store:
@@ -340,6 +344,18 @@ class SuiteJob:
         budget = get_infra_settings().decode_pixel_budget
         return decoder(self.manifest(), index, self.options.shard_size, self.read_image, budget)
 
+    def model_resource(self, name: str, view: ModelJob) -> Any:
+        """A multi-model job's resource `name` for one of its models: made from that model's view
+        (its options and registered model), once per model."""
+        made = f"{name}:{view.key}"
+        if made not in self._made:
+            if name not in self._resources:
+                raise KeyError(
+                    f"the {self.context.stage} stage needs {name!r}, which this worker does not provide"
+                )
+            self._made[made] = self._resources[name](view)
+        return self._made[made]
+
     def resource(self, name: str) -> Any:
         if name not in self._made:
             if name not in self._resources:
@@ -353,8 +369,10 @@ class SuiteJob:
         self.context.jobs.set_report(self.context.job_id, name, document)
 
     def warn(self, warnings: Sequence[RunWarning]) -> None:
-        # On the job (GET /v1/jobs/{id}) at once, whether or not `strict` then fails it.
-        self.report(INPUT_CHECK_REPORT, {"warnings": [w.document() for w in warnings]})
+        # On the job (GET /v1/jobs/{id}) at once, whether or not `strict` then fails it; every
+        # model's of a multi-model job (its task checks them in turn), each message naming its model.
+        self._warnings.extend(warnings)
+        self.report(INPUT_CHECK_REPORT, {"warnings": [w.document() for w in self._warnings]})
 
     def count_undecodable(self, shard: int, count: int) -> None:
         self.context.jobs.shard_undecodable(self.context.job_id, shard, count)
@@ -378,17 +396,18 @@ def register_stage_tasks(
 
 def _stage_body(stage: stages.Stage, resources: Resources, around: Around | None) -> Callable[..., None]:
     entry = stages.entry_function(stage)
-    last = stage is stages.PIPELINE[-1]
 
     def body(context: JobContext, shard: int | None = None) -> None:
         job = SuiteJob(context, resources, stage.step)
+        # A per-model stage of a multi-model job: one task, each model in turn over its view
+        # (shared.pipeline.model_view), so the canvas is the same for any number of models.
         with around(context) if around else nullcontext():
-            done = entry(job, shard)
+            done = [entry(view, shard) for view in stage_jobs(stage, job, job.model_resource)]
         if shard is not None:
-            context.jobs.shard_done(context.job_id, stage.name, shard, done)
+            context.jobs.shard_done(context.job_id, stage.name, shard, sum(done))
         else:
             job.progress.complete()
-        if last:
+        if stage is stages.active(len(job.options.target_models()))[-1]:
             context.jobs.succeed(context.job_id)
 
     body.__name__ = body.__qualname__ = stage.task.replace(".", "_")

@@ -45,6 +45,12 @@ class Stage:
     # The entry's own progress step that spans the whole stage, which the suite shows as the
     # stage's progress (the embedded run shows every step on the terminal); "": done or not.
     step: str = ""
+    # Runs once per target model of a multi-model job (issue 27), each time over that model's
+    # view of the job (`shared.pipeline.model_view`): activations, groups, uncertainty and the
+    # hierarchy depend on the model; captions, clusters and labels do not.
+    per_model: bool = False
+    # Runs only in a job of several models (the job's own comparison); absent from the others.
+    several_models: bool = False
 
     @property
     def queued(self) -> bool:
@@ -89,6 +95,7 @@ PIPELINE: tuple[Stage, ...] = (
         ),
         after=("ingest",),
         does="the target model's pooled activations, per read layer",
+        per_model=True,
     ),
     Stage(
         "embed_cluster",
@@ -111,6 +118,7 @@ PIPELINE: tuple[Stage, ...] = (
         writes=("input_check.json (with class labels)", "groups.json"),
         after=("embed_cluster",),
         does="the labelled-image check; each cluster's commonly active neurons, intersected up the tree",
+        per_model=True,
     ),
     Stage(
         "labelling",
@@ -141,6 +149,7 @@ PIPELINE: tuple[Stage, ...] = (
         writes=("uncertainty.json", "uncertainty_timing.json"),
         after=("groups",),
         does="the evidence: intervals, tests, stability, planned model passes",
+        per_model=True,
     ),
     Stage(
         "assemble",
@@ -152,6 +161,20 @@ PIPELINE: tuple[Stage, ...] = (
         writes=("hierarchy.json",),
         after=("labelling", "uncertainty"),
         does="hierarchy.json, validated against its schema",
+        per_model=True,
+    ),
+    Stage(
+        "compare",
+        "uncertainty",  # the comparison's code and its paired tests live there
+        "job",
+        "services.uncertainty.multi_model:compare_stage",
+        "pipeline.compare",
+        reads=("each model's hierarchy.json and activation shards",),
+        writes=("comparisons/{key}.json", "models.json"),
+        after=("assemble",),
+        does="several models only: each model against the first (comparison.json), and one "
+        "concept tree with a section per model",
+        several_models=True,
     ),
 )
 
@@ -161,23 +184,35 @@ BY_NAME: dict[str, Stage] = {stage.name: stage for stage in PIPELINE}
 SERVICES: tuple[str, ...] = tuple(dict.fromkeys(stage.service for stage in PIPELINE if stage.queued))
 
 
-def totals(images: int) -> dict[str, int]:
-    """Each stage's progress total: images for ingest and the per-shard stages, 1 for a job stage
-    (whose finer steps, where it reports them, replace it as they start)."""
-    return {stage.name: images if stage.per == "shard" or not stage.queued else 1 for stage in PIPELINE}
+def active(models: int = 1) -> tuple[Stage, ...]:
+    """The stages a job of `models` target models runs: all but the several-model ones for one."""
+    return tuple(stage for stage in PIPELINE if models > 1 or not stage.several_models)
 
 
-def waves() -> list[list[Stage]]:
-    """The queued stages in waves: each wave's stages wait only for earlier waves', so the stages
-    of one wave may run side by side. Raises on a table whose `after` names an unknown stage or
-    makes a cycle."""
-    names = {stage.name for stage in PIPELINE}
-    for stage in PIPELINE:
+def totals(images: int, models: int = 1) -> dict[str, int]:
+    """Each active stage's progress total: images for ingest and the per-shard stages (times the
+    models, for a per-model one: a shard counts each model's images), 1 for a job stage (whose
+    finer steps, where it reports them, replace it as they start)."""
+    return {
+        stage.name: (images * (models if stage.per_model else 1))
+        if stage.per == "shard" or not stage.queued
+        else 1
+        for stage in active(models)
+    }
+
+
+def waves(models: int = 1) -> list[list[Stage]]:
+    """The queued stages of a job of `models` target models in waves: each wave's stages wait
+    only for earlier waves', so the stages of one wave may run side by side. Raises on a table
+    whose `after` names an unknown stage or makes a cycle."""
+    table = active(models)
+    names = {stage.name for stage in table}
+    for stage in table:
         unknown = set(stage.after) - names
         if unknown:
             raise ValueError(f"stage {stage.name} waits for unknown stages {sorted(unknown)}")
-    done = {stage.name for stage in PIPELINE if not stage.queued}
-    left = [stage for stage in PIPELINE if stage.queued]
+    done = {stage.name for stage in table if not stage.queued}
+    left = [stage for stage in table if stage.queued]
     result: list[list[Stage]] = []
     while left:
         wave = [stage for stage in left if set(stage.after) <= done]
@@ -202,7 +237,12 @@ def diagram() -> str:
     """A mermaid flowchart of the stages: one box per stage, arrows for `after`."""
     lines = ["```mermaid", "flowchart LR"]
     for stage in PIPELINE:
-        title = f"{stage.name}, per shard" if stage.per == "shard" else stage.name
+        title = ", ".join(
+            [stage.name]
+            + (["per shard"] if stage.per == "shard" else [])
+            + (["per model"] if stage.per_model else [])
+            + (["several models"] if stage.several_models else [])
+        )
         made = ", ".join(artifact.split(" (")[0] for artifact in stage.writes)
         lines.append(f'    {stage.name}["{title}<br/><small>{made}</small>"]')
     for stage in PIPELINE:
@@ -219,6 +259,10 @@ def table() -> str:
     ]
     for stage in PIPELINE:
         runs = "per shard" if stage.per == "shard" else "per job"
+        if stage.per_model:
+            runs += ", per model"
+        if stage.several_models:
+            runs += " (several models only)"
         where = "the gateway (HTTP)" if not stage.queued else f"`{stage.task}` (`{stage.service}`)"
         entry = "`neuron_atlas/pipeline.py:ingest` (embedded), `services/gateway/submit.py` (suite)"
         if stage.entry:

@@ -24,6 +24,8 @@ UNCERTAINTY = "uncertainty.json"
 UNCERTAINTY_TIMING = "uncertainty_timing.json"  # the stage's seconds here (not part of the result)
 HIERARCHY = "hierarchy.json"
 TARGET = "target.json"  # the target model explained: architecture, weights, preprocessing
+MODELS = "models.json"  # a multi-model job's one concept tree with a section per model
+MODELS_DIR = "models/"  # a multi-model job's per-model artifacts: models/{key}/...
 INPUT_CHECK = "input_check.json"  # the model's accuracy on labelled images; warnings
 
 
@@ -67,6 +69,16 @@ def write_undecodable(store: Store, shard: int, skipped: list[dict[str, str]]) -
     decodes every image, so it decides which are usable; the caption branch decodes only the
     images it must caption, with the same function, so it can never disagree."""
     put_json(store, undecodable_key(shard), {"skipped": skipped})
+
+
+def model_prefix(key: str) -> str:
+    """Where one model's artifacts of a multi-model job live, relative to the job's root."""
+    return f"{MODELS_DIR}{key}/"
+
+
+def comparison_key(key: str) -> str:
+    """A multi-model job's comparison.json of the baseline with model `key`."""
+    return f"comparisons/{key}.json"
 
 
 def job_prefix(job_id: str) -> str:

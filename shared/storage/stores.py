@@ -244,6 +244,52 @@ class PrefixedStore:
         self.inner.delete_prefix(self._key(prefix))
 
 
+class ModelStore:
+    """One model's view of a multi-model job's store (docs/architecture.md, 'One job, several
+    models'): writes go under `prefix` (`models/{key}/`), reads look there first and then at the
+    job's root, where the artifacts every model shares are (manifest, captions, clusters, labels).
+    So the model's folder and the root read as that model's complete single-model result.
+
+    `shared_prefixes` are written at the root: facts about the images, not the model, that every
+    model's stage writes alike (which images decode; their thumbnails), and that the shared
+    stages after them read there."""
+
+    def __init__(self, root: Store, prefix: str, shared_prefixes: tuple[str, ...] = ()) -> None:
+        if not prefix.endswith("/"):
+            raise ValueError(f"prefix must end with '/': {prefix!r}")
+        self.root, self.prefix, self.shared_prefixes = root, prefix, shared_prefixes
+        self.own = PrefixedStore(root, prefix)
+
+    def _writes(self, key: str) -> Store:
+        return self.root if key.startswith(self.shared_prefixes) else self.own
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._writes(key).put_bytes(key, data)
+
+    def put_file(self, key: str, path: Path) -> None:
+        self._writes(key).put_file(key, path)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.own.get_bytes(key)
+        except FileNotFoundError:
+            return self.root.get_bytes(key)
+
+    def exists(self, key: str) -> bool:
+        return self.own.exists(key) or self.root.exists(key)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """The model's keys under `prefix`, and the root's that it has none of (never another
+        model's folder)."""
+        own = set(self.own.list(prefix))
+        models = self.prefix.split("/", 1)[0] + "/"
+        shared = {key for key in self.root.list(prefix) if not key.startswith(models)}
+        yield from sorted(own | shared)
+
+    def delete_prefix(self, prefix: str) -> None:
+        self.own.delete_prefix(prefix)
+
+
 def put_json(store: Store, key: str, value: Any) -> None:
     store.put_bytes(key, json.dumps(value, indent=1, ensure_ascii=False).encode())
 

@@ -6,7 +6,7 @@ import pytest
 
 from neuron_atlas.cli import build_parser
 from neuron_atlas_client.errors import InputError
-from neuron_atlas_client.option_flags import API_ONLY, flag, options_from_args
+from neuron_atlas_client.option_flags import API_ONLY, NOT_FLAGS, flag, options_from_args
 from neuron_atlas_client.options import PipelineOptions
 
 
@@ -20,6 +20,9 @@ def test_every_option_has_a_flag_with_its_description_and_default() -> None:
     for name, field in PipelineOptions.model_fields.items():
         if name in API_ONLY:
             assert flag(name) not in help_text  # a registered model exists only in the suite
+            continue
+        if name in NOT_FLAGS:  # `models`: the run's own model flags and --also-model name them
+            assert f"{flag(name)} " not in help_text and "--also-model SPEC" in help_text
             continue
         assert flag(name) in help_text
         assert field.description and " ".join(field.description.split()) in squashed, name
@@ -45,3 +48,17 @@ def test_preprocessing_is_json_and_bad_json_says_how_it_looks() -> None:
         run_args("--preprocessing", "input_size=160")
     with pytest.raises(InputError, match="resize"):
         run_args("--preprocessing", '{"input_size": 224, "resize": 200}')
+
+
+def test_also_model_adds_models_that_share_the_runs_model_flags() -> None:
+    options = run_args(
+        "--weights=/w/v3.safetensors",
+        "--layers=layer3,layer4",
+        "--also-model=resnet18,weights=/w/v4.safetensors",
+        "--also-model=resnet34,layers=layer4,key=big",
+    )
+    assert [m.resolved_key for m in options.target_models()] == ["v3", "v4", "big"]
+    first, second, third = (options.for_model(m) for m in options.target_models())
+    assert (first.weights, second.weights, third.weights) == ("/w/v3.safetensors", "/w/v4.safetensors", None)
+    assert first.layers == second.layers == ("layer3", "layer4") and third.layers == ("layer4",)
+    assert third.model == "resnet34" and first.models is None

@@ -76,10 +76,14 @@ def test_canvas_runs_both_branches_in_shards_and_carries_only_ids() -> None:
     tasks = _flatten(document)
     names = [t["task"] for t in tasks]
     assert names.count("caption.shard") == 100 and names.count("activation.shard") == 100
-    for stage in stages.PIPELINE:
+    for stage in stages.active(1):
         if stage.queued and stage.per == "job":
             assert names.count(stage.task) == 1, stage.task
+    assert "pipeline.compare" not in names  # a job of one model has no comparison of its own
     assert all(t["args"][0] == "0" * 32 and len(t["args"]) <= 2 for t in tasks)
+    # several models: the same tasks (each per-model task runs every model), then the comparison
+    several = [t["task"] for t in _flatten(json.loads(json.dumps(queue.job_canvas("0" * 32, 100, 3))))]
+    assert sorted(several) == sorted([*names, "pipeline.compare"])
     assert all(t["immutable"] for t in tasks)
     assert len(json.dumps(document)) < 64 * 1024 * 2  # the whole job, 200 shard tasks: ids only
 

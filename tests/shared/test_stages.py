@@ -34,11 +34,13 @@ def test_names_queues_routes_and_task_stages_come_from_the_table() -> None:
 
 
 def test_waves_respect_after_and_reject_a_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
-    waves = stages.waves()
-    seen: set[str] = {"ingest"}
-    for wave in waves:
-        assert all(set(stage.after) <= seen for stage in wave)
-        seen |= {stage.name for stage in wave}
+    for models in (1, 2):
+        waves = stages.waves(models)
+        seen: set[str] = {"ingest"}
+        for wave in waves:
+            assert all(set(stage.after) <= seen for stage in wave)
+            seen |= {stage.name for stage in wave}
+        assert seen == {stage.name for stage in stages.active(models)}
     assert seen == set(stages.STAGE_NAMES)
     assert [s.name for s in waves[0]] == ["caption", "activation"]
     looped = (
@@ -97,3 +99,41 @@ def test_architecture_doc_has_the_tables_current_picture_and_table() -> None:
     assert stages.architecture_text(text) == text, (
         "run `python -m shared.pipeline.stages` and commit docs/architecture.md"
     )
+
+
+def test_per_model_stages_and_the_comparison_stage_of_a_multi_model_job() -> None:
+    per_model = [s.name for s in stages.PIPELINE if s.per_model]
+    assert per_model == ["activation", "groups", "uncertainty", "assemble"]
+    # one model: today's stages, waves and totals, the comparison stage absent
+    assert "compare" not in [s.name for s in stages.active(1)]
+    assert [[s.name for s in wave] for wave in stages.waves(1)][-1] == ["assemble"]
+    assert stages.totals(10) == {
+        "ingest": 10,
+        "caption": 10,
+        "activation": 10,
+        "embed_cluster": 1,
+        "groups": 1,
+        "labelling": 1,
+        "uncertainty": 1,
+        "assemble": 1,
+    }
+    # several: the comparison last, and the activation images counted once per model
+    assert [[s.name for s in wave] for wave in stages.waves(3)][-2:] == [["assemble"], ["compare"]]
+    totals = stages.totals(10, 3)
+    assert totals["activation"] == 30 and totals["caption"] == 10 and totals["compare"] == 1
+
+
+def test_a_models_view_writes_under_its_folder_and_reads_the_shared_artifacts(tmp_path: Path) -> None:
+    from shared.pipeline.model_view import model_store
+    from shared.storage.stores import LocalStore
+
+    root = LocalStore(tmp_path)
+    root.put_bytes("partitions.npy", b"shared")
+    root.put_bytes("models/other/groups.json", b"other model")
+    view = model_store(root, "mine")
+    view.put_bytes("groups.json", b"mine")
+    view.put_bytes("undecodable/00000.json", b"{}")  # about the images: at the root
+    assert (tmp_path / "models/mine/groups.json").read_bytes() == b"mine"
+    assert (tmp_path / "undecodable/00000.json").exists()
+    assert view.get_bytes("partitions.npy") == b"shared" and view.get_bytes("groups.json") == b"mine"
+    assert list(view.list("")) == ["groups.json", "partitions.npy", "undecodable/00000.json"]

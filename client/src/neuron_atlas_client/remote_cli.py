@@ -112,6 +112,12 @@ def add_remote_arguments(remote: argparse.ArgumentParser) -> None:
     what = get.add_mutually_exclusive_group()
     what.add_argument("--concept", metavar="CLUSTER_ID", help="one concept (cluster)")
     what.add_argument("--neuron", metavar="LAYER/CHANNEL", help="the concepts whose group holds a neuron")
+    what.add_argument(
+        "--models",
+        action="store_true",
+        help="a multi-model job's models.json: each model's groups per concept",
+    )
+    get.add_argument("--model", metavar="KEY", help="a multi-model job's model KEY's hierarchy.json")
     get.add_argument("-o", "--output", type=Path, metavar="FILE", help="write to FILE, not stdout")
 
     artifacts = sub.add_parser("artifacts", help="list the job's artifacts, or download them")
@@ -124,11 +130,15 @@ def add_remote_arguments(remote: argparse.ArgumentParser) -> None:
 
     compare = sub.add_parser(
         "compare",
-        help="compare two finished jobs over the same images (A the reference, B the candidate); "
-        "exit 1 when B breaks a gate (docs/comparison.md)",
+        help="compare two finished jobs over the same images (A the reference, B the candidate), "
+        "or show a multi-model job's own comparison (A_JOB alone); exit 1 when B breaks a gate "
+        "(docs/comparison.md)",
     )
     compare.add_argument("job_a", metavar="A_JOB")
-    compare.add_argument("job_b", metavar="B_JOB")
+    compare.add_argument("job_b", metavar="B_JOB", nargs="?", help="omitted: A_JOB's own comparison")
+    compare.add_argument(
+        "--model", metavar="KEY", help="A_JOB alone: its baseline against model KEY (default: the second)"
+    )
     compare.add_argument("--alpha", type=float, metavar="A", help="test level (default: A's alpha)")
     compare.add_argument("-o", "--output", type=Path, metavar="FILE", help="write comparison.json to FILE")
     add_gate_flags(compare)
@@ -383,12 +393,23 @@ def _dispatch(client: Client, args: argparse.Namespace, output: Output) -> int:
 
 
 def _compare(client: Client, args: argparse.Namespace, output: Output) -> int:
-    """The comparison on the gateway, then the gates on its comparison.json."""
-    created = client.compare(args.job_a, args.job_b, args.alpha)
-    comparison = client.comparison(created.id)
-    if args.output:
-        args.output.write_text(comparison.model_dump_json(indent=1) + "\n")
-    output.model(created, lambda: f"comparison {created.id}")
+    """The comparison on the gateway (or a multi-model job's own), then the gates on its
+    comparison.json."""
+    if args.job_b is None:
+        comparison = client.job_comparison(args.job_a, args.model)
+        if args.output:
+            args.output.write_text(comparison.model_dump_json(indent=1) + "\n")
+        output.model(
+            comparison, lambda: f"job {args.job_a}: {comparison.a.source} against {comparison.b.source}"
+        )
+    else:
+        if args.model:
+            raise ConfigError("--model names a model of one multi-model job: pass A_JOB alone")
+        created = client.compare(args.job_a, args.job_b, args.alpha)
+        comparison = client.comparison(created.id)
+        if args.output:
+            args.output.write_text(comparison.model_dump_json(indent=1) + "\n")
+        output.model(created, lambda: f"comparison {created.id}")
     if not output.json:
         print_summary(comparison, output.out)
     failures = gate_failures(comparison, args)
@@ -503,8 +524,10 @@ def _get(client: Client, args: argparse.Namespace, output: Output) -> int:
         if not layer or not channel.isdigit():
             raise ConfigError(f"--neuron takes LAYER/CHANNEL, e.g. layer4/17, not {args.neuron!r}")
         value = client.neuron(args.job_id, layer, int(channel))
+    elif args.models:
+        value = client.job_models(args.job_id)
     else:
-        value = client.hierarchy(args.job_id)
+        value = client.hierarchy(args.job_id, args.model)
     text = value.model_dump_json()
     if args.output:
         args.output.write_text(text + "\n")

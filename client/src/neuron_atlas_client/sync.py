@@ -50,6 +50,7 @@ from neuron_atlas_client.contracts.api import (
 from neuron_atlas_client.contracts.comparison import Comparison, ComparisonPublic
 from neuron_atlas_client.contracts.hierarchy import Cluster, Hierarchy
 from neuron_atlas_client.contracts.models import ModelLayers, ModelRecord
+from neuron_atlas_client.contracts.multi_model import MultiModelResult
 from neuron_atlas_client.mlflow_log import job_tags, log_result, report_artifacts, require_mlflow
 from neuron_atlas_client.options import PipelineOptions
 
@@ -255,9 +256,23 @@ class Client:
         """The whole comparison.json of a comparison."""
         return self._get(f"/v1/comparisons/{comparison_id}/comparison", Comparison)
 
+    # --- a job of several models (docs/comparison.md, 'One job, several models') ---------------
+
+    def job_models(self, job_id: str) -> MultiModelResult:
+        """A multi-model job's models.json: one concept tree, each model's group per concept."""
+        return self._get(f"/v1/jobs/{job_id}/models", MultiModelResult)
+
+    def job_comparison(self, job_id: str, model: str | None = None) -> Comparison:
+        """A multi-model job's comparison of its baseline with model `model` (default: the second)."""
+        params = None if model is None else {"model": model}
+        return parse(self.request("GET", f"/v1/jobs/{job_id}/comparison", params=params), Comparison)
+
     # --- results -------------------------------------------------------------------------------
 
-    def hierarchy(self, job_id: str) -> Hierarchy:
+    def hierarchy(self, job_id: str, model: str | None = None) -> Hierarchy:
+        """The job's hierarchy.json; in a multi-model job, model `model`'s (default: the baseline's)."""
+        if model is not None:
+            return self._get(f"/v1/jobs/{job_id}/models/{model}/hierarchy", Hierarchy)
         return self._get(f"/v1/jobs/{job_id}/hierarchy", Hierarchy)
 
     def concepts(self, job_id: str, level: int | None = None) -> list[Cluster]:

@@ -17,6 +17,7 @@ from services.gateway.model_registry import get_layers, job_model_for
 from services.gateway.page_tokens import PAGE_TOKEN_PATTERN, decode_page_token, encode_page_token
 from services.gateway.problems import RETRY_AFTER_S, Problem
 from services.gateway.quotas import llm_spend_used_up, too_many_jobs
+from services.gateway.results import model_keys
 from services.gateway.submission import SUBMIT_BODY, read_submission
 from services.gateway.submit import (
     EnqueueFailed,
@@ -32,6 +33,7 @@ from shared.jobs.queue import LABELLING_RELABEL, get_app, job_canvas
 from shared.models.model_names import check_allowed
 from shared.models.registered_model import JobModel
 from shared.storage import artifacts
+from shared.storage.stores import PrefixedStore
 from shared.webhooks.delivery import UnsafeTarget, check_url
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -88,7 +90,63 @@ def job_model_of(store: Any, tenant: str, options: PipelineOptions) -> JobModel 
     return model
 
 
-def check_fits_model(store: Any, tenant: str, options: PipelineOptions, model: JobModel) -> None:
+def job_models_of(
+    store: Any, tenant: str, options: PipelineOptions
+) -> tuple[PipelineOptions, dict[str, JobModel]]:
+    """A multi-model spec's registered models, each checked exactly as `options.model_id` is (the
+    tenant's own, or a 422 that says nothing of other tenants'; a path refused), and the options
+    with each registered model's architecture and head filled in (`model_ids` become `models`).
+    Keys: the models' keys in the job."""
+    found: dict[str, JobModel] = {}
+    resolved = []
+    field = "options.models" if options.models is not None else "options.model_ids"
+    for index, entry in enumerate(options.target_models()):
+        where = f"{field}[{index}]"
+        if entry.weights is not None:
+            raise Problem(
+                422,
+                "invalid-spec",
+                f"{where}.weights is a file path, and the API never takes one.",
+                fix=f"Register the model with POST /v1/models, then pass its id as {where}.model_id.",
+            )
+        if entry.model_id is None:
+            resolved.append(entry)
+            continue
+        if "model" in entry.model_fields_set:
+            raise Problem(
+                422,
+                "invalid-spec",
+                f"{where}.model and {where}.model_id are both given.",
+                fix="Pass only model_id: the registered model brings its architecture.",
+            )
+        try:
+            model = job_model_for(store, tenant, entry.model_id)
+        except Problem as exc:
+            if exc.status != 404:
+                raise
+            raise Problem(  # the same for a model of another tenant as for none at all
+                422,
+                "invalid-spec",
+                f"{where} names model {entry.model_id}, which is none of your models.",
+                fix="GET /v1/models lists them; register one with POST /v1/models.",
+            ) from None
+        check_fits_model(store, tenant, options.for_model(entry), model, where)
+        found[entry.resolved_key] = model
+        resolved.append(
+            entry.model_copy(
+                update={
+                    "model": model.record.architecture,
+                    "num_classes": model.record.num_classes,
+                    "key": entry.resolved_key,
+                }
+            )
+        )
+    return options.model_copy(update={"models": tuple(resolved), "model_ids": None}), found
+
+
+def check_fits_model(
+    store: Any, tenant: str, options: PipelineOptions, model: JobModel, where: str = "options"
+) -> None:
     """Options that the registered model decides must agree with it, now rather than in a
     worker an hour later: its head's size, and layers it has."""
     record = model.record
@@ -96,7 +154,7 @@ def check_fits_model(store: Any, tenant: str, options: PipelineOptions, model: J
         raise Problem(
             422,
             "invalid-spec",
-            f"options.num_classes is {options.num_classes}, and model {record.id} has a head of "
+            f"{where}.num_classes is {options.num_classes}, and model {record.id} has a head of "
             f"{record.num_classes} outputs.",
             fix="Leave num_classes out: the registered model brings its head.",
         )
@@ -110,7 +168,7 @@ def check_fits_model(store: Any, tenant: str, options: PipelineOptions, model: J
         raise Problem(
             422,
             "invalid-spec",
-            f"options.layers names {', '.join(repr(n) for n in unknown[:5])}, which model "
+            f"{where}.layers names {', '.join(repr(n) for n in unknown[:5])}, which model "
             f"{record.id} ({record.architecture}) does not have.",
             hints,
             fix=f"GET /v1/models/{record.id}/layers lists the layers it has.",
@@ -132,8 +190,8 @@ def check_llm_spend(services: Services, tenant: str) -> None:
         raise llm_spend_used_up(quota, spent, window_left_s)
 
 
-def enqueue(job_id: str, shards: int) -> None:
-    job_canvas(job_id, shards).apply_async()
+def enqueue(job_id: str, shards: int, models: int = 1) -> None:
+    job_canvas(job_id, shards, models).apply_async()
 
 
 @router.post("", status_code=202, response_model=JobPublic, openapi_extra=SUBMIT_BODY)
@@ -144,7 +202,15 @@ async def create_job(
     settings = services.settings
     submission = await read_submission(request)
     check_model_names(submission.spec.options, services.infra.allowed_hub_models)
-    model = await run_in_threadpool(job_model_of, services.store, tenant, submission.spec.options)
+    registered: dict[str, JobModel] = {}
+    model = None
+    if submission.spec.options.multi_model:
+        options, registered = await run_in_threadpool(
+            job_models_of, services.store, tenant, submission.spec.options
+        )
+        submission.spec = submission.spec.model_copy(update={"options": options})
+    else:
+        model = await run_in_threadpool(job_model_of, services.store, tenant, submission.spec.options)
     if model is not None:
         options = submission.spec.options.model_copy(
             update={"model": model.record.architecture, "num_classes": model.record.num_classes}
@@ -193,6 +259,7 @@ async def create_job(
             job_id,
             quota.max_llm_tokens_per_job,
             model,
+            registered,
         )
     except BaseException as exc:
         await run_in_threadpool(services.jobs.release_slot, tenant, job_id)
@@ -255,6 +322,15 @@ def cancel_job(job: JobDep, jobs: JobsDep) -> JobPublic:
 def relabel_job(job: JobDep, jobs: JobsDep, services: ServicesDep, request: RelabelRequest) -> JobPublic:
     """Label a finished job again with other settings, without recomputing captions, clusters
     or activations; the job runs (stage `labelling`) and succeeds again with new labels."""
+    if len(model_keys(PrefixedStore(services.store, artifacts.job_prefix(job.id)))) > 1:
+        # The relabel task writes one hierarchy.json at the job's root; a multi-model job's are
+        # per model, with models.json and the comparisons built from them.
+        raise Problem(
+            409,
+            "conflict",
+            "A job of several models cannot be relabelled yet.",
+            fix="Submit the job again with the labelling settings you want.",
+        )
     if not request.offline:
         check_llm_spend(services, job.tenant)
     found = jobs.reopen(job.id, "labelling")

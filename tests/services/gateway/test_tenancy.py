@@ -20,6 +20,7 @@ import httpx
 import pytest
 from fastapi.routing import iter_route_contexts
 
+from neuron_atlas_client.options import PipelineOptions
 from services.gateway.main import create_app
 from services.gateway.methods import endpoints
 from tests.explorer.test_ui_comparison import UI_COMPARISON_ROUTES
@@ -74,6 +75,13 @@ JOB_ROUTES: dict[tuple[str, str], Call] = {
         "GET", "/v1/jobs/{job}/neurons/{layer}/{channel}"
     ),
     ("GET", "/v1/jobs/{job_id}/artifacts"): Call("GET", "/v1/jobs/{job}/artifacts"),
+    # a multi-model job's routes (tests/integrations/test_multi_model_suite.py): A's job has one
+    # model, whose own hierarchy answers, and no multi-model result or comparison
+    ("GET", "/v1/jobs/{job_id}/models/{key}/hierarchy"): Call(
+        "GET", "/v1/jobs/{job}/models/{model}/hierarchy"
+    ),
+    ("GET", "/v1/jobs/{job_id}/models"): Call("GET", "/v1/jobs/{job}/models", owner_ok=(404,)),
+    ("GET", "/v1/jobs/{job_id}/comparison"): Call("GET", "/v1/jobs/{job}/comparison", owner_ok=(404,)),
     ("GET", "/v1/jobs/{job_id}/deliveries"): Call("GET", "/v1/jobs/{job}/deliveries"),
     ("GET", "/ui/api/jobs/{job_id}/summary"): Call("GET", "/ui/api/jobs/{job}/summary"),
     ("GET", "/ui/api/jobs/{job_id}/children"): Call("GET", "/ui/api/jobs/{job}/children"),
@@ -180,6 +188,7 @@ def finished(suite: Any, sample_dir: Path) -> dict[str, str]:
         "layer": neuron["layer"],
         "channel": str(neuron["channel"]),
         "image": cluster["images"][0],
+        "model": PipelineOptions.model_validate(hierarchy["options"]).target_models()[0].resolved_key,
     }
 
 
