@@ -406,7 +406,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         count(document, tally, POWERS[0], pure_in=(partitions, planted_jobs.labels))
     trained = None
     if not args.skip_trained:
-        trained, top_ups[TRAINED_NULL] = trained_columns(args, tally, per_concept, repeats, min_units, max_extra)
+        trained, top_ups[TRAINED_NULL] = trained_columns(
+            args, tally, per_concept, repeats, min_units, max_extra
+        )
     settings = {
         "repeats": repeats,
         "per_concept": per_concept,

@@ -30,7 +30,11 @@ def add_compare_parser(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("a_out", type=user_path, metavar="A_OUT", help="the reference result folder")
     compare.add_argument("b_out", type=user_path, metavar="B_OUT", help="the candidate result folder")
     compare.add_argument(
-        "--out", type=user_path, required=True, metavar="DIR", help=f"folder for {COMPARISON_FILE} and explorer/ (its web pages)"
+        "--out",
+        type=user_path,
+        required=True,
+        metavar="DIR",
+        help=f"folder for {COMPARISON_FILE} and explorer/ (its web pages)",
     )
     compare.add_argument("--alpha", type=alpha_level, metavar="A", help="test level (default: A's alpha)")
     compare.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no summary")
