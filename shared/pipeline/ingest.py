@@ -397,19 +397,27 @@ def decode_entries(
 ) -> tuple[list[dict[str, Any]], list[Image.Image], list[dict[str, str]]]:
     """Decode a shard's manifest entries: (entries kept, their images, skipped with reasons).
     Decoded on a few threads (Pillow releases the GIL while it decodes and converts), with at
-    most `pixel_budget` pixels (the manifest's width x height) being decoded at once."""
+    most `pixel_budget` pixels (the manifest's width x height) being decoded at once.
+
+    The bytes are read on more threads than decode (`READ_THREADS`; a read and its decode hold
+    the pixel budget together, so memory stays bounded as before): a read from object storage
+    waits a few milliseconds for its answer, which the suite paid image after image when only
+    the decoding threads read."""
     budget = PixelBudget(pixel_budget)
+    decoding = threading.Semaphore(decode_threads())
 
     def decode(entry: dict[str, Any]) -> Image.Image | str:
         try:
             with budget.held(int(entry.get("width", 0)) * int(entry.get("height", 0))):
-                return decode_image(read_bytes(entry))
+                data = read_bytes(entry)
+                with decoding:
+                    return decode_image(data)
         except (ValueError, OSError) as exc:
             return str(exc)
 
     entries = list(entries)
     kept, images, skipped = [], [], []
-    with ThreadPoolExecutor(decode_threads()) as pool:
+    with ThreadPoolExecutor(max(READ_THREADS, decode_threads())) as pool:
         for entry, result in zip(entries, pool.map(decode, entries), strict=True):
             if isinstance(result, str):
                 skipped.append({"file_name": str(entry["file_name"]), "reason": result})
@@ -417,6 +425,9 @@ def decode_entries(
                 images.append(result)
                 kept.append(entry)
     return kept, images, skipped
+
+
+READ_THREADS = 8
 
 
 def decode_threads() -> int:
