@@ -12,7 +12,7 @@ from neuron_atlas_client.contracts.models import Preprocessing
 DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
 DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_TARGET_MODEL = "resnet18"
-DEFAULT_UNCERTAINTY_BUDGET = 1.75
+DEFAULT_UNCERTAINTY_BUDGET = 1.5
 
 Ranking = Literal["per_layer", "global"]
 GroupRule = Literal["intersect", "direct"]
