@@ -245,9 +245,17 @@ class Clock:
                 self.peak_gb[name] = max(self.peak_gb.get(name, 0.0), peak)
 
     def show(self, done: str) -> None:
-        """Progress on stdout, in case a run is stopped at a time limit before its table."""
-        shown = {name: round(s, 1) for name, s in self.seconds.items()}
-        print(f"{done} done: {json.dumps(shown)}", flush=True)
+        """Progress on stdout, in case a run is stopped at a time limit before its table: each
+        stage's seconds, CPU seconds and peak resident GiB so far."""
+        shown = {
+            name: [
+                round(s, 1),
+                round(self.cpu_seconds.get(name, 0.0), 1),
+                round(self.peak_rss_gb.get(name, 0), 2),
+            ]
+            for name, s in self.seconds.items()
+        }
+        print(f"{done} done (seconds, CPU seconds, peak RSS GiB): {json.dumps(shown)}", flush=True)
 
 
 def bf16_autocast(device: torch.device, enabled: bool) -> AbstractContextManager[Any]:
