@@ -245,9 +245,17 @@ class Clock:
                 self.peak_gb[name] = max(self.peak_gb.get(name, 0.0), peak)
 
     def show(self, done: str) -> None:
-        """Progress on stdout, in case a run is stopped at a time limit before its table."""
-        shown = {name: round(s, 1) for name, s in self.seconds.items()}
-        print(f"{done} done: {json.dumps(shown)}", flush=True)
+        """Progress on stdout, in case a run is stopped at a time limit before its table: each
+        stage's seconds, CPU seconds and peak resident GiB so far."""
+        shown = {
+            name: [
+                round(s, 1),
+                round(self.cpu_seconds.get(name, 0.0), 1),
+                round(self.peak_rss_gb.get(name, 0), 2),
+            ]
+            for name, s in self.seconds.items()
+        }
+        print(f"{done} done (seconds, CPU seconds, peak RSS GiB): {json.dumps(shown)}", flush=True)
 
 
 def bf16_autocast(device: torch.device, enabled: bool) -> AbstractContextManager[Any]:
@@ -540,8 +548,8 @@ def floors(image_dir: Path, args: argparse.Namespace, device: torch.device) -> d
 
     cpu: dict[str, float] = {}
 
-    def rate(fn: Callable[[], object], name: str = "") -> float:
-        fn()  # warm-up
+    def rate(fn: Callable[[], object], name: str = "", warm: Callable[[], object] | None = None) -> float:
+        (warm or fn)()  # warm-up
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -580,10 +588,14 @@ def floors(image_dir: Path, args: argparse.Namespace, device: torch.device) -> d
     # The floor's forward runs the model as the pipeline loads it (target_model: channels-last
     # memory on a CPU, 16-30% faster there): the run cannot beat it. The default memory order,
     # the floor of the figures before 2026-12-07, is measured beside it.
-    result["resnet18_forward_contiguous_img_s"] = rate(forward)
+    @torch.inference_mode()
+    def warm_forward() -> None:  # one batch warms the model up; the whole sample only costs time
+        model(tensors[0])
+
+    result["resnet18_forward_contiguous_img_s"] = rate(forward, warm=warm_forward)
     if device.type == "cpu":
         model.to(memory_format=torch.channels_last)
-    result["resnet18_forward_img_s"] = rate(forward, "resnet18_forward")
+    result["resnet18_forward_img_s"] = rate(forward, "resnet18_forward", warm_forward)
     result.update({f"{k}_cpu_s_per_image": v for k, v in cpu.items()})
     if args.captions == "provided":
         return result
@@ -758,6 +770,12 @@ def main() -> None:
         action="store_true",
         help="also time the uncertainty stage with its model passes off, for that ratio",
     )
+    parser.add_argument(
+        "--floor-before",
+        action="store_true",
+        help="measure the floor before the run as well as after it, and take the mean of the two "
+        "(a shared machine whose load drifts)",
+    )
     args = parser.parse_args()
     size = tuple(int(v) for v in args.photo.lower().split("x"))
     device = torch.device(args.device)
@@ -770,12 +788,18 @@ def main() -> None:
         generated_s = time.perf_counter() - start
         print(f"generated {args.images} JPEGs in {generated_s:.1f} s", flush=True)
 
+        floor_before = floors(image_dir, args, device) if args.floor_before else {}
         clock = Clock(device)
         start, cpu_start = time.perf_counter(), time.process_time()
         notes = run_pipeline(image_dir, out_dir, args, clock)
         total, cpu_total = time.perf_counter() - start, time.process_time() - cpu_start
         print(f"pipeline done in {total:.1f} s; measuring floors", flush=True)
         floor = floors(image_dir, args, device)
+        if args.floor_before:
+            # On cores shared with other work, their load moves between the run and its floor
+            # (CPU time too: shared caches and memory bandwidth); a floor each side, averaged.
+            notes["floor_before_run"], notes["floor_after_run"] = floor_before, floor
+            floor = {k: (floor_before[k] + floor[k]) / 2 for k in floor}
 
     result: dict[str, Any] = {
         "images": args.images,

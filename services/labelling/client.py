@@ -15,17 +15,19 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import jsonschema
-import openai
 
 from neuron_atlas_client.contracts.labels import Accounting as AccountingRecord
 from services.labelling.budget import check_budget, request_estimate
 from services.labelling.cache import ResponseCache, cache_key
 from services.labelling.prompt_set import PromptSet
 from services.labelling.settings import LabelSettings
+
+if TYPE_CHECKING:  # a second of import: an offline run, which asks no endpoint, never pays it
+    import openai
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,8 @@ def api_key(settings: LabelSettings) -> str:
 
 
 def make_openai_client(settings: LabelSettings) -> openai.OpenAI:
+    import openai
+
     return openai.OpenAI(
         base_url=settings.base_url,
         api_key=api_key(settings),
@@ -262,6 +266,8 @@ class LLMClient:
             if self._gave_up:
                 raise EndpointError(f"not asked: {self._gave_up}")
         estimate = request_estimate(messages, self.prompts.max_tokens)
+        import openai  # its errors, below (already loaded by the time any request is made)
+
         # Hand-written on purpose: the openai client's own retries (and tenacity's) cannot count
         # each retry into this job's accounting, give up for the whole job after
         # MAX_CONSECUTIVE_FAILURES, or refuse a Retry-After beyond MAX_RETRY_WAIT.

@@ -14,6 +14,10 @@ from shared.storage.stores import Store
 
 SIZE = 160  # the longer side, in pixels
 QUALITY = 70
+# libwebp's effort, 0 to 6: 1 encodes a 160-pixel thumbnail in a third of the time of 4 (0.6 ms
+# against 1.7 ms on a 2-core CPU) for 20% more bytes (1.2 KB against 1.0 KB), so the
+# activation stage's thumbnails cost a few percent of its forward pass, not ten.
+METHOD = 1
 _IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -32,10 +36,13 @@ def thumbnail_bytes(image: Image.Image, size: int = SIZE) -> bytes:
     small = rgb.resize(
         (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))),
         Image.Resampling.BILINEAR,
-        reducing_gap=2.0,  # shrink in steps: fast on large photos, still smooth
+        # Box-average by the whole factor first (`Image.reduce`, every pixel counted, so no
+        # aliasing), then a bilinear step of less than 2x: half the time of reducing to twice
+        # the size first, and the same look at 160 pixels.
+        reducing_gap=1.0,
     )
     buffer = io.BytesIO()
-    small.save(buffer, format="WEBP", quality=QUALITY, method=4)
+    small.save(buffer, format="WEBP", quality=QUALITY, method=METHOD)
     return buffer.getvalue()
 
 

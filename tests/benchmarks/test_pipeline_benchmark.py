@@ -33,8 +33,12 @@ def run_benchmark(tmp_path: Path, *flags: str) -> dict:
 
 @pytest.mark.slow
 def test_pipeline_benchmark_runs_end_to_end_on_a_cpu(tmp_path: Path) -> None:
-    result = run_benchmark(tmp_path, "--photo", "800x600", "--uncertainty-off-too")
+    result = run_benchmark(tmp_path, "--photo", "800x600", "--uncertainty-off-too", "--floor-before")
     assert result["images"] == 12 and result["image_size"] == [800, 600]
+    # a floor each side of the run, and their mean the one the ratios use
+    before, after = result["notes"]["floor_before_run"], result["notes"]["floor_after_run"]
+    rate = result["floors_img_s"]["resnet18_forward_img_s"]
+    assert rate == pytest.approx((before["resnet18_forward_img_s"] + after["resnet18_forward_img_s"]) / 2)
     assert {"ingest", "decode", "activations", "uncertainty", "uncertainty (off)"} <= set(result["stages"])
     assert result["ratios"]["run_over_floor"] > 1
     assert result["notes"]["uncertainty_phases"]["images_read_in_uncertainty"] <= 12

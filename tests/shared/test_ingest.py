@@ -11,8 +11,10 @@ from PIL import Image
 
 from neuron_atlas_client.errors import InputError
 from shared.pipeline.ingest import (
+    READ_THREADS,
     PixelBudget,
     decode_entries,
+    decode_threads,
     read_captions,
     read_label_file,
     read_labels,
@@ -265,3 +267,26 @@ def test_decoding_with_a_small_pixel_budget_gives_the_same_images(sample_dir: Pa
     assert [np.asarray(a).tobytes() for a in one_at_a_time[1]] == [
         np.asarray(b).tobytes() for b in default[1]
     ]
+
+
+def test_reads_wait_for_storage_on_more_threads_than_decode(tmp_path: Path) -> None:
+    """A read from object storage waits for its answer: the shard's reads overlap beyond the
+    decoding threads (so the suite does not pay each wait in turn), and the images come back
+    in order."""
+    datas = {f"{i}.png": png(tmp_path / f"{i}.png", colour=(i, 0, 0)) for i in range(24)}
+    reading, peak, lock = [0], [0], threading.Lock()
+
+    def slow_read(entry: dict) -> bytes:
+        with lock:
+            reading[0] += 1
+            peak[0] = max(peak[0], reading[0])
+        time.sleep(0.05)  # a storage round trip
+        with lock:
+            reading[0] -= 1
+        return datas[entry["file_name"]]
+
+    entries = [{"file_name": name, "width": 20, "height": 20} for name in datas]
+    kept, images, skipped = decode_entries(entries, slow_read)
+    assert not skipped and [e["file_name"] for e in kept] == list(datas)
+    assert [image.getpixel((0, 0))[0] for image in images] == list(range(24))
+    assert min(decode_threads(), READ_THREADS - 1) < peak[0] <= READ_THREADS

@@ -12,7 +12,7 @@ from neuron_atlas_client.contracts.models import Preprocessing
 DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
 DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_TARGET_MODEL = "resnet18"
-DEFAULT_UNCERTAINTY_BUDGET = 1.75
+DEFAULT_UNCERTAINTY_BUDGET = 1.5
 MAX_MODELS = 4  # target models of one job (issue 27): captions and clusters once, the rest per model
 # The fields each model of a multi-model job brings (`TargetModel`); every other option is the job's.
 MODEL_FIELDS = ("model", "model_id", "weights", "num_classes", "preprocessing", "layers")

@@ -36,3 +36,21 @@ def test_stage_stores_the_shared_finch_partitions_of_its_embeddings(tmp_path: Pa
     assert stored.dtype == np.int32 and stored.shape[0] == len(captions) and stored.shape[1] >= 2
     assert np.array_equal(stored, partitions)
     assert np.array_equal(stored, finch_partitions(embeddings, options.ann_threshold, options.seed))
+
+
+def test_repeated_captions_are_embedded_once_and_their_rows_are_the_same_bits():
+    calls: list[list[str]] = []
+
+    class Counting(Embedder):
+        def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+            calls.append(texts)
+            return super()._encode(texts, batch_size)
+
+    captions = ["a red car", "a dog on the grass", "a red car", "a blue cup", "a dog on the grass"]
+    vectors = Counting().embed(captions, batch_size=2)
+    assert sorted(calls[0]) == ["a blue cup", "a dog on the grass", "a red car"]
+    assert vectors.shape == (5, 384) and vectors.flags.c_contiguous
+    assert np.array_equal(vectors[0], vectors[2]) and np.array_equal(vectors[1], vectors[4])
+    alone = Embedder().embed(["a blue cup"])
+    assert np.allclose(vectors[3], alone[0], atol=1e-5) and not np.allclose(vectors[3], vectors[0], atol=0.1)
+    assert Embedder().embed([]).shape[0] == 0
