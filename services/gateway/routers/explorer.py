@@ -16,7 +16,7 @@ from services.gateway.deps import JobDep, StoreDep
 from services.gateway.explorer.atlas import Atlas, read_top_images
 from services.gateway.explorer.page import ASSETS, asset, index_html
 from services.gateway.problems import Problem
-from services.gateway.results import job_result
+from services.gateway.results import job_result, model_keys
 from shared.jobs.jobstore import JobRecord
 from shared.storage import artifacts
 from shared.storage.stores import PrefixedStore, S3Store, get_npy
@@ -108,8 +108,13 @@ _atlases = _AtlasCache()
 
 @router.get("/ui/api/jobs/{job_id}/summary")
 def ui_summary(job: JobDep, store: StoreDep) -> dict[str, Any]:
-    """Counts, levels, layers and models of a finished job."""
-    return _atlases.get(job, store).summary()
+    """Counts, levels, layers and models of a finished job; a multi-model job's also lists its
+    comparisons (the baseline against each other model: /ui/api/jobs/{id}/comparisons/{key})."""
+    summary = _atlases.get(job, store).summary()
+    keys = model_keys(PrefixedStore(store, artifacts.job_prefix(job.id)))
+    if len(keys) < 2:
+        return summary
+    return {**summary, "comparisons": [{"baseline": keys[0], "key": key} for key in keys[1:]]}
 
 
 @router.get("/ui/api/jobs/{job_id}/children")
