@@ -139,7 +139,9 @@ def test_mlflow_refusing_a_file_store_is_one_error_with_what_to_do(tmp_path: Pat
 
 @pytest.mark.slow
 def test_mlflow_log_of_a_multi_model_result_logs_each_comparison(
-    mlflow_server: str, multi_run: Path, tmp_path: Path
+    mlflow_server: str,
+    multi_run: Path,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
 ) -> None:
     """A multi-model result (`run --also-model`): its baseline as a result, and each comparison's
     summary metrics, prefixed with the compared model's key, and its comparison.json."""

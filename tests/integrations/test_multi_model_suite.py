@@ -204,5 +204,8 @@ def test_the_explorers_comparison_view_of_a_multi_model_job_is_the_owners_alone(
     assert listed == [{"baseline": base, "key": other}]
     assert "comparisons" not in tenant_a.get(f"/ui/api/jobs/{one}/summary").json()
     # the baseline is not compared with itself, and a single-model job has no comparison
-    for path in (f"/ui/api/jobs/{multi}/comparisons/{base}/summary", f"/ui/api/jobs/{one}/comparisons/{other}/summary"):
+    for path in (
+        f"/ui/api/jobs/{multi}/comparisons/{base}/summary",
+        f"/ui/api/jobs/{one}/comparisons/{other}/summary",
+    ):
         assert_problem(tenant_a.get(path), 404, "not-found")

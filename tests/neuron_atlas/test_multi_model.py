@@ -168,7 +168,6 @@ def test_the_docs_one_job_example_runs_as_written(planted_runs: PlantedRuns, tmp
     assert "v3 against v4" in run.stdout
 
 
-
 def _data(folder: Path) -> dict[str, str]:
     """An explorer folder's answers (`data/**/*.js`), by path."""
     return {str(p.relative_to(folder)): p.read_text() for p in sorted((folder / "data").rglob("*.js"))}
@@ -188,7 +187,14 @@ def test_a_multi_model_run_writes_each_comparisons_explorer_as_compare_does(
     the two single-model runs, but for the title; `report OUT` writes the baseline's explorer."""
     ours = multi_run / "comparisons" / "moved" / "explorer"
     assert (ours / "index.html").is_file() and (ours / "assets" / "app.js").is_file()
-    argv = ["-q", "compare", str(planted_runs.original), str(planted_runs.moved), "--out", str(tmp_path / "c")]
+    argv = [
+        "-q",
+        "compare",
+        str(planted_runs.original),
+        str(planted_runs.moved),
+        "--out",
+        str(tmp_path / "c"),
+    ]
     assert cli_main(argv) == 0
     theirs, mine = _data(tmp_path / "c" / "explorer"), _data(ours)
     assert sorted(mine) == sorted(theirs) and len(mine) > 3

@@ -16,8 +16,8 @@ from typing import Any
 from neuron_atlas_client.errors import InputError
 from services.gateway.explorer.atlas import Atlas, read_top_images, safe_name
 from services.gateway.explorer.page import ASSETS, asset, index_html
-from shared.storage import artifacts
 from shared.pipeline.model_view import model_store
+from shared.storage import artifacts
 from shared.storage.stores import LocalStore, Store, get_json, get_npy
 
 FOLDER = "explorer"

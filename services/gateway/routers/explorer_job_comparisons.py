@@ -65,10 +65,13 @@ def _load(job: JobRecord, store: S3Store, key: str) -> ComparisonView:
         )
     document = json.loads(job_view.get_bytes(artifacts.comparison_key(key)))
     hierarchy_a, hierarchy_b = (
-        json.loads(job_view.get_bytes(artifacts.model_prefix(k) + artifacts.HIERARCHY)) for k in (keys[0], key)
+        json.loads(job_view.get_bytes(artifacts.model_prefix(k) + artifacts.HIERARCHY))
+        for k in (keys[0], key)
     )
     # the job's own explorer pages are its baseline's (model A); model B has none of its own
-    return comparison_view(document, hierarchy_a, hierarchy_b, title=f"{keys[0]} against {key}", links={"a": job.id})
+    return comparison_view(
+        document, hierarchy_a, hierarchy_b, title=f"{keys[0]} against {key}", links={"a": job.id}
+    )
 
 
 _views = _ViewCache()
