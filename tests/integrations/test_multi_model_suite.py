@@ -176,7 +176,8 @@ def test_the_explorers_comparison_view_of_a_multi_model_job_is_the_owners_alone(
     base, other = model_ids
     comparison = tenant_a.get(f"/v1/jobs/{multi}/comparison").raise_for_status().json()
     kinds = ("changed", "vanished", "appeared")
-    changed = next(c for c in comparison["concepts"] if c["status"] in kinds)
+    # the most changed concept, if any (on 12 images, few changes can reach alpha)
+    changed = sorted(comparison["concepts"], key=lambda c: c["status"] not in kinds)[0]
     paths = [
         path.format(job_id=multi, key=other, cluster_id=changed["id"])
         for _, path in sorted(UI_JOB_COMPARISON_ROUTES)
@@ -187,20 +188,28 @@ def test_the_explorers_comparison_view_of_a_multi_model_job_is_the_owners_alone(
             theirs = client.get(path, headers=suite.headers("tenant-b"))
             never = client.get(path.replace(multi, "0" * 32), headers=suite.headers("tenant-b"))
             assert theirs.status_code == never.status_code == 404, path
-            assert theirs.json()["type"] == never.json()["type"] and multi not in theirs.text
+            # another tenant's job answers exactly as one that never existed
+            assert theirs.json()["title"].replace(multi, "ID") == never.json()["title"].replace(
+                "0" * 32, "ID"
+            )
             assert client.get(path).status_code == 401, path
     changed_path, children_path, concept_path, summary_path = paths
     summary = tenant_a.get(summary_path).json()
     assert summary["title"] == f"{base} against {other}"
     assert summary["models"]["a"]["job"] == multi and summary["models"]["b"]["job"] is None
     # the job's comparison.json, as the view marks it
-    assert tenant_a.get(concept_path).json()["marker"]["kind"] == changed["status"]
+    untested = changed["status"] == "unchanged" and changed.get("testable") is False
+    assert tenant_a.get(concept_path).json()["marker"]["kind"] == (
+        "untested" if untested else changed["status"]
+    )
     assert tenant_a.get(changed_path).json()["total"] == sum(
         c["status"] in kinds for c in comparison["concepts"]
     )
     assert tenant_a.get(children_path).json()["items"]
     # the job's explorer page links to it; a single-model job's has no comparisons
-    listed = tenant_a.get(f"/ui/api/jobs/{multi}/summary").json()["comparisons"]
+    page = tenant_a.get(f"/ui/api/jobs/{multi}/summary")
+    assert page.status_code == 200, page.text
+    listed = page.json()["comparisons"]
     assert listed == [{"baseline": base, "key": other}]
     assert "comparisons" not in tenant_a.get(f"/ui/api/jobs/{one}/summary").json()
     # the baseline is not compared with itself, and a single-model job has no comparison

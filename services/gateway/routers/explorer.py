@@ -18,8 +18,9 @@ from services.gateway.explorer.page import ASSETS, asset, index_html
 from services.gateway.problems import Problem
 from services.gateway.results import job_result, model_keys
 from shared.jobs.jobstore import JobRecord
+from shared.pipeline.model_view import model_store
 from shared.storage import artifacts
-from shared.storage.stores import PrefixedStore, S3Store, get_npy
+from shared.storage.stores import PrefixedStore, S3Store, Store, get_npy
 from shared.storage.thumbnails import thumbnail_key
 
 router = APIRouter(tags=["explorer"])
@@ -87,11 +88,14 @@ class _AtlasCache:
 
     @staticmethod
     def _load(job: JobRecord, store: S3Store) -> Atlas:
-        view = PrefixedStore(store, artifacts.job_prefix(job.id))
-        hierarchy = json.loads(view.get_bytes(artifacts.HIERARCHY))
+        root = PrefixedStore(store, artifacts.job_prefix(job.id))
         # one listing request, not one per thousand thumbnails: the shard step writes every
         # decoded image's thumbnail, so a job has all of them or (made before them) none
-        thumbs = next(iter(store.list(view.prefix + "thumbs/")), None) is not None
+        thumbs = next(iter(store.list(root.prefix + "thumbs/")), None) is not None
+        keys = model_keys(root)
+        # a multi-model job's pages are its baseline's, as its plain /v1 routes answer
+        view: Store = root if len(keys) < 2 else model_store(root, keys[0])
+        hierarchy = json.loads(view.get_bytes(artifacts.HIERARCHY))
         return Atlas(
             hierarchy,
             thumbs,
