@@ -290,11 +290,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             label_settings_from_args(args),
             args.labels,
         )
+        explorers = _write_comparison_explorers(args.out) if options.multi_model else {}
         if not args.quiet:
             print_run_report(hierarchy, args.out, stderr_stream())
             print_tree(hierarchy, args.tree_levels, sys.stdout)
             if options.multi_model:
-                _print_multi_model(args.out, options)
+                _print_multi_model(args.out, options, explorers)
         return 0
     except InputError as exc:
         _print_error(exc)
@@ -317,7 +318,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
 
 
-def _print_multi_model(out_dir: Path, options: PipelineOptions) -> None:
+def _write_comparison_explorers(out_dir: Path) -> dict[str, Path]:
+    """Each comparison's explorer pages, `OUT/comparisons/<key>/explorer/` (docs/explorer.md)."""
+    from services.gateway.explorer.comparison_report import write_job_comparison_reports  # numpy
+
+    return write_job_comparison_reports(out_dir)
+
+
+def _print_multi_model(out_dir: Path, options: PipelineOptions, explorers: dict[str, Path]) -> None:
     """A multi-model run: where each model's result and comparison are, and each comparison's
     summary (the tree and report above are the baseline's)."""
     from neuron_atlas_client.comparison_gate import print_summary
@@ -332,6 +340,8 @@ def _print_multi_model(out_dir: Path, options: PipelineOptions) -> None:
         path = out_dir / "comparisons" / f"{key}.json"
         print(f"\n{base} against {key}: {path}", file=sys.stdout)
         print_summary(Comparison.model_validate_json(path.read_bytes()), sys.stdout)
+        if key in explorers:  # open it in a browser, as `compare` prints it
+            print(f"explorer ({base} against {key}): {explorers[key].resolve().as_uri()}", file=stream)
 
 
 def _mlflow_log(args: argparse.Namespace) -> int:

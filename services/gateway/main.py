@@ -21,6 +21,7 @@ from services.gateway.routers import (
     comparisons,
     explorer,
     explorer_comparisons,
+    explorer_job_comparisons,
     health,
     job_models,
     jobs,
@@ -123,6 +124,7 @@ def create_app() -> FastAPI:
     app.include_router(comparisons.router)
     app.include_router(explorer.router)
     app.include_router(explorer_comparisons.router)
+    app.include_router(explorer_job_comparisons.router)
     app.include_router(docs_pages.router)
     settings = get_gateway_settings()
     # Model uploads have their own limit: a checkpoint can be larger than a batch of images.

@@ -66,6 +66,11 @@ EXTRA_ANSWERS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/ui/api/comparisons/{comparison_id}/children"): (409,),
     ("get", "/ui/api/comparisons/{comparison_id}/changed"): (409,),
     ("get", "/ui/api/comparisons/{comparison_id}/concepts/{cluster_id}"): (409,),
+    # a multi-model job's comparison view: the job is not finished yet (409)
+    ("get", "/ui/api/jobs/{job_id}/comparisons/{key}/summary"): (409,),
+    ("get", "/ui/api/jobs/{job_id}/comparisons/{key}/children"): (409,),
+    ("get", "/ui/api/jobs/{job_id}/comparisons/{key}/changed"): (409,),
+    ("get", "/ui/api/jobs/{job_id}/comparisons/{key}/concepts/{cluster_id}"): (409,),
 }
 # Operations that touch neither Redis nor object storage: no 503.
 NO_DEPENDENCY = {("get", "/v1/webhooks/secret")}

@@ -16,6 +16,7 @@ from neuron_atlas.cli import main as cli_main
 from neuron_atlas_client import Client
 from tests.comparison_runs import PlantedRuns
 from tests.integrations.conftest import FinishedJob
+from tests.neuron_atlas.test_multi_model import multi_run  # noqa: F401 (a fixture: one tiny multi-model run)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -134,3 +135,34 @@ def test_mlflow_refusing_a_file_store_is_one_error_with_what_to_do(tmp_path: Pat
     assert error.startswith("neuron-atlas: error: MLflow refused the tracking URI ./mlruns: ")
     assert "sqlite:///mlflow.db" in fix and "MLFLOW_ALLOW_FILE_STORE=true" in fix
     assert not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.slow
+def test_mlflow_log_of_a_multi_model_result_logs_each_comparison(
+    mlflow_server: str,
+    multi_run: Path,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """A multi-model result (`run --also-model`): its baseline as a result, and each comparison's
+    summary metrics, prefixed with the compared model's key, and its comparison.json."""
+    import shutil
+
+    folder = tmp_path / "multi"
+    shutil.copytree(multi_run, folder)
+    proc = subprocess.run(
+        [sys.executable, "-m", "neuron_atlas.cli", "mlflow-log", str(folder), "--tracking-uri", mlflow_server,
+         "--experiment", "multi"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    run, top, explorer = run_data(mlflow_server, proc.stdout.strip())
+    comparison = json.loads((folder / "comparisons" / "moved.json").read_text())
+    baseline = json.loads((folder / "models" / "original" / "hierarchy.json").read_text())
+    metrics = run.data.metrics
+    assert metrics["concepts"] == len(baseline["clusters"]) and "explorer/index.html" in explorer
+    assert "hierarchy.json" in top and "comparisons" in top
+    assert metrics["comparison.moved.changed"] == comparison["summary"]["changed"] > 0
+    assert metrics["comparison.moved.significant_changes"] == comparison["summary"]["significant_changes"]
+    assert metrics["comparison.moved.layer.conv1.lost"] == comparison["layers"][0]["lost"]
+    assert run.data.tags["neuron_atlas.comparison.moved.architecture"] == "resnet18"
+    assert not any(name.startswith("comparison.original.") for name in metrics)

@@ -22,6 +22,14 @@ from tests.services.gateway.test_models import upload
 from tests.tiny_models import save_planted_resnet18
 
 pytestmark = pytest.mark.slow
+# The explorer's comparison view of a multi-model job: test_tenancy.py's matrix counts these as
+# checked here (no key 401, another tenant 404, the owner 200).
+UI_JOB_COMPARISON_ROUTES = {
+    ("GET", "/ui/api/jobs/{job_id}/comparisons/{key}/summary"),
+    ("GET", "/ui/api/jobs/{job_id}/comparisons/{key}/children"),
+    ("GET", "/ui/api/jobs/{job_id}/comparisons/{key}/changed"),
+    ("GET", "/ui/api/jobs/{job_id}/comparisons/{key}/concepts/{cluster_id}"),
+}
 IMAGES = 12
 # The planted detectors read colour at any size; conv1 is where they are (tests/comparison_runs.py).
 OPTIONS = {
@@ -68,14 +76,20 @@ def _without(document: dict[str, Any], keys: set[str]) -> dict[str, Any]:
     return {k: v for k, v in document.items() if k not in keys}
 
 
-def test_a_multi_model_job_equals_the_two_single_model_jobs_and_their_comparison(
-    suite: Any, tenant_a: httpx.Client, model_ids: list[str], sample_dir: Path
-) -> None:
+@pytest.fixture(scope="module")
+def jobs(tenant_a: httpx.Client, model_ids: list[str], sample_dir: Path) -> list[dict[str, Any]]:
+    """Tenant A's finished job of both models, then the two single-model jobs."""
     submitted = [
         _submit(tenant_a, sample_dir, model_ids=model_ids),
         *(_submit(tenant_a, sample_dir, model_id=model_id) for model_id in model_ids),
     ]
-    multi, *singles = [_finished(tenant_a, answer) for answer in submitted]
+    return [_finished(tenant_a, answer) for answer in submitted]
+
+
+def test_a_multi_model_job_equals_the_two_single_model_jobs_and_their_comparison(
+    suite: Any, tenant_a: httpx.Client, model_ids: list[str], sample_dir: Path, jobs: list[dict[str, Any]]
+) -> None:
+    multi, *singles = jobs
     # progress counts every model's activations and reaches its totals
     assert multi["progress"]["activation"] == {"done": 2 * IMAGES, "total": 2 * IMAGES}
     assert all(p["done"] == p["total"] for p in multi["progress"].values()), multi["progress"]
@@ -151,3 +165,56 @@ def test_what_a_multi_model_spec_may_not_name_is_refused_and_leaves_no_job(
         time.sleep(0.5)
         assert job_ids(tenant_b) == b_before
     assert job_ids(tenant_a) == before
+
+
+def test_the_explorers_comparison_view_of_a_multi_model_job_is_the_owners_alone(
+    suite: Any, tenant_a: httpx.Client, model_ids: list[str], jobs: list[dict[str, Any]]
+) -> None:
+    """The job's own comparison, as the explorer's comparison view answers it, for the owner only;
+    the job's explorer page lists it."""
+    multi, one = jobs[0]["id"], jobs[1]["id"]
+    base, other = model_ids
+    comparison = tenant_a.get(f"/v1/jobs/{multi}/comparison").raise_for_status().json()
+    kinds = ("changed", "vanished", "appeared")
+    # the most changed concept, if any (on 12 images, few changes can reach alpha)
+    changed = sorted(comparison["concepts"], key=lambda c: c["status"] not in kinds)[0]
+    paths = [
+        path.format(job_id=multi, key=other, cluster_id=changed["id"])
+        for _, path in sorted(UI_JOB_COMPARISON_ROUTES)
+    ]
+    with httpx.Client(base_url=suite.url, timeout=60) as client:
+        for path in paths:
+            assert tenant_a.get(path).status_code == 200, path
+            theirs = client.get(path, headers=suite.headers("tenant-b"))
+            never = client.get(path.replace(multi, "0" * 32), headers=suite.headers("tenant-b"))
+            assert theirs.status_code == never.status_code == 404, path
+            # another tenant's job answers exactly as one that never existed
+            assert theirs.json()["title"].replace(multi, "ID") == never.json()["title"].replace(
+                "0" * 32, "ID"
+            )
+            assert client.get(path).status_code == 401, path
+    changed_path, children_path, concept_path, summary_path = paths
+    summary = tenant_a.get(summary_path).json()
+    assert summary["title"] == f"{base} against {other}"
+    assert summary["models"]["a"]["job"] == multi and summary["models"]["b"]["job"] is None
+    # the job's comparison.json, as the view marks it
+    untested = changed["status"] == "unchanged" and changed.get("testable") is False
+    assert tenant_a.get(concept_path).json()["marker"]["kind"] == (
+        "untested" if untested else changed["status"]
+    )
+    assert tenant_a.get(changed_path).json()["total"] == sum(
+        c["status"] in kinds for c in comparison["concepts"]
+    )
+    assert tenant_a.get(children_path).json()["items"]
+    # the job's explorer page links to it; a single-model job's has no comparisons
+    page = tenant_a.get(f"/ui/api/jobs/{multi}/summary")
+    assert page.status_code == 200, page.text
+    listed = page.json()["comparisons"]
+    assert listed == [{"baseline": base, "key": other}]
+    assert "comparisons" not in tenant_a.get(f"/ui/api/jobs/{one}/summary").json()
+    # the baseline is not compared with itself, and a single-model job has no comparison
+    for path in (
+        f"/ui/api/jobs/{multi}/comparisons/{base}/summary",
+        f"/ui/api/jobs/{one}/comparisons/{other}/summary",
+    ):
+        assert_problem(tenant_a.get(path), 404, "not-found")

@@ -166,3 +166,56 @@ def test_the_docs_one_job_example_runs_as_written(planted_runs: PlantedRuns, tmp
     for key in ("v3", "v4"):
         jsonschema.validate(json.loads((out / "models" / key / "hierarchy.json").read_text()), schema)
     assert "v3 against v4" in run.stdout
+
+
+def _data(folder: Path) -> dict[str, str]:
+    """An explorer folder's answers (`data/**/*.js`), by path."""
+    return {str(p.relative_to(folder)): p.read_text() for p in sorted((folder / "data").rglob("*.js"))}
+
+
+def _answer(script: str) -> dict:
+    """The answer in one `data/*.js` script: `atlasData(KEY, VALUE);`."""
+    decoder = json.JSONDecoder()
+    _, end = decoder.raw_decode(script, len("atlasData("))
+    return decoder.raw_decode(script, end + 1)[0]
+
+
+def test_a_multi_model_run_writes_each_comparisons_explorer_as_compare_does(
+    planted_runs: PlantedRuns, multi_run: Path, tmp_path: Path
+) -> None:
+    """`run --also-model` writes OUT/comparisons/<key>/explorer/: the answers `compare` writes for
+    the two single-model runs, but for the title; `report OUT` writes the baseline's explorer."""
+    ours = multi_run / "comparisons" / "moved" / "explorer"
+    assert (ours / "index.html").is_file() and (ours / "assets" / "app.js").is_file()
+    argv = [
+        "-q",
+        "compare",
+        str(planted_runs.original),
+        str(planted_runs.moved),
+        "--out",
+        str(tmp_path / "c"),
+    ]
+    assert cli_main(argv) == 0
+    theirs, mine = _data(tmp_path / "c" / "explorer"), _data(ours)
+    assert sorted(mine) == sorted(theirs) and len(mine) > 3
+    for name in mine:
+        if name != "data/comparison/summary.js":
+            assert mine[name] == theirs[name], name
+    summary, separate = (_answer(answers["data/comparison/summary.js"]) for answers in (mine, theirs))
+    assert summary["title"] == "original against moved"
+    for document in (summary, separate):  # but for the title, when, and where each side was read
+        document.pop("title"), document.pop("created_at")
+        for side in document["models"].values():
+            side.pop("source")
+    assert summary == separate
+    assert sum(summary["counts"][kind] for kind in ("changed", "vanished", "appeared")) > 0
+    # `report OUT` writes the baseline's own explorer (its concepts as the single run's), beside
+    # the comparisons' pages
+    single = tmp_path / "original"
+    shutil.copytree(planted_runs.original, single)
+    assert cli_main(["report", str(single)]) == 0
+    assert cli_main(["report", str(multi_run)]) == 0
+    baseline, alone = _data(multi_run / "explorer"), _data(single / "explorer")
+    concepts = [name for name in alone if name.startswith("data/concept/")]
+    assert concepts and all(baseline[name] == alone[name] for name in concepts)
+    assert (ours / "index.html").is_file()

@@ -5,7 +5,9 @@ One MLflow run gets hierarchy.json and the explorer report as artifacts, the job
 params, summary metrics (concepts, reliable and selective shares, label quality, the share of
 tested concepts with a specific causal effect) and tags naming the target model and its sha256.
 A comparison folder (`neuron-atlas compare ... --out DIR`) is logged by `log_comparison`: its
-summary metrics, comparison.json, and both models as tags.
+summary metrics, comparison.json, and both models as tags. A multi-model result (or job) is
+logged as its baseline's result, plus each comparison's summary metrics prefixed
+`comparison.<key>.` and its comparison.json under `comparisons/`.
 The tracking server is `--tracking-uri`, else MLFLOW_TRACKING_URI, as MLflow's own tools read it.
 Needs `mlflow-skinny` (the `mlflow` extra). The explorer report is written by the main
 distribution (`neuron-atlas`), which registers its writer under the entry point group
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING
 from neuron_atlas_client.contracts.api import ArtifactsPublic
 from neuron_atlas_client.contracts.comparison import Comparison
 from neuron_atlas_client.contracts.hierarchy import Hierarchy
+from neuron_atlas_client.contracts.multi_model import MultiModelResult
 from neuron_atlas_client.errors import InputError, MissingExtra
 
 if TYPE_CHECKING:
@@ -176,6 +179,9 @@ def log_result(
 
     folder = Path(out_dir)
     path = folder / "hierarchy.json"
+    several = _multi_model(folder)
+    if several is not None and not path.is_file():  # a multi-model result: its baseline's
+        path = folder / next(m.hierarchy for m in several.models if m.key == several.baseline)
     if not path.is_file():
         raise InputError(
             f"{folder} holds no hierarchy.json.", "Point mlflow-log at a finished OUT_DIR or a job id."
@@ -191,18 +197,41 @@ def log_result(
             "neuron_atlas.result_sha256": sha256_of(path),
             **(tags or {}),
         }
+        metrics = summary_metrics(hierarchy)
+        comparisons = _job_comparisons(folder, several)
+        for key, (comparison, _) in comparisons.items():
+            all_tags[f"neuron_atlas.comparison.{key}.architecture"] = comparison.b.architecture
+            for name, value in comparison_metrics(comparison).items():
+                metrics[f"comparison.{key}." + name.removeprefix("comparison.")] = value
         client.log_batch(
             run_id,
-            metrics=[Metric(k, v, now, 0) for k, v in summary_metrics(hierarchy).items()],
+            metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
             params=[Param(k, v) for k, v in options_params(hierarchy).items()],
             tags=[RunTag(k, v) for k, v in all_tags.items()],
         )
         client.log_artifact(run_id, str(path))
         if index is not None:
             client.log_artifacts(run_id, str(index.parent), artifact_path="explorer")
+        for _, comparison_path in comparisons.values():
+            client.log_artifact(run_id, str(comparison_path), artifact_path="comparisons")
         with contextlib.redirect_stdout(sys.stderr):  # MLflow prints the run's links: not our stdout
             client.set_terminated(run_id)
     return run_id
+
+
+def _multi_model(folder: Path) -> MultiModelResult | None:
+    path = folder / "models.json"
+    return MultiModelResult.model_validate_json(path.read_bytes()) if path.is_file() else None
+
+
+def _job_comparisons(folder: Path, several: MultiModelResult | None) -> dict[str, tuple[Comparison, Path]]:
+    """A multi-model result's comparisons of its baseline with each other model, by key."""
+    found: dict[str, tuple[Comparison, Path]] = {}
+    for model in several.models if several is not None else []:
+        if model.comparison is not None:
+            path = folder / model.comparison
+            found[model.key] = (Comparison.model_validate_json(path.read_bytes()), path)
+    return found
 
 
 def report_writer() -> ReportWriter | None:
@@ -214,9 +243,18 @@ def report_writer() -> ReportWriter | None:
 
 
 def report_artifacts(found: ArtifactsPublic) -> list[str]:
-    """Of a job's artifacts, those that hierarchy.json's logging and the explorer report read."""
+    """Of a job's artifacts, those that hierarchy.json's logging and the explorer report read
+    (a multi-model job's: those of each model's folder, models.json and its comparisons)."""
     names = {a.name for a in found.artifacts}
-    return [n for n in names if n in REPORT_ARTIFACTS or n.startswith("activations/")]
+
+    def wanted(name: str) -> bool:
+        if name == "models.json" or (name.startswith("comparisons/") and name.endswith(".json")):
+            return True
+        if name.startswith("models/"):
+            name = name.split("/", 2)[-1]
+        return name in REPORT_ARTIFACTS or name.startswith("activations/")
+
+    return [n for n in names if wanted(n)]
 
 
 def job_tags(tags: dict[str, str] | None, job_id: str, gateway: str) -> dict[str, str]:

@@ -25,16 +25,39 @@ def load_comparison_view(
     return comparison_view(comparison, hierarchies[0], hierarchies[1], title=title)
 
 
+def write_job_comparison_reports(out_dir: Path) -> dict[str, Path]:
+    """A multi-model result folder's comparison views, `OUT/comparisons/<key>/explorer/`, one per
+    model compared with the baseline (`OUT/comparisons/<key>.json`, both models' hierarchy.json
+    under `OUT/models/`); each one's index.html by key (none for a single-model result)."""
+    models_path = out_dir / "models.json"
+    if not models_path.is_file():
+        return {}
+    document = json.loads(models_path.read_text(encoding="utf-8"))
+    sections = {model["key"]: model for model in document["models"]}
+    base = document["baseline"]
+    written: dict[str, Path] = {}
+    for key, model in sections.items():
+        if model["comparison"] is None:  # the baseline
+            continue
+        comparison = json.loads((out_dir / model["comparison"]).read_text(encoding="utf-8"))
+        folders = [(out_dir / sections[k]["hierarchy"]).parent for k in (base, key)]
+        view = load_comparison_view(comparison, *folders, title=f"{base} against {key}")
+        written[key] = write_comparison_report(out_dir / "comparisons" / key, view)
+    return written
+
+
 def _write(folder: Path, relative: str, key: str, value: Any) -> None:
     path = folder / "data" / relative
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(data_script(key, value), encoding="utf-8")
 
 
-def write_comparison_report(out_dir: Path, view: ComparisonView) -> Path:
-    """Write `out_dir/explorer/` afresh for `view`; returns its index.html."""
-    folder = out_dir / FOLDER
-    staging = out_dir / f".{FOLDER}-staging"
+def write_comparison_report(out_dir: Path, view: ComparisonView, folder_name: str = FOLDER) -> Path:
+    """Write `out_dir/<folder_name>/` (default `explorer/`) afresh for `view`; returns its
+    index.html. A multi-model run writes each comparison's under `OUT/comparisons/<key>/`, apart
+    from the baseline's own `OUT/explorer/` that `neuron-atlas report OUT` rewrites."""
+    folder = out_dir / folder_name
+    staging = out_dir / f".{folder_name}-staging"
     if staging.exists():
         shutil.rmtree(staging)
     (staging / "assets").mkdir(parents=True)

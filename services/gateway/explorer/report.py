@@ -16,8 +16,9 @@ from typing import Any
 from neuron_atlas_client.errors import InputError
 from services.gateway.explorer.atlas import Atlas, read_top_images, safe_name
 from services.gateway.explorer.page import ASSETS, asset, index_html
+from shared.pipeline.model_view import model_store
 from shared.storage import artifacts
-from shared.storage.stores import LocalStore, get_json, get_npy
+from shared.storage.stores import LocalStore, Store, get_json, get_npy
 
 FOLDER = "explorer"
 
@@ -35,19 +36,28 @@ def _write(folder: Path, relative: str, key: str, value: Any) -> None:
     path.write_text(data_script(key, value), encoding="utf-8")
 
 
+def result_view(out_dir: Path) -> Store:
+    """A result folder as one result: itself, or for a multi-model run (models.json) its
+    baseline's view (`models/<baseline>/` over the shared root), as the gateway's plain routes."""
+    store = LocalStore(out_dir)
+    if (out_dir / artifacts.MODELS).is_file() and not (out_dir / artifacts.HIERARCHY).is_file():
+        return model_store(store, get_json(store, artifacts.MODELS)["baseline"])
+    return store
+
+
 def load_atlas(out_dir: Path) -> Atlas:
     """The result in `out_dir` as an explorer index (thumbnails and activations read lazily)."""
-    if not (out_dir / artifacts.HIERARCHY).is_file() and (out_dir / "comparison.json").is_file():
+    store = result_view(out_dir)
+    if not store.exists(artifacts.HIERARCHY) and (out_dir / "comparison.json").is_file():
         raise InputError(
             f"{out_dir} holds a comparison, not a result.",
             f"`neuron-atlas compare` writes its explorer, {out_dir / FOLDER}/; "
             "run compare again to refresh it.",
         )
-    if not (out_dir / artifacts.HIERARCHY).is_file():
+    if not store.exists(artifacts.HIERARCHY):
         raise InputError(
             f"{out_dir} holds no hierarchy.json.", "Point report at the OUT_DIR of a finished run."
         )
-    store = LocalStore(out_dir)
     hierarchy = get_json(store, artifacts.HIERARCHY)
     thumbs = {p.stem for p in (out_dir / "thumbs").glob("*.webp")}
     return Atlas(

@@ -16,10 +16,11 @@ from services.gateway.deps import JobDep, StoreDep
 from services.gateway.explorer.atlas import Atlas, read_top_images
 from services.gateway.explorer.page import ASSETS, asset, index_html
 from services.gateway.problems import Problem
-from services.gateway.results import job_result
+from services.gateway.results import job_result, model_keys
 from shared.jobs.jobstore import JobRecord
+from shared.pipeline.model_view import model_store
 from shared.storage import artifacts
-from shared.storage.stores import PrefixedStore, S3Store, get_npy
+from shared.storage.stores import PrefixedStore, S3Store, Store, get_npy
 from shared.storage.thumbnails import thumbnail_key
 
 router = APIRouter(tags=["explorer"])
@@ -87,11 +88,14 @@ class _AtlasCache:
 
     @staticmethod
     def _load(job: JobRecord, store: S3Store) -> Atlas:
-        view = PrefixedStore(store, artifacts.job_prefix(job.id))
-        hierarchy = json.loads(view.get_bytes(artifacts.HIERARCHY))
+        root = PrefixedStore(store, artifacts.job_prefix(job.id))
         # one listing request, not one per thousand thumbnails: the shard step writes every
         # decoded image's thumbnail, so a job has all of them or (made before them) none
-        thumbs = next(iter(store.list(view.prefix + "thumbs/")), None) is not None
+        thumbs = next(iter(store.list(root.prefix + "thumbs/")), None) is not None
+        keys = model_keys(root)
+        # a multi-model job's pages are its baseline's, as its plain /v1 routes answer
+        view: Store = root if len(keys) < 2 else model_store(root, keys[0])
+        hierarchy = json.loads(view.get_bytes(artifacts.HIERARCHY))
         return Atlas(
             hierarchy,
             thumbs,
@@ -108,8 +112,13 @@ _atlases = _AtlasCache()
 
 @router.get("/ui/api/jobs/{job_id}/summary")
 def ui_summary(job: JobDep, store: StoreDep) -> dict[str, Any]:
-    """Counts, levels, layers and models of a finished job."""
-    return _atlases.get(job, store).summary()
+    """Counts, levels, layers and models of a finished job; a multi-model job's also lists its
+    comparisons (the baseline against each other model: /ui/api/jobs/{id}/comparisons/{key})."""
+    summary = _atlases.get(job, store).summary()
+    keys = model_keys(PrefixedStore(store, artifacts.job_prefix(job.id)))
+    if len(keys) < 2:
+        return summary
+    return {**summary, "comparisons": [{"baseline": keys[0], "key": key} for key in keys[1:]]}
 
 
 @router.get("/ui/api/jobs/{job_id}/children")

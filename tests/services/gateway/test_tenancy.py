@@ -25,6 +25,7 @@ from services.gateway.main import create_app
 from services.gateway.methods import endpoints
 from tests.explorer.test_ui_comparison import UI_COMPARISON_ROUTES
 from tests.integrations.test_comparisons import COMPARISON_ROUTES
+from tests.integrations.test_multi_model_suite import UI_JOB_COMPARISON_ROUTES
 from tests.services.gateway.helpers import finished_job, wait_for
 from tests.services.gateway.test_api import LIGHT, PROBLEM, images, submit
 
@@ -151,7 +152,8 @@ def test_every_route_is_in_the_matrix() -> None:
     routes = app_routes()
     # a comparison's routes: no key 401, another tenant 404 on a comparison or on jobs not its own
     # (tests/integrations/test_comparisons.py, which makes a comparison on the suite, and
-    # tests/explorer/test_ui_comparison.py for the explorer's comparison view)
+    # tests/explorer/test_ui_comparison.py for the explorer's comparison view, and
+    # tests/integrations/test_multi_model_suite.py for a multi-model job's, which needs one)
     listed = (
         set(PUBLIC)
         | TENANT_WIDE
@@ -159,6 +161,7 @@ def test_every_route_is_in_the_matrix() -> None:
         | set(MODEL_ROUTES)
         | COMPARISON_ROUTES
         | UI_COMPARISON_ROUTES
+        | UI_JOB_COMPARISON_ROUTES
     )
     uncovered = sorted(routes - listed)
     assert not uncovered, (

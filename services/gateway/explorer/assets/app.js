@@ -83,7 +83,8 @@
     concept: (job, id) => api.get(`${api.job(job)}/concepts/${enc(id)}`),
     images: (job, id, page) => api.get(`${api.job(job)}/concepts/${enc(id)}/images?page=${page}`),
     neuron: (job, layer, ch) => api.get(`${api.job(job)}/neurons/${enc(layer)}/${ch}`),
-    cmp: (id) => `api/comparisons/${enc(id)}`,
+    // a comparison's id, or a multi-model job's "JOB~KEY" (its baseline against model KEY)
+    cmp: (id) => id.includes("~") ? `${api.job(id.split("~")[0])}/comparisons/${enc(id.split("~")[1])}` : `api/comparisons/${enc(id)}`,
     cmpSummary: (id) => api.get(`${api.cmp(id)}/summary`),
     cmpChildren: (id, parent) => api.get(`${api.cmp(id)}/children` + (parent ? `?parent=${enc(parent)}` : "")),
     cmpChanged: (id) => api.get(`${api.cmp(id)}/changed`),
@@ -413,6 +414,9 @@
       h("li", {}, "layers ", summary.layers.map((l) => l.name).join(", ")),
       target.architecture ? h("li", {}, "model ", h("b", {}, target.architecture), target.weights ? ` (${target.weights})` : "") : "",
       summary.labelling && summary.labelling.source ? h("li", {}, "labels: ", summary.labelling.source) : "");
+    // a multi-model job: its baseline against each other model, in the comparison view
+    const comparisons = MODE === "api" && summary.comparisons ? h("p", { class: "job-comparisons" }, "This job explained several models; its tree is the baseline's. Compare: ",
+      summary.comparisons.map((c, i) => [i ? ", " : "", h("a", { href: route.comparison(`${job}~${c.key}`), "data-model": c.key }, `${c.baseline} against ${c.key}`)]), ".") : "";
     const input = h("input", { id: "search", type: "search", placeholder: "e.g. snowy forest", autocomplete: "off" });
     const results = h("div", { id: "results", "aria-live": "polite" });
     const form = h("form", { class: "search", role: "search", onsubmit: async (e) => {
@@ -428,7 +432,7 @@
     const pruningStep = u && u.plan ? u.plan.steps.find((s) => s.name === "pruning curve") : null;
     const warnings = (summary.warnings || []).map((w) => h("p", { class: "error" }, w.message || w.text || JSON.stringify(w)));
     show(summary.title ? `Result: ${summary.title}` : "Result",
-      h("h1", {}, summary.title ? `Result: ${summary.title}` : "Result"), facts, warnings,
+      h("h1", {}, summary.title ? `Result: ${summary.title}` : "Result"), facts, comparisons, warnings,
       h("nav", { class: "toc", "aria-label": "On this page" }, h("ul", {},
         [["#concepts", "Concepts"], ["#evidence", "Evidence at a glance"], ["#pruning", "Pruning"], ["#plan", "What ran"], ["#tests", "Tests and their nulls"]]
           .map(([id, text]) => h("li", {}, h("a", { href: id, onclick: (e) => {
@@ -773,7 +777,7 @@
     const same = c.mode === "same_layers";
     const jobs = c.jobs || {};
     const own = MODE === "api" && jobs.a ? h("p", {}, "This concept in each model's own explorer: ",
-      h("a", { href: route.concept(jobs.a, c.id) }, "model A"), ", ", h("a", { href: route.concept(jobs.b, c.id) }, "model B"), ".") : "";
+      h("a", { href: route.concept(jobs.a, c.id) }, "model A"), jobs.b ? [", ", h("a", { href: route.concept(jobs.b, c.id) }, "model B")] : "", ".") : "";
     const layers = same ? c.layers.map((l) => h("section", { class: "cmp-layer", "data-layer": l.layer },
       h("h3", {}, `${l.layer}: A ${l.group_a}, B ${l.group_b} neurons; lost ${l.lost}, gained ${l.gained}; Jaccard ${fmt(l.jaccard)}; supports changed: ${l.significant_down} down, ${l.significant_up} up`),
       h("div", { class: "compare" },
