@@ -95,6 +95,7 @@ COMPARISON_ID_IN = {
     ("get", "/v1/comparisons/{comparison_id}", "200"): "$response.body#/id",
 }
 # And the other path parameters, beside the job's (the request's): from the hierarchy.
+IN_MODELS = {"key": "$response.body#/models/1/key", "cluster_id": "$response.body#/concepts/0/id"}
 IN_HIERARCHY = {
     "cluster_id": "$response.body#/clusters/0/id",
     "image_id": "$response.body#/images/0/id",
@@ -199,6 +200,13 @@ def add_links(document: dict[str, Any]) -> None:
         links = paths[path][method]["responses"][status].setdefault("links", {})
         for operation_id, _ in targets({"comparison_id"}):
             links[operation_id] = {"operationId": operation_id, "parameters": {"comparison_id": pointer}}
+    # a job of several models: from its models document to each model's operations (the second
+    # model: the first, the baseline, has no comparison of its own) and to one concept of them
+    links = paths["/v1/jobs/{job_id}/models"]["get"]["responses"]["200"].setdefault("links", {})
+    for names in ({"key"}, {"key", "cluster_id"}):
+        for operation_id, _ in targets({"job_id", *names}):
+            parameters = {"job_id": "$request.path.job_id", **{n: IN_MODELS[n] for n in names}}
+            links[operation_id] = {"operationId": operation_id, "parameters": parameters}
     links = paths["/v1/jobs/{job_id}/hierarchy"]["get"]["responses"]["200"].setdefault("links", {})
     for names in ({"cluster_id"}, {"image_id"}, {"layer", "channel"}):
         for operation_id, _ in targets({"job_id", *names}):

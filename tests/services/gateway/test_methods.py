@@ -24,6 +24,7 @@ VALUES = {
     "image_id": "a" * 64,
     "model_id": "b" * 32,
     "comparison_id": "c" * 32,
+    "key": "candidate",
 }
 
 

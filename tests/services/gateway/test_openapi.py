@@ -101,6 +101,7 @@ def test_links_lead_from_a_job_to_every_operation_on_it() -> None:
     }
     created = set(paths["/v1/jobs"]["post"]["responses"]["202"]["links"])
     from_hierarchy = set(paths["/v1/jobs/{job_id}/hierarchy"]["get"]["responses"]["200"]["links"])
-    assert created | from_hierarchy == on_a_job
+    from_models = set(paths["/v1/jobs/{job_id}/models"]["get"]["responses"]["200"]["links"])
+    assert created | from_hierarchy | from_models == on_a_job
     for link in paths["/v1/jobs"]["get"]["responses"]["200"]["links"].values():
         assert link["parameters"] == {"job_id": "$response.body#/jobs/0/id"}
