@@ -66,6 +66,10 @@ EXTRA_ANSWERS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/ui/api/comparisons/{comparison_id}/children"): (409,),
     ("get", "/ui/api/comparisons/{comparison_id}/changed"): (409,),
     ("get", "/ui/api/comparisons/{comparison_id}/concepts/{cluster_id}"): (409,),
+    # a multi-model job's results: the job is not finished yet (409)
+    ("get", "/v1/jobs/{job_id}/models"): (409,),
+    ("get", "/v1/jobs/{job_id}/models/{key}/hierarchy"): (409,),
+    ("get", "/v1/jobs/{job_id}/comparison"): (409,),
     # a multi-model job's comparison view: the job is not finished yet (409)
     ("get", "/ui/api/jobs/{job_id}/comparisons/{key}/summary"): (409,),
     ("get", "/ui/api/jobs/{job_id}/comparisons/{key}/children"): (409,),
