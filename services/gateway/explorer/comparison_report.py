@@ -40,8 +40,8 @@ def write_job_comparison_reports(out_dir: Path) -> dict[str, Path]:
         if model["comparison"] is None:  # the baseline
             continue
         comparison = json.loads((out_dir / model["comparison"]).read_text(encoding="utf-8"))
-        folders = [(out_dir / sections[k]["hierarchy"]).parent for k in (base, key)]
-        view = load_comparison_view(comparison, *folders, title=f"{base} against {key}")
+        a_folder, b_folder = ((out_dir / sections[k]["hierarchy"]).parent for k in (base, key))
+        view = load_comparison_view(comparison, a_folder, b_folder, title=f"{base} against {key}")
         written[key] = write_comparison_report(out_dir / "comparisons" / key, view)
     return written
 
