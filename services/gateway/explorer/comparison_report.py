@@ -7,14 +7,13 @@ concept's children), so it opens from disk with no server."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 from services.gateway.explorer.atlas import safe_name
 from services.gateway.explorer.comparison_view import ComparisonView, comparison_view
-from services.gateway.explorer.page import ASSETS, asset, index_html
-from services.gateway.explorer.report import FOLDER, data_script
+from services.gateway.explorer.page import index_html
+from services.gateway.explorer.report import FOLDER, fresh_staging, swap_in, write_data
 
 
 def load_comparison_view(
@@ -46,45 +45,31 @@ def write_job_comparison_reports(out_dir: Path) -> dict[str, Path]:
     return written
 
 
-def _write(folder: Path, relative: str, key: str, value: Any) -> None:
-    path = folder / "data" / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(data_script(key, value), encoding="utf-8")
-
-
 def write_comparison_report(out_dir: Path, view: ComparisonView, folder_name: str = FOLDER) -> Path:
     """Write `out_dir/<folder_name>/` (default `explorer/`) afresh for `view`; returns its
     index.html. A multi-model run writes each comparison's under `OUT/comparisons/<key>/`, apart
     from the baseline's own `OUT/explorer/` that `neuron-atlas report OUT` rewrites."""
     folder = out_dir / folder_name
-    staging = out_dir / f".{folder_name}-staging"
-    if staging.exists():
-        shutil.rmtree(staging)
-    (staging / "assets").mkdir(parents=True)
-    for name in ASSETS:
-        (staging / "assets" / name).write_bytes(asset(name))
+    staging = fresh_staging(out_dir, folder_name)
     (staging / "index.html").write_text(index_html("static", view="comparison"), encoding="utf-8")
-    _write(staging, "comparison/summary.js", "comparison/summary", view.summary())
-    _write(staging, "comparison/changed.js", "comparison/changed", view.changed())
-    _write(staging, "comparison/children/_top.js", "comparison/children/_top", view.children(None))
+    write_data(staging, "comparison/summary.js", "comparison/summary", view.summary())
+    write_data(staging, "comparison/changed.js", "comparison/changed", view.changed())
+    write_data(staging, "comparison/children/_top.js", "comparison/children/_top", view.children(None))
     for cluster_id, cluster in view.clusters.items():
         if cluster_id not in view.concepts:
             continue
         name = safe_name(cluster_id)
-        _write(
+        write_data(
             staging,
             f"comparison/concept/{name}.js",
             f"comparison/concept/{cluster_id}",
             view.concept(cluster_id),
         )
         if cluster["children"]:
-            _write(
+            write_data(
                 staging,
                 f"comparison/children/{name}.js",
                 f"comparison/children/{cluster_id}",
                 view.children(cluster_id),
             )
-    if folder.exists():
-        shutil.rmtree(folder)
-    staging.replace(folder)
-    return folder / "index.html"
+    return swap_in(staging, folder)

@@ -30,10 +30,31 @@ def data_script(key: str, value: Any) -> str:
     return f"atlasData({json.dumps(key)},{text});\n"
 
 
-def _write(folder: Path, relative: str, key: str, value: Any) -> None:
+def write_data(folder: Path, relative: str, key: str, value: Any) -> None:
+    """One data file of a static explorer: `data/<relative>`, a script that registers `value`."""
     path = folder / "data" / relative
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(data_script(key, value), encoding="utf-8")
+
+
+def fresh_staging(out_dir: Path, folder_name: str) -> Path:
+    """An empty `.<folder_name>-staging/` beside the explorer, with the page's assets: the pages
+    are written there and swapped in whole (`swap_in`), so a reader never sees half of them."""
+    staging = out_dir / f".{folder_name}-staging"
+    if staging.exists():
+        shutil.rmtree(staging)
+    (staging / "assets").mkdir(parents=True)
+    for name in ASSETS:
+        (staging / "assets" / name).write_bytes(asset(name))
+    return staging
+
+
+def swap_in(staging: Path, folder: Path) -> Path:
+    """Replace `folder` by the finished `staging`; returns its index.html."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    staging.replace(folder)
+    return folder / "index.html"
 
 
 def result_view(out_dir: Path) -> Store:
@@ -75,12 +96,7 @@ def write_report(out_dir: Path) -> Path:
     """Write `out_dir/explorer/` afresh; returns its index.html."""
     atlas = load_atlas(out_dir)
     folder = out_dir / FOLDER
-    staging = out_dir / f".{FOLDER}-staging"
-    if staging.exists():
-        shutil.rmtree(staging)
-    (staging / "assets").mkdir(parents=True)
-    for name in ASSETS:
-        (staging / "assets" / name).write_bytes(asset(name))
+    staging = fresh_staging(out_dir, FOLDER)
     summary = atlas.summary()
     (staging / "plots").mkdir()
     written = []
@@ -89,30 +105,27 @@ def write_report(out_dir: Path) -> Path:
             (staging / "plots" / f"{name}.svg").write_text(svg, encoding="utf-8")
             written.append(name)
     (staging / "index.html").write_text(index_html("static", written), encoding="utf-8")
-    _write(staging, "summary.js", "summary", summary)
-    _write(staging, "labels.js", "labels", atlas.label_index())  # for search, loaded on first use
-    _write(staging, "children/_top.js", "children/_top", atlas.children(None, 0, len(atlas.roots)))
+    write_data(staging, "summary.js", "summary", summary)
+    write_data(staging, "labels.js", "labels", atlas.label_index())  # for search, loaded on first use
+    write_data(staging, "children/_top.js", "children/_top", atlas.children(None, 0, len(atlas.roots)))
     for cluster_id, cluster in atlas.clusters.items():
         name = safe_name(cluster_id)
-        _write(staging, f"concept/{name}.js", f"concept/{cluster_id}", atlas.concept(cluster_id))
+        write_data(staging, f"concept/{name}.js", f"concept/{cluster_id}", atlas.concept(cluster_id))
         if cluster["children"]:
             whole = atlas.children(cluster_id, 0, len(cluster["children"]))
-            _write(staging, f"children/{name}.js", f"children/{cluster_id}", whole)
+            write_data(staging, f"children/{name}.js", f"children/{cluster_id}", whole)
         for page in range(1, atlas.images_page(cluster_id, 0)["pages"]):
-            _write(
+            write_data(
                 staging,
                 f"images/{name}-{page}.js",
                 f"images/{cluster_id}/{page}",
                 atlas.images_page(cluster_id, page),
             )
     for layer, channel in atlas.neuron_keys():
-        _write(
+        write_data(
             staging,
             f"neuron/{safe_name(layer)}-{channel}.js",
             f"neuron/{layer}/{channel}",
             atlas.neuron(layer, channel),
         )
-    if folder.exists():
-        shutil.rmtree(folder)
-    staging.replace(folder)
-    return folder / "index.html"
+    return swap_in(staging, folder)
