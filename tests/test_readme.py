@@ -62,6 +62,8 @@ COVERED_INLINE = {
     "python -m shared.pipeline.stages": "tests/shared/test_stages.py holds docs/architecture.md's "
     "stage picture and table current",
     "neuron-atlas mlflow-log compare-v4": "tests/integrations/test_mlflow.py logs a comparison folder",
+    "neuron-atlas mlflow-log out": "tests/integrations/test_mlflow.py logs a multi-model result folder "
+    "(test_mlflow_log_of_a_multi_model_result_logs_each_comparison)",
     "neuron-atlas compare": "docs/comparison.md's examples (tests/neuron_atlas/test_compare_cli.py)",
     "neuron-atlas compare A_OUT B_OUT --out DIR": "tests/explorer/test_comparison_browser.py runs it "
     "and opens DIR/explorer/",
