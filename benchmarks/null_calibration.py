@@ -267,6 +267,18 @@ def exchangeable_children(partitions: np.ndarray, seed: int) -> np.ndarray:
 
 
 def options_for(target: TargetModel, importance: bool) -> PipelineOptions:
+    if AT_DEFAULT_BUDGET[0]:
+        # what a default run tests (`--default-budget`): the default budget, with its dropout,
+        # augmentation and pruning passes taking their shares first, so that the specificity
+        # and keep-only tests reach only the concepts a default run reaches (importance never:
+        # it runs with `full` only)
+        return PipelineOptions(
+            top_fraction=target.top_fraction,
+            bootstrap_resamples=0,
+            clustering_resamples=0,
+            ablation_random_sets=0,
+            batch_size=256,
+        )
     return PipelineOptions(
         top_fraction=target.top_fraction,
         bootstrap_resamples=0,
@@ -278,6 +290,11 @@ def options_for(target: TargetModel, importance: bool) -> PipelineOptions:
         uncertainty_budget="full" if importance else 1000.0,  # every concept tested
         batch_size=256,
     )
+
+
+# Set by `--default-budget`: every job runs at the default `--uncertainty-budget` instead of
+# one that tests every concept.
+AT_DEFAULT_BUDGET = [False]
 
 
 MIN_UNITS = 120  # an SE of at most 0.02 at alpha 0.05: sqrt(0.05 * 0.95 / 120) = 0.0199
@@ -375,11 +392,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--trained", type=Path, default=None, help="folder of a factor-world model (trained if absent)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
+    parser.add_argument(
+        "--default-budget",
+        action="store_true",
+        help="run every job at the default --uncertainty-budget (with its dropout, augmentation and "
+        "pruning passes), so that only the concepts a default run tests are counted; importance "
+        "(full budget only) is left out",
+    )
     parser.add_argument("--skip-trained", action="store_true", help="leave out the trained model's column")
     parser.add_argument(
         "--trained-only", action="store_true", help="only the trained model's column and factor recovery"
     )
     args = parser.parse_args(argv)
+    AT_DEFAULT_BUDGET[0] = args.default_budget
     repeats = args.repeats or (2 if args.small else 6)
     per_concept = args.per_concept or (16 if args.small else 40)
     min_units = args.min_units if args.min_units is not None else (20 if args.small else MIN_UNITS)
@@ -391,7 +416,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not args.trained_only:
         for repeat in range(repeats):
             for column in NULLS:
-                document = null_job(column, repeat, targets, per_concept, importance=repeat == 0)
+                importance = repeat == 0 and not args.default_budget
+                document = null_job(column, repeat, targets, per_concept, importance=importance)
                 count(document, tally, column, tests=TESTS_OF[column])
         top_ups = {
             column: top_up(tally, column, targets, per_concept, repeats, min_units, max_extra)
@@ -400,7 +426,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         planted_jobs = planted_collection(per_concept * 6 // 4, 7)
         partitions = partitions_of(planted_jobs.captions, shuffle_seed=None)
         document = run_job(
-            targets["planted model"], planted_jobs, partitions, options_for(targets["planted model"], True)
+            targets["planted model"],
+            planted_jobs,
+            partitions,
+            options_for(targets["planted model"], not args.default_budget),
         )
         assert planted_jobs.labels is not None
         count(document, tally, POWERS[0], pure_in=(partitions, planted_jobs.labels))
@@ -416,6 +445,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "max_extra_jobs": max_extra,
         "seconds": time.perf_counter() - started,
         "skip_trained": args.skip_trained,
+        "budget": "default" if args.default_budget else "every concept tested",
     }
     table = render(tally, settings, top_ups, trained)
     print(table["text"])
@@ -536,7 +566,7 @@ def render(
         f"Null calibration (alpha {ALPHA}): false-positive rate under each null, power on planted and "
         f"trained concepts; {settings['repeats']} jobs per null, {settings['per_concept']} images per "
         f"concept, cells topped up to {settings['min_units']} units (at most {settings['max_extra_jobs']} "
-        f"more jobs per null), {settings['seconds']:.0f} s",
+        f"more jobs per null), uncertainty budget: {settings['budget']}, {settings['seconds']:.0f} s",
         f"Machine: {host['cpu']}, {host['cores']} cores, load average {host['load_average']}; "
         f"torch threads {host['torch_threads']}, BLAS/OpenMP threads: {blas}; python {host['python']}, "
         f"torch {host['torch']}, numpy {host['numpy']}",

@@ -6,6 +6,8 @@ submission with a 422 problem, another tenant's model above all."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import pytest
 
 from neuron_atlas_client import Client
 from tests.comparison_runs import _changed_copy
-from tests.integrations.test_remote_cli import remote
+from tests.integrations.test_remote_cli import remote, remote_env
 from tests.services.gateway.helpers import LIGHT_OPTIONS, assert_same_document, wait_for
 from tests.services.gateway.test_api import assert_problem, images, job_ids
 from tests.services.gateway.test_models import upload
@@ -218,3 +220,39 @@ def test_the_explorers_comparison_view_of_a_multi_model_job_is_the_owners_alone(
         f"/ui/api/jobs/{one}/comparisons/{other}/summary",
     ):
         assert_problem(tenant_a.get(path), 404, "not-found")
+
+
+def test_mlflow_log_of_a_multi_model_job_logs_each_comparison(
+    suite: Any, mlflow_server: str, model_ids: list[str], jobs: list[dict[str, Any]]
+) -> None:
+    """docs/comparison.md: `mlflow-log JOB_ID` of a multi-model suite job logs what the folder
+    form logs: the baseline as a result, each comparison's summary metrics prefixed with its
+    model's key, and its comparison.json under `comparisons/`."""
+    from mlflow.tracking import MlflowClient
+
+    multi = jobs[0]["id"]
+    base, other = model_ids
+    proc = subprocess.run(
+        [sys.executable, "-m", "neuron_atlas.cli", "mlflow-log", multi, "--tracking-uri", mlflow_server,
+         "--experiment", "multi-jobs"],
+        env=remote_env(suite, None), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    client = MlflowClient(tracking_uri=mlflow_server)
+    run_id = proc.stdout.strip()
+    run = client.get_run(run_id)
+    comparison = suite_json(suite, f"/v1/jobs/{multi}/comparison")
+    baseline = suite_json(suite, f"/v1/jobs/{multi}/hierarchy")
+    metrics, tags = run.data.metrics, run.data.tags
+    assert tags["neuron_atlas.job_id"] == multi
+    assert metrics["concepts"] == len(baseline["clusters"])
+    assert metrics[f"comparison.{other}.changed"] == comparison["summary"]["changed"]
+    assert metrics[f"comparison.{other}.layer.conv1.lost"] == comparison["layers"][0]["lost"]
+    assert not any(name.startswith(f"comparison.{base}.") for name in metrics)
+    logged = [a.path for a in client.list_artifacts(run_id, "comparisons")]
+    assert logged == [f"comparisons/{other}.json"]
+
+
+def suite_json(suite: Any, path: str) -> Any:
+    with httpx.Client(base_url=suite.url, headers=suite.headers("tenant-a"), timeout=60) as client:
+        return client.get(path).raise_for_status().json()
