@@ -28,8 +28,11 @@ def test_orchestration_benchmark_compares_warm_suite_jobs_with_embedded_runs(tmp
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
-    assert re.search(r"repeat 1: embedded [\d.]+ s, suite [\d.]+ s", output)
-    assert re.search(r"repeat 2: embedded [\d.]+ s, suite [\d.]+ s", output)
+    # each side's wall and CPU seconds (the suite's: all its processes together)
+    for repeat in (1, 2):
+        pattern = rf"repeat {repeat}: embedded [\d.]+ s \(([\d.]+) CPU s\), suite [\d.]+ s \(([\d.]+) CPU s"
+        found = re.search(pattern, output)
+        assert found and float(found.group(1)) > 0 and float(found.group(2)) > 0, output[-3000:]
     ratio = re.search(r"median\) +[\d.]+ s +ratio +([\d.]+)x", output)
     assert ratio and float(ratio.group(1)) > 0, output[-3000:]
     # every process of the suite is accounted for in CPU seconds
