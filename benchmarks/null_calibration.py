@@ -31,6 +31,8 @@ children have difference neurons (121 tested in 219 jobs), and those jobs skip e
     python benchmarks/null_calibration.py --small       # CI's quick version
     python benchmarks/null_calibration.py --trained-only  # the trained model: its null, power
                                                           # and factor recovery
+    python benchmarks/null_calibration.py --default-budget  # only what a default run tests
+                                                            # (issue 24): docs/uncertainty.md
 """
 
 from __future__ import annotations
