@@ -43,6 +43,11 @@ CANNOT_RUN_HERE = {
 }
 SKIP_STARTS = tuple(CANNOT_RUN_HERE)
 # Inline spans that restate a command a fenced example runs.
+MULTI_MODEL_REPORT = (
+    "tests/neuron_atlas/test_multi_model.py::"
+    "test_a_multi_model_run_writes_each_comparisons_explorer_as_compare_does runs `report` on a "
+    "multi-model result and checks the baseline's explorer"
+)
 COVERED_INLINE = {
     "neuron-atlas run": "the 'Running it on your images' example",
     "neuron-atlas run IMAGE_DIR --out OUT_DIR": "the 'Running it on your images' example",
@@ -62,6 +67,8 @@ COVERED_INLINE = {
     "python -m shared.pipeline.stages": "tests/shared/test_stages.py holds docs/architecture.md's "
     "stage picture and table current",
     "neuron-atlas mlflow-log compare-v4": "tests/integrations/test_mlflow.py logs a comparison folder",
+    "neuron-atlas report OUT": MULTI_MODEL_REPORT,
+    "neuron-atlas report out": MULTI_MODEL_REPORT,
     "neuron-atlas mlflow-log out": "tests/integrations/test_mlflow.py logs a multi-model result folder "
     "(test_mlflow_log_of_a_multi_model_result_logs_each_comparison)",
     "neuron-atlas compare": "docs/comparison.md's examples (tests/neuron_atlas/test_compare_cli.py)",
