@@ -42,12 +42,12 @@ CANNOT_RUN_HERE = {
     "missing) is what test_readme_suite_script_from_start_to_stop runs",
 }
 SKIP_STARTS = tuple(CANNOT_RUN_HERE)
-# Inline spans that restate a command a fenced example runs.
 MULTI_MODEL_REPORT = (
     "tests/neuron_atlas/test_multi_model.py::"
     "test_a_multi_model_run_writes_each_comparisons_explorer_as_compare_does runs `report` on a "
     "multi-model result and checks the baseline's explorer"
 )
+# Inline spans that restate a command a fenced example runs.
 COVERED_INLINE = {
     "neuron-atlas run": "the 'Running it on your images' example",
     "neuron-atlas run IMAGE_DIR --out OUT_DIR": "the 'Running it on your images' example",
