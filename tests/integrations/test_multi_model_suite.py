@@ -223,7 +223,11 @@ def test_the_explorers_comparison_view_of_a_multi_model_job_is_the_owners_alone(
 
 
 def test_mlflow_log_of_a_multi_model_job_logs_each_comparison(
-    suite: Any, mlflow_server: str, model_ids: list[str], jobs: list[dict[str, Any]]
+    suite: Any,
+    tenant_a: httpx.Client,
+    mlflow_server: str,
+    model_ids: list[str],
+    jobs: list[dict[str, Any]],
 ) -> None:
     """docs/comparison.md: `mlflow-log JOB_ID` of a multi-model suite job logs what the folder
     form logs: the baseline as a result, each comparison's summary metrics prefixed with its
@@ -241,8 +245,8 @@ def test_mlflow_log_of_a_multi_model_job_logs_each_comparison(
     client = MlflowClient(tracking_uri=mlflow_server)
     run_id = proc.stdout.strip()
     run = client.get_run(run_id)
-    comparison = suite_json(suite, f"/v1/jobs/{multi}/comparison")
-    baseline = suite_json(suite, f"/v1/jobs/{multi}/hierarchy")
+    comparison = tenant_a.get(f"/v1/jobs/{multi}/comparison").raise_for_status().json()
+    baseline = tenant_a.get(f"/v1/jobs/{multi}/hierarchy").raise_for_status().json()
     metrics, tags = run.data.metrics, run.data.tags
     assert tags["neuron_atlas.job_id"] == multi
     assert metrics["concepts"] == len(baseline["clusters"])
@@ -251,8 +255,3 @@ def test_mlflow_log_of_a_multi_model_job_logs_each_comparison(
     assert not any(name.startswith(f"comparison.{base}.") for name in metrics)
     logged = [a.path for a in client.list_artifacts(run_id, "comparisons")]
     assert logged == [f"comparisons/{other}.json"]
-
-
-def suite_json(suite: Any, path: str) -> Any:
-    with httpx.Client(base_url=suite.url, headers=suite.headers("tenant-a"), timeout=60) as client:
-        return client.get(path).raise_for_status().json()
