@@ -268,8 +268,8 @@ def exchangeable_children(partitions: np.ndarray, seed: int) -> np.ndarray:
     return shuffled
 
 
-def options_for(target: TargetModel, importance: bool) -> PipelineOptions:
-    if AT_DEFAULT_BUDGET[0]:
+def options_for(target: TargetModel, importance: bool, default_budget: bool = False) -> PipelineOptions:
+    if default_budget:
         # what a default run tests (`--default-budget`): the default budget, with its dropout,
         # augmentation and pruning passes taking their shares first, so that the specificity
         # and keep-only tests reach only the concepts a default run reaches (importance never:
@@ -294,11 +294,6 @@ def options_for(target: TargetModel, importance: bool) -> PipelineOptions:
     )
 
 
-# Set by `--default-budget`: every job runs at the default `--uncertainty-budget` instead of
-# one that tests every concept.
-AT_DEFAULT_BUDGET = [False]
-
-
 MIN_UNITS = 120  # an SE of at most 0.02 at alpha 0.05: sqrt(0.05 * 0.95 / 120) = 0.0199
 # The tests each null applies to (exchangeable children: a real parent makes the others true
 # positives), and those a top-up job may add: importance is left at its first job's count, since
@@ -320,13 +315,14 @@ def null_job(
     per_concept: int,
     importance: bool = False,
     model_passes: bool = True,
+    default_budget: bool = False,
 ) -> dict[str, Any]:
     """Job `repeat` of null `column`: its collection, partitions and uncertainty document."""
     if column == NULLS[2]:
         target = targets["random ResNet18"]
         collection = sample_collection(per_concept, 100_000 + repeat)
         real = partitions_of(collection.captions, shuffle_seed=None)
-        options = options_for(target, False)
+        options = options_for(target, False, default_budget)
         return run_job(target, collection, exchangeable_children(real, repeat), options, model_passes)
     if column == NULLS[0]:
         target, collection = targets["random ResNet18"], sample_collection(per_concept, repeat)
@@ -335,7 +331,8 @@ def null_job(
     else:
         target, collection = targets["planted model"], planted_collection(per_concept * 6 // 4, repeat)
     partitions = partitions_of(collection.captions, shuffle_seed=1000 + repeat)
-    return run_job(target, collection, partitions, options_for(target, importance), model_passes)
+    options = options_for(target, importance, default_budget)
+    return run_job(target, collection, partitions, options, model_passes)
 
 
 def top_up(
@@ -346,6 +343,7 @@ def top_up(
     first_repeat: int,
     min_units: int,
     max_jobs: int,
+    default_budget: bool = False,
 ) -> dict[str, Any]:
     """More jobs of null `column` until every test's cell (importance aside) has `min_units`, or
     `max_jobs` ran. A job runs only what its short cells need: selectivity and the difference
@@ -360,7 +358,9 @@ def top_up(
             break
         passes = any(t not in NO_MODEL_PASS for t in short)
         repeat = first_repeat + sum(jobs.values())
-        document = null_job(column, repeat, targets, per_concept, model_passes=passes)
+        document = null_job(
+            column, repeat, targets, per_concept, model_passes=passes, default_budget=default_budget
+        )
         count(document, tally, column, tests=tests if passes else [t for t in tests if t in NO_MODEL_PASS])
         jobs["with model passes" if passes else "selection only"] += 1
     still_short = [
@@ -406,7 +406,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--trained-only", action="store_true", help="only the trained model's column and factor recovery"
     )
     args = parser.parse_args(argv)
-    AT_DEFAULT_BUDGET[0] = args.default_budget
     repeats = args.repeats or (2 if args.small else 6)
     per_concept = args.per_concept or (16 if args.small else 40)
     min_units = args.min_units if args.min_units is not None else (20 if args.small else MIN_UNITS)
@@ -419,10 +418,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for repeat in range(repeats):
             for column in NULLS:
                 importance = repeat == 0 and not args.default_budget
-                document = null_job(column, repeat, targets, per_concept, importance=importance)
+                document = null_job(
+                    column, repeat, targets, per_concept, importance, default_budget=args.default_budget
+                )
                 count(document, tally, column, tests=TESTS_OF[column])
         top_ups = {
-            column: top_up(tally, column, targets, per_concept, repeats, min_units, max_extra)
+            column: top_up(
+                tally, column, targets, per_concept, repeats, min_units, max_extra, args.default_budget
+            )
             for column in NULLS
         }
         planted_jobs = planted_collection(per_concept * 6 // 4, 7)
@@ -431,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             targets["planted model"],
             planted_jobs,
             partitions,
-            options_for(targets["planted model"], not args.default_budget),
+            options_for(targets["planted model"], not args.default_budget, args.default_budget),
         )
         assert planted_jobs.labels is not None
         count(document, tally, POWERS[0], pure_in=(partitions, planted_jobs.labels))
@@ -528,13 +531,15 @@ def trained_columns(
     target = trained_target(args.trained or Path("/tmp/neuron-atlas-factor-model"))
     targets = {"trained model": target}
     for repeat in range(repeats):
-        document = null_job(TRAINED_NULL, repeat, targets, per_concept)
+        document = null_job(TRAINED_NULL, repeat, targets, per_concept, default_budget=args.default_budget)
         count(document, tally, TRAINED_NULL, tests=TESTS_OF[TRAINED_NULL])
-    top = top_up(tally, TRAINED_NULL, targets, per_concept, repeats, min_units, max_extra)
+    top = top_up(
+        tally, TRAINED_NULL, targets, per_concept, repeats, min_units, max_extra, args.default_budget
+    )
     collection = factor_world.generate(240 if args.small else 480, seed=99)
     job = factor_collection(240 if args.small else 480, seed=99)
     partitions = partitions_of(job.captions, shuffle_seed=None)
-    options = options_for(target, False)
+    options = options_for(target, False, args.default_budget)
     arrays = job_arrays(target, job, partitions, options)
     document = run_job(target, job, partitions, options, arrays=arrays)
     # as for the planted model: power on the clusters whose images all share a class

@@ -68,3 +68,24 @@ def test_random_set_clusters_do_not_follow_the_images_order() -> None:
             concepts = np.bincount(collection.labels[partitions[:, 0] == cluster], minlength=4)
             # a random set of 6 or more of 4 equal concepts: at most ~50% of one, rarely 70%
             assert concepts.sum() < 6 or concepts.max() / concepts.sum() < 0.7, (seed, cluster, concepts)
+
+
+def test_the_default_budget_null_runs_what_a_default_run_plans() -> None:
+    """`--default-budget` (issue 24: the table must hold at the default budget) runs each job
+    with the product's own defaults for everything the plan spends the budget on, so its tested
+    concepts are the ones a default run tests; only importance (`full` only) is off."""
+    from neuron_atlas_client.options import PipelineOptions
+
+    target = null_calibration.planted()
+    default, every = PipelineOptions(), null_calibration.options_for(target, False)
+    at_default = null_calibration.options_for(target, False, default_budget=True)
+    planned = (
+        "uncertainty_budget",
+        "mc_samples",
+        "tta_samples",
+        "pruning_random_sets",
+        "ablation_max_images",
+    )
+    assert all(getattr(at_default, name) == getattr(default, name) for name in planned)
+    assert every.uncertainty_budget != default.uncertainty_budget  # the table's own: every concept
+    assert at_default.ablation_random_sets == 0 and at_default.top_fraction == target.top_fraction
