@@ -269,28 +269,26 @@ def exchangeable_children(partitions: np.ndarray, seed: int) -> np.ndarray:
 
 
 def options_for(target: TargetModel, importance: bool, default_budget: bool = False) -> PipelineOptions:
+    """The jobs' options: no resampling (no test here reads it); every concept tested, with
+    importance's random sets when asked, or (`--default-budget`) what a default run plans: the
+    default budget, with its dropout, augmentation and pruning passes taking their shares
+    first, so that the specificity and keep-only tests reach only the concepts a default run
+    reaches (importance never: it runs with `full` only)."""
+    common: dict[str, Any] = {
+        "top_fraction": target.top_fraction,
+        "bootstrap_resamples": 0,
+        "clustering_resamples": 0,
+        "batch_size": 256,
+    }
     if default_budget:
-        # what a default run tests (`--default-budget`): the default budget, with its dropout,
-        # augmentation and pruning passes taking their shares first, so that the specificity
-        # and keep-only tests reach only the concepts a default run reaches (importance never:
-        # it runs with `full` only)
-        return PipelineOptions(
-            top_fraction=target.top_fraction,
-            bootstrap_resamples=0,
-            clustering_resamples=0,
-            ablation_random_sets=0,
-            batch_size=256,
-        )
+        return PipelineOptions(**common, ablation_random_sets=0)
     return PipelineOptions(
-        top_fraction=target.top_fraction,
-        bootstrap_resamples=0,
-        clustering_resamples=0,
+        **common,
         mc_samples=0,
         tta_samples=0,
         pruning_random_sets=0,
         ablation_random_sets=19 if importance else 0,
         uncertainty_budget="full" if importance else 1000.0,  # every concept tested
-        batch_size=256,
     )
 
 

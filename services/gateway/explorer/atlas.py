@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,8 +129,12 @@ class Atlas:
         top_images: Callable[[], TopImages | None] | None = None,
         title: str = "",
         embeddings: Callable[[], np.ndarray | None] | None = None,
+        comparisons: Sequence[dict[str, str]] = (),
     ) -> None:
+        """`comparisons`: a multi-model job's, the baseline against each other model
+        ({"baseline", "key"}), which its overview lists."""
         self.hierarchy = hierarchy
+        self.comparisons = list(comparisons)
         self.title = title
         self.clusters: dict[str, dict[str, Any]] = {c["id"]: c for c in hierarchy["clusters"]}
         self.images: dict[str, dict[str, Any]] = {i["id"]: i for i in hierarchy["images"]}
@@ -262,6 +266,7 @@ class Atlas:
             },
             "plots": self.summary_plots(),
             "warnings": h.get("warnings"),
+            **({"comparisons": self.comparisons} if self.comparisons else {}),
         }
 
     def summary_plots(self) -> dict[str, str | None]:

@@ -104,6 +104,7 @@ class _AtlasCache:
             embeddings=lambda: (
                 get_npy(view, artifacts.EMBEDDINGS) if view.exists(artifacts.EMBEDDINGS) else None
             ),
+            comparisons=[{"baseline": keys[0], "key": key} for key in keys[1:]],
         )
 
 
@@ -114,11 +115,7 @@ _atlases = _AtlasCache()
 def ui_summary(job: JobDep, store: StoreDep) -> dict[str, Any]:
     """Counts, levels, layers and models of a finished job; a multi-model job's also lists its
     comparisons (the baseline against each other model: /ui/api/jobs/{id}/comparisons/{key})."""
-    summary = _atlases.get(job, store).summary()
-    keys = model_keys(PrefixedStore(store, artifacts.job_prefix(job.id)))
-    if len(keys) < 2:
-        return summary
-    return {**summary, "comparisons": [{"baseline": keys[0], "key": key} for key in keys[1:]]}
+    return _atlases.get(job, store).summary()  # the comparisons read once, with the hierarchy
 
 
 @router.get("/ui/api/jobs/{job_id}/children")
