@@ -5,7 +5,6 @@ tenant's job or thumbnail is a 404)."""
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from threading import Lock
 from typing import Any
 
@@ -15,6 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from services.gateway.deps import JobDep, StoreDep
 from services.gateway.explorer.atlas import Atlas, read_top_images
 from services.gateway.explorer.page import ASSETS, asset, index_html
+from services.gateway.explorer.recent import Recent
 from services.gateway.problems import Problem
 from services.gateway.results import job_result, model_keys
 from shared.jobs.jobstore import JobRecord
@@ -52,38 +52,28 @@ class _AtlasCache:
     cache, whose validation it does not need (several seconds for a large job). A page asks for
     two answers at once: the second waits for the first's parse instead of parsing again."""
 
-    def __init__(self, size: int = 4) -> None:
-        self._items: OrderedDict[str, Atlas] = OrderedDict()
-        self._size = size
+    def __init__(self) -> None:
+        self._atlases: Recent[str, Atlas] = Recent()
         self._lock = Lock()
         self._loading: dict[str, Lock] = {}
-
-    def _hit(self, key: str) -> Atlas | None:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-            return None
 
     def get(self, job: JobRecord, store: S3Store) -> Atlas:
         if job.status != "succeeded":
             job_result(job, store)  # answers the 409 problem
         key = f"{job.id}@{job.finished_at}"
-        found = self._hit(key)
+        found = self._atlases.get(key)
         if found is not None:
             return found
         with self._lock:
             loading = self._loading.setdefault(key, Lock())
         with loading:
-            found = self._hit(key)
+            found = self._atlases.get(key)
             if found is not None:
                 return found
             atlas = self._load(job, store)
+            self._atlases.put(key, atlas)
             with self._lock:
-                self._items[key] = atlas
                 self._loading.pop(key, None)
-                while len(self._items) > self._size:
-                    self._items.popitem(last=False)
         return atlas
 
     @staticmethod

@@ -7,8 +7,6 @@ one that never existed."""
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
-from threading import Lock
 from typing import Any
 
 from fastapi import APIRouter, Path
@@ -16,6 +14,7 @@ from fastapi.responses import RedirectResponse
 
 from services.gateway.deps import JobsDep, StoreDep, TenantDep
 from services.gateway.explorer.comparison_view import ComparisonView, comparison_view
+from services.gateway.explorer.recent import Recent
 from services.gateway.problems import Problem
 from shared.jobs.comparisons import comparison_key
 from shared.jobs.jobstore import JobRecord, JobStore
@@ -41,10 +40,8 @@ class _ViewCache:
     """Comparison views, a few at a time, keyed by tenant, comparison and when each job finished
     (a relabelled job's labels are read afresh). A comparison.json never changes once written."""
 
-    def __init__(self, size: int = 4) -> None:
-        self._items: OrderedDict[tuple[str, str], tuple[tuple[str, ...], ComparisonView]] = OrderedDict()
-        self._size = size
-        self._lock = Lock()
+    def __init__(self) -> None:
+        self._views: Recent[tuple[str, str], tuple[tuple[str, ...], ComparisonView]] = Recent()
 
     @staticmethod
     def _stamps(jobs: JobStore, tenant: str, comparison_id: str, document: dict[str, Any]) -> tuple[str, ...]:
@@ -53,15 +50,11 @@ class _ViewCache:
 
     def get(self, store: S3Store, jobs: JobStore, tenant: str, comparison_id: str) -> ComparisonView:
         key = (tenant, comparison_id)  # the tenant is part of the key: never another's view
-        with self._lock:
-            found = self._items.get(key)
+        found = self._views.get(key)
         if found is not None:
             stamps, view = found
             # the jobs are checked on every answer: a deleted or relabelled job shows at once
             if self._stamps(jobs, tenant, comparison_id, view.comparison) == stamps:
-                with self._lock:
-                    self._items[key] = found
-                    self._items.move_to_end(key)
                 return view
         try:
             raw = store.get_bytes(comparison_key(tenant, comparison_id))
@@ -80,10 +73,7 @@ class _ViewCache:
             title=f"Comparison {comparison_id[:12]}",
             links={"a": job_a, "b": job_b},
         )
-        with self._lock:
-            self._items[key] = (stamps, view)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
+        self._views.put(key, (stamps, view))
         return view
 
 

@@ -7,8 +7,6 @@ existed."""
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
-from threading import Lock
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
@@ -16,6 +14,7 @@ from fastapi import APIRouter, Path
 from neuron_atlas_client.options import MODEL_KEY_PATTERN
 from services.gateway.deps import JobDep, StoreDep
 from services.gateway.explorer.comparison_view import ComparisonView, comparison_view
+from services.gateway.explorer.recent import Recent
 from services.gateway.problems import Problem
 from services.gateway.results import finished, model_keys
 from shared.jobs.jobstore import JobRecord
@@ -32,23 +31,16 @@ class _ViewCache:
     """A few views, keyed by job, when it finished (a relabelled job's labels are read afresh)
     and model; the job's tenant was checked by its dependency before any lookup."""
 
-    def __init__(self, size: int = 4) -> None:
-        self._items: OrderedDict[tuple[str, str, str], ComparisonView] = OrderedDict()
-        self._size = size
-        self._lock = Lock()
+    def __init__(self) -> None:
+        self._views: Recent[tuple[str, str, str], ComparisonView] = Recent()
 
     def get(self, job: JobRecord, store: S3Store, key: str) -> ComparisonView:
         finished(job)
         cache_key = (job.id, str(job.finished_at), key)
-        with self._lock:
-            if (found := self._items.get(cache_key)) is not None:
-                self._items.move_to_end(cache_key)
-                return found
-        view = _load(job, store, key)
-        with self._lock:
-            self._items[cache_key] = view
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
+        view = self._views.get(cache_key)
+        if view is None:
+            view = _load(job, store, key)
+            self._views.put(cache_key, view)
         return view
 
 
