@@ -21,9 +21,21 @@ from pathlib import Path
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: every socket stays bound until all are chosen, since the
+    kernel may hand a just-closed port out again (two of one server's ports once came out equal,
+    and SeaweedFS's filer never started)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def weed_binary() -> str:
@@ -120,7 +132,17 @@ class S3Server:
 
 def start_seaweedfs(folder: Path, access_key: str, secret_key: str, timeout: float = 60) -> S3Server:
     """`weed server` with a filer and the S3 gateway, every port chosen free (tests run beside
-    other test runs on the same machine)."""
+    other test runs on the same machine). A port is free when chosen, not when bound: another
+    process may take one in between, so a start that fails is tried once more on new ports."""
+    try:
+        return _start_seaweedfs(folder, access_key, secret_key, timeout)
+    except RuntimeError:
+        retry = folder / "retry"
+        retry.mkdir(exist_ok=True)
+        return _start_seaweedfs(retry, access_key, secret_key, timeout)
+
+
+def _start_seaweedfs(folder: Path, access_key: str, secret_key: str, timeout: float) -> S3Server:
     config = folder / "s3.json"
     config.write_text(
         json.dumps(
@@ -137,10 +159,8 @@ def start_seaweedfs(folder: Path, access_key: str, secret_key: str, timeout: flo
     )
     data = folder / "data"
     data.mkdir(exist_ok=True)
-    ports = {
-        name: free_port()
-        for name in ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc")
-    }
+    names = ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc")
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     args = [
         weed_binary(),
         "server",
@@ -328,6 +348,7 @@ __all__ = [
     "RedisServer",
     "S3Server",
     "free_port",
+    "free_ports",
     "start_gateway",
     "start_redis",
     "start_seaweedfs",

@@ -90,9 +90,9 @@ def test_with_redis_down_the_gateway_answers_503_and_keeps_nothing(
 def test_readiness_names_what_is_down_and_not_where_it_is(suite: Any, tmp_path: Path) -> None:
     """`/readyz` answers anyone (probes send no key): it says which dependency is down, never its
     endpoint, host or port (the gateway's log has the exception)."""
-    from tests.servers import ProcessGroup, free_port, wait_http
+    from tests.servers import ProcessGroup, free_port, free_ports, wait_http
 
-    redis_port, s3_port = free_port(), free_port()  # nothing listens on either
+    redis_port, s3_port = free_ports(2)  # nothing listens on either
     env = {
         **suite.env,
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
