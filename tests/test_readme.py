@@ -24,8 +24,17 @@ from pathlib import Path
 import pytest
 
 from shared.pipeline.hierarchy import validate_hierarchy
+from shared.storage.thumbnails import thumbnail_ids
 from tests.readme_examples import Block, bash_blocks, command_matches, inline_commands
-from tests.servers import ProcessGroup, free_port, start_redis, start_seaweedfs, wait_http, zip_folder
+from tests.servers import (
+    ProcessGroup,
+    free_port,
+    free_ports,
+    start_redis,
+    start_seaweedfs,
+    wait_http,
+    zip_folder,
+)
 
 # Commands that cannot run on this machine, with the reason; every one is a named skip below.
 CANNOT_RUN_HERE = {
@@ -208,7 +217,8 @@ def test_readme_sample_and_run_example(tmp_path: Path, torch_home: Path):
     assert "result: my-result/hierarchy.json" in proc.stderr
     explorer = (cwd / "my-result" / "explorer" / "index.html").resolve()
     assert explorer.as_uri() in proc.stdout  # `report` prints where to open the explorer
-    assert all((cwd / "my-result" / "thumbs" / f"{i['id']}.webp").is_file() for i in hierarchy["images"])
+    assert thumbnail_ids(cwd / "my-result" / "thumbs") == {i["id"] for i in hierarchy["images"]}
+    assert all((explorer.parent / "thumbs" / f"{i['id']}.webp").is_file() for i in hierarchy["images"])
 
 
 @pytest.mark.slow
@@ -454,7 +464,8 @@ def test_readme_suite_script_from_start_to_stop(tmp_path: Path, torch_home: Path
     cwd = project_folder(tmp_path / "project")
     (cwd / "scripts").mkdir()
     shutil.copy(Path(__file__).resolve().parents[1] / "scripts" / "suite", cwd / "scripts" / "suite")
-    ports = {name: str(free_port()) for name in ("GATEWAY_PORT", "REDIS_PORT", "S3_PORT")}
+    names = ("GATEWAY_PORT", "REDIS_PORT", "S3_PORT")
+    ports = {name: str(port) for name, port in zip(names, free_ports(len(names)), strict=True)}
     env = example_env(torch_home, OMP_NUM_THREADS="1", **ports)  # five workers share two cores
     script = block.script(substitutions={"--timeout 900": "--timeout 150"})
     data = cwd / "suite-data"

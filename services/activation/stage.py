@@ -51,7 +51,8 @@ def run_activation_shard(
         # Every shard writes the same record (which shard runs first is not known); it is small.
         artifacts.write_model(store, artifacts.TARGET, target.record())
         write_activation_shard(store, shard.index, ids, pooled, mask, layers, target.weights, predicted)
-        write_thumbnails(store, ids, shard.images)  # for the explorer, from the images decoded here
+        # for the explorer, from the images decoded here: one pack per shard
+        write_thumbnails(store, shard.index, ids, shard.images)
     return len(shard.entries)
 
 

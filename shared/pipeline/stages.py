@@ -90,7 +90,7 @@ PIPELINE: tuple[Stage, ...] = (
         writes=(
             "activations/{shard}.npz",
             "undecodable/{shard}.json",
-            "thumbs/{image_id}.webp",
+            "thumbs/{shard}.zip",
             "target.json",
         ),
         after=("ingest",),

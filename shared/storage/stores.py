@@ -70,6 +70,14 @@ class LocalStore:
     def get_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
+    def size(self, key: str) -> int:
+        return self._path(key).stat().st_size
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        with self._path(key).open("rb") as file:
+            file.seek(offset)
+            return file.read(length or -1)  # 0: to the end, as S3Store
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
@@ -142,10 +150,14 @@ class S3Store:
         self.client.put_object(self.bucket, key, io.BytesIO(data), len(data))
 
     def get_bytes(self, key: str) -> bytes:
+        return self.get_range(key, 0, 0)
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """`length` bytes from `offset` (0: to the end); `FileNotFoundError` when there is no object."""
         from minio.error import S3Error  # minio: the suite extra; LocalStore (embedded runs) needs none
 
         try:
-            response = self.client.get_object(self.bucket, key)
+            response = self.client.get_object(self.bucket, key, offset=offset, length=length)
         except S3Error as exc:
             if exc.code in _MISSING_CODES:
                 raise FileNotFoundError(f"no object {key!r} in bucket {self.bucket}") from None
@@ -171,15 +183,22 @@ class S3Store:
             raise
 
     def exists(self, key: str) -> bool:
+        try:
+            self.size(key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def size(self, key: str) -> int:
         from minio.error import S3Error  # minio: the suite extra; LocalStore (embedded runs) needs none
 
         try:
-            self.client.stat_object(self.bucket, key)
+            found = self.client.stat_object(self.bucket, key)
         except S3Error as exc:
             if exc.code in _MISSING_CODES:
-                return False
+                raise FileNotFoundError(f"no object {key!r} in bucket {self.bucket}") from None
             raise
-        return True
+        return int(found.size or 0)
 
     def list(self, prefix: str) -> Iterator[str]:
         for item in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):

@@ -21,7 +21,7 @@ from PIL import Image
 from neuron_atlas_client.contracts.labels import Labelling
 from neuron_atlas_client.options import PipelineOptions
 from shared.storage.stores import LocalStore, put_npy, put_npz
-from shared.storage.thumbnails import thumbnail_bytes, thumbnail_key
+from shared.storage.thumbnails import pack_key, pack_thumbnails, thumbnail_bytes
 
 LAYERS = [("layer1", 64), ("layer2", 128), ("layer3", 256), ("layer4", 512)]
 WORDS = ["dog", "cat", "forest", "snowy", "beach", "city", "street", "red", "boat", "mountain", "bird", "car"]
@@ -390,8 +390,9 @@ def make_job(
         )
     if thumbs:
         palette = [_thumb(i) for i in range(len(WORDS))]  # a colour per leaf word: cheap, and visible
-        for i, image_id in enumerate(ids):
-            store.put_bytes(thumbnail_key(image_id), palette[int(assign[0][i]) % len(WORDS)])
+        shown = [(image_id, palette[int(assign[0][i]) % len(WORDS)]) for i, image_id in enumerate(ids)]
+        for shard, start in enumerate(range(0, len(shown), 256)):  # as a run packs them, per shard
+            store.put_bytes(pack_key(shard), pack_thumbnails(shown[start : start + 256]))
     return hierarchy
 
 

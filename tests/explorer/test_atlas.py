@@ -14,7 +14,7 @@ from PIL import Image
 from services.gateway.explorer.atlas import PAGE_SIZE, Atlas, read_top_images
 from services.gateway.explorer.report import data_script, load_atlas, write_report
 from shared.storage.stores import LocalStore, get_npz
-from shared.storage.thumbnails import thumbnail_bytes, thumbnail_key, write_thumbnails
+from shared.storage.thumbnails import thumbnail_bytes, thumbnail_ids, thumbnail_name, write_thumbnails
 from tests.explorer.synthetic import make_job
 
 
@@ -37,14 +37,15 @@ def test_thumbnail_is_a_small_webp_that_keeps_the_aspect() -> None:
     assert small.size == (40, 30)  # never enlarged
 
 
-def test_thumbnail_keys_only_take_image_ids(tmp_path: Path) -> None:
+def test_thumbnail_names_only_take_image_ids(tmp_path: Path) -> None:
     image_id = "a" * 64
-    assert thumbnail_key(image_id) == f"thumbs/{image_id}.webp"
+    assert thumbnail_name(image_id) == f"{image_id}.webp"
     for bad in ("../spec", "A" * 64, "a" * 63, "a" * 64 + "/x"):
         with pytest.raises(ValueError):
-            thumbnail_key(bad)
-    write_thumbnails(LocalStore(tmp_path), [image_id], [Image.new("RGB", (300, 300))])
-    assert (tmp_path / "thumbs" / f"{image_id}.webp").is_file()
+            thumbnail_name(bad)
+    write_thumbnails(LocalStore(tmp_path), 3, [image_id], [Image.new("RGB", (300, 300))])
+    assert thumbnail_ids(tmp_path / "thumbs") == {image_id}
+    assert (tmp_path / "thumbs" / "00003.zip").is_file()
 
 
 def test_tree_pages_every_level_from_the_top(atlas: Atlas, job: tuple[Path, dict[str, Any]]) -> None:

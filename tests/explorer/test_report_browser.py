@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from shared.storage.thumbnails import thumbnail_ids
 from tests.explorer.browser import (
     SCREENSHOTS,
     chromium,
@@ -79,8 +80,12 @@ def _open(driver: Any, url: str, page: str) -> None:
 
 
 def test_embedded_run_writes_a_thumbnail_per_image(embedded: dict[str, Any]) -> None:
-    for image in embedded["hierarchy"]["images"]:
-        thumb = Image.open(embedded["out"] / "thumbs" / f"{image['id']}.webp")
+    """One pack per shard in thumbs/, unpacked by `report` beside its pages."""
+    images = {image["id"] for image in embedded["hierarchy"]["images"]}
+    assert thumbnail_ids(embedded["out"] / "thumbs") == images
+    assert all(p.suffix == ".zip" for p in (embedded["out"] / "thumbs").iterdir())
+    for image_id in images:
+        thumb = Image.open(embedded["out"] / "explorer" / "thumbs" / f"{image_id}.webp")
         assert thumb.format == "WEBP" and max(thumb.size) <= 160
 
 

@@ -216,19 +216,27 @@ def test_another_tenant_in_the_browser_gets_not_found(
     browser.execute_script("sessionStorage.clear()")
 
 
-def test_the_bucket_holds_a_webp_thumbnail_per_image(suite: Any, ui_job: dict[str, Any]) -> None:
+def test_the_bucket_holds_a_webp_thumbnail_per_image_in_a_pack_per_shard(
+    suite: Any, ui_job: dict[str, Any]
+) -> None:
     from PIL import Image
 
     from shared.storage.stores import S3Store, make_s3_client
+    from shared.storage.thumbnails import ThumbnailIndex
 
     env = suite.env
     client = make_s3_client(env["S3_ENDPOINT"], env["S3_ACCESS_KEY"], env["S3_SECRET_KEY"], "us-east-1")
     store = S3Store(client, suite.bucket)
-    prefix = f"jobs/{ui_job['id']}/thumbs/"
-    keys = set(store.list(prefix))
-    assert keys == {f"{prefix}{image['id']}.webp" for image in ui_job["hierarchy"]["images"]}
-    thumb = Image.open(io.BytesIO(store.get_bytes(sorted(keys)[0])))
+    prefix = f"jobs/{ui_job['id']}/"
+    images = [image["id"] for image in ui_job["hierarchy"]["images"]]
+    packs = list(store.list(prefix + "thumbs/"))
+    assert packs and all(key.endswith(".zip") for key in packs) and len(packs) < len(images)
+    index = ThumbnailIndex(store, prefix)
+    assert set(index.spans) == set(images)
+    thumb = Image.open(io.BytesIO(index.read(images[0])))
     assert thumb.format == "WEBP" and max(thumb.size) <= 160
     with httpx.Client(base_url=suite.url, headers=suite.headers(), timeout=30) as http:
+        served = http.get(f"/ui/api/jobs/{ui_job['id']}/thumbs/{images[-1]}")
+        assert served.headers["content-type"] == "image/webp" and served.content == index.read(images[-1])
         names = {a["name"] for a in http.get(f"/v1/jobs/{ui_job['id']}/artifacts").json()["artifacts"]}
     assert "hierarchy.json" in names and not any(n.startswith("thumbs/") for n in names)  # no link per image

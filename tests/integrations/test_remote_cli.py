@@ -22,6 +22,7 @@ from neuron_atlas_client.remote_cli import (
     EXIT_OK,
     EXIT_USAGE,
 )
+from shared.storage.thumbnails import thumbnail_ids
 from tests.integrations.conftest import FinishedJob
 from tests.servers import free_port
 
@@ -229,9 +230,8 @@ def test_downloaded_artifacts_make_a_report_with_pictures(
     folder = tmp_path / "download"
     downloaded = remote(suite, "artifacts", finished_job.job.id, "--download", str(folder))
     assert downloaded.returncode == EXIT_OK, downloaded.stderr
-    thumbs = sorted(p.stem for p in (folder / "thumbs").glob("*.webp"))
     hierarchy = json.loads((folder / "hierarchy.json").read_text())
-    assert thumbs == sorted(image["id"] for image in hierarchy["images"])
+    assert thumbnail_ids(folder / "thumbs") == {image["id"] for image in hierarchy["images"]}
     assert not (folder / "images").exists()  # the uploaded originals stay in the bucket
     report = subprocess.run(
         [sys.executable, "-m", "neuron_atlas.cli", "report", str(folder)],
@@ -241,3 +241,4 @@ def test_downloaded_artifacts_make_a_report_with_pictures(
     pages = list((folder / "explorer" / "data" / "concept").glob("*.js"))
     assert pages and all('"thumb":false' not in p.read_text() for p in pages)
     assert any('"thumb":true' in p.read_text() for p in pages)
+    assert thumbnail_ids(folder / "explorer" / "thumbs") == {image["id"] for image in hierarchy["images"]}

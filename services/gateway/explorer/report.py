@@ -1,8 +1,9 @@
 """`neuron-atlas report OUT_DIR`: the explorer as a static folder, `OUT_DIR/explorer/`, that opens
 from disk. Browsers refuse `fetch` on file:// pages, so each answer the gateway's `/ui/api` would
 give is a small script here (`atlasData(key, value)`), one file per concept, image page and neuron:
-a concept page loads its own file and never the whole hierarchy. Thumbnails stay where the run
-wrote them (`OUT_DIR/thumbs/`) and are linked as `../thumbs/{id}.webp`. The job's plots are also
+a concept page loads its own file and never the whole hierarchy. The run's thumbnails, one zip per
+shard in `OUT_DIR/thumbs/`, are unpacked beside the pages (`explorer/thumbs/{id}.webp`: a page
+from disk cannot read inside a zip), so the folder opens wherever it is copied. The job's plots are also
 written as SVG files (`plots/summary.svg`, `plots/pruning.svg`), which open and print without
 JavaScript."""
 
@@ -19,6 +20,7 @@ from services.gateway.explorer.page import ASSETS, asset, index_html
 from shared.pipeline.model_view import model_store
 from shared.storage import artifacts
 from shared.storage.stores import LocalStore, Store, get_json, get_npy
+from shared.storage.thumbnails import extract_thumbnails, thumbnail_ids
 
 FOLDER = "explorer"
 
@@ -80,7 +82,7 @@ def load_atlas(out_dir: Path) -> Atlas:
             f"{out_dir} holds no hierarchy.json.", "Point report at the OUT_DIR of a finished run."
         )
     hierarchy = get_json(store, artifacts.HIERARCHY)
-    thumbs = {p.stem for p in (out_dir / "thumbs").glob("*.webp")}
+    thumbs = thumbnail_ids(out_dir / "thumbs")
     return Atlas(
         hierarchy,
         thumbs,
@@ -97,6 +99,7 @@ def write_report(out_dir: Path) -> Path:
     atlas = load_atlas(out_dir)
     folder = out_dir / FOLDER
     staging = fresh_staging(out_dir, FOLDER)
+    extract_thumbnails(out_dir / "thumbs", staging / "thumbs")
     summary = atlas.summary()
     (staging / "plots").mkdir()
     written = []

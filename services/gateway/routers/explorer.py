@@ -5,7 +5,6 @@ tenant's job or thumbnail is a 404)."""
 from __future__ import annotations
 
 import json
-from threading import Lock
 from typing import Any
 
 from fastapi import APIRouter, Query, Response
@@ -21,7 +20,7 @@ from shared.jobs.jobstore import JobRecord
 from shared.pipeline.model_view import model_store
 from shared.storage import artifacts
 from shared.storage.stores import PrefixedStore, S3Store, Store, get_npy
-from shared.storage.thumbnails import thumbnail_key
+from shared.storage.thumbnails import ThumbnailIndex
 
 router = APIRouter(tags=["explorer"])
 _MEDIA = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
@@ -54,27 +53,23 @@ class _AtlasCache:
 
     def __init__(self) -> None:
         self._atlases: Recent[str, Atlas] = Recent()
-        self._lock = Lock()
-        self._loading: dict[str, Lock] = {}
+        self._thumbnails: Recent[str, ThumbnailIndex] = Recent()
 
     def get(self, job: JobRecord, store: S3Store) -> Atlas:
         if job.status != "succeeded":
             job_result(job, store)  # answers the 409 problem
-        key = f"{job.id}@{job.finished_at}"
-        found = self._atlases.get(key)
-        if found is not None:
-            return found
-        with self._lock:
-            loading = self._loading.setdefault(key, Lock())
-        with loading:
-            found = self._atlases.get(key)
-            if found is not None:
-                return found
-            atlas = self._load(job, store)
-            self._atlases.put(key, atlas)
-            with self._lock:
-                self._loading.pop(key, None)
-        return atlas
+        return self._atlases.get_or_make(f"{job.id}@{job.finished_at}", lambda: self._load(job, store))
+
+    def thumbnails(self, job: JobRecord, store: S3Store) -> ThumbnailIndex:
+        """Where the job's thumbnails lie in its packs, read on the first thumbnail asked for and
+        kept once the job has finished (a running job's shards are still writing theirs)."""
+
+        def make() -> ThumbnailIndex:
+            return ThumbnailIndex(store, artifacts.job_prefix(job.id))
+
+        if job.finished_at is None:
+            return make()
+        return self._thumbnails.get_or_make(f"{job.id}@{job.finished_at}", make)
 
     @staticmethod
     def _load(job: JobRecord, store: S3Store) -> Atlas:
@@ -165,8 +160,7 @@ def ui_neuron(job: JobDep, store: StoreDep, layer: str, channel: int) -> dict[st
 def ui_thumbnail(job: JobDep, store: StoreDep, image_id: str) -> Response:
     """An image's thumbnail (WebP), for the key's own jobs only."""
     try:
-        key = artifacts.job_prefix(job.id) + thumbnail_key(image_id)
-        data = store.get_bytes(key)
+        data = _atlases.thumbnails(job, store).read(image_id)
     except (ValueError, FileNotFoundError):
         raise Problem(404, "not-found", f"No thumbnail {image_id} in job {job.id}.") from None
     return Response(data, media_type="image/webp", headers={"Cache-Control": "private, max-age=3600"})

@@ -71,8 +71,8 @@ def get_artifacts(
     thumbs: Annotated[
         bool,
         Query(
-            description="Also link every thumbnail (`thumbs/`, one per image), which the "
-            "explorer report of a downloaded job shows."
+            description="Also link the thumbnails (`thumbs/{shard}.zip`: a zip of WebP images "
+            "per shard), which the explorer report of a downloaded job shows."
         ),
     ] = False,
 ) -> ArtifactsPublic:

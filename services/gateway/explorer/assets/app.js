@@ -144,7 +144,7 @@
       return load(`images/${id}/${page}`, `images/${id}-${page}.js`);
     },
     neuron: (job, layer, ch) => load(`neuron/${layer}/${ch}`, `neuron/${layer}-${ch}.js`),
-    thumb: async (job, id) => `../thumbs/${id}.webp`,
+    thumb: async (job, id) => `thumbs/${id}.webp`,  // unpacked beside the pages by `report`
     cmpSummary: () => load("comparison/summary", "comparison/summary.js"),
     cmpChildren: (id, parent) => load(`comparison/children/${parent || "_top"}`, `comparison/children/${parent || "_top"}.js`),
     cmpChanged: () => load("comparison/changed", "comparison/changed.js"),
