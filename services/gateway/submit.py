@@ -62,12 +62,13 @@ def fingerprint(document: Any, uploads: Sequence[Upload] = ()) -> str:
 def collect_uploads(
     view: Store, uploads: Sequence[Upload], options: PipelineOptions, limits: Limits
 ) -> Collector:
-    collector = Collector(view.put_bytes, limits, options.max_image_pixels)
+    collector = Collector(limits, options.max_image_pixels)
     try:
         for name, handle in uploads:
             collector.add_upload(name, handle)
-    finally:
-        collector.wait()
+    except BaseException:
+        collector.close()
+        raise
     return collector
 
 
@@ -79,12 +80,13 @@ def import_prefix(store: Store, view: Store, tenant: str, spec: JobFromBucket, l
         raise InputError(
             f"Prefix {spec.source.prefix!r} is outside {allowed}.", f"Put the images under {allowed}."
         )
-    collector = Collector(view.put_bytes, limits, spec.options.max_image_pixels)
+    collector = Collector(limits, spec.options.max_image_pixels)
     try:
         for key in store.list(prefix):
             collector.add_file(key[len(prefix) :], store.get_bytes(key))
-    finally:
-        collector.wait()
+    except BaseException:
+        collector.close()
+        raise
     return collector
 
 
@@ -105,8 +107,9 @@ def submit(
     view = PrefixedStore(store, artifacts.job_prefix(job_id))
     options = spec.options
     try:
-        collector = collect(view)
-        manifest = collector.manifest(spec.captions, spec.labels)
+        with collect(view) as collector:  # its spool goes when the images are written
+            manifest = collector.manifest(spec.captions, spec.labels)
+            collector.write_shards(view.put_file, manifest, options.shard_size)
         # The same two documents the embedded ingest writes, so both runs give one hierarchy.
         put_json(view, artifacts.SPEC, {"options": options.model_dump(mode="json")})
         put_json(view, artifacts.MANIFEST, manifest)

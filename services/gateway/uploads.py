@@ -1,6 +1,10 @@
 """Turn a submission's files (uploads, zip/tar archives, or objects under a bucket prefix) into a
-job's `images/{sha256}.{ext}` objects and its manifest, exactly as the embedded ingest would for
-the same files in a folder: same file names, order, skip reasons and captions.
+job's manifest, exactly as the embedded ingest would for the same files in a folder (same file
+names, order, skip reasons and captions), and its images, one pack per shard
+(`images/{shard}.zip`, shared/storage/stored_images.py). Each image is kept in a spool folder on
+the gateway's disk as it arrives (content-addressed, so a file sent twice is kept once) and
+packed once the manifest has put them in order: a pack per shard is one request to object
+storage where an object per image was one each, and the workers' reads shrink alike.
 
 Archives are read defensively: a bounded number of entries and expanded bytes, and any entry
 with a path trick (absolute, `..`, backslash, drive letter) or a link refuses the whole
@@ -11,12 +15,13 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import stat
 import tarfile
-import threading
+import tempfile
 import zipfile
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -35,6 +40,7 @@ from shared.pipeline.ingest import (
     sha256_bytes,
 )
 from shared.storage import artifacts
+from shared.storage.packs import write_pack
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +69,7 @@ class Limits:
 # An archive entry over 1 MiB that expands more than this is skipped unread: images are already
 # compressed (a flat-colour BMP may reach 50:1), a zip of zeros reaches 1000:1.
 MAX_COMPRESSION_RATIO = 100
-# Image bytes read but not yet stored, across the upload threads.
-IN_FLIGHT_BYTES = 512 * 1024**2
+PACK_THREADS = 4  # shards packed and written at once
 
 
 @dataclass(frozen=True)
@@ -102,30 +107,12 @@ def archive_kind(head: bytes) -> str | None:
     return None
 
 
-class _ByteBudget:
-    """A semaphore counted in bytes: image bytes waiting for their upload stay under `limit`."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.used = limit, 0
-        self._changed = threading.Condition()
-
-    def acquire(self, size: int) -> None:
-        with self._changed:
-            self._changed.wait_for(lambda: self.used == 0 or self.used + size <= self.limit)
-            self.used += size
-
-    def release(self, size: int) -> None:
-        with self._changed:
-            self.used -= size
-            self._changed.notify_all()
-
-
 class Collector:
-    """Takes named files one at a time; stores each image at once (content-addressed, so a file
-    sent twice is stored once) and remembers what it saw, so `manifest()` can order it."""
+    """Takes named files one at a time; spools each image to disk at once and remembers what it
+    saw, so `manifest()` can order it and `write_shards` pack it. `close()` (or leaving a `with`
+    block) removes the spool."""
 
-    def __init__(self, put: Callable[[str, bytes], None], limits: Limits, max_pixels: int) -> None:
-        self._put = put
+    def __init__(self, limits: Limits, max_pixels: int) -> None:
         self.limits = limits
         self.max_pixels = min(max_pixels, limits.max_image_pixels)
         self.items: list[_Item] = []
@@ -135,9 +122,17 @@ class Collector:
         self._entries = 0
         self._expanded = 0
         self._images = 0
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ingest-put")
-        self._inflight = _ByteBudget(max(IN_FLIGHT_BYTES, limits.max_file_bytes))
-        self._futures: list[Future[None]] = []
+        # the images kept until `write_shards` packs them, one file each, named by its sha256
+        self.spool = Path(tempfile.mkdtemp(prefix="neuron-atlas-upload-"))
+
+    def __enter__(self) -> Collector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        shutil.rmtree(self.spool, ignore_errors=True)
 
     # --- input ---------------------------------------------------------------------------------
 
@@ -163,7 +158,9 @@ class Collector:
             )
         digest = sha256_bytes(data)
         self.items.append(_Item(name, digest, fmt, width, height))
-        self._store(artifacts.image_key(digest, fmt), data)
+        spooled = self.spool / digest
+        if not spooled.exists():
+            spooled.write_bytes(data)
 
     def add_upload(self, name: str, handle: IO[bytes]) -> None:
         """An uploaded part: an archive is unpacked, anything else is one file."""
@@ -284,26 +281,7 @@ class Collector:
         except tarfile.TarError as exc:
             raise InputError(f"{archive} is not a readable tar archive ({exc}).") from None
 
-    def _store(self, key: str, data: bytes) -> None:
-        self._inflight.acquire(len(data))
-
-        def put() -> None:
-            try:
-                self._put(key, data)
-            finally:
-                self._inflight.release(len(data))
-
-        self._futures.append(self._pool.submit(put))
-
     # --- output --------------------------------------------------------------------------------
-
-    def wait(self) -> None:
-        """Every image stored, or the first storage error raised."""
-        try:
-            for future in self._futures:
-                future.result()
-        finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
 
     def manifest(self, captions: dict[str, str], labels: dict[str, str] | None = None) -> dict[str, Any]:
         """manifest.json in the embedded ingest's order (sorted paths) and duplicate rule (the
@@ -333,3 +311,22 @@ class Collector:
         if unmatched:
             log.warning("%d captions name no submitted file (first: %s)", len(unmatched), unmatched[:3])
         return manifest_document(records, skipped, provided, class_labels)
+
+    def write_shards(
+        self, put_file: Callable[[str, Path], None], manifest: dict[str, Any], shard_size: int
+    ) -> None:
+        """The manifest's images, `shard_size` to a pack in its order, written with `put_file`
+        (`images/{shard}.zip`); the first failed write is raised."""
+        images = manifest["images"]
+
+        def write(shard: int) -> None:
+            entries = images[shard * shard_size : (shard + 1) * shard_size]
+            pack = self.spool / f"shard-{shard:05d}.zip"
+            members = ((artifacts.image_member(e), (self.spool / e["id"]).read_bytes()) for e in entries)
+            write_pack(pack, members)
+            put_file(artifacts.images_pack_key(shard), pack)
+            pack.unlink()
+
+        with ThreadPoolExecutor(PACK_THREADS, thread_name_prefix="ingest-pack") as pool:
+            for _ in pool.map(write, range(artifacts.shard_count(len(images), shard_size))):
+                pass

@@ -158,7 +158,7 @@ def manifest_image_reader(
     manifest: Mapping[str, Any], image_ids: Sequence[str], read_bytes: Callable[[dict[str, Any]], bytes]
 ) -> ImageSource:
     """Decoded images for row indices of the job, from manifest entries and a byte reader
-    (a file in the embedded run, `images/{sha256}.{ext}` in object storage in the suite). These
+    (a file in the embedded run, a member of `images/{shard}.zip` in object storage in the suite). These
     images were decoded once already, so a failure now is an error, not a skip."""
     entries = {entry["id"]: entry for entry in manifest["images"]}
 

@@ -39,6 +39,7 @@ from shared.pipeline.stage_job import ShardDecoder
 from shared.public_text import public_text, redact
 from shared.settings import get_infra_settings
 from shared.storage import artifacts
+from shared.storage.stored_images import StoredImages
 from shared.storage.stores import PrefixedStore, S3Store, Store, get_json, make_s3_client
 from shared.webhooks.announce import announce
 
@@ -321,6 +322,7 @@ class SuiteJob:
         self._made: dict[str, Any] = {}
         self._progress = JobProgress(context, step)
         self._warnings: list[RunWarning] = []
+        self._images: StoredImages | None = None
 
     @property
     def store(self) -> Store:
@@ -337,12 +339,19 @@ class SuiteJob:
     def manifest(self) -> dict[str, Any]:
         return job_inputs(self.context)[0]
 
+    @property
+    def images(self) -> StoredImages:
+        if self._images is None:
+            self._images = StoredImages(self.store, self.manifest(), self.options.shard_size)
+        return self._images
+
     def read_image(self, entry: dict[str, Any]) -> bytes:
-        return artifacts.stored_image_reader(self.store)(entry)
+        return self.images.read(entry)
 
     def shard(self, index: int, decoder: ShardDecoder) -> DecodedShard:
         budget = get_infra_settings().decode_pixel_budget
-        return decoder(self.manifest(), index, self.options.shard_size, self.read_image, budget)
+        read = self.images.shard_reader(index)
+        return decoder(self.manifest(), index, self.options.shard_size, read, budget)
 
     def model_resource(self, name: str, view: ModelJob) -> Any:
         """A multi-model job's resource `name` for one of its models: made from that model's view

@@ -66,7 +66,7 @@ PIPELINE: tuple[Stage, ...] = (
         "",
         "",
         reads=("the images", "metadata.csv/.jsonl", "captions and labels files"),
-        writes=("spec.json", "manifest.json", "images/{sha256}.{ext} (suite)"),
+        writes=("spec.json", "manifest.json", "images/{shard}.zip (suite)"),
         does="find the images, their captions and labels; the job's options",
     ),
     Stage(

@@ -39,8 +39,19 @@ def manifest_image_key(entry: dict[str, Any]) -> str:
 
 
 def stored_image_reader(store: Store) -> Callable[[dict[str, Any]], bytes]:
-    """Bytes of a manifest entry's image as the suite stores it."""
+    """Bytes of a manifest entry's image as the suite stored it, one object per image, before
+    it packed them per shard (`images_pack_key`; shared/storage/stored_images.py reads both)."""
     return lambda entry: store.get_bytes(manifest_image_key(entry))
+
+
+def images_pack_key(shard: int) -> str:
+    """The suite's pack of image shard `shard`: a zip of its images in the manifest's order,
+    each named as its single object was (`{sha256}.{ext}`, `image_member`)."""
+    return f"images/{shard:05d}.zip"
+
+
+def image_member(entry: dict[str, Any]) -> str:
+    return manifest_image_key(entry).removeprefix("images/")
 
 
 def shard_entries(manifest: dict[str, Any], shard: int, shard_size: int) -> list[dict[str, Any]]:

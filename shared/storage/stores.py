@@ -34,6 +34,14 @@ class Store(Protocol):
         """The object's bytes; `FileNotFoundError` when there is none."""
         ...
 
+    def size(self, key: str) -> int:
+        """The object's size in bytes; `FileNotFoundError` when there is none."""
+        ...
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """`length` bytes of the object from `offset` (0: to its end; fewer where it ends first)."""
+        ...
+
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> Iterator[str]: ...
     def delete_prefix(self, prefix: str) -> None: ...
@@ -252,6 +260,12 @@ class PrefixedStore:
     def get_bytes(self, key: str) -> bytes:
         return self.inner.get_bytes(self._key(key))
 
+    def size(self, key: str) -> int:
+        return self.inner.size(self._key(key))
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        return self.inner.get_range(self._key(key), offset, length)
+
     def exists(self, key: str) -> bool:
         return self.inner.exists(self._key(key))
 
@@ -293,6 +307,18 @@ class ModelStore:
             return self.own.get_bytes(key)
         except FileNotFoundError:
             return self.root.get_bytes(key)
+
+    def size(self, key: str) -> int:
+        try:
+            return self.own.size(key)
+        except FileNotFoundError:
+            return self.root.size(key)
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        try:
+            return self.own.get_range(key, offset, length)
+        except FileNotFoundError:
+            return self.root.get_range(key, offset, length)
 
     def exists(self, key: str) -> bool:
         return self.own.exists(key) or self.root.exists(key)
