@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 import zipfile
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from threading import Lock
@@ -132,9 +132,3 @@ class PackReader:
             self._windows.append((span.key, span.header, data))
         found = _member(data, 0, span)
         return found if found is not None else read_member(self.store, span, name)
-
-
-def member_names(pack: Path) -> Iterator[str]:
-    """The member names of a pack on disk."""
-    with zipfile.ZipFile(pack) as opened:
-        yield from opened.namelist()

@@ -13,24 +13,7 @@ from shared.storage import artifacts
 from shared.storage.packs import PackReader, pack_index, write_pack
 from shared.storage.stored_images import StoredImages
 from shared.storage.stores import LocalStore
-
-
-class CountingStore(LocalStore):
-    """Counts requests, as an S3 server would see them."""
-
-    requests = 0
-
-    def size(self, key: str) -> int:
-        self.requests += 1
-        return super().size(key)
-
-    def get_range(self, key: str, offset: int, length: int) -> bytes:
-        self.requests += 1
-        return super().get_range(key, offset, length)
-
-    def get_bytes(self, key: str) -> bytes:
-        self.requests += 1
-        return super().get_bytes(key)
+from tests.shared.counting_store import CountingStore
 
 
 def _manifest(count: int, size: int) -> tuple[dict[str, Any], dict[str, bytes]]:

@@ -17,6 +17,7 @@ from shared.storage.thumbnails import (
     thumbnail_name,
     write_thumbnails,
 )
+from tests.shared.counting_store import CountingStore
 
 
 def test_a_thumbnail_is_a_webp_within_160_pixels_that_looks_like_its_image() -> None:
@@ -59,24 +60,6 @@ def test_a_shard_is_one_zip_any_tool_opens_and_the_same_bytes_every_time(tmp_pat
         assert pack.read(f"{ids[2]}.webp") == thumbnail_bytes(images[2])
     write_thumbnails(store, 7, ids, images)  # a retried step writes the very same pack
     assert (tmp_path / "thumbs" / "00007.zip").read_bytes() == first
-
-
-class CountingStore(LocalStore):
-    """A LocalStore that counts the requests an index makes, as an S3 server would see them."""
-
-    requests = 0
-
-    def size(self, key: str) -> int:
-        self.requests += 1
-        return super().size(key)
-
-    def get_range(self, key: str, offset: int, length: int) -> bytes:
-        self.requests += 1
-        return super().get_range(key, offset, length)
-
-    def get_bytes(self, key: str) -> bytes:
-        self.requests += 1
-        return super().get_bytes(key)
 
 
 def test_the_index_serves_every_thumbnail_with_one_read_each(tmp_path: Path) -> None:
